@@ -1,0 +1,136 @@
+"""Argument validation shared by every attention entry point.
+
+Bad input gets a ``TypeError`` or ``ValueError`` that names the argument and what was expected.
+NaN and inf *values* are allowed (they are data, reported by :func:`pasa_npu.metrics.census`).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import torch
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Sizes of one attention call in BNSD layout."""
+
+    batch: int
+    heads: int
+    kv_heads: int
+    seq_q: int
+    seq_kv: int
+    head_dim: int
+    v_dim: int
+
+    @property
+    def group(self) -> int:
+        return self.heads // self.kv_heads
+
+
+def check_qkv(q: object, k: object, v: object) -> Shapes:
+    """Validate q, k, v (BNSD, floating, GQA-compatible) and return their sizes."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(
+                f"{name} must be 4-D in BNSD layout (batch, heads, seq, head_dim), got shape {tuple(t.shape)}"
+            )
+        if t.dtype not in _FLOATS:
+            raise TypeError(f"{name} must have a floating dtype in {_FLOATS}, got {t.dtype}")
+    assert isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    B, H, S1, D = q.shape
+    Bk, Hkv, S2, Dk = k.shape
+    Bv, Hv, S2v, Dv = v.shape
+    if Bk != B or Bv != B:
+        raise ValueError(f"batch sizes differ: q {B}, k {Bk}, v {Bv}")
+    if Hv != Hkv or S2v != S2:
+        raise ValueError(f"k and v must agree in heads and sequence length, got k {tuple(k.shape)} and v {tuple(v.shape)}")
+    if Dk != D:
+        raise ValueError(f"head dims differ: q has {D}, k has {Dk}")
+    if min(B, H, S1, D, Hkv, S2, Dv) < 1:
+        raise ValueError(f"empty dimension: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if H % Hkv:
+        raise ValueError(f"q heads ({H}) must be a multiple of k/v heads ({Hkv}) for GQA/MQA")
+    return Shapes(B, H, Hkv, S1, S2, D, Dv)
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
+    if int(value) <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return int(value)
+
+
+def check_scale(scale: object, head_dim: int) -> float:
+    """The softmax scale τ; ``None`` means 1/sqrt(head_dim)."""
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__}")
+    tau = float(scale)
+    if not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"scale must be finite and > 0, got {scale}")
+    return tau
+
+
+def check_beta(beta: object) -> float | None:
+    if beta is None:
+        return None
+    if isinstance(beta, torch.Tensor) and beta.numel() == 1:
+        beta = beta.item()
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
+        raise TypeError(f"beta must be a real number in (0, 1) or None, got {type(beta).__name__}")
+    b = float(beta)
+    if not (0.0 < b < 1.0):
+        raise ValueError(f"beta must lie in the open interval (0, 1), got {beta}")
+    return b
+
+
+def check_mask(attn_mask: object, is_causal: object, s: Shapes, device: torch.device) -> torch.Tensor | None:
+    """Validate ``attn_mask`` (bool: True = attend, or additive float) against (B, H, S1, S2)."""
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+    if attn_mask is None:
+        return None
+    if not isinstance(attn_mask, torch.Tensor):
+        raise TypeError(f"attn_mask must be a torch.Tensor or None, got {type(attn_mask).__name__}")
+    if is_causal:
+        raise ValueError("attn_mask and is_causal=True cannot both be given (as in torch SDPA)")
+    if attn_mask.dtype != torch.bool and attn_mask.dtype not in _FLOATS:
+        raise TypeError(f"attn_mask must be bool (True = attend) or floating (additive), got {attn_mask.dtype}")
+    target = (s.batch, s.heads, s.seq_q, s.seq_kv)
+    if attn_mask.dim() > 4:
+        raise ValueError(f"attn_mask must be broadcastable to (B, H, S1, S2) = {target}, got shape {tuple(attn_mask.shape)}")
+    shape = (1,) * (4 - attn_mask.dim()) + tuple(attn_mask.shape)
+    if any(m not in (1, t) for m, t in zip(shape, target)):
+        raise ValueError(f"attn_mask must be broadcastable to (B, H, S1, S2) = {target}, got shape {tuple(attn_mask.shape)}")
+    if attn_mask.device != device:
+        raise ValueError(f"attn_mask must be on {device}, got {attn_mask.device}")
+    return attn_mask.reshape(shape)
+
+
+def check_out_dtype(out_dtype: object, default: torch.dtype) -> torch.dtype:
+    if out_dtype is None:
+        return default
+    if out_dtype not in _FLOATS:
+        raise TypeError(f"out_dtype must be one of {_FLOATS} or None, got {out_dtype!r}")
+    assert isinstance(out_dtype, torch.dtype)
+    return out_dtype
+
+
+def causal_keep(rows: torch.Tensor, cols: torch.Tensor, seq_q: int, seq_kv: int) -> torch.Tensor:
+    """Bottom-right aligned causal rule: query i may attend key j iff j <= i + (S2 - S1).
+
+    This is the FlashAttention (>= 2.1) convention, the one that makes decode (S1 = 1) attend every
+    key. torch SDPA's ``is_causal=True`` is top-left aligned for S1 != S2; the harness passes SDPA an
+    explicit bottom-right mask instead.
+    """
+    return cols.unsqueeze(0) <= rows.unsqueeze(1) + (seq_kv - seq_q)

@@ -1,0 +1,417 @@
+"""The tiled attention kernel: PASA and, with the shift switched off, flash attention.
+
+One implementation serves every method and preset. Its numerics are fixed by a
+:class:`~pasa_npu.precision.Precision`; the shift (PASA) is a switch. Per Q row chunk and KV block j
+(block size n; symbols as in the package README and ``pasa_theory``):
+
+=====  =======================================================  ==================
+step   operation                                                unit / rounding
+=====  =======================================================  ==================
+setup  M_σ = fl(σ·(I − (β/n)·J)), c (from ``pasa_theory``)      once per call
+setup  K̃_j = M_σᵀ·K_j                                          matrix unit
+a      S̃ = Q_i·K̃_jᵀ                                            matrix unit
+b      μ̃_j = rowmean(S̃)   (before any mask)                    vector reduction
+c      S̃ ← S̃ masked (−inf) / + additive mask                   vector
+d      m_j = rowmax(S̃), P = exp(S̃ − m_j), ℓ_j = rowsum(P)       vector
+e      A ← μ̃_j·fl(1/(j+1)) + A_prev·fl(j/(j+1))                 vector
+f      δ_j = (μ̃_j − A)·c,   δ_p = (A_prev − A)·c                vector
+g      m_new = max(m_j + δ_j, m + δ_p)                          vector
+h      ℓ ← e^{(m−m_new)+δ_p}·ℓ + e^{(m_j−m_new)+δ_j}·ℓ_j          vector
+       O ← e^{(m−m_new)+δ_p}·O + e^{(m_j−m_new)+δ_j}·(P·V_j)      P·V on matrix unit
+end    O / ℓ                                                    vector
+=====  =======================================================  ==================
+
+Without the shift, μ̃, A and δ vanish and the same steps are block-local flash attention (the
+FA-1 arrangement: exponentials against the block maximum, then rescaled).
+
+Vectorisation: all heads of a GQA group share one matrix product (no per-head Python loop, K and V
+are never repeated), and within a Q row chunk a run of KV blocks is computed by one product and one
+pass of each vector operation; only the O(T) online recurrence (steps e–h on per-row statistics) is
+a Python loop. Memory stays O(S·d): the score tile is bounded by ``_TILE_ELEMENTS``.
+
+Rows are independent: the result of a query row never depends on which chunk it is computed in,
+so ``block_q`` changes speed and memory only, never a bit of the result.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _checks
+from ._setup import ShiftConstants, shift_constants
+from .metrics import Census, active_census
+from .precision import Precision, get_precision
+
+__all__ = ["pasa_attention", "flash_attention", "shift_parameters"]
+
+#: Upper bound on the number of score-tile elements held at once per Q row chunk. With the
+#: temporaries of one pass this keeps the working set near 200 MB whatever the sequence length.
+_TILE_ELEMENTS = 1 << 23
+
+_NEG_INF = float("-inf")
+
+
+def pasa_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float | None = None,
+    beta: float | None = None,
+    block_q: int = 128,
+    block_kv: int = 128,
+    is_causal: bool = False,
+    attn_mask: torch.Tensor | None = None,
+    precision: str | Precision = "npu_fp16",
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """PASA: tiled attention with online pseudo-average shifting, emulated at the given precision.
+
+    Args:
+        q, k, v: BNSD tensors (batch, heads, seq, head_dim). ``q`` heads must be a multiple of the
+            ``k``/``v`` heads (GQA/MQA); ``v`` may have its own head dim. Any S1, S2 >= 1.
+        scale: softmax scale τ; ``None`` means 1/sqrt(head_dim).
+        beta: shift parameter in (0, 1); ``None`` means the preset's pinned β if it has one (only
+            ``"reference"``: the script's 0.984497), otherwise the theory's optimal β for the
+            matrix-unit format, block size ``block_kv`` and scale placement
+            (:func:`pasa_theory.optimal_beta`).
+        block_q: query rows per chunk (speed and memory only; results do not depend on it).
+        block_kv: KV block length n (the size of the shifting matrix).
+        is_causal: bottom-right aligned causal mask (query i sees key j iff j <= i + S2 − S1).
+        attn_mask: bool (True = attend) or additive float mask broadcastable to (B, H, S1, S2).
+            Rows with no visible key return 0, as torch SDPA does.
+        precision: preset name (``"npu_fp16"``, ``"reference"``, ``"fp16_strict"``, ``"hybrid"``,
+            ``"bf16"``, ``"fp32"``, ``"fp64"``) or a :class:`~pasa_npu.Precision`.
+        out_dtype: dtype of the result; ``None`` means ``q.dtype``.
+
+    Returns:
+        The attention output, shape (B, H, S1, v_dim). inf/NaN in it are reported, not hidden: wrap
+        the call in :func:`pasa_npu.metrics.census` to learn at which stage they appeared.
+    """
+    return _tiled_attention(
+        q, k, v, scale=scale, beta=beta, block_q=block_q, block_kv=block_kv, is_causal=is_causal,
+        attn_mask=attn_mask, precision=precision, out_dtype=out_dtype, shift=True,
+    )
+
+
+def flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float | None = None,
+    block_kv: int = 128,
+    is_causal: bool = False,
+    attn_mask: torch.Tensor | None = None,
+    precision: str | Precision = "npu_fp16",
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The same tiled flash attention without the shift: the baseline PASA is judged against.
+
+    The scale placement comes from ``precision.scale``; ``"m"`` (no shifting matrix here) means τ is
+    applied to the rounded scores on the vector unit, the vendor high-performance arrangement, whose
+    QKᵀ overflows fp16 once |q·k| > 65504. Use ``precision.replace(scale="q")`` for pre-scaled Q.
+    With ``block_kv >= S2`` this is plain (untiled) softmax attention in the same precision: the naive
+    same-precision baseline of the FlashAttention accuracy rule.
+    """
+    return _tiled_attention(
+        q, k, v, scale=scale, beta=None, block_q=128, block_kv=block_kv, is_causal=is_causal,
+        attn_mask=attn_mask, precision=precision, out_dtype=out_dtype, shift=False,
+    )
+
+
+def shift_parameters(
+    precision: str | Precision = "npu_fp16", *, head_dim: int, block_kv: int = 128,
+    scale: float | None = None, beta: float | None = None,
+) -> ShiftConstants:
+    """β, the rounded entries of the (scaled) shifting matrix and c that :func:`pasa_attention` uses.
+
+    The same resolution as inside the kernel, exposed for reports and notebooks.
+    """
+    prec = get_precision(precision)
+    tau = _checks.check_scale(scale, _checks.check_positive_int("head_dim", head_dim))
+    n = _checks.check_positive_int("block_kv", block_kv)
+    sigma = tau if prec.scale == "m" else 1.0
+    return shift_constants(prec, n, _checks.check_beta(beta), sigma)
+
+
+# ---------------------------------------------------------------------------------------------
+# vector-unit primitives
+
+
+def _row_sum(x: torch.Tensor, prec: Precision) -> torch.Tensor:
+    """Sum over the last dim, rounded to the vector dtype as the policy says."""
+    if prec.reduce == "acc":
+        return x.sum(dim=-1, keepdim=True, dtype=prec.reduce_dtype).to(prec.vector)
+    n = x.shape[-1]
+    width = 1 << (n - 1).bit_length()
+    if width != n:
+        x = torch.nn.functional.pad(x, (0, width - n))
+    while x.shape[-1] > 1:
+        half = x.shape[-1] // 2
+        x = x[..., :half] + x[..., half:]
+    return x
+
+
+def _row_mean(x: torch.Tensor, prec: Precision) -> torch.Tensor:
+    """Block row mean: the sum (per policy) divided by n; one rounding for ``reduce="acc"``."""
+    n = x.shape[-1]
+    if prec.reduce == "acc":
+        return x.sum(dim=-1, keepdim=True, dtype=prec.reduce_dtype).div_(n).to(prec.vector)
+    return _row_sum(x, prec) / torch.tensor(n, dtype=prec.vector, device=x.device)
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor, prec: Precision) -> torch.Tensor:
+    """Matrix unit: operands already in ``matmul_acc``; accumulate there and round once to ``matmul_out``."""
+    return torch.matmul(a, b).to(prec.matmul_out)
+
+
+# ---------------------------------------------------------------------------------------------
+# online recurrence (steps e–h)
+
+
+class _Online:
+    """Running statistics of one Q row chunk: m, ℓ, O and (with the shift) the reference A."""
+
+    def __init__(
+        self, rows_shape: tuple[int, ...], v_dim: int, prec: Precision, c: torch.Tensor | None,
+        masked: bool, census: Census | None, device: torch.device,
+    ) -> None:
+        vd = prec.vector
+        self.prec = prec
+        self.c = c
+        self.masked = masked
+        self.census = census
+        self.m = torch.full((*rows_shape, 1), _NEG_INF, dtype=vd, device=device)
+        self.l = torch.zeros((*rows_shape, 1), dtype=vd, device=device)
+        self.o = torch.zeros((*rows_shape, v_dim), dtype=vd, device=device)
+        self.a: torch.Tensor | None = None
+        # pow2 accumulators: (ℓ, O) are stored times 2^-t (t per row); ``self.down`` = 2^-t in fp32.
+        self.down: torch.Tensor | None = None
+        self._weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.device = device
+
+    def _running_weights(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self._weights.get(j)
+        if w is None:
+            vd = self.prec.vector
+            w = (
+                torch.tensor(1.0 / (j + 1), dtype=vd, device=self.device),
+                torch.tensor(j / (j + 1), dtype=vd, device=self.device),
+            )
+            self._weights[j] = w
+        return w
+
+    def update(
+        self, j: int, mu: torch.Tensor | None, mj: torch.Tensor, lj: torch.Tensor, pv: torch.Tensor
+    ) -> None:
+        if self.c is not None:
+            assert mu is not None
+            a_prev = mu if self.a is None else self.a
+            r1, r2 = self._running_weights(j)
+            a = mu * r1 + a_prev * r2                      # e: running mean of pseudo-averages
+            dj = (mu - a) * self.c                         # f: block offset from the reference
+            dp = (a_prev - a) * self.c                     #    move of the reference
+            self.a = a
+            if self.census is not None:
+                self.census.record("shift", a, dj, dp)
+            cand_j, cand_p = mj + dj, self.m + dp
+        else:
+            dj = dp = None
+            cand_j, cand_p = mj, self.m
+        m_new = torch.maximum(cand_j, cand_p)              # g
+        ref = torch.where(torch.isneginf(m_new), torch.zeros_like(m_new), m_new) if self.masked else m_new
+        hist = self.m - ref
+        blk = mj - ref
+        if dp is not None:
+            hist = hist + dp
+            blk = blk + dj
+        alpha = torch.exp(hist)                            # h: rescaling of the history
+        gamma = torch.exp(blk)                             #    weight of the new block
+        l_in = gamma * lj
+        o_in = gamma * pv
+        if self.down is not None:                          # pow2: bring the new terms to the stored scale
+            vd = self.prec.vector
+            l_in = (l_in.to(self.down.dtype) * self.down).to(vd)
+            o_in = (o_in.to(self.down.dtype) * self.down).to(vd)
+        self.l = alpha * self.l + l_in
+        self.o = alpha * self.o + o_in
+        self.m = m_new
+        if self.census is not None:
+            self.census.record("row_sum", self.l)
+            self.census.record("accumulator", self.o)
+        if self.prec.accum == "pow2":
+            self._renormalise()
+
+    def _renormalise(self) -> None:
+        # Scale ℓ (and O) by 2^-s with s = floor(log2 ℓ), so ℓ ∈ [1, 2): exact in binary floating
+        # point, so O/ℓ is unchanged bit for bit while neither can overflow.
+        vd = self.prec.vector
+        wide = torch.promote_types(vd, torch.float32)      # 2^-s and the products are exact there
+        lf = self.l.to(wide)
+        _, e = torch.frexp(lf)
+        s = torch.where((lf > 0) & torch.isfinite(lf), e - 1, torch.zeros_like(e)).to(wide)
+        f = torch.exp2(-s)
+        self.l = (lf * f).to(vd)
+        self.o = (self.o.to(wide) * f).to(vd)
+        self.down = f if self.down is None else self.down * f
+
+    def result(self) -> torch.Tensor:
+        out = self.o / self.l                              # final normalisation
+        if self.masked:                                    # rows that saw no key: 0, as SDPA
+            out = torch.where(self.l == 0, torch.zeros_like(out), out)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernel
+
+
+def _pad_rows(x: torch.Tensor, n: int, rule: str) -> torch.Tensor:
+    """Extend the sequence dim (2) of a BNSD tensor to a multiple of ``n`` (``Precision.kv_tail``)."""
+    s = x.shape[2]
+    pad = (-s) % n
+    if pad == 0:
+        return x
+    if rule == "zero" or (rule == "reference" and s < n):
+        extra = x.new_zeros((*x.shape[:2], pad, x.shape[3]))
+    else:  # "wrap", or "reference" with S2 >= n: the preceding real rows, cyclically if S2 < pad
+        idx = torch.arange(s - pad, s, device=x.device) % s
+        extra = x.index_select(2, idx)
+    return torch.cat((x, extra), dim=2)
+
+
+def _tiled_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None, beta: float | None,
+    block_q: int, block_kv: int, is_causal: bool, attn_mask: torch.Tensor | None,
+    precision: str | Precision, out_dtype: torch.dtype | None, shift: bool,
+) -> torch.Tensor:
+    prec = get_precision(precision)
+    sh = _checks.check_qkv(q, k, v)
+    tau = _checks.check_scale(scale, sh.head_dim)
+    beta = _checks.check_beta(beta)
+    block_q = _checks.check_positive_int("block_q", block_q)
+    n = _checks.check_positive_int("block_kv", block_kv)
+    mask = _checks.check_mask(attn_mask, is_causal, sh, q.device)
+    out_dtype = _checks.check_out_dtype(out_dtype, q.dtype)
+    if shift and n < 2:
+        raise ValueError(f"block_kv must be >= 2 for PASA (the shifting matrix is n x n), got {n}")
+
+    B, H, Hkv, G = sh.batch, sh.heads, sh.kv_heads, sh.group
+    S1, S2, D, Dv = sh.seq_q, sh.seq_kv, sh.head_dim, sh.v_dim
+    dev = q.device
+    vd, mi, acc = prec.vector, prec.matmul_in, prec.matmul_acc
+    cen = active_census()
+    if cen is not None:
+        cen.record("input", q, k, v)
+
+    place = prec.scale if (shift or prec.scale != "m") else "scores"
+    T = -(-S2 // n)
+    L = T * n
+
+    # Inputs to the matrix unit.
+    qm = q.to(mi)
+    if place == "q":
+        qm = (qm.to(vd) * torch.tensor(tau, dtype=vd, device=dev)).to(mi)
+    km = _pad_rows(k.to(mi), n, prec.kv_tail)
+    vm = _pad_rows(v.to(mi), n, prec.kv_tail)
+
+    c: torch.Tensor | None = None
+    if shift:
+        sigma = tau if place == "m" else 1.0
+        consts: ShiftConstants = shift_constants(prec, n, beta, sigma)
+        m_sig = torch.full((n, n), consts.off, dtype=torch.float64, device=dev)
+        m_sig.diagonal().fill_(consts.diag)
+        m_sig = m_sig.to(mi)
+        # K̃_j = M_σᵀ K_j for every block at once (matrix unit), then an operand again.
+        kt = _matmul(m_sig.t().to(acc), km.view(B, Hkv, T, n, D).to(acc), prec).to(mi)
+        kt_acc = kt.view(B, Hkv, L, D).to(acc)
+        c = torch.tensor(consts.c, dtype=prec.coef_dtype, device=dev)
+    else:
+        kt_acc = km.to(acc)
+    v_acc = vm.to(acc).view(B, Hkv, T, n, Dv)
+    tau_v = torch.tensor(tau, dtype=vd, device=dev) if place == "scores" else None
+
+    masked = is_causal or mask is not None
+    if mask is not None:
+        mask = mask.expand(B, H, S1, S2)
+    q5 = qm.view(B, Hkv, G, S1, D)
+    out = torch.empty((B, H, S1, Dv), dtype=out_dtype, device=dev)
+    out5 = out.view(B, Hkv, G, S1, Dv)
+
+    for i0 in range(0, S1, block_q):
+        r = min(block_q, S1 - i0)
+        rows = G * r
+        qi = q5[:, :, :, i0:i0 + r].reshape(B, Hkv, rows, D).to(acc)
+        state = _Online((B, Hkv, rows), Dv, prec, c, masked, cen, dev)
+        per_block = B * Hkv * rows * n
+        nb_max = max(1, _TILE_ELEMENTS // per_block)
+        for j0 in range(0, T, nb_max):
+            j1 = min(T, j0 + nb_max)
+            nb = j1 - j0
+            c0, c1 = j0 * n, j1 * n
+            s = _matmul(qi, kt_acc[:, :, c0:c1].transpose(-1, -2), prec).to(vd)      # a
+            s = s.view(B, Hkv, rows, nb, n)
+            if cen is not None:
+                cen.record("scores", s)
+            if tau_v is not None:
+                s = s * tau_v
+            mu = _row_mean(s, prec) if shift else None                                # b
+            s = _apply_masks(s, i0, r, c0, c1, sh, is_causal, mask, vd)              # c
+            mj = s.amax(dim=-1, keepdim=True)                                          # d
+            ref = torch.where(torch.isneginf(mj), torch.zeros_like(mj), mj) if masked else mj
+            p = torch.exp(s - ref)
+            lj = _row_sum(p, prec)
+            if cen is not None:
+                cen.record("exp", p)
+                cen.record("row_sum", lj)
+            p_acc = torch.empty((B, Hkv, nb, rows, n), dtype=acc, device=dev)
+            p_acc.copy_((p if vd == mi else p.to(mi)).transpose(2, 3))
+            pv = _matmul(p_acc, v_acc[:, :, j0:j1], prec).to(vd)                     # P·V_j
+            for jj in range(nb):
+                state.update(
+                    j0 + jj, None if mu is None else mu[:, :, :, jj], mj[:, :, :, jj], lj[:, :, :, jj], pv[:, :, jj]
+                )
+        o = state.result()
+        out5[:, :, :, i0:i0 + r] = o.view(B, Hkv, G, r, Dv).to(out_dtype)
+    if cen is not None:
+        cen.record("output", out)
+    return out
+
+
+def _apply_masks(
+    s: torch.Tensor, i0: int, r: int, c0: int, c1: int, sh: _checks.Shapes, is_causal: bool,
+    mask: torch.Tensor | None, vd: torch.dtype,
+) -> torch.Tensor:
+    """Step c: −inf on padded columns, causal and boolean masks; add an additive mask (rounded to vd)."""
+    B, Hkv, rows, nb, n = s.shape
+    S1, S2, G = sh.seq_q, sh.seq_kv, sh.group
+    dev = s.device
+    cols = torch.arange(c0, c1, device=dev)
+    keep = None
+    if c1 > S2:                                            # padded tail columns
+        keep = (cols < S2).view(1, 1, 1, nb, n)
+    if is_causal and (c1 - 1) > (i0 + (S2 - S1)):          # some key in the tile lies in the future
+        rr = torch.arange(i0, i0 + r, device=dev)
+        causal = _checks.causal_keep(rr, cols, S1, S2)     # (r, L)
+        causal = causal.unsqueeze(0).expand(G, r, c1 - c0).reshape(1, 1, rows, nb, n)
+        keep = causal if keep is None else keep & causal
+    bias = None
+    if mask is not None:
+        w = min(c1, S2) - c0
+        tile = mask[:, :, i0:i0 + r, c0:c0 + w]
+        if mask.dtype == torch.bool:
+            full = torch.zeros((B, sh.heads, r, c1 - c0), dtype=torch.bool, device=dev)
+            full[..., :w] = tile
+            m = full.view(B, Hkv, rows, nb, n)
+            keep = m if keep is None else keep & m
+        else:
+            full = torch.zeros((B, sh.heads, r, c1 - c0), dtype=vd, device=dev)
+            full[..., :w] = tile.to(vd)
+            bias = full.view(B, Hkv, rows, nb, n)
+    if keep is not None:
+        s = s.masked_fill(~keep, _NEG_INF)
+    if bias is not None:
+        s = s + bias
+    return s

@@ -1,0 +1,186 @@
+"""Precision policies: where the tiled attention kernels round, and to what.
+
+A :class:`Precision` is a frozen description of one numerical regime. The single tiled kernel in
+:mod:`pasa_npu.kernel` reads it at every step; there is no copy of the kernel per preset.
+
+The model of the hardware (the Ascend "Cube" matrix unit and the vector unit) is:
+
+* matrix products take operands in ``matmul_in``, accumulate in ``matmul_acc`` and round the
+  result once to ``matmul_out`` (fp16 in / fp32 accumulate / fp16 out on the Cube);
+* every element-wise operation of the vector unit is computed exactly and rounded once to
+  ``vector`` (torch's CPU half kernels do exactly this: they compute in fp32 and round, which equals
+  a correctly rounded fp16 operation for +, -, *, / because fp32 has p' = 24 >= 2*11 + 2 bits);
+  ``exp`` is likewise rounded once from an fp32 result;
+* scalar constants (the softmax scale when applied on the vector unit, the recovery coefficient c,
+  the running-mean weights 1/(j+1), j/(j+1)) are rounded to the dtype they are stored in;
+* row reductions (block row mean, block row sum) either accumulate in at least fp32 and round
+  once (``reduce="acc"``), or add pairwise in the vector dtype, rounding every partial sum
+  (``reduce="pairwise"``).
+
+Presets (see :data:`PRESETS`):
+
+========== ================================================================================
+name       meaning
+========== ================================================================================
+npu_fp16   the paper's fully fp16 pipeline with this package's corrections: β and the
+           recovery coefficient solved by :mod:`pasa_theory` for the matrix that is really
+           rounded (softmax scale folded into M), power-of-two renormalised O and ℓ
+           accumulators (overflow-free, bit-for-bit the unnormalised values otherwise), tail
+           blocks padded with real keys.
+reference  the public reference script's numerics, defects included: β = 0.984497 pinned,
+           M and c computed with the script's fp32 arithmetic, c = fl16(β/(1−β)), raw fp16
+           O and ℓ accumulators, its KV padding rule.
+fp16_strict npu_fp16 with row reductions added pairwise in fp16 (no wide accumulator at all).
+hybrid     fp16 matrix unit, fp32 vector unit (the reference script's ``vec_tp=float32``).
+bf16       every fp16 of npu_fp16 replaced by bf16.
+fp32       everything in fp32 (an "upcast" reference in the style of FlashAttention's tests).
+fp64       everything in fp64; used to check that every method is exact attention.
+========== ================================================================================
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+__all__ = ["Precision", "PRESETS", "get_precision", "theory_format_name"]
+
+ScalePlacement = Literal["m", "q", "scores"]
+Reduce = Literal["acc", "pairwise"]
+Coef = Literal["rounded_m", "beta"]
+Setup = Literal["exact", "script_fp32"]
+Accum = Literal["raw", "pow2"]
+KVTail = Literal["wrap", "zero", "reference"]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+_THEORY_NAMES = {
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float32: "fp32",
+    torch.float64: "fp64",
+}
+
+
+def theory_format_name(dtype: torch.dtype) -> str:
+    """Name of the :mod:`pasa_theory` format that models the torch ``dtype``."""
+    try:
+        return _THEORY_NAMES[dtype]
+    except KeyError:
+        raise ValueError(f"dtype must be one of {list(_THEORY_NAMES)}, got {dtype}") from None
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Where the tiled kernels round, and to what. Immutable; derive variants with :meth:`replace`."""
+
+    #: Name shown in tables.
+    name: str
+    #: dtype of the operands of the matrix unit (Q, K, V, M, K̃, P are rounded to it).
+    matmul_in: torch.dtype
+    #: accumulation dtype inside the matrix unit.
+    matmul_acc: torch.dtype
+    #: dtype a matrix-unit result is rounded to (once).
+    matmul_out: torch.dtype
+    #: dtype of every vector-unit (element-wise) result.
+    vector: torch.dtype
+    #: row reductions: ``"acc"`` accumulates in at least fp32 and rounds once to ``vector``;
+    #: ``"pairwise"`` adds in a binary tree, rounding every partial sum to ``vector``.
+    reduce: Reduce = "acc"
+    #: where the softmax scale τ is applied: ``"m"`` folded into the shifting matrix before it is
+    #: rounded (the reference script; for methods without a shifting matrix this means the vendor
+    #: high-performance arrangement, τ applied to the rounded scores on the vector unit),
+    #: ``"q"`` Q pre-scaled on the vector unit, ``"scores"`` τ applied to the rounded scores.
+    scale: ScalePlacement = "m"
+    #: recovery coefficient c: ``"rounded_m"`` from the matrix actually rounded (κ = 0 before c is
+    #: stored, :func:`pasa_theory.recovery_coefficient`), ``"beta"`` c = β/(1−β) (reference script).
+    coef: Coef = "rounded_m"
+    #: dtype c is stored in.
+    coef_dtype: torch.dtype = torch.float16
+    #: how setup constants (entries of M, c from β) are computed: ``"exact"`` rational arithmetic in
+    #: :mod:`pasa_theory` rounded once; ``"script_fp32"`` the reference script's fp32 torch arithmetic.
+    setup: Setup = "exact"
+    #: O and ℓ accumulators: ``"raw"`` unnormalised (overflow once ℓ or |O| passes the format's max),
+    #: ``"pow2"`` renormalised by a power of two after every block (exact scaling, so the result
+    #: equals the unnormalised one bit for bit unless a contribution falls below the normal range).
+    accum: Accum = "pow2"
+    #: how the last, partial KV block is filled up to the block size: ``"wrap"`` with the preceding
+    #: real keys (cyclically for sequences shorter than a block), ``"zero"`` with zero rows,
+    #: ``"reference"`` the script's rule (preceding rows if S2 >= n, else zeros). Padded columns are
+    #: always masked to -inf, so they get weight exactly 0; only the block mean sees them.
+    kv_tail: KVTail = "wrap"
+    #: pinned β for this preset; ``None`` means the theory's optimal β.
+    beta: float | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("matmul_in", "matmul_acc", "matmul_out", "vector", "coef_dtype"):
+            value = getattr(self, field)
+            if value not in _FLOAT_DTYPES:
+                raise ValueError(f"Precision.{field} must be one of {_FLOAT_DTYPES}, got {value!r}")
+        choices = {
+            "reduce": ("acc", "pairwise"),
+            "scale": ("m", "q", "scores"),
+            "coef": ("rounded_m", "beta"),
+            "setup": ("exact", "script_fp32"),
+            "accum": ("raw", "pow2"),
+            "kv_tail": ("wrap", "zero", "reference"),
+        }
+        for field, allowed in choices.items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"Precision.{field} must be one of {allowed}, got {getattr(self, field)!r}")
+        if self.beta is not None and not (0.0 < float(self.beta) < 1.0):
+            raise ValueError(f"Precision.beta must lie in (0, 1), got {self.beta!r}")
+
+    def replace(self, **changes) -> "Precision":
+        """A copy with ``changes`` applied (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def reduce_dtype(self) -> torch.dtype:
+        """Accumulator dtype of ``reduce="acc"`` reductions (at least fp32)."""
+        return torch.float64 if self.vector == torch.float64 else torch.float32
+
+    def describe(self) -> str:
+        """One line per field, for ``--help`` texts and notebooks."""
+        rows = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.dtype):
+                value = str(value).replace("torch.", "")
+            rows.append(f"{f.name:>10} = {value}")
+        return "\n".join(rows)
+
+
+_F16, _BF16, _F32, _F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
+
+#: The reference script's final β (commit 14f5c6f of the public PASA implementation).
+REFERENCE_SCRIPT_BETA = 0.984497
+
+PRESETS: dict[str, Precision] = {
+    "npu_fp16": Precision("npu_fp16", _F16, _F32, _F16, _F16, coef_dtype=_F16),
+    "reference": Precision(
+        "reference", _F16, _F32, _F16, _F16, coef="beta", coef_dtype=_F16, setup="script_fp32",
+        accum="raw", kv_tail="reference", beta=REFERENCE_SCRIPT_BETA,
+    ),
+    "fp16_strict": Precision("fp16_strict", _F16, _F32, _F16, _F16, reduce="pairwise", coef_dtype=_F16),
+    "hybrid": Precision("hybrid", _F16, _F32, _F16, _F32, coef_dtype=_F32, accum="raw"),
+    "bf16": Precision("bf16", _BF16, _F32, _BF16, _BF16, coef_dtype=_BF16),
+    "fp32": Precision("fp32", _F32, _F32, _F32, _F32, coef_dtype=_F32, accum="raw"),
+    "fp64": Precision("fp64", _F64, _F64, _F64, _F64, coef_dtype=_F64, accum="raw"),
+}
+
+
+def get_precision(precision: str | Precision) -> Precision:
+    """Resolve a preset name or pass a :class:`Precision` through."""
+    if isinstance(precision, Precision):
+        return precision
+    if isinstance(precision, str):
+        try:
+            return PRESETS[precision]
+        except KeyError:
+            raise ValueError(
+                f"precision must be a Precision or one of {sorted(PRESETS)}, got {precision!r}"
+            ) from None
+    raise TypeError(f"precision must be a str or Precision, got {type(precision).__name__}")
