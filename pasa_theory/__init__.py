@@ -1,0 +1,91 @@
+"""pasa_theory: exact theory of the PASA shifting scheme.
+
+PASA (online pseudo-average shifting attention) shifts each block of attention scores by β times its
+row mean with the matrix ``M = I − (β/n)·J`` and recovers the shift online. This package derives the
+scheme symbolically, rounds the matrix exactly to any binary format, and solves the nonlinear equation
+for the optimal β exactly (rational arithmetic) and at high precision (mpmath).
+
+Modules (loaded on first use; ``import pasa_theory`` imports neither sympy, numpy nor torch):
+
+``formats``
+    :class:`FloatFormat`, :func:`get_format`, exact rounding :func:`round_to_format` and its numpy
+    twin :func:`round_array`.
+``shifting``
+    The rounded shifting matrix (:func:`shifting_entries`), κ (:func:`kappa`), both β equations and
+    :func:`recovery_coefficient`.
+``roots``
+    :class:`FixedPoint`, :func:`optimal_beta`, :func:`fixed_points`, the reference iteration.
+``selection``
+    The criterion that picks *the* optimal β (:func:`select_beta`).
+``symbols``, ``scheme``
+    sympy derivations, each verified symbolically (M, its inverse, the recovery identity, online
+    global recovery, the rounded matrix, κ, both forms, the folded scale).
+``cli``
+    The ``pasa-alpha`` command (also ``python -m pasa_theory``).
+
+Quick start::
+
+    >>> import pasa_theory as pt
+    >>> fp = pt.optimal_beta("fp16", 128, start="31/32")      # the published β = 0.9689939
+    >>> round(float(fp), 10), fp.c_repr
+    (0.9689939059, Fraction(125, 4))
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_SUBMODULES = ("formats", "shifting", "roots", "selection")
+
+_EXPORTS = {
+    # formats
+    "FloatFormat": "formats",
+    "FORMATS": "formats",
+    "ROUNDING_MODES": "formats",
+    "get_format": "formats",
+    "round_to_format": "formats",
+    "round_array": "formats",
+    "is_representable": "formats",
+    "next_up": "formats",
+    "next_down": "formats",
+    "ulp": "formats",
+    "rounding_preimage": "formats",
+    # shifting
+    "FORMS": "shifting",
+    "normalize_form": "shifting",
+    "shifting_entries": "shifting",
+    "rounded_ab": "shifting",
+    "equation_rhs": "shifting",
+    "fixed_point_map": "shifting",
+    "kappa": "shifting",
+    "recovery_coefficient": "shifting",
+    # roots
+    "FixedPoint": "roots",
+    "Cell": "roots",
+    "optimal_beta": "roots",
+    "fixed_points": "roots",
+    "cell_of": "roots",
+    "reference_iteration": "roots",
+    "DEFAULT_STARTS": "roots",
+    # selection
+    "select_beta": "selection",
+    "rank_fixed_points": "selection",
+    "selection_window": "selection",
+}
+
+__all__ = sorted(_EXPORTS) + list(_SUBMODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,346 @@
+r"""The rounded shifting matrix, its exact inverse, the per-block error κ and both β equations.
+
+Notation (PASA.md §2.1, §3.2; generalised here to a softmax scale σ folded into M, PASA.md §7.3).
+The shifting matrix of a KV block of length ``n`` is ``M = σ·(I − (β/n)·J)`` with ``J`` the all-ones
+matrix, ``0 < β < 1`` and ``σ = 1`` unless a scale is folded in. Stored in a format ``fmt`` it becomes
+
+.. math::
+
+    M_r = \mathrm{diag}\cdot I + \mathrm{off}\cdot(J - I), \qquad
+    \mathrm{diag} = fl(σ(1 - β/n)), \quad \mathrm{off} = fl(-σβ/n)              \tag{S1}
+
+(round-to-nearest-even, computed exactly: :func:`shifting_entries`). With
+
+.. math::
+
+    b := -\mathrm{off}, \qquad a := \mathrm{diag} + b, \qquad M_r = a\,I - b\,J \ \text{exactly}  \tag{S2}
+
+the shifted scores of a block with raw scores ``s`` and mean ``μ`` are ``s̃ = a·s − b·n·μ``, so
+``mean(s̃) = (a − b·n)·μ``, and ``M_r⁻¹ = (1/a)·(I + b/(a − b·n)·J)`` (Sherman–Morrison). PASA recovers
+``ŝ = s̃ + c·mean(s̃)``, aiming at ``σ·s``; the error is
+
+.. math::
+
+    e_k = ŝ_k - σ s_k = (a - σ)(s_k - μ) + μ\,κ_{abs},\qquad
+    κ_{abs} = (a - σ) + c\,(a - b n) - b n, \qquad κ := κ_{abs}/σ                   \tag{S3}
+
+The first term is a change of softmax temperature of relative size ``|a − σ|/σ`` that no ``c`` can
+cancel; ``κ·(σμ)`` is a per-block constant, harmless inside a block and a reweighting
+``exp(κσ(μ_j − μ_j'))`` between blocks. The two β equations (PASA.md §3.3):
+
+.. math::
+
+    \text{paper:}\quad \frac{β}{1-β} = f(β) := \frac{σ\, b n}{a (a - b n)}                  \tag{S4}
+
+    \text{kappa (optimal\_para.py):}\quad \frac{β}{1-β} = F(β) := f(β) + \frac{σ - a}{a}
+        = \frac{b n + σ - a}{a - b n}                                                     \tag{S5}
+
+(S5) is exactly ``κ = 0`` with ``c = β/(1 − β)``; at ``σ = 1`` (S4) and (S5) are the comment and the
+code of the reference solver. Every identity here is derived and verified symbolically in
+:mod:`pasa_theory.scheme` (``rounded_matrix_identities``, ``kappa_identities``).
+
+All functions are exact (Fractions); with an irrational scale (e.g. ``scale="1/sqrt(128)"``) the
+roundings are decided by certified interval enclosures (:mod:`pasa_theory._real`), and values that are
+then irrational are returned as :class:`mpmath.mpf` at ``dps`` digits.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+from ._real import Num, as_real, as_text, check_int, check_open_unit, check_positive, exact_of, num, rnd, to_mpf
+from .formats import FloatFormat, get_format
+
+__all__ = [
+    "FORMS",
+    "normalize_form",
+    "shifting_entries",
+    "rounded_ab",
+    "equation_rhs",
+    "fixed_point_map",
+    "kappa",
+    "recovery_coefficient",
+    "RECOVERY_SOURCES",
+]
+
+#: Canonical names of the two forms of the β equation: "paper" (S4) and "kappa" (S5).
+FORMS = ("paper", "kappa")
+_FORM_ALIASES = {
+    "paper": "paper",
+    "comment": "paper",
+    "kappa": "kappa",
+    "code": "kappa",
+    "reference": "kappa",
+    "optimal_para": "kappa",
+}
+#: Sources of the recovery coefficient accepted by :func:`recovery_coefficient`.
+RECOVERY_SOURCES = ("rounded_m", "beta")
+
+
+def normalize_form(form: str) -> str:
+    """Canonical form name: ``"paper"`` (S4; alias ``"comment"``) or ``"kappa"`` (S5; aliases
+    ``"code"``, ``"reference"``, ``"optimal_para"``)."""
+    if not isinstance(form, str):
+        raise TypeError(f"form: expected a str, got {type(form).__name__} {form!r}")
+    try:
+        return _FORM_ALIASES[form.strip().lower()]
+    except KeyError:
+        raise ValueError(
+            f"form: expected one of {', '.join(_FORM_ALIASES)} ('paper' = eq. S4, 'kappa' = eq. S5), "
+            f"got {form!r}"
+        ) from None
+
+
+def _sigma(scale: Any) -> Num:
+    """σ as a Fraction (rational) or a Real (irrational); 1 if ``scale`` is None."""
+    if scale is None:
+        return Fraction(1)
+    sigma = as_real(scale, "scale")
+    check_positive(sigma, "scale")
+    return num(sigma)
+
+
+def _beta(beta: Any, argname: str = "beta") -> Num:
+    b = as_real(beta, argname)
+    check_open_unit(b, argname)
+    return num(b)
+
+
+def _entries(fmt: FloatFormat, n: int, beta: Num, sigma: Num) -> tuple[Fraction, Fraction]:
+    """(S1) for validated arguments (Fractions exactly, Reals by certified enclosures)."""
+    diag = rnd(sigma * (1 - beta / n), fmt, what="diagonal entry σ(1 − β/n)")
+    off = rnd(-(sigma * beta) / n, fmt, what="off-diagonal entry −σβ/n")
+    if isinstance(diag, float) or isinstance(off, float):
+        raise ValueError(f"scale: the entries of σ·M overflow {fmt.name} (diag={diag}, off={off})")
+    return diag, off
+
+
+def shifting_entries(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = None) -> tuple[Fraction, Fraction]:
+    """The stored entries ``(diag, off)`` of the shifting matrix, eq. (S1) of this module.
+
+    ``diag = fl(σ(1 − β/n))`` and ``off = fl(−σβ/n)``, rounded to nearest-even in ``fmt`` exactly (no
+    intermediate rounding), ``σ = scale`` or 1. PASA.md §3.2 item 1 (σ = 1) and §7.3 (σ folded in).
+
+    Parameters
+    ----------
+    fmt : str or FloatFormat
+        Format the matrix is stored in (the matmul input format).
+    n : int
+        KV block length, ``n >= 2``.
+    beta : int, Fraction, float, str or mpmath number
+        Shift fraction, ``0 < beta < 1``. A float is its exact binary value; a str is an exact
+        expression (``"31/32"``, ``"0.9689939"`` is the decimal).
+    scale : same types, optional
+        Softmax scale folded into M, ``> 0`` (``"1/sqrt(128)"`` is the irrational ``2**-3.5``;
+        ``1/math.sqrt(128)`` is its float64 value).
+
+    Returns
+    -------
+    (Fraction, Fraction)
+
+    Raises
+    ------
+    ValueError
+        If an irrational entry lies too close to a rounding boundary to decide (within ``2**-8192``).
+
+    Examples
+    --------
+    >>> from pasa_theory import shifting_entries
+    >>> shifting_entries("fp16", 128, "31/32")     # 1 - 31/4096 is a tie: goes to even 0.9921875
+    (Fraction(127, 128), Fraction(-31, 4096))
+    """
+    fmt = get_format(fmt)
+    n = check_int(n, "n", 2)
+    return _entries(fmt, n, _beta(beta), _sigma(scale))
+
+
+def rounded_ab(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = None) -> tuple[Fraction, Fraction]:
+    """``(a, b)`` with ``M_r = a·I − b·J`` exactly, eq. (S2): ``b = −off``, ``a = diag + b``."""
+    diag, off = shifting_entries(fmt, n, beta, scale=scale)
+    return diag - off, -off
+
+
+def _rhs(a: Fraction, b: Fraction, n: int, sigma: Num, form: str) -> Num:
+    bn = b * n
+    if a == 0 or a == bn:
+        raise ValueError(f"the β equation is undefined for a = {a}, b·n = {bn} (a = 0 or a = b·n)")
+    if form == "paper":
+        return sigma * bn / (a * (a - bn))  # (S4)
+    return (sigma + (bn - a)) / (a - bn)  # (S5)
+
+
+def _solution(a: Fraction, b: Fraction, n: int, sigma: Num, form: str) -> Num:
+    """The β solving β/(1−β) = rhs for the fixed (a, b) of one rounding cell.
+
+    paper (S4): β = σbn / (a(a − bn) + σbn);  kappa (S5): β = 1 − (a − bn)/σ.
+    """
+    bn = b * n
+    if form == "paper":
+        return (sigma * bn) / (sigma * bn + a * (a - bn))
+    return 1 - (a - bn) / sigma
+
+
+def _to_output(x: Num, dps: int) -> Fraction | Any:
+    e = exact_of(x)
+    return e if e is not None else to_mpf(x, dps)
+
+
+def equation_rhs(
+    fmt: str | FloatFormat, n: int, beta: Any, *, form: str = "paper", scale: Any = None, dps: int = 50
+) -> Fraction | Any:
+    """Right-hand side of the β equation at ``beta``: ``f(β)`` (S4, form="paper") or ``F(β)`` (S5,
+    form="kappa"), with a, b from the rounded matrix (S1–S2). Fraction, or mpf if irrational."""
+    form = normalize_form(form)
+    fmt = get_format(fmt)
+    n = check_int(n, "n", 2)
+    dps = check_int(dps, "dps", 1)
+    sigma = _sigma(scale)
+    diag, off = _entries(fmt, n, _beta(beta), sigma)
+    return _to_output(_rhs(diag - off, -off, n, sigma, form), dps)
+
+
+def fixed_point_map(
+    fmt: str | FloatFormat, n: int, beta: Any, *, form: str = "paper", scale: Any = None, dps: int = 50
+) -> Fraction | Any:
+    """One step ``G(β) = R/(1 + R)`` of the fixed-point iteration, ``R`` = :func:`equation_rhs`
+    (PASA.md §3.3: ``β_{k+1} = F(β_k)/(1 + F(β_k))``), evaluated exactly."""
+    form = normalize_form(form)
+    fmt = get_format(fmt)
+    n = check_int(n, "n", 2)
+    dps = check_int(dps, "dps", 1)
+    sigma = _sigma(scale)
+    diag, off = _entries(fmt, n, _beta(beta), sigma)
+    return _to_output(_solution(diag - off, -off, n, sigma, form), dps)
+
+
+def _kappa(a: Fraction, b: Fraction, n: int, sigma: Num, c: Num) -> Num:
+    """(S3): κ = ((a − σ) + c(a − bn) − bn)/σ."""
+    bn = b * n
+    return ((a - sigma) + c * (a - bn) - bn) / sigma
+
+
+def _vector_format(vector_format: Any) -> FloatFormat | None:
+    if vector_format is None:
+        return None
+    return get_format(vector_format, argname="vector_format")
+
+
+def kappa(
+    fmt: str | FloatFormat,
+    n: int,
+    beta: Any,
+    *,
+    c: Any = None,
+    scale: Any = None,
+    vector_format: Any = None,
+    dps: int = 50,
+) -> Fraction | Any:
+    """Per-block constant error κ of PASA's recovery, eq. (S3) (PASA.md §3.2 item 5; per unit of σμ).
+
+    ``κ = ((a − σ) + c·(a − b·n) − b·n)/σ`` with a, b of the matrix rounded at ``beta`` (S1–S2) and
+    the recovery coefficient ``c``: given, else ``β/(1 − β)`` rounded to ``vector_format`` (exact if
+    None), as the reference implementation forms it. Fraction, or mpf if irrational.
+
+    Examples
+    --------
+    >>> from pasa_theory import kappa
+    >>> float(kappa("fp16", 128, "0.9375", vector_format="fp16"))    # M exactly representable
+    0.0
+    """
+    fmt = get_format(fmt)
+    n = check_int(n, "n", 2)
+    dps = check_int(dps, "dps", 1)
+    sigma = _sigma(scale)
+    b_real = _beta(beta)
+    vfmt = _vector_format(vector_format)
+    diag, off = _entries(fmt, n, b_real, sigma)
+    a, b = diag - off, -off
+    if c is None:
+        c_real = b_real / (1 - b_real)
+        if vfmt is not None:
+            c_val = rnd(c_real, vfmt, what="c = β/(1−β)")
+            if isinstance(c_val, float):
+                raise ValueError(f"vector_format: c = β/(1−β) overflows {vfmt.name}")
+            c_real = c_val
+    else:
+        c_real = num(as_real(c, "c"))
+    return _to_output(_kappa(a, b, n, sigma, c_real), dps)
+
+
+def _c_star(a: Fraction, b: Fraction, n: int, sigma: Num) -> Num:
+    """The coefficient making κ vanish for the rounded matrix: c* = (bn + σ − a)/(a − bn) (from S3)."""
+    bn = b * n
+    if a == bn:
+        raise ValueError("a = b·n: the rounded matrix annihilates the block mean; no recovery possible")
+    return (sigma + (bn - a)) / (a - bn)
+
+
+def recovery_coefficient(
+    fmt: str | FloatFormat = "fp16",
+    n: int = 128,
+    beta: Any = None,
+    *,
+    scale: Any = None,
+    vector_format: Any = None,
+    source: str = "rounded_m",
+) -> Fraction:
+    """The recovery coefficient ``c`` of ``ŝ = s̃ + c·mean(s̃)`` (PASA.md §2.1, §3.2, §9 D4).
+
+    ``source="rounded_m"``: the ``c`` that makes κ of eq. (S3) vanish for the matrix actually stored,
+    ``c* = (b·n + σ − a)/(a − b·n)`` with a, b of (S1–S2) at ``beta`` (what the reference's unused
+    ``obtainInvPam(M)`` aims at; equal to the right side of S5). ``source="beta"``: ``c = β/(1 − β)``,
+    what the reference script computes. Either is rounded to nearest-even in ``vector_format`` if given,
+    else returned exactly.
+
+    ``beta=None`` uses ``optimal_beta(fmt, n, scale=scale)`` (the selection criterion of
+    :mod:`pasa_theory.selection`).
+
+    Returns
+    -------
+    Fraction
+
+    Raises
+    ------
+    ValueError
+        If the coefficient is irrational (irrational ``scale``) and no ``vector_format`` is given, if it
+        overflows ``vector_format``, or for bad arguments.
+
+    Examples
+    --------
+    >>> from pasa_theory import recovery_coefficient
+    >>> recovery_coefficient("fp16", 128, "0.9375")
+    Fraction(15, 1)
+    >>> recovery_coefficient("fp16", 128, "0.9689939", source="beta", vector_format="fp16")
+    Fraction(125, 4)
+    """
+    if source not in RECOVERY_SOURCES:
+        raise ValueError(f"source: expected one of {', '.join(RECOVERY_SOURCES)}, got {source!r}")
+    fmt = get_format(fmt)
+    n = check_int(n, "n", 2)
+    vfmt = _vector_format(vector_format)
+    sigma = _sigma(scale)
+    if beta is None:
+        from .roots import optimal_beta
+
+        fp = optimal_beta(fmt, n, scale=scale)
+        a, b = fp.a, fp.b
+        beta_real = fp.beta_real()
+    else:
+        beta_real = _beta(beta)
+        diag, off = _entries(fmt, n, beta_real, sigma)
+        a, b = diag - off, -off
+    if source == "rounded_m":
+        c = _c_star(a, b, n, sigma)
+    else:
+        c = beta_real / (1 - beta_real)
+    if vfmt is None:
+        if exact_of(c) is None:
+            raise ValueError(
+                f"vector_format: the coefficient {as_text(c)} is irrational for scale={scale!r}; pass a "
+                "vector_format to round it to"
+            )
+        return exact_of(c)
+    out = rnd(c, vfmt, what="recovery coefficient")
+    if isinstance(out, float):
+        raise ValueError(f"vector_format: the recovery coefficient overflows {vfmt.name}")
+    return out
