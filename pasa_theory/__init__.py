@@ -35,7 +35,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("formats", "shifting", "roots", "selection")
+_SUBMODULES = ("formats", "shifting", "roots", "selection", "symbols", "scheme", "cli")
 
 _EXPORTS = {
     # formats
