@@ -23,6 +23,12 @@ Modules (loaded on first use; ``import pasa_theory`` imports neither sympy, nump
 ``cli``
     The ``pasa-alpha`` command (also ``python -m pasa_theory``).
 
+Any other module of the package (for example one added later) is loaded on attribute access as well:
+``pasa_theory.<module>`` works without being listed here.
+
+References of the form "PASA.md §N" point to the project's method notes (``shared/notes/PASA.md``):
+the reconstruction of the algorithm, the published values and the design decisions D1–D14.
+
 Quick start::
 
     >>> import pasa_theory as pt
@@ -33,6 +39,7 @@ Quick start::
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 _SUBMODULES = ("formats", "shifting", "roots", "selection", "symbols", "scheme", "cli")
@@ -83,6 +90,8 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -240,19 +240,26 @@ def get_format(fmt: str | FloatFormat, *, argname: str = "fmt") -> FloatFormat:
     ``fp8_e4m3`` (``e4m3``, ``e4m3fn``, ``float8_e4m3fn``: OCP E4M3, no infinities, max 448) and
     ``fp8_e5m2`` (``e5m2``, ``float8_e5m2``).
 
+    A numpy or ml_dtypes dtype (``np.dtype("float16")``, ``ml_dtypes.bfloat16``) or a torch dtype
+    (``torch.float16``) is accepted too and looked up by its name; torch is never imported for it.
+
     Raises
     ------
     ValueError
         For an unknown name; the message names ``argname`` and lists the valid names.
     TypeError
-        For anything that is neither a str nor a FloatFormat.
+        For anything that is neither a str, a FloatFormat nor a floating dtype.
     """
     if isinstance(fmt, FloatFormat):
         return fmt
     if not isinstance(fmt, str):
-        raise TypeError(
-            f"{argname}: expected a format name (str) or a FloatFormat, got {type(fmt).__name__} {fmt!r}"
-        )
+        name = _dtype_name(fmt)
+        if name is None:
+            raise TypeError(
+                f"{argname}: expected a format name (str), a FloatFormat or a numpy/ml_dtypes/torch "
+                f"floating dtype, got {type(fmt).__name__} {fmt!r}"
+            )
+        fmt = name
     key = fmt.strip().lower()
     key = _ALIASES.get(key, key)
     try:
@@ -260,6 +267,19 @@ def get_format(fmt: str | FloatFormat, *, argname: str = "fmt") -> FloatFormat:
     except KeyError:
         valid = ", ".join(list(FORMATS) + list(_ALIASES))
         raise ValueError(f"{argname}: unknown format name {fmt!r}; valid names: {valid}") from None
+
+
+def _dtype_name(obj: Any) -> str | None:
+    """The name of a numpy/ml_dtypes dtype or scalar type, or of a torch dtype (``"torch.float16"``)."""
+    mod = type(obj).__module__.split(".")[0]
+    if mod == "torch":
+        text = str(obj)
+        return text[len("torch."):] if text.startswith("torch.") else None
+    if mod == "numpy" and hasattr(obj, "kind") and hasattr(obj, "name"):  # a numpy dtype
+        return str(obj.name) if obj.kind in "fV" else None
+    if isinstance(obj, type) and obj.__module__.split(".")[0] in ("numpy", "ml_dtypes"):
+        return obj.__name__  # a scalar type such as numpy.float16 or ml_dtypes.bfloat16
+    return None
 
 
 # -- exact values -------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ Sources: PASA.md §3.2, §3.3 (the reference solver ``optimal_para.py``: float64
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -43,7 +42,7 @@ from .formats import (
     get_format,
     round_to_format,
 )
-from .shifting import _c_star, _entries, _kappa, _sigma, _solution, _vector_format, normalize_form
+from .shifting import _entries, _kappa, _sigma, _solution, _vector_format, normalize_form
 
 __all__ = [
     "FixedPoint",
@@ -132,7 +131,8 @@ def _limit_from_below(y: Num, fmt: FloatFormat) -> Fraction:
 
 
 def cell_of(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = None) -> Cell:
-    """The rounding cell containing ``beta`` (see :class:`Cell`)."""
+    """The rounding cell containing ``beta``: the β-interval on which the entries (S1) keep their values
+    at ``beta``, from the rounding preimages of both entries (module docstring; :class:`Cell`)."""
     fmt = get_format(fmt)
     n = check_int(n, "n", 2)
     sigma = _sigma(scale)
@@ -205,20 +205,14 @@ class FixedPoint:
         return _solution(self.a, self.b, self.n, self.sigma_real(), self.form)
 
     def summary(self, digits: int = 10) -> str:
-        """One line: β, a, b, c, c_repr, κ."""
+        """One line: β (``digits`` significant digits), a, b, c, c_repr, κ."""
+        import mpmath
+
         return (
-            f"{self.fmt.name} n={self.n} form={self.form} scale={self.scale}: beta={_fmt(self.beta, digits)} "
-            f"a={float(self.a):.10g} b={float(self.b):.10g} c={_fmt(self.c, digits)} "
-            f"c_repr={float(self.c_repr):.10g} kappa={_fmt(self.kappa, 3, 'e')}"
+            f"{self.fmt.name} n={self.n} form={self.form} scale={self.scale}: "
+            f"beta={mpmath.nstr(self.beta, digits)} a={self.a} b={self.b} c={mpmath.nstr(self.c, digits)} "
+            f"c_repr={self.c_repr} kappa={mpmath.nstr(self.kappa, 3)}"
         )
-
-
-def _fmt(x: Any, digits: int, kind: str = "f") -> str:
-    import mpmath
-
-    if kind == "e":
-        return mpmath.nstr(x, digits, min_fixed=1, max_fixed=0) if x != 0 else "0"
-    return mpmath.nstr(x, digits + 1, min_fixed=-math.inf, max_fixed=math.inf) if x else "0"
 
 
 def _scale_key(scale: Any, sigma: Num) -> Fraction | str | None:

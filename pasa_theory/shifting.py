@@ -39,6 +39,13 @@ cancel; ``κ·(σμ)`` is a per-block constant, harmless inside a block and a re
 code of the reference solver. Every identity here is derived and verified symbolically in
 :mod:`pasa_theory.scheme` (``rounded_matrix_identities``, ``kappa_identities``).
 
+Note on the folded scale of PASA.md §7.3 (``τ = 1/√128``): the published fixed points
+(0.9374323777, 0.9689528165, 0.9847111441 and 0.9374311489, 0.9689529455, 0.9847111464) are reproduced
+both with the exact irrational ``τ = 2**-3.5`` (``scale="1/sqrt(128)"``) and with its float64 value
+(``scale=1/math.sqrt(128)``): the rounded entries of ``τ·M`` are the same and the fixed points differ by
+less than 6e-18, so the ten printed digits cannot tell which one was used
+(tests/theory/test_roots.py::test_scaled_exact_and_float64_tau_agree_beyond_the_printed_digits).
+
 All functions are exact (Fractions); with an irrational scale (e.g. ``scale="1/sqrt(128)"``) the
 roundings are decided by certified interval enclosures (:mod:`pasa_theory._real`), and values that are
 then irrational are returned as :class:`mpmath.mpf` at ``dps`` digits.

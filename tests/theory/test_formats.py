@@ -64,6 +64,20 @@ def test_aliases(alias, name):
     assert pt.get_format(alias) is pt.get_format(name)
 
 
+def test_get_format_accepts_dtypes():
+    import torch
+
+    assert pt.get_format(np.float16) is pt.get_format(np.dtype("float16")) is pt.get_format("fp16")
+    assert pt.get_format(ml_dtypes.bfloat16) is pt.get_format(np.dtype(ml_dtypes.bfloat16)) is pt.get_format("bf16")
+    assert pt.get_format(ml_dtypes.float8_e4m3fn) is pt.get_format("fp8_e4m3")
+    assert pt.get_format(torch.float16).name == "fp16" and pt.get_format(torch.bfloat16).name == "bf16"
+    assert pt.get_format(torch.float8_e5m2).name == "fp8_e5m2"
+    with pytest.raises(ValueError, match="unknown format name 'float8_e4m3fnuz'"):
+        pt.get_format(ml_dtypes.float8_e4m3fnuz)
+    with pytest.raises(TypeError, match="fmt: expected a format name"):
+        pt.get_format(np.dtype("int32"))
+
+
 def test_get_format_passes_instances_through():
     fmt = FloatFormat("tf32", p=11, emin=-126, emax=127)
     assert pt.get_format(fmt) is fmt
