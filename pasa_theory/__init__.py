@@ -72,6 +72,7 @@ _EXPORTS = {
     "optimal_beta": "roots",
     "fixed_points": "roots",
     "cell_of": "roots",
+    "cell_count": "roots",
     "reference_iteration": "roots",
     "DEFAULT_STARTS": "roots",
     # selection

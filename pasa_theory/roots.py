@@ -50,6 +50,7 @@ __all__ = [
     "optimal_beta",
     "fixed_points",
     "cell_of",
+    "cell_count",
     "reference_iteration",
     "DEFAULT_STARTS",
 ]
@@ -413,6 +414,49 @@ def _ordinal(v: Fraction, fmt: FloatFormat) -> int:
     return idx if fmt.subnormals else idx - half + 1
 
 
+def _walk_bounds(fmt: FloatFormat, n: int, sigma: Num, interval: Any):
+    """Validated interval ends, the entries of the first cell and the number of cells to walk
+    (None if the interval holds no β in (0, 1))."""
+    if not (isinstance(interval, (tuple, list)) and len(interval) == 2):
+        raise TypeError(f"interval: expected a pair (lo, hi), got {interval!r}")
+    lo = num(as_real(interval[0], "interval[0]"))
+    hi = num(as_real(interval[1], "interval[1]"))
+    if cmp(lo, hi, "interval") > 0:
+        raise ValueError(f"interval: expected lo <= hi, got {interval!r}")
+    if sign(lo, "interval[0]") < 0:
+        lo = Fraction(0)
+    if cmp(hi, 1, "interval[1]") > 0:
+        hi = Fraction(1)
+    # first cell: the one containing lo, or the one just above 0
+    if sign(lo) == 0:
+        d0 = _limit_from_below(sigma, fmt)  # σ(1 − β/n) as β ↓ 0
+        o0 = Fraction(0)
+    else:
+        if cmp(lo, 1) == 0:
+            return None
+        d0, o0 = _entries(fmt, n, lo, sigma)
+    if cmp(hi, 1) == 0:
+        d1 = _limit_from_above(sigma * (1 - Fraction(1, n)), fmt)  # σ(1 − β/n) as β ↑ 1
+        o1 = _limit_from_above(-sigma / n, fmt)
+    elif sign(hi) == 0:
+        return None
+    else:
+        d1, o1 = _entries(fmt, n, hi, sigma)
+    count = abs(_ordinal(d0, fmt) - _ordinal(d1, fmt)) + abs(_ordinal(o0, fmt) - _ordinal(o1, fmt)) + 1
+    return lo, hi, d0, o0, count
+
+
+def cell_count(
+    fmt: str | FloatFormat, n: int, *, scale: Any = None, interval: tuple[Any, Any] = (0, 1)
+) -> int:
+    """An upper bound (exact up to coinciding boundaries) on the number of rounding cells that meet
+    ``interval``: the number of distinct values each entry (S1) takes there, summed, plus one."""
+    fmt = get_format(fmt)
+    n = check_int(n, "n", 2)
+    bounds = _walk_bounds(fmt, n, _sigma(scale), interval)
+    return 0 if bounds is None else bounds[4]
+
+
 def fixed_points(
     fmt: str | FloatFormat,
     n: int,
@@ -456,30 +500,10 @@ def fixed_points(
     max_cells = check_int(max_cells, "max_cells", 1)
     if not (isinstance(interval, (tuple, list)) and len(interval) == 2):
         raise TypeError(f"interval: expected a pair (lo, hi), got {interval!r}")
-    lo = num(as_real(interval[0], "interval[0]"))
-    hi = num(as_real(interval[1], "interval[1]"))
-    if cmp(lo, hi, "interval") > 0:
-        raise ValueError(f"interval: expected lo <= hi, got {interval!r}")
-    if sign(lo, "interval[0]") < 0:
-        lo = Fraction(0)
-    if cmp(hi, 1, "interval[1]") > 0:
-        hi = Fraction(1)
-    # first cell: the one containing lo, or the one just above 0
-    if sign(lo) == 0:
-        d0 = _limit_from_below(sigma, fmt)  # σ(1 − β/n) as β ↓ 0
-        o0 = Fraction(0)
-    else:
-        if cmp(lo, 1) == 0:
-            return []
-        d0, o0 = _entries(fmt, n, lo, sigma)
-    if cmp(hi, 1) == 0:
-        d1 = _limit_from_above(sigma * (1 - Fraction(1, n)), fmt)  # σ(1 − β/n) as β ↑ 1
-        o1 = _limit_from_above(-sigma / n, fmt)
-    elif sign(hi) == 0:
+    bounds = _walk_bounds(fmt, n, sigma, interval)
+    if bounds is None:
         return []
-    else:
-        d1, o1 = _entries(fmt, n, hi, sigma)
-    count = abs(_ordinal(d0, fmt) - _ordinal(d1, fmt)) + abs(_ordinal(o0, fmt) - _ordinal(o1, fmt)) + 1
+    lo, hi, d0, o0, count = bounds
     if count > max_cells:
         raise ValueError(
             f"interval: {interval!r} spans about {count} rounding cells of {fmt.name} (n = {n}), more "

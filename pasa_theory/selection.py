@@ -27,6 +27,11 @@ two values the PASA authors published, β = 0.9689939 (bias 3.1 %, c ≈ 31) and
 closest to a value of the vector format: κ is then often one or two orders of magnitude below the κ of
 the reference solver's choice.
 
+**Dense formats.** For fp32 and wider the window holds 10⁵ to 10¹³ rounding cells, nearly each with a
+fixed point, too many to enumerate (and there ``|κ| <= u_vec·β`` is negligible whichever is taken).
+When the window spans more than ``max_cells`` cells, the candidates are instead the fixed points
+reached from the starts ``β₀ = 1 − 2**-m`` (m = 1, …, 12) that lie in the window, ranked the same way.
+
 The criterion is a choice, stated so it can be changed: pass other budgets, or call
 :func:`pasa_theory.fixed_points` and rank the candidates yourself (:func:`rank_fixed_points`).
 """
@@ -36,9 +41,19 @@ from fractions import Fraction
 from typing import Any
 
 from ._real import as_real, check_positive, cmp, num
-from .roots import FixedPoint, fixed_points
+from .roots import MAX_CELLS, FixedPoint, cell_count, fixed_points, optimal_beta
 
-__all__ = ["select_beta", "rank_fixed_points", "selection_window", "DEFAULT_MAX_BIAS", "DEFAULT_MAX_GAIN"]
+#: Starts of the fallback for dense formats: β₀ = 1 − 2**-m, m = 1..12.
+FALLBACK_STARTS = tuple(Fraction(2**m - 1, 2**m) for m in range(1, 13))
+
+__all__ = [
+    "select_beta",
+    "rank_fixed_points",
+    "selection_window",
+    "DEFAULT_MAX_BIAS",
+    "DEFAULT_MAX_GAIN",
+    "FALLBACK_STARTS",
+]
 
 #: Default bias budget ρ_max of (C1): at most 1/32 of the block mean stays in the shifted scores.
 DEFAULT_MAX_BIAS = Fraction(1, 32)
@@ -72,8 +87,6 @@ def _abs_kappa_key(fp: FixedPoint) -> Any:
 def rank_fixed_points(candidates: list[FixedPoint]) -> list[FixedPoint]:
     """Sort fixed points by the criterion (C1): ``|κ|`` with the stored c, then β (exact comparisons
     when κ is rational). Candidates whose c overflows the vector format come last."""
-    import math
-
     finite = [fp for fp in candidates if not isinstance(fp.c_repr, float)]
     rest = [fp for fp in candidates if isinstance(fp.c_repr, float)]
     rational = all(fp.kappa_exact is not None and fp.beta_exact is not None for fp in finite)
@@ -82,7 +95,6 @@ def rank_fixed_points(candidates: list[FixedPoint]) -> list[FixedPoint]:
     else:
         finite.sort(key=lambda fp: (abs(fp.kappa), fp.beta))
     rest.sort(key=lambda fp: fp.beta)
-    del math
     return finite + rest
 
 
@@ -96,10 +108,13 @@ def select_beta(
     max_bias: Any = DEFAULT_MAX_BIAS,
     max_gain: Any = DEFAULT_MAX_GAIN,
     dps: int = 50,
+    max_cells: int = 20_000,
 ) -> FixedPoint:
     """The optimal β by the criterion (C1) of this module: smallest ``|κ|`` (S3) with ``c`` stored in
     ``vector_format`` (default ``fmt``), among the fixed points with ``1 − β <= max_bias`` and
-    ``β/(1 − β) <= max_gain``; ties go to the smaller β.
+    ``β/(1 − β) <= max_gain``; ties go to the smaller β. If the window spans more than ``max_cells``
+    rounding cells (fp32, fp64), the candidates are the fixed points reached from ``1 − 2**-m``,
+    m = 1..12, that lie in the window (module docstring).
 
     Returns
     -------
@@ -119,9 +134,22 @@ def select_beta(
     True
     """
     lo, hi = selection_window(max_bias, max_gain)
-    candidates = fixed_points(
-        fmt, n, form=form, scale=scale, interval=(lo, hi), vector_format=vector_format, dps=dps
-    )
+    if cell_count(fmt, n, scale=scale, interval=(lo, hi)) <= min(max_cells, MAX_CELLS):
+        candidates = fixed_points(
+            fmt, n, form=form, scale=scale, interval=(lo, hi), vector_format=vector_format, dps=dps
+        )
+    else:
+        candidates, seen = [], set()
+        for start in FALLBACK_STARTS:
+            try:
+                fp = optimal_beta(fmt, n, start=start, form=form, scale=scale, vector_format=vector_format, dps=dps)
+            except ValueError:
+                continue
+            key = (fp.diag, fp.off)
+            beta = fp.beta_real()
+            if key not in seen and cmp(beta, lo) >= 0 and cmp(beta, hi) <= 0:
+                seen.add(key)
+                candidates.append(fp)
     ranked = rank_fixed_points(candidates)
     if not ranked or isinstance(ranked[0].c_repr, float):
         raise ValueError(

@@ -96,3 +96,25 @@ def test_rank_is_by_abs_kappa_then_beta():
     ranked = rank_fixed_points(cands)
     keys = [(abs(fp.kappa_exact), fp.beta_exact) for fp in ranked]
     assert keys == sorted(keys) and len(ranked) == len(cands)
+
+
+def test_dense_formats_use_the_start_fallback():
+    # fp32/fp64: the window holds ~1e5 / ~1e14 cells; the candidates are then the fixed points reached
+    # from 1 − 2**-m inside the window
+    assert pt.cell_count("fp32", 128, interval=(Fraction(31, 32), Fraction(64, 65))) > 20_000
+    for fmt in ("fp32", "fp64"):
+        fp = pt.optimal_beta(fmt, 128)
+        assert fp.beta_exact == Fraction(31, 32) and fp.kappa_exact == 0  # M exact in fp32/fp64 here
+        assert cast_round(1 - Fraction(31, 4096), "fp32") == 1 - Fraction(31, 4096)
+    fp = pt.optimal_beta("fp32", 128, scale=0.08838834764831843)
+    assert Fraction(31, 32) <= fp.beta_exact <= Fraction(64, 65)
+    assert abs(fp.kappa) < 1e-7  # |κ| <= u32·β: negligible, as the module docstring says
+
+
+def test_cell_count():
+    # fp16, n = 128, window [31/32, 64/65]: off = β/128 runs over 2**-18-spaced values (about 33 cells)
+    # and diag over 2**-11-spaced ones
+    count = pt.cell_count("fp16", 128, interval=(Fraction(31, 32), Fraction(64, 65)))
+    walked = len(pt.fixed_points("fp16", 128, interval=(Fraction(31, 32), Fraction(64, 65))))
+    assert walked <= count <= 40
+    assert pt.cell_count("fp16", 128, interval=(1, 1)) == 0
