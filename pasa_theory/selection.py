@@ -41,6 +41,7 @@ from fractions import Fraction
 from typing import Any
 
 from ._real import as_real, check_positive, cmp, num
+from .formats import get_format
 from .roots import MAX_CELLS, FixedPoint, cell_count, fixed_points, optimal_beta
 
 #: Starts of the fallback for dense formats: β₀ = 1 − 2**-m, m = 1..12.
@@ -155,7 +156,7 @@ def select_beta(
         raise ValueError(
             f"fmt, n: no fixed point of the {form!r} equation with usable c in the window "
             f"[{float(lo):.6g}, {float(hi):.6g}] (max_bias = {max_bias}, max_gain = {max_gain}) for "
-            f"{fmt if isinstance(fmt, str) else fmt.name}, n = {n}; widen max_bias/max_gain or use "
+            f"{get_format(fmt).name}, n = {n}; widen max_bias/max_gain or use "
             "optimal_beta(..., start=...)"
         )
     return ranked[0]
