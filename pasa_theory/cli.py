@@ -154,6 +154,8 @@ def _round_decimal(x: Any, digits: int) -> str:
 
 def _sci(x: Any) -> str:
     v = float(x)
+    if v != v:
+        return "nan"
     return "0" if v == 0 else f"{v:.2e}"
 
 
@@ -234,8 +236,10 @@ def _latex_escape(s: str) -> str:
 
 
 def _latex_sci(s: str) -> str:
-    if s in ("—", "0"):
-        return "--" if s == "—" else "$0$"
+    if s == "—":
+        return "--"
+    if "e" not in s or s in ("inf", "-inf"):
+        return {"inf": "$\\infty$", "-inf": "$-\\infty$", "nan": "NaN"}.get(s, f"${s}$")
     mant, exp = s.split("e")
     return f"${mant}\\times 10^{{{int(exp)}}}$"
 
@@ -254,7 +258,7 @@ def _render_latex(rows: list[dict[str, str]]) -> str:
         cells = [_latex_escape(r["format"]), r["n"], r["form"], _latex_escape(r["scale"]),
                  _latex_escape(r["start"]), r["beta"] if r["beta"] != "—" else "--",
                  r["a"] if r["a"] != "—" else "--", r["b"] if r["b"] != "—" else "--",
-                 r["c_repr"] if r["c_repr"] != "—" else "--", _latex_sci(r["kappa"]),
+                 {"—": "--", "nan": "NaN", "inf": "$\\infty$"}.get(r["c_repr"], r["c_repr"]), _latex_sci(r["kappa"]),
                  r["bias"] if r["bias"] != "—" else "--"]
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]

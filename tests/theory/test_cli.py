@@ -64,6 +64,15 @@ def test_all_table_shape_and_time(capsys):
     assert any(r["beta"] == "" for r in rows if r["format"] == "fp8_e4m3")
 
 
+@pytest.mark.parametrize("fmt", ["text", "latex"])
+def test_all_table_renders_in_every_output_format(capsys, fmt):
+    # includes rows where c overflows fp8 (κ = NaN) and rows without a fixed point
+    rc, out, _ = run(capsys, "--all", "--output-format", fmt)
+    assert rc == 0 and out.count("\n") >= 224
+    if fmt == "latex":
+        assert "NaN" in out and "\\times 10^{" in out
+
+
 def test_text_and_latex(capsys):
     rc, out, _ = run(capsys, "--format", "bf16", "--block", "64,256")
     lines = out.splitlines()
