@@ -67,7 +67,7 @@ def shift_constants(precision: Precision, n: int, beta: float | None, sigma: flo
     """β, M entries and c for one call: block size ``n``, folded scale ``sigma`` (1.0 if not folded)."""
     fmt = theory_format_name(precision.matmul_in)
     if beta is None:
-        beta = precision.beta if precision.beta is not None else default_beta(fmt, n, sigma)
+        beta = precision.beta if precision.beta is not None else default_beta(precision.beta_format or fmt, n, sigma)
     if precision.setup == "script_fp32":
         if precision.coef != "beta":
             raise ValueError("Precision.setup='script_fp32' reproduces the reference script and supports coef='beta' only")

@@ -141,9 +141,14 @@ def shift_parameters(
 
 
 def _row_sum(x: torch.Tensor, prec: Precision) -> torch.Tensor:
-    """Sum over the last dim, rounded to the vector dtype as the policy says."""
+    """Sum over the last dim, rounded to the vector dtype as the policy says.
+
+    ``reduce="acc"``: torch's reductions of fp16/bf16 tensors accumulate in fp32 and round once
+    (checked by the tests), so the native reduction is the model; wider dtypes accumulate in
+    themselves. ``reduce="pairwise"``: a binary tree in the vector dtype.
+    """
     if prec.reduce == "acc":
-        return x.sum(dim=-1, keepdim=True, dtype=prec.reduce_dtype).to(prec.vector)
+        return x.sum(dim=-1, keepdim=True)
     n = x.shape[-1]
     width = 1 << (n - 1).bit_length()
     if width != n:
@@ -158,7 +163,8 @@ def _row_mean(x: torch.Tensor, prec: Precision) -> torch.Tensor:
     """Block row mean: the sum (per policy) divided by n; one rounding for ``reduce="acc"``."""
     n = x.shape[-1]
     if prec.reduce == "acc":
-        return x.sum(dim=-1, keepdim=True, dtype=prec.reduce_dtype).div_(n).to(prec.vector)
+        # one rounding of the fp32-accumulated mean; not fl(fl(sum)/n), whose sum can overflow
+        return x.mean(dim=-1, keepdim=True)
     return _row_sum(x, prec) / torch.tensor(n, dtype=prec.vector, device=x.device)
 
 
@@ -187,8 +193,15 @@ class _Online:
         self.l = torch.zeros((*rows_shape, 1), dtype=vd, device=device)
         self.o = torch.zeros((*rows_shape, v_dim), dtype=vd, device=device)
         self.a: torch.Tensor | None = None
-        # pow2 accumulators: (ℓ, O) are stored times 2^-t (t per row); ``self.down`` = 2^-t in fp32.
+        # pow2 accumulators: (ℓ, O) are stored times 2^-t (t per row); ``self.down`` = 2^-t in vd.
+        # Renormalising whenever some ℓ reaches 2 keeps ℓ < 2 + n and |O| < (2 + n)·max|V| (the P·V tile
+        # itself reaches n·max|V|).
+        self.t: torch.Tensor | None = None
         self.down: torch.Tensor | None = None
+        self.renorm_at = 2.0
+        self.recenter = torch.tensor(prec.recenter_at, dtype=prec.vector, device=device)
+        fi = torch.finfo(prec.vector)
+        self.max_shift = int(round(-math.log2(fi.smallest_normal) - math.log2(fi.eps)))
         self._weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.device = device
 
@@ -204,18 +217,11 @@ class _Online:
         return w
 
     def update(
-        self, j: int, mu: torch.Tensor | None, mj: torch.Tensor, lj: torch.Tensor, pv: torch.Tensor
+        self, j: int, means: "_BlockMeans | None", jj: int, mj: torch.Tensor, lj: torch.Tensor, pv: torch.Tensor
     ) -> None:
         if self.c is not None:
-            assert mu is not None
-            a_prev = mu if self.a is None else self.a
-            r1, r2 = self._running_weights(j)
-            a = mu * r1 + a_prev * r2                      # e: running mean of pseudo-averages
-            dj = (mu - a) * self.c                         # f: block offset from the reference
-            dp = (a_prev - a) * self.c                     #    move of the reference
-            self.a = a
-            if self.census is not None:
-                self.census.record("shift", a, dj, dp)
+            assert means is not None
+            dj, dp = self._shift(j, means, jj)
             cand_j, cand_p = mj + dj, self.m + dp
         else:
             dj = dp = None
@@ -232,36 +238,110 @@ class _Online:
         l_in = gamma * lj
         o_in = gamma * pv
         if self.down is not None:                          # pow2: bring the new terms to the stored scale
-            vd = self.prec.vector
-            l_in = (l_in.to(self.down.dtype) * self.down).to(vd)
-            o_in = (o_in.to(self.down.dtype) * self.down).to(vd)
+            l_in = l_in * self.down
+            o_in = o_in * self.down
         self.l = alpha * self.l + l_in
         self.o = alpha * self.o + o_in
         self.m = m_new
         if self.census is not None:
             self.census.record("row_sum", self.l)
             self.census.record("accumulator", self.o)
-        if self.prec.accum == "pow2":
+        if self.prec.accum == "pow2" and bool((self.l >= self.renorm_at).any()):
             self._renormalise()
 
+    def _shift(self, j: int, means: "_BlockMeans", jj: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Steps e–f: the reference A and the offsets δ_j (this block) and δ_p (move of the history).
+
+        Invariant: the stored (m, ℓ, O) are relative to the scores' reference c·A. Block j's
+        scores relative to the new reference are s̃ + c·(μ_j − A), i.e. the block offset
+        δ_j = c·(μ_j − A); moving the reference from A_prev to A moves the history by
+        δ_p = c·(A_prev − A). Any reference gives exact recovery; the policy picks one.
+        """
+        c = self.c
+        assert c is not None
+        first = self.a is None
+        prec = self.prec
+        if prec.pseudo_average == "rounded":
+            mu = means.rounded(jj)
+            a_prev = mu if first else self.a
+            if prec.reference == "running":
+                r1, r2 = self._running_weights(j)
+                a = mu * r1 + a_prev * r2                  # running mean of pseudo-averages
+            else:
+                a = torch.where((mu - a_prev) * c > self.recenter, mu, a_prev) if not first else a_prev
+                a = torch.where((mu - a_prev) * c < -self.recenter, mu, a) if not first else a
+            dj = (mu - a) * c                              # offset of this block from the reference
+            dp = (a_prev - a) * c                          # move of the reference
+        else:
+            a_prev = means.rounded(jj) if first else self.a
+            e = means.centered(jj, a_prev)                 # fl(mean_j − A_prev): only the deviation is rounded
+            if prec.reference == "running":
+                r1, _ = self._running_weights(j)
+                a = a_prev + e * r1                        # running mean A_prev + (μ_j − A_prev)/(j+1)
+            else:
+                far = (e * c).abs() > self.recenter
+                a = torch.where(far, a_prev + e, a_prev) if not first else a_prev
+            delta = a - a_prev                             # exact for nearby fp values
+            dj = (e - delta) * c                           # c·(μ_j − A)
+            dp = -delta * c
+        if first:
+            dp = torch.zeros_like(dp)                      # no history yet
+        self.a = a
+        if self.census is not None:
+            self.census.record("shift", a, dj, dp)
+        return dj, dp
+
     def _renormalise(self) -> None:
-        # Scale ℓ (and O) by 2^-s with s = floor(log2 ℓ), so ℓ ∈ [1, 2): exact in binary floating
-        # point, so O/ℓ is unchanged bit for bit while neither can overflow.
+        # Scale ℓ and O by 2^-s, s = floor(log2 ℓ) per row, so that ℓ ∈ [1, 2). Multiplying by a power
+        # of two is exact in binary floating point (outside the subnormal range), so O/ℓ keeps every
+        # bit of the unnormalised value while neither can overflow. Later blocks' contributions are
+        # multiplied by the accumulated 2^-t (``self.down``) before they are added.
         vd = self.prec.vector
-        wide = torch.promote_types(vd, torch.float32)      # 2^-s and the products are exact there
-        lf = self.l.to(wide)
-        _, e = torch.frexp(lf)
-        s = torch.where((lf > 0) & torch.isfinite(lf), e - 1, torch.zeros_like(e)).to(wide)
-        f = torch.exp2(-s)
-        self.l = (lf * f).to(vd)
-        self.o = (self.o.to(wide) * f).to(vd)
-        self.down = f if self.down is None else self.down * f
+        _, e = torch.frexp(self.l.float())
+        s = torch.where((self.l > 0) & torch.isfinite(self.l), e - 1, torch.zeros_like(e))
+        t = s if self.t is None else self.t + s
+        if int(t.max()) > self.max_shift:  # 2^-t no longer representable in vd: stop here
+            raise OverflowError(
+                f"pow2 accumulators need a scale of 2^-{int(t.max())}, beyond {vd}'s range; use a wider vector dtype"
+            )
+        f = torch.exp2(-s.to(torch.float32)).to(vd)
+        self.l = self.l * f
+        self.o = self.o * f
+        self.t = t
+        self.down = torch.exp2(-t.to(torch.float32)).to(vd)
 
     def result(self) -> torch.Tensor:
         out = self.o / self.l                              # final normalisation
         if self.masked:                                    # rows that saw no key: 0, as SDPA
             out = torch.where(self.l == 0, torch.zeros_like(out), out)
         return out
+
+
+class _BlockMeans:
+    """Row means of the blocks of one score tile (step b), before any mask.
+
+    ``rounded(j)`` is μ̃_j rounded to the vector dtype; ``centered(j, ref)`` is fl(mean_j − ref) with
+    one rounding: from the wide accumulator for ``reduce="acc"``, or as a vector-dtype tree over
+    fl(S̃ − ref) for ``reduce="pairwise"``.
+    """
+
+    def __init__(self, s: torch.Tensor, prec: Precision) -> None:
+        self.prec = prec
+        self.tile = None
+        if prec.reduce == "acc":
+            self.mean = s.mean(dim=-1, keepdim=True, dtype=prec.reduce_dtype)
+        else:
+            self.mean = _row_mean(s, prec)
+            if prec.pseudo_average == "centered":
+                self.tile = s.clone()
+
+    def rounded(self, j: int) -> torch.Tensor:
+        return self.mean[:, :, :, j].to(self.prec.vector)
+
+    def centered(self, j: int, ref: torch.Tensor) -> torch.Tensor:
+        if self.tile is None:
+            return (self.mean[:, :, :, j] - ref.to(self.mean.dtype)).to(self.prec.vector)
+        return _row_mean(self.tile[:, :, :, j] - ref, self.prec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,11 +437,11 @@ def _tiled_attention(
                 cen.record("scores", s)
             if tau_v is not None:
                 s = s * tau_v
-            mu = _row_mean(s, prec) if shift else None                                # b
+            means = _BlockMeans(s, prec) if shift else None                          # b
             s = _apply_masks(s, i0, r, c0, c1, sh, is_causal, mask, vd)              # c
             mj = s.amax(dim=-1, keepdim=True)                                          # d
             ref = torch.where(torch.isneginf(mj), torch.zeros_like(mj), mj) if masked else mj
-            p = torch.exp(s - ref)
+            p = torch.exp_(torch.sub(s, ref, out=s) if s.is_contiguous() else s - ref)
             lj = _row_sum(p, prec)
             if cen is not None:
                 cen.record("exp", p)
@@ -370,9 +450,7 @@ def _tiled_attention(
             p_acc.copy_((p if vd == mi else p.to(mi)).transpose(2, 3))
             pv = _matmul(p_acc, v_acc[:, :, j0:j1], prec).to(vd)                     # P·V_j
             for jj in range(nb):
-                state.update(
-                    j0 + jj, None if mu is None else mu[:, :, :, jj], mj[:, :, :, jj], lj[:, :, :, jj], pv[:, :, jj]
-                )
+                state.update(j0 + jj, means, jj, mj[:, :, :, jj], lj[:, :, :, jj], pv[:, :, jj])
         o = state.result()
         out5[:, :, :, i0:i0 + r] = o.view(B, Hkv, G, r, Dv).to(out_dtype)
     if cen is not None:
@@ -390,8 +468,8 @@ def _apply_masks(
     dev = s.device
     cols = torch.arange(c0, c1, device=dev)
     keep = None
-    if c1 > S2:                                            # padded tail columns
-        keep = (cols < S2).view(1, 1, 1, nb, n)
+    if c1 > S2:                                            # padded tail columns (last block only)
+        s[:, :, :, -1, S2 - (c1 - n):] = _NEG_INF
     if is_causal and (c1 - 1) > (i0 + (S2 - S1)):          # some key in the tile lies in the future
         rr = torch.arange(i0, i0 + r, device=dev)
         causal = _checks.causal_keep(rr, cols, S1, S2)     # (r, L)

@@ -52,6 +52,8 @@ Reduce = Literal["acc", "pairwise"]
 Coef = Literal["rounded_m", "beta"]
 Setup = Literal["exact", "script_fp32"]
 Accum = Literal["raw", "pow2"]
+PseudoAverage = Literal["rounded", "centered"]
+Reference = Literal["running", "lazy"]
 KVTail = Literal["wrap", "zero", "reference"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -99,6 +101,22 @@ class Precision:
     coef: Coef = "rounded_m"
     #: dtype c is stored in.
     coef_dtype: torch.dtype = torch.float16
+    #: how the block pseudo-averages enter the recovery: ``"rounded"`` rounds each block mean μ̃_j
+    #: to the vector dtype and then forms A and δ_j = c·(μ̃_j − A) (the reference script; the
+    #: rounding error of μ̃_j, about u·|μ̃_j|, is amplified by c into every score of the block);
+    #: ``"centered"`` takes each block mean relative to the running reference inside the reduction
+    #: (accumulator minus reference, rounded once), so only the block's deviation from the reference
+    #: is rounded and δ_j is accurate to about u·|δ_j|.
+    pseudo_average: PseudoAverage = "centered"
+    #: the per-row reference the online statistics are kept relative to (recovery is exact for any
+    #: reference): ``"running"`` the running mean of the block pseudo-averages, moved every block (the
+    #: reference script; every move rescales O and ℓ by a factor that is not exactly 1, one rounding
+    #: of the accumulator per block); ``"lazy"`` held at the first block's pseudo-average and
+    #: re-centred on the current block only where |δ_j| would exceed ``recenter_at`` (so O and ℓ
+    #: are rescaled only when the maximum moves, as in flash attention).
+    reference: Reference = "lazy"
+    #: ``reference="lazy"`` re-centres a row when its block offset |δ_j| exceeds this (score units).
+    recenter_at: float = 16.0
     #: how setup constants (entries of M, c from β) are computed: ``"exact"`` rational arithmetic in
     #: :mod:`pasa_theory` rounded once; ``"script_fp32"`` the reference script's fp32 torch arithmetic.
     setup: Setup = "exact"
@@ -113,6 +131,10 @@ class Precision:
     kv_tail: KVTail = "wrap"
     #: pinned β for this preset; ``None`` means the theory's optimal β.
     beta: float | None = None
+    #: the format whose optimal β is the default (``None``: the ``matmul_in`` format). The fp32/fp64
+    #: presets use fp16's: they check exactness of the fp16 algorithm, and their own formats have
+    #: far too many rounding cells to enumerate.
+    beta_format: str | None = None
 
     def __post_init__(self) -> None:
         for field in ("matmul_in", "matmul_acc", "matmul_out", "vector", "coef_dtype"):
@@ -125,11 +147,15 @@ class Precision:
             "coef": ("rounded_m", "beta"),
             "setup": ("exact", "script_fp32"),
             "accum": ("raw", "pow2"),
+            "pseudo_average": ("rounded", "centered"),
+            "reference": ("running", "lazy"),
             "kv_tail": ("wrap", "zero", "reference"),
         }
         for field, allowed in choices.items():
             if getattr(self, field) not in allowed:
                 raise ValueError(f"Precision.{field} must be one of {allowed}, got {getattr(self, field)!r}")
+        if not (self.recenter_at > 0):
+            raise ValueError(f"Precision.recenter_at must be > 0, got {self.recenter_at!r}")
         if self.beta is not None and not (0.0 < float(self.beta) < 1.0):
             raise ValueError(f"Precision.beta must lie in (0, 1), got {self.beta!r}")
 
@@ -162,13 +188,14 @@ PRESETS: dict[str, Precision] = {
     "npu_fp16": Precision("npu_fp16", _F16, _F32, _F16, _F16, coef_dtype=_F16),
     "reference": Precision(
         "reference", _F16, _F32, _F16, _F16, coef="beta", coef_dtype=_F16, setup="script_fp32",
-        accum="raw", kv_tail="reference", beta=REFERENCE_SCRIPT_BETA,
+        accum="raw", kv_tail="reference", beta=REFERENCE_SCRIPT_BETA, pseudo_average="rounded",
+        reference="running",
     ),
     "fp16_strict": Precision("fp16_strict", _F16, _F32, _F16, _F16, reduce="pairwise", coef_dtype=_F16),
     "hybrid": Precision("hybrid", _F16, _F32, _F16, _F32, coef_dtype=_F32, accum="raw"),
     "bf16": Precision("bf16", _BF16, _F32, _BF16, _BF16, coef_dtype=_BF16),
-    "fp32": Precision("fp32", _F32, _F32, _F32, _F32, coef_dtype=_F32, accum="raw"),
-    "fp64": Precision("fp64", _F64, _F64, _F64, _F64, coef_dtype=_F64, accum="raw"),
+    "fp32": Precision("fp32", _F32, _F32, _F32, _F32, coef_dtype=_F32, accum="raw", beta_format="fp16"),
+    "fp64": Precision("fp64", _F64, _F64, _F64, _F64, coef_dtype=_F64, accum="raw", beta_format="fp16"),
 }
 
 

@@ -5,7 +5,22 @@ so that no test depends on what ran before it (mpmath's own conftest does the sa
 """
 from __future__ import annotations
 
+import os
+
 import pytest
+
+
+def pytest_configure(config):
+    # Under pytest-xdist every worker would start two intra-op threads on a 2-core machine; the
+    # oversubscribed OpenMP barriers then spin, and small tensor ops slow down by 50x. One thread
+    # per worker keeps parallel runs fast (the numbers do not depend on the thread count).
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+        except ImportError:  # pragma: no cover
+            pass
 
 
 @pytest.fixture(autouse=True)
