@@ -200,6 +200,7 @@ class _Online:
         self.down: torch.Tensor | None = None
         self.renorm_at = 2.0
         self.recenter = torch.tensor(prec.recenter_at, dtype=prec.vector, device=device)
+        self.phi: torch.Tensor | None = None
         fi = torch.finfo(prec.vector)
         self.max_shift = int(round(-math.log2(fi.smallest_normal) - math.log2(fi.eps)))
         self._weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -217,79 +218,120 @@ class _Online:
         return w
 
     def update(
-        self, j: int, means: "_BlockMeans | None", jj: int, mj: torch.Tensor, lj: torch.Tensor, pv: torch.Tensor
+        self, j: int, means: "_BlockMeans | _KeyOffsets | None", jj: int, mj: torch.Tensor, lj: torch.Tensor,
+        pv: torch.Tensor,
     ) -> None:
-        if self.c is not None:
-            assert means is not None
-            dj, dp = self._shift(j, means, jj)
-            cand_j, cand_p = mj + dj, self.m + dp
+        """Fold block j (row max mj, row sum lj, tile product pv) into the running statistics."""
+        if self.c is not None and self.prec.reference == "running" and not isinstance(means, _KeyOffsets):
+            alpha, gamma = self._running(j, means, jj, mj)
         else:
-            dj = dp = None
-            cand_j, cand_p = mj, self.m
-        m_new = torch.maximum(cand_j, cand_p)              # g
-        ref = torch.where(torch.isneginf(m_new), torch.zeros_like(m_new), m_new) if self.masked else m_new
-        hist = self.m - ref
-        blk = mj - ref
-        if dp is not None:
-            hist = hist + dp
-            blk = blk + dj
-        alpha = torch.exp(hist)                            # h: rescaling of the history
-        gamma = torch.exp(blk)                             #    weight of the new block
+            alpha, gamma = self._switch(means, jj, mj)
         l_in = gamma * lj
         o_in = gamma * pv
         if self.down is not None:                          # pow2: bring the new terms to the stored scale
             l_in = l_in * self.down
             o_in = o_in * self.down
-        self.l = alpha * self.l + l_in
+        self.l = alpha * self.l + l_in                     # h
         self.o = alpha * self.o + o_in
-        self.m = m_new
         if self.census is not None:
             self.census.record("row_sum", self.l)
             self.census.record("accumulator", self.o)
         if self.prec.accum == "pow2" and bool((self.l >= self.renorm_at).any()):
             self._renormalise()
 
-    def _shift(self, j: int, means: "_BlockMeans", jj: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Steps e–f: the reference A and the offsets δ_j (this block) and δ_p (move of the history).
+    def _deviation(self, means: "_BlockMeans", jj: int, ref: torch.Tensor) -> torch.Tensor:
+        """e_j = μ_j − ref in the vector dtype: rounded once from the accumulator (``centered``) or
+        as the difference of the rounded mean μ̃_j (``rounded``)."""
+        if self.prec.pseudo_average == "centered":
+            return means.centered(jj, ref)
+        return means.rounded(jj) - ref
 
-        Invariant: the stored (m, ℓ, O) are relative to the scores' reference c·A. Block j's
-        scores relative to the new reference are s̃ + c·(μ_j − A), i.e. the block offset
-        δ_j = c·(μ_j − A); moving the reference from A_prev to A moves the history by
-        δ_p = c·(A_prev − A). Any reference gives exact recovery; the policy picks one.
-        """
+    def _running(self, j: int, means: "_BlockMeans", jj: int, mj: torch.Tensor):
+        """The reference script's bookkeeping (steps e–h): statistics kept relative to c·A, A the
+        running mean of the block pseudo-averages, moved every block; the offsets enter the
+        exponents as e^{(m − m_new) + δ_p} and e^{(m_j − m_new) + δ_j}."""
         c = self.c
-        assert c is not None
         first = self.a is None
-        prec = self.prec
-        if prec.pseudo_average == "rounded":
+        a_prev = means.rounded(jj) if first else self.a
+        if self.prec.pseudo_average == "rounded":
             mu = means.rounded(jj)
-            a_prev = mu if first else self.a
-            if prec.reference == "running":
-                r1, r2 = self._running_weights(j)
-                a = mu * r1 + a_prev * r2                  # running mean of pseudo-averages
-            else:
-                a = torch.where((mu - a_prev) * c > self.recenter, mu, a_prev) if not first else a_prev
-                a = torch.where((mu - a_prev) * c < -self.recenter, mu, a) if not first else a
-            dj = (mu - a) * c                              # offset of this block from the reference
-            dp = (a_prev - a) * c                          # move of the reference
+            r1, r2 = self._running_weights(j)
+            a = mu * r1 + a_prev * r2                      # e: running mean of pseudo-averages
+            dj = (mu - a) * c                              # f: offset of this block from the reference
+            dp = (a_prev - a) * c                          #    move of the reference
         else:
-            a_prev = means.rounded(jj) if first else self.a
-            e = means.centered(jj, a_prev)                 # fl(mean_j − A_prev): only the deviation is rounded
-            if prec.reference == "running":
-                r1, _ = self._running_weights(j)
-                a = a_prev + e * r1                        # running mean A_prev + (μ_j − A_prev)/(j+1)
-            else:
-                far = (e * c).abs() > self.recenter
-                a = torch.where(far, a_prev + e, a_prev) if not first else a_prev
-            delta = a - a_prev                             # exact for nearby fp values
+            r1, _ = self._running_weights(j)
+            e = means.centered(jj, a_prev)                 # fl(μ_j − A_prev): only the deviation is rounded
+            a = a_prev + e * r1                            # A_prev + (μ_j − A_prev)/(j+1)
+            delta = a - a_prev                             # exact for nearby values
             dj = (e - delta) * c                           # c·(μ_j − A)
-            dp = -delta * c
+            dp = -delta * c                                # c·(A_prev − A)
         if first:
             dp = torch.zeros_like(dp)                      # no history yet
         self.a = a
         if self.census is not None:
             self.census.record("shift", a, dj, dp)
-        return dj, dp
+        m_new = torch.maximum(mj + dj, self.m + dp)        # g
+        ref = torch.where(torch.isneginf(m_new), torch.zeros_like(m_new), m_new) if self.masked else m_new
+        alpha = torch.exp((self.m - ref) + dp)
+        gamma = torch.exp((mj - ref) + dj)
+        self.m = m_new
+        return alpha, gamma
+
+    def _switch(self, means: "_BlockMeans | _KeyOffsets | None", jj: int, mj: torch.Tensor):
+        """Flash-attention bookkeeping with frames (steps e–h for ``reference="lazy"``, and flash
+        attention itself when there is no shift).
+
+        The stored maximum m is an actual block maximum, kept in the frame of the block that set it;
+        φ is that frame's offset from the reference frame c·A. Block j's frame is offset by
+        δ_j = c·(μ_j − A); relative to the stored frame its maximum lies at
+        x = (m_j − m) + (δ_j − φ). If x > 0 the block takes over (m ← m_j, φ ← δ_j) and the
+        history is rescaled by e^{−x}; otherwise the block is weighted by e^{x}. Whichever holds the
+        maximum gets weight exactly 1, the difference m_j − m of two maxima is exact when they are
+        within a factor 2, and only the small offset δ_j − φ is added in. A is held fixed and
+        re-centred on the current block only where |δ_j| > recenter_at (exact recovery holds for
+        any reference).
+        """
+        x = mj - self.m
+        if isinstance(means, _KeyOffsets):
+            dj = means.block(jj)                           # δ_j straight from the score product
+            if self.phi is None:
+                self.phi = torch.zeros_like(dj)
+            off = dj - self.phi
+            x = x + off
+            if self.census is not None:
+                self.census.record("shift", dj, off)
+        elif self.c is not None:
+            assert means is not None
+            c = self.c
+            first = self.a is None
+            a = means.rounded(jj) if first else self.a
+            e = self._deviation(means, jj, a)              # μ_j − A
+            dj = e * c                                     # δ_j
+            if first:
+                self.phi = torch.zeros_like(dj)
+            else:
+                far = dj.abs() > self.recenter
+                if bool(far.any()):                        # re-centre A on this block's mean
+                    a_new = torch.where(far, a + e, a)
+                    delta = a_new - a                      # exact for nearby values
+                    dj = torch.where(far, (e - delta) * c, dj)
+                    self.phi = torch.where(far, self.phi - delta * c, self.phi)
+                    a = a_new
+            self.a = a
+            off = dj - self.phi
+            x = x + off
+            if self.census is not None:
+                self.census.record("shift", a, dj, off)
+        if self.masked:                                    # both −inf: nothing seen yet, nothing new
+            x = torch.where(torch.isnan(x), torch.full_like(x, _NEG_INF), x)
+        take = x > 0
+        alpha = torch.exp(torch.clamp(-x, max=0.0))        # e^{−x} if the block takes over, else 1
+        gamma = torch.exp(torch.clamp(x, max=0.0))         # 1 if the block takes over, else e^{x}
+        self.m = torch.where(take, mj, self.m)
+        if self.phi is not None:
+            self.phi = torch.where(take, dj, self.phi)
+        return alpha, gamma
 
     def _renormalise(self) -> None:
         # Scale ℓ and O by 2^-s, s = floor(log2 ℓ) per row, so that ℓ ∈ [1, 2). Multiplying by a power
@@ -342,6 +384,17 @@ class _BlockMeans:
         if self.tile is None:
             return (self.mean[:, :, :, j] - ref.to(self.mean.dtype)).to(self.prec.vector)
         return _row_mean(self.tile[:, :, :, j] - ref, self.prec)
+
+
+class _KeyOffsets:
+    """Block offsets δ_j = q·Δk_j for ``recovery="key_mean"``: one score column per block, where
+    Δk_j = fl(b·n·(k̄_j − k̄_0)) (k̄ the block mean of the keys as fed to the shift, b = −M_off)."""
+
+    def __init__(self, offsets: torch.Tensor) -> None:
+        self.offsets = offsets                             # (B, Hkv, rows, nb)
+
+    def block(self, j: int) -> torch.Tensor:
+        return self.offsets[:, :, :, j:j + 1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,6 +451,7 @@ def _tiled_attention(
     vm = _pad_rows(v.to(mi), n, prec.kv_tail)
 
     c: torch.Tensor | None = None
+    dk_acc: torch.Tensor | None = None
     if shift:
         sigma = tau if place == "m" else 1.0
         consts: ShiftConstants = shift_constants(prec, n, beta, sigma)
@@ -408,6 +462,11 @@ def _tiled_attention(
         kt = _matmul(m_sig.t().to(acc), km.view(B, Hkv, T, n, D).to(acc), prec).to(mi)
         kt_acc = kt.view(B, Hkv, L, D).to(acc)
         c = torch.tensor(consts.c, dtype=prec.coef_dtype, device=dev)
+        if prec.recovery == "key_mean":
+            # Δk_j = fl(b·n·(k̄_j − k̄_0)): block means of the keys (vector reduction, wide
+            # accumulator), their offsets from block 0, scaled like the shift, rounded to an operand.
+            kbar = km.view(B, Hkv, T, n, D).mean(dim=3, dtype=prec.reduce_dtype)
+            dk_acc = ((kbar - kbar[:, :, :1]) * (-consts.off * n)).to(mi).to(acc)
     else:
         kt_acc = km.to(acc)
     v_acc = vm.to(acc).view(B, Hkv, T, n, Dv)
@@ -437,7 +496,11 @@ def _tiled_attention(
                 cen.record("scores", s)
             if tau_v is not None:
                 s = s * tau_v
-            means = _BlockMeans(s, prec) if shift else None                          # b
+            if dk_acc is not None:                                                    # b (key_mean)
+                offs = _matmul(qi, dk_acc[:, :, j0:j1].transpose(-1, -2), prec).to(vd)
+                means = _KeyOffsets(offs if tau_v is None else offs * tau_v)
+            else:
+                means = _BlockMeans(s, prec) if shift else None                       # b
             s = _apply_masks(s, i0, r, c0, c1, sh, is_causal, mask, vd)              # c
             mj = s.amax(dim=-1, keepdim=True)                                          # d
             ref = torch.where(torch.isneginf(mj), torch.zeros_like(mj), mj) if masked else mj

@@ -31,6 +31,8 @@ reference  the public reference script's numerics, defects included: β = 0.9844
            M and c computed with the script's fp32 arithmetic, c = fl16(β/(1−β)), raw fp16
            O and ℓ accumulators, its KV padding rule.
 fp16_strict npu_fp16 with row reductions added pairwise in fp16 (no wide accumulator at all).
+fp16_keymean npu_fp16 with block offsets taken from the keys' block means by one extra score
+           column (no β/(1−β) amplification of the K̃ rounding; same shift of the scores).
 hybrid     fp16 matrix unit, fp32 vector unit (the reference script's ``vec_tp=float32``).
 bf16       every fp16 of npu_fp16 replaced by bf16.
 fp32       everything in fp32 (an "upcast" reference in the style of FlashAttention's tests).
@@ -54,6 +56,7 @@ Setup = Literal["exact", "script_fp32"]
 Accum = Literal["raw", "pow2"]
 PseudoAverage = Literal["rounded", "centered"]
 Reference = Literal["running", "lazy"]
+Recovery = Literal["pseudo_average", "key_mean"]
 KVTail = Literal["wrap", "zero", "reference"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -117,6 +120,12 @@ class Precision:
     reference: Reference = "lazy"
     #: ``reference="lazy"`` re-centres a row when its block offset |δ_j| exceeds this (score units).
     recenter_at: float = 16.0
+    #: where the block offsets come from: ``"pseudo_average"`` δ_j = c·(μ_j − A) from the row means
+    #: of the shifted scores (PASA's recovery; c = β/(1−β) amplifies the rounding error of K̃ = M·K
+    #: along the block-mean direction, κ₂(M) = 1/(1−β)), or ``"key_mean"`` δ_j = q·(b·n·(k̄_j − k̄_0))
+    #: from the block means of the original keys, one extra column of the score product per block
+    #: (no amplification; the shift of the scores is unchanged). ``key_mean`` needs ``reference="lazy"``.
+    recovery: Recovery = "pseudo_average"
     #: how setup constants (entries of M, c from β) are computed: ``"exact"`` rational arithmetic in
     #: :mod:`pasa_theory` rounded once; ``"script_fp32"`` the reference script's fp32 torch arithmetic.
     setup: Setup = "exact"
@@ -149,11 +158,14 @@ class Precision:
             "accum": ("raw", "pow2"),
             "pseudo_average": ("rounded", "centered"),
             "reference": ("running", "lazy"),
+            "recovery": ("pseudo_average", "key_mean"),
             "kv_tail": ("wrap", "zero", "reference"),
         }
         for field, allowed in choices.items():
             if getattr(self, field) not in allowed:
                 raise ValueError(f"Precision.{field} must be one of {allowed}, got {getattr(self, field)!r}")
+        if self.recovery == "key_mean" and self.reference != "lazy":
+            raise ValueError("Precision.recovery='key_mean' needs reference='lazy'")
         if not (self.recenter_at > 0):
             raise ValueError(f"Precision.recenter_at must be > 0, got {self.recenter_at!r}")
         if self.beta is not None and not (0.0 < float(self.beta) < 1.0):
@@ -192,6 +204,7 @@ PRESETS: dict[str, Precision] = {
         reference="running",
     ),
     "fp16_strict": Precision("fp16_strict", _F16, _F32, _F16, _F16, reduce="pairwise", coef_dtype=_F16),
+    "fp16_keymean": Precision("fp16_keymean", _F16, _F32, _F16, _F16, coef_dtype=_F16, recovery="key_mean"),
     "hybrid": Precision("hybrid", _F16, _F32, _F16, _F32, coef_dtype=_F32, accum="raw"),
     "bf16": Precision("bf16", _BF16, _F32, _BF16, _BF16, coef_dtype=_BF16),
     "fp32": Precision("fp32", _F32, _F32, _F32, _F32, coef_dtype=_F32, accum="raw", beta_format="fp16"),

@@ -78,7 +78,9 @@ def test_every_harness_method_exact_in_fp64(method, causal):
 
 @pytest.mark.parametrize("variant", [
     dict(kv_tail="zero"), dict(kv_tail="reference"), dict(kv_tail="wrap"), dict(scale="q"), dict(scale="scores"),
-    dict(reduce="pairwise"), dict(accum="pow2"), dict(coef="beta"),
+    dict(reduce="pairwise"), dict(accum="pow2"), dict(coef="beta"), dict(recovery="key_mean"),
+    dict(reference="running"), dict(pseudo_average="rounded"), dict(pseudo_average="rounded", reference="running"),
+    dict(recenter_at=1e-3),
 ])
 @pytest.mark.parametrize("s2", [1, 97, 1025])
 def test_policy_variants_exact_in_fp64(variant, s2):
