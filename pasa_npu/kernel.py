@@ -45,9 +45,10 @@ from .precision import Precision, get_precision
 
 __all__ = ["pasa_attention", "flash_attention", "shift_parameters"]
 
-#: Upper bound on the number of score-tile elements held at once per Q row chunk. With the
-#: temporaries of one pass this keeps the working set near 200 MB whatever the sequence length.
-_TILE_ELEMENTS = 1 << 23
+#: Upper bound on the number of score-tile elements handled at once. Small enough for the tile and
+#: its temporaries to stay near the CPU caches (a few MB), large enough to keep Python overhead low;
+#: memory therefore stays O(S·d) whatever the sequence length.
+_TILE_ELEMENTS = 1 << 19
 
 _NEG_INF = float("-inf")
 
@@ -386,6 +387,23 @@ class _BlockMeans:
         return _row_mean(self.tile[:, :, :, j] - ref, self.prec)
 
 
+class _Buffers:
+    """Work buffers reused across tiles of one call: large fresh allocations cost page faults that
+    are a sizeable part of a tile's time on the CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._store: dict[tuple, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        key = (name, tuple(shape), dtype)
+        t = self._store.get(key)
+        if t is None:
+            self._store = {k: v for k, v in self._store.items() if k[0] != name}  # one shape per name
+            t = self._store[key] = torch.empty(shape, dtype=dtype, device=self.device)
+        return t
+
+
 class _KeyOffsets:
     """Block offsets δ_j = q·Δk_j for ``recovery="key_mean"``: one score column per block, where
     Δk_j = fl(b·n·(k̄_j − k̄_0)) (k̄ the block mean of the keys as fed to the shift, b = −M_off)."""
@@ -479,6 +497,7 @@ def _tiled_attention(
     out = torch.empty((B, H, S1, Dv), dtype=out_dtype, device=dev)
     out5 = out.view(B, Hkv, G, S1, Dv)
 
+    bufs = _Buffers(dev)
     for i0 in range(0, S1, block_q):
         r = min(block_q, S1 - i0)
         rows = G * r
@@ -490,28 +509,40 @@ def _tiled_attention(
             j1 = min(T, j0 + nb_max)
             nb = j1 - j0
             c0, c1 = j0 * n, j1 * n
-            s = _matmul(qi, kt_acc[:, :, c0:c1].transpose(-1, -2), prec).to(vd)      # a
+            # a: S̃ = Q·K̃ᵀ on the matrix unit, rounded once to matmul_out (then to the vector dtype)
+            s_acc = torch.matmul(qi, kt_acc[:, :, c0:c1].transpose(-1, -2), out=bufs.get("s_acc", (B, Hkv, rows, nb * n), acc))
+            s = bufs.get("s_out", s_acc.shape, prec.matmul_out).copy_(s_acc)
+            if vd != prec.matmul_out:
+                s = s.to(vd)
             s = s.view(B, Hkv, rows, nb, n)
             if cen is not None:
                 cen.record("scores", s)
             if tau_v is not None:
-                s = s * tau_v
+                s.mul_(tau_v)
             if dk_acc is not None:                                                    # b (key_mean)
                 offs = _matmul(qi, dk_acc[:, :, j0:j1].transpose(-1, -2), prec).to(vd)
                 means = _KeyOffsets(offs if tau_v is None else offs * tau_v)
             else:
                 means = _BlockMeans(s, prec) if shift else None                       # b
-            s = _apply_masks(s, i0, r, c0, c1, sh, is_causal, mask, vd)              # c
-            mj = s.amax(dim=-1, keepdim=True)                                          # d
+            if masked or c1 > S2:
+                s = _apply_masks(s, i0, r, c0, c1, sh, is_causal, mask, vd)          # c
+                mj = s.amax(dim=-1, keepdim=True)                                      # d
+            else:
+                # rounding is monotonic, so the max of the rounded tile is the rounded max of the
+                # accumulator tile (and the wide max is the faster pass)
+                mj = s_acc.view(B, Hkv, rows, nb, n).amax(dim=-1, keepdim=True).to(prec.matmul_out).to(vd)
+                if tau_v is not None:
+                    mj = mj * tau_v
             ref = torch.where(torch.isneginf(mj), torch.zeros_like(mj), mj) if masked else mj
             p = torch.exp_(torch.sub(s, ref, out=s) if s.is_contiguous() else s - ref)
             lj = _row_sum(p, prec)
             if cen is not None:
                 cen.record("exp", p)
                 cen.record("row_sum", lj)
-            p_acc = torch.empty((B, Hkv, nb, rows, n), dtype=acc, device=dev)
+            p_acc = bufs.get("p_acc", (B, Hkv, nb, rows, n), acc)
             p_acc.copy_((p if vd == mi else p.to(mi)).transpose(2, 3))
-            pv = _matmul(p_acc, v_acc[:, :, j0:j1], prec).to(vd)                     # P·V_j
+            pv = torch.matmul(p_acc, v_acc[:, :, j0:j1], out=bufs.get("pv_acc", (B, Hkv, nb, rows, Dv), acc))
+            pv = pv.to(prec.matmul_out).to(vd)                                        # P·V_j
             for jj in range(nb):
                 state.update(j0 + jj, means, jj, mj[:, :, :, jj], lj[:, :, :, jj], pv[:, :, jj])
         o = state.result()
