@@ -43,7 +43,7 @@ from ._setup import ShiftConstants, shift_constants
 from .metrics import Census, active_census
 from .precision import Precision, get_precision
 
-__all__ = ["pasa_attention", "flash_attention", "shift_parameters"]
+__all__ = ["pasa_attention", "flash_attention", "shift_parameters", "shifted_keys"]
 
 #: Upper bound on the number of score-tile elements handled at once. Small enough for the tile and
 #: its temporaries to stay near the CPU caches (a few MB), large enough to keep Python overhead low;
@@ -120,6 +120,34 @@ def flash_attention(
         q, k, v, scale=scale, beta=None, block_q=128, block_kv=block_kv, is_causal=is_causal,
         attn_mask=attn_mask, precision=precision, out_dtype=out_dtype, shift=False,
     )
+
+
+def _shift_keys(km: torch.Tensor, consts: ShiftConstants, prec: Precision, n: int) -> torch.Tensor:
+    """K̃_j = M_σᵀ·K_j for every block of the padded keys at once (matrix unit), as an operand again."""
+    B, Hkv, L, D = km.shape
+    acc, mi = prec.matmul_acc, prec.matmul_in
+    m_sig = torch.full((n, n), consts.off, dtype=torch.float64, device=km.device)
+    m_sig.diagonal().fill_(consts.diag)
+    m_sig = m_sig.to(mi)
+    kt = _matmul(m_sig.t().to(acc), km.view(B, Hkv, L // n, n, D).to(acc), prec).to(mi)
+    return kt.view(B, Hkv, L, D)
+
+
+def shifted_keys(
+    k: torch.Tensor, *, precision: str | Precision = "npu_fp16", block_kv: int = 128, scale: float | None = None,
+    beta: float | None = None,
+) -> torch.Tensor:
+    """The shifted keys K̃ = M_σᵀ·K (per KV block, tail padded by the policy) exactly as
+    :func:`pasa_attention` computes them, in the matrix-unit dtype: shape (B, Hkv, ⌈S2/n⌉·n, d).
+
+    For inspection and for timing the once-per-call cost of the shift (design decision D10).
+    """
+    if not isinstance(k, torch.Tensor) or k.dim() != 4 or not k.dtype.is_floating_point:
+        raise TypeError("k must be a floating 4-D BNSD torch.Tensor")
+    prec = get_precision(precision)
+    n = _checks.check_positive_int("block_kv", block_kv)
+    consts = shift_parameters(prec, head_dim=k.shape[-1], block_kv=n, scale=scale, beta=beta)
+    return _shift_keys(_pad_rows(k.to(prec.matmul_in), n, prec.kv_tail), consts, prec, n)
 
 
 def shift_parameters(
@@ -473,12 +501,7 @@ def _tiled_attention(
     if shift:
         sigma = tau if place == "m" else 1.0
         consts: ShiftConstants = shift_constants(prec, n, beta, sigma)
-        m_sig = torch.full((n, n), consts.off, dtype=torch.float64, device=dev)
-        m_sig.diagonal().fill_(consts.diag)
-        m_sig = m_sig.to(mi)
-        # K̃_j = M_σᵀ K_j for every block at once (matrix unit), then an operand again.
-        kt = _matmul(m_sig.t().to(acc), km.view(B, Hkv, T, n, D).to(acc), prec).to(mi)
-        kt_acc = kt.view(B, Hkv, L, D).to(acc)
+        kt_acc = _shift_keys(km, consts, prec, n).to(acc)
         c = torch.tensor(consts.c, dtype=prec.coef_dtype, device=dev)
         if prec.recovery == "key_mean":
             # Δk_j = fl(b·n·(k̄_j − k̄_0)): block means of the keys (vector reduction, wide
