@@ -112,7 +112,13 @@ def format_table(records: list[dict], columns: Sequence[str] | None = None) -> s
             return f"{v:.3e}" if math.isfinite(v) else str(v)
         return str(v)
 
-    rows = [[fmt(c, r.get(c)) for c in cols] for r in records]
+    def cell(c: str, r: dict) -> str:
+        text = fmt(c, r.get(c))
+        if c == "nonfinite" and r.get("nonfinite") and r.get("first_nonfinite_stage"):
+            text += f" (at {r['first_nonfinite_stage']})"
+        return text
+
+    rows = [[cell(c, r) for c in cols] for r in records]
     widths = [max(len(heads.get(c, c)), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     line = "  ".join(heads.get(c, c).ljust(w) for c, w in zip(cols, widths))
     out = [line, "  ".join("-" * w for w in widths)]
