@@ -202,6 +202,20 @@ def _matmul(a: torch.Tensor, b: torch.Tensor, prec: Precision) -> torch.Tensor:
     return torch.matmul(a, b).to(prec.matmul_out)
 
 
+def _renorm_threshold(v: torch.Tensor, prec: Precision, n: int) -> float:
+    """When to renormalise pow2 accumulators: the largest power of two T in [2, 2^14] with
+    (T + n)·max|V| <= max_finite(vector)/2, so that neither ℓ nor O can overflow between two
+    renormalisations. Renormalising is exact, so T only changes how often it happens, not a bit of
+    the result; the larger T, the fewer operations."""
+    vmax = float(v.detach().abs().amax()) if v.numel() else 0.0
+    if not math.isfinite(vmax):
+        return 2.0
+    room = torch.finfo(prec.vector).max / 2 / max(vmax, 1e-30) - n
+    if room < 2:
+        return 2.0
+    return float(2 ** min(14, math.floor(math.log2(room))))
+
+
 # ---------------------------------------------------------------------------------------------
 # online recurrence (steps e–h)
 
@@ -211,7 +225,7 @@ class _Online:
 
     def __init__(
         self, rows_shape: tuple[int, ...], v_dim: int, prec: Precision, c: torch.Tensor | None,
-        masked: bool, census: Census | None, device: torch.device,
+        masked: bool, census: Census | None, device: torch.device, renorm_at: float = 2.0,
     ) -> None:
         vd = prec.vector
         self.prec = prec
@@ -223,11 +237,11 @@ class _Online:
         self.o = torch.zeros((*rows_shape, v_dim), dtype=vd, device=device)
         self.a: torch.Tensor | None = None
         # pow2 accumulators: (ℓ, O) are stored times 2^-t (t per row); ``self.down`` = 2^-t in vd.
-        # Renormalising whenever some ℓ reaches 2 keeps ℓ < 2 + n and |O| < (2 + n)·max|V| (the P·V tile
-        # itself reaches n·max|V|).
+        # Renormalising (all rows) once some ℓ reaches ``renorm_at`` keeps ℓ < renorm_at + n and
+        # |O| < (renorm_at + n)·max|V|; see :func:`_renorm_threshold`.
         self.t: torch.Tensor | None = None
         self.down: torch.Tensor | None = None
-        self.renorm_at = 2.0
+        self.renorm_at = renorm_at
         self.recenter = torch.tensor(prec.recenter_at, dtype=prec.vector, device=device)
         self.phi: torch.Tensor | None = None
         fi = torch.finfo(prec.vector)
@@ -520,12 +534,13 @@ def _tiled_attention(
     out = torch.empty((B, H, S1, Dv), dtype=out_dtype, device=dev)
     out5 = out.view(B, Hkv, G, S1, Dv)
 
+    renorm_at = _renorm_threshold(v, prec, n) if prec.accum == "pow2" else math.inf
     bufs = _Buffers(dev)
     for i0 in range(0, S1, block_q):
         r = min(block_q, S1 - i0)
         rows = G * r
         qi = q5[:, :, :, i0:i0 + r].reshape(B, Hkv, rows, D).to(acc)
-        state = _Online((B, Hkv, rows), Dv, prec, c, masked, cen, dev)
+        state = _Online((B, Hkv, rows), Dv, prec, c, masked, cen, dev, renorm_at)
         per_block = B * Hkv * rows * n
         nb_max = max(1, _TILE_ELEMENTS // per_block)
         for j0 in range(0, T, nb_max):
