@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -172,3 +174,22 @@ def test_shift_removes_the_bias_from_the_score_tile():
     raw = (q.double() @ k.double().transpose(-1, -2)) / 128 ** 0.5
     shifted = q.double() @ shifted_keys(k).double().transpose(-1, -2)
     assert float(raw.abs().max()) > 10000 and float(shifted.abs().max()) < 0.05 * float(raw.abs().max())
+
+
+@pytest.mark.parametrize("vmax,expected", [(30.0, 512.0), (1e-3, 16384.0), (250.0, 2.0), (float("inf"), 2.0), (0.0, 16384.0)])
+def test_pow2_renormalisation_threshold(vmax, expected):
+    v = torch.full((1, 1, 4, 8), vmax, dtype=torch.float16)
+    t = kernel._renorm_threshold(v, PRESETS["npu_fp16"], 128)
+    assert t == expected
+    if math.isfinite(vmax) and t > 2:
+        assert (t + 128) * vmax <= 65504 / 2 < (2 * t + 128) * vmax or t == 16384
+
+
+def test_large_values_near_the_tile_limit_stay_finite_at_long_sequences():
+    # V ~ 250: the P·V tile reaches 128 * 250 = 32000 < 65504, the unnormalised O reaches 250 * S2
+    q, k, v = data.make_biased_v(seq_kv=4096, seq_q=16, heads=1, kv_heads=1, v_mean=250.0, v_amplitude=2.0)
+    with metrics.census() as c:
+        out = pasa_attention(q, k, v)
+    assert c.total == 0 and torch.isfinite(out).all()
+    raw = pasa_attention(q, k, v, precision=PRESETS["npu_fp16"].replace(accum="raw"))
+    assert not torch.isfinite(raw).all()
