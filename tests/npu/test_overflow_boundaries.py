@@ -51,3 +51,16 @@ def test_pasa_survives_where_every_unshifted_fp16_arrangement_overflows():
         out = run_method("pasa", q, k, v)
     assert c.total == 0, str(c)
     assert metrics.relative_rmse(out, golden, v) < 0.05
+
+
+def test_a_pure_fp16_row_sum_caps_the_range_of_the_pseudo_average():
+    # fp16_strict adds the block row sums pairwise in fp16: the sum of n = 128 shifted scores
+    # (each ~ (1 − β)·τ·q·k ≈ 0.026 · 128 · 60² / sqrt(128) ≈ 850 at mean 60) passes 65504 although
+    # every score and the mean are representable; with a wide accumulator (npu_fp16) it does not.
+    q, k, v = data.make_qkv("uniform", batch=1, heads=2, kv_heads=1, seq_q=64, seq_kv=300, head_dim=128, mean=60, amplitude=0.5)
+    with metrics.census() as strict:
+        pasa_attention(q, k, v, precision="fp16_strict")
+    with metrics.census() as wide:
+        pasa_attention(q, k, v, precision="npu_fp16")
+    assert strict.first_stage == "shift", str(strict)
+    assert wide.total == 0, str(wide)
