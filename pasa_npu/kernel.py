@@ -4,30 +4,38 @@ One implementation serves every method and preset. Its numerics are fixed by a
 :class:`~pasa_npu.precision.Precision`; the shift (PASA) is a switch. Per Q row chunk and KV block j
 (block size n; symbols as in the package README and ``pasa_theory``):
 
-=====  =======================================================  ==================
-step   operation                                                unit / rounding
-=====  =======================================================  ==================
-setup  M_σ = fl(σ·(I − (β/n)·J)), c (from ``pasa_theory``)      once per call
-setup  K̃_j = M_σᵀ·K_j                                          matrix unit
-a      S̃ = Q_i·K̃_jᵀ                                            matrix unit
-b      μ̃_j = rowmean(S̃)   (before any mask)                    vector reduction
-c      S̃ ← S̃ masked (−inf) / + additive mask                   vector
-d      m_j = rowmax(S̃), P = exp(S̃ − m_j), ℓ_j = rowsum(P)       vector
-e      A ← μ̃_j·fl(1/(j+1)) + A_prev·fl(j/(j+1))                 vector
-f      δ_j = (μ̃_j − A)·c,   δ_p = (A_prev − A)·c                vector
-g      m_new = max(m_j + δ_j, m + δ_p)                          vector
-h      ℓ ← e^{(m−m_new)+δ_p}·ℓ + e^{(m_j−m_new)+δ_j}·ℓ_j          vector
-       O ← e^{(m−m_new)+δ_p}·O + e^{(m_j−m_new)+δ_j}·(P·V_j)      P·V on matrix unit
-end    O / ℓ                                                    vector
-=====  =======================================================  ==================
+=====  =========================================================  ======================
+step   operation                                                  unit / rounding
+=====  =========================================================  ======================
+setup  M_σ = fl(σ·(I − (β/n)·J)), c (from ``pasa_theory``)        once per call
+setup  K̃_j = M_σᵀ·K_j                                            matrix unit, once
+a      S̃ = Q_i·K̃_jᵀ                                              matrix unit
+b      μ_j = rowmean(S̃) (before any mask)                        vector reduction
+c      S̃ ← S̃ masked (−inf) / + additive mask                     vector
+d      m_j = rowmax(S̃), P = exp(S̃ − m_j), ℓ_j = rowsum(P)         vector
+e–f    reference A and block offset δ_j = c·(μ_j − A)             vector, per row
+g–h    fold (m_j, ℓ_j, P·V_j) into the running (m, ℓ, O)          P·V on matrix unit
+end    O / ℓ                                                      vector
+=====  =========================================================  ======================
 
-Without the shift, μ̃, A and δ vanish and the same steps are block-local flash attention (the
-FA-1 arrangement: exponentials against the block maximum, then rescaled).
+Steps e–h follow ``Precision.reference``:
+
+* ``"running"`` (the reference script): A is the running mean of the pseudo-averages,
+  A ← μ_j·fl(1/(j+1)) + A_prev·fl(j/(j+1)), δ_j = c·(μ_j − A), δ_p = c·(A_prev − A),
+  m_new = max(m_j + δ_j, m + δ_p), and ℓ, O are updated with e^{(m−m_new)+δ_p} and
+  e^{(m_j−m_new)+δ_j};
+* ``"lazy"`` (npu_fp16): flash-attention bookkeeping in frames — the stored maximum is an actual
+  block maximum with its frame offset φ, a block is compared through x = (m_j − m) + (δ_j − φ), the
+  holder of the maximum gets weight exactly 1, and A moves only when |δ_j| exceeds ``recenter_at``.
+
+With ``recovery="key_mean"`` the offsets δ_j come from one extra score column per block instead of
+from μ_j. Without the shift, the same ``"lazy"`` path with δ = 0 is block-local flash attention
+(exponentials against the block maximum, then rescaled: the FA-1 arrangement).
 
 Vectorisation: all heads of a GQA group share one matrix product (no per-head Python loop, K and V
-are never repeated), and within a Q row chunk a run of KV blocks is computed by one product and one
-pass of each vector operation; only the O(T) online recurrence (steps e–h on per-row statistics) is
-a Python loop. Memory stays O(S·d): the score tile is bounded by ``_TILE_ELEMENTS``.
+are never repeated), and a tile of up to ``_TILE_ELEMENTS`` scores (a run of KV blocks for a chunk
+of query rows) is one product and one pass of each vector operation; only the O(T) online
+recurrence on per-row statistics is a Python loop. Memory stays O(S·d) whatever the sequence length.
 
 Rows are independent: the result of a query row never depends on which chunk it is computed in,
 so ``block_q`` changes speed and memory only, never a bit of the result.
@@ -82,8 +90,8 @@ def pasa_attention(
         is_causal: bottom-right aligned causal mask (query i sees key j iff j <= i + S2 − S1).
         attn_mask: bool (True = attend) or additive float mask broadcastable to (B, H, S1, S2).
             Rows with no visible key return 0, as torch SDPA does.
-        precision: preset name (``"npu_fp16"``, ``"reference"``, ``"fp16_strict"``, ``"hybrid"``,
-            ``"bf16"``, ``"fp32"``, ``"fp64"``) or a :class:`~pasa_npu.Precision`.
+        precision: preset name (``"npu_fp16"``, ``"reference"``, ``"fp16_strict"``, ``"fp16_keymean"``,
+            ``"hybrid"``, ``"bf16"``, ``"fp32"``, ``"fp64"``) or a :class:`~pasa_npu.Precision`.
         out_dtype: dtype of the result; ``None`` means ``q.dtype``.
 
     Returns:
