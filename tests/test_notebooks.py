@@ -1,0 +1,92 @@
+"""The notebooks: committed without outputs, in sync with their py:percent sources, and executed.
+
+Every ``notebooks/NN_*.ipynb`` is executed with nbclient in quick mode (``PASA_QUICK=1``, kernel
+``python3``, working directory ``notebooks/``, a per-cell timeout); any error fails the test. The
+notebooks contain their own checks (``assert`` on the numbers they print), so an execution that
+passes also means every claim they state held. Quick mode writes no files.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+#: Per-cell limit in seconds; the slowest quick-mode cell takes a few seconds on 2 cores.
+CELL_TIMEOUT = 300
+
+
+def _ids(paths):
+    return [p.stem for p in paths]
+
+
+EXPECTED = {"01_shifting_scheme", "02_optimal_beta", "03_overflow_resonance", "05_method_comparison"}
+
+
+def test_the_numbered_notebooks_exist():
+    stems = [p.stem for p in NOTEBOOKS]
+    assert len({s[:2] for s in stems}) == len(stems), f"two notebooks share a number: {stems}"
+    assert EXPECTED <= set(stems), EXPECTED - set(stems)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_committed_notebook_has_no_outputs_or_execution_counts(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    bad = [
+        (i, "outputs" if cell.get("outputs") else "execution_count")
+        for i, cell in enumerate(nb["cells"])
+        if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
+    ]
+    assert not bad, f"{path.name}: cells with outputs or execution counts (index, what): {bad}; clear them"
+    assert nb["metadata"].get("kernelspec", {}).get("name") == "python3", "kernelspec must be the generic python3"
+    assert "widgets" not in nb["metadata"], "widget state is an output"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_matches_its_py_percent_source(path):
+    import jupytext
+    import nbformat
+
+    source = path.with_suffix(".py")
+    assert source.exists(), f"{source.name} missing: the notebooks are paired with py:percent files"
+    want = [(c.cell_type, c.source) for c in jupytext.read(source).cells]
+    got = [(c.cell_type, c.source) for c in nbformat.read(path, as_version=4).cells]
+    diff = [i for i, (a, b) in enumerate(zip(want, got)) if a != b]
+    assert len(want) == len(got) and not diff, (
+        f"{path.name} and {source.name} differ (cells {diff or 'count'}): run "
+        f"`jupytext --sync notebooks/{source.name}`"
+    )
+
+
+def _snapshot() -> dict[str, float]:
+    files = [p for d in (NOTEBOOK_DIR, ROOT / "figures") for p in d.rglob("*") if p.is_file()
+             and ".ipynb_checkpoints" not in p.parts]
+    return {str(p): p.stat().st_mtime_ns for p in files}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_executes_in_quick_mode(path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("PASA_QUICK", "1")
+    monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    # one intra-op thread in the kernel: quick mode is many small tensor operations, which slow down
+    # badly from OpenMP spinning when other processes share the two cores (results do not change)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    nb = nbformat.read(path, as_version=4)
+    before = _snapshot()
+    t0 = time.perf_counter()
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    client.execute()  # raises CellExecutionError with the failing cell's traceback
+    seconds = time.perf_counter() - t0
+    errors = [(i, o.get("ename"), o.get("evalue")) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+              for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors
+    print(f"{path.name}: executed in quick mode in {seconds:.1f} s")
+    assert _snapshot() == before, "a quick-mode run must not write into notebooks/ or figures/"
