@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save", action="store_true", help="also write the single-case table as CSV and JSON")
     g.add_argument("--format", choices=["text", "csv", "json"], default="text", help="stdout format")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--predict", action="store_true",
+                   help="also predict every error with the rounding-error model (pasa_theory.bounds) and print predicted "
+                        "vs measured side by side; writes predict.csv and predict.json to --out")
     return p
 
 
@@ -144,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtype = _DTYPES[args.input_dtype]
     meta = dict(shape=shape, seed=args.seed, input_dtype=args.input_dtype, methods=methods,
                 precision=args.precision, block_q=args.block_q, block_kv=args.block_kv, causal=args.causal)
+    if args.predict:
+        from .predict_report import main as predict_main
+
+        return predict_main(args, methods, case_kw, shape, dtype, meta)
     if args.grid:
         dists = [d.strip() for d in args.dists.split(",") if d.strip()]
         records = run_grid(methods, dists=dists, means=args.means, amplitudes=args.amplitudes, shape=shape,

@@ -20,6 +20,12 @@ Modules (loaded on first use; ``import pasa_theory`` imports neither sympy, nump
 ``symbols``, ``scheme``
     sympy derivations, each verified symbolically (M, its inverse, the recovery identity, online
     global recovery, the rounded matrix, κ, both forms, the folded scale).
+``policies``
+    Where each harness method rounds, and to what (a torch-free mirror of ``pasa_npu``'s precisions).
+``bounds``
+    The rounding-error model: :func:`predict` (deterministic bound, RMSE estimate, overflow stage and
+    per-term breakdown for a method on actual tensors), :func:`predict_a_priori`,
+    :func:`overflow_envelope` and :func:`term_scales` from input statistics, :func:`derivations`.
 ``cli``
     The ``pasa-alpha`` command (also ``python -m pasa_theory``).
 
@@ -42,7 +48,7 @@ import importlib
 import importlib.util
 from typing import Any
 
-_SUBMODULES = ("formats", "shifting", "roots", "selection", "symbols", "scheme", "cli")
+_SUBMODULES = ("formats", "shifting", "roots", "selection", "symbols", "scheme", "policies", "bounds", "cli")
 
 _EXPORTS = {
     # formats
@@ -79,6 +85,15 @@ _EXPORTS = {
     "select_beta": "selection",
     "rank_fixed_points": "selection",
     "selection_window": "selection",
+    # bounds (rounding-error model)
+    "predict": "bounds",
+    "predict_many": "bounds",
+    "Prediction": "bounds",
+    "predict_a_priori": "bounds",
+    "overflow_envelope": "bounds",
+    "term_scales": "bounds",
+    "InputStats": "bounds",
+    "derivations": "bounds",
 }
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)

@@ -1,0 +1,747 @@
+r"""Rounding-error model of PASA and its flash-attention baselines: bounds, predicted error, overflow.
+
+:func:`predict` takes a harness method name (``pasa``, ``pasa:<preset>``, ``fa_qk``, ``fa_q``,
+``fa_naive``, ``fa_hybrid``, ``smooth_k``, ``sdpa``, ``npu_fia_ip0/1``; see
+:mod:`pasa_theory.policies`), the actual Q, K, V (numpy arrays or torch tensors, BNSD) and the
+precision, and returns a :class:`Prediction`: a deterministic bound on max|O − O_exact|, a
+probabilistic estimate of the RMSE, whether and at which stage the pipeline overflows, and the
+breakdown by error term. :func:`predict_a_priori` and :func:`overflow_envelope` do the same from
+input statistics alone (mean and spread of Q, K, V; d; n; S2; β; format). :func:`derivations` lists
+the symbolic identities the model rests on, each verified by sympy.
+
+Model (PASA.md §2–3 for the algorithm; Higham, *Accuracy and Stability of Numerical Algorithms*,
+2nd ed. 2002, §2.2 and Lemma 3.1 for the standard model; Higham & Mary, SISC 41 (2019) for the
+probabilistic model)
+========================================================================================================
+
+**Standard model per format.** Every operation of the kernel that rounds to a format with unit
+roundoff u is ``fl(x) = x(1 + δ) + η`` with ``|δ| <= u``, ``|η| <= min_sub/2`` (gradual underflow).
+A matrix product with inputs in the operand format, accumulation in ``u_acc`` and one output
+rounding (the Cube; mixed-precision block FMA of Blanchard et al., SISC 42 (2020)) gives
+
+.. math::  |\widehat{xy} - xy| \le u_{out}|xy| + γ_d(u_{acc})\,|x|^T|y| .                      \tag{B1}
+
+The *probabilistic* model takes each δ uniform on one quantum, variance ``ulp(x)^2/12`` (B8), and
+independent of the others; zero for operations that are exact (a difference representable on the
+operands' grid, a product by 1, exp(0)).
+
+**First-order sensitivities of attention.** With softmax weights ``p_r`` and output ``o``, a
+perturbation ``ε_r`` of the logit of key r (or a relative perturbation of its weight applied to
+numerator and denominator alike) changes the output by (B2)
+
+.. math::  Δo = \sum_r p_r ε_r (v_r - o),
+
+a perturbation ``ζ_j`` common to KV block j by ``ζ_j B_j``, ``B_j = Σ_{r∈j} p_r(v_r − o)`` (B3), and a
+rescaling ``η_t`` of the whole history before block t (a takeover of the running maximum) by
+``η_t P_{t−1}``, ``P_t = Σ_{j<=t} B_j`` (telescoping identity B4). A relative error δ of a partial
+denominator with weight fraction L_t changes it by ``−o·L_t·δ``; an absolute error of a numerator
+partial sum enters divided by ℓ (B5); the final division and cast add ``u|o|``.
+
+**Per-stage terms of PASA** (``pasa_npu.kernel`` steps; S̃ = Q·K̃ᵀ, K̃ = M_r K, M_r = aI − bJ):
+
+============================  =========================================================================
+term                          first-order error in the logit of key r of block j
+============================  =========================================================================
+``scores.kt``                 q·ΔK̃_r, ΔK̃ the rounding of K̃ = M_r K to the operand format
+``scores.round``              rounding of S̃ (matmul output), ``u|S̃_r|``
+``recovery.kt/scores``        ``c·mean_j(ΔS̃)``: the recovery ŝ = S̃ + c·mean(S̃) multiplies the
+                              block mean of every S̃ error by c = β/(1−β) (B6: along **1** the
+                              inverse of M has norm 1/(1−β) = κ₂(M))
+``recovery.mean``             rounding of the pseudo-average: centred ``c·u|μ_j − A|``, or rounded
+                              ``c·u|μ_j|`` (the reference script: about u·β·|mean score|)
+``bookkeeping``               δ_j = c·e, offsets, differences of maxima, re-centring of A
+``exp.arg``/``exp.p``         ``fl(S̃ − m_j)`` and ``fl(exp(·))`` (relative u; flush below min_sub/2)
+``exp.rescale``               the factors e^{±x} applied to a block or to the history
+``row_sum``/``accumulator``   ℓ_j, P·V_j, and the products and sums of the online recurrence
+``output``                    ``fl(O/ℓ)`` and the cast to the output format
+``systematic``                the once-rounded constants (τ in the vector format, a ≠ σ, κ ≠ 0 from c)
+                              and deterministic flushes, evaluated exactly
+============================  =========================================================================
+
+Flash attention (``fa_*``) has the same rows without ``scores.kt``/``recovery``/``bookkeeping``
+offsets; ``fa_qk`` rounds q·k before τ (``scores.round`` at the magnitude of q·k, then
+``scores.scale``), ``fa_q`` rounds Q·τ first (``scores.input``: Δq'·(k_r − k̄), the common part is a
+row constant), ``fa_hybrid``/``sdpa`` round P to the operand format for P·V only (``pv.p_cast``, a
+numerator-only error of size u·|v|).
+
+**Composition.** (a) *Deterministic bound* per output element: the systematic error exactly, plus the
+consistent perturbations bounded without linearisation,
+``e^{E_max}[Σ_j (e^{Z_j} − 1)e^{H_{>j}}|B_j| + Σ_t (e^{H_t} − 1)e^{H_{>t}}|P_{t−1}| +
+Σ_r p_r e^{Z_j + H_{>j}}(e^{E_r} − 1)|v_r − o|]`` (from the exact identity B7, with
+``Σ_r p_r φ_r >= e^{−E_max}``), capped by ``max_r |v_r − o|`` (the perturbed output stays in the
+convex hull of the values), plus the non-consistent terms to first order (inflated by
+``e^{2E_max}``, capped by their magnitude-only bound) and the float64 golden's own error. (b) *RMSE
+estimate*: the systematic error plus the sum of the variances (independent, mean-zero errors, so
+they grow like √n); rows whose random log-weight perturbation exceeds 0.1 are evaluated by Monte
+Carlo (uniform rounding errors with the same variances, exact softmax), because there the
+linearisation overestimates what the softmax can do.
+
+*A posteriori* (:func:`predict`) every magnitude is the exact value on the actual tensors;
+*a priori* (:func:`predict_a_priori`) magnitudes come from the input statistics.
+
+**Where the bound is loose.** The deterministic bound adds the moduli of n rounding errors where the
+typical error adds them in quadrature (×√n), and every element's bound assumes all signs aligned;
+``recovery.*`` sums the |errors| of 128 scores before multiplying by c, so it is loose by about √(3n)
+≈ 20 against the typical error and more against the median; near-tied rows (two keys within the
+score error) make the bound saturate at the hull cap, which is O(spread of V). Bounds more than 100x
+above the measured maximum are reported by :mod:`pasa_npu.predict_report` with the dominating term.
+
+**Overflow** (closed form per stage, :func:`overflow_envelope`; exact on the tensors in
+:func:`predict`): scores ``max|q·k| >= t_out`` (``fa_qk``: t_out = 65520 in fp16 under
+round-to-nearest), ``τ·max|q·k| >= t_out`` (``fa_q``), ``max|q·K̃| >= t_out`` (PASA); shift
+``c·|μ_j − A| >= t_v`` (PASA's offsets); raw accumulators ``ℓ >= t_v`` and ``|O| >= t_v`` (ℓ up to S2,
+O up to S2·max|v| for flat attention); P·V tiles ``|P·V_j| >= t_out``. ``overflow_stage`` names the
+first stage in the order of ``pasa_npu.metrics.STAGES``.
+
+CSV/JSON schema of the report table (``pasa-verify --predict``, :mod:`pasa_npu.predict_report`)
+------------------------------------------------------------------------------------------------------
+One row per (case, method). Case: ``dist, mean, amplitude, seq_q, seq_kv, head_dim, heads, kv_heads,
+block_kv, causal, seed``. Method: ``method, policy, beta, c``. Measured: ``rmse, max_abs_err,
+nonfinite, first_nonfinite_stage`` (the harness's fields). Predicted: ``pred_rmse, pred_bound,
+pred_overflow, pred_overflow_stage, dominant, bound_dominant, regime`` (``linear`` or ``monte_carlo``),
+``nonlinear_rows`` (fraction). Ratios: ``rmse_ratio = pred_rmse/rmse``, ``bound_ratio =
+pred_bound/max_abs_err``. Checks: ``bound_ok``, ``rmse_within_3x``, ``overflow_ok``. Breakdown:
+``rms.<term>`` (RMS contribution of each term, linearised) for the terms of :data:`TERMS`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .policies import METHOD_NAMES, resolve, shift_constants, tau_of
+
+__all__ = [
+    "Prediction",
+    "predict",
+    "predict_many",
+    "method_names",
+    "derivations",
+    "unit_roundoff",
+    "gamma_n",
+    "gamma_tilde",
+    "InputStats",
+    "Envelope",
+    "overflow_envelope",
+    "term_scales",
+    "sample_inputs",
+    "predict_a_priori",
+    "TERMS",
+    "STAGES",
+]
+
+#: Pipeline stages in the order of ``pasa_npu.metrics.STAGES`` (the census).
+STAGES = ("input", "scores", "shift", "exp", "row_sum", "accumulator", "output")
+
+#: Error terms of the breakdown (see the module docstring), in pipeline order.
+TERMS = (
+    "systematic", "scores.input", "scores.kt", "scores.round", "scores.scale", "scores.acc",
+    "recovery.kt", "recovery.scores", "recovery.mean", "recovery.keymean", "bookkeeping",
+    "exp.arg", "exp.p", "exp.rescale", "pv.p_cast", "pv.round", "row_sum", "accumulator", "absorption", "output",
+)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the rounding-error model predicts for one method on one input."""
+
+    #: harness method name and the policy it was resolved to
+    method: str
+    policy: str
+    #: a bound on max|O − O_exact| over all output elements (inf if an overflow is predicted)
+    max_abs_bound: float
+    #: estimate of sqrt(mean((O − O_exact)²)) (inf if an overflow is predicted)
+    rmse_estimate: float
+    overflow: bool
+    #: first stage (in :data:`STAGES` order) predicted to produce inf/NaN, or None
+    overflow_stage: str | None
+    #: RMS contribution of each error term (linearised; they add in quadrature)
+    terms_rms: dict[str, float] = field(default_factory=dict)
+    #: largest first-order bound contribution of each term over the output elements
+    terms_bound: dict[str, float] = field(default_factory=dict)
+    #: the term with the largest RMS contribution, and the one with the largest bound contribution
+    dominant: str | None = None
+    bound_dominant: str | None = None
+    #: β and c of the shift (None for flash attention), κ of the stored constants (S3)
+    beta: float | None = None
+    c: float | None = None
+    kappa: float | None = None
+    #: fraction of rows in the nonlinear regime (evaluated by Monte Carlo), rows sampled
+    nonlinear_rows: float = 0.0
+    mc_rows: int = 0
+    #: largest per-row standard deviation of the random log-weight perturbation
+    max_log_std: float = 0.0
+    #: per-row bound (max over the output columns) and per-row predicted RMS, shape (B, H, S1)
+    row_bound: Any = None
+    row_rmse: Any = None
+    modelled_as: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def regime(self) -> str:
+        return "monte_carlo" if self.mc_rows else "linear"
+
+    def as_record(self) -> dict:
+        """Flat dict of the scalar fields (plus ``rms.<term>`` for every term), for CSV/JSON."""
+        rec = dict(
+            method=self.method, policy=self.policy, beta=self.beta, c=self.c, kappa=self.kappa,
+            pred_rmse=self.rmse_estimate, pred_bound=self.max_abs_bound, pred_overflow=self.overflow,
+            pred_overflow_stage=self.overflow_stage, dominant=self.dominant, bound_dominant=self.bound_dominant,
+            regime=self.regime, nonlinear_rows=self.nonlinear_rows, max_log_std=self.max_log_std,
+            modelled_as=self.modelled_as, pred_seconds=self.seconds,
+        )
+        for t in TERMS:
+            rec[f"rms.{t}"] = self.terms_rms.get(t, 0.0)
+        return rec
+
+
+# -- input handling ------------------------------------------------------------------------------------------
+def _as_array(x: Any, name: str):
+    """float64 numpy copy of a numpy array or torch tensor, and the name of its format."""
+    import numpy as np
+
+    mod = type(x).__module__.split(".")[0]
+    if mod == "torch":
+        import torch  # only when given torch tensors
+
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+        fmt = str(x.dtype).replace("torch.", "")
+        arr = x.detach().to(device="cpu", dtype=torch.float64).numpy()
+    elif isinstance(x, np.ndarray):
+        if x.dtype.kind not in "fV" or x.dtype.name not in ("float16", "float32", "float64", "bfloat16"):
+            raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), got {x.dtype}")
+        fmt = x.dtype.name
+        arr = np.asarray(x, dtype=np.float64)
+    else:
+        raise TypeError(f"{name} must be a numpy array or torch tensor in BNSD layout, got {type(x).__name__}")
+    if arr.ndim != 4:
+        raise ValueError(f"{name} must be 4-D in BNSD layout (batch, heads, seq, head_dim), got shape {arr.shape}")
+    from .formats import get_format
+
+    return arr, get_format(fmt, argname=name)
+
+
+def _check_shapes(q, k, v) -> tuple[int, int, int, int, int, int, int]:
+    B, H, S1, D = q.shape
+    Bk, Hkv, S2, Dk = k.shape
+    Bv, Hv, S2v, Dv = v.shape
+    if Bk != B or Bv != B:
+        raise ValueError(f"batch sizes differ: q {B}, k {Bk}, v {Bv}")
+    if Hv != Hkv or S2v != S2:
+        raise ValueError(f"k and v must agree in heads and sequence length, got k {k.shape} and v {v.shape}")
+    if Dk != D:
+        raise ValueError(f"head dims differ: q has {D}, k has {Dk}")
+    if min(B, H, S1, D, Hkv, S2, Dv) < 1:
+        raise ValueError(f"empty dimension: q {q.shape}, k {k.shape}, v {v.shape}")
+    if H % Hkv:
+        raise ValueError(f"q heads ({H}) must be a multiple of k/v heads ({Hkv}) for GQA/MQA")
+    return B, H, Hkv, S1, S2, D, Dv
+
+
+def _check_block(block_kv: Any) -> int:
+    if isinstance(block_kv, bool) or not isinstance(block_kv, int) or block_kv < 1:
+        raise ValueError(f"block_kv must be a positive int, got {block_kv!r}")
+    return block_kv
+
+
+def _check_beta(beta: Any) -> float | None:
+    if beta is None:
+        return None
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+        raise TypeError(f"beta must be a real number in (0, 1) or None, got {type(beta).__name__}")
+    if not 0.0 < float(beta) < 1.0:
+        raise ValueError(f"beta must lie in the open interval (0, 1), got {beta}")
+    return float(beta)
+
+
+# -- prediction ------------------------------------------------------------------------------------------------
+def predict(method: str, q: Any, k: Any, v: Any, *, precision: Any = "npu_fp16", beta: float | None = None,
+            block_kv: int = 128, scale: float | None = None, is_causal: bool = False, out_dtype: Any = None,
+            mc_samples: int = 8, seed: int = 0) -> Prediction:
+    """Predict the error of harness method ``method`` on ``q, k, v`` (BNSD, numpy or torch).
+
+    Args:
+        method: a harness method name (:data:`pasa_theory.policies.METHOD_NAMES`).
+        q, k, v: the inputs as given to the harness (the golden is exact attention on them).
+        precision: the run's precision: a preset name or a ``pasa_npu.Precision`` (read by field).
+        beta, block_kv, scale, is_causal: as for ``pasa_npu.pasa_attention``.
+        out_dtype: the output format (default: q's dtype, as the kernels).
+        mc_samples, seed: Monte Carlo samples for rows in the nonlinear regime, and their seed.
+
+    Returns:
+        A :class:`Prediction`. torch is imported only if tensors are given.
+    """
+    return predict_many([method], q, k, v, precision=precision, beta=beta, block_kv=block_kv, scale=scale,
+                        is_causal=is_causal, out_dtype=out_dtype, mc_samples=mc_samples, seed=seed)[0]
+
+
+def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *, precision: Any = "npu_fp16",
+                 beta: float | None = None, block_kv: int = 128, scale: float | None = None,
+                 is_causal: bool = False, out_dtype: Any = None, mc_samples: int = 8,
+                 seed: int = 0, row_elements: int = 2_500_000) -> list[Prediction]:
+    """:func:`predict` for several methods on the same inputs, sharing the exact quantities."""
+    import numpy as np
+
+    from . import _errormodel as em
+    from .formats import get_format, round_array
+
+    if isinstance(methods, str):
+        raise TypeError("methods must be a list of method names, not a str")
+    pols = [resolve(m, precision) for m in methods]
+    qa, fq = _as_array(q, "q")
+    ka, fk = _as_array(k, "k")
+    va, fv = _as_array(v, "v")
+    B, H, Hkv, S1, S2, D, Dv = _check_shapes(qa, ka, va)
+    n_req = _check_block(block_kv)
+    beta = _check_beta(beta)
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+    tau = tau_of(scale, D)
+    out_fmt = fq if out_dtype is None else get_format(out_dtype if isinstance(out_dtype, str) else str(out_dtype).replace("torch.", ""), argname="out_dtype")
+    G = H // Hkv
+    t0 = time.perf_counter()
+
+    nonfinite_input = not (np.isfinite(qa).all() and np.isfinite(ka).all() and np.isfinite(va).all())
+    plans = []
+    for m, pol in zip(methods, pols):
+        n = S2 if pol.untiled else n_req
+        if pol.shift and n < 2:
+            raise ValueError(f"block_kv must be >= 2 for PASA (the shifting matrix is n x n), got {n}")
+        consts = shift_constants(pol, n, beta, tau) if pol.shift else None
+        plans.append((m, pol, n, consts))
+
+    # inputs as the kernels see them (rounded to each policy's operand format)
+    rounded: dict[str, tuple] = {}
+    for _, pol, _, _ in plans:
+        F = pol.matmul_in
+        if F.name not in rounded:
+            rounded[F.name] = tuple(round_array(x, F) for x in (qa, ka, va))
+
+    chunk_rows = max(1, row_elements // max(1, G * S2))
+    acc: list[dict] = [dict(bound_max=0.0, ms_sum=0.0, count=0, terms_var={}, terms_bound={}, ovf={s: False for s in STAGES},
+                            nl=0, mc=0, mls=0.0, row_bound=np.zeros((B, H, S1)), row_ms=np.zeros((B, H, S1)))
+                       for _ in plans]
+    opts = em.Options(out_format=out_fmt, mc_samples=mc_samples, seed=seed)
+    for b in range(B):
+        for h in range(Hkv):
+            for i0 in range(0, S1, chunk_rows):
+                i1 = min(S1, i0 + chunk_rows)
+                pos = np.tile(np.arange(i0, i1), G)
+                heads = np.repeat(np.arange(h * G, (h + 1) * G), i1 - i0)
+                qg = qa[b, h * G:(h + 1) * G, i0:i1].reshape(-1, D)
+                golden = em.Exact(qg, ka[b, h], va[b, h], pos, tau, S1, is_causal)
+                cache: dict[tuple, tuple] = {}
+                for pi, (m, pol, n, consts) in enumerate(plans):
+                    key = (pol.matmul_in.name, n, pol.kv_tail)
+                    if key not in cache:
+                        qr, kr, vr = rounded[pol.matmul_in.name]
+                        qgr = qr[b, h * G:(h + 1) * G, i0:i1].reshape(-1, D)
+                        if np.array_equal(qgr, qg) and np.array_equal(kr[b, h], ka[b, h]) and np.array_equal(vr[b, h], va[b, h]):
+                            ex = golden
+                        else:
+                            ex = em.Exact(qgr, kr[b, h], vr[b, h], pos, tau, S1, is_causal)
+                            ex.o_ref = golden.o
+                        cache[key] = (ex, em.make_blocks(ex, n, pol.kv_tail))
+                    ex, bl = cache[key]
+                    # overflow of exponentials and divisions by underflowed frames are expected and handled
+                    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+                        out = em.analyse(pol, consts, ex, bl, opts)
+                    a = acc[pi]
+                    a["bound_max"] = max(a["bound_max"], float(np.max(out.bound, initial=0.0)))
+                    a["ms_sum"] += float(out.ms.sum())
+                    a["count"] += out.ms.size
+                    for t, x in out.terms_var.items():
+                        a["terms_var"][t] = a["terms_var"].get(t, 0.0) + x
+                    for t, x in out.terms_bound.items():
+                        a["terms_bound"][t] = max(a["terms_bound"].get(t, 0.0), x)
+                    for s_, f_ in out.overflow.items():
+                        a["ovf"][s_] |= f_
+                    a["nl"] += out.nonlinear_rows
+                    a["mc"] += out.mc_rows
+                    a["mls"] = max(a["mls"], out.max_log_std)
+                    a["row_bound"][b, heads, pos] = out.bound.max(axis=1)
+                    a["row_ms"][b, heads, pos] = out.ms.mean(axis=1)
+    seconds = time.perf_counter() - t0
+    preds = []
+    for (m, pol, n, consts), a in zip(plans, acc):
+        ovf = dict(a["ovf"])
+        if nonfinite_input:
+            ovf["input"] = True
+        if not nonfinite_input:
+            F = pol.matmul_in
+            qr, kr, vr = rounded[F.name]
+            if not (np.isfinite(qr).all() and np.isfinite(kr).all()):
+                ovf["scores"] = True
+            if not np.isfinite(vr).all():
+                ovf["accumulator"] = True
+        stage = next((s_ for s_ in STAGES if ovf[s_]), None)
+        N = max(a["count"], 1)
+        terms_rms = {t: math.sqrt(x / N) for t, x in a["terms_var"].items()}
+        dom = max(terms_rms, key=terms_rms.get) if terms_rms else None
+        tb = {t: x for t, x in a["terms_bound"].items() if t != "golden"}
+        bdom = max(tb, key=tb.get) if tb else None
+        rows = B * H * S1
+        kappa = None
+        if consts is not None and pol.recovery == "pseudo_average":
+            kappa = ((consts.a - consts.sigma) + consts.c * (consts.a - consts.b * n) - consts.b * n) / consts.sigma
+        over = stage is not None
+        preds.append(Prediction(
+            method=m, policy=pol.name, max_abs_bound=math.inf if over else a["bound_max"],
+            rmse_estimate=math.inf if over else math.sqrt(a["ms_sum"] / N), overflow=over, overflow_stage=stage,
+            terms_rms=terms_rms, terms_bound=dict(a["terms_bound"]), dominant=dom, bound_dominant=bdom,
+            beta=consts.beta if consts else None, c=consts.c if consts else None, kappa=kappa,
+            nonlinear_rows=a["nl"] / rows, mc_rows=a["mc"], max_log_std=a["mls"],
+            row_bound=a["row_bound"], row_rmse=np.sqrt(a["row_ms"]), modelled_as=pol.modelled_as,
+            seconds=seconds / len(plans),
+        ))
+    return preds
+
+
+def method_names() -> list[str]:
+    """The method names :func:`predict` accepts (those of the harness)."""
+    return list(METHOD_NAMES)
+
+
+# -- symbolic derivations (sympy, imported on first use) ---------------------------------------------------------
+def derivations() -> list:
+    """The identities the model rests on, each a :class:`pasa_theory.scheme.Identity` verified by sympy.
+
+    B1  matrix product with accumulation error θ and one output rounding δ:
+        ``(s + θ)(1 + δ) − s = δs + θ + δθ`` (first order δs + θ; Blanchard et al. 2020).
+    B2  softmax sensitivity: ``∂o/∂z_k = p_k (v_k − o)`` (3 keys, symbolic).
+    B3  a perturbation common to a block moves o by ``B_j = Σ_{k∈j} p_k(v_k − o)``; common to all keys,
+        by 0 (softmax is shift invariant).
+    B4  telescoping of history rescalings: ``Σ_j (Π_j − 1)B_j = Σ_t (h_t − 1)Π_t P_{t−1}`` with
+        ``Π_j = ∏_{t>j} h_t`` and ``P_t = Σ_{j<=t} B_j`` (3 blocks).
+    B5  ratio: the first-order change of N/ℓ is ``ΔN/ℓ − (N/ℓ)Δℓ/ℓ``.
+    B6  recovery amplification: ŝ = S̃ + c·mean(S̃) maps an error e to ``(I + (c/n)J)e``, eigenvalue
+        ``1 + c`` on the block-mean direction; with c = β/(1 − β) that is ``1/(1 − β)``, the eigenvalue
+        of M⁻¹ on **1**, and κ₂(M) = ‖M‖₂‖M⁻¹‖₂ = 1/(1 − β) (σ = 1).
+    B7  exact (nonlinear) perturbation identity: with weights ``p_k φ_k``,
+        ``o' − o = Σ_k p_k(φ_k − 1)(v_k − o) / Σ_k p_k φ_k`` (3 keys).
+    B8  a rounding error uniform on one quantum q has variance ``q²/12``.
+    B9  over a binade, with log-uniform values, ``E[(2^e/x)²] = 3/(8 ln 2)`` (the mean of
+        ulp(x)²/(12x²) is 0.18·u²).
+    """
+    import sympy
+
+    from .scheme import Identity, IJMatrix
+    from . import symbols as Sy
+
+    out = []
+    s, th, de = sympy.symbols("s theta delta", real=True)
+    out.append(Identity("B1 matmul: accumulation plus one output rounding", (s + th) * (1 + de) - s,
+                        de * s + th + de * th, "fl_out(s + θ) = (s + θ)(1 + δ)"))
+    z = sympy.symbols("z0:3", real=True)
+    v = sympy.symbols("v0:3", real=True)
+    e = [sympy.exp(zi) for zi in z]
+    Z = sum(e)
+    p = [ei / Z for ei in e]
+    o = sum(pi * vi for pi, vi in zip(p, v))
+    for k_ in range(3):
+        out.append(Identity(f"B2 softmax sensitivity dz_{k_}", sympy.diff(o, z[k_]), p[k_] * (v[k_] - o),
+                            "∂o/∂z_k = p_k(v_k − o)"))
+    zeta = sympy.Symbol("zeta", real=True)
+    ob = o.subs({z[0]: z[0] + zeta, z[1]: z[1] + zeta})
+    out.append(Identity("B3 block-common perturbation", sympy.diff(ob, zeta).subs(zeta, 0),
+                        p[0] * (v[0] - o) + p[1] * (v[1] - o), "∂o/∂ζ_j = B_j"))
+    oa = o.subs({zi: zi + zeta for zi in z}, simultaneous=True)
+    out.append(Identity("B3 shift invariance", oa, o, "a perturbation common to all keys does nothing"))
+    h = sympy.symbols("h1:3", positive=True)
+    Bs = sympy.symbols("B0:3", real=True)
+    Pi = [h[0] * h[1], h[1], sympy.Integer(1)]            # Π_j = ∏_{t>j} h_t, t = 1, 2
+    P = [Bs[0], Bs[0] + Bs[1], Bs[0] + Bs[1] + Bs[2]]
+    lhs = sum((Pi[j] - 1) * Bs[j] for j in range(3))
+    rhs = (h[0] - 1) * Pi[1] * P[0] + (h[1] - 1) * Pi[2] * P[1]
+    out.append(Identity("B4 telescoping of history rescalings", lhs, rhs, "Σ_j(Π_j − 1)B_j = Σ_t(h_t − 1)Π_t P_{t−1}"))
+    N, ell, dN, dl, eps = sympy.symbols("N ell dN dl epsilon", real=True)
+    first = sympy.series((N + eps * dN) / (ell + eps * dl), eps, 0, 2).removeO().coeff(eps, 1)
+    out.append(Identity("B5 first-order error of a ratio", first, dN / ell - (N / ell) * dl / ell, "Δ(N/ℓ)"))
+    rec = IJMatrix(sympy.Integer(1), Sy.c / Sy.n)           # e ↦ e + c·mean(e)
+    eig1 = rec.alpha + Sy.n * rec.gamma
+    out.append(Identity("B6 recovery eigenvalue on the block mean", eig1, 1 + Sy.c, "(I + (c/n)J)1 = (1 + c)1"))
+    cb = Sy.beta / (1 - Sy.beta)
+    out.append(Identity("B6 amplification 1 + c = 1/(1 − β)", (1 + Sy.c).subs(Sy.c, cb), 1 / (1 - Sy.beta),
+                        "c = β/(1 − β)"))
+    from .scheme import shifting_inverse
+
+    Minv = shifting_inverse()
+    out.append(Identity("B6 = eigenvalue of M⁻¹ on 1 = κ₂(M)", Minv.alpha + Sy.n * Minv.gamma, 1 / (1 - Sy.beta),
+                        "‖M‖₂ = 1, ‖M⁻¹‖₂ = 1/(1 − β)"))
+    phi = sympy.symbols("phi0:3", positive=True)
+    w = [pi * fi for pi, fi in zip(p, phi)]
+    o2 = sum(wi * vi for wi, vi in zip(w, v)) / sum(w)
+    rhs7 = sum(pi * (fi - 1) * (vi - o) for pi, fi, vi in zip(p, phi, v)) / sum(w)
+    out.append(Identity("B7 exact perturbation identity", o2 - o, rhs7, "o' − o = Σp(φ − 1)(v − o)/Σpφ"))
+    x, q = sympy.symbols("x q", positive=True)
+    out.append(Identity("B8 variance of a uniform rounding error", sympy.integrate(x ** 2, (x, -q / 2, q / 2)) / q,
+                        q ** 2 / 12, "∫ x² dx/q over one quantum"))
+    t = sympy.Symbol("t", positive=True)
+    out.append(Identity("B9 mean of (2^e/x)² over a log-uniform binade",
+                        sympy.integrate(t ** -2 / (t * sympy.log(2)), (t, 1, 2)), sympy.Rational(3, 8) / sympy.log(2),
+                        "E[ulp²/(12x²)] = 0.18·u²"))
+    return out
+
+
+# -- standard model -------------------------------------------------------------------------------------------------
+def unit_roundoff(fmt: Any) -> Any:
+    """u = 2^-p of a format (exact Fraction)."""
+    from .formats import get_format
+
+    return get_format(fmt).u
+
+
+def gamma_n(n: int, fmt: Any) -> Any:
+    """Higham's γ_n = nu/(1 − nu) (Lemma 3.1), exact; ValueError when nu >= 1 (no bound)."""
+    from .formats import get_format
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    u = get_format(fmt).u
+    if n * u >= 1:
+        raise ValueError(f"gamma_n: n·u = {float(n * u)} >= 1 for n = {n} in {get_format(fmt).name}: no deterministic bound")
+    return n * u / (1 - n * u)
+
+
+def gamma_tilde(n: int, fmt: Any, lam: float = 1.0) -> Any:
+    """Higham & Mary's probabilistic constant exp(λ√n·u + n·u²/(1 − u)) − 1 (SISC 41, 2019, Thm 2.4),
+    which bounds |θ_n| with probability at least 1 − 2exp(−λ²(1 − u)²/2); mpmath value."""
+    import mpmath
+
+    from .formats import get_format
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    u = mpmath.mpf(get_format(fmt).u.numerator) / get_format(fmt).u.denominator
+    return mpmath.expm1(lam * mpmath.sqrt(n) * u + n * u * u / (1 - u))
+
+
+# -- a priori: statistics of the inputs -------------------------------------------------------------------------------
+_OUTLIER_P = 0.001   # Bernoulli rate of the "hybrid" distribution (pasa_npu.data.make_qkv)
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """Mean and spread of the entries of Q, K, V and the shape; ``dist`` names how ``spread`` is read.
+
+    ``"uniform"``: entries uniform on mean ± spread (the reference benchmark's ``amplitude``);
+    ``"normal"``: standard deviation ``spread``; ``"hybrid"``: N(mean, 1) plus N(0, spread) outliers with
+    probability 0.001 (the benchmark's hybrid case, FA3's outlier model).
+    """
+
+    mean_q: float
+    spread_q: float
+    mean_k: float
+    spread_k: float
+    mean_v: float
+    spread_v: float
+    head_dim: int
+    seq_kv: int
+    seq_q: int = 1
+    heads: int = 1
+    dist: str = "uniform"
+    #: largest difference of the key mean between two KV blocks (0 for identically distributed keys)
+    kv_block_drift: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.dist not in ("uniform", "normal", "hybrid"):
+            raise ValueError(f"dist must be 'uniform', 'normal' or 'hybrid', got {self.dist!r}")
+        for name in ("head_dim", "seq_kv", "seq_q", "heads"):
+            val = getattr(self, name)
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        for name in ("spread_q", "spread_k", "spread_v"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+    def std(self, which: str) -> float:
+        """Standard deviation of one entry of Q, K or V."""
+        sp = getattr(self, f"spread_{which}")
+        if self.dist == "uniform":
+            return sp / math.sqrt(3.0)
+        if self.dist == "normal":
+            return sp
+        return math.sqrt(1.0 + _OUTLIER_P * sp * sp)
+
+
+def _score_stats(st: InputStats, tau: float) -> dict:
+    """Closed-form statistics of the scores s = τ·q·k (CLT over the head dimension)."""
+    d = st.head_dim
+    mq, mk = st.mean_q, st.mean_k
+    sq, sk = st.std("q"), st.std("k")
+    mu = tau * d * mq * mk
+    var_all = tau ** 2 * d * (sq * sq * sk * sk + mq * mq * sk * sk + mk * mk * sq * sq)
+    var_row = tau ** 2 * d * (mq * mq + sq * sq) * sk * sk          # across keys, one query
+    var_rowmean = tau ** 2 * d * mk * mk * sq * sq                  # of the row's mean, across queries
+    pairs = max(2, st.seq_q * st.seq_kv * st.heads)
+    z = math.sqrt(2.0 * math.log(pairs))
+    return dict(mu=mu, sd_all=math.sqrt(var_all), sd_row=math.sqrt(var_row), sd_rowmean=math.sqrt(var_rowmean), z=z)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A priori overflow envelope: per stage the predicted peak magnitude and the threshold it must stay below."""
+
+    method: str
+    policy: str
+    peaks: dict
+    thresholds: dict
+    overflow_stage: str | None
+
+    @property
+    def overflow(self) -> bool:
+        return self.overflow_stage is not None
+
+
+def overflow_envelope(method: str, stats: InputStats, *, precision: Any = "npu_fp16", beta: float | None = None,
+                      block_kv: int = 128, scale: float | None = None) -> Envelope:
+    """Closed-form overflow envelope of ``method`` for inputs with statistics ``stats``.
+
+    Peaks (z = √(2 ln N) for the N score pairs, CLT over d; PASA.md §3, FIELD.md §1):
+
+    * scores: ``|μ_s| + z·σ_s`` with μ_s = τdμ_qμ_k, σ_s² = τ²d(σ_q²σ_k² + μ_q²σ_k² + μ_k²σ_q²), divided by τ
+      where QKᵀ is rounded before the scale (``fa_qk``, ``smooth_k`` with μ_k → 0), and for PASA the
+      shifted tile ``(1 − β)|μ_s| + z·√(σ_row² + (1 − β)²σ_rowmean²)``;
+    * shift (PASA): the block offsets ``β·(τdμ_q·drift + z√2·σ_row/√n)``;
+    * row_sum/accumulator (raw accumulators): ``ℓ ≈ S2·e^{σ_row²/2 − z_{S2}σ_row}`` (at least 1) and
+      ``|O| ≈ ℓ·(|μ_v| + σ_v)``; the tile ``P·V_j`` with n keys likewise (all accumulators);
+    * output: ``|μ_v| + z·σ_v`` where the output format is narrower than the vector format.
+
+    The first stage whose peak reaches its threshold (the format's round-to-nearest overflow threshold,
+    65520 for fp16) is ``overflow_stage``.
+    """
+    pol = resolve(method, precision)
+    if not isinstance(stats, InputStats):
+        raise TypeError(f"stats must be an InputStats, got {type(stats).__name__}")
+    tau = tau_of(scale, stats.head_dim)
+    n = stats.seq_kv if pol.untiled else _check_block(block_kv)
+    sc = _score_stats(stats, tau)
+    thr = {s_: float(pol.vector.overflow_threshold) for s_ in STAGES}
+    thr["scores"] = float(pol.matmul_out.overflow_threshold)
+    peaks: dict[str, float] = {s_: 0.0 for s_ in STAGES}
+    peaks["input"] = max(abs(getattr(stats, f"mean_{w}")) + sc["z"] * stats.std(w) for w in "qkv")
+    thr["input"] = float(pol.matmul_in.overflow_threshold)
+    if pol.shift:
+        consts = shift_constants(pol, n, beta, tau)
+        b_ = consts.beta
+        peaks["scores"] = (1 - b_) * abs(sc["mu"]) + sc["z"] * math.sqrt(sc["sd_row"] ** 2 + (1 - b_) ** 2 * sc["sd_rowmean"] ** 2)
+        if pol.placement == "scores":
+            peaks["scores"] /= tau
+        drift = tau * stats.head_dim * abs(stats.mean_q) * stats.kv_block_drift
+        peaks["shift"] = b_ * (drift + sc["z"] * math.sqrt(2.0) * sc["sd_row"] / math.sqrt(n))
+    else:
+        mu, sd = sc["mu"], sc["sd_all"]
+        if pol.smooth_k:
+            mu = 0.0
+            sd = math.sqrt(tau ** 2 * stats.head_dim * (stats.std("q") ** 2 + stats.mean_q ** 2) * stats.std("k") ** 2)
+        peak = abs(mu) + sc["z"] * sd
+        peaks["scores"] = peak / tau if pol.placement == "scores" else peak
+    sr = sc["sd_row"]
+
+    def ell(m: int) -> float:
+        zm = math.sqrt(2.0 * math.log(max(m, 2)))
+        return min(float(m), max(1.0, m * math.exp(min(sr * sr / 2 - zm * sr, 0.0))))
+
+    vmag = abs(stats.mean_v) + stats.std("v")
+    tile = ell(n) * vmag                                   # the P·V tile, rounded to the matmul output format
+    t_tile = float(pol.matmul_out.overflow_threshold)
+    peaks["accumulator"], thr["accumulator"] = tile, t_tile
+    if pol.accum == "raw":
+        peaks["row_sum"] = ell(stats.seq_kv)
+        acc_o = ell(stats.seq_kv) * vmag                   # the unnormalised O, in the vector format
+        if acc_o / thr["row_sum"] > tile / t_tile:
+            peaks["accumulator"], thr["accumulator"] = acc_o, float(pol.vector.overflow_threshold)
+    peaks["output"] = abs(stats.mean_v) + sc["z"] * stats.std("v")
+    stage = next((s_ for s_ in STAGES if peaks[s_] >= thr[s_]), None)
+    return Envelope(method, pol.name, peaks, thr, stage)
+
+
+def term_scales(method: str, stats: InputStats, *, precision: Any = "npu_fp16", beta: float | None = None,
+                block_kv: int = 128, scale: float | None = None) -> dict[str, float]:
+    """A priori standard deviation of the main logit perturbations (score units), from the statistics.
+
+    ``scores.round``: ulp(|s|)/√12 at the typical magnitude of the rounded score (q·k for ``fa_qk``, the
+    shifted tile S̃ for PASA); ``scores.kt``: √d·rms(q)·ulp(K̃)/√12 (PASA); ``recovery``:
+    c·√((σ_round² + σ_kt²)/n) (the block mean of the tile errors, B6); ``recovery.mean``: c·ulp(μ̃)/√12
+    for the reference script's rounded pseudo-average, μ̃ ≈ (1 − β)μ_s. These explain which stage
+    dominates where (the measured breakdown is :attr:`Prediction.terms_rms`).
+    """
+    from .formats import get_format
+    import numpy as np
+
+    from ._errormodel import ulp
+
+    pol = resolve(method, precision)
+    tau = tau_of(scale, stats.head_dim)
+    n = stats.seq_kv if pol.untiled else _check_block(block_kv)
+    sc = _score_stats(stats, tau)
+    Fo = get_format(pol.matmul_out.name)
+
+    def q12(x: float, F) -> float:
+        return float(ulp(np.array([abs(x)]), F)[0]) / math.sqrt(12.0)
+
+    out: dict[str, float] = {}
+    if not pol.shift:
+        mag = math.hypot(sc["mu"], sc["sd_all"])
+        out["scores.round"] = q12(mag / tau, Fo) * tau if pol.placement == "scores" else q12(mag, Fo)
+        if pol.placement == "scores":
+            out["scores.scale"] = q12(mag, pol.vector)
+        return out
+    consts = shift_constants(pol, n, beta, tau)
+    b_, c = consts.beta, consts.c
+    mag = math.hypot((1 - b_) * sc["mu"], sc["sd_row"])
+    out["scores.round"] = q12(mag, Fo)
+    kt = tau * math.hypot((1 - b_) * stats.mean_k, stats.std("k"))
+    rms_q = math.hypot(stats.mean_q, stats.std("q"))
+    out["scores.kt"] = math.sqrt(stats.head_dim) * rms_q * q12(kt, pol.matmul_in)
+    if pol.recovery == "pseudo_average":
+        out["recovery"] = c * math.sqrt((out["scores.round"] ** 2 + out["scores.kt"] ** 2) / n)
+        if pol.pseudo_average == "rounded":
+            out["recovery.mean"] = c * q12((1 - b_) * sc["mu"], pol.vector)
+    return out
+
+
+def sample_inputs(stats: InputStats, *, rows: int | None = None, seed: int = 0, dtype: str = "fp16"):
+    """A synthetic (q, k, v) with the given statistics (numpy, BNSD, rounded to ``dtype``), for
+    :func:`predict_a_priori`. ``rows`` query rows (default ``min(stats.seq_q, 64)``)."""
+    import numpy as np
+
+    from .formats import round_array
+
+    rng = np.random.default_rng(seed)
+    rows = min(stats.seq_q, 64) if rows is None else rows
+    shapes = {"q": (1, stats.heads, rows, stats.head_dim), "k": (1, 1, stats.seq_kv, stats.head_dim),
+              "v": (1, 1, stats.seq_kv, stats.head_dim)}
+    out = []
+    for w in "qkv":
+        m, sp, shp = getattr(stats, f"mean_{w}"), getattr(stats, f"spread_{w}"), shapes[w]
+        if stats.dist == "uniform":
+            x = m + sp * rng.uniform(-1.0, 1.0, shp)
+        elif stats.dist == "normal":
+            x = m + sp * rng.standard_normal(shp)
+        else:
+            x = m + rng.standard_normal(shp) + sp * rng.standard_normal(shp) * (rng.uniform(size=shp) < _OUTLIER_P)
+        out.append(round_array(x, dtype).astype(np.float32 if dtype != "fp16" else np.float16))
+    return tuple(out)
+
+
+def predict_a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", beta: float | None = None,
+                     block_kv: int = 128, scale: float | None = None, rows: int | None = None, seed: int = 0,
+                     dtype: str = "fp16") -> Prediction:
+    """The model from input statistics alone: the a posteriori model on a synthetic sample with those
+    statistics (``rows`` query rows, all S2 keys; seeded), with overflow from the closed-form
+    :func:`overflow_envelope` (which covers all S1·S2 pairs, unlike the sample). ``max_abs_bound``
+    then bounds the sampled rows, a typical row of the distribution, not a worst case over S1 rows."""
+    from dataclasses import replace as _replace
+
+    q, k, v = sample_inputs(stats, rows=rows, seed=seed, dtype=dtype)
+    pred = predict(method, q, k, v, precision=precision, beta=beta, block_kv=block_kv, scale=scale, seed=seed)
+    env = overflow_envelope(method, stats, precision=precision, beta=beta, block_kv=block_kv, scale=scale)
+    if env.overflow:
+        return _replace(pred, overflow=True, overflow_stage=env.overflow_stage, max_abs_bound=math.inf,
+                        rmse_estimate=math.inf)
+    return _replace(pred, overflow=False, overflow_stage=None)

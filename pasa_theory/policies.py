@@ -1,0 +1,324 @@
+"""Where each harness method rounds, and to what: a torch-free description for the error model.
+
+:mod:`pasa_npu` describes a numerical regime by a ``pasa_npu.Precision`` (a torch object) and each
+harness method by how it rearranges the run's precision (``pasa_npu.methods``). The rounding-error
+model of :mod:`pasa_theory.bounds` needs the same facts without importing torch, so this module keeps
+
+* :data:`PRESET_FIELDS`, the field values of every ``pasa_npu.PRESETS`` entry with dtypes written as
+  format names (``"fp16"``, ``"bf16"``, ``"fp32"``, ``"fp64"``), and
+* :func:`resolve`, which applies a harness method's arrangement to a precision (a preset name or any
+  Precision-like object, read field by field with ``getattr``; dtypes via ``str()``).
+
+Both mirror ``pasa_npu`` and are checked against it field by field
+(tests/npu/test_predict_policies.py): a change there that is not made here fails the tests.
+
+The shift constants (β, the stored entries of the rounded shifting matrix, the recovery coefficient
+c) are resolved by :func:`shift_constants` through the same :mod:`pasa_theory` calls the kernel makes
+(``pasa_npu._setup``), or, for ``setup="script_fp32"``, by an exact model of the reference script's fp32
+arithmetic (each fp32 operation rounded once, :func:`pasa_theory.round_to_format`), also checked
+against the kernel.
+
+Methods without a Precision of their own are *modelled* (``Policy.modelled_as`` says so): ``sdpa``
+(torch's CPU flash kernel: fp32 scores and softmax, P cast to the matmul format before P·V, output
+cast to the input format) is modelled as ``fa_hybrid``; the Ascend vendor kernels, which cannot run
+here, as ``fa_hybrid`` (``npu_fia_ip0``, high precision) and ``fa_qk`` (``npu_fia_ip1``, high
+performance). Those two predictions are unvalidated.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any
+
+from .formats import FloatFormat, get_format, round_to_format
+
+__all__ = [
+    "PRESET_FIELDS",
+    "METHOD_NAMES",
+    "Policy",
+    "ShiftConstants",
+    "resolve",
+    "shift_constants",
+    "method_names",
+]
+
+#: Field values of ``pasa_npu.PRESETS`` (dtypes as format names). Mirrors pasa_npu/precision.py.
+_DEFAULTS: dict[str, Any] = dict(
+    reduce="acc", scale="m", coef="rounded_m", coef_dtype="fp16", pseudo_average="centered",
+    reference="lazy", recenter_at=16.0, recovery="pseudo_average", setup="exact", accum="pow2",
+    kv_tail="wrap", beta=None, beta_format=None,
+)
+
+
+def _preset(name: str, mi: str, acc: str, out: str, vec: str, **kw: Any) -> dict[str, Any]:
+    d = dict(_DEFAULTS)
+    d.update(name=name, matmul_in=mi, matmul_acc=acc, matmul_out=out, vector=vec)
+    d.update(kw)
+    return d
+
+
+#: The reference script's final β (commit 14f5c6f of the public PASA implementation).
+REFERENCE_SCRIPT_BETA = 0.984497
+
+PRESET_FIELDS: dict[str, dict[str, Any]] = {
+    "npu_fp16": _preset("npu_fp16", "fp16", "fp32", "fp16", "fp16", coef_dtype="fp16"),
+    "reference": _preset(
+        "reference", "fp16", "fp32", "fp16", "fp16", coef="beta", coef_dtype="fp16", setup="script_fp32",
+        accum="raw", kv_tail="reference", beta=REFERENCE_SCRIPT_BETA, pseudo_average="rounded",
+        reference="running",
+    ),
+    "fp16_strict": _preset("fp16_strict", "fp16", "fp32", "fp16", "fp16", reduce="pairwise", coef_dtype="fp16"),
+    "fp16_keymean": _preset("fp16_keymean", "fp16", "fp32", "fp16", "fp16", coef_dtype="fp16", recovery="key_mean"),
+    "hybrid": _preset("hybrid", "fp16", "fp32", "fp16", "fp32", coef_dtype="fp32", accum="raw"),
+    "bf16": _preset("bf16", "bf16", "fp32", "bf16", "bf16", coef_dtype="bf16"),
+    "fp32": _preset("fp32", "fp32", "fp32", "fp32", "fp32", coef_dtype="fp32", accum="raw", beta_format="fp16"),
+    "fp64": _preset("fp64", "fp64", "fp64", "fp64", "fp64", coef_dtype="fp64", accum="raw", beta_format="fp16"),
+}
+
+#: The harness's method names (pasa_npu.methods.METHODS), in its order.
+_BASE_METHODS = ("pasa", "fa_qk", "fa_q", "fa_naive", "fa_hybrid", "smooth_k", "sdpa", "npu_fia_ip0", "npu_fia_ip1")
+METHOD_NAMES: tuple[str, ...] = _BASE_METHODS + tuple(f"pasa:{p}" for p in PRESET_FIELDS)
+
+_DTYPE_FIELDS = ("matmul_in", "matmul_acc", "matmul_out", "vector", "coef_dtype")
+_FIELDS = tuple(_DEFAULTS) + ("name", "matmul_in", "matmul_acc", "matmul_out", "vector")
+_ORDER = {"fp16": 0, "bf16": 0, "fp32": 1, "fp64": 2}
+
+
+def method_names() -> list[str]:
+    """Every method name :func:`resolve` accepts (the harness's names, ``pasa:<preset>`` included)."""
+    return list(METHOD_NAMES)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The rounding policy of one method run, with formats as :class:`FloatFormat` objects.
+
+    The fields are those of ``pasa_npu.Precision`` (see its docstring for their meaning) plus what the
+    method arrangement adds: ``shift`` (PASA or flash attention), ``untiled`` (one KV block spanning
+    the whole sequence), ``smooth_k`` (K minus its sequence mean in the vector format first),
+    ``modelled_as`` (set when the method is not one of the package's kernels).
+    """
+
+    name: str
+    matmul_in: FloatFormat
+    matmul_acc: FloatFormat
+    matmul_out: FloatFormat
+    vector: FloatFormat
+    coef_dtype: FloatFormat
+    reduce: str
+    scale: str
+    coef: str
+    pseudo_average: str
+    reference: str
+    recenter_at: float
+    recovery: str
+    setup: str
+    accum: str
+    kv_tail: str
+    beta: float | None
+    beta_format: str | None
+    shift: bool
+    untiled: bool = False
+    smooth_k: bool = False
+    modelled_as: str | None = None
+
+    @property
+    def reduce_format(self) -> FloatFormat:
+        """Accumulator of ``reduce="acc"`` reductions: fp64 for an fp64 vector unit, else fp32."""
+        return get_format("fp64") if self.vector.name == "fp64" else get_format("fp32")
+
+    @property
+    def placement(self) -> str:
+        """Where τ is applied: ``"m"`` (folded into M, PASA only), ``"q"`` or ``"scores"``."""
+        if not self.shift and self.scale == "m":
+            return "scores"
+        return self.scale
+
+
+def _format_name(value: Any, field: str) -> str:
+    if isinstance(value, FloatFormat):
+        return value.name
+    if isinstance(value, str):
+        text = value
+    else:
+        text = str(value)
+        if text.startswith("torch."):
+            text = text[len("torch."):]
+    try:
+        return get_format(text, argname=field).name
+    except (ValueError, TypeError):
+        raise ValueError(f"precision.{field}: expected a dtype or format name, got {value!r}") from None
+
+
+def _fields_of(precision: Any) -> dict[str, Any]:
+    """Field dict of a preset name or a Precision-like object (dtypes as format names)."""
+    if isinstance(precision, str):
+        try:
+            return dict(PRESET_FIELDS[precision])
+        except KeyError:
+            raise ValueError(f"precision must be a Precision or one of {sorted(PRESET_FIELDS)}, got {precision!r}") from None
+    if isinstance(precision, Policy):
+        raise TypeError("precision: pass a preset name or a Precision, not a resolved Policy")
+    out: dict[str, Any] = {}
+    missing = [f for f in _FIELDS if not hasattr(precision, f)]
+    if missing:
+        raise TypeError(
+            f"precision must be a preset name or a Precision-like object with fields {list(_FIELDS)}; "
+            f"{type(precision).__name__} lacks {missing}"
+        )
+    for f in _FIELDS:
+        value = getattr(precision, f)
+        out[f] = _format_name(value, f) if f in _DTYPE_FIELDS else value
+    return out
+
+
+def _wider(name: str, floor: str) -> str:
+    """``torch.promote_types`` on our formats: the wider of the two (bf16 with fp32 gives fp32)."""
+    return name if _ORDER[name] >= _ORDER[floor] else floor
+
+
+def _policy(fields: dict[str, Any], *, shift: bool, **extra: Any) -> Policy:
+    f = dict(fields)
+    for key in _DTYPE_FIELDS:
+        f[key] = get_format(f[key])
+    f["recenter_at"] = float(f["recenter_at"])
+    if f["beta"] is not None:
+        f["beta"] = float(f["beta"])
+    return Policy(shift=shift, **f, **extra)
+
+
+def resolve(method: str, precision: Any = "npu_fp16") -> Policy:
+    """The :class:`Policy` the harness method ``method`` runs at, given the run's ``precision``.
+
+    Mirrors ``pasa_npu.methods``: ``pasa`` (the precision itself), ``pasa:<preset>`` (the preset,
+    whatever ``precision``), ``fa_qk`` (``scale="scores"``), ``fa_q`` (``scale="q"``), ``fa_naive``
+    (``fa_q`` with one KV block), ``fa_hybrid`` (matmul output, vector unit and coefficient widened to
+    at least fp32, ``scale="scores"``, raw accumulators), ``smooth_k`` (``fa_qk`` after subtracting K's
+    sequence mean in the vector format), and the modelled ``sdpa``/``npu_fia_ip0`` (as
+    ``fa_hybrid``) and ``npu_fia_ip1`` (as ``fa_qk``).
+    """
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a str, got {type(method).__name__}")
+    if method.startswith("pasa:"):
+        preset = method.split(":", 1)[1]
+        if preset not in PRESET_FIELDS:
+            raise ValueError(f"unknown PASA preset in method {method!r}; presets: {sorted(PRESET_FIELDS)}")
+        return _policy(PRESET_FIELDS[preset], shift=True)
+    if method not in _BASE_METHODS:
+        raise ValueError(f"method must be one of {method_names()}, got {method!r}")
+    base = _fields_of(precision)
+    if method == "pasa":
+        return _policy(base, shift=True)
+    qk = dict(base, name=f"fa_qk[{base['name']}]", scale="scores")
+    if method in ("fa_qk", "npu_fia_ip1"):
+        return _policy(qk, shift=False, modelled_as="fa_qk" if method == "npu_fia_ip1" else None)
+    if method == "smooth_k":
+        return _policy(qk, shift=False, smooth_k=True)
+    if method in ("fa_q", "fa_naive"):
+        return _policy(dict(base, name=f"fa_q[{base['name']}]", scale="q"), shift=False, untiled=method == "fa_naive")
+    wide = _wider(base["vector"], "fp32")
+    hyb = dict(base, name=f"fa_hybrid[{base['name']}]", matmul_out=_wider(base["matmul_out"], "fp32"),
+               vector=wide, coef_dtype=wide, scale="scores", accum="raw")
+    return _policy(hyb, shift=False, modelled_as=None if method == "fa_hybrid" else "fa_hybrid")
+
+
+# -- shift constants ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShiftConstants:
+    """β, the stored entries of the (possibly τ-scaled) shifting matrix, and c, as Python floats.
+
+    Same fields as ``pasa_npu._setup.ShiftConstants``; ``a = diag − off`` and ``b = −off`` are the
+    coefficients of ``M_r = a·I − b·J`` (eq. S2 of :mod:`pasa_theory.shifting`), ``sigma`` the folded
+    scale (1.0 when τ is not folded into M).
+    """
+
+    beta: float
+    diag: float
+    off: float
+    c: float
+    sigma: float = 1.0
+
+    @property
+    def a(self) -> float:
+        return self.diag - self.off
+
+    @property
+    def b(self) -> float:
+        return -self.off
+
+
+def _script_fp32_constants(n: int, beta: float, sigma: float, mi: FloatFormat, coef: FloatFormat) -> ShiftConstants:
+    """The reference script's setup, each fp32 operation rounded once (exact rational model).
+
+    ``afa = fp32(β)``; ``M = eye(n) − ones·afa/n`` (``ones·afa`` exact, ``/n`` rounded, the subtraction
+    rounded); ``M·σ`` rounded in fp32 (σ first rounded to fp32, as torch does with a Python scalar);
+    cast to the matmul format. ``Inv_Pam = afa/(1 − afa)`` (both operations rounded) cast to ``coef``.
+    """
+    f32 = get_format("fp32")
+
+    def r32(x: Fraction) -> Fraction:
+        y = round_to_format(x, f32)
+        assert isinstance(y, Fraction)
+        return y
+
+    afa = r32(Fraction(beta))
+    off = r32(afa / n)
+    diag = r32(1 - off)
+    off = -off
+    if sigma != 1.0:
+        s32 = r32(Fraction(sigma))
+        diag, off = r32(diag * s32), r32(off * s32)
+    d_m, o_m = round_to_format(diag, mi), round_to_format(off, mi)
+    c = round_to_format(r32(afa / r32(1 - afa)), coef)
+    if n == 1:
+        o_m = Fraction(0)
+    return ShiftConstants(float(afa), float(d_m), float(o_m), float(c), sigma)
+
+
+def shift_constants(policy: Policy, n: int, beta: float | None, scale: float) -> ShiftConstants:
+    """β, M entries and c that the kernel uses for ``policy`` with block size ``n`` and softmax scale τ.
+
+    The same resolution as ``pasa_npu.kernel.shift_parameters`` (β: the argument, else the preset's
+    pinned β, else :func:`pasa_theory.optimal_beta` for the ``beta_format`` or matmul format, block
+    size ``n`` and folded scale; entries by :func:`pasa_theory.shifting_entries`; c by
+    :func:`pasa_theory.recovery_coefficient`).
+    """
+    sigma = float(scale) if policy.placement == "m" else 1.0
+    fmt = policy.matmul_in
+    if beta is None:
+        if policy.beta is not None:
+            beta = policy.beta
+        else:
+            from .roots import optimal_beta
+
+            bf = policy.beta_format or fmt.name
+            beta = float(optimal_beta(bf, n, scale=None if sigma == 1.0 else sigma))
+    beta = float(beta)
+    if policy.setup == "script_fp32":
+        if policy.coef != "beta":
+            raise ValueError("setup='script_fp32' reproduces the reference script and supports coef='beta' only")
+        return _script_fp32_constants(n, beta, sigma, fmt, policy.coef_dtype)
+    from .shifting import recovery_coefficient, shifting_entries
+
+    s_arg = None if sigma == 1.0 else sigma
+    diag, off = shifting_entries(fmt, n, beta, scale=s_arg)
+    c = recovery_coefficient(fmt, n, beta, scale=s_arg, vector_format=policy.coef_dtype, source=policy.coef)
+    return ShiftConstants(beta, float(diag), float(off), float(c), sigma)
+
+
+def with_fields(policy: Policy, **changes: Any) -> Policy:
+    """A copy of ``policy`` with ``changes`` (format fields may be given by name)."""
+    for key in _DTYPE_FIELDS:
+        if key in changes and not isinstance(changes[key], FloatFormat):
+            changes[key] = get_format(changes[key])
+    return replace(policy, **changes)
+
+
+def tau_of(scale: float | None, head_dim: int) -> float:
+    """The softmax scale τ (``None``: 1/√head_dim, as the kernels)."""
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(float(scale)) or scale <= 0:
+        raise ValueError(f"scale must be a finite number > 0 or None, got {scale!r}")
+    return float(scale)
