@@ -91,9 +91,18 @@ def max_abs_error(out: torch.Tensor, golden: torch.Tensor) -> float:
     return float(d.max())
 
 
+_COUNT_CHUNK = 1 << 22
+
+
 def nonfinite_count(x: torch.Tensor) -> int:
-    """Number of inf/NaN entries."""
-    return int((~torch.isfinite(x)).sum())
+    """Number of inf/NaN entries (counted in chunks: summing a boolean mask of a large tensor would
+    materialise an int64 copy of it, 8 bytes per element)."""
+    flat = x.detach().reshape(-1)
+    total = 0
+    for i in range(0, flat.numel(), _COUNT_CHUNK):
+        part = flat[i:i + _COUNT_CHUNK]
+        total += part.numel() - int(torch.count_nonzero(torch.isfinite(part)))
+    return total
 
 
 def error_summary(out: torch.Tensor, golden: torch.Tensor) -> str:

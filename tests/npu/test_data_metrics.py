@@ -96,3 +96,11 @@ def test_biased_v_and_resonant_generators():
     assert sc["aligned"] > 1e4 and sc["anti"] < -1e4 and abs(sc["random"]) < 0.1 * sc["aligned"]
     with pytest.raises(ValueError):
         data.make_resonant(phase="sideways")
+
+
+def test_nonfinite_count_across_chunks(monkeypatch):
+    monkeypatch.setattr(metrics, "_COUNT_CHUNK", 7)
+    x = torch.zeros((5, 9), dtype=torch.float16)
+    x[0, 6], x[0, 7], x[4, 8], x[2, 2] = float("nan"), float("inf"), float("-inf"), 65504.0
+    assert metrics.nonfinite_count(x) == 3
+    assert metrics.nonfinite_count(x[:, 7:]) == 2  # non-contiguous view
