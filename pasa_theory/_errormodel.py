@@ -99,6 +99,27 @@ def rvar(x: np.ndarray, F: FloatFormat) -> np.ndarray:
     return np.where(np.isfinite(ax) & (ax >= 0.5 * ms), q * q / 12.0, 0.0)
 
 
+def rvb(x: np.ndarray, F: FloatFormat) -> tuple[np.ndarray, np.ndarray]:
+    """(:func:`rvar`, :func:`rbound`) of x in one pass over its magnitude."""
+    u, ms, _, _ = _c(F)
+    ax = np.abs(x)
+    q = ulp(ax, F)
+    fin = np.isfinite(ax)
+    var = np.where(fin & (ax >= 0.5 * ms), q * q * (1.0 / 12.0), 0.0)
+    bnd = np.where(fin, u * ax + 0.5 * ms, 0.0)
+    return var, bnd
+
+
+def exact_sub2(a: np.ndarray, b: np.ndarray, F: FloatFormat) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`exact_sub` with margins 1 (for variances) and 4 (for bounds), sharing the quanta."""
+    with np.errstate(invalid="ignore"):
+        d = a - b
+        ok = np.isfinite(d) & np.isfinite(a) & np.isfinite(b)
+    m = np.minimum(ulp(a, F), ulp(b, F))
+    qd = ulp(d, F)
+    return ok & (qd <= m), ok & (qd * 4.0 <= m)
+
+
 def exact_sub(a: np.ndarray, b: np.ndarray, F: FloatFormat, margin: float = 1.0) -> np.ndarray:
     """Where fl(a − b) of two F-values is exact: ulp(a − b)·margin <= min(ulp(a), ulp(b)).
 
@@ -116,7 +137,7 @@ def erf(x: np.ndarray) -> np.ndarray:
     """Vectorised error function (Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7), for probabilities."""
     x = np.asarray(x, dtype=np.float64)
     sgn = np.sign(x)
-    a = np.abs(x)
+    a = np.minimum(np.abs(x), 30.0)                          # erf(30) = 1 to double precision
     t_ = 1.0 / (1.0 + 0.3275911 * a)
     y = 1.0 - (((((1.061405429 * t_ - 1.453152027) * t_) + 1.421413741) * t_ - 0.284496736) * t_ + 0.254829592) * t_ * np.exp(-a * a)
     return sgn * y
@@ -332,10 +353,11 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
             kpn = kn
         if place == "scores":
             sv = rho * tau * raw                          # fl_v(raw·τ_v) exact value
-            acc.key("scores.round", tau_v ** 2 * rvar(raw, Fo), tau_v * rbound(raw, Fo), grid=(raw, Fo, tau_v))
+            v_, b_ = rvb(raw, Fo)
+            acc.key("scores.round", tau_v ** 2 * v_, tau_v * b_, grid=(raw, Fo, tau_v))
             if narrower(Fv, Fo):
                 acc.key("scores.round", tau_v ** 2 * rvar(raw, Fv), tau_v * rbound(raw, Fv))
-            acc.key("scores.scale", rvar(sv, Fv), rbound(sv, Fv), grid=(sv, Fv, 1.0))
+            acc.key("scores.scale", *rvb(sv, Fv), grid=(sv, Fv, 1.0))
             acc.key("scores.acc", 0.0, gamma(d, Fa) * tau_v * np.outer(qn, kpn))
             if np.nanmax(np.abs(raw), initial=0.0) >= thr(Fo) or (narrower(Fv, Fo) and np.nanmax(np.abs(raw), initial=0.0) >= thr(Fv)):
                 ovf["scores"] = True
@@ -355,7 +377,7 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
             kc = np.where(bl.idx[:, None] >= 0, bl.kpad - kbar, 0.0)
             acc.key("scores.input", vq @ (kc ** 2).T, bq @ np.abs(kc).T)
             sv = rho * s
-            acc.key("scores.round", rvar(sv, Fo), rbound(sv, Fo), grid=(sv, Fo, 1.0))
+            acc.key("scores.round", *rvb(sv, Fo), grid=(sv, Fo, 1.0))
             if narrower(Fv, Fo):
                 acc.key("scores.round", rvar(sv, Fv), rbound(sv, Fv))
             acc.key("scores.acc", 0.0, gamma(d, Fa) * np.outer(np.sqrt((qs ** 2).sum(axis=1)), kn))
@@ -394,11 +416,12 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
         # S̃ in score units: ρ·(a·s − bn·μ)/σ; for "scores" the matmul output is S̃/τ_v
         st = rho * (a * s - bn * mu_col) / sigma
         st_raw = st / f
-        acc.key("scores.round", f ** 2 * rvar(st_raw, Fo), f * rbound(st_raw, Fo), grid=(st_raw, Fo, f))
+        v_, b_ = rvb(st_raw, Fo)
+        acc.key("scores.round", f ** 2 * v_, f * b_, grid=(st_raw, Fo, f))
         if narrower(Fv, Fo):
             acc.key("scores.round", f ** 2 * rvar(st_raw, Fv), f * rbound(st_raw, Fv))
         if place == "scores":
-            acc.key("scores.scale", rvar(st, Fv), rbound(st, Fv), grid=(st, Fv, 1.0))
+            acc.key("scores.scale", *rvb(st, Fv), grid=(st, Fv, 1.0))
         ktn = np.sqrt((kt ** 2).sum(axis=1))
         acc.key("scores.acc", 0.0, gamma(d, Fa) * f * np.outer(np.sqrt((qq ** 2).sum(axis=1)), ktn))
         # overflow of K̃ and of the score tile (operands as the kernel rounds them)
@@ -427,8 +450,10 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     with np.errstate(invalid="ignore"):
         x = np.where(vis, sv_col - mcol, -np.inf)          # argument of exp (<= 0)
     xf = np.where(vis, x, 0.0)
-    ex_var = np.where(vis & ~exact_sub(sv_col, mcol, Fv), rvar(xf, Fv), 0.0)
-    ex_bnd = np.where(vis & ~exact_sub(sv_col, mcol, Fv, 4.0), rbound(xf, Fv), 0.0)
+    e1_, e4_ = exact_sub2(sv_col, mcol, Fv)
+    v_, b_ = rvb(xf, Fv)
+    ex_var = np.where(vis & ~e1_, v_, 0.0)
+    ex_bnd = np.where(vis & ~e4_, b_, 0.0)
     acc.key("exp.arg", ex_var, ex_bnd)
     P = np.where(vis, np.exp(xf), 0.0)
     ms_v = float(Fv.min_subnormal)
@@ -756,8 +781,9 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     dbnd = np.minimum(Wb * lrel_b, rest * (1 + gamma(n, Fr)))
     pvf = Y * fblk[:, :, None]
     fb1 = np.where(fblk > 0, fblk, 1.0)[:, :, None]
-    pv_v = rvar(pvf, Fo) / fb1 ** 2
-    pv_b = rbound(pvf, Fo) / np.where(fblk > 0, fblk, np.inf)[:, :, None]
+    pv_v, pv_b = rvb(pvf, Fo)
+    pv_v = pv_v / fb1 ** 2
+    pv_b = pv_b / np.where(fblk > 0, fblk, np.inf)[:, :, None]
     if narrower(Fv, Fo):
         pv_v = pv_v + rvar(pvf, Fv) / fb1 ** 2
         pv_b = pv_b + rbound(pvf, Fv) / np.where(fblk > 0, fblk, np.inf)[:, :, None]
@@ -776,13 +802,9 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     prevL[:, 1:] = Lcum[:, :-1]
     fr = np.where(frun > 0, frun, 1.0)
 
-    def relv_of(vals_norm: np.ndarray, frame: np.ndarray) -> np.ndarray:
-        vf = vals_norm * frame
-        return rvar(vf, Fv) / frame ** 2
-
-    def relb_of(vals_norm: np.ndarray, frame: np.ndarray) -> np.ndarray:
-        vf = vals_norm * frame
-        return rbound(vf, Fv) / frame
+    def rel_of(vals_norm: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v_, b_ = rvb(vals_norm * frame, Fv)
+        return v_ / (frame * frame), b_ / frame
 
     am = (alpha_on & step & ~a_flush)
     gm = (gamma_on & step & ~g_flush)
@@ -799,19 +821,26 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
         p1_a = np.zeros((R, T))
         p1_g = np.zeros((R, T))
     # α·ℓ, α·O (history); γ·ℓ_t, γ·PV_t (new block): a product absorbed in the following sum does not count
-    dvar += np.where(am & ~(absl & hist_small_l), relv_of(prevL, fr) * (1 - p1_a), 0.0)
-    dbnd += np.where(am, relb_of(prevL, fr), 0.0)
-    ns_var += np.where((am[:, :, None] & ~(abso & hist_small_o)), relv_of(prevN, fr[:, :, None]) * (1 - p1_a)[:, :, None], 0.0).sum(axis=1)
-    ns_b += np.where(am[:, :, None], relb_of(np.abs(prevN), fr[:, :, None]), 0.0).sum(axis=1)
-    dvar += np.where(gm & ~(absl & ~hist_small_l), relv_of(Wb, fr) * (1 - p1_g), 0.0)
-    dbnd += np.where(gm, relb_of(Wb, fr), 0.0)
-    ns_var += np.where((gm[:, :, None] & ~(abso & ~hist_small_o)), relv_of(Y, fr[:, :, None]) * (1 - p1_g)[:, :, None], 0.0).sum(axis=1)
-    ns_b += np.where(gm[:, :, None], relb_of(np.abs(Y), fr[:, :, None]), 0.0).sum(axis=1)
+    fr3 = fr[:, :, None]
+    lv_, lb_ = rel_of(prevL, fr)
+    dvar += np.where(am & ~(absl & hist_small_l), lv_ * (1 - p1_a), 0.0)
+    dbnd += np.where(am, lb_, 0.0)
+    nv_, nb_ = rel_of(prevN, fr3)
+    ns_var += np.where((am[:, :, None] & ~(abso & hist_small_o)), nv_ * (1 - p1_a)[:, :, None], 0.0).sum(axis=1)
+    ns_b += np.where(am[:, :, None], nb_, 0.0).sum(axis=1)
+    lv_, lb_ = rel_of(Wb, fr)
+    dvar += np.where(gm & ~(absl & ~hist_small_l), lv_ * (1 - p1_g), 0.0)
+    dbnd += np.where(gm, lb_, 0.0)
+    nv_, nb_ = rel_of(Y, fr3)
+    ns_var += np.where((gm[:, :, None] & ~(abso & ~hist_small_o)), nv_ * (1 - p1_g)[:, :, None], 0.0).sum(axis=1)
+    ns_b += np.where(gm[:, :, None], nb_, 0.0).sum(axis=1)
     # the sums ℓ_t and O_t
-    dvar += np.where(step & ~absl, np.minimum(relv_of(Lcum, fr), small_l ** 2), 0.0)
-    dbnd += np.where(step, np.minimum(relb_of(Lcum, fr), small_l), 0.0)
-    ns_var += np.where(step[:, :, None] & ~abso, np.minimum(relv_of(Ncum, fr[:, :, None]), small_o ** 2), 0.0).sum(axis=1)
-    ns_b += np.where(step[:, :, None], np.minimum(relb_of(np.abs(Ncum), fr[:, :, None]), np.abs(small_o)), 0.0).sum(axis=1)
+    lv_, lb_ = rel_of(Lcum, fr)
+    dvar += np.where(step & ~absl, np.minimum(lv_, small_l ** 2), 0.0)
+    dbnd += np.where(step, np.minimum(lb_, small_l), 0.0)
+    nv_, nb_ = rel_of(Ncum, fr3)
+    ns_var += np.where(step[:, :, None] & ~abso, np.minimum(nv_, small_o ** 2), 0.0).sum(axis=1)
+    ns_b += np.where(step[:, :, None], np.minimum(nb_, np.abs(small_o)), 0.0).sum(axis=1)
     if pol.accum == "pow2":     # power-of-two renormalisation and scaled contributions: exact unless subnormal
         ns_b += 2.0 * T * 0.5 * ms_v
     den_var_o = (o_cons ** 2) * dvar.sum(axis=1)[:, None]
@@ -1131,9 +1160,10 @@ def _monte_carlo(rows: np.ndarray, z_sys: np.ndarray, keep: np.ndarray, acc: _Ac
     nm = None if flush_m is None else ~flush_m[rows]
     target = o_ref[rows]
     out = np.zeros((Rm, dv))
+    any_s, any_o = bool(np.any(hs > 0)), bool(np.any(ho > 0))
     for _ in range(opts.mc_samples):
-        es = hs * rng.uniform(-1, 1, (Rm, L))
-        eo = ho * rng.uniform(-1, 1, (Rm, L))
+        es = hs * rng.uniform(-1, 1, (Rm, L)) if any_s else np.zeros((Rm, L))
+        eo = ho * rng.uniform(-1, 1, (Rm, L)) if any_o else 0.0
         for xr, F, f, is_s in grids:
             e = f * (grid_round(xr, F, rng.uniform(0, 1, (Rm, 1))) - xr)
             e = np.where(np.isfinite(e), e, 0.0)

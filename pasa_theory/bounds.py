@@ -261,7 +261,7 @@ def _check_beta(beta: Any) -> float | None:
 # -- prediction ------------------------------------------------------------------------------------------------
 def predict(method: str, q: Any, k: Any, v: Any, *, precision: Any = "npu_fp16", beta: float | None = None,
             block_kv: int = 128, scale: float | None = None, is_causal: bool = False, out_dtype: Any = None,
-            mc_samples: int = 8, seed: int = 0) -> Prediction:
+            mc_samples: int = 8, seed: int = 0, mc_rows: int = 2048) -> Prediction:
     """Predict the error of harness method ``method`` on ``q, k, v`` (BNSD, numpy or torch).
 
     Args:
@@ -270,20 +270,26 @@ def predict(method: str, q: Any, k: Any, v: Any, *, precision: Any = "npu_fp16",
         precision: the run's precision: a preset name or a ``pasa_npu.Precision`` (read by field).
         beta, block_kv, scale, is_causal: as for ``pasa_npu.pasa_attention``.
         out_dtype: the output format (default: q's dtype, as the kernels).
-        mc_samples, seed: Monte Carlo samples for rows in the nonlinear regime, and their seed.
+        mc_samples, seed, mc_rows: Monte Carlo samples for rows in the nonlinear regime, their seed, and
+            the number of such rows evaluated by Monte Carlo (the others are scaled, see predict_many).
 
     Returns:
         A :class:`Prediction`. torch is imported only if tensors are given.
     """
     return predict_many([method], q, k, v, precision=precision, beta=beta, block_kv=block_kv, scale=scale,
-                        is_causal=is_causal, out_dtype=out_dtype, mc_samples=mc_samples, seed=seed)[0]
+                        is_causal=is_causal, out_dtype=out_dtype, mc_samples=mc_samples, seed=seed, mc_rows=mc_rows)[0]
 
 
 def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *, precision: Any = "npu_fp16",
                  beta: float | None = None, block_kv: int = 128, scale: float | None = None,
                  is_causal: bool = False, out_dtype: Any = None, mc_samples: int = 8,
-                 seed: int = 0, row_elements: int = 2_500_000) -> list[Prediction]:
-    """:func:`predict` for several methods on the same inputs, sharing the exact quantities."""
+                 seed: int = 0, mc_rows: int = 2048, row_elements: int = 2_500_000) -> list[Prediction]:
+    """:func:`predict` for several methods on the same inputs, sharing the exact quantities.
+
+    ``mc_rows`` is the Monte Carlo budget (rows in the nonlinear regime evaluated without linearisation)
+    per method and input, shared among the row chunks in proportion to their size; ``row_elements`` the
+    size (rows × keys) of a chunk.
+    """
     import numpy as np
 
     from . import _errormodel as em
@@ -321,19 +327,36 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
         if F.name not in rounded:
             rounded[F.name] = tuple(round_array(x, F) for x in (qa, ka, va))
 
+    if nonfinite_input:   # inf/NaN inputs: the census records them at its first stage; nothing to model
+        return [Prediction(method=m, policy=pol.name, max_abs_bound=math.inf, rmse_estimate=math.inf, overflow=True,
+                           overflow_stage="input", beta=consts.beta if consts else None,
+                           c=consts.c if consts else None, modelled_as=pol.modelled_as)
+                for m, pol, n, consts in plans]
     chunk_rows = max(1, row_elements // max(1, G * S2))
     acc: list[dict] = [dict(bound_max=0.0, ms_sum=0.0, count=0, terms_var={}, terms_bound={}, ovf={s: False for s in STAGES},
                             nl=0, mc=0, mls=0.0, row_bound=np.zeros((B, H, S1)), row_ms=np.zeros((B, H, S1)))
                        for _ in plans]
-    opts = em.Options(out_format=out_fmt, mc_samples=mc_samples, seed=seed)
+    if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0:
+        raise ValueError(f"mc_samples must be an int >= 0, got {mc_samples!r}")
+    if isinstance(mc_rows, bool) or not isinstance(mc_rows, int) or mc_rows < 1:
+        raise ValueError(f"mc_rows must be a positive int, got {mc_rows!r}")
+    from dataclasses import replace as _replace
+
+    total_rows = B * H * S1
+    base_opts = em.Options(out_format=out_fmt, mc_samples=mc_samples, seed=seed)
+    chunk_no = 0
     for b in range(B):
         for h in range(Hkv):
             for i0 in range(0, S1, chunk_rows):
                 i1 = min(S1, i0 + chunk_rows)
+                chunk_no += 1
+                budget = max(64, math.ceil(mc_rows * G * (i1 - i0) / total_rows))
+                opts = _replace(base_opts, mc_max_rows=budget, seed=seed + 1000003 * chunk_no)
                 pos = np.tile(np.arange(i0, i1), G)
                 heads = np.repeat(np.arange(h * G, (h + 1) * G), i1 - i0)
                 qg = qa[b, h * G:(h + 1) * G, i0:i1].reshape(-1, D)
-                golden = em.Exact(qg, ka[b, h], va[b, h], pos, tau, S1, is_causal)
+                with np.errstate(over="ignore", under="ignore"):
+                    golden = em.Exact(qg, ka[b, h], va[b, h], pos, tau, S1, is_causal)
                 cache: dict[tuple, tuple] = {}
                 for pi, (m, pol, n, consts) in enumerate(plans):
                     key = (pol.matmul_in.name, n, pol.kv_tail)
@@ -343,7 +366,8 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
                         if np.array_equal(qgr, qg) and np.array_equal(kr[b, h], ka[b, h]) and np.array_equal(vr[b, h], va[b, h]):
                             ex = golden
                         else:
-                            ex = em.Exact(qgr, kr[b, h], vr[b, h], pos, tau, S1, is_causal)
+                            with np.errstate(over="ignore", under="ignore"):
+                                ex = em.Exact(qgr, kr[b, h], vr[b, h], pos, tau, S1, is_causal)
                             ex.o_ref = golden.o
                         cache[key] = (ex, em.make_blocks(ex, n, pol.kv_tail))
                     ex, bl = cache[key]

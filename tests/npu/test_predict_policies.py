@@ -1,0 +1,82 @@
+"""pasa_theory.policies mirrors pasa_npu: presets field by field, each harness method's arrangement, and
+the shift constants (β, stored entries of M, c) the kernel really uses."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from pasa_npu.kernel import shift_parameters
+from pasa_npu.methods import METHODS, get_method, method_names
+from pasa_npu.precision import PRESETS, Precision
+from pasa_theory import policies
+
+_FMT = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
+
+
+def _fields(p: Precision) -> dict:
+    out = {}
+    for f in dataclasses.fields(p):
+        val = getattr(p, f.name)
+        out[f.name] = _FMT[val] if isinstance(val, torch.dtype) else val
+    return out
+
+
+def _policy_fields(pol: policies.Policy) -> dict:
+    out = {}
+    for f in dataclasses.fields(Precision):
+        val = getattr(pol, f.name)
+        out[f.name] = val.name if hasattr(val, "emin") else val
+    return out
+
+
+def test_method_names_match_the_harness():
+    assert policies.method_names() == method_names()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_preset_fields_mirror_pasa_npu(preset):
+    assert policies.PRESET_FIELDS[preset] == _fields(PRESETS[preset])
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("method", [m for m in METHODS if METHODS[m].precision(PRESETS["npu_fp16"]) is not None])
+def test_method_arrangements_mirror_pasa_npu(method, preset):
+    expected = get_method(method).precision(PRESETS[preset])
+    pol = policies.resolve(method, preset)
+    assert _policy_fields(pol) == _fields(expected)
+    # a Precision object is read field by field, with the same result as its preset name
+    assert _policy_fields(policies.resolve(method, PRESETS[preset])) == _fields(expected)
+
+
+def test_pasa_preset_methods_ignore_the_run_precision():
+    pol = policies.resolve("pasa:reference", "bf16")
+    assert _policy_fields(pol) == _fields(PRESETS["reference"])
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("d,n", [(128, 128), (64, 64), (128, 64), (96, 32)])
+def test_shift_constants_are_the_kernels(preset, d, n):
+    pol = policies.resolve(f"pasa:{preset}")
+    ours = policies.shift_constants(pol, n, None, 1 / math.sqrt(d))
+    kern = shift_parameters(preset, head_dim=d, block_kv=n)
+    assert (ours.beta, ours.diag, ours.off, ours.c) == (kern.beta, kern.diag, kern.off, kern.c)
+
+
+@pytest.mark.parametrize("beta", [0.9375, 0.96875, 0.984497, 0.99])
+def test_script_fp32_setup_model_equals_the_kernels_fp32_arithmetic(beta):
+    pol = policies.resolve("pasa:reference")
+    for d, n in [(128, 128), (64, 128), (80, 16)]:
+        ours = policies.shift_constants(pol, n, beta, 1 / math.sqrt(d))
+        kern = shift_parameters("reference", head_dim=d, block_kv=n, beta=beta)
+        assert (ours.beta, ours.diag, ours.off, ours.c) == (kern.beta, kern.diag, kern.off, kern.c)
+
+
+def test_custom_precision_objects_are_read_by_field():
+    custom = PRESETS["npu_fp16"].replace(name="mine", reduce="pairwise", pseudo_average="rounded")
+    pol = policies.resolve("pasa", custom)
+    assert pol.reduce == "pairwise" and pol.pseudo_average == "rounded" and pol.vector.name == "fp16"
+    with pytest.raises(TypeError, match="precision"):
+        policies.resolve("pasa", object())

@@ -1,0 +1,310 @@
+"""pasa_theory.bounds without pasa_npu: symbolic identities, the rounding primitives against exact
+rounding, the composition against exact (float64) perturbation experiments, the closed-form envelope
+at the fp16 overflow threshold, argument checking, and the torch-free contract.
+
+Oracles are independent of the code under test: exact rational rounding
+(:func:`pasa_theory.round_to_format`, itself checked bit for bit against numpy/ml_dtypes/torch casts in
+test_rounding_oracles.py), numpy's IEEE float16 arithmetic, and softmax attention evaluated in float64
+on explicitly perturbed logits.
+"""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import pasa_theory as pt
+from pasa_theory import _errormodel as em
+from pasa_theory import bounds as pb
+from pasa_theory.formats import get_format, round_array, round_to_format
+
+F16 = get_format("fp16")
+U16 = 2.0 ** -11
+
+
+def _att(z: np.ndarray, v: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    w = np.exp(z)
+    return (w @ v) / w.sum(axis=-1, keepdims=True)
+
+
+# -- symbolic identities --------------------------------------------------------------------------------------------
+def test_every_derivation_verifies_symbolically():
+    ids = pb.derivations()
+    assert len(ids) >= 12
+    bad = [i.name for i in ids if not i.verify()]
+    assert not bad, f"identities that do not simplify to zero: {bad}"
+
+
+# -- standard model -------------------------------------------------------------------------------------------------
+def test_standard_model_constants():
+    assert pb.unit_roundoff("fp16") == Fraction(1, 2 ** 11)
+    assert pb.unit_roundoff("bf16") == Fraction(1, 2 ** 8)
+    assert pb.gamma_n(128, "fp16") == Fraction(128, 2 ** 11 - 128)          # nu/(1 − nu), exactly
+    assert pb.gamma_n(0, "fp32") == 0
+    with pytest.raises(ValueError, match="no deterministic bound"):
+        pb.gamma_n(2 ** 11, "fp16")
+    # Higham–Mary: λ√n·u to first order
+    gt = float(pb.gamma_tilde(4096, "fp16", lam=1.0))
+    assert abs(gt - 64 * U16) / (64 * U16) < 0.05
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp32"])
+def test_rounding_primitives_against_exact_rounding(fmt):
+    """|fl(x) − x| <= rbound(x) for every x (constructed boundaries and random), ulp matches the exact
+    spacing, and the variance is ulp²/12 (0 where fl flushes to zero)."""
+    F = get_format(fmt)
+    ms, mn, mx = float(F.min_subnormal), float(F.min_normal), float(F.max_finite)
+    rng = np.random.default_rng(1)
+    x = np.concatenate([
+        rng.uniform(-1, 1, 2000) * 10.0 ** rng.integers(-8, 5, 2000),
+        [0.0, ms / 2, ms / 2 * 1.0000001, ms, 1.5 * ms, mn, mn * (1 - 2.0 ** -30), 1.0, 1 + float(F.u), mx, -mx],
+    ])
+    fl = round_array(x, F)
+    err = np.abs(fl - x)
+    b = em.rbound(x, F)
+    worst = int(np.argmax(err - b))
+    assert np.all(err <= b), f"{fmt}: |fl(x) − x| = {err[worst]!r} > bound {b[worst]!r} at x = {x[worst]!r}"
+    v, bb = em.rvb(x, F)
+    assert np.array_equal(bb, b) and np.array_equal(v, em.rvar(x, F))
+    rep = fl[np.isfinite(fl) & (fl != 0)]
+    q = em.ulp(rep, F)
+    exact_q = np.array([float(pt.ulp(Fraction(float(r)), F)) for r in rep[:300]])
+    assert np.array_equal(q[:300], exact_q)
+    flushed = np.abs(x) < ms / 2
+    assert np.all(v[flushed] == 0) and np.all(v[~flushed & (x != 0)] == em.ulp(x, F)[~flushed & (x != 0)] ** 2 / 12)
+
+
+def test_exact_subtraction_claims_are_true():
+    """Whenever exact_sub claims fl16(a − b) is exact, numpy's float16 subtraction is exact; Sterbenz cases
+    are recognised."""
+    rng = np.random.default_rng(2)
+    a = (rng.standard_normal(20000) * 10.0 ** rng.integers(-3, 4, 20000)).astype(np.float16)
+    b = (a * rng.uniform(0.3, 3.0, 20000)).astype(np.float16)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    claim1, claim4 = em.exact_sub2(a64, b64, F16)
+    diff16 = (a - b).astype(np.float64)
+    ok = diff16 == (a64 - b64)
+    assert np.all(ok[claim1]), f"{int((~ok[claim1]).sum())} claimed-exact subtractions were rounded"
+    assert np.all(claim1[claim4])
+    sterbenz = (b64 / 2 <= a64) & (a64 <= 2 * b64) & (a64 > 0)
+    assert np.all(claim1[sterbenz])
+
+
+def test_erf_and_grid_quantisation():
+    xs = np.linspace(-5, 5, 2001)
+    assert np.max(np.abs(em.erf(xs) - np.array([math.erf(t) for t in xs]))) < 2e-7
+    rng = np.random.default_rng(3)
+    x = rng.uniform(1100, 1200, (1, 5000))                 # one binade of fp16, quantum 1
+    errs = np.concatenate([em.grid_round(x, F16, rng.uniform(0, 1, (1, 1))) - x for _ in range(200)], axis=1)
+    assert abs(errs.mean()) < 0.01 and abs(errs.var() - 1 / 12) < 0.003   # uniform marginal on one quantum
+    y = em.grid_round(np.sort(x), F16, np.array([[0.37]]))
+    assert np.all(np.diff(y) >= 0)                           # quantisation keeps the order
+
+
+def test_rounded_mean_square_limits():
+    o = np.array([[1000.3, 1000.3, 1000.3]])
+    ref = np.array([[1000.25, 1000.25, 1000.25]])
+    q = em.ulp(o, F16)                                        # 0.5
+    tiny = em._rounded_ms(o, np.array([[0.0, 1e-6, 1e-6]]), q, ref, F16)
+    det = (round_array(o, F16) - ref) ** 2
+    assert np.allclose(tiny, det, rtol=1e-6)                  # known to far better than a quantum: deterministic
+    big = em._rounded_ms(o, np.array([[50.0, 50.0, 50.0]]), q, ref, F16)
+    assert np.allclose(big, (o - ref) ** 2 + 2500 + q ** 2 / 12)
+
+
+# -- composition against explicit perturbation experiments -----------------------------------------------------------
+def _toy(seed: int, n_keys: int = 40, dv: int = 6):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal(n_keys) * 2.0
+    v = rng.standard_normal((n_keys, dv)) * 3.0 + 1.0
+    return z, v
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_first_order_sensitivities_match_finite_perturbations(seed):
+    """B2/B3: Δo = Σ_r p_r ε_r (v_r − o) and a block-common ζ moves o by ζ·B_j, to O(ε²)."""
+    z, v = _toy(seed)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    o = p @ v
+    rng = np.random.default_rng(100 + seed)
+    eps = rng.standard_normal(z.size) * 1e-6
+    lin = (p * eps) @ (v - o)
+    act = _att(z + eps, v) - o
+    assert np.max(np.abs(act - lin)) <= 1e-4 * np.max(np.abs(lin))
+    blk = np.zeros(z.size, dtype=bool)
+    blk[10:25] = True
+    Bj = (p[blk, None] * (v[blk] - o)).sum(axis=0)
+    act = _att(z + 1e-6 * blk, v) - o
+    assert np.max(np.abs(act - 1e-6 * Bj)) <= 1e-4 * np.max(np.abs(1e-6 * Bj))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_nonlinear_consistent_bound_holds_for_adversarial_perturbations(seed):
+    """|o' − o| <= e^{Σp E}·Σ_r p_r (e^{E_r} − 1)|v_r − o| (B7 with Jensen) for perturbations of every sign
+    pattern up to |ε_r| <= E_r, including large ones; and never more than the hull cap."""
+    z, v = _toy(seed)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    o = p @ v
+    rng = np.random.default_rng(200 + seed)
+    E = rng.uniform(0, 3.0, z.size) * (rng.uniform(size=z.size) < 0.5)
+    bound = np.exp((p * E).sum()) * ((p * np.expm1(E)) @ np.abs(v - o))
+    cap = np.maximum(v.max(axis=0) - o, o - v.min(axis=0))
+    for _ in range(50):
+        eps = E * rng.choice([-1.0, 1.0], z.size) * rng.uniform(0.5, 1.0, z.size)
+        d = np.abs(_att(z + eps, v) - o)
+        assert np.all(d <= bound * (1 + 1e-12)), f"{np.max(d - bound)}"
+        assert np.all(d <= cap + 1e-12)
+
+
+def test_absorption_matches_float16_arithmetic():
+    """One dominant key and a tiny second one in another block: numpy float16 sums drop the small
+    addend exactly as the model's absorption says (ℓ = fl(1 + w) = 1, O = fl(v1 + w·v2) = v1)."""
+    v = np.array([[30.25, -3.0], [29.0, 4.0]])
+    for w in (1e-5, 2e-4, 4e-3):
+        ell16 = np.float16(np.float16(1.0) + np.float16(w))
+        o16 = (np.float16(v[0]) + np.float16(w * v[1]).astype(np.float16)).astype(np.float16)
+        kernel = o16.astype(np.float64) / float(ell16)
+        exact = (v[0] + w * v[1]) / (1 + w)
+        # model: two blocks of one key each, top block first
+        pw = np.array([[1.0, w]]) / (1 + w)
+        step = np.array([[False, True]])
+        det, masks = em._absorption(pw, v, 1, 2, np.ones((1, 2)), np.ones((1, 2)), step, F16, F16)
+        o = pw @ v
+        assert masks["absl"][0, 1] == (w < U16)
+        for col in range(2):
+            dropped = bool(masks["abso"][0, 1, col])
+            assert dropped == (float(o16[col]) == v[0, col])
+        if masks["absl"][0, 1] and masks["abso"][0, 1].all():
+            pred = o + det
+            assert np.allclose(pred, kernel, atol=1e-3 * w), (pred, kernel, exact)
+
+
+# -- a priori envelope --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("product,overflows", [(65519.0, False), (65521.0, True)])
+def test_envelope_at_the_fp16_overflow_threshold(product, overflows):
+    """Constant inputs: q·k = d·μ_q·μ_k exactly, which overflows fp16 iff >= 65520 (fa_qk rounds QKᵀ
+    before the scale); fa_q compares τ·q·k and stays finite."""
+    mq = 16.0
+    mk = product / (128 * mq)
+    st = pb.InputStats(mq, 0.0, mk, 0.0, 1.0, 0.0, head_dim=128, seq_kv=64, seq_q=4)
+    env = pb.overflow_envelope("fa_qk", st)
+    assert env.peaks["scores"] == pytest.approx(product, rel=1e-12)
+    assert (env.overflow_stage == "scores") == overflows
+    assert pb.overflow_envelope("fa_q", st).overflow_stage is None
+    assert pb.overflow_envelope("pasa", st).overflow_stage is None
+
+
+def test_envelope_of_the_accumulators_on_a_long_biased_v():
+    """Flat attention over V ≈ 30: unnormalised fp16 O reaches ≈ 30·S2 (PASA.md §4.2 caveat)."""
+    for s2, over in ((1024, False), (4096, True)):
+        st = pb.InputStats(0.0, 0.05, 0.0, 0.05, 30.0, 0.5, head_dim=128, seq_kv=s2, seq_q=128, heads=4)
+        assert (pb.overflow_envelope("pasa:reference", st).overflow_stage == "accumulator") == over
+        assert pb.overflow_envelope("pasa", st).overflow_stage is None        # pow2 accumulators
+        assert pb.overflow_envelope("pasa:hybrid", st).overflow_stage is None  # fp32 accumulators
+
+
+def test_envelope_of_the_block_offsets():
+    """PASA's own limit: block offsets β·Δ(mean score) beyond the vector format's range."""
+    base = dict(spread_q=0.1, spread_k=0.1, mean_v=0.0, spread_v=1.0, head_dim=128, seq_kv=512, seq_q=8)
+    small = pb.InputStats(mean_q=60.0, mean_k=0.0, kv_block_drift=60.0, **base)
+    large = pb.InputStats(mean_q=80.0, mean_k=0.0, kv_block_drift=80.0, **base)
+    assert pb.overflow_envelope("pasa", small).overflow_stage is None
+    assert pb.overflow_envelope("pasa", large).overflow_stage == "shift"
+
+
+def test_term_scales_show_the_recovery_amplification():
+    """A priori: on unbiased wide data PASA's block offsets (c·√(σ²/n)) exceed its per-key errors, and
+    grow with c = β/(1 − β)."""
+    st = pb.InputStats(0.0, 20.0, 0.0, 20.0, 0.0, 20.0, head_dim=128, seq_kv=1407, seq_q=256, heads=7)
+    s = pb.term_scales("pasa", st)
+    assert s["recovery"] > 3 * max(s["scores.round"], s["scores.kt"])
+    s_small = pb.term_scales("pasa", st, beta=0.5)
+    assert s_small["recovery"] < s["recovery"] / 10
+
+
+# -- predict on numpy arrays: contract --------------------------------------------------------------------------------
+def _small(seed=0, mean=0.0, amp=2.0, s1=8, s2=200, d=32, h=2, hk=1):
+    rng = np.random.default_rng(seed)
+    q = (mean + amp * rng.uniform(-1, 1, (1, h, s1, d))).astype(np.float16)
+    k = (mean + amp * rng.uniform(-1, 1, (1, hk, s2, d))).astype(np.float16)
+    v = (mean + amp * rng.uniform(-1, 1, (1, hk, s2, d))).astype(np.float16)
+    return q, k, v
+
+
+def test_predict_on_numpy_is_deterministic_and_well_formed():
+    q, k, v = _small()
+    a = pt.predict("pasa", q, k, v)
+    b = pt.predict("pasa", q, k, v)
+    assert a.rmse_estimate == b.rmse_estimate and a.max_abs_bound == b.max_abs_bound
+    assert 0 < a.rmse_estimate < a.max_abs_bound
+    assert a.row_bound.shape == (1, 2, 8) and a.row_rmse.shape == (1, 2, 8)
+    assert a.dominant in pb.TERMS and a.overflow is False and a.overflow_stage is None
+    rec = a.as_record()
+    assert {f"rms.{t}" for t in pb.TERMS} <= set(rec)
+    assert a.beta is not None and a.c is not None and abs(a.kappa) < 1e-3
+
+
+def test_predict_never_imports_torch_for_numpy_inputs():
+    code = (
+        "import sys, numpy as np, pasa_theory as pt\n"
+        "q = np.ones((1, 1, 4, 16), np.float16); k = np.ones((1, 1, 130, 16), np.float16)\n"
+        "p = pt.predict('pasa:reference', q, k, k); pt.predict('fa_qk', q, k, k)\n"
+        "print('torch' in sys.modules, 'sympy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip() == "False False"
+
+
+BAD = [
+    (dict(method="pasa_x"), ValueError, "method"),
+    (dict(method=3), TypeError, "method"),
+    (dict(precision="fp8"), ValueError, "precision"),
+    (dict(precision=object()), TypeError, "precision"),
+    (dict(block_kv=0), ValueError, "block_kv"),
+    (dict(block_kv=1), ValueError, "block_kv"),
+    (dict(beta=1.0), ValueError, "beta"),
+    (dict(beta="0.9"), TypeError, "beta"),
+    (dict(scale=-1.0), ValueError, "scale"),
+    (dict(is_causal=1), TypeError, "is_causal"),
+    (dict(mc_samples=-1), ValueError, "mc_samples"),
+    (dict(q=[[1.0]]), TypeError, "q"),
+    (dict(q=np.ones((2, 3), np.float16)), ValueError, "4-D"),
+    (dict(q=np.ones((1, 2, 8, 32), np.int32)), TypeError, "floating"),
+    (dict(q=np.ones((1, 3, 8, 32), np.float16), k=np.ones((1, 2, 200, 32), np.float16),
+          v=np.ones((1, 2, 200, 32), np.float16)), ValueError, "multiple"),
+    (dict(k=np.ones((1, 1, 200, 16), np.float16)), ValueError, "head dims"),
+]
+
+
+@pytest.mark.parametrize("kw,exc,words", BAD)
+def test_bad_arguments_are_rejected_clearly(kw, exc, words):
+    q, k, v = _small()
+    args = dict(method="pasa", q=q, k=k, v=v)
+    args.update({key: val for key, val in kw.items() if key in args})
+    rest = {key: val for key, val in kw.items() if key not in args}
+    with pytest.raises(exc, match=words):
+        pt.predict(args["method"], args["q"], args["k"], args["v"], **rest)
+
+
+def test_nonfinite_inputs_predict_an_input_stage_overflow():
+    q, k, v = _small()
+    q = q.copy()
+    q[0, 0, 0, 0] = np.inf
+    p = pt.predict("pasa", q, k, v)
+    assert p.overflow and p.overflow_stage == "input" and math.isinf(p.max_abs_bound)
+
+
+def test_a_priori_prediction_uses_the_closed_form_envelope():
+    st = pb.InputStats(30.0, 0.5, 30.0, 0.5, 30.0, 0.5, head_dim=128, seq_kv=300, seq_q=256, heads=1)
+    pa = pb.predict_a_priori("fa_qk", st, rows=8)
+    assert pa.overflow and pa.overflow_stage == "scores"
+    pp = pb.predict_a_priori("pasa", st, rows=8)
+    assert not pp.overflow and 0 < pp.rmse_estimate < pp.max_abs_bound
+    assert round_to_format(Fraction(1), "fp16") == 1   # formats module available without torch
