@@ -47,6 +47,8 @@ from typing import Literal
 
 import torch
 
+from pasa_theory.policies import PRESET_FIELDS
+
 __all__ = ["Precision", "PRESETS", "get_precision", "theory_format_name"]
 
 ScalePlacement = Literal["m", "q", "scores"]
@@ -191,25 +193,18 @@ class Precision:
         return "\n".join(rows)
 
 
-_F16, _BF16, _F32, _F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
+_DTYPES = {name: dtype for dtype, name in _THEORY_NAMES.items()}
+_DTYPE_FIELDS = ("matmul_in", "matmul_acc", "matmul_out", "vector", "coef_dtype")
 
-#: The reference script's final β (commit 14f5c6f of the public PASA implementation).
-REFERENCE_SCRIPT_BETA = 0.984497
 
-PRESETS: dict[str, Precision] = {
-    "npu_fp16": Precision("npu_fp16", _F16, _F32, _F16, _F16, coef_dtype=_F16),
-    "reference": Precision(
-        "reference", _F16, _F32, _F16, _F16, coef="beta", coef_dtype=_F16, setup="script_fp32",
-        accum="raw", kv_tail="reference", beta=REFERENCE_SCRIPT_BETA, pseudo_average="rounded",
-        reference="running",
-    ),
-    "fp16_strict": Precision("fp16_strict", _F16, _F32, _F16, _F16, reduce="pairwise", coef_dtype=_F16),
-    "fp16_keymean": Precision("fp16_keymean", _F16, _F32, _F16, _F16, coef_dtype=_F16, recovery="key_mean"),
-    "hybrid": Precision("hybrid", _F16, _F32, _F16, _F32, coef_dtype=_F32, accum="raw"),
-    "bf16": Precision("bf16", _BF16, _F32, _BF16, _BF16, coef_dtype=_BF16),
-    "fp32": Precision("fp32", _F32, _F32, _F32, _F32, coef_dtype=_F32, accum="raw", beta_format="fp16"),
-    "fp64": Precision("fp64", _F64, _F64, _F64, _F64, coef_dtype=_F64, accum="raw", beta_format="fp16"),
-}
+def _from_fields(fields: dict) -> Precision:
+    return Precision(**{k: (_DTYPES[v] if k in _DTYPE_FIELDS else v) for k, v in fields.items()})
+
+
+#: The presets. Their field values live in one place, the torch-free
+#: :data:`pasa_theory.policies.PRESET_FIELDS` (formats written as names), which the rounding-error
+#: model reads too; here they become :class:`Precision` objects with torch dtypes.
+PRESETS: dict[str, Precision] = {name: _from_fields(f) for name, f in PRESET_FIELDS.items()}
 
 
 def get_precision(precision: str | Precision) -> Precision:

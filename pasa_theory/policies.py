@@ -4,13 +4,15 @@
 harness method by how it rearranges the run's precision (``pasa_npu.methods``). The rounding-error
 model of :mod:`pasa_theory.bounds` needs the same facts without importing torch, so this module keeps
 
-* :data:`PRESET_FIELDS`, the field values of every ``pasa_npu.PRESETS`` entry with dtypes written as
-  format names (``"fp16"``, ``"bf16"``, ``"fp32"``, ``"fp64"``), and
+* :data:`PRESET_FIELDS`, the field values of every preset with formats written as names (``"fp16"``,
+  ``"bf16"``, ``"fp32"``, ``"fp64"``): the single source of the presets, from which
+  ``pasa_npu.PRESETS`` builds its torch ``Precision`` objects, and
 * :func:`resolve`, which applies a harness method's arrangement to a precision (a preset name or any
   Precision-like object, read field by field with ``getattr``; dtypes via ``str()``).
 
-Both mirror ``pasa_npu`` and are checked against it field by field
-(tests/npu/test_predict_policies.py): a change there that is not made here fails the tests.
+The method arrangements mirror ``pasa_npu.methods`` and the field defaults mirror ``pasa_npu.Precision``;
+both are checked against it (tests/npu/test_predict_policies.py): a change there that is not made
+here fails the tests.
 
 The shift constants (β, the stored entries of the rounded shifting matrix, the recovery coefficient
 c) are resolved by :func:`shift_constants` through the same :mod:`pasa_theory` calls the kernel makes
@@ -43,7 +45,7 @@ __all__ = [
     "method_names",
 ]
 
-#: Field values of ``pasa_npu.PRESETS`` (dtypes as format names). Mirrors pasa_npu/precision.py.
+#: Defaults of ``pasa_npu.Precision``'s fields (dtypes as format names); checked against it by the tests.
 _DEFAULTS: dict[str, Any] = dict(
     reduce="acc", scale="m", coef="rounded_m", coef_dtype="fp16", pseudo_average="centered",
     reference="lazy", recenter_at=16.0, recovery="pseudo_average", setup="exact", accum="pow2",
@@ -61,6 +63,7 @@ def _preset(name: str, mi: str, acc: str, out: str, vec: str, **kw: Any) -> dict
 #: The reference script's final β (commit 14f5c6f of the public PASA implementation).
 REFERENCE_SCRIPT_BETA = 0.984497
 
+#: Field values of every preset (formats as names); ``pasa_npu.PRESETS`` is built from these.
 PRESET_FIELDS: dict[str, dict[str, Any]] = {
     "npu_fp16": _preset("npu_fp16", "fp16", "fp32", "fp16", "fp16", coef_dtype="fp16"),
     "reference": _preset(

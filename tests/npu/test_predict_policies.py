@@ -37,8 +37,15 @@ def test_method_names_match_the_harness():
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_preset_fields_mirror_pasa_npu(preset):
+def test_presets_are_built_from_the_theory_fields(preset):
     assert policies.PRESET_FIELDS[preset] == _fields(PRESETS[preset])
+
+
+def test_field_defaults_mirror_precision():
+    """A Precision built with defaults (as users do) must be modelled with the same defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Precision) if f.default is not dataclasses.MISSING}
+    defaults = {k: (_FMT[v] if isinstance(v, torch.dtype) else v) for k, v in defaults.items()}
+    assert defaults == policies._DEFAULTS
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
