@@ -667,8 +667,12 @@ def overflow_envelope(method: str, stats: InputStats, *, precision: Any = "npu_f
     sr = sc["sd_row"]
 
     def ell(m: int) -> float:
+        # Σ_r e^{s_r − max s} over m Gaussian logits of spread sr: m·E[e^{s}]/e^{max} = m·e^{sr²/2 − z·sr} while the
+        # bulk dominates (sr < z); for sr >= z the largest term dominates and ℓ → 1 (the exponent's minimum,
+        # −z²/2 at sr = z, gives m·e^{−z²/2} = 1 there, so the two branches join continuously).
         zm = math.sqrt(2.0 * math.log(max(m, 2)))
-        return min(float(m), max(1.0, m * math.exp(min(sr * sr / 2 - zm * sr, 0.0))))
+        expo = sr * sr / 2 - zm * sr if sr < zm else -zm * zm / 2
+        return min(float(m), max(1.0, m * math.exp(expo)))
 
     vmag = abs(stats.mean_v) + stats.std("v")
     tile = ell(n) * vmag                                   # the P·V tile, rounded to the matmul output format

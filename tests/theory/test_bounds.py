@@ -210,6 +210,21 @@ def test_envelope_of_the_accumulators_on_a_long_biased_v():
         assert pb.overflow_envelope("pasa:hybrid", st).overflow_stage is None  # fp32 accumulators
 
 
+def test_envelope_row_sum_of_a_peaked_softmax_is_its_maximum():
+    """Scores spread far wider than √(2 ln S2): the row sum is dominated by the largest weight, so raw
+    accumulators stay near max|V| instead of S2·max|V| (checked against the exact sum on sampled rows)."""
+    st = pb.InputStats(150.0, 0.5, 150.0, 0.5, 150.0, 0.5, head_dim=128, seq_kv=1407, seq_q=64)
+    env = pb.overflow_envelope("pasa:reference", st)
+    rng = np.random.default_rng(7)
+    q = 150.0 + rng.uniform(-0.5, 0.5, (64, 128))
+    k = 150.0 + rng.uniform(-0.5, 0.5, (1407, 128))
+    s = q @ k.T / np.sqrt(128)
+    ell = np.exp(s - s.max(axis=1, keepdims=True)).sum(axis=1)
+    print(f"envelope row_sum {env.peaks['row_sum']:.3g}, sampled ℓ median {np.median(ell):.3g} max {ell.max():.3g}")
+    assert env.peaks["row_sum"] <= 4.0 and ell.max() <= 4.0
+    assert env.overflow_stage is None
+
+
 def test_envelope_of_the_block_offsets():
     """PASA's own limit: block offsets β·Δ(mean score) beyond the vector format's range."""
     base = dict(spread_q=0.1, spread_k=0.1, mean_v=0.0, spread_v=1.0, head_dim=128, seq_kv=512, seq_q=8)
