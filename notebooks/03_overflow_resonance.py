@@ -51,10 +51,12 @@ for name, thr in (("fa_qk", (65520 / 128) ** 0.5), ("fa_q", (65520 * 128**0.5 / 
 #
 # For each method and amplitude, the smallest input mean at which the output contains inf/NaN
 # (bisection to 1 %), on the reference benchmark's data (seed 2024724; one draw, shifted by the
-# mean). The pale wide lines are the prediction of `figures.predicted_max_score`: a Gaussian estimate
-# of the largest score, split into a mean term, a key term, a query term and a cross term, each
-# maximised over its independent draws. It is drawn for the methods whose overflow is a score leaving
-# fp16 (the census confirms the stage below).
+# mean). The pale wide lines are the prediction of `pasa_theory.bounds.overflow_envelope`: from the
+# input statistics alone (mean, spread, d, S1, S2, β), the first mean at which some stage (the score
+# tile, the block offsets, the row sum or the accumulators) reaches its format's overflow threshold,
+# 65520 in fp16. The census names the stage that actually overflowed. The envelope does not model the
+# reference script's running-reference bookkeeping (below); `pasa_theory.bounds.predict`, which works
+# on the actual tensors, does (notebook 4).
 
 # %%
 res = figures.overflow_frontier(quick=QUICK, out=OUT)
@@ -72,20 +74,17 @@ assert s["pasa"]["min_overflow_mean"] is None or s["pasa"]["min_overflow_mean"] 
 assert s["fa_qk"]["max_overflow_mean"] < 30  # every mean-30 cell of the reference grid overflows
 
 # %% [markdown]
-# Measured against predicted, cell by cell (the prediction evaluated at the measured amplitudes):
+# Measured against predicted, cell by cell (the envelope's first stage at the measured amplitude):
 
 # %%
-from pasa_npu.figures import predicted_overflow_mean
-
-pairs = []
+pred = {(r["dist"], r["amplitude"], r["method"]): (r["mean_overflow"], r["stage"]) for r in res.select(kind="predicted")}
+print(f"{'method':15} {'dist':8} {'A':>5} {'measured':>9} {'stage':>12} {'predicted':>9} {'stage':>12} {'ratio':>6}")
 for r in res.select(kind="measured"):
-    if r["method"] in ("fa_qk", "fa_q", "smooth_k", "pasa") and r["mean_overflow"] is not None:
-        shape_s = 256 if QUICK else 1407
-        pred = predicted_overflow_mean(r["method"], r["dist"], r["amplitude"], shape_s, shape_s, a, b)
-        pairs.append((r["method"], r["dist"], r["amplitude"], r["mean_overflow"], pred))
-print(f"{'method':9} {'dist':8} {'A':>5} {'measured':>9} {'predicted':>9} {'ratio':>6}")
-for m, d, amp, meas, pred in pairs:
-    print(f"{m:9} {d:8} {amp:5.1f} {meas:9.1f} {pred:9.1f} {pred / meas:6.3f}")
+    p, p_stage = pred[(r["dist"], r["amplitude"], r["method"])]
+    meas = r["mean_overflow"]
+    ratio = f"{p / meas:6.3f}" if (p is not None and meas is not None) else "     —"
+    print(f"{r['method']:15} {r['dist']:8} {r['amplitude']:5.1f} {meas if meas is None else round(meas, 1)!s:>9} "
+          f"{r['stage'] or '-':>12} {p if p is None else round(p, 1)!s:>9} {p_stage or '-':>12} {ratio}")
 
 # %% [markdown]
 # Two findings beyond the score overflow: the reference preset overflows at large means in its
@@ -128,7 +127,8 @@ for vm in (10.0, 30.0):
 #
 # (a) The largest score grows like $A^2 d/2$ for *all three* phase patterns: a random phase still
 # pairs some tokens in phase. The vendor-style fp16 FA overflows once $A^2 d/2 \gtrsim 65520$,
-# A ≈ 32 at d = 128. (b) What differs is the structure of a score row: aligned and anti-aligned
+# A ≈ 32 at d = 128; with anti-aligned phases the overflowing scores are *negative*, become −inf and
+# get weight 0, so the output stays finite (and wrong only where those keys mattered). (b) What differs is the structure of a score row: aligned and anti-aligned
 # inputs give every row a common bias about 5 times its spread, random phases none. (c) PASA's
 # shift removes the block mean, so it shrinks the largest score of a row by the bias-to-spread
 # ratio on resonant inputs and not at all on the control.
@@ -151,9 +151,9 @@ assert s["bias_to_spread_median"]["aligned"] > 10 * s["bias_to_spread_median"]["
 # %% [markdown]
 # Accuracy on the same inputs, as a paired ratio to naive fp16 attention on each input (the seeds
 # differ a lot in how sharp the softmax is, the ratio cancels that). In fp16 the shift buys accuracy
-# only where there is a common bias to remove; bf16 never overflows but loses about three bits
-# against fp16 everywhere (the reviewers' question whether resonance in bf16 costs precision instead
-# of range: it does).
+# only where there is a common bias to remove; bf16 never overflows but is several times less
+# accurate than fp16 everywhere (three fewer significand bits: the reviewers' question whether
+# resonance in bf16 costs precision instead of range: it does).
 
 # %%
 res = figures.resonance_accuracy(quick=QUICK, out=OUT)

@@ -117,7 +117,8 @@ print("\ncells won (ties count for each):", dict(sorted(wins.items(), key=lambda
 # * **K smoothing** (the global mean of K, SageAttention style) is very accurate here because on this
 #   data the bias is one global Q·K̄: it cannot follow a bias that changes along the sequence, which
 #   the block-wise pseudo-average does.
-# * **bf16** never overflows (its range is fp32's) and loses about three significant bits against fp16.
+# * **bf16** never overflows (its range is fp32's) but has three fewer significand bits than fp16: it is
+#   several times less accurate than naive fp16 attention on most cells.
 #
 # ## 5.3 The choice of β
 #

@@ -46,7 +46,6 @@ __all__ = [
     "METHOD_STYLES",
     "method_style",
     "quick_mode",
-    "predicted_max_score",
     "comparison_shape",
     "COMPARISON_METHODS",
     "ONE_HOT_BELOW",
@@ -66,6 +65,9 @@ __all__ = [
     "resonance_accuracy",
     "method_comparison",
     "beta_sweep",
+    "predicted_vs_measured",
+    "error_budget",
+    "error_vs_length",
 ]
 
 # ---------------------------------------------------------------------------------------------------
@@ -629,76 +631,41 @@ def _draw_kappa_landscape(rows, summary):
 # notebook 3: overflow and resonance
 
 _OVERFLOW_METHODS = ("fa_qk", "fa_q", "smooth_k", "pasa:reference", "pasa", "pasa:bf16", "fa_hybrid")
-#: Methods whose largest score has a closed-form model (see :func:`predicted_max_score`).
-_PREDICTED = ("fa_qk", "fa_q", "smooth_k", "pasa")
+def predicted_overflow_mean(method: str, dist: str, amplitude: float, *, seq_q: int, seq_kv: int, heads: int = 1,
+                            head_dim: int = 128, stage: str | None = None,
+                            hi: float = 4096.0) -> tuple[float | None, str | None]:
+    """Smallest input mean at which :func:`pasa_theory.bounds.overflow_envelope` predicts an overflow
+    for :func:`pasa_npu.data.make_qkv` data (Q, K and V with that mean and ``amplitude``), and the
+    stage it names there, by bisection in log scale to 0.1 %; ``(None, None)`` if not below ``hi``.
 
-
-def predicted_max_score(method: str, dist: str, mean: float, amplitude: float, *, head_dim: int = 128,
-                        queries: int, keys: int, a: float = 1.0, b: float = 0.0, n: int = 128) -> float:
-    """Gaussian estimate of the largest score magnitude a method's matrix unit produces on
-    :func:`pasa_npu.data.make_qkv` data with ``queries`` query rows and ``keys`` key rows (all heads).
-
-    A score is Σ_i q_i·w_i over the head dimension, q_i = μ + ε_i (variance v: A²/3 uniform,
-    1 + 0.001·A² hybrid) and w_i = α·k_i − γ = m_w + η_i (variance α²v), with α, γ per method:
-
-    ========== ========================== ===============================================
-    method     score                      α, γ
-    ========== ========================== ===============================================
-    fa_qk      q·k (scale applied after)  α = 1, γ = 0
-    fa_q       τ·q·k                      α = τ, γ = 0
-    smooth_k   q·(k − k̄), global mean     α = 1, γ = μ
-    pasa       q·(M_r·K)ᵀ                 α = a, γ = b·n·μ (a, b of the rounded τ-folded M)
-    ========== ========================== ===============================================
-
-    Σ q_i w_i = d·μ·m_w + μ·Σ η_i (a key term) + m_w·Σ ε_i (a query term) + Σ ε_i η_i (a cross term).
-    The maximum over all pairs of a query term plus a key term is the sum of their maxima; each
-    maximum is estimated as √(2 ln N)·sd over its N independent draws (keys, queries, pairs), so
-
-        max|s| ≈ |d·μ·m_w| + z(keys)·|μ|·√(d·α²v) + z(queries)·|m_w|·√(d·v) + z(pairs)·√(d·v·α²v).
-
-    A model, not a bound: the cross term's maximum is not attained at the same pair, and the hybrid
-    distribution's outliers have heavier tails than a Gaussian.
+    ``stage=None`` takes the first stage that overflows (the envelope's ``overflow_stage``);
+    ``stage="scores"`` only the matrix-unit score tile (``|q·k|``, ``τ|q·k|`` or PASA's shifted tile
+    reaching 65520 in fp16).
     """
-    if dist == "uniform":
-        var = amplitude**2 / 3
-    elif dist == "hybrid":
-        var = 1.0 + 0.001 * amplitude**2
-    else:
-        raise ValueError(f"dist must be 'uniform' or 'hybrid', got {dist!r}")
-    tau = head_dim**-0.5
-    alpha, gamma = {
-        "fa_qk": (1.0, 0.0),
-        "fa_q": (tau, 0.0),
-        "smooth_k": (1.0, mean),
-        "pasa": (a, b * n * mean),
-    }.get(method, (None, None))
-    if alpha is None:
-        raise ValueError(f"method: no score model for {method!r}; models: {_PREDICTED}")
+    from pasa_theory.bounds import InputStats, overflow_envelope
 
-    def z(count: int) -> float:
-        return math.sqrt(2 * math.log(max(count, 2)))
+    def over(m: float) -> str | None:
+        st = InputStats(mean_q=m, spread_q=amplitude, mean_k=m, spread_k=amplitude, mean_v=m, spread_v=amplitude,
+                        head_dim=head_dim, seq_kv=seq_kv, seq_q=seq_q, heads=heads, dist=dist)
+        env = overflow_envelope(method, st)
+        if stage is None:
+            return env.overflow_stage
+        return stage if env.peaks[stage] >= env.thresholds[stage] else None
 
-    mw = alpha * mean - gamma
-    d = head_dim
-    return (abs(d * mean * mw) + z(keys) * abs(mean) * math.sqrt(d * alpha**2 * var)
-            + z(queries) * abs(mw) * math.sqrt(d * var) + z(queries * keys) * math.sqrt(d * var * alpha**2 * var))
-
-
-def predicted_overflow_mean(method: str, dist: str, amplitude: float, queries: int, keys: int, a: float, b: float,
-                        lo: float = 0.0, hi: float = 4096.0) -> float | None:
-    """Smallest input mean whose :func:`predicted_max_score` reaches fp16's overflow threshold 65520
-    (bisection; None if none below ``hi``)."""
-    def f(m: float) -> bool:
-        return predicted_max_score(method, dist, m, amplitude, queries=queries, keys=keys, a=a, b=b) >= FP16_OVERFLOW
-
-    if f(lo):
-        return lo
-    if not f(hi):
-        return None
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if f(mid) else (mid, hi)
-    return hi
+    top = over(hi)
+    if top is None:
+        return None, None
+    lo = 1.0
+    if over(lo):
+        return lo, over(lo)
+    while hi / lo > 1.001:
+        mid = math.sqrt(lo * hi)
+        s_mid = over(mid)
+        if s_mid is None:
+            lo = mid
+        else:
+            hi, top = mid, s_mid
+    return hi, top
 
 
 @_register("03_overflow_resonance", "the input mean at which each method first overflows, measured and predicted", cited=True)
@@ -710,11 +677,15 @@ def _data_overflow_frontier(quick: bool):
 
     Data: :func:`pasa_npu.data.make_qkv` (seed 2024724; the same draw, shifted, for every mean), both
     distributions; full: one head, S1 = S2 = 1407, d = 128, the reference grid's amplitudes
-    {0.5, 5, 10, 20}; quick: S1 = S2 = 256, amplitudes {0.5, 10, 20}. The prediction (:func:`predicted_max_score`) is drawn for
-    the four methods whose overflow is their matrix-unit score leaving fp16 (|x| >= 65520).
+    {0.5, 5, 10, 20}; quick: S1 = S2 = 256, amplitudes {0.5, 10, 20}. Predicted (pale bands): the mean
+    at which :func:`pasa_theory.bounds.overflow_envelope` first names an overflowing stage
+    (:func:`predicted_overflow_mean`), from the input statistics alone. The envelope models the
+    score tile, the block offsets and the accumulators of a correctly tracked softmax; it does not
+    model the reference script's running-reference bookkeeping, whose rounding lets raw O/ℓ
+    accumulators grow (that is caught a posteriori, on the actual tensors, by
+    :func:`pasa_theory.bounds.predict`).
     """
     from . import data
-    from .kernel import shift_parameters
 
     shape = dict(batch=1, heads=1, kv_heads=1, seq_q=256 if quick else 1407, seq_kv=256 if quick else 1407, head_dim=128)
     amps = (0.5, 10.0, 20.0) if quick else (0.5, 5.0, 10.0, 20.0)
@@ -750,17 +721,12 @@ def _data_overflow_frontier(quick: bool):
                         hi, stage = mid, s_mid
                 rows.append(dict(kind="measured", dist=dist, amplitude=amp, method=meth, mean_finite=lo,
                                  mean_overflow=hi, stage=stage))
-    sp = shift_parameters("npu_fp16", head_dim=128)
-    a, b = sp.diag - sp.off, -sp.off
-    import numpy as np
-
     for dist in data.DISTRIBUTIONS:
-        for amp in np.linspace(0.0, 20.0, 41):
-            for meth in _PREDICTED:
-                fr = predicted_overflow_mean(meth, dist, float(amp), shape["heads"] * shape["seq_q"],
-                                         shape["kv_heads"] * shape["seq_kv"], a, b)
-                rows.append(dict(kind="predicted", dist=dist, amplitude=float(amp), method=meth, mean_finite=None,
-                                 mean_overflow=fr, stage="scores"))
+        for amp in sorted(set(amps) | set([0.0, 10.0, 20.0] if quick else [2.0 * i for i in range(11)])):
+            for meth in _OVERFLOW_METHODS:
+                fr, st_ = predicted_overflow_mean(meth, dist, amp, seq_q=shape["seq_q"], seq_kv=shape["seq_kv"])
+                rows.append(dict(kind="predicted", dist=dist, amplitude=amp, method=meth, mean_finite=None,
+                                 mean_overflow=fr, stage=st_ or ""))
     meas = [r for r in rows if r["kind"] == "measured"]
 
     def frontier(meth, dist=None):
@@ -774,7 +740,6 @@ def _data_overflow_frontier(quick: bool):
     summary["stages"] = {meth: sorted({r["stage"] for r in meas if r["method"] == meth and r["stage"]})
                          for meth in _OVERFLOW_METHODS}
     summary["max_mean_scanned"] = means[-1]
-    summary["pasa_beta"] = sp.beta
     cols = ("kind", "dist", "amplitude", "method", "mean_finite", "mean_overflow", "stage")
     return cols, rows, summary
 
@@ -804,7 +769,7 @@ def _draw_overflow_frontier(rows, summary):
         ax.set_yticks([0, 5, 10, 15, 20])
         ax.set_ylabel("amplitude A")
         ax.set_title(f"{dist} inputs (inf/NaN right of each curve)", loc="left", pad=2)
-    axes[0, 0].plot([], [], color=GREY, alpha=0.5, linewidth=3.5, label="predicted (Gaussian estimate)")
+    axes[0, 0].plot([], [], color=GREY, alpha=0.5, linewidth=3.5, label="predicted (overflow envelope)")
     axes[-1, 0].set_xlabel("mean μ of Q, K and V")
     _legend_below(fig, ncols=2, fontsize=5.8)
     return fig
@@ -1121,6 +1086,228 @@ def _draw_resonance_accuracy(rows, summary):
 
 
 # ---------------------------------------------------------------------------------------------------
+# notebook 4: predicted against measured (pasa_theory.bounds)
+
+#: Methods compared with the rounding-error model (every one :func:`pasa_theory.bounds.predict` models).
+PREDICT_METHODS = ("pasa", "pasa:reference", "pasa:fp16_keymean", "pasa:bf16", "fa_qk", "fa_q", "fa_naive",
+                   "fa_hybrid", "smooth_k")
+_PVM_COLUMNS = ("dist", "mean", "amplitude", "seq_q", "seq_kv", "method", "rmse", "max_abs_err", "nonfinite",
+                "first_nonfinite_stage", "pred_rmse", "pred_bound", "pred_overflow_stage", "dominant",
+                "bound_dominant", "regime", "rmse_ratio", "bound_ratio", "bound_ok", "overflow_ok")
+
+
+def _predicted_and_measured(q, k, v, methods, **kw) -> list[dict]:
+    """One record per method from :func:`pasa_npu.predict_report.predict_case`: the harness's
+    measurement against the float64 golden beside :func:`pasa_theory.bounds.predict_many` on the same
+    tensors (the ``pasa-verify --predict`` schema; NaN ratios of overflowing cases become None)."""
+    from .predict_report import predict_case
+
+    recs = predict_case(q, k, v, list(methods), **kw)
+    for r in recs:
+        for key in ("rmse_ratio", "bound_ratio"):
+            if r[key] is not None and not math.isfinite(r[key]):
+                r[key] = None
+        r["first_nonfinite_stage"] = r["first_nonfinite_stage"] or ""
+        r["pred_overflow_stage"] = r["pred_overflow_stage"] or ""
+    return recs
+
+
+@_register("04_predicted_vs_measured", "predicted against measured error for every method over the grid and sequence lengths", cited=True)
+def _data_predicted_vs_measured(quick: bool):
+    """The rounding-error model of :mod:`pasa_theory.bounds` against the harness, input by input:
+    (a) the probabilistic RMSE estimate against the measured RMSE, (b) the deterministic bound against
+    the measured max|error|, both against the float64 golden, for every method of
+    :data:`PREDICT_METHODS`. Inputs: the reference grid (uniform and hybrid × mean {0, 10, 20, 30} ×
+    amplitude {0.5, 5, 10, 20}, seed 2024724), one head, S1 = 128, S2 ∈ {256, 1024, 4096}, d = 128
+    (quick: means {0, 30} × amplitudes {0.5, 20}, S1 = 32, S2 ∈ {256, 768}). Overflows are compared
+    separately: predicted inf/NaN against measured inf/NaN.
+    """
+    import statistics as st_
+
+    from . import data
+    from .harness import GRID_AMPLITUDES, GRID_MEANS
+
+    means, amps = ((0.0, 30.0), (0.5, 20.0)) if quick else (GRID_MEANS, GRID_AMPLITUDES)
+    seqs = (256, 768) if quick else (256, 1024, 4096)
+    s1 = 32 if quick else 128
+    rows = []
+    for dist in data.DISTRIBUTIONS:
+        for m in means:
+            for a in amps:
+                for s2 in seqs:
+                    q, k, v = data.make_qkv(dist, mean=m, amplitude=a, batch=1, heads=1, kv_heads=1, seq_q=s1,
+                                            seq_kv=s2, head_dim=128)
+                    for r in _predicted_and_measured(q, k, v, PREDICT_METHODS):
+                        rows.append({c: r.get(c) for c in _PVM_COLUMNS} | dict(dist=dist, mean=m, amplitude=a))
+    summary = {}
+    for meth in PREDICT_METHODS:
+        sub = [r for r in rows if r["method"] == meth]
+        ratios = sorted(r["rmse_ratio"] for r in sub if r["rmse_ratio"] is not None)
+        bounds_ = [r["bound_ok"] for r in sub if r["bound_ok"] is not None]
+        summary[meth] = dict(
+            cases=len(sub), overflow_measured=sum(1 for r in sub if r["nonfinite"]),
+            overflow_agree=sum(1 for r in sub if r["overflow_ok"]),
+            rmse_ratio_median=st_.median(ratios) if ratios else None,
+            rmse_ratio_min=ratios[0] if ratios else None, rmse_ratio_max=ratios[-1] if ratios else None,
+            rmse_within_3x=sum(1 for x in ratios if 1 / 3 <= x <= 3) / len(ratios) if ratios else None,
+            bound_holds=sum(bounds_) / len(bounds_) if bounds_ else None,
+            bound_ratio_median=st_.median(r["bound_ratio"] for r in sub if r["bound_ratio"] is not None)
+            if any(r["bound_ratio"] is not None for r in sub) else None,
+        )
+    fin = [r for r in rows if r["rmse_ratio"] is not None]
+    summary["all"] = dict(
+        cases=len(rows), finite=len(fin),
+        rmse_within_3x=sum(1 for r in fin if 1 / 3 <= r["rmse_ratio"] <= 3) / len(fin),
+        rmse_within_2x=sum(1 for r in fin if 0.5 <= r["rmse_ratio"] <= 2) / len(fin),
+        bound_holds=sum(1 for r in rows if r["bound_ok"]) / sum(1 for r in rows if r["bound_ok"] is not None),
+        overflow_agree=sum(1 for r in rows if r["overflow_ok"]) / len(rows),
+        overflow_measured=sum(1 for r in rows if r["nonfinite"]),
+    )
+    return _PVM_COLUMNS, rows, summary
+
+
+def _draw_predicted_vs_measured(rows, summary):
+    import numpy as np
+
+    fig, axes = _new_figure(5.6, 2, 1)
+    ax, bx = axes[:, 0]
+    for meth in PREDICT_METHODS:
+        st = method_style(meth)
+        sub = [r for r in rows if r["method"] == meth and r["rmse_ratio"] is not None]
+        kw = dict(linestyle="none", marker=st.marker, color=st.color, markeredgecolor=_edge(st.color), markersize=2.6,
+                  markeredgewidth=0.5, alpha=0.85)
+        ax.plot([r["rmse"] for r in sub], [r["pred_rmse"] for r in sub], label=st.label, **kw)
+        sub = [r for r in rows if r["method"] == meth and r["bound_ratio"] is not None]
+        bx.plot([r["max_abs_err"] for r in sub], [r["pred_bound"] for r in sub], **kw)
+    for axis, (mx, my) in ((ax, ("rmse", "pred_rmse")), (bx, ("max_abs_err", "pred_bound"))):
+        vals = [r[c] for r in rows for c in (mx, my) if r["rmse_ratio"] is not None and r[c] > 0]
+        a, b = min(vals) / 2, max(vals) * 2
+        xs = np.array([a, b])
+        axis.plot(xs, xs, color=OKABE_ITO["black"], linewidth=0.8, label="y = x" if axis is ax else None)
+        if axis is ax:
+            axis.plot(xs, 3 * xs, color=GREY, linestyle="--", linewidth=0.6, label="×3, ÷3")
+            axis.plot(xs, xs / 3, color=GREY, linestyle="--", linewidth=0.6)
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlim(a, b)
+        axis.set_ylim(a, b)
+    s = summary["all"]
+    ax.set_title(f"(a) RMSE: {100 * s['rmse_within_3x']:.0f} % of {s['finite']} within 3×", loc="left", pad=2)
+    ax.set_xlabel("measured RMSE")
+    ax.set_ylabel("predicted RMSE")
+    bx.set_title(f"(b) bound on max|error|: holds in {100 * s['bound_holds']:.0f} %", loc="left", pad=2)
+    bx.set_xlabel("measured max|error|")
+    bx.set_ylabel("deterministic bound")
+    _legend_below(fig, ncols=2, fontsize=5.8)
+    return fig
+
+
+_BUDGET_METHODS = ("pasa:reference", "pasa", "pasa:fp16_keymean", "fa_q")
+
+
+@_register("04_predicted_vs_measured", "per-stage error budget of PASA's presets and fp16 flash attention on one case")
+def _data_error_budget(quick: bool):
+    """The RMS contribution of every error term of the model (:data:`pasa_theory.bounds.TERMS`, in
+    pipeline order; linearised, they add in quadrature) for the reference preset, npu_fp16,
+    fp16_keymean and fp16 flash attention with Q pre-scaled, on the reference script's default case
+    (uniform, mean 30, amplitude 0.5, seed 2024724; one head, S1 = 256, S2 = 1407, d = 128; quick:
+    S1 = 32), with each method's predicted and measured RMSE.
+    """
+    from pasa_theory.bounds import TERMS
+
+    from . import data
+
+    q, k, v = data.make_qkv("uniform", mean=30.0, amplitude=0.5, batch=1, heads=1, kv_heads=1,
+                            seq_q=32 if quick else 256, seq_kv=1407, head_dim=128)
+    rows = []
+    summary = {}
+    for r in _predicted_and_measured(q, k, v, _BUDGET_METHODS):
+        terms = {t: r.get(f"rms.{t}", 0.0) for t in TERMS}
+        for t in TERMS:
+            rows.append(dict(kind="term", method=r["method"], term=t, rms=terms[t]))
+        rows.append(dict(kind="predicted_rmse", method=r["method"], term="", rms=r["pred_rmse"]))
+        rows.append(dict(kind="measured_rmse", method=r["method"], term="", rms=r["rmse"]))
+        summary[r["method"]] = dict(measured=r["rmse"], predicted=r["pred_rmse"], dominant=r["dominant"],
+                                    regime=r["regime"], top3=sorted(terms.items(), key=lambda kv: -kv[1])[:3])
+    return ("kind", "method", "term", "rms"), rows, summary
+
+
+def _draw_error_budget(rows, summary):
+    fig, axes = _new_figure(4.4)
+    ax = axes[0, 0]
+    used = {r["term"] for r in rows if r["kind"] == "term" and r["rms"] > 0}
+    terms = []                                              # pipeline order (the rows list every term)
+    for r in rows:
+        if r["kind"] == "term" and r["term"] in used and r["term"] not in terms:
+            terms.append(r["term"])
+    meths = [m for m in _BUDGET_METHODS if any(r["method"] == m for r in rows)]
+    h = 0.8 / len(meths)
+    for i, meth in enumerate(meths):
+        st = method_style(meth)
+        vals = {r["term"]: r["rms"] for r in rows if r["kind"] == "term" and r["method"] == meth}
+        ys = [len(terms) - 1 - j + (len(meths) / 2 - i - 0.5) * h for j in range(len(terms))]
+        ax.barh(ys, [vals.get(t, 0.0) for t in terms], height=h, color=st.color, edgecolor=_edge(st.color),
+                linewidth=0.4, label=st.label)
+        pred = next(r["rms"] for r in rows if r["kind"] == "predicted_rmse" and r["method"] == meth)
+        meas = next(r["rms"] for r in rows if r["kind"] == "measured_rmse" and r["method"] == meth)
+        y_tot = len(terms) + 0.6 + (len(meths) / 2 - i - 0.5) * h
+        ax.barh([y_tot], [pred], height=h, color=st.color, edgecolor=_edge(st.color), linewidth=0.4)
+        ax.plot([meas], [y_tot], marker="|", color=OKABE_ITO["black"], markersize=5, markeredgewidth=1.2, linestyle="none")
+    ax.plot([], [], marker="|", color=OKABE_ITO["black"], linestyle="none", markersize=5, markeredgewidth=1.2,
+            label="measured RMSE")
+    ax.set_yticks([len(terms) - 1 - j for j in range(len(terms))] + [len(terms) + 0.6], terms + ["total (predicted)"],
+                  fontsize=6.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("RMS contribution to the output error")
+    ax.grid(axis="y", visible=False)
+    _legend_below(fig, ncols=2, fontsize=6)
+    return fig
+
+
+_LENGTH_METHODS = ("pasa:reference", "pasa", "pasa:fp16_keymean", "fa_q", "fa_hybrid")
+
+
+@_register("04_predicted_vs_measured", "error against the sequence length, measured and predicted")
+def _data_error_vs_length(quick: bool):
+    """Measured RMSE (markers) and the model's RMSE estimate (lines) against the KV length S2 = 2^7 …
+    2^14 (quick: 2^7 … 2^10) on a biased case with a soft softmax (uniform, mean 10, amplitude 0.5,
+    seed 2024724; one head, S1 = 64, d = 128; quick: S1 = 16), for PASA's presets, fp16 flash
+    attention and the hybrid. The deterministic bounds are in the CSV (``pred_bound``).
+    """
+    from . import data
+
+    seqs = [2**e for e in range(7, 11 if quick else 15)]
+    rows = []
+    for s2 in seqs:
+        q, k, v = data.make_qkv("uniform", mean=10.0, amplitude=0.5, batch=1, heads=1, kv_heads=1,
+                                seq_q=16 if quick else 64, seq_kv=s2, head_dim=128)
+        for r in _predicted_and_measured(q, k, v, _LENGTH_METHODS):
+            rows.append(dict(seq_kv=s2, method=r["method"], rmse=r["rmse"], pred_rmse=r["pred_rmse"],
+                             max_abs_err=r["max_abs_err"], pred_bound=r["pred_bound"], nonfinite=r["nonfinite"]))
+    ratios = [r["pred_rmse"] / r["rmse"] for r in rows if not r["nonfinite"] and r["rmse"] > 0]
+    summary = dict(rmse_ratio_min=min(ratios), rmse_ratio_max=max(ratios), seq_kv=seqs)
+    return ("seq_kv", "method", "rmse", "pred_rmse", "max_abs_err", "pred_bound", "nonfinite"), rows, summary
+
+
+def _draw_error_vs_length(rows, summary):
+    fig, axes = _new_figure(3.3)
+    ax = axes[0, 0]
+    for meth in _LENGTH_METHODS:
+        st = method_style(meth)
+        pts = sorted((r["seq_kv"], r["rmse"], r["pred_rmse"]) for r in rows if r["method"] == meth and not r["nonfinite"])
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle="none", marker=st.marker, color=st.color,
+                markeredgecolor=_edge(st.color), label=st.label)
+        ax.plot([p[0] for p in pts], [p[2] for p in pts], linestyle=st.linestyle, color=st.color, marker="none")
+    ax.plot([], [], color=OKABE_ITO["black"], linestyle="-", label="lines: predicted RMSE")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(r"KV sequence length $S_2$")
+    ax.set_ylabel("RMSE (markers: measured)")
+    _legend_below(fig, ncols=2, fontsize=5.8)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
 # notebook 5: method comparison and β
 
 #: Methods of the accuracy table (the figure draws all but the baseline fa_naive, which is the yardstick).
@@ -1397,6 +1584,9 @@ resonance_statistics = FIGURES["resonance_statistics"].function
 resonance_accuracy = FIGURES["resonance_accuracy"].function
 method_comparison = FIGURES["method_comparison"].function
 beta_sweep = FIGURES["beta_sweep"].function
+predicted_vs_measured = FIGURES["predicted_vs_measured"].function
+error_budget = FIGURES["error_budget"].function
+error_vs_length = FIGURES["error_vs_length"].function
 
 # ---------------------------------------------------------------------------------------------------
 # command line

@@ -55,10 +55,6 @@ def test_bad_arguments_are_named():
         figures.make_figure("nope")
     with pytest.raises(TypeError, match="quick"):
         figures.quick_mode("yes")
-    with pytest.raises(ValueError, match="dist"):
-        figures.predicted_max_score("fa_qk", "normal", 1.0, 1.0, queries=10, keys=10)
-    with pytest.raises(ValueError, match="method"):
-        figures.predicted_max_score("sdpa", "uniform", 1.0, 1.0, queries=10, keys=10)
 
 
 @pytest.mark.parametrize("value, expected", [("", False), ("0", False), ("no", False), ("1", True), ("yes", True)])
@@ -73,21 +69,16 @@ def test_importing_the_module_does_not_load_matplotlib():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-# -- the overflow model against closed forms -----------------------------------------------------------
-def test_score_model_reduces_to_the_mean_term_without_spread():
-    # amplitude 0: every q·k equals d·μ² exactly, so the model must return it (no z terms)
-    assert figures.predicted_max_score("fa_qk", "uniform", 20.0, 0.0, queries=99, keys=99) == 128 * 400.0
-    assert figures.predicted_max_score("fa_q", "uniform", 20.0, 0.0, queries=99, keys=99) == pytest.approx(
-        128**0.5 * 400.0, rel=1e-15)
-    assert figures.predicted_max_score("smooth_k", "uniform", 20.0, 0.0, queries=99, keys=99) == 0.0
-
-
+# -- the predicted overflow frontier against closed forms ----------------------------------------------------
 def test_predicted_overflow_mean_at_zero_amplitude_is_the_closed_form():
-    # d·μ² = 65520 and τ·d·μ² = 65520 (d = 128): μ = √(65520/128) and √(65520·√128/128)
-    assert figures.predicted_overflow_mean("fa_qk", "uniform", 0.0, 10, 10, 1.0, 0.0) == pytest.approx(
-        (65520 / 128) ** 0.5, rel=1e-12)
-    assert figures.predicted_overflow_mean("fa_q", "uniform", 0.0, 10, 10, 1.0, 0.0) == pytest.approx(
-        (65520 * 128**0.5 / 128) ** 0.5, rel=1e-12)
+    # constant inputs: every q·k equals d·μ², so the envelope's score stage reaches 65520 (fp16's
+    # round-to-nearest overflow threshold) at d·μ² = 65520 (fa_qk) and τ·d·μ² = 65520 (fa_q), d = 128
+    got, stage = figures.predicted_overflow_mean("fa_qk", "uniform", 0.0, seq_q=10, seq_kv=10)
+    assert got == pytest.approx((65520 / 128) ** 0.5, rel=1.1e-3) and stage == "scores"
+    got, stage = figures.predicted_overflow_mean("fa_q", "uniform", 0.0, seq_q=10, seq_kv=10)
+    assert got == pytest.approx((65520 * 128**0.5 / 128) ** 0.5, rel=1.1e-3) and stage == "scores"
+    # bf16's range: no overflow below the search limit
+    assert figures.predicted_overflow_mean("pasa:bf16", "uniform", 0.0, seq_q=10, seq_kv=10) == (None, None)
 
 
 # -- determinism and output files ------------------------------------------------------------------------
@@ -146,8 +137,7 @@ def test_every_figure_is_shown_by_its_notebook_and_every_notebook_figure_is_regi
         assert f"figures.{name}(" in sources[spec.notebook], f"{name} is not drawn in {spec.notebook}"
         assert getattr(figures, name) is spec.function
     called = {m for text in sources.values() for m in re.findall(r"figures\.([a-z0-9_]+)\(", text)}
-    helpers = {"quick_mode", "comparison_shape", "make_figure", "method_style", "predicted_max_score",
-               "predicted_overflow_mean"}
+    helpers = {"quick_mode", "comparison_shape", "make_figure", "method_style", "predicted_overflow_mean"}
     assert called - helpers <= set(figures.FIGURES), called - helpers - set(figures.FIGURES)
 
 
