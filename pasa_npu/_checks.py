@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pasa_theory._layout import check_bnsd
+
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -45,19 +47,7 @@ def check_qkv(q: object, k: object, v: object) -> Shapes:
     assert isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
-    B, H, S1, D = q.shape
-    Bk, Hkv, S2, Dk = k.shape
-    Bv, Hv, S2v, Dv = v.shape
-    if Bk != B or Bv != B:
-        raise ValueError(f"batch sizes differ: q {B}, k {Bk}, v {Bv}")
-    if Hv != Hkv or S2v != S2:
-        raise ValueError(f"k and v must agree in heads and sequence length, got k {tuple(k.shape)} and v {tuple(v.shape)}")
-    if Dk != D:
-        raise ValueError(f"head dims differ: q has {D}, k has {Dk}")
-    if min(B, H, S1, D, Hkv, S2, Dv) < 1:
-        raise ValueError(f"empty dimension: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if H % Hkv:
-        raise ValueError(f"q heads ({H}) must be a multiple of k/v heads ({Hkv}) for GQA/MQA")
+    B, H, Hkv, S1, S2, D, Dv = check_bnsd(q.shape, k.shape, v.shape)
     return Shapes(B, H, Hkv, S1, S2, D, Dv)
 
 

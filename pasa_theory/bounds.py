@@ -110,6 +110,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._layout import check_bnsd
 from .policies import METHOD_NAMES, resolve, shift_constants, tau_of
 
 __all__ = [
@@ -225,23 +226,6 @@ def _as_array(x: Any, name: str):
     return arr, get_format(fmt, argname=name)
 
 
-def _check_shapes(q, k, v) -> tuple[int, int, int, int, int, int, int]:
-    B, H, S1, D = q.shape
-    Bk, Hkv, S2, Dk = k.shape
-    Bv, Hv, S2v, Dv = v.shape
-    if Bk != B or Bv != B:
-        raise ValueError(f"batch sizes differ: q {B}, k {Bk}, v {Bv}")
-    if Hv != Hkv or S2v != S2:
-        raise ValueError(f"k and v must agree in heads and sequence length, got k {k.shape} and v {v.shape}")
-    if Dk != D:
-        raise ValueError(f"head dims differ: q has {D}, k has {Dk}")
-    if min(B, H, S1, D, Hkv, S2, Dv) < 1:
-        raise ValueError(f"empty dimension: q {q.shape}, k {k.shape}, v {v.shape}")
-    if H % Hkv:
-        raise ValueError(f"q heads ({H}) must be a multiple of k/v heads ({Hkv}) for GQA/MQA")
-    return B, H, Hkv, S1, S2, D, Dv
-
-
 def _check_block(block_kv: Any) -> int:
     if isinstance(block_kv, bool) or not isinstance(block_kv, int) or block_kv < 1:
         raise ValueError(f"block_kv must be a positive int, got {block_kv!r}")
@@ -301,7 +285,7 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
     qa, fq = _as_array(q, "q")
     ka, fk = _as_array(k, "k")
     va, fv = _as_array(v, "v")
-    B, H, Hkv, S1, S2, D, Dv = _check_shapes(qa, ka, va)
+    B, H, Hkv, S1, S2, D, Dv = check_bnsd(qa.shape, ka.shape, va.shape)
     n_req = _check_block(block_kv)
     beta = _check_beta(beta)
     if not isinstance(is_causal, bool):
