@@ -11,7 +11,7 @@ import json
 import math
 import platform
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from .methods import get_method, run_method
 from .precision import get_precision
 from .reference import reference_attention
 
-__all__ = ["run_case", "run_grid", "write_records", "environment_info", "GRID_MEANS", "GRID_AMPLITUDES", "FIELDS"]
+__all__ = ["run_case", "run_grid", "grid_cells", "write_records", "environment_info", "GRID_MEANS", "GRID_AMPLITUDES", "FIELDS"]
 
 #: The reference benchmark's grid (PASA README).
 GRID_MEANS = (0.0, 10.0, 20.0, 30.0)
@@ -91,30 +91,43 @@ def run_case(
     return rows
 
 
-def run_grid(
-    methods: Sequence[str], *, dists: Iterable[str] = _data.DISTRIBUTIONS, means: Iterable[float] = GRID_MEANS,
+def grid_cells(
+    *, dists: Iterable[str] = _data.DISTRIBUTIONS, means: Iterable[float] = GRID_MEANS,
     amplitudes: Iterable[float] = GRID_AMPLITUDES, shape: dict | None = None, seed: int = _data.REFERENCE_SEED,
-    input_dtype: torch.dtype = torch.float16, progress: bool = True, **case_kw,
-) -> list[dict]:
-    """The reference grid: every (dist, mean, amplitude) cell, every method. Deterministic (seeded)."""
+    input_dtype: torch.dtype = torch.float16, progress: bool = True, desc: str = "grid",
+) -> Iterator[tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The cells of the reference grid in order, as ``(cell, q, k, v)`` with ``cell`` =
+    ``dict(dist, mean, amplitude)`` and seeded inputs from :func:`pasa_npu.data.make_qkv`; a tqdm
+    progress bar if ``progress``."""
     shape = dict(_data.REFERENCE_SHAPE if shape is None else shape)
     cells = [(d, float(m), float(a)) for d in dists for m in means for a in amplitudes]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(cells), desc="grid", unit="cell")
-    records: list[dict] = []
+        bar = tqdm(total=len(cells), desc=desc, unit="cell")
     try:
         for d, m, a in cells:
             q, k, v = _data.make_qkv(d, mean=m, amplitude=a, seed=seed, dtype=input_dtype, **shape)
-            records += run_case(q, k, v, methods, extra=dict(dist=d, mean=m, amplitude=a), **case_kw)
+            yield dict(dist=d, mean=m, amplitude=a), q, k, v
             if bar is not None:
                 bar.set_postfix(dist=d, mean=m, amp=a)
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
+
+
+def run_grid(
+    methods: Sequence[str], *, dists: Iterable[str] = _data.DISTRIBUTIONS, means: Iterable[float] = GRID_MEANS,
+    amplitudes: Iterable[float] = GRID_AMPLITUDES, shape: dict | None = None, seed: int = _data.REFERENCE_SEED,
+    input_dtype: torch.dtype = torch.float16, progress: bool = True, **case_kw,
+) -> list[dict]:
+    """The reference grid: every (dist, mean, amplitude) cell, every method. Deterministic (seeded)."""
+    records: list[dict] = []
+    for cell, q, k, v in grid_cells(dists=dists, means=means, amplitudes=amplitudes, shape=shape, seed=seed,
+                                    input_dtype=input_dtype, progress=progress):
+        records += run_case(q, k, v, methods, extra=cell, **case_kw)
     return records
 
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 
 from . import data as _data
-from .harness import run_case, write_records
+from .harness import GRID_AMPLITUDES, GRID_MEANS, grid_cells, run_case, write_records
 
 __all__ = ["predict_case", "predict_grid", "summary", "format_table", "format_summary", "LOOSE_BECAUSE", "main"]
 
@@ -97,27 +97,14 @@ def predict_case(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, methods: Seq
     return [_merge(m, p, shape, ext) for m, p in zip(meas, preds)]
 
 
-def predict_grid(methods: Sequence[str], *, dists=_data.DISTRIBUTIONS, means=(0.0, 10.0, 20.0, 30.0),
-                 amplitudes=(0.5, 5.0, 10.0, 20.0), shape: dict | None = None, seed: int = _data.REFERENCE_SEED,
-                 input_dtype: torch.dtype = torch.float16, progress: bool = True, **case_kw) -> list[dict]:
+def predict_grid(methods: Sequence[str], *, dists=_data.DISTRIBUTIONS, means=GRID_MEANS, amplitudes=GRID_AMPLITUDES,
+                 shape: dict | None = None, seed: int = _data.REFERENCE_SEED, input_dtype: torch.dtype = torch.float16,
+                 progress: bool = True, **case_kw) -> list[dict]:
     """:func:`predict_case` on every cell of the reference grid (deterministic: seeded data and model)."""
-    shape = dict(_data.REFERENCE_SHAPE if shape is None else shape)
-    cells = [(d, float(m), float(a)) for d in dists for m in means for a in amplitudes]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(cells), desc="predict", unit="cell")
     out: list[dict] = []
-    try:
-        for d, m, a in cells:
-            q, k, v = _data.make_qkv(d, mean=m, amplitude=a, seed=seed, dtype=input_dtype, **shape)
-            out += predict_case(q, k, v, methods, extra=dict(dist=d, mean=m, amplitude=a, seed=seed), **case_kw)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    for cell, q, k, v in grid_cells(dists=dists, means=means, amplitudes=amplitudes, shape=shape, seed=seed,
+                                    input_dtype=input_dtype, progress=progress, desc="predict"):
+        out += predict_case(q, k, v, methods, extra=dict(cell, seed=seed), **case_kw)
     return out
 
 
