@@ -192,18 +192,24 @@ def _to_output(x: Num, dps: int) -> Fraction | Any:
     return e if e is not None else to_mpf(x, dps)
 
 
+def _equation_args(fmt, n, beta, form, scale, dps):
+    """Validated arguments of the β equation at ``beta``: a = diag − off and b = −off of the rounded
+    (scaled) matrix, n, σ, the normalised form and dps."""
+    form = normalize_form(form)
+    n = check_int(n, "n", 2)
+    dps = check_int(dps, "dps", 1)
+    sigma = _sigma(scale)
+    diag, off = _entries(get_format(fmt), n, _beta(beta), sigma)
+    return diag - off, -off, n, sigma, form, dps
+
+
 def equation_rhs(
     fmt: str | FloatFormat, n: int, beta: Any, *, form: str = "paper", scale: Any = None, dps: int = 50
 ) -> Fraction | Any:
     """Right-hand side of the β equation at ``beta``: ``f(β)`` (S4, form="paper") or ``F(β)`` (S5,
     form="kappa"), with a, b from the rounded matrix (S1–S2). Fraction, or mpf if irrational."""
-    form = normalize_form(form)
-    fmt = get_format(fmt)
-    n = check_int(n, "n", 2)
-    dps = check_int(dps, "dps", 1)
-    sigma = _sigma(scale)
-    diag, off = _entries(fmt, n, _beta(beta), sigma)
-    return _to_output(_rhs(diag - off, -off, n, sigma, form), dps)
+    a, b, n, sigma, form, dps = _equation_args(fmt, n, beta, form, scale, dps)
+    return _to_output(_rhs(a, b, n, sigma, form), dps)
 
 
 def fixed_point_map(
@@ -211,13 +217,8 @@ def fixed_point_map(
 ) -> Fraction | Any:
     """One step ``G(β) = R/(1 + R)`` of the fixed-point iteration, ``R`` = :func:`equation_rhs`
     (PASA.md §3.3: ``β_{k+1} = F(β_k)/(1 + F(β_k))``), evaluated exactly."""
-    form = normalize_form(form)
-    fmt = get_format(fmt)
-    n = check_int(n, "n", 2)
-    dps = check_int(dps, "dps", 1)
-    sigma = _sigma(scale)
-    diag, off = _entries(fmt, n, _beta(beta), sigma)
-    return _to_output(_solution(diag - off, -off, n, sigma, form), dps)
+    a, b, n, sigma, form, dps = _equation_args(fmt, n, beta, form, scale, dps)
+    return _to_output(_solution(a, b, n, sigma, form), dps)
 
 
 def _kappa(a: Fraction, b: Fraction, n: int, sigma: Num, c: Num) -> Num:
