@@ -23,3 +23,17 @@ def ulp16(x: torch.Tensor) -> torch.Tensor:
     """Spacing of fp16 numbers at |x| (normal range), as float64."""
     x = x.double().abs().clamp_min(2.0 ** -14)
     return torch.exp2(torch.floor(torch.log2(x)) - 10)
+
+
+def two_term_scores(k0: float, k1: float, s2: int = 8):
+    """Inputs with one constructed score: q = [256, 1, 0, …], key 0 = [k0, k1, 0, …], so
+    q·k0 = 256·k0 + k1 exactly (small integers and eighths); the other keys score 256. d = 16,
+    4 query rows, ``s2`` keys, V seeded."""
+    d = 16
+    q = torch.zeros((1, 1, 4, d), dtype=torch.float16)
+    q[..., 0], q[..., 1] = 256.0, 1.0
+    k = torch.zeros((1, 1, s2, d), dtype=torch.float16)
+    k[0, 0, :, 0] = 1.0
+    k[0, 0, 0, 0], k[0, 0, 0, 1] = k0, k1
+    v = torch.randn((1, 1, s2, d), generator=torch.Generator().manual_seed(0)).half()
+    return q, k, v

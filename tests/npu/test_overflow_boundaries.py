@@ -12,22 +12,14 @@ import torch
 from pasa_npu import data, metrics, pasa_attention, reference_attention
 from pasa_npu.methods import run_method
 
+from .helpers import two_term_scores
 
-def _two_term(k0: float, k1: float, s2: int = 8):
-    # q = [256, 1, 0...], key 0 = [k0, k1, 0...]: q·k0 = 256*k0 + k1 exactly (small integers / eighths)
-    d = 16
-    q = torch.zeros((1, 1, 4, d), dtype=torch.float16)
-    q[..., 0], q[..., 1] = 256.0, 1.0
-    k = torch.zeros((1, 1, s2, d), dtype=torch.float16)
-    k[0, 0, :, 0] = 1.0
-    k[0, 0, 0, 0], k[0, 0, 0, 1] = k0, k1
-    v = torch.randn((1, 1, s2, d), generator=torch.Generator().manual_seed(0)).half()
-    return q, k, v
+
 
 
 @pytest.mark.parametrize("k1,overflows", [(0.0, False), (15.0, False), (15.5, False), (16.0, True), (17.0, True)])
 def test_fa_qk_overflows_exactly_at_the_fp16_rounding_threshold(k1, overflows):
-    q, k, v = _two_term(255.875, k1)  # 256 * 255.875 = 65504
+    q, k, v = two_term_scores(255.875, k1)  # 256 * 255.875 = 65504
     exact = 65504.0 + k1
     assert (abs(exact) >= 65520.0) == overflows
     with metrics.census() as c:

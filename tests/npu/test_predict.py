@@ -34,6 +34,8 @@ from pasa_npu.harness import GRID_AMPLITUDES, GRID_MEANS
 from pasa_npu.methods import run_method
 from pasa_npu.predict_report import format_summary, format_table, predict_case, predict_grid, summary
 
+from .helpers import two_term_scores
+
 SHAPE = dict(batch=1, heads=7, kv_heads=1, seq_q=32, seq_kv=1407, head_dim=128)
 GRID_METHODS = ("pasa", "pasa:reference", "fa_qk", "fa_q")
 OTHER_METHODS = ("pasa:fp16_keymean", "fa_hybrid", "fa_naive", "smooth_k", "sdpa", "pasa:hybrid", "pasa:fp16_strict",
@@ -174,21 +176,12 @@ def test_other_shapes_and_distributions(shapes):
 
 
 # -- constructed boundaries ---------------------------------------------------------------------------------------
-def _two_term(k0: float, k1: float, s2: int = 8):
-    d = 16
-    q = torch.zeros((1, 1, 4, d), dtype=torch.float16)
-    q[..., 0], q[..., 1] = 256.0, 1.0
-    k = torch.zeros((1, 1, s2, d), dtype=torch.float16)
-    k[0, 0, :, 0] = 1.0
-    k[0, 0, 0, 0], k[0, 0, 0, 1] = k0, k1
-    v = torch.randn((1, 1, s2, d), generator=torch.Generator().manual_seed(0)).half()
-    return q, k, v
 
 
 @pytest.mark.parametrize("k1,overflows", [(0.0, False), (15.5, False), (16.0, True), (17.0, True)])
 def test_overflow_predicted_at_the_fp16_rounding_threshold(k1, overflows):
     """q·k0 = 65504 + k1 exactly: fl16 overflows iff >= 65520 (the tie goes to inf)."""
-    q, k, v = _two_term(255.875, k1)
+    q, k, v = two_term_scores(255.875, k1)
     recs = predict_case(q, k, v, ["fa_qk", "pasa"], block_kv=4, **MODEL)
     fa, pa = recs
     assert fa["pred_overflow"] == overflows == fa["meas_overflow"]
