@@ -36,9 +36,32 @@ def test_method_names_match_the_harness():
     assert policies.method_names() == method_names()
 
 
+#: (matmul in, accumulate, out, vector) of the named presets, as the package's issue specifies them.
+_UNITS = {
+    "npu_fp16": ("fp16", "fp32", "fp16", "fp16"),    # the NPU Cube and a fp16 vector unit
+    "reference": ("fp16", "fp32", "fp16", "fp16"),
+    "hybrid": ("fp16", "fp32", "fp16", "fp32"),      # fp32 vector unit
+    "bf16": ("bf16", "fp32", "bf16", "bf16"),
+    "fp64": ("fp64", "fp64", "fp64", "fp64"),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(_UNITS))
+def test_named_presets_round_where_specified(preset):
+    f = _fields(PRESETS[preset])
+    assert (f["matmul_in"], f["matmul_acc"], f["matmul_out"], f["vector"]) == _UNITS[preset]
+
+
+def test_reference_preset_is_the_scripts_setup():
+    f = _fields(PRESETS["reference"])
+    assert (f["beta"], f["coef"], f["setup"], f["accum"]) == (0.984497, "beta", "script_fp32", "raw")
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_presets_are_built_from_the_theory_fields(preset):
-    assert policies.PRESET_FIELDS[preset] == _fields(PRESETS[preset])
+def test_torch_presets_carry_every_theory_field(preset):
+    """PRESETS is built from PRESET_FIELDS: every field arrives, formats as the matching torch dtypes."""
+    assert _fields(PRESETS[preset]) == policies.PRESET_FIELDS[preset]
+    assert set(policies.PRESET_FIELDS[preset]) == {f.name for f in dataclasses.fields(Precision)}
 
 
 def test_field_defaults_mirror_precision():
