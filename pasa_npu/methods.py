@@ -32,7 +32,9 @@ import torch
 from . import _checks
 from .device import import_torch_npu
 from .kernel import flash_attention, pasa_attention
-from .precision import PRESETS, Precision, get_precision
+from pasa_theory import policies
+
+from .precision import PRESETS, Precision, get_precision, precision_from_fields
 
 __all__ = ["Method", "METHODS", "get_method", "run_method", "method_names", "DEFAULT_METHODS", "npu_fia_kwargs"]
 
@@ -52,7 +54,19 @@ class Method:
         return self.fn(q, k, v, **kw)
 
 
-def _fa(prec_of: Callable[[Precision], Precision], untiled: bool = False) -> Callable[..., torch.Tensor]:
+def _arranged(method: str) -> Callable[[Precision], Precision]:
+    """The Precision ``method`` runs at, given the run's: the arrangement described once, torch-free, by
+    :func:`pasa_theory.policies.arranged_fields` (which the error model reads too)."""
+    def prec_of(p: Precision) -> Precision:
+        return precision_from_fields(policies.arranged_fields(method, p)[0])
+
+    return prec_of
+
+
+def _fa(method: str) -> Callable[..., torch.Tensor]:
+    prec_of = _arranged(method)
+    untiled = bool(policies.arranged_fields(method)[1].get("untiled"))
+
     def run(q, k, v, *, precision, scale=None, is_causal=False, attn_mask=None, block_kv=128, out_dtype=None, **_):
         block = k.shape[2] if untiled else block_kv
         return flash_attention(
@@ -74,24 +88,10 @@ def _pasa(preset: str | None) -> Callable[..., torch.Tensor]:
     return run
 
 
-def _fa_qk(p: Precision) -> Precision:
-    return p.replace(name=f"fa_qk[{p.name}]", scale="scores")
-
-
-def _fa_q(p: Precision) -> Precision:
-    return p.replace(name=f"fa_q[{p.name}]", scale="q")
-
-
-def _fa_hybrid(p: Precision) -> Precision:
-    wide = torch.promote_types(p.vector, torch.float32)
-    return p.replace(name=f"fa_hybrid[{p.name}]", matmul_out=torch.promote_types(p.matmul_out, torch.float32),
-                     vector=wide, coef_dtype=wide, scale="scores", accum="raw")
-
-
 def _smooth_k(q, k, v, *, precision, scale=None, is_causal=False, attn_mask=None, block_kv=128, out_dtype=None, **_):
     # Subtract the per-head sequence mean of K (a constant shift of every score row, which softmax
     # ignores), in fp16 with the mean rounded once, then fp16 flash attention.
-    prec = _fa_qk(get_precision(precision))
+    prec = _arranged("smooth_k")(get_precision(precision))
     k16 = k.to(prec.vector)
     mean = k16.mean(dim=2, keepdim=True)
     return flash_attention(
@@ -172,11 +172,15 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in [
         Method("pasa", "PASA at the --precision preset", _pasa(None), precision=lambda p: p),
-        Method("fa_qk", "flash attention, QKᵀ rounded before scaling (vendor style)", _fa(_fa_qk), precision=_fa_qk),
-        Method("fa_q", "flash attention, Q pre-scaled", _fa(_fa_q), precision=_fa_q),
-        Method("fa_naive", "untiled attention, Q pre-scaled (same-precision naive baseline)", _fa(_fa_q, untiled=True), precision=_fa_q),
-        Method("fa_hybrid", "flash attention with fp32 scores and vector unit", _fa(_fa_hybrid), precision=_fa_hybrid),
-        Method("smooth_k", "global K smoothing (SageAttention style), then fa_qk", _smooth_k, precision=_fa_qk),
+        Method("fa_qk", "flash attention, QKᵀ rounded before scaling (vendor style)", _fa("fa_qk"),
+               precision=_arranged("fa_qk")),
+        Method("fa_q", "flash attention, Q pre-scaled", _fa("fa_q"), precision=_arranged("fa_q")),
+        Method("fa_naive", "untiled attention, Q pre-scaled (same-precision naive baseline)", _fa("fa_naive"),
+               precision=_arranged("fa_naive")),
+        Method("fa_hybrid", "flash attention with fp32 scores and vector unit", _fa("fa_hybrid"),
+               precision=_arranged("fa_hybrid")),
+        Method("smooth_k", "global K smoothing (SageAttention style), then fa_qk", _smooth_k,
+               precision=_arranged("smooth_k")),
         Method("sdpa", "torch scaled_dot_product_attention in the run's matmul format", _sdpa),
         Method("npu_fia_ip0", "torch_npu fused infer attention, inner_precise=0", _npu_fia(0), npu_only=True),
         Method("npu_fia_ip1", "torch_npu fused infer attention, inner_precise=1", _npu_fia(1), npu_only=True),

@@ -49,7 +49,7 @@ import torch
 
 from pasa_theory.policies import PRESET_FIELDS
 
-__all__ = ["Precision", "PRESETS", "get_precision", "theory_format_name"]
+__all__ = ["Precision", "PRESETS", "get_precision", "precision_from_fields", "theory_format_name"]
 
 ScalePlacement = Literal["m", "q", "scores"]
 Reduce = Literal["acc", "pairwise"]
@@ -197,14 +197,16 @@ _DTYPES = {name: dtype for dtype, name in _THEORY_NAMES.items()}
 _DTYPE_FIELDS = ("matmul_in", "matmul_acc", "matmul_out", "vector", "coef_dtype")
 
 
-def _from_fields(fields: dict) -> Precision:
+def precision_from_fields(fields: dict) -> Precision:
+    """A :class:`Precision` from field values with formats written as names (``"fp16"``, …), the
+    form :mod:`pasa_theory.policies` uses."""
     return Precision(**{k: (_DTYPES[v] if k in _DTYPE_FIELDS else v) for k, v in fields.items()})
 
 
 #: The presets. Their field values live in one place, the torch-free
 #: :data:`pasa_theory.policies.PRESET_FIELDS` (formats written as names), which the rounding-error
 #: model reads too; here they become :class:`Precision` objects with torch dtypes.
-PRESETS: dict[str, Precision] = {name: _from_fields(f) for name, f in PRESET_FIELDS.items()}
+PRESETS: dict[str, Precision] = {name: precision_from_fields(f) for name, f in PRESET_FIELDS.items()}
 
 
 def get_precision(precision: str | Precision) -> Precision:

@@ -41,6 +41,7 @@ __all__ = [
     "Policy",
     "ShiftConstants",
     "resolve",
+    "arranged_fields",
     "shift_constants",
     "method_names",
 ]
@@ -191,10 +192,13 @@ def _policy(fields: dict[str, Any], *, shift: bool, **extra: Any) -> Policy:
     return Policy(shift=shift, **f, **extra)
 
 
-def resolve(method: str, precision: Any = "npu_fp16") -> Policy:
-    """The :class:`Policy` the harness method ``method`` runs at, given the run's ``precision``.
+def arranged_fields(method: str, precision: Any = "npu_fp16") -> tuple[dict[str, Any], dict[str, Any]]:
+    """How the harness method ``method`` rearranges the run's ``precision``: the field values of the
+    precision it runs at (formats as names, the fields of ``pasa_npu.Precision``) and the arrangement
+    flags (``shift``, and where set ``untiled``, ``smooth_k``, ``modelled_as``).
 
-    Mirrors ``pasa_npu.methods``: ``pasa`` (the precision itself), ``pasa:<preset>`` (the preset,
+    The single description of the arrangements: ``pasa_npu.methods`` builds its Precision objects from
+    it and :func:`resolve` its policies. ``pasa`` (the precision itself), ``pasa:<preset>`` (the preset,
     whatever ``precision``), ``fa_qk`` (``scale="scores"``), ``fa_q`` (``scale="q"``), ``fa_naive``
     (``fa_q`` with one KV block), ``fa_hybrid`` (matmul output, vector unit and coefficient widened to
     at least fp32, ``scale="scores"``, raw accumulators), ``smooth_k`` (``fa_qk`` after subtracting K's
@@ -207,23 +211,30 @@ def resolve(method: str, precision: Any = "npu_fp16") -> Policy:
         preset = method.split(":", 1)[1]
         if preset not in PRESET_FIELDS:
             raise ValueError(f"unknown PASA preset in method {method!r}; presets: {sorted(PRESET_FIELDS)}")
-        return _policy(PRESET_FIELDS[preset], shift=True)
+        return dict(PRESET_FIELDS[preset]), dict(shift=True)
     if method not in _BASE_METHODS:
         raise ValueError(f"method must be one of {method_names()}, got {method!r}")
     base = _fields_of(precision)
     if method == "pasa":
-        return _policy(base, shift=True)
+        return base, dict(shift=True)
     qk = dict(base, name=f"fa_qk[{base['name']}]", scale="scores")
     if method in ("fa_qk", "npu_fia_ip1"):
-        return _policy(qk, shift=False, modelled_as="fa_qk" if method == "npu_fia_ip1" else None)
+        return qk, dict(shift=False, modelled_as="fa_qk" if method == "npu_fia_ip1" else None)
     if method == "smooth_k":
-        return _policy(qk, shift=False, smooth_k=True)
+        return qk, dict(shift=False, smooth_k=True)
     if method in ("fa_q", "fa_naive"):
-        return _policy(dict(base, name=f"fa_q[{base['name']}]", scale="q"), shift=False, untiled=method == "fa_naive")
+        return dict(base, name=f"fa_q[{base['name']}]", scale="q"), dict(shift=False, untiled=method == "fa_naive")
     wide = _wider(base["vector"], "fp32")
     hyb = dict(base, name=f"fa_hybrid[{base['name']}]", matmul_out=_wider(base["matmul_out"], "fp32"),
                vector=wide, coef_dtype=wide, scale="scores", accum="raw")
-    return _policy(hyb, shift=False, modelled_as=None if method == "fa_hybrid" else "fa_hybrid")
+    return hyb, dict(shift=False, modelled_as=None if method == "fa_hybrid" else "fa_hybrid")
+
+
+def resolve(method: str, precision: Any = "npu_fp16") -> Policy:
+    """The :class:`Policy` the harness method ``method`` runs at, given the run's ``precision``
+    (the arrangement of :func:`arranged_fields`, with formats as :class:`FloatFormat` objects)."""
+    fields, flags = arranged_fields(method, precision)
+    return _policy(fields, **flags)
 
 
 # -- shift constants ----------------------------------------------------------------------------------

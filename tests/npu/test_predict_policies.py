@@ -71,14 +71,43 @@ def test_field_defaults_mirror_precision():
     assert defaults == policies._DEFAULTS
 
 
+def _widen(fmt: str) -> str:
+    return "fp64" if fmt == "fp64" else "fp32"
+
+
+#: What each arrangement changes in the run's precision, written out from the method descriptions
+#: (pasa_npu.methods docstring), independently of pasa_theory.policies.arranged_fields.
+_CHANGES = {
+    "pasa": lambda f: {},
+    "fa_qk": lambda f: dict(name=f"fa_qk[{f['name']}]", scale="scores"),
+    "smooth_k": lambda f: dict(name=f"fa_qk[{f['name']}]", scale="scores"),
+    "fa_q": lambda f: dict(name=f"fa_q[{f['name']}]", scale="q"),
+    "fa_naive": lambda f: dict(name=f"fa_q[{f['name']}]", scale="q"),
+    "fa_hybrid": lambda f: dict(name=f"fa_hybrid[{f['name']}]", matmul_out=_widen(f["matmul_out"]),
+                                vector=_widen(f["vector"]), coef_dtype=_widen(f["vector"]), scale="scores",
+                                accum="raw"),
+}
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-@pytest.mark.parametrize("method", [m for m in METHODS if METHODS[m].precision(PRESETS["npu_fp16"]) is not None])
-def test_method_arrangements_mirror_pasa_npu(method, preset):
-    expected = get_method(method).precision(PRESETS[preset])
-    pol = policies.resolve(method, preset)
-    assert _policy_fields(pol) == _fields(expected)
+@pytest.mark.parametrize("method", sorted(_CHANGES))
+def test_method_arrangements_change_only_what_they_say(method, preset):
+    base = _fields(PRESETS[preset])
+    expected = dict(base, **_CHANGES[method](base))
+    assert _fields(get_method(method).precision(PRESETS[preset])) == expected      # what the kernels run
+    assert _policy_fields(policies.resolve(method, preset)) == expected             # what the model assumes
     # a Precision object is read field by field, with the same result as its preset name
-    assert _policy_fields(policies.resolve(method, PRESETS[preset])) == _fields(expected)
+    assert _policy_fields(policies.resolve(method, PRESETS[preset])) == expected
+
+
+def test_every_arranged_method_is_covered():
+    assert {m for m in METHODS if METHODS[m].precision(PRESETS["npu_fp16"]) is not None} == set(_CHANGES)
+
+
+def test_arrangement_flags():
+    flags = {m: policies.resolve(m) for m in ("fa_naive", "fa_q", "smooth_k", "sdpa", "npu_fia_ip0", "npu_fia_ip1")}
+    assert flags["fa_naive"].untiled and not flags["fa_q"].untiled and flags["smooth_k"].smooth_k
+    assert [flags[m].modelled_as for m in ("sdpa", "npu_fia_ip0", "npu_fia_ip1")] == ["fa_hybrid", "fa_hybrid", "fa_qk"]
 
 
 def test_pasa_preset_methods_ignore_the_run_precision():
