@@ -396,8 +396,8 @@ def _data_fp64_exactness(quick: bool):
     """
     import torch
 
-    from . import data, metrics, reference_attention
-    from .methods import run_method
+    from . import data, reference_attention
+    from .harness import run_case
 
     shape = dict(batch=1, heads=2, kv_heads=1, seq_q=64 if quick else 300, seq_kv=300 if quick else 1000, head_dim=128)
     q, k, v = data.make_qkv("uniform", mean=2.0, amplitude=1.0, seed=0, dtype=torch.float64, **shape)
@@ -406,13 +406,14 @@ def _data_fp64_exactness(quick: bool):
     ks = (1, 3, 5, 7, 9, 11, 13) if quick else tuple(range(1, 14))
     ns = (16, 128) if quick else (16, 64, 128, 256)
     rows = []
-    err = metrics.max_abs_error(run_method("fa_q", q, k, v, precision="fp64"), golden)
+    (rec,) = run_case(q, k, v, ("fa_q",), precision="fp64", golden=golden)
+    err = rec["max_abs_err"]
     rows.append(dict(method="fa_q", block_kv=128, beta=None, c=None, max_abs_err=err, err_units=err / unit))
     for n in ns:
         for kk in ks:
             beta = 1.0 - 2.0**-kk
-            out = run_method("pasa", q, k, v, precision="fp64", beta=beta, block_kv=n)
-            err = metrics.max_abs_error(out, golden)
+            (rec,) = run_case(q, k, v, ("pasa",), precision="fp64", beta=beta, block_kv=n, golden=golden)
+            err = rec["max_abs_err"]
             rows.append(dict(method="pasa:fp64", block_kv=n, beta=beta, c=beta / (1 - beta), max_abs_err=err,
                              err_units=err / unit))
     pasa = [r for r in rows if r["method"] == "pasa:fp64"]
@@ -786,8 +787,8 @@ def _data_accumulator_overflow(quick: bool):
     ℓ unnormalised in fp16, so it is predicted to overflow once O ≈ S2·v_mean passes 65520; npu_fp16
     renormalises them by powers of two every block. x = S2·v_mean/65520 (1 = predicted threshold).
     """
-    from . import data, metrics, reference_attention
-    from .methods import run_method
+    from . import data
+    from .harness import run_case
 
     seqs = (1024, 2048, 4096) if quick else (256, 512, 1024, 1536, 2048, 2176, 2304, 3072, 4096, 6144, 8192)
     rows = []
@@ -795,14 +796,11 @@ def _data_accumulator_overflow(quick: bool):
         for s2 in seqs:
             q, k, v = data.make_biased_v(seq_kv=s2, seq_q=32 if quick else 128, heads=1 if quick else 4,
                                          kv_heads=1 if quick else 4, v_mean=vm, seed=0)
-            golden = reference_attention(q, k, v)
-            for meth in _ACC_METHODS:
-                with metrics.census() as cen:
-                    out = run_method(meth, q, k, v)
-                bad = metrics.nonfinite_count(out)
-                rows.append(dict(v_mean=vm, seq_kv=s2, x=s2 * vm / FP16_OVERFLOW, method=meth,
-                                 rel_rmse=metrics.relative_rmse(out, golden, v), nonfinite=bad,
-                                 stage=(cen.first_stage or "output") if bad else ""))
+            for rec in run_case(q, k, v, _ACC_METHODS):
+                bad = rec["nonfinite"]
+                rows.append(dict(v_mean=vm, seq_kv=s2, x=s2 * vm / FP16_OVERFLOW, method=rec["method"],
+                                 rel_rmse=rec["rel_rmse"], nonfinite=bad,
+                                 stage=(rec["first_nonfinite_stage"] or "output") if bad else ""))
     ref = [r for r in rows if r["method"] == "pasa:reference"]
     first = {vm: min((r["seq_kv"] for r in ref if r["v_mean"] == vm and r["nonfinite"]), default=None) for vm in (10.0, 30.0)}
     last_ok = {vm: max((r["seq_kv"] for r in ref if r["v_mean"] == vm and not r["nonfinite"]), default=None) for vm in (10.0, 30.0)}
