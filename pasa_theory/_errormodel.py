@@ -329,7 +329,7 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     s = bl.s
     acc = _Acc(R, L, T)
     ovf = {st: False for st in ("input", "scores", "shift", "exp", "row_sum", "accumulator", "output")}
-    thr = lambda F: float(F.overflow_threshold)  # noqa: E731
+    thr = lambda F: F.overflow_threshold_float  # noqa: E731
     qn = np.sqrt((ex.q ** 2).sum(axis=1))              # ‖q‖ per row
     kn = np.sqrt((bl.kpad ** 2).sum(axis=1))            # ‖k‖ per padded column
 

@@ -628,11 +628,11 @@ def overflow_envelope(method: str, stats: InputStats, *, precision: Any = "npu_f
     tau = tau_of(scale, stats.head_dim)
     n = stats.seq_kv if pol.untiled else _check_block(block_kv)
     sc = _score_stats(stats, tau)
-    thr = {s_: float(pol.vector.overflow_threshold) for s_ in STAGES}
-    thr["scores"] = float(pol.matmul_out.overflow_threshold)
+    thr = {s_: pol.vector.overflow_threshold_float for s_ in STAGES}
+    thr["scores"] = pol.matmul_out.overflow_threshold_float
     peaks: dict[str, float] = {s_: 0.0 for s_ in STAGES}
     peaks["input"] = max(abs(getattr(stats, f"mean_{w}")) + sc["z"] * stats.std(w) for w in "qkv")
-    thr["input"] = float(pol.matmul_in.overflow_threshold)
+    thr["input"] = pol.matmul_in.overflow_threshold_float
     if pol.shift:
         consts = shift_constants(pol, n, beta, tau)
         b_ = consts.beta
@@ -660,13 +660,13 @@ def overflow_envelope(method: str, stats: InputStats, *, precision: Any = "npu_f
 
     vmag = abs(stats.mean_v) + stats.std("v")
     tile = ell(n) * vmag                                   # the P·V tile, rounded to the matmul output format
-    t_tile = float(pol.matmul_out.overflow_threshold)
+    t_tile = pol.matmul_out.overflow_threshold_float
     peaks["accumulator"], thr["accumulator"] = tile, t_tile
     if pol.accum == "raw":
         peaks["row_sum"] = ell(stats.seq_kv)
         acc_o = ell(stats.seq_kv) * vmag                   # the unnormalised O, in the vector format
         if acc_o / thr["row_sum"] > tile / t_tile:
-            peaks["accumulator"], thr["accumulator"] = acc_o, float(pol.vector.overflow_threshold)
+            peaks["accumulator"], thr["accumulator"] = acc_o, pol.vector.overflow_threshold_float
     peaks["output"] = abs(stats.mean_v) + sc["z"] * stats.std("v")
     stage = next((s_ for s_ in STAGES if peaks[s_] >= thr[s_]), None)
     return Envelope(method, pol.name, peaks, thr, stage)

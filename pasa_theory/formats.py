@@ -186,6 +186,15 @@ class FloatFormat:
         """
         return self.max_finite + Fraction(2) ** (self.emax - self.p)
 
+    @property
+    def overflow_threshold_float(self) -> float:
+        """:attr:`overflow_threshold` as a float64 (exact for ``p <= 52``: it lies on the ``p + 1``-bit grid),
+        or ``math.inf`` when it exceeds the float64 range (fp64: ``2**1024 * (1 - 2**-54)``)."""
+        try:
+            return float(self.overflow_threshold)
+        except OverflowError:
+            return math.inf
+
     def __repr__(self) -> str:
         extra = []
         if not self.subnormals:

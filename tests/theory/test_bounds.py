@@ -316,6 +316,24 @@ def test_nonfinite_inputs_predict_an_input_stage_overflow():
     assert p.overflow and p.overflow_stage == "input" and math.isinf(p.max_abs_bound)
 
 
+@pytest.mark.parametrize("method, precision", [("fa_qk", "fp64"), ("pasa", "fp64"), ("pasa:fp64", "npu_fp16")])
+def test_predict_in_fp64_reports_no_overflow(method, precision):
+    """fp64 policies (overflow threshold beyond float64's range) predict a finite error of order u_64 on
+    small float64 inputs."""
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.uniform(-1.0, 1.0, (1, 2, 8, 32)) for _ in range(3))
+    p = pt.predict(method, q, k, v, precision=precision)
+    u64 = 2.0 ** -53
+    assert p.overflow is False and p.overflow_stage is None, f"{method}: overflow at {p.overflow_stage}"
+    assert 0 < p.rmse_estimate <= p.max_abs_bound <= 2 ** 12 * u64, (
+        f"{method}: rmse {p.rmse_estimate!r} ({p.rmse_estimate / u64:.3g} u), bound {p.max_abs_bound!r} "
+        f"({p.max_abs_bound / u64:.3g} u), expected 0 < rmse <= bound <= 4096 u"
+    )
+    env = pb.overflow_envelope(method, pb.InputStats(0.0, 1.0, 0.0, 1.0, 0.0, 1.0, head_dim=32, seq_kv=8,
+                                                      seq_q=8, heads=2), precision=precision)
+    assert env.overflow_stage is None and env.thresholds["scores"] == math.inf, env.thresholds
+
+
 def test_a_priori_prediction_uses_the_closed_form_envelope():
     st = pb.InputStats(30.0, 0.5, 30.0, 0.5, 30.0, 0.5, head_dim=128, seq_kv=300, seq_q=256, heads=1)
     pa = pb.predict_a_priori("fa_qk", st, rows=8)

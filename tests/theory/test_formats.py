@@ -54,6 +54,19 @@ def test_overflow_threshold():
     assert pt.get_format("fp8_e4m3").overflow_threshold == 464
 
 
+def test_overflow_threshold_float():
+    """The float64 view of the threshold: exact where it fits (2**15 * (2 - 2**-11) = 65520), inf for fp64
+    (2**1023 * (2 - 2**-53) = 2**1024 * (1 - 2**-54) rounds past the largest float64)."""
+    got = pt.get_format("fp16").overflow_threshold_float
+    assert type(got) is float and got == 65520.0, f"fp16: {got!r} != 65520.0"
+    got = pt.get_format("fp8_e4m3").overflow_threshold_float
+    assert got == 464.0, f"fp8_e4m3: {got!r} != 464.0"
+    got = pt.get_format("fp32").overflow_threshold_float
+    assert Fraction(got) == Fraction(2**127) * (2 - Fraction(1, 2**24)), f"fp32: {got!r}"
+    got = pt.get_format("fp64").overflow_threshold_float
+    assert got == math.inf, f"fp64: {got!r} != inf"
+
+
 @pytest.mark.parametrize(
     "alias, name",
     [("float16", "fp16"), ("half", "fp16"), ("bfloat16", "bf16"), ("float32", "fp32"),
