@@ -122,6 +122,14 @@ def test_shift_constants_are_the_kernels(preset, d, n):
     ours = policies.shift_constants(pol, n, None, 1 / math.sqrt(d))
     kern = shift_parameters(preset, head_dim=d, block_kv=n)
     assert (ours.beta, ours.diag, ours.off, ours.c) == (kern.beta, kern.diag, kern.off, kern.c)
+    f = policies.PRESET_FIELDS[preset]
+    if f["setup"] == "exact" and f["matmul_in"] in ("fp16", "bf16"):
+        # independently: the entries of τ·(I − (β/n)J), each rounded once to the matrix-unit format
+        # (float64 carries 53 bits, far more than the 11/8 kept, so only the final rounding matters)
+        tau = 1 / math.sqrt(d)
+        dt = {"fp16": torch.float16, "bf16": torch.bfloat16}[f["matmul_in"]]
+        want = torch.tensor([tau * (1 - kern.beta / n), -tau * kern.beta / n], dtype=torch.float64).to(dt).tolist()
+        assert [kern.diag, kern.off] == want, (preset, d, n, kern, want)
 
 
 @pytest.mark.parametrize("beta", [0.9375, 0.96875, 0.984497, 0.99])
