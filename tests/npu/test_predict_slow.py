@@ -37,4 +37,6 @@ def test_reference_heads_full_grid(seq_kv, tmp_path):
     write_records(records, out, f"predict_{seq_kv}", dict(shape=shape, methods=METHODS, summary=safe))
     s = _check(records, f"reference heads 28/4, S2 = {seq_kv}, {seq_q} query rows per head")
     assert s["cases"] == 32 * len(METHODS)
+    # only fa_qk (QKᵀ rounded before the scale) may overflow on this grid: everything else is compared
+    assert s["compared"] >= 32 * (len(METHODS) - 1), (s["compared"], s["overflow_cases"])
     print(f"S2 = {seq_kv}: median bound/max {s['median_bound_ratio']:.3g}, median RMSE ratio {s['median_rmse_ratio']:.3g}")
