@@ -62,6 +62,7 @@ _EXPORTS = {
     "next_up": "formats",
     "next_down": "formats",
     "ulp": "formats",
+    "quantum_array": "formats",
     "rounding_preimage": "formats",
     # shifting
     "FORMS": "shifting",

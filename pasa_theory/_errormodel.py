@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .formats import FloatFormat, get_format
+from .formats import FloatFormat, get_format, quantum_array
 from .policies import Policy, ShiftConstants
 
 F32 = get_format("fp32")
@@ -63,37 +63,24 @@ TERM_STAGE = {
 
 
 # -- rounding primitives --------------------------------------------------------------------------------
-def _c(F: FloatFormat) -> tuple[float, float, int, int]:
-    return float(F.u), float(F.min_subnormal), F.emin, F.p
+def _c(F: FloatFormat) -> tuple[float, float]:
+    return float(F.u), float(F.min_subnormal)
 
 
-_EXP_MASK = np.int64(0x7FF0000000000000)
-
-
-def ulp(x: np.ndarray, F: FloatFormat) -> np.ndarray:
-    """Spacing of ``F`` at |x| (its binade's quantum; the subnormal quantum below ``min_normal``).
-
-    Read from the float64 exponent field: the quantum of a value with exponent e is 2^(max(e, emin) − p + 1),
-    which is the float64 whose exponent field is max(e, emin) − (p − 1) (0 counts as the smallest binade).
-    """
-    _, _, emin, p = _c(F)
-    xa = np.ascontiguousarray(x, dtype=np.float64)
-    e = xa.view(np.int64) & _EXP_MASK
-    e = np.maximum(e, np.int64(emin + 1023) << 52)
-    e -= np.int64(p - 1) << 52
-    return e.view(np.float64)
+#: Spacing of ``F`` at |x| (its binade's quantum; the subnormal quantum below ``min_normal``).
+ulp = quantum_array
 
 
 def rbound(x: np.ndarray, F: FloatFormat) -> np.ndarray:
     """Standard-model bound on |fl(x) − x|: u|x| + min_sub/2 (Higham 2002, eq. (2.4), with underflow)."""
-    u, ms, _, _ = _c(F)
+    u, ms = _c(F)
     ax = np.abs(x)
     return np.where(np.isfinite(ax), u * ax + 0.5 * ms, 0.0)
 
 
 def rvar(x: np.ndarray, F: FloatFormat) -> np.ndarray:
     """Variance ulp(x)²/12 of the rounding error of x (0 below min_sub/2: deterministic flush)."""
-    _, ms, _, _ = _c(F)
+    _, ms = _c(F)
     ax = np.abs(x)
     q = ulp(ax, F)
     return np.where(np.isfinite(ax) & (ax >= 0.5 * ms), q * q / 12.0, 0.0)
@@ -101,7 +88,7 @@ def rvar(x: np.ndarray, F: FloatFormat) -> np.ndarray:
 
 def rvb(x: np.ndarray, F: FloatFormat) -> tuple[np.ndarray, np.ndarray]:
     """(:func:`rvar`, :func:`rbound`) of x in one pass over its magnitude."""
-    u, ms, _, _ = _c(F)
+    u, ms = _c(F)
     ax = np.abs(x)
     q = ulp(ax, F)
     fin = np.isfinite(ax)

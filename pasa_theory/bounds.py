@@ -682,19 +682,16 @@ def term_scales(method: str, stats: InputStats, *, precision: Any = "npu_fp16", 
     for the reference script's rounded pseudo-average, μ̃ ≈ (1 − β)μ_s. These explain which stage
     dominates where (the measured breakdown is :attr:`Prediction.terms_rms`).
     """
-    from .formats import get_format
-    import numpy as np
-
-    from ._errormodel import ulp
+    from .formats import ulp
 
     pol = resolve(method, precision)
     tau = tau_of(scale, stats.head_dim)
     n = stats.seq_kv if pol.untiled else _check_block(block_kv)
     sc = _score_stats(stats, tau)
-    Fo = get_format(pol.matmul_out.name)
+    Fo = pol.matmul_out
 
     def q12(x: float, F) -> float:
-        return float(ulp(np.array([abs(x)]), F)[0]) / math.sqrt(12.0)
+        return float(ulp(x, F)) / math.sqrt(12.0)
 
     out: dict[str, float] = {}
     if not pol.shift:

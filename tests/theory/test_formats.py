@@ -209,3 +209,45 @@ def test_rounding_preimage_ties():
     # top value: upper end is the overflow threshold, open for IEEE, closed for E4M3 (464 → 448)
     assert pt.rounding_preimage(65504, fp16)[1:4:2] == (65520, False)
     assert pt.rounding_preimage(448, "fp8_e4m3")[1:4:2] == (464, True)
+
+
+def _quantum_probes(fmt):
+    """0, the subnormal range, the normal boundary, binade edges across the format's range (each side of
+    each power of two, and the largest value below it), max_finite and a value past it, with both signs."""
+    ms, mn, mx = fmt.min_subnormal, fmt.min_normal, fmt.max_finite
+    vals = [Fraction(0), ms, 2 * ms, 3 * ms, mn - ms, mn, mn + ms, mn * (2 - fmt.eps), 2 * mn, mx, 2 * mx]
+    vals += [ms / 2, ms / 4] if ms / 4 >= Fraction(1, 2**1074) else []
+    step = max(1, (fmt.emax - fmt.emin) // 40)
+    for e in range(fmt.emin, fmt.emax + 1, step):
+        top = Fraction(2) ** e
+        vals += [top, top * (1 + fmt.eps), top * (2 - fmt.eps), top * 3 / 2]
+    vals = [v for v in vals if v < Fraction(2) ** 1024]
+    return vals + [-v for v in vals]
+
+
+@pytest.mark.parametrize("name", ["fp16", "bf16", "fp32", "fp64", "fp8_e4m3"])
+def test_quantum_array_matches_exact_ulp(name):
+    """quantum_array agrees exactly with the rational ulp (2**(max(floor(log2|x|), emin) - p + 1))."""
+    fmt = pt.get_format(name)
+    vals = _quantum_probes(fmt)
+    x = np.array([float(v) for v in vals])
+    assert all(Fraction(float(v)) == v for v in vals), "probe not a float64"
+    got = pt.quantum_array(x, fmt)
+    assert got.dtype == np.float64 and got.shape == x.shape
+    for xi, gi in zip(x, got):
+        want = pt.ulp(Fraction(float(xi)), fmt)
+        assert Fraction(float(gi)) == want, f"{name}: quantum at {xi!r} is {gi!r}, expected {float(want)!r}"
+    assert float(got[0]) == float(fmt.min_subnormal) > 0
+
+
+def test_quantum_array_without_subnormals_and_non_finite():
+    """No subnormals: the quantum below min_normal is min_normal (the candidates are 0 and min_normal);
+    ±inf give inf, nan gives nan."""
+    fmt = FloatFormat("nosub", p=4, emin=-6, emax=8, subnormals=False)
+    x = np.array([0.0, 2.0**-9, 2.0**-7, 2.0**-6, 2.0**-6 * 1.875, 1.0, -3.0])
+    got = pt.quantum_array(x, fmt)
+    want = [2.0**-6, 2.0**-6, 2.0**-6, 2.0**-9, 2.0**-9, 2.0**-3, 2.0**-2]
+    assert got.tolist() == want, f"{got.tolist()} != {want}"
+    assert [float(pt.ulp(Fraction(float(v)), fmt)) for v in x] == want
+    got = pt.quantum_array(np.array([np.inf, -np.inf, np.nan]), "fp16")
+    assert got[0] == got[1] == np.inf and np.isnan(got[2]), got
