@@ -278,6 +278,7 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
 
     from . import _errormodel as em
     from .formats import get_format, round_array
+    from .shifting import _kappa
 
     if isinstance(methods, str):
         raise TypeError("methods must be a list of method names, not a str")
@@ -395,7 +396,7 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
         rows = B * H * S1
         kappa = None
         if consts is not None and pol.recovery == "pseudo_average":
-            kappa = ((consts.a - consts.sigma) + consts.c * (consts.a - consts.b * n) - consts.b * n) / consts.sigma
+            kappa = _kappa(consts.a, consts.b, n, consts.sigma, consts.c)   # eq. (S3), a, b, σ of M_r = a·I − b·J
         over = stage is not None
         preds.append(Prediction(
             method=m, policy=pol.name, max_abs_bound=math.inf if over else a["bound_max"],
