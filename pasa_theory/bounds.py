@@ -342,20 +342,24 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
                 qg = qa[b, h * G:(h + 1) * G, i0:i1].reshape(-1, D)
                 with np.errstate(over="ignore", under="ignore"):
                     golden = em.Exact(qg, ka[b, h], va[b, h], pos, tau, S1, is_causal)
-                cache: dict[tuple, tuple] = {}
+                exacts: dict[str, Any] = {}       # the exact solution on the inputs rounded to each format
+                blocks: dict[tuple, Any] = {}      # its block statistics, by (format, block size, tail rule)
                 for pi, (m, pol, n, consts) in enumerate(plans):
-                    key = (pol.matmul_in.name, n, pol.kv_tail)
-                    if key not in cache:
-                        qr, kr, vr = rounded[pol.matmul_in.name]
+                    fname = pol.matmul_in.name
+                    if fname not in exacts:
+                        qr, kr, vr = rounded[fname]
                         qgr = qr[b, h * G:(h + 1) * G, i0:i1].reshape(-1, D)
                         if np.array_equal(qgr, qg) and np.array_equal(kr[b, h], ka[b, h]) and np.array_equal(vr[b, h], va[b, h]):
-                            ex = golden
+                            exacts[fname] = golden
                         else:
                             with np.errstate(over="ignore", under="ignore"):
-                                ex = em.Exact(qgr, kr[b, h], vr[b, h], pos, tau, S1, is_causal)
-                            ex.o_ref = golden.o
-                        cache[key] = (ex, em.make_blocks(ex, n, pol.kv_tail))
-                    ex, bl = cache[key]
+                                exacts[fname] = em.Exact(qgr, kr[b, h], vr[b, h], pos, tau, S1, is_causal)
+                            exacts[fname].o_ref = golden.o
+                    ex = exacts[fname]
+                    key = (fname, n, pol.kv_tail)
+                    if key not in blocks:
+                        blocks[key] = em.make_blocks(ex, n, pol.kv_tail)
+                    bl = blocks[key]
                     # overflow of exponentials and divisions by underflowed frames are expected and handled
                     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
                         out = em.analyse(pol, consts, ex, bl, opts)
