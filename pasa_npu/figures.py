@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pasa_theory as _pt
+
 __all__ = [
     "OKABE_ITO",
     "COLUMN_WIDTH",
@@ -338,10 +340,10 @@ def make_figure(name: str, *, quick: bool | None = None, out: str | Path | None 
 # ---------------------------------------------------------------------------------------------------
 # shared helpers
 
-FP16_MAX = 65504.0
+FP16_MAX = float(_pt.get_format("fp16").max_finite)
 #: Smallest magnitude that rounds to inf in fp16 (round to nearest even).
-FP16_OVERFLOW = 65520.0
-U64 = 2.0**-53
+FP16_OVERFLOW = float(_pt.get_format("fp16").overflow_threshold)
+U64 = float(_pt.get_format("fp64").u)
 
 
 def _log_ticks_label(ax, axis: str = "y") -> None:
@@ -517,7 +519,7 @@ def _draw_beta_fixed_points(rows, summary):
             if r["selected"]:
                 ax.plot(r["beta"], y, marker="o", markersize=6, markerfacecolor="none",
                         markeredgecolor=OKABE_ITO["vermillion"], markeredgewidth=1.0, linestyle="none")
-        ax.axvspan(31 / 32, 64 / 65, color=GREY, alpha=0.15, linewidth=0)
+        ax.axvspan(*(float(w) for w in _pt.selection_window()), color=GREY, alpha=0.15, linewidth=0)
         for b in PUBLISHED_BETAS.values():
             ax.axvline(b, color=OKABE_ITO["black"], linewidth=0.6, linestyle="--")
         ax.set_yticks(range(len(ns)), [str(n) for n in ns])
@@ -1433,11 +1435,6 @@ def _binade_teeth(betas, mu_tilde_of) -> list[float]:
 _SWEEP_METHODS = ("pasa:reference", "pasa", "pasa:fp16_keymean")
 
 
-def _fp16_ulp(x: float) -> float:
-    """Spacing of fp16 numbers at |x| (normal range)."""
-    return 2.0 ** (math.floor(math.log2(abs(x))) - 10)
-
-
 @_register("05_method_comparison", "error against β over several data draws, with the c·ulp(μ̃)/2 sawtooth of the reference preset", cited=True)
 def _data_beta_sweep(quick: bool):
     """Relative RMSE against β ∈ [0.90, 0.995] (64 values; quick 16) for PASA at the reference preset,
@@ -1494,7 +1491,7 @@ def _data_beta_sweep(quick: bool):
         b = float(b)
         mt = mu_tilde(b)
         rows.append(dict(kind="predicted", method="pasa:reference", beta=b, rel_rmse_median=None, rel_rmse_min=None,
-                         rel_rmse_max=None, draws=None, predicted_offset_error=b / (1 - b) * _fp16_ulp(mt) / 2))
+                         rel_rmse_max=None, draws=None, predicted_offset_error=b / (1 - b) * float(_pt.ulp(mt, "fp16")) / 2))
     for t in _binade_teeth(np.linspace(0.90, 0.995, 2000), mu_tilde):
         rows.append(dict(kind="predicted_tooth", method="pasa:reference", beta=float(t), rel_rmse_median=None,
                          rel_rmse_min=None, rel_rmse_max=None, draws=None, predicted_offset_error=None))
