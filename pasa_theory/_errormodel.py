@@ -653,8 +653,7 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     sys_err = o_sys - ex.o_ref
     B = Y - Wb[:, :, None] * o_cons[:, None, :]
     Pref = np.cumsum(B, axis=1)
-    Ncum = np.cumsum(Y, axis=1)
-    Lcum = np.cumsum(Wb, axis=1)
+    Ncum, Lcum, prevN, prevL = _running_sums(Y, Wb)
 
     # ---- consistent terms: totals -------------------------------------------------------------------------------
     kv_tot = np.zeros((R, L))
@@ -754,7 +753,7 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     # deterministically (see _absorption), the other roundings are random but never larger than the rest.
     step = np.zeros((R, T), dtype=bool)
     step[:, 1:] = np.isfinite(M_run[:, 1:]) & (Wb[:, 1:] > 0)
-    det, am_ = _absorption(pw, V, n, T, fblk, frun, step, Fv, Fo, Y=Y, Wb=Wb, o=o_cons)
+    det, am_ = _absorption(pw, V, n, T, step, Fv, Fo, Y=Y, Wb=Wb, o=o_cons, prev=(prevN, prevL))
     rest, delta, live_b = am_["rest"], am_["delta"], Wb > 0
     l_abs, pv_abs, absl, abso = am_["l_abs"], am_["pv_abs"], am_["absl"], am_["abso"]
     hist_small_l, hist_small_o, small_l, small_o = am_["hist_small_l"], am_["hist_small_o"], am_["small_l"], am_["small_o"]
@@ -783,10 +782,6 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     # never off by more than the smaller addend.
     ns_var = np.zeros((R, dv))
     ns_b = np.zeros((R, dv))
-    prevN = np.zeros_like(Ncum)
-    prevN[:, 1:] = Ncum[:, :-1]
-    prevL = np.zeros_like(Lcum)
-    prevL[:, 1:] = Lcum[:, :-1]
     fr = np.where(frun > 0, frun, 1.0)
 
     def rel_of(vals_norm: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -915,8 +910,7 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
             strided = others
             rows = cand
         mc_rows = rows.size
-        ctx = dict(fblk=fblk[rows], frun=frun[rows], step=step[rows], nc_var=nc_pre_var[rows], F_last=F_last,
-                   Fv=Fv, Fo=Fo)
+        ctx = dict(step=step[rows], nc_var=nc_pre_var[rows], F_last=F_last, Fv=Fv, Fo=Fo)
         ms_mc = _monte_carlo(rows, z_sys, keep, acc, s_err_names if shift else (), pol, consts, blk, n, T, V,
                              ex.o_ref, flush_m if p_cast else None, opts, ctx)
         ms_rows = ms.copy()
@@ -959,9 +953,22 @@ def _rounded_ms(o: np.ndarray, s: np.ndarray, q: np.ndarray, ref: np.ndarray, F:
     return out
 
 
-def _absorption(pw: np.ndarray, V: np.ndarray, n: int, T: int, fblk: np.ndarray, frun: np.ndarray,
-                step: np.ndarray, Fv: FloatFormat, Fo: FloatFormat, *, Y: np.ndarray | None = None,
-                Wb: np.ndarray | None = None, o: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+def _running_sums(Y: np.ndarray, Wb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Running sums of the tiles and block row sums over the blocks (axis 1), through each block
+    (Ncum, Lcum) and before it (prevN, prevL: the history a step adds to)."""
+    Ncum = np.cumsum(Y, axis=1)
+    Lcum = np.cumsum(Wb, axis=1)
+    prevN = np.zeros_like(Ncum)
+    prevN[:, 1:] = Ncum[:, :-1]
+    prevL = np.zeros_like(Lcum)
+    prevL[:, 1:] = Lcum[:, :-1]
+    return Ncum, Lcum, prevN, prevL
+
+
+def _absorption(pw: np.ndarray, V: np.ndarray, n: int, T: int, step: np.ndarray, Fv: FloatFormat,
+                Fo: FloatFormat, *, Y: np.ndarray | None = None, Wb: np.ndarray | None = None,
+                o: np.ndarray | None = None, prev: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, dict]:
     """Deterministic error of o from contributions that are dropped because they lie below half a quantum.
 
     A tile P·V_j is its top key's value (P = 1 exactly) plus the rest, ℓ_j is 1 plus the rest: the rest is
@@ -969,7 +976,9 @@ def _absorption(pw: np.ndarray, V: np.ndarray, n: int, T: int, fblk: np.ndarray,
     values (in the lazy/flash bookkeeping one of them scaled by exactly 1): the smaller addend is dropped
     when it is below half a quantum of the larger, in ℓ and separately in each column of O. A dropped
     denominator part d changes o by +o·d, a dropped numerator part y by −y (first order, normalised).
-    Returns the error and the masks of what was dropped (for the variance of the other roundings).
+    ``Y``, ``Wb``, ``o`` and ``prev`` (prevN, prevL of :func:`_running_sums`) are computed from ``pw`` and
+    ``V`` when not given. Returns the error and the masks of what was dropped (for the variance of the
+    other roundings).
     """
     R, L = pw.shape
     dv = V.shape[1]
@@ -996,12 +1005,7 @@ def _absorption(pw: np.ndarray, V: np.ndarray, n: int, T: int, fblk: np.ndarray,
     # kernel frames from the weights themselves: the running state is relative to its largest key
     pmax_run = np.maximum.accumulate(ptop, axis=1)
     fr = np.where(pmax_run > 0, 1.0 / np.where(pmax_run > 0, pmax_run, 1.0), 1.0)
-    Ncum = np.cumsum(Y, axis=1)
-    Lcum = np.cumsum(Wb, axis=1)
-    prevN = np.zeros_like(Ncum)
-    prevN[:, 1:] = Ncum[:, :-1]
-    prevL = np.zeros_like(Lcum)
-    prevL[:, 1:] = Lcum[:, :-1]
+    prevN, prevL = _running_sums(Y, Wb)[2:] if prev is None else prev
     hist_small_l = prevL <= Wb
     small_l = np.minimum(prevL, Wb)
     large_l = np.maximum(prevL, Wb)
@@ -1174,7 +1178,7 @@ def _monte_carlo(rows: np.ndarray, z_sys: np.ndarray, keep: np.ndarray, acc: _Ac
         Y = np.matmul(pr3.transpose(1, 0, 2), V3).transpose(1, 0, 2)
         Wb = pr3.sum(axis=2)
         o1 = Y.sum(axis=1)
-        det, _ = _absorption(pw, V, n, T, ctx["fblk"], ctx["frun"], ctx["step"], ctx["Fv"], ctx["Fo"], Y=Y, Wb=Wb, o=o1)
+        det, _ = _absorption(pw, V, n, T, ctx["step"], ctx["Fv"], ctx["Fo"], Y=Y, Wb=Wb, o=o1)
         if nm is not None:
             o1 = np.where(nm, pw, 0.0) @ V
         o2 = o1 + det + nc_sd * rng.standard_normal((Rm, dv))
