@@ -163,3 +163,43 @@ def test_cited_figures_are_committed_with_their_data(name):
 def test_committed_figures_stay_small():
     total = sum(p.stat().st_size for p in (ROOT / "figures").iterdir() if p.is_file())
     assert total < 3_000_000, f"figures/ holds {total} bytes"
+
+
+# -- the numbers the README cites, recomputed from the committed CSVs ------------------------------------------
+def _committed_rows(name: str) -> list[dict]:
+    with (ROOT / "figures" / f"{name}.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_readme_numbers_of_predicted_vs_measured_follow_from_its_csv():
+    import math
+
+    rows = _committed_rows("predicted_vs_measured")
+    assert len(rows) == 864                                   # 2 dists x 4 means x 4 amplitudes x 3 S2 x 9 methods
+    ratios = [float(r["rmse_ratio"]) for r in rows if r["rmse_ratio"] != ""]
+    assert all(math.isfinite(x) for x in ratios)
+    assert len(ratios) == 837
+    assert sum(1 / 3 <= x <= 3 for x in ratios) == 828
+    compared = [r for r in rows if r["rmse_ratio"] != ""]
+    assert all(r["bound_ok"] in ("1", "True") for r in compared)
+    assert all(float(r["pred_bound"]) >= float(r["max_abs_err"]) for r in compared)
+    assert all(r["overflow_ok"] in ("1", "True") for r in rows)
+
+
+@pytest.mark.parametrize("method, lo, hi", [("fa_qk", 19, 23), ("fa_q", 72, 77), ("pasa", 410, 475)])
+def test_readme_overflow_frontier_follows_from_its_csv(method, lo, hi):
+    cells = [r for r in _committed_rows("overflow_frontier")
+             if r["kind"] == "measured" and r["dist"] == "uniform" and r["method"] == method]
+    assert len(cells) == 4                                    # amplitudes 0.5, 5, 10, 20
+    assert all(lo <= float(r["mean_overflow"]) <= hi for r in cells), [r["mean_overflow"] for r in cells]
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in figures.FIGURES.items() if s.cited))
+def test_committed_csv_header_is_what_the_figure_writes_now(name, one_thread):
+    with (ROOT / "figures" / f"{name}.csv").open(newline="") as fh:
+        header = tuple(next(csv.reader(fh)))
+    if name == "predicted_vs_measured":                       # quick mode still takes ~20 s; the columns are fixed
+        columns = figures._PVM_COLUMNS
+    else:
+        columns = tuple(getattr(figures, f"_data_{name}")(True)[0])
+    assert header == columns
