@@ -346,6 +346,14 @@ FP16_OVERFLOW = float(_pt.get_format("fp16").overflow_threshold)
 U64 = float(_pt.get_format("fp64").u)
 
 
+def _spread(xs: Iterable[float]) -> tuple:
+    """``(min, median, max)`` of the values, or ``(None, None, None)`` when there are none."""
+    import statistics
+
+    xs = list(xs)
+    return (min(xs), statistics.median(xs), max(xs)) if xs else (None, None, None)
+
+
 def _log_ticks_label(ax, axis: str = "y") -> None:
     from matplotlib.ticker import LogLocator
 
@@ -734,9 +742,8 @@ def _data_overflow_frontier(quick: bool):
 
     def frontier(meth, dist=None):
         vals = [r["mean_overflow"] for r in meas if r["method"] == meth and (dist is None or r["dist"] == dist)]
-        return (min(v for v in vals if v is not None) if any(v is not None for v in vals) else None,
-                max(v for v in vals if v is not None) if any(v is not None for v in vals) else None,
-                sum(v is None for v in vals))
+        lo, _, hi = _spread(v for v in vals if v is not None)
+        return lo, hi, sum(v is None for v in vals)
 
     summary = {meth: dict(zip(("min_overflow_mean", "max_overflow_mean", "cells_without_overflow"), frontier(meth)))
                for meth in _OVERFLOW_METHODS}
@@ -1037,10 +1044,10 @@ def _data_resonance_accuracy(quick: bool):
     for (ph, meth, amp), rs in sorted(groups.items()):
         fin = [r for r in rs if not r["nonfinite"]]
         ratios = [r["rel_rmse"] / naive[(ph, amp, r["seed"])] for r in fin if naive[(ph, amp, r["seed"])] > 0]
+        r_min, r_med, r_max = _spread(ratios)
         rows.append(dict(phase=ph, method=meth, amplitude=amp, seeds=len(rs), overflowed=len(rs) - len(fin),
                          rel_rmse_median=st_.median(r["rel_rmse"] for r in fin) if fin else None,
-                         ratio_median=st_.median(ratios) if ratios else None,
-                         ratio_min=min(ratios) if ratios else None, ratio_max=max(ratios) if ratios else None))
+                         ratio_median=r_med, ratio_min=r_min, ratio_max=r_max))
 
     def med(ph, meth):
         vals = [r["ratio_median"] for r in rows if r["phase"] == ph and r["method"] == meth and r["ratio_median"] is not None]
@@ -1144,13 +1151,13 @@ def _data_predicted_vs_measured(quick: bool):
     summary = {}
     for meth in PREDICT_METHODS:
         sub = [r for r in rows if r["method"] == meth]
-        ratios = sorted(r["rmse_ratio"] for r in sub if r["rmse_ratio"] is not None)
+        ratios = [r["rmse_ratio"] for r in sub if r["rmse_ratio"] is not None]
+        r_min, r_med, r_max = _spread(ratios)
         bounds_ = [r["bound_ok"] for r in sub if r["bound_ok"] is not None]
         summary[meth] = dict(
             cases=len(sub), overflow_measured=sum(1 for r in sub if r["nonfinite"]),
             overflow_agree=sum(1 for r in sub if r["overflow_ok"]),
-            rmse_ratio_median=st_.median(ratios) if ratios else None,
-            rmse_ratio_min=ratios[0] if ratios else None, rmse_ratio_max=ratios[-1] if ratios else None,
+            rmse_ratio_median=r_med, rmse_ratio_min=r_min, rmse_ratio_max=r_max,
             rmse_within_3x=sum(1 for x in ratios if 1 / 3 <= x <= 3) / len(ratios) if ratios else None,
             bound_holds=sum(bounds_) / len(bounds_) if bounds_ else None,
             bound_ratio_median=st_.median(r["bound_ratio"] for r in sub if r["bound_ratio"] is not None)
@@ -1362,13 +1369,11 @@ def _data_method_comparison(quick: bool):
 
     summary = {}
     for meth in COMPARISON_METHODS:
-        b, u = ratios(meth, True), ratios(meth, False)
+        b, u = _spread(ratios(meth, True)), _spread(ratios(meth, False))
         summary[meth] = dict(
             overflow_cells=sum(1 for r in rows if r["method"] == meth and r["nonfinite"]),
-            ratio_biased_min=min(b) if b else None, ratio_biased_median=st_.median(b) if b else None,
-            ratio_biased_max=max(b) if b else None,
-            ratio_unbiased_min=min(u) if u else None, ratio_unbiased_median=st_.median(u) if u else None,
-            ratio_unbiased_max=max(u) if u else None,
+            ratio_biased_min=b[0], ratio_biased_median=b[1], ratio_biased_max=b[2],
+            ratio_unbiased_min=u[0], ratio_unbiased_median=u[1], ratio_unbiased_max=u[2],
             rel_rmse_median=st_.median([r["rel_rmse"] for r in rows if r["method"] == meth and not r["nonfinite"]] or [math.nan]),
         )
     ref = {(r["dist"], r["mean"], r["amplitude"]): r["rel_rmse"] for r in rows if r["method"] == "pasa:reference"}
