@@ -20,6 +20,7 @@ import pytest
 import pasa_theory as pt
 from pasa_theory import _errormodel as em
 from pasa_theory import bounds as pb
+from pasa_theory import policies
 from pasa_theory.formats import get_format, round_array, round_to_format
 
 F16 = get_format("fp16")
@@ -50,7 +51,9 @@ def test_standard_model_constants():
         pb.gamma_n(2 ** 11, "fp16")
     # Higham–Mary: λ√n·u to first order
     gt = float(pb.gamma_tilde(4096, "fp16", lam=1.0))
-    assert abs(gt - 64 * U16) / (64 * U16) < 0.05
+    closed = math.expm1(64 * U16 + 4096 * U16 ** 2 / (1 - U16))     # exp(λ√n·u + n·u²/(1 − u)) − 1
+    assert gt == pytest.approx(closed, rel=1e-14), (gt, closed)
+    assert gt == pytest.approx(64 * U16, rel=0.05)                    # ≈ λ√n·u to first order
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp32"])
@@ -71,12 +74,20 @@ def test_rounding_primitives_against_exact_rounding(fmt):
     assert np.all(err <= b), f"{fmt}: |fl(x) − x| = {err[worst]!r} > bound {b[worst]!r} at x = {x[worst]!r}"
     v, bb = em.rvb(x, F)
     assert np.array_equal(bb, b) and np.array_equal(v, em.rvar(x, F))
+    # the spacing against the exact scalar ulp, on every representable value (boundaries included)
     rep = fl[np.isfinite(fl) & (fl != 0)]
     q = em.ulp(rep, F)
-    exact_q = np.array([float(pt.ulp(Fraction(float(r)), F)) for r in rep[:300]])
-    assert np.array_equal(q[:300], exact_q)
-    flushed = np.abs(x) < ms / 2
-    assert np.all(v[flushed] == 0) and np.all(v[~flushed & (x != 0)] == em.ulp(x, F)[~flushed & (x != 0)] ** 2 / 12)
+    exact_q = np.array([float(pt.ulp(Fraction(float(r)), F)) for r in rep])
+    bad = np.flatnonzero(q != exact_q)
+    assert bad.size == 0, f"{fmt}: ulp differs at {rep[bad[:5]]!r}: {q[bad[:5]]!r} vs exact {exact_q[bad[:5]]!r}"
+    # variance: the exact spacing of the grid around x (its binade's quantum) squared over 12; 0 for
+    # values that flush to zero. (The tie x = min_subnormal/2 also rounds to 0 but is modelled as an
+    # ordinary rounding of variance ulp²/12.)
+    flushed = (fl == 0) & (np.abs(x) < ms / 2)
+    nz = ~flushed & (x != 0) & (np.abs(x) <= mx)
+    want = np.array([float(pt.ulp(Fraction(float(r)), F)) ** 2 / 12 for r in x[nz]])
+    assert np.array_equal(v[nz], want), f"{fmt}: variance differs at x = {x[nz][v[nz] != want][:5]!r}"
+    assert np.all(v[flushed] == 0) and np.all(v[x == 0] == 0), f"{fmt}: nonzero variance for x = {x[flushed & (v != 0)]!r}"
 
 
 def test_exact_subtraction_claims_are_true():
@@ -113,8 +124,14 @@ def test_rounded_mean_square_limits():
     tiny = em._rounded_ms(o, np.array([[0.0, 1e-6, 1e-6]]), q, ref, F16)
     det = (round_array(o, F16) - ref) ** 2
     assert np.allclose(tiny, det, rtol=1e-6)                  # known to far better than a quantum: deterministic
-    big = em._rounded_ms(o, np.array([[50.0, 50.0, 50.0]]), q, ref, F16)
-    assert np.allclose(big, (o - ref) ** 2 + 2500 + q ** 2 / 12)
+    # every regime, including the middle one (spread comparable to a quantum), against Monte Carlo:
+    # E[(fl16(o + N(0, s²)) − ref)²] from 2·10⁶ draws, within 5 standard errors
+    rng = np.random.default_rng(4)
+    for s_ in (0.25, 0.5, 1.0, 50.0):                          # q/2, q, 2q, 100q
+        sq = (round_array(o[:, :1] + rng.normal(0.0, s_, (1, 2_000_000)), F16) - ref[:, :1]) ** 2
+        mc, se = float(sq.mean()), float(sq.std() / math.sqrt(sq.size))
+        got = float(em._rounded_ms(o[:, :1], np.array([[s_]]), q[:, :1], ref[:, :1], F16)[0, 0])
+        assert abs(got - mc) <= 5 * se, f"s = {s_}: model {got:.6g}, Monte Carlo {mc:.6g} ± {se:.2g}"
 
 
 # -- composition against explicit perturbation experiments -----------------------------------------------------------
@@ -177,7 +194,7 @@ def test_absorption_matches_float16_arithmetic():
         step = np.array([[False, True]])
         det, masks = em._absorption(pw, v, 1, 2, step, F16, F16)
         o = pw @ v
-        assert masks["absl"][0, 1] == (w < U16)
+        assert masks["absl"][0, 1] == (float(ell16) == 1.0), (w, float(ell16))
         for col in range(2):
             dropped = bool(masks["abso"][0, 1, col])
             assert dropped == (float(o16[col]) == v[0, col])
@@ -203,7 +220,7 @@ def test_envelope_at_the_fp16_overflow_threshold(product, overflows):
 
 def test_envelope_of_the_accumulators_on_a_long_biased_v():
     """Flat attention over V ≈ 30: unnormalised fp16 O reaches ≈ 30·S2 (PASA.md §4.2 caveat)."""
-    for s2, over in ((1024, False), (4096, True)):
+    for s2, over in ((2100, False), (2300, True)):               # 30.3·S2 crosses 65520 at S2 ≈ 2160
         st = pb.InputStats(0.0, 0.05, 0.0, 0.05, 30.0, 0.5, head_dim=128, seq_kv=s2, seq_q=128, heads=4)
         assert (pb.overflow_envelope("pasa:reference", st).overflow_stage == "accumulator") == over
         assert pb.overflow_envelope("pasa", st).overflow_stage is None        # pow2 accumulators
@@ -221,7 +238,9 @@ def test_envelope_row_sum_of_a_peaked_softmax_is_its_maximum():
     s = q @ k.T / np.sqrt(128)
     ell = np.exp(s - s.max(axis=1, keepdims=True)).sum(axis=1)
     print(f"envelope row_sum {env.peaks['row_sum']:.3g}, sampled ℓ median {np.median(ell):.3g} max {ell.max():.3g}")
-    assert env.peaks["row_sum"] <= 4.0 and ell.max() <= 4.0
+    # an estimate, not a bound: within a factor 2 of every sampled row (it was S2 = 1407 before)
+    assert env.peaks["row_sum"] / 2 <= np.median(ell) and ell.max() <= 2 * env.peaks["row_sum"], (
+        env.peaks["row_sum"], float(np.median(ell)), float(ell.max()))
     assert env.overflow_stage is None
 
 
@@ -241,7 +260,10 @@ def test_term_scales_show_the_recovery_amplification():
     s = pb.term_scales("pasa", st)
     assert s["recovery"] > 3 * max(s["scores.round"], s["scores.kt"])
     s_small = pb.term_scales("pasa", st, beta=0.5)
-    assert s_small["recovery"] < s["recovery"] / 10
+    c_opt = policies.shift_constants(policies.resolve("pasa"), 128, None, 128 ** -0.5).c
+    c_half = policies.shift_constants(policies.resolve("pasa"), 128, 0.5, 128 ** -0.5).c
+    assert s["recovery"] / s_small["recovery"] == pytest.approx(c_opt / c_half, rel=1e-9), (
+        s["recovery"] / s_small["recovery"], c_opt / c_half)
 
 
 # -- predict on numpy arrays: contract --------------------------------------------------------------------------------
@@ -340,4 +362,5 @@ def test_a_priori_prediction_uses_the_closed_form_envelope():
     assert pa.overflow and pa.overflow_stage == "scores"
     pp = pb.predict_a_priori("pasa", st, rows=8)
     assert not pp.overflow and 0 < pp.rmse_estimate < pp.max_abs_bound
-    assert round_to_format(Fraction(1), "fp16") == 1   # formats module available without torch
+    assert pa.overflow_stage == pb.overflow_envelope("fa_qk", st).overflow_stage
+    assert pp.overflow_stage == pb.overflow_envelope("pasa", st).overflow_stage is None
