@@ -43,6 +43,7 @@ __all__ = [
     "resolve",
     "arranged_fields",
     "shift_constants",
+    "resolve_beta",
     "method_names",
 ]
 
@@ -242,7 +243,7 @@ def resolve(method: str, precision: Any = "npu_fp16") -> Policy:
 class ShiftConstants:
     """β, the stored entries of the (possibly τ-scaled) shifting matrix, and c, as Python floats.
 
-    Same fields as ``pasa_npu._setup.ShiftConstants``; ``a = diag − off`` and ``b = −off`` are the
+    The constants ``pasa_npu.shift_parameters`` returns; ``a = diag − off`` and ``b = −off`` are the
     coefficients of ``M_r = a·I − b·J`` (eq. S2 of :mod:`pasa_theory.shifting`), ``sigma`` the folded
     scale (1.0 when τ is not folded into M).
     """
@@ -290,6 +291,21 @@ def _script_fp32_constants(n: int, beta: float, sigma: float, mi: FloatFormat, c
     return ShiftConstants(float(afa), float(d_m), float(o_m), float(c), sigma)
 
 
+def resolve_beta(policy: Policy, n: int, beta: float | None, sigma: float) -> float:
+    """The β a run uses: the argument, else the policy's pinned β, else :func:`pasa_theory.optimal_beta`
+    for the ``beta_format`` (or matrix-unit format), block size ``n`` and folded scale ``sigma``
+    (1.0: not folded)."""
+    if beta is None:
+        if policy.beta is not None:
+            beta = policy.beta
+        else:
+            from .roots import optimal_beta
+
+            bf = policy.beta_format or policy.matmul_in.name
+            beta = float(optimal_beta(bf, n, scale=None if sigma == 1.0 else sigma))
+    return float(beta)
+
+
 def shift_constants(policy: Policy, n: int, beta: float | None, scale: float) -> ShiftConstants:
     """β, M entries and c that the kernel uses for ``policy`` with block size ``n`` and softmax scale τ.
 
@@ -300,15 +316,7 @@ def shift_constants(policy: Policy, n: int, beta: float | None, scale: float) ->
     """
     sigma = float(scale) if policy.placement == "m" else 1.0
     fmt = policy.matmul_in
-    if beta is None:
-        if policy.beta is not None:
-            beta = policy.beta
-        else:
-            from .roots import optimal_beta
-
-            bf = policy.beta_format or fmt.name
-            beta = float(optimal_beta(bf, n, scale=None if sigma == 1.0 else sigma))
-    beta = float(beta)
+    beta = resolve_beta(policy, n, beta, sigma)
     if policy.setup == "script_fp32":
         if policy.coef != "beta":
             raise ValueError("setup='script_fp32' reproduces the reference script and supports coef='beta' only")
