@@ -105,7 +105,7 @@ def make_biased_v(
     """Nearly uniform attention over a long, biased V (|q|, |k| small; V ≈ v_mean ± v_amplitude).
 
     The unnormalised accumulator O of a flash kernel grows to ≈ v_mean·S2, which passes fp16's
-    65504 at S2 ≈ 2200 for v_mean = 30 (PASA.md §4.2 caveat).
+    65504 at S2 ≈ 2200 for v_mean = 30 (docs/precision.md §2.4).
     """
     _check_sizes(seq_kv=seq_kv, seq_q=seq_q, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
     g = torch.Generator().manual_seed(seed)
@@ -120,7 +120,7 @@ def make_resonant(
     head_dim: int = 128, amplitude: float = 20.0, frequency: float = 3.0, noise: float = 0.5,
     bias: float = 0.0, seed: int = 0, dtype: torch.dtype = torch.float16,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Q and K sharing one sinusoid along the head dimension ("resonance", PASA.md §5).
+    """Q and K sharing one sinusoid along the head dimension ("resonance", docs/method.md §8).
 
     ``phase="aligned"`` (0°) gives k ≈ q, ``"anti"`` (180°) gives k ≈ −q, ``"random"`` draws an
     independent phase per token (the non-resonant control). Every token carries the pattern with a

@@ -466,8 +466,8 @@ def _draw_fp64_exactness(rows, summary):
 
 _FP_FORMATS = (("fp16", "fp16"), ("bf16", "bf16"), ("fp8_e4m3", "fp16"), ("fp8_e5m2", "fp16"))
 _BETA_WINDOW = (0.93, 0.995)
-#: Published values: the reference README's β and the script's final β (PASA.md §3.3), and the fixed
-#: points re-solved for the matrix with the softmax scale 1/√128 folded in (PASA.md §7.3).
+#: Published values: the reference README's β and the script's final β (docs/method.md §6.4), and the fixed
+#: points re-solved for the matrix with the softmax scale 1/√128 folded in (docs/method.md §7).
 PUBLISHED_BETAS = {"0.9689939 (README)": 0.9689939, "0.984497 (script)": 0.984497}
 FOLDED_BETAS = {"0.9689528 (τ folded)": 0.9689528165, "0.9847111 (τ folded)": 0.9847111441}
 

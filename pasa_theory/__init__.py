@@ -32,8 +32,10 @@ Modules (loaded on first use; ``import pasa_theory`` imports neither sympy, nump
 Any other module of the package (for example one added later) is loaded on attribute access as well:
 ``pasa_theory.<module>`` works without being listed here.
 
-References of the form "PASA.md §N" point to the project's method notes (``shared/notes/PASA.md``):
-the reconstruction of the algorithm, the published values and the design decisions D1–D14.
+References of the form ``docs/<file>.md §N`` point to the numbered sections of the method documents
+shipped in ``docs/``: the method and the β equations (``method.md``), the kernel's precision model
+(``precision.md``), the rounding-error model (``error-model.md``) and the design decisions D1–D14
+(``design.md``).
 
 Quick start::
 

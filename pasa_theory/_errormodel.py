@@ -16,7 +16,7 @@ Constants that the kernel rounds once (τ in the vector format, the entries of M
 flushes to zero (P, γ, α below half the smallest subnormal) are *systematic*: their effect is
 evaluated exactly, by softmax attention with the perturbed logits.
 
-Every term is classified by how it reaches the output (DESIGN in :mod:`pasa_theory.bounds`):
+Every term is classified by how it reaches the output (docs/error-model.md §3, §4):
 key-level and block-level perturbations of the log-weights (consistent in numerator and
 denominator), prefix-level ones (a rescaling of the whole history), numerator-only and
 denominator-only relative errors, and the final rounding.

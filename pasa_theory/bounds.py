@@ -9,7 +9,7 @@ breakdown by error term. :func:`predict_a_priori` and :func:`overflow_envelope` 
 input statistics alone (mean and spread of Q, K, V; d; n; S2; β; format). :func:`derivations` lists
 the symbolic identities the model rests on, each verified by sympy.
 
-Model (PASA.md §2–3 for the algorithm; Higham, *Accuracy and Stability of Numerical Algorithms*,
+Model (docs/error-model.md; the algorithm is docs/method.md §3; Higham, *Accuracy and Stability of Numerical Algorithms*,
 2nd ed. 2002, §2.2 and Lemma 3.1 for the standard model; Higham & Mary, SISC 41 (2019) for the
 probabilistic model)
 ========================================================================================================
@@ -614,7 +614,7 @@ def overflow_envelope(method: str, stats: InputStats, *, precision: Any = "npu_f
                       block_kv: int = 128, scale: float | None = None) -> Envelope:
     """Closed-form overflow envelope of ``method`` for inputs with statistics ``stats``.
 
-    Peaks (z = √(2 ln N) for the N score pairs, CLT over d; PASA.md §3, FIELD.md §1):
+    Peaks (z = √(2 ln N) for the N score pairs, CLT over d; docs/error-model.md §6):
 
     * scores: ``|μ_s| + z·σ_s`` with μ_s = τdμ_qμ_k, σ_s² = τ²d(σ_q²σ_k² + μ_q²σ_k² + μ_k²σ_q²), divided by τ
       where QKᵀ is rounded before the scale (``fa_qk``, ``smooth_k`` with μ_k → 0), and for PASA the

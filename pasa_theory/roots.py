@@ -18,14 +18,14 @@ break the tie the wrong way (tests/theory/test_roots.py shows one). With an irra
 cell ends and ``β*`` are irrational, a tie is impossible (it would make ``σ`` rational), and membership
 is decided by certified enclosures.
 
-:func:`optimal_beta` runs the reference iteration ``β_{k+1} = R/(1 + R)`` (PASA.md §3.3) from a start
+:func:`optimal_beta` runs the reference iteration ``β_{k+1} = R/(1 + R)`` (docs/method.md §6) from a start
 exactly: it stops when ``β_{k+1} = β_k`` exactly, which happens after one or two steps because
 ``R`` is constant on cells. :func:`fixed_points` walks all cells of an interval and returns every fixed
 point. Without a start, :func:`optimal_beta` applies the selection criterion of
 :mod:`pasa_theory.selection`.
 
-Sources: PASA.md §3.2, §3.3 (the reference solver ``optimal_para.py``: float64 with entries rounded in
-``torch.float16``, relative stopping tolerance 1e-8, starts ``1 − 2**-m``), §7.3 (scale folded in).
+Sources: docs/method.md §5, §6 (the reference solver ``optimal_para.py``: float64 with entries rounded in
+``torch.float16``, relative stopping tolerance 1e-8, starts ``1 − 2**-m``), §7 (scale folded in).
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ __all__ = [
     "DEFAULT_STARTS",
 ]
 
-#: The starting points of the reference solver, β₀ = 1 − 2**-m for m = 4, 5, 6 (PASA.md §3.3).
+#: The starting points of the reference solver, β₀ = 1 − 2**-m for m = 4, 5, 6 (docs/method.md §6).
 DEFAULT_STARTS = (Fraction(15, 16), Fraction(31, 32), Fraction(63, 64))
 
 #: Default guard for :func:`fixed_points`: walking more cells than this raises (fp32 over (0, 1) has
@@ -191,7 +191,7 @@ class FixedPoint:
     iterations: int | None = None
     #: Working precision of the mpf fields.
     dps: int = 50
-    #: Bias (1 − β) as an mpf: the fraction of the block mean left in the shifted scores (PASA.md §2.1).
+    #: Bias (1 − β) as an mpf: the fraction of the block mean left in the shifted scores (docs/method.md §2).
     bias: Any = field(default=None)
 
     def __float__(self) -> float:
@@ -311,7 +311,7 @@ def optimal_beta(
 ) -> FixedPoint:
     """The optimal β: the fixed point reached from ``start``, or the selected one if ``start`` is None.
 
-    With a ``start``: the iteration ``β_{k+1} = R(β_k)/(1 + R(β_k))`` of PASA.md §3.3 (``R`` = f of
+    With a ``start``: the iteration ``β_{k+1} = R(β_k)/(1 + R(β_k))`` of docs/method.md §6 (``R`` = f of
     eq. S4 for ``form="paper"``, F of eq. S5 for ``form="kappa"``), carried out exactly; it stops at the
     first ``β_k`` that is its own image (verified: rounding at ``β_k`` reproduces a and b). Without a
     start: :func:`pasa_theory.selection.select_beta` (smallest |κ| with c stored in ``vector_format``,
@@ -329,7 +329,7 @@ def optimal_beta(
         Equation (S4) (default: it reproduces the published β = 0.9689939) or (S5) (= κ = 0; what
         ``optimal_para.py`` iterates; aliases "code", "reference").
     scale : number or str, optional
-        Softmax scale folded into M (PASA.md §7.3), e.g. ``"1/sqrt(128)"``.
+        Softmax scale folded into M (docs/method.md §7), e.g. ``"1/sqrt(128)"``.
     dps : int
         Decimal digits of the mpf fields.
     vector_format : str or FloatFormat, optional
@@ -557,7 +557,7 @@ def reference_iteration(
     rtol: float = 1e-8,
     max_iterations: int = 100,
 ) -> tuple[float, int]:
-    """The reference solver's float64 iteration (PASA.md §3.3, ``optimal_para.py``), for comparison.
+    """The reference solver's float64 iteration (docs/method.md §6, ``optimal_para.py``), for comparison.
 
     ``β_{k+1} = R/(1 + R)`` in float64, with the matrix entries computed in float64 and rounded to
     ``fmt``; stops when ``|β_{k+1} − β_k| <= rtol·|β_k|`` and returns ``(β, iterations)``. ``rounding``

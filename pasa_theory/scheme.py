@@ -22,7 +22,7 @@ determinant ``α^{n−1}(α + nγ)`` and, by the Sherman–Morrison formula for 
 
 **The shifting matrix** ``M = σ(I − (β/n)J)`` (σ = 1 unless the softmax scale is folded in): eigenvalues
 ``σ(1 − β)`` on **1** and ``σ`` elsewhere, determinant ``σⁿ(1 − β)``, inverse
-``(1/σ)(I + β/(n(1 − β))·J)`` (PASA.md §2.1). For scores ``s`` with block mean ``μ``:
+``(1/σ)(I + β/(n(1 − β))·J)`` (docs/method.md §2). For scores ``s`` with block mean ``μ``:
 ``s̃ = Ms = σ(s − βμ)``, ``mean(s̃) = σ(1 − β)μ`` and the **recovery identity**
 
 .. math::
@@ -36,11 +36,11 @@ determinant ``α^{n−1}(α + nγ)`` and, by the Sherman–Morrison formula for 
 without rounding (``a = σ``, ``b = σβ/n``) both reduce to the identity ``β/(1 − β) = β/(1 − β)``.
 
 **Online global recovery** (:func:`online_recovery`, :func:`online_step_lemma`) — our statement of the
-paper's "Theorem 1" (PASA.md §2.3, §9 D14):
+paper's "Theorem 1" (docs/method.md §4, docs/design.md §14):
 
     *Theorem.* Let the KV blocks ``i = 0, …, T−1`` have arbitrary shifted scores ``s̃_{i,k}`` with
     block means ``μ̃_i``, let ``c`` be any number and ``s_{i,k} := s̃_{i,k} + c·μ̃_i``. Run the loop of
-    PASA.md §2.2 (L-2), with the block-local maxima ``m_i`` and the running maxima ``M_j`` replaced by
+    docs/method.md §3, with the block-local maxima ``m_i`` and the running maxima ``M_j`` replaced by
     *arbitrary* numbers. Then after block ``j``
 
     .. math::
@@ -233,19 +233,19 @@ def _is_zero(expr: Any) -> bool:
 
 # -- the exact shifting matrix ------------------------------------------------------------------------------
 def shifting_matrix(scaled: bool = False) -> IJMatrix:
-    """``M = I − (β/n)J`` (PASA.md §2.1), or ``σ(I − (β/n)J)`` with the scale folded in (§7.3)."""
+    """``M = I − (β/n)J`` (docs/method.md §2), or ``σ(I − (β/n)J)`` with the scale folded in (docs/method.md §7)."""
     sig = S.sigma if scaled else sympy.Integer(1)
     return IJMatrix(sig, -sig * S.beta / S.n)
 
 
 def shifting_inverse(scaled: bool = False) -> IJMatrix:
-    """Closed form ``M⁻¹ = (1/σ)(I + β/(n(1 − β))·J)`` (PASA.md §2.1; from D2)."""
+    """Closed form ``M⁻¹ = (1/σ)(I + β/(n(1 − β))·J)`` (docs/method.md §2; from D2)."""
     sig = S.sigma if scaled else sympy.Integer(1)
     return IJMatrix(1 / sig, S.beta / (sig * S.n * (1 - S.beta)))
 
 
 def shifting_eigenvalues(scaled: bool = False) -> dict[Any, Any]:
-    """``{σ(1 − β): 1, σ: n − 1}``: M is invertible iff β ≠ 1 (PASA.md §2.1)."""
+    """``{σ(1 − β): 1, σ: n − 1}``: M is invertible iff β ≠ 1 (docs/method.md §2)."""
     sig = S.sigma if scaled else sympy.Integer(1)
     return {sig * (1 - S.beta): 1, sig: S.n - 1}
 
@@ -257,7 +257,7 @@ def shifting_determinant(scaled: bool = False) -> Any:
 
 
 def shifted_score(scaled: bool = False) -> Any:
-    """``s̃_k = (Ms)_k = σ(s_k − βμ)``: each score loses β times the block mean (PASA.md §2.1)."""
+    """``s̃_k = (Ms)_k = σ(s_k − βμ)``: each score loses β times the block mean (docs/method.md §2)."""
     return shifting_matrix(scaled).apply()
 
 
@@ -267,7 +267,7 @@ def shifted_mean(scaled: bool = False) -> Any:
 
 
 def recovery_coefficient_expr() -> Any:
-    """``c = β/(1 − β)`` (PASA.md §2.1; ``Inv_Pam`` of the reference implementation)."""
+    """``c = β/(1 − β)`` (docs/method.md §2; ``Inv_Pam`` of the reference implementation)."""
     return S.beta / (1 - S.beta)
 
 
@@ -279,17 +279,17 @@ def recovered_score(c: Any = None, scaled: bool = False) -> Any:
 
 # -- the rounded matrix ---------------------------------------------------------------------------------
 def rounded_matrix() -> IJMatrix:
-    """``M_r = aI − bJ`` (S2; PASA.md §3.2 item 2)."""
+    """``M_r = aI − bJ`` (S2; docs/method.md §5.2)."""
     return IJMatrix(S.a, -S.b)
 
 
 def rounded_inverse() -> IJMatrix:
-    """Closed form ``M_r⁻¹ = (1/a)(I + b/(a − bn)·J)`` (PASA.md §3.2 item 4; from D2)."""
+    """Closed form ``M_r⁻¹ = (1/a)(I + b/(a − bn)·J)`` (docs/method.md §5.4; from D2)."""
     return IJMatrix(1 / S.a, S.b / (S.a * (S.a - S.b * S.n)))
 
 
 def rounded_shifted_score() -> Any:
-    """``s̃_k = a·s_k − b·n·μ`` (PASA.md §3.2 item 3)."""
+    """``s̃_k = a·s_k − b·n·μ`` (docs/method.md §5.3)."""
     return rounded_matrix().apply()
 
 
@@ -310,7 +310,7 @@ def temperature_error() -> Any:
 
 
 def kappa_abs(c: Any = None) -> Any:
-    """``κ_abs = (a − σ) + c(a − bn) − bn`` (S3; PASA.md §3.2 item 5 at σ = 1)."""
+    """``κ_abs = (a − σ) + c(a − bn) − bn`` (S3; docs/method.md §5.5 at σ = 1)."""
     c = S.c if c is None else c
     return (S.a - S.sigma) + c * (S.a - S.b * S.n) - S.b * S.n
 
@@ -347,7 +347,7 @@ def kappa_solution() -> Any:
 
 def kappa_at_paper_solution() -> Any:
     """κ with the exact ``c = f`` (paper form): ``(a − σ)(a − bn)/(aσ)`` — the price of neglecting the
-    1/a factor of M_r⁻¹ (PASA.md §3.3: −7.6e-6 at the published β)."""
+    1/a factor of M_r⁻¹ (docs/method.md §6: −7.6e-6 at the published β)."""
     return (S.a - S.sigma) * (S.a - S.b * S.n) / (S.a * S.sigma)
 
 
@@ -359,7 +359,7 @@ def exact_entries() -> dict[Any, Any]:
 # -- online global recovery -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OnlineRecovery:
-    """The PASA loop (PASA.md §2.2 L-2) run symbolically over ``blocks`` KV blocks.
+    """The PASA loop (docs/method.md §3 L-2) run symbolically over ``blocks`` KV blocks.
 
     Per block ``i``: ``E_i = Σ_k exp(s̃_{i,k})``, ``W_i = Σ_k exp(s̃_{i,k})·v_{i,k}`` (one column of V),
     the block mean ``mt_i = μ̃_i``, the block-local maximum ``m_i`` and the running maximum ``M_i`` —
@@ -473,7 +473,7 @@ def running_mean_lemma() -> Identity:
     jj = sympy.Symbol("j", positive=True, integer=True)
     A_prev = P / jj
     A = mt_j / (jj + 1) + A_prev * jj / (jj + 1)
-    return Identity("running-mean lemma", A, (P + mt_j) / (jj + 1), "L-2 e of PASA.md §2.2")
+    return Identity("running-mean lemma", A, (P + mt_j) / (jj + 1), "L-2 e of docs/method.md §3")
 
 
 def _element_level_two_blocks() -> Identity:
@@ -506,12 +506,12 @@ def _element_level_two_blocks() -> Identity:
 
 def global_reference_identity(blocks: int = 3) -> Identity:
     """With full blocks, ``μ̃_i = σ(1 − β)μ_i`` (D3) and ``c = β/(1 − β)``: the final reference
-    ``c·A`` equals ``σβ`` times the global mean of the raw scores (PASA.md §2.3)."""
+    ``c·A`` equals ``σβ`` times the global mean of the raw scores (docs/method.md §4)."""
     mus = S.block_symbols("mu", blocks, real=True)
     mts = [S.sigma * (1 - S.beta) * x for x in mus]
     A = sum(mts, sympy.Integer(0)) / blocks
     return Identity(f"global reference c·A = σβ·mean, {blocks} blocks", recovery_coefficient_expr() * A,
-                    S.sigma * S.beta * sum(mus, sympy.Integer(0)) / blocks, "PASA.md §2.3")
+                    S.sigma * S.beta * sum(mus, sympy.Integer(0)) / blocks, "docs/method.md §4")
 
 
 # -- the catalogue -------------------------------------------------------------------------------------------
@@ -531,23 +531,23 @@ def identities(online_blocks: tuple[int, ...] = (2, 3)) -> list[Identity]:
         Mx = shifting_matrix(scaled)
         sig = S.sigma if scaled else 1
         out += [
-            Identity(f"M·M⁻¹ = I{tag}", Mx @ shifting_inverse(scaled), I_, "PASA.md §2.1, inverse"),
+            Identity(f"M·M⁻¹ = I{tag}", Mx @ shifting_inverse(scaled), I_, "docs/method.md §2, inverse"),
             Identity(f"M⁻¹ closed form = Sherman–Morrison{tag}", shifting_inverse(scaled), Mx.inverse(), "D2"),
-            Identity(f"eigenvalue on 1{tag}", Mx.mean_factor(), sig * (1 - S.beta), "PASA.md §2.1"),
+            Identity(f"eigenvalue on 1{tag}", Mx.mean_factor(), sig * (1 - S.beta), "docs/method.md §2"),
             Identity(f"det M{tag}", Mx.det(), shifting_determinant(scaled), "product of eigenvalues"),
-            Identity(f"shifted score{tag}", shifted_score(scaled), sig * (S.s_k - S.beta * S.mu), "PASA.md §2.1"),
-            Identity(f"shifted mean{tag}", shifted_mean(scaled), sig * (1 - S.beta) * S.mu, "PASA.md §2.1"),
+            Identity(f"shifted score{tag}", shifted_score(scaled), sig * (S.s_k - S.beta * S.mu), "docs/method.md §2"),
+            Identity(f"shifted mean{tag}", shifted_mean(scaled), sig * (1 - S.beta) * S.mu, "docs/method.md §2"),
             Identity(f"recovery identity (D3){tag}", recovered_score(scaled=scaled), sig * S.s_k,
                      "s = s̃ + β/(1−β)·mean(s̃)"),
         ]
     out += [
-        Identity("M_r·M_r⁻¹ = I", rounded_matrix() @ rounded_inverse(), I_, "PASA.md §3.2 item 4"),
+        Identity("M_r·M_r⁻¹ = I", rounded_matrix() @ rounded_inverse(), I_, "docs/method.md §5.4"),
         Identity("M_r⁻¹ closed form = Sherman–Morrison", rounded_inverse(), rounded_matrix().inverse(), "D2"),
         Identity("mean of the rounded shifted scores", rounded_matrix().mean_factor(), S.a - S.b * S.n,
-                 "PASA.md §3.2 item 3"),
+                 "docs/method.md §5.3"),
         Identity("exact inverse recovers s", rounded_shifted_score() / S.a
                  + S.b * S.n / (S.a * (S.a - S.b * S.n)) * rounded_shifted_mean(), S.s_k,
-                 "s = (1/a)s̃ + bn/(a(a−bn))·mean(s̃), PASA.md §3.2 item 4"),
+                 "s = (1/a)s̃ + bn/(a(a−bn))·mean(s̃), docs/method.md §5.4"),
         Identity("recovery error split (S3)", recovery_error(), temperature_error() + S.mu * kappa_abs(),
                  "e_k = (a−σ)(s_k−μ) + μκ_abs"),
         Identity("kappa form of F (S5)", kappa_rhs(), c_star(), "F = (bn + σ − a)/(a − bn)"),

@@ -1,8 +1,8 @@
-r"""Choosing *the* optimal β among the fixed points (PASA.md §9 D2).
+r"""Choosing *the* optimal β among the fixed points (docs/design.md §2).
 
 Every rounding cell can hold its own fixed point (:mod:`pasa_theory.roots`); from the reference
 solver's starts ``β₀ = 1 − 2**-m`` one gets a different "optimum" per start. Something else must pick
-one. The trade-off (PASA.md §2.1, §9 D2):
+one. The trade-off (docs/method.md §2.3 and docs/design.md §2):
 
 * the shifted scores keep a **residual bias** ``(1 − β)·μ`` of the block mean μ, so a small ``1 − β``
   is what protects against overflow; but

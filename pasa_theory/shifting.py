@@ -1,6 +1,6 @@
 r"""The rounded shifting matrix, its exact inverse, the per-block error κ and both β equations.
 
-Notation (PASA.md §2.1, §3.2; generalised here to a softmax scale σ folded into M, PASA.md §7.3).
+Notation (docs/method.md §2, §5; generalised here to a softmax scale σ folded into M, docs/method.md §7).
 The shifting matrix of a KV block of length ``n`` is ``M = σ·(I − (β/n)·J)`` with ``J`` the all-ones
 matrix, ``0 < β < 1`` and ``σ = 1`` unless a scale is folded in. Stored in a format ``fmt`` it becomes
 
@@ -26,7 +26,7 @@ the shifted scores of a block with raw scores ``s`` and mean ``μ`` are ``s̃ = 
 
 The first term is a change of softmax temperature of relative size ``|a − σ|/σ`` that no ``c`` can
 cancel; ``κ·(σμ)`` is a per-block constant, harmless inside a block and a reweighting
-``exp(κσ(μ_j − μ_j'))`` between blocks. The two β equations (PASA.md §3.3):
+``exp(κσ(μ_j − μ_j'))`` between blocks. The two β equations (docs/method.md §6):
 
 .. math::
 
@@ -39,7 +39,7 @@ cancel; ``κ·(σμ)`` is a per-block constant, harmless inside a block and a re
 code of the reference solver. Every identity here is derived and verified symbolically in
 :mod:`pasa_theory.scheme` (``rounded_matrix_identities``, ``kappa_identities``).
 
-Note on the folded scale of PASA.md §7.3 (``τ = 1/√128``): the published fixed points
+Note on the folded scale of docs/method.md §7 (``τ = 1/√128``): the published fixed points
 (0.9374323777, 0.9689528165, 0.9847111441 and 0.9374311489, 0.9689529455, 0.9847111464) are reproduced
 both with the exact irrational ``τ = 2**-3.5`` (``scale="1/sqrt(128)"``) and with its float64 value
 (``scale=1/math.sqrt(128)``): the rounded entries of ``τ·M`` are the same and the fixed points differ by
@@ -126,7 +126,7 @@ def shifting_entries(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = 
     """The stored entries ``(diag, off)`` of the shifting matrix, eq. (S1) of this module.
 
     ``diag = fl(σ(1 − β/n))`` and ``off = fl(−σβ/n)``, rounded to nearest-even in ``fmt`` exactly (no
-    intermediate rounding), ``σ = scale`` or 1. PASA.md §3.2 item 1 (σ = 1) and §7.3 (σ folded in).
+    intermediate rounding), ``σ = scale`` or 1. docs/method.md §5.1 (σ = 1) and §7 (σ folded in).
 
     Parameters
     ----------
@@ -216,7 +216,7 @@ def fixed_point_map(
     fmt: str | FloatFormat, n: int, beta: Any, *, form: str = "paper", scale: Any = None, dps: int = 50
 ) -> Fraction | Any:
     """One step ``G(β) = R/(1 + R)`` of the fixed-point iteration, ``R`` = :func:`equation_rhs`
-    (PASA.md §3.3: ``β_{k+1} = F(β_k)/(1 + F(β_k))``), evaluated exactly."""
+    (docs/method.md §6: ``β_{k+1} = F(β_k)/(1 + F(β_k))``), evaluated exactly."""
     a, b, n, sigma, form, dps = _equation_args(fmt, n, beta, form, scale, dps)
     return _to_output(_solution(a, b, n, sigma, form), dps)
 
@@ -243,7 +243,7 @@ def kappa(
     vector_format: Any = None,
     dps: int = 50,
 ) -> Fraction | Any:
-    """Per-block constant error κ of PASA's recovery, eq. (S3) (PASA.md §3.2 item 5; per unit of σμ).
+    """Per-block constant error κ of PASA's recovery, eq. (S3) (docs/method.md §5.5; per unit of σμ).
 
     ``κ = ((a − σ) + c·(a − b·n) − b·n)/σ`` with a, b of the matrix rounded at ``beta`` (S1–S2) and
     the recovery coefficient ``c``: given, else ``β/(1 − β)`` rounded to ``vector_format`` (exact if
@@ -292,7 +292,7 @@ def recovery_coefficient(
     vector_format: Any = None,
     source: str = "rounded_m",
 ) -> Fraction:
-    """The recovery coefficient ``c`` of ``ŝ = s̃ + c·mean(s̃)`` (PASA.md §2.1, §3.2, §9 D4).
+    """The recovery coefficient ``c`` of ``ŝ = s̃ + c·mean(s̃)`` (docs/method.md §2, §5 and docs/design.md §4).
 
     ``source="rounded_m"``: the ``c`` that makes κ of eq. (S3) vanish for the matrix actually stored,
     ``c* = (b·n + σ − a)/(a − b·n)`` with a, b of (S1–S2) at ``beta`` (what the reference's unused

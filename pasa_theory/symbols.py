@@ -6,10 +6,10 @@ combined, substituted and lambdified consistently:
 ==========  =====================================================================================
 symbol      meaning
 ==========  =====================================================================================
-``beta``    β, the shift fraction, 0 < β < 1 (PASA.md §2.1)
+``beta``    β, the shift fraction, 0 < β < 1 (docs/method.md §2)
 ``n``       KV block length (positive integer)
-``sigma``   σ, the softmax scale folded into M (σ = 1: not folded; PASA.md §7.3)
-``a, b``    coefficients of the rounded matrix M_r = a·I − b·J (PASA.md §3.2; S2 in shifting.py)
+``sigma``   σ, the softmax scale folded into M (σ = 1: not folded; docs/method.md §7)
+``a, b``    coefficients of the rounded matrix M_r = a·I − b·J (docs/method.md §5; S2 in shifting.py)
 ``c``       recovery coefficient of ŝ = s̃ + c·mean(s̃)
 ``mu``      μ, the block mean of the raw scores
 ``s_k``     one raw score of the block

@@ -1,7 +1,7 @@
 """With precision="fp64" every method is softmax attention: equal to reference_attention to <= 1e-12
 relative (max|err| / max|golden|), over ragged S1/S2, GQA groups 1/4/7, causal, masks and decode.
 
-This is the exactness half of the "global recovering" claim (PASA.md §2.3): the shift, the online
+This is the exactness half of the "global recovering" claim (docs/method.md §4): the shift, the online
 recovery and every padding rule cancel exactly in exact arithmetic, so in fp64 only fp64 rounding is
 left.
 """

@@ -219,7 +219,7 @@ def test_envelope_at_the_fp16_overflow_threshold(product, overflows):
 
 
 def test_envelope_of_the_accumulators_on_a_long_biased_v():
-    """Flat attention over V ≈ 30: unnormalised fp16 O reaches ≈ 30·S2 (PASA.md §4.2 caveat)."""
+    """Flat attention over V ≈ 30: unnormalised fp16 O reaches ≈ 30·S2 (docs/precision.md §2.4)."""
     for s2, over in ((2100, False), (2300, True)):               # 30.3·S2 crosses 65520 at S2 ≈ 2160
         st = pb.InputStats(0.0, 0.05, 0.0, 0.05, 30.0, 0.5, head_dim=128, seq_kv=s2, seq_q=128, heads=4)
         assert (pb.overflow_envelope("pasa:reference", st).overflow_stage == "accumulator") == over

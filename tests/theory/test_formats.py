@@ -1,6 +1,6 @@
 """FloatFormat, get_format and round_to_format: constants, names, input types, errors.
 
-Expected constants come from the IEEE/OCP definitions (FIELD.md §1) and from numpy/ml_dtypes ``finfo``,
+Expected constants come from the IEEE 754-2019 and OCP 8-bit floating point (OFP8, 2023) definitions and from numpy/ml_dtypes ``finfo``,
 never from the code under test.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import pasa_theory as pt
 from pasa_theory.formats import FloatFormat
 
-# (name, numpy/ml_dtypes dtype, p, max, min normal, min subnormal) -- FIELD.md §1
+# (name, numpy/ml_dtypes dtype, p, max, min normal, min subnormal) -- IEEE 754-2019, OCP OFP8
 TABLE = [
     ("fp16", np.float16, 11, Fraction(65504), Fraction(1, 2**14), Fraction(1, 2**24)),
     ("bf16", ml_dtypes.bfloat16, 8, Fraction((2**8 - 1) * 2**120), Fraction(1, 2**126), Fraction(1, 2**133)),
@@ -40,7 +40,7 @@ def test_constants_match_definitions_and_finfo(name, dtype, p, maxf, minn, mins)
     assert Fraction(float(fi.max)) == maxf
     assert Fraction(float(fi.smallest_normal)) == minn
     assert Fraction(float(fi.smallest_subnormal)) == mins
-    assert Fraction(float(fi.eps)) == fmt.eps == 2 * fmt.u  # finfo's eps is 2u (FIELD.md §1)
+    assert Fraction(float(fi.eps)) == fmt.eps == 2 * fmt.u  # finfo's eps is 2u (IEEE 754-2019)
 
 
 def test_e4m3_has_no_infinities_and_e5m2_has():

@@ -1,6 +1,6 @@
 """optimal_beta and fixed_points: the published values, exact verification, ties, precision.
 
-Expected values are the figures printed in PASA.md §3.3 and §7.3 (10 digits) and in the issue; the
+Expected values are the figures printed in docs/method.md §6.4 and §7 (10 digits) and in the issue; the
 roundings that verify a fixed point are redone with numpy/ml_dtypes casts (tests/theory/oracles.py).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .oracles import cast_round
 
 STARTS = ("15/16", "31/32", "63/64")  # 1 − 2**-4, 1 − 2**-5, 1 − 2**-6
 
-# PASA.md §3.3, "Fixed points of both forms": (format, n) → (paper form, optimal_para.py form)
+# docs/method.md §6.4: (format, n) → (paper form, optimal_para.py form)
 TABLE = {
     ("fp16", 64): (("0.9375000000", "0.9687500000", "0.9846190829"), ("0.9375000000", "0.9687500000", "0.9846191406")),
     ("fp16", 128): (("0.9375000000", "0.9689939059", "0.9844970410"), ("0.9375000000", "0.9689941406", "0.9844970703")),
@@ -99,7 +99,7 @@ def test_scaled_fixed_points(form, scale):
 
 
 def test_scaled_exact_and_float64_tau_agree_beyond_the_printed_digits():
-    # PASA.md §7.3 does not say which τ it used: both give the same rounded entries and fixed points
+    # docs/method.md §7 does not say which τ it used: both give the same rounded entries and fixed points
     # that differ by about 1e-17, far below the 10 printed digits, so the table cannot tell them apart.
     for form in ("paper", "kappa"):
         for start in STARTS:
@@ -135,7 +135,7 @@ def test_fixed_point_fields():
     assert isinstance(fp.beta, mpmath.mpf) and isinstance(fp.beta_exact, Fraction)
     assert float(fp) == float(fp.beta_exact)
     assert fp.c_exact == fp.beta_exact / (1 - fp.beta_exact)
-    assert fp.c_repr == Fraction(125, 4)  # fp16(31.2517...) = 31.25 (PASA.md §2.1)
+    assert fp.c_repr == Fraction(125, 4)  # fp16(31.2517...) = 31.25 (docs/method.md §2)
     assert fp.vector_format is pt.get_format("fp16")
     lo, hi = fp.interval
     assert lo <= fp.beta_exact <= hi

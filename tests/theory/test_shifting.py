@@ -1,7 +1,7 @@
 """shifting_entries, kappa and recovery_coefficient against independent routes.
 
 Routes: numpy/ml_dtypes casts (tests/theory/oracles.py), explicit n×n matrices in Fractions, mpmath at
-high precision, and the values printed in PASA.md §2.1 and §3.3.
+high precision, and the values printed in docs/method.md §2.2 and §6.
 """
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ def test_entries_match_casts(fmt, n):
 
 
 def test_published_tie_of_the_start_value():
-    # β = 31/32, n = 128: 1 − 31/4096 = 2032.5/2048 is a tie → even 2032/2048 = 127/128 (PASA.md §3.2)
+    # β = 31/32, n = 128: 1 − 31/4096 = 2032.5/2048 is a tie → even 2032/2048 = 127/128 (docs/method.md §5)
     assert pt.shifting_entries("fp16", 128, Fraction(31, 32)) == (Fraction(127, 128), Fraction(-31, 4096))
     assert pt.shifting_entries("fp16", 128, 0.96875) == (Fraction(127, 128), Fraction(-31, 4096))
-    # a and b of the rounded matrix: a = 0.99975586 (PASA.md §3.3 κ table)
+    # a and b of the rounded matrix: a = 0.99975586 (docs/method.md §6.5)
     a, b = pt.rounded_ab("fp16", 128, "31/32")
     assert a == 1 - Fraction(1, 2**12) and b == Fraction(31, 4096)
 
@@ -57,7 +57,7 @@ def test_irrational_scale_matches_mpmath(fmt, beta):
     approx = [Fraction(mpmath.nstr(y, 120, min_fixed=-1000, max_fixed=1000)) for y in ys]
     got = pt.shifting_entries(fmt, 128, beta, scale="1/sqrt(128)")
     assert got == tuple(cast_round(x, fmt) for x in approx)
-    # the float64 value of 1/sqrt(128) gives the same entries here (PASA.md §7.3)
+    # the float64 value of 1/sqrt(128) gives the same entries here (docs/method.md §7)
     assert pt.shifting_entries(fmt, 128, beta, scale=1 / math.sqrt(128)) == got
 
 
@@ -158,7 +158,7 @@ def test_rounded_m_coefficient_removes_the_constant_error(fmt, n, beta, scale):
 
 
 def test_recovery_coefficient_published_values():
-    # PASA.md §2.1: c = 15 for 0.9375 (M exact), and fp16(β/(1−β)) = 31.25, 63.5
+    # docs/method.md §2: c = 15 for 0.9375 (M exact), and fp16(β/(1−β)) = 31.25, 63.5
     assert pt.recovery_coefficient("fp16", 128, "0.9375") == 15
     assert pt.recovery_coefficient("fp16", 128, "0.9375", source="beta") == 15
     for beta, c16 in [("0.9689939", 31.25), ("0.984497", 63.5)]:
@@ -182,7 +182,7 @@ def test_recovery_coefficient_defaults_and_errors():
         pt.recovery_coefficient("fp16", 128, "0.999", source="beta", vector_format="fp8_e4m3")
 
 
-# PASA.md §3.3, "Size of κ": β, a (8 digits), c used (fp16(β/(1−β))), κ (2 digits), κ with exact c
+# docs/method.md §6.5: β, a (8 digits), c used (fp16(β/(1−β))), κ (2 digits), κ with exact c
 KAPPA_TABLE = [
     ("0.96875", 0.99975586, 31.0, -7.8e-3, None),
     ("0.9689939", 0.99975586, 31.25, -6.1e-5, -7.8e-6),
@@ -208,7 +208,7 @@ def test_kappa_table(beta, a, c, k, k_exact):
 
 
 def test_folded_scale_breaks_the_unscaled_optimum():
-    # PASA.md §7.3: with τ·M rounded, β = 0.984497 gives κ ≈ −1.4e-2, β = 0.9689939 gives ≈ +1.3e-3
+    # docs/method.md §7: with τ·M rounded, β = 0.984497 gives κ ≈ −1.4e-2, β = 0.9689939 gives ≈ +1.3e-3
     k1 = pt.kappa("fp16", 128, "0.984497", scale="1/sqrt(128)", vector_format="fp16")
     k2 = pt.kappa("fp16", 128, "0.9689939", scale="1/sqrt(128)", vector_format="fp16")
     assert _two_digits(k1) == -1.4e-2
@@ -221,7 +221,7 @@ def test_folded_scale_breaks_the_unscaled_optimum():
 
 
 def test_equation_forms_differ_by_the_extra_term():
-    # F(β) − f(β) = (σ − a)/a exactly (PASA.md §3.3), at σ = 1 and at σ = 1/3
+    # F(β) − f(β) = (σ − a)/a exactly (docs/method.md §6), at σ = 1 and at σ = 1/3
     for scale in (None, Fraction(1, 3)):
         sigma = 1 if scale is None else scale
         for beta in ("0.9689939", "0.5", "0.99"):
