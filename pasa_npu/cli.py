@@ -8,6 +8,8 @@ prints one table: method × {β, RMSE, relative RMSE, max error, non-finite coun
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import math
 import sys
 from collections.abc import Sequence
@@ -19,6 +21,7 @@ from .device import resolve_device
 from .harness import GRID_AMPLITUDES, GRID_MEANS, environment_info, run_case, run_grid, write_records
 from .methods import DEFAULT_METHODS, METHODS, get_method, method_names
 from .precision import PRESETS
+from .predict_report import main as predict_main
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -148,8 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = dict(shape=shape, seed=args.seed, input_dtype=args.input_dtype, methods=methods,
                 precision=args.precision, block_q=args.block_q, block_kv=args.block_kv, causal=args.causal)
     if args.predict:
-        from .predict_report import main as predict_main
-
         return predict_main(args, methods, case_kw, shape, dtype, meta)
     if args.grid:
         dists = [d.strip() for d in args.dists.split(",") if d.strip()]
@@ -179,15 +180,11 @@ def _emit(records: list[dict], cols: Sequence[str] | None, fmt: str) -> None:
     if fmt == "text":
         print(format_table(records, cols))
     elif fmt == "csv":
-        import csv
-
         keys = list(dict.fromkeys(k for r in records for k in r))
         w = csv.DictWriter(sys.stdout, fieldnames=keys)
         w.writeheader()
         w.writerows(records)
     else:
-        import json
-
         print(json.dumps([{k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
                           for r in records], indent=1))
 

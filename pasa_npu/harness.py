@@ -15,10 +15,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from . import data as _data
 from . import metrics
-from .device import resolve_device
+from .device import npu_available, resolve_device
 from .kernel import shift_parameters
 from .methods import get_method, run_method
 from .precision import get_precision
@@ -103,8 +104,6 @@ def grid_cells(
     cells = [(d, float(m), float(a)) for d in dists for m in means for a in amplitudes]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(cells), desc=desc, unit="cell")
     try:
         for d, m, a in cells:
@@ -133,8 +132,6 @@ def run_grid(
 
 def environment_info() -> dict:
     """Versions and flags that decide the numerics (recorded beside every table)."""
-    from .device import npu_available
-
     info = dict(
         torch=torch.__version__, python=platform.python_version(), machine=platform.machine(),
         threads=torch.get_num_threads(), cuda=torch.cuda.is_available(), npu=npu_available(),

@@ -16,12 +16,16 @@ and why it is loose (:data:`LOOSE_BECAUSE`).
 """
 from __future__ import annotations
 
+import csv
+import json
 import math
 import statistics
 import sys
 from collections.abc import Sequence
 
 import torch
+
+import pasa_theory.bounds as pb
 
 from . import data as _data
 from .harness import GRID_AMPLITUDES, GRID_MEANS, grid_cells, run_case, write_records
@@ -85,8 +89,6 @@ def predict_case(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, methods: Seq
                  precision="npu_fp16", beta=None, block_q: int = 128, block_kv: int = 128, scale=None,
                  is_causal: bool = False, device="cpu", out_dtype=None, mc_samples: int = 8, seed: int = 0) -> list[dict]:
     """Measured (harness) and predicted errors of ``methods`` on one (q, k, v), one record per method."""
-    import pasa_theory.bounds as pb
-
     extra = dict(extra or {})
     meas = run_case(q, k, v, methods, precision=precision, beta=beta, block_q=block_q, block_kv=block_kv,
                     scale=scale, is_causal=is_causal, device=device, extra=extra, out_dtype=out_dtype)
@@ -186,15 +188,11 @@ def main(args, methods: Sequence[str], case_kw: dict, shape: dict, dtype: torch.
         print()
         print(format_summary(s))
     elif args.format == "csv":
-        import csv
-
         keys = list(dict.fromkeys(k_ for r in records for k_ in r))
         w = csv.DictWriter(sys.stdout, fieldnames=keys)
         w.writeheader()
         w.writerows(records)
     else:
-        import json
-
         print(json.dumps(dict(summary=s, records=records), indent=1, default=str))
     safe = {k_: (str(x) if isinstance(x, float) and not math.isfinite(x) else x) for k_, x in s.items()}
     csv_path, json_path = write_records(records, args.out, "predict", dict(meta, summary=safe))

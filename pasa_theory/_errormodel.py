@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .formats import FloatFormat, get_format, quantum_array
+from .formats import FloatFormat, get_format, quantum_array, round_array
 from .policies import Policy, ShiftConstants
 
 F32 = get_format("fp32")
@@ -293,8 +293,6 @@ class _Acc:
 
 
 def _tau_v(pol: Policy, tau: float) -> float:
-    from .formats import round_array
-
     return float(round_array(np.array([tau]), pol.vector)[0])
 
 
@@ -326,7 +324,6 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     if not shift:
         if pol.smooth_k:
             # K' = fl(K − fl(mean K)) in the vector format; the mean's offset is a row constant (harmless)
-            from .formats import round_array
 
             kbar = round_array(ex.k.mean(axis=0, keepdims=True), Fv)
             kprime = bl.kpad - kbar
@@ -352,7 +349,6 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
                 ovf["exp"] = True
             z_sys = rho * bl.s if not pol.smooth_k else rho * tau * raw
         else:  # "q": Q pre-scaled on the vector unit, then an operand
-            from .formats import round_array
 
             qs = ex.q * tau_v
             vq = rvar(qs, Fv)
@@ -412,7 +408,6 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
         ktn = np.sqrt((kt ** 2).sum(axis=1))
         acc.key("scores.acc", 0.0, gamma(d, Fa) * f * np.outer(np.sqrt((qq ** 2).sum(axis=1)), ktn))
         # overflow of K̃ and of the score tile (operands as the kernel rounds them)
-        from .formats import round_array
 
         kt_r = round_array(round_array(kt, Fo), Fm)
         if not np.all(np.isfinite(kt_r)):
@@ -928,8 +923,6 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
 
 def _rounded_ms(o: np.ndarray, s: np.ndarray, q: np.ndarray, ref: np.ndarray, F: FloatFormat) -> np.ndarray:
     """E[(fl(o + e) − ref)²] for e ~ N(0, s²) rounded onto F's grid of spacing q around o."""
-    from .formats import round_array
-
     g0 = round_array(o, F)
     big = s >= 4 * q
     out = (o - ref) ** 2 + s * s + q * q / 12.0
@@ -1109,8 +1102,6 @@ def _monte_carlo(rows: np.ndarray, z_sys: np.ndarray, keep: np.ndarray, acc: _Ac
     The softmax is evaluated exactly, the absorption of small contributions is decided on the sampled
     weights, the remaining non-consistent errors are Gaussian, and the final rounding is applied.
     """
-    from .formats import round_array
-
     rng = np.random.default_rng(opts.seed + int(rows.size) * 7919)
     Rm = rows.size
     L = z_sys.shape[1]

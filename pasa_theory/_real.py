@@ -29,7 +29,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from .formats import FloatFormat, _round_fraction, exact_value, round_to_format
+import mpmath
+from mpmath import iv
+from mpmath.libmp import finf, fnan, fninf, from_rational, to_rational
+
+from .formats import FloatFormat, round_fraction, exact_value, round_to_format
 
 #: Precision schedule (bits) used to decide questions about irrational numbers.
 BITS_SCHEDULE = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -172,8 +176,6 @@ class Real:
     def to_mpf(self, dps: int) -> Any:
         """The value as an mpmath.mpf with ``dps`` significant digits (correctly rounded for rationals;
         within one unit of the last place for irrationals)."""
-        import mpmath
-
         with mpmath.workdps(dps):
             if self._exact is not None:
                 return mpmath.mpf(self._exact.numerator) / self._exact.denominator
@@ -261,8 +263,6 @@ def as_real(x: Any, argname: str) -> Real:
 
 
 def _raw_to_rational(t: Any) -> tuple[int, int]:
-    from mpmath.libmp import finf, fninf, fnan, to_rational
-
     if t in (finf, fninf, fnan):
         raise ValueError("expression is not finite")
     p, q = to_rational(t)
@@ -292,8 +292,6 @@ def parse_real(text: str, argname: str = "value") -> Real:
     body = tree.body
 
     def enc(bits: int) -> Interval:
-        from mpmath import iv
-
         old = iv.prec
         try:
             iv.prec = bits + 20
@@ -504,7 +502,7 @@ def cmp(x: Num, y: Num, what: str = "value") -> int:
 def rnd(x: Num, fmt: FloatFormat, mode: str = "nearest_even", what: str = "value") -> Fraction | float:
     """Round a Fraction or a Real to ``fmt``."""
     if isinstance(x, Fraction):
-        return _round_fraction(x, fmt, mode)
+        return round_fraction(x, fmt, mode)
     return round_real(x, fmt, mode, what=what)
 
 
@@ -515,9 +513,6 @@ def exact_of(x: Num) -> Fraction | None:
 def to_mpf(x: Num, dps: int) -> Any:
     """An mpmath.mpf of ``x`` at ``dps`` digits (correctly rounded for a Fraction)."""
     if isinstance(x, Fraction):
-        import mpmath
-        from mpmath.libmp import from_rational
-
         prec = max(int(dps * 3.3219280948873626) + 4, 10)
         return mpmath.mpf(from_rational(x.numerator, x.denominator, prec, "n"), prec=prec)
     return x.to_mpf(dps)

@@ -108,10 +108,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from typing import Any
 
+import mpmath
+import numpy as np
+
+from . import _errormodel as em
 from ._layout import check_bnsd
+from .formats import get_format, round_array, ulp
 from .policies import METHOD_NAMES, resolve, shift_constants, tau_of
+from .shifting import kappa_of
 
 __all__ = [
     "Prediction",
@@ -200,8 +207,6 @@ class Prediction:
 # -- input handling ------------------------------------------------------------------------------------------
 def _as_array(x: Any, name: str):
     """float64 numpy copy of a numpy array or torch tensor, and the name of its format."""
-    import numpy as np
-
     mod = type(x).__module__.split(".")[0]
     if mod == "torch":
         import torch  # only when given torch tensors
@@ -221,7 +226,6 @@ def _as_array(x: Any, name: str):
         raise TypeError(f"{name} must be a numpy array or torch tensor in BNSD layout, got {type(x).__name__}")
     if arr.ndim != 4:
         raise ValueError(f"{name} must be 4-D in BNSD layout (batch, heads, seq, head_dim), got shape {arr.shape}")
-    from .formats import get_format
 
     return arr, get_format(fmt, argname=name)
 
@@ -274,12 +278,6 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
     per method and input, shared among the row chunks in proportion to their size; ``row_elements`` the
     size (rows × keys) of a chunk.
     """
-    import numpy as np
-
-    from . import _errormodel as em
-    from .formats import get_format, round_array
-    from .shifting import _kappa
-
     if isinstance(methods, str):
         raise TypeError("methods must be a list of method names, not a str")
     pols = [resolve(m, precision) for m in methods]
@@ -325,7 +323,6 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
         raise ValueError(f"mc_samples must be an int >= 0, got {mc_samples!r}")
     if isinstance(mc_rows, bool) or not isinstance(mc_rows, int) or mc_rows < 1:
         raise ValueError(f"mc_rows must be a positive int, got {mc_rows!r}")
-    from dataclasses import replace as _replace
 
     total_rows = B * H * S1
     base_opts = em.Options(out_format=out_fmt, mc_samples=mc_samples, seed=seed)
@@ -400,7 +397,7 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
         rows = B * H * S1
         kappa = None
         if consts is not None and pol.recovery == "pseudo_average":
-            kappa = _kappa(consts.a, consts.b, n, consts.sigma, consts.c)   # eq. (S3), a, b, σ of M_r = a·I − b·J
+            kappa = kappa_of(consts.a, consts.b, n, consts.sigma, consts.c)   # eq. (S3), a, b, σ of M_r = a·I − b·J
         over = stage is not None
         preds.append(Prediction(
             method=m, policy=pol.name, max_abs_bound=math.inf if over else a["bound_max"],
@@ -503,15 +500,11 @@ def derivations() -> list:
 # -- standard model -------------------------------------------------------------------------------------------------
 def unit_roundoff(fmt: Any) -> Any:
     """u = 2^-p of a format (exact Fraction)."""
-    from .formats import get_format
-
     return get_format(fmt).u
 
 
 def gamma_n(n: int, fmt: Any) -> Any:
     """Higham's γ_n = nu/(1 − nu) (Lemma 3.1), exact; ValueError when nu >= 1 (no bound)."""
-    from .formats import get_format
-
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     u = get_format(fmt).u
@@ -523,10 +516,6 @@ def gamma_n(n: int, fmt: Any) -> Any:
 def gamma_tilde(n: int, fmt: Any, lam: float = 1.0) -> Any:
     """Higham & Mary's probabilistic constant exp(λ√n·u + n·u²/(1 − u)) − 1 (SISC 41, 2019, Thm 2.4),
     which bounds |θ_n| with probability at least 1 − 2exp(−λ²(1 − u)²/2); mpmath value."""
-    import mpmath
-
-    from .formats import get_format
-
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     u = mpmath.mpf(get_format(fmt).u.numerator) / get_format(fmt).u.denominator
@@ -687,8 +676,6 @@ def term_scales(method: str, stats: InputStats, *, precision: Any = "npu_fp16", 
     for the reference script's rounded pseudo-average, μ̃ ≈ (1 − β)μ_s. These explain which stage
     dominates where (the measured breakdown is :attr:`Prediction.terms_rms`).
     """
-    from .formats import ulp
-
     pol = resolve(method, precision)
     tau = tau_of(scale, stats.head_dim)
     n = stats.seq_kv if pol.untiled else _check_block(block_kv)
@@ -722,10 +709,6 @@ def term_scales(method: str, stats: InputStats, *, precision: Any = "npu_fp16", 
 def sample_inputs(stats: InputStats, *, rows: int | None = None, seed: int = 0, dtype: str = "fp16"):
     """A synthetic (q, k, v) with the given statistics (numpy, BNSD, rounded to ``dtype``), for
     :func:`predict_a_priori`. ``rows`` query rows (default ``min(stats.seq_q, 64)``)."""
-    import numpy as np
-
-    from .formats import round_array
-
     rng = np.random.default_rng(seed)
     rows = min(stats.seq_q, 64) if rows is None else rows
     shapes = {"q": (1, stats.heads, rows, stats.head_dim), "k": (1, 1, stats.seq_kv, stats.head_dim),
@@ -750,8 +733,6 @@ def predict_a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp
     statistics (``rows`` query rows, all S2 keys; seeded), with overflow from the closed-form
     :func:`overflow_envelope` (which covers all S1·S2 pairs, unlike the sample). ``max_abs_bound``
     then bounds the sampled rows, a typical row of the distribution, not a worst case over S1 rows."""
-    from dataclasses import replace as _replace
-
     q, k, v = sample_inputs(stats, rows=rows, seed=seed, dtype=dtype)
     pred = predict(method, q, k, v, precision=precision, beta=beta, block_kv=block_kv, scale=scale, seed=seed)
     env = overflow_envelope(method, stats, precision=precision, beta=beta, block_kv=block_kv, scale=scale)

@@ -28,6 +28,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import mpmath
+
+from ._real import as_real, check_open_unit, check_positive
+from .formats import get_format
+from .roots import DEFAULT_STARTS, fixed_point_from
+from .selection import DEFAULT_MAX_BIAS, DEFAULT_MAX_GAIN, select_beta, selection_window
+from .shifting import normalize_form
+
 __all__ = ["main", "build_parser", "compute_rows", "ALL_FORMATS", "ALL_BLOCKS"]
 
 #: Formats and block sizes of ``--all``.
@@ -60,8 +68,6 @@ def _blocks(text: str) -> list[int]:
 
 
 def _formats(text: str) -> list[str]:
-    from .formats import get_format
-
     out = []
     for part in text.split(","):
         try:
@@ -72,8 +78,6 @@ def _formats(text: str) -> list[str]:
 
 
 def _forms(text: str) -> list[str]:
-    from .shifting import normalize_form
-
     if text.strip().lower() == "both":
         return ["paper", "kappa"]
     try:
@@ -143,8 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _round_decimal(x: Any, digits: int) -> str:
     """β to ``digits`` decimal places, correctly rounded (half away from zero) from the mpf."""
-    import mpmath
-
     with mpmath.workdps(digits + 20):
         scaled = mpmath.mpf(x) * mpmath.mpf(10) ** digits
         q = int(mpmath.floor(scaled + mpmath.mpf(1) / 2))
@@ -173,9 +175,6 @@ def compute_rows(
     max_gain: Any = None,
 ) -> list[dict[str, str]]:
     """The table as a list of rows (dicts keyed by :data:`COLUMNS`), all values as text."""
-    from .roots import DEFAULT_STARTS, optimal_beta
-    from .selection import DEFAULT_MAX_BIAS, DEFAULT_MAX_GAIN, select_beta
-
     max_bias = DEFAULT_MAX_BIAS if max_bias is None else max_bias
     max_gain = DEFAULT_MAX_GAIN if max_gain is None else max_gain
     starts = list(DEFAULT_STARTS) if starts is None else list(starts)
@@ -195,8 +194,8 @@ def compute_rows(
                             fp = select_beta(fmt, n, form=form, scale=scale, vector_format=vector_format, dps=dps,
                                              max_bias=max_bias, max_gain=max_gain)
                         else:
-                            fp = optimal_beta(fmt, n, start=start, form=form, scale=scale,
-                                              vector_format=vector_format, dps=dps)
+                            fp = fixed_point_from(fmt, n, start, form=form, scale=scale,
+                                                  vector_format=vector_format, dps=dps)
                     except ValueError:
                         row.update({k: "—" for k in ("beta", "a", "b", "c_repr", "kappa", "bias")})
                     else:
@@ -279,8 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         forms = args.forms or ["paper"]
     starts: list[Any] | None = None
     if args.starts:
-        from ._real import as_real, check_open_unit
-
         starts = []
         for s in args.starts:
             try:
@@ -292,9 +289,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale = args.scale
     if scale is not None and scale.strip().lower() in ("none", "1"):
         scale = None
-    from ._real import as_real, check_positive
-    from .formats import get_format
-    from .selection import selection_window
 
     try:
         if scale is not None:

@@ -45,9 +45,12 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "FloatFormat",
@@ -63,6 +66,12 @@ __all__ = [
     "quantum_array",
     "rounding_preimage",
     "exact_value",
+    # exact helpers for validated arguments, used by the solver (pasa_theory.roots) and _real
+    "round_fraction",
+    "floor_log2",
+    "next_up_unbounded",
+    "next_down_unbounded",
+    "preimage_of",
 ]
 
 #: The rounding modes understood by :func:`round_to_format` (IEEE 754-2019 section 4.3 names in brackets):
@@ -323,8 +332,6 @@ def exact_value(x: Any, *, argname: str = "x") -> Fraction | float:
 
 def _mpf_exact(x: Any) -> Fraction | float | None:
     """Exact value of an mpmath.mpf without importing mpmath when it is not loaded."""
-    import sys
-
     mpmath = sys.modules.get("mpmath")
     if mpmath is None or not isinstance(x, mpmath.mpf):
         return None
@@ -338,7 +345,7 @@ def _mpf_exact(x: Any) -> Fraction | float | None:
     return Fraction(man << exp) if exp >= 0 else Fraction(man, 1 << -exp)
 
 
-def _floor_log2(num: int, den: int) -> int:
+def floor_log2(num: int, den: int) -> int:
     """floor(log2(num/den)) for positive integers, exactly."""
     e = num.bit_length() - den.bit_length()
     if e >= 0:
@@ -404,16 +411,16 @@ def round_to_format(x: Any, fmt: str | FloatFormat, mode: str = "nearest_even") 
         if math.isnan(value) or fmt.infinities:
             return value
         return math.nan
-    return _round_fraction(value, fmt, mode)
+    return round_fraction(value, fmt, mode)
 
 
-def _round_fraction(value: Fraction, fmt: FloatFormat, mode: str = "nearest_even") -> Fraction | float:
-    """Core of :func:`round_to_format` for a validated Fraction, format and mode."""
+def round_fraction(value: Fraction, fmt: FloatFormat, mode: str = "nearest_even") -> Fraction | float:
+    """:func:`round_to_format` for an already validated Fraction, format and mode (no checks)."""
     if value == 0:
         return Fraction(0)
     negative = value < 0
     num, den = abs(value.numerator), value.denominator
-    e = _floor_log2(num, den)
+    e = floor_log2(num, den)
     if e < fmt.emin and not fmt.subnormals:
         qe = fmt.emin
     else:
@@ -450,13 +457,13 @@ def is_representable(x: Any, fmt: str | FloatFormat) -> bool:
     value = exact_value(x)
     if isinstance(value, float):
         return False
-    return _round_fraction(value, fmt) == value
+    return round_fraction(value, fmt) == value
 
 
 def _quantum_exponent(v: Fraction, fmt: FloatFormat) -> int:
     """Exponent of the quantum (spacing) of the grid at ``|v| > 0``, going *upward* from ``|v|``."""
     a = abs(v)
-    e = _floor_log2(a.numerator, a.denominator)
+    e = floor_log2(a.numerator, a.denominator)
     if e < fmt.emin and not fmt.subnormals:
         return fmt.emin
     return max(e, fmt.emin) - (fmt.p - 1)
@@ -464,26 +471,27 @@ def _quantum_exponent(v: Fraction, fmt: FloatFormat) -> int:
 
 def _require_representable(v: Any, fmt: FloatFormat, argname: str) -> Fraction:
     value = exact_value(v, argname=argname)
-    if isinstance(value, float) or _round_fraction(value, fmt) != value:
+    if isinstance(value, float) or round_fraction(value, fmt) != value:
         raise ValueError(f"{argname}: expected a finite value of {fmt.name}, got {v!r}")
     return value
 
 
-def _next_up_unbounded(v: Fraction, fmt: FloatFormat) -> Fraction:
+def next_up_unbounded(v: Fraction, fmt: FloatFormat) -> Fraction:
     """Next value above ``v`` on the grid of ``fmt`` with the exponent range unbounded above."""
     if v == 0:
         return fmt.min_subnormal
     if v > 0:
         return v + Fraction(2) ** _quantum_exponent(v, fmt)
-    return -_next_down_unbounded(-v, fmt)
+    return -next_down_unbounded(-v, fmt)
 
 
-def _next_down_unbounded(v: Fraction, fmt: FloatFormat) -> Fraction:
+def next_down_unbounded(v: Fraction, fmt: FloatFormat) -> Fraction:
+    """Next value below ``v`` on the grid of ``fmt`` with the exponent range unbounded above."""
     if v <= 0:
-        return -_next_up_unbounded(-v, fmt)
+        return -next_up_unbounded(-v, fmt)
     if not fmt.subnormals and v == fmt.min_normal:
         return Fraction(0)
-    e = _floor_log2(v.numerator, v.denominator)
+    e = floor_log2(v.numerator, v.denominator)
     qe = _quantum_exponent(v, fmt)
     if v == Fraction(2) ** e and e > fmt.emin:
         qe -= 1  # a power of two: the grid below is twice as fine
@@ -499,7 +507,7 @@ def next_up(v: Any, fmt: str | FloatFormat) -> Fraction | float:
     value = _require_representable(v, fmt, "v")
     if value == fmt.max_finite:
         return math.inf if fmt.infinities else math.nan
-    return _next_up_unbounded(value, fmt)
+    return next_up_unbounded(value, fmt)
 
 
 def next_down(v: Any, fmt: str | FloatFormat) -> Fraction | float:
@@ -508,7 +516,7 @@ def next_down(v: Any, fmt: str | FloatFormat) -> Fraction | float:
     value = _require_representable(v, fmt, "v")
     if value == -fmt.max_finite:
         return -math.inf if fmt.infinities else math.nan
-    return _next_down_unbounded(value, fmt)
+    return next_down_unbounded(value, fmt)
 
 
 def ulp(v: Any, fmt: str | FloatFormat) -> Fraction:
@@ -533,21 +541,21 @@ def rounding_preimage(v: Any, fmt: str | FloatFormat) -> tuple[Fraction, Fractio
     Zero's preimage is ``[-min_subnormal/2, min_subnormal/2]``.
     """
     fmt = get_format(fmt)
-    return _preimage(_require_representable(v, fmt, "v"), fmt)
+    return preimage_of(_require_representable(v, fmt, "v"), fmt)
 
 
 @functools.lru_cache(maxsize=65536)
-def _preimage(value: Fraction, fmt: FloatFormat) -> tuple[Fraction, Fraction, bool, bool]:
-    lo = (value + _next_down_unbounded(value, fmt)) / 2
-    hi = (value + _next_up_unbounded(value, fmt)) / 2
-    return lo, hi, _round_fraction(lo, fmt) == value, _round_fraction(hi, fmt) == value
+def preimage_of(value: Fraction, fmt: FloatFormat) -> tuple[Fraction, Fraction, bool, bool]:
+    """:func:`rounding_preimage` of an already validated, representable Fraction (no checks):
+    ``(lo, hi, lo_included, hi_included)``, the interval rounding to ``value`` under nearest-even."""
+    lo = (value + next_down_unbounded(value, fmt)) / 2
+    hi = (value + next_up_unbounded(value, fmt)) / 2
+    return lo, hi, round_fraction(lo, fmt) == value, round_fraction(hi, fmt) == value
 
 
 def _quantum_exponent_array(mag: Any, fmt: FloatFormat) -> Any:
     """Vectorised :func:`_quantum_exponent`: int64 exponents of the quantum at the finite magnitudes
     ``mag >= 0`` (float64 ndarray; 0 counts as the smallest binade, so its quantum is ``min_subnormal``)."""
-    import numpy as np
-
     _, e2 = np.frexp(mag)
     e = np.where(mag > 0, e2.astype(np.int64) - 1, fmt.emin - 1)  # floor(log2 |x|); exact for subnormals
     if fmt.subnormals:
@@ -560,8 +568,6 @@ def quantum_array(x: Any, fmt: str | FloatFormat) -> Any:
     a C-ordered float64 ndarray (exact: a power of two). ``min_subnormal`` at 0, ``inf`` at ``±inf``,
     ``nan`` at ``nan``. Requires the smallest quantum of the format to be a float64 (every built-in
     format). Agrees with :func:`ulp` on every finite float64 (tests/theory/test_formats.py)."""
-    import numpy as np
-
     fmt = get_format(fmt)
     if fmt.emin - fmt.p + 1 < -1074:
         raise ValueError(f"fmt: quantum_array needs a format whose quanta are float64 values, got {fmt!r}")
@@ -580,8 +586,6 @@ def round_array(x: Any, fmt: str | FloatFormat, mode: str = "nearest_even") -> A
     sign. Requires ``p <= 53`` and a format whose range fits in float64. Agrees bit for bit with
     :func:`round_to_format` on every float64 input (tests/theory/test_rounding_oracles.py).
     """
-    import numpy as np
-
     fmt = get_format(fmt)
     _check_mode(mode)
     if fmt.p > 53 or fmt.emax > 1023 or fmt.emin - fmt.p + 1 < -1074:

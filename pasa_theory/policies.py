@@ -34,6 +34,8 @@ from fractions import Fraction
 from typing import Any
 
 from .formats import FloatFormat, get_format, round_to_format
+from .selection import optimal_beta
+from .shifting import recovery_coefficient_at, shifting_entries
 
 __all__ = [
     "PRESET_FIELDS",
@@ -299,8 +301,6 @@ def resolve_beta(policy: Policy, n: int, beta: float | None, sigma: float) -> fl
         if policy.beta is not None:
             beta = policy.beta
         else:
-            from .roots import optimal_beta
-
             bf = policy.beta_format or policy.matmul_in.name
             beta = float(optimal_beta(bf, n, scale=None if sigma == 1.0 else sigma))
     return float(beta)
@@ -321,11 +321,9 @@ def shift_constants(policy: Policy, n: int, beta: float | None, scale: float) ->
         if policy.coef != "beta":
             raise ValueError("setup='script_fp32' reproduces the reference script and supports coef='beta' only")
         return _script_fp32_constants(n, beta, sigma, fmt, policy.coef_dtype)
-    from .shifting import recovery_coefficient, shifting_entries
-
     s_arg = None if sigma == 1.0 else sigma
     diag, off = shifting_entries(fmt, n, beta, scale=s_arg)
-    c = recovery_coefficient(fmt, n, beta, scale=s_arg, vector_format=policy.coef_dtype, source=policy.coef)
+    c = recovery_coefficient_at(fmt, n, beta, scale=s_arg, vector_format=policy.coef_dtype, source=policy.coef)
     return ShiftConstants(beta, float(diag), float(off), float(c), sigma)
 
 

@@ -18,36 +18,41 @@ break the tie the wrong way (tests/theory/test_roots.py shows one). With an irra
 cell ends and ``β*`` are irrational, a tie is impossible (it would make ``σ`` rational), and membership
 is decided by certified enclosures.
 
-:func:`optimal_beta` runs the reference iteration ``β_{k+1} = R/(1 + R)`` (docs/method.md §6) from a start
+:func:`fixed_point_from` runs the reference iteration ``β_{k+1} = R/(1 + R)`` (docs/method.md §6) from a start
 exactly: it stops when ``β_{k+1} = β_k`` exactly, which happens after one or two steps because
 ``R`` is constant on cells. :func:`fixed_points` walks all cells of an interval and returns every fixed
-point. Without a start, :func:`optimal_beta` applies the selection criterion of
-:mod:`pasa_theory.selection`.
+point. :func:`pasa_theory.optimal_beta` (in :mod:`pasa_theory.selection`) calls the former with a
+start and applies the selection criterion without one.
 
 Sources: docs/method.md §5, §6 (the reference solver ``optimal_para.py``: float64 with entries rounded in
 ``torch.float16``, relative stopping tolerance 1e-8, starts ``1 − 2**-m``), §7 (scale folded in).
 """
 from __future__ import annotations
 
+import importlib
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+import mpmath
+
 from ._real import Num, as_real, as_text, check_int, check_open_unit, cmp, exact_of, num, rnd, sign, to_mpf
 from .formats import (
     FloatFormat,
-    _next_down_unbounded,
-    _next_up_unbounded,
-    _preimage,
+    floor_log2,
+    next_down_unbounded,
+    next_up_unbounded,
+    preimage_of,
     get_format,
     round_to_format,
 )
-from .shifting import _entries, _kappa, _sigma, _solution, _vector_format, normalize_form
+from .shifting import cell_solution, kappa_of, normalize_form, optional_format, rounded_entries, scale_value
 
 __all__ = [
     "FixedPoint",
     "Cell",
-    "optimal_beta",
+    "fixed_point_from",
     "fixed_points",
     "cell_of",
     "cell_count",
@@ -93,8 +98,8 @@ def _cell(fmt: FloatFormat, n: int, sigma: Num, diag: Fraction, off: Fraction) -
     ``σ(1 − β/n) ∈ [ld, hd]  ⇔  β ∈ [n(1 − hd/σ), n(1 − ld/σ)]`` and ``−σβ/n ∈ [lo, ho]  ⇔
     β ∈ [−n·ho/σ, −n·lo/σ]`` (ends swap, and so do their closedness flags); the cell is the intersection.
     """
-    ld, hd, ldc, hdc = _preimage(diag, fmt)
-    lo_, ho_, loc, hoc = _preimage(off, fmt)
+    ld, hd, ldc, hdc = preimage_of(diag, fmt)
+    lo_, ho_, loc, hoc = preimage_of(off, fmt)
     d_lo, d_hi = n * (1 - hd / sigma), n * (1 - ld / sigma)
     o_lo, o_hi = -n * ho_ / sigma, -n * lo_ / sigma
     c = cmp(d_lo, o_lo, "cell end")
@@ -126,8 +131,8 @@ def _limit_from_below(y: Num, fmt: FloatFormat) -> Fraction:
     """``lim fl(t)`` as ``t`` increases to ``y`` (the value just below ``y`` rounds to)."""
     v = rnd(y, fmt)
     assert not isinstance(v, float)
-    if isinstance(y, Fraction) and y == _preimage(v, fmt)[0]:
-        return _next_down_unbounded(v, fmt)
+    if isinstance(y, Fraction) and y == preimage_of(v, fmt)[0]:
+        return next_down_unbounded(v, fmt)
     return v
 
 
@@ -136,10 +141,10 @@ def cell_of(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = None) -> 
     at ``beta``, from the rounding preimages of both entries (module docstring; :class:`Cell`)."""
     fmt = get_format(fmt)
     n = check_int(n, "n", 2)
-    sigma = _sigma(scale)
+    sigma = scale_value(scale)
     b = as_real(beta, "beta")
     check_open_unit(b, "beta")
-    diag, off = _entries(fmt, n, num(b), sigma)
+    diag, off = rounded_entries(fmt, n, num(b), sigma)
     return _cell(fmt, n, sigma, diag, off)
 
 
@@ -197,18 +202,26 @@ class FixedPoint:
     def __float__(self) -> float:
         return float(self.beta)
 
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        scale = "" if self.scale is None else f", scale={str(self.scale)!r}"
+        return (
+            f"FixedPoint({self.fmt.name!r}, n={self.n}, form={self.form!r}{scale}, "
+            f"beta={mpmath.nstr(self.beta, 10)}, c_repr={self.c_repr}, kappa={mpmath.nstr(self.kappa, 3)})"
+        )
+
     def sigma_real(self) -> Num:
         """σ as a Fraction, or a :class:`~pasa_theory._real.Real` if irrational."""
-        return _sigma(self.scale)
+        return scale_value(self.scale)
 
     def beta_real(self) -> Num:
         """β as a Fraction, or a :class:`~pasa_theory._real.Real` if irrational, from (R1)."""
-        return _solution(self.a, self.b, self.n, self.sigma_real(), self.form)
+        return cell_solution(self.a, self.b, self.n, self.sigma_real(), self.form)
 
     def summary(self, digits: int = 10) -> str:
         """One line: β (``digits`` significant digits), a, b, c, c_repr, κ."""
-        import mpmath
-
         return (
             f"{self.fmt.name} n={self.n} form={self.form} scale={self.scale}: "
             f"beta={mpmath.nstr(self.beta, digits)} a={self.a} b={self.b} c={mpmath.nstr(self.c, digits)} "
@@ -239,18 +252,18 @@ def _make_fixed_point(
     bn = b * n
     if b <= 0 or a <= 0 or a <= bn:
         return None  # R <= 0 or undefined: β* not in (0, 1)
-    beta = _solution(a, b, n, sigma, form)
+    beta = cell_solution(a, b, n, sigma, form)
     if sign(beta, "β*") <= 0 or cmp(beta, 1, "β*") >= 0:
         return None
     if not _contains(cell, beta):
         return None
     # verification: rounding at β* reproduces the cell's entries (certified for an irrational σ)
-    if _entries(fmt, n, beta, sigma) != (cell.diag, cell.off):  # pragma: no cover - cell logic guards it
+    if rounded_entries(fmt, n, beta, sigma) != (cell.diag, cell.off):  # pragma: no cover - cell logic guards it
         raise AssertionError(f"fixed point verification failed for {fmt.name}, n={n}, cell={cell}")
     c = beta / (1 - beta)
     c_repr = rnd(c, vfmt, what="c = β/(1−β)")
     kappa_c = Fraction(0) if form == "kappa" else (a - sigma) * (a - bn) / (a * sigma)
-    kappa_r = None if isinstance(c_repr, float) else _kappa(a, b, n, sigma, c_repr)
+    kappa_r = None if isinstance(c_repr, float) else kappa_of(a, b, n, sigma, c_repr)
     if exact_of(sigma) is not None:
         interval = (cell.lo, cell.hi)
     else:
@@ -258,8 +271,6 @@ def _make_fixed_point(
     if kappa_r is not None:
         kappa_mpf = to_mpf(kappa_r, dps)
     else:
-        import mpmath
-
         kappa_mpf = mpmath.mpf(c_repr)
     return FixedPoint(
         fmt=fmt,
@@ -293,29 +304,30 @@ def _common(fmt: Any, n: Any, form: Any, scale: Any, dps: Any, vector_format: An
     n = check_int(n, "n", 2)
     form = normalize_form(form)
     dps = check_int(dps, "dps", 1)
-    sigma = _sigma(scale)
-    vfmt = _vector_format(vector_format) or fmt
+    sigma = scale_value(scale)
+    vfmt = optional_format(vector_format) or fmt
     return fmt, n, form, sigma, dps, vfmt
 
 
-def optimal_beta(
-    fmt: str | FloatFormat = "fp16",
-    n: int = 128,
+def fixed_point_from(
+    fmt: str | FloatFormat,
+    n: int,
+    start: Any,
     *,
-    start: Any = None,
     form: str = "paper",
     scale: Any = None,
     dps: int = 50,
     vector_format: Any = None,
     max_iterations: int = 64,
 ) -> FixedPoint:
-    """The optimal β: the fixed point reached from ``start``, or the selected one if ``start`` is None.
+    """The fixed point of the β equation reached from ``start`` by the reference iteration.
 
-    With a ``start``: the iteration ``β_{k+1} = R(β_k)/(1 + R(β_k))`` of docs/method.md §6 (``R`` = f of
+    :func:`pasa_theory.optimal_beta` calls it when given a ``start`` and applies the selection criterion
+    of :mod:`pasa_theory.selection` otherwise.
+
+    The iteration ``β_{k+1} = R(β_k)/(1 + R(β_k))`` of docs/method.md §6 (``R`` = f of
     eq. S4 for ``form="paper"``, F of eq. S5 for ``form="kappa"``), carried out exactly; it stops at the
-    first ``β_k`` that is its own image (verified: rounding at ``β_k`` reproduces a and b). Without a
-    start: :func:`pasa_theory.selection.select_beta` (smallest |κ| with c stored in ``vector_format``,
-    among the fixed points with bias ``1 − β <= 1/32`` and gain ``c <= 64``).
+    first ``β_k`` that is its own image (verified: rounding at ``β_k`` reproduces a and b).
 
     Parameters
     ----------
@@ -323,7 +335,7 @@ def optimal_beta(
         Format of the stored matrix (default fp16).
     n : int
         KV block length (default 128), ``>= 2``.
-    start : number or str, optional
+    start : number or str
         β₀ in (0, 1); the reference solver uses ``1 − 2**-4``, ``1 − 2**-5``, ``1 − 2**-6``.
     form : {"paper", "kappa"}
         Equation (S4) (default: it reproduces the published β = 0.9689939) or (S5) (= κ = 0; what
@@ -348,24 +360,20 @@ def optimal_beta(
 
     Examples
     --------
-    >>> from pasa_theory import optimal_beta
-    >>> fp = optimal_beta("fp16", 128, start="31/32")
+    >>> from pasa_theory.roots import fixed_point_from
+    >>> fp = fixed_point_from("fp16", 128, "31/32")
     >>> print(f"{float(fp):.10f}", fp.beta_exact)
     0.9689939059 16252928/16772993
     """
     fmt, n, form, sigma, dps, vfmt = _common(fmt, n, form, scale, dps, vector_format)
     max_iterations = check_int(max_iterations, "max_iterations", 1)
-    if start is None:
-        from .selection import select_beta
-
-        return select_beta(fmt, n, form=form, scale=scale, vector_format=vfmt, dps=dps)
     beta_r = as_real(start, "start")
     check_open_unit(beta_r, "start")
     beta = num(beta_r)
     start_key: Fraction | str = exact_of(beta) if exact_of(beta) is not None else as_text(beta)
     seen: set[tuple[Fraction, Fraction]] = set()
     for k in range(max_iterations + 1):
-        diag, off = _entries(fmt, n, beta, sigma)
+        diag, off = rounded_entries(fmt, n, beta, sigma)
         if (diag, off) in seen:
             raise ValueError(
                 f"start: the iteration from {start!r} cycles between rounding cells without a fixed point"
@@ -378,7 +386,7 @@ def optimal_beta(
                 f"has no solution in (0, 1), so no fixed point is reached from {start!r} "
                 f"({fmt.name}, n = {n})"
             )
-        nxt = _solution(a, b, n, sigma, form)
+        nxt = cell_solution(a, b, n, sigma, form)
         if sign(nxt) <= 0 or cmp(nxt, 1) >= 0:  # pragma: no cover - excluded by the test above
             raise ValueError(f"start: the iteration left (0, 1) at step {k + 1}")
         cell = _cell(fmt, n, sigma, diag, off)
@@ -403,9 +411,7 @@ def _ordinal(v: Fraction, fmt: FloatFormat) -> int:
         return 0
     if v < 0:
         return -_ordinal(-v, fmt)
-    from .formats import _floor_log2
-
-    e = _floor_log2(v.numerator, v.denominator)
+    e = floor_log2(v.numerator, v.denominator)
     half = 1 << (fmt.p - 1)
     if e < fmt.emin:
         return int(v / fmt.min_subnormal)
@@ -434,14 +440,14 @@ def _walk_bounds(fmt: FloatFormat, n: int, sigma: Num, interval: Any):
     else:
         if cmp(lo, 1) == 0:
             return None
-        d0, o0 = _entries(fmt, n, lo, sigma)
+        d0, o0 = rounded_entries(fmt, n, lo, sigma)
     if cmp(hi, 1) == 0:
         d1 = _limit_from_above(sigma * (1 - Fraction(1, n)), fmt)  # σ(1 − β/n) as β ↑ 1
         o1 = _limit_from_above(-sigma / n, fmt)
     elif sign(hi) == 0:
         return None
     else:
-        d1, o1 = _entries(fmt, n, hi, sigma)
+        d1, o1 = rounded_entries(fmt, n, hi, sigma)
     count = abs(_ordinal(d0, fmt) - _ordinal(d1, fmt)) + abs(_ordinal(o0, fmt) - _ordinal(o1, fmt)) + 1
     return lo, hi, d0, o0, count
 
@@ -453,7 +459,7 @@ def cell_count(
     ``interval``: the number of distinct values each entry (S1) takes there, summed, plus one."""
     fmt = get_format(fmt)
     n = check_int(n, "n", 2)
-    bounds = _walk_bounds(fmt, n, _sigma(scale), interval)
+    bounds = _walk_bounds(fmt, n, scale_value(scale), interval)
     return 0 if bounds is None else bounds[4]
 
 
@@ -473,12 +479,12 @@ def fixed_points(
 
     The cells of the interval are walked in order of increasing β: the next cell changes ``diag`` or
     ``off`` (or both, when their boundaries coincide) to the neighbouring value, so no cell is missed and
-    no boundary is computed in floating point. Each fixed point is verified as in :func:`optimal_beta`.
+    no boundary is computed in floating point. Each fixed point is verified as in :func:`fixed_point_from`.
 
     Parameters
     ----------
     fmt, n, form, scale, vector_format, dps
-        As for :func:`optimal_beta`.
+        As for :func:`fixed_point_from`.
     interval : (lo, hi)
         β range; default (0, 1).
     max_cells : int
@@ -523,15 +529,15 @@ def fixed_points(
         c = cmp(cell.hi, hi, "cell end")
         if c > 0 or (c == 0 and cell.hi_closed) or cmp(cell.hi, 1) >= 0:
             break
-        ld = _preimage(diag, fmt)[0]
-        lo_o = _preimage(off, fmt)[0]
+        ld = preimage_of(diag, fmt)[0]
+        lo_o = preimage_of(off, fmt)[0]
         d_hi = n * (1 - ld / sigma)
         o_hi = -n * lo_o / sigma
         c = cmp(d_hi, o_hi, "cell end")
         if c <= 0:
-            diag = _next_down_unbounded(diag, fmt)
+            diag = next_down_unbounded(diag, fmt)
         if c >= 0:
-            off = _next_down_unbounded(off, fmt)
+            off = next_down_unbounded(off, fmt)
     else:  # pragma: no cover - the count bounds the walk
         raise AssertionError("cell walk did not terminate")
     return out
@@ -541,8 +547,8 @@ def _limit_from_above(y: Num, fmt: FloatFormat) -> Fraction:
     """``lim fl(t)`` as ``t`` decreases to ``y`` (the value just above ``y`` rounds to)."""
     v = rnd(y, fmt)
     assert not isinstance(v, float)
-    if isinstance(y, Fraction) and y == _preimage(v, fmt)[1]:
-        return _next_up_unbounded(v, fmt)
+    if isinstance(y, Fraction) and y == preimage_of(v, fmt)[1]:
+        return next_up_unbounded(v, fmt)
     return v
 
 
@@ -593,3 +599,17 @@ def reference_iteration(
             return new, k
         beta = new
     raise ValueError(f"no convergence in {max_iterations} iterations")
+
+
+def __getattr__(name: str) -> Any:
+    # ``optimal_beta`` (start = None: the selected optimum) lives in the top layer, pasa_theory.selection;
+    # importing it from here still works, with a warning.
+    if name == "optimal_beta":
+        warnings.warn(
+            "pasa_theory.roots.optimal_beta moved: use pasa_theory.optimal_beta (or "
+            "pasa_theory.roots.fixed_point_from with a given start)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module("pasa_theory.selection").optimal_beta
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,17 +37,21 @@ The criterion is a choice, stated so it can be changed: pass other budgets, or c
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Any
 
 from ._real import as_real, check_positive, cmp, num
-from .formats import get_format
-from .roots import MAX_CELLS, FixedPoint, cell_count, fixed_points, optimal_beta
+from .formats import FloatFormat, get_format
+from .roots import MAX_CELLS, FixedPoint, cell_count, fixed_point_from, fixed_points
+from .shifting import coefficient_from_entries, optional_format, recovery_coefficient_at, scale_value
 
 #: Starts of the fallback for dense formats: β₀ = 1 − 2**-m, m = 1..12.
 FALLBACK_STARTS = tuple(Fraction(2**m - 1, 2**m) for m in range(1, 13))
 
 __all__ = [
+    "optimal_beta",
+    "recovery_coefficient",
     "select_beta",
     "rank_fixed_points",
     "selection_window",
@@ -134,6 +138,13 @@ def select_beta(
     >>> 0.96875 <= float(fp) <= 64 / 65
     True
     """
+    return _select(fmt, n, form, scale, vector_format, max_bias, max_gain, dps, max_cells, explain=True)
+
+
+def _select(
+    fmt: Any, n: int, form: str, scale: Any, vector_format: Any, max_bias: Any, max_gain: Any, dps: int,
+    max_cells: int, *, explain: bool,
+) -> FixedPoint:
     lo, hi = selection_window(max_bias, max_gain)
     if cell_count(fmt, n, scale=scale, interval=(lo, hi)) <= min(max_cells, MAX_CELLS):
         candidates = fixed_points(
@@ -143,7 +154,7 @@ def select_beta(
         candidates, seen = [], set()
         for start in FALLBACK_STARTS:
             try:
-                fp = optimal_beta(fmt, n, start=start, form=form, scale=scale, vector_format=vector_format, dps=dps)
+                fp = fixed_point_from(fmt, n, start, form=form, scale=scale, vector_format=vector_format, dps=dps)
             except ValueError:
                 continue
             key = (fp.diag, fp.off)
@@ -153,10 +164,175 @@ def select_beta(
                 candidates.append(fp)
     ranked = rank_fixed_points(candidates)
     if not ranked or isinstance(ranked[0].c_repr, float):
-        raise ValueError(
-            f"fmt, n: no fixed point of the {form!r} equation with usable c in the window "
-            f"[{float(lo):.6g}, {float(hi):.6g}] (max_bias = {max_bias}, max_gain = {max_gain}) for "
-            f"{get_format(fmt).name}, n = {n}; widen max_bias/max_gain or use "
-            "optimal_beta(..., start=...)"
-        )
+        if not explain:
+            raise ValueError("no admissible fixed point")
+        raise ValueError(_no_beta_reason(fmt, n, form, scale, vector_format, max_bias, max_gain, lo, hi, dps))
     return ranked[0]
+
+
+def _budget_call(fmt: str, n: int, form: str, scale: Any, max_bias: Any, max_gain: Any) -> str:
+    args = [repr(fmt), str(n)]
+    if form != "paper":
+        args.append(f"form={form!r}")
+    if scale is not None:
+        args.append(f"scale={scale!r}")
+    if max_bias != DEFAULT_MAX_BIAS:
+        args.append(f"max_bias={str(max_bias)!r}")
+    if max_gain != DEFAULT_MAX_GAIN:
+        args.append(f"max_gain={max_gain}")
+    return f"pasa_theory.optimal_beta({', '.join(args)})"
+
+
+def _no_beta_reason(
+    fmt: Any, n: int, form: str, scale: Any, vector_format: Any, max_bias: Any, max_gain: Any, lo: Any, hi: Any,
+    dps: int,
+) -> str:
+    """Why no β is admissible, and the calls that give one (each tried before it is suggested)."""
+    f = get_format(fmt)
+    head = (
+        f"fmt, n: no fixed point of the {form!r} equation with a usable c lies in the selection window "
+        f"[{float(lo):.6g}, {float(hi):.6g}] (max_bias = {max_bias}, max_gain = {max_gain}) for {f.name}, n = {n}"
+    )
+    if cell_count(f, n, scale=scale, interval=(0, 1)) > MAX_CELLS:
+        return head + "; widen max_bias/max_gain, or call pasa_theory.optimal_beta(..., start=...)"
+    everywhere = [fp for fp in fixed_points(f, n, form=form, scale=scale, vector_format=vector_format, dps=dps)
+                  if not isinstance(fp.c_repr, float)]
+    below = [fp for fp in everywhere if cmp(fp.beta_real(), lo) < 0]
+    above = [fp for fp in everywhere if cmp(fp.beta_real(), hi) > 0]
+    sigma = scale_value(scale)
+    diag_one = bool(everywhere) and all(fp.diag == sigma for fp in everywhere)
+    reason = ""
+    if diag_one:
+        reason = (
+            f". In {f.name} the diagonal σ(1 − β/n) of M rounds to σ itself for every fixed point, so only the "
+            f"off-diagonal −σβ/n moves β, in steps of one quantum: the fixed points are spaced too widely "
+            f"to fall inside the window"
+        )
+    suggestions = []
+    for fp in (below[-1:] + above[:1]):
+        bias = 1 - fp.beta_real()
+        gain = fp.c_exact if fp.c_exact is not None else fp.c
+        new_bias = max_bias
+        if cmp(bias, num(as_real(max_bias, "max_bias"))) > 0:
+            new_bias = Fraction(1, 2 ** max(1, math.floor(-math.log2(float(bias)))))
+        new_gain = max_gain
+        if float(gain) > float(max_gain):
+            new_gain = 2 ** math.ceil(math.log2(float(gain)))
+        try:
+            got = _select(f, n, form, scale, vector_format, new_bias, new_gain, dps, 20_000, explain=False)
+        except ValueError:
+            continue
+        suggestions.append(
+            f"{_budget_call(f.name, n, form, scale, new_bias, new_gain)} gives β = {float(got):.10g} "
+            f"(bias 1 − β = {float(1 - got.beta):.3g}, gain c = {float(got.c):.4g})"
+        )
+    if not suggestions:
+        return head + reason + "; no fixed point has a usable c: call pasa_theory.fixed_points(...) to list them"
+    return head + reason + ". Admissible with wider budgets: " + "; ".join(suggestions)
+
+
+def optimal_beta(
+    fmt: str | FloatFormat = "fp16",
+    n: int = 128,
+    *,
+    start: Any = None,
+    form: str = "paper",
+    scale: Any = None,
+    dps: int = 50,
+    vector_format: Any = None,
+    max_iterations: int = 64,
+    max_bias: Any = None,
+    max_gain: Any = None,
+) -> FixedPoint:
+    """The optimal β: the fixed point reached from ``start``, or the selected one if ``start`` is None.
+
+    With a ``start``: :func:`pasa_theory.roots.fixed_point_from`, the iteration
+    ``β_{k+1} = R(β_k)/(1 + R(β_k))`` of docs/method.md §6 carried out exactly (``R`` = f of eq. B4 for
+    ``form="paper"``, F of eq. B5 for ``form="kappa"``). Without a start: :func:`select_beta`, the
+    criterion (C1): smallest |κ| with c stored in ``vector_format`` among the fixed points with bias
+    ``1 − β <= max_bias`` (default 1/32) and gain ``c <= max_gain`` (default 64).
+
+    Parameters
+    ----------
+    fmt : str or FloatFormat
+        Format of the stored matrix (default fp16).
+    n : int
+        KV block length (default 128), ``>= 2``.
+    start : number or str, optional
+        β₀ in (0, 1); the reference solver uses ``1 − 2**-4``, ``1 − 2**-5``, ``1 − 2**-6``.
+    form : {"paper", "kappa"}
+        Equation (B4) (default: it reproduces the published β = 0.9689939) or (B5) (= κ = 0; what
+        ``optimal_para.py`` iterates; aliases "code", "optimal_para").
+    scale : number or str, optional
+        Softmax scale folded into M (docs/method.md §7), e.g. ``"1/sqrt(128)"``.
+    dps : int
+        Decimal digits of the mpf fields.
+    vector_format : str or FloatFormat, optional
+        Format of the recovery coefficient (``c_repr``, ``kappa``); default ``fmt``.
+    max_iterations : int
+        Iteration cap with a ``start`` (the iteration takes 1–2 steps in every case tried).
+    max_bias, max_gain : number or str, optional
+        Budgets of the selection (only without a ``start``).
+
+    Returns
+    -------
+    FixedPoint
+
+    Raises
+    ------
+    ValueError
+        If the iteration leaves (0, 1) or cycles without reaching a fixed point; if no fixed point is
+        admissible for the selection (the message gives the reason and the calls that admit one, e.g.
+        fp8 formats at n = 128); for bad arguments.
+
+    Examples
+    --------
+    >>> from pasa_theory import optimal_beta
+    >>> fp = optimal_beta("fp16", 128, start="31/32")
+    >>> print(f"{float(fp):.10f}", fp.beta_exact)
+    0.9689939059 16252928/16772993
+    """
+    if start is not None:
+        if max_bias is not None or max_gain is not None:
+            raise ValueError("max_bias, max_gain: the selection budgets apply only without a start (start=None)")
+        return fixed_point_from(
+            fmt, n, start, form=form, scale=scale, dps=dps, vector_format=vector_format,
+            max_iterations=max_iterations,
+        )
+    fmt = get_format(fmt)
+    return select_beta(
+        fmt, n, form=form, scale=scale, vector_format=optional_format(vector_format) or fmt, dps=dps,
+        max_bias=DEFAULT_MAX_BIAS if max_bias is None else max_bias,
+        max_gain=DEFAULT_MAX_GAIN if max_gain is None else max_gain,
+    )
+
+
+def recovery_coefficient(
+    fmt: str | FloatFormat = "fp16",
+    n: int = 128,
+    beta: Any = None,
+    *,
+    scale: Any = None,
+    vector_format: Any = None,
+    source: str = "rounded_m",
+) -> Fraction:
+    """The recovery coefficient ``c`` of ``ŝ = s̃ + c·mean(s̃)`` (docs/method.md §2, §5 and docs/design.md §4).
+
+    :func:`pasa_theory.shifting.recovery_coefficient_at` at ``beta``; ``beta=None`` uses
+    ``optimal_beta(fmt, n, scale=scale)`` (the selection criterion (C1)).
+
+    Examples
+    --------
+    >>> from pasa_theory import recovery_coefficient
+    >>> recovery_coefficient("fp16", 128, "0.9375")
+    Fraction(15, 1)
+    >>> recovery_coefficient("fp16", 128, "0.9689939", source="beta", vector_format="fp16")
+    Fraction(125, 4)
+    """
+    if beta is not None:
+        return recovery_coefficient_at(fmt, n, beta, scale=scale, vector_format=vector_format, source=source)
+    fp = optimal_beta(fmt, n, scale=scale)
+    return coefficient_from_entries(
+        fp.a, fp.b, fp.n, scale_value(scale), fp.beta_real(), source=source,
+        vector_format=optional_format(vector_format), scale=scale,
+    )

@@ -52,6 +52,8 @@ then irrational are returned as :class:`mpmath.mpf` at ``dps`` digits.
 """
 from __future__ import annotations
 
+import importlib
+import warnings
 from fractions import Fraction
 from typing import Any
 
@@ -66,8 +68,17 @@ __all__ = [
     "equation_rhs",
     "fixed_point_map",
     "kappa",
-    "recovery_coefficient",
+    "recovery_coefficient_at",
     "RECOVERY_SOURCES",
+    # exact building blocks for validated arguments, used by pasa_theory.roots, .selection and .bounds
+    "scale_value",
+    "beta_value",
+    "optional_format",
+    "rounded_entries",
+    "cell_solution",
+    "kappa_of",
+    "c_star",
+    "coefficient_from_entries",
 ]
 
 #: Canonical names of the two forms of the β equation: "paper" (S4) and "kappa" (S5).
@@ -80,7 +91,7 @@ _FORM_ALIASES = {
     "reference": "kappa",
     "optimal_para": "kappa",
 }
-#: Sources of the recovery coefficient accepted by :func:`recovery_coefficient`.
+#: Sources of the recovery coefficient accepted by :func:`recovery_coefficient_at`.
 RECOVERY_SOURCES = ("rounded_m", "beta")
 
 
@@ -98,8 +109,9 @@ def normalize_form(form: str) -> str:
         ) from None
 
 
-def _sigma(scale: Any) -> Num:
-    """σ as a Fraction (rational) or a Real (irrational); 1 if ``scale`` is None."""
+def scale_value(scale: Any) -> Num:
+    """The folded scale σ, validated > 0, as a Fraction (rational) or a Real (irrational); 1 if ``scale``
+    is None."""
     if scale is None:
         return Fraction(1)
     sigma = as_real(scale, "scale")
@@ -107,14 +119,17 @@ def _sigma(scale: Any) -> Num:
     return num(sigma)
 
 
-def _beta(beta: Any, argname: str = "beta") -> Num:
+def beta_value(beta: Any, argname: str = "beta") -> Num:
+    """β validated to lie in (0, 1): a Fraction, or a Real if irrational (accepts numbers, numpy scalars
+    and expression strings)."""
     b = as_real(beta, argname)
     check_open_unit(b, argname)
     return num(b)
 
 
-def _entries(fmt: FloatFormat, n: int, beta: Num, sigma: Num) -> tuple[Fraction, Fraction]:
-    """(S1) for validated arguments (Fractions exactly, Reals by certified enclosures)."""
+def rounded_entries(fmt: FloatFormat, n: int, beta: Num, sigma: Num) -> tuple[Fraction, Fraction]:
+    """The stored entries ``(diag, off)`` of (B1) for validated arguments (Fractions exactly, Reals by
+    certified enclosures); :func:`shifting_entries` validates and calls it."""
     diag = rnd(sigma * (1 - beta / n), fmt, what="diagonal entry σ(1 − β/n)")
     off = rnd(-(sigma * beta) / n, fmt, what="off-diagonal entry −σβ/n")
     if isinstance(diag, float) or isinstance(off, float):
@@ -158,7 +173,7 @@ def shifting_entries(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = 
     """
     fmt = get_format(fmt)
     n = check_int(n, "n", 2)
-    return _entries(fmt, n, _beta(beta), _sigma(scale))
+    return rounded_entries(fmt, n, beta_value(beta), scale_value(scale))
 
 
 def rounded_ab(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = None) -> tuple[Fraction, Fraction]:
@@ -176,8 +191,8 @@ def _rhs(a: Fraction, b: Fraction, n: int, sigma: Num, form: str) -> Num:
     return (sigma + (bn - a)) / (a - bn)  # (S5)
 
 
-def _solution(a: Fraction, b: Fraction, n: int, sigma: Num, form: str) -> Num:
-    """The β solving β/(1−β) = rhs for the fixed (a, b) of one rounding cell.
+def cell_solution(a: Fraction, b: Fraction, n: int, sigma: Num, form: str) -> Num:
+    """(R1): the β solving β/(1−β) = rhs for the fixed (a, b) of one rounding cell.
 
     paper (S4): β = σbn / (a(a − bn) + σbn);  kappa (S5): β = 1 − (a − bn)/σ.
     """
@@ -198,8 +213,8 @@ def _equation_args(fmt, n, beta, form, scale, dps):
     form = normalize_form(form)
     n = check_int(n, "n", 2)
     dps = check_int(dps, "dps", 1)
-    sigma = _sigma(scale)
-    diag, off = _entries(get_format(fmt), n, _beta(beta), sigma)
+    sigma = scale_value(scale)
+    diag, off = rounded_entries(get_format(fmt), n, beta_value(beta), sigma)
     return diag - off, -off, n, sigma, form, dps
 
 
@@ -218,16 +233,17 @@ def fixed_point_map(
     """One step ``G(β) = R/(1 + R)`` of the fixed-point iteration, ``R`` = :func:`equation_rhs`
     (docs/method.md §6: ``β_{k+1} = F(β_k)/(1 + F(β_k))``), evaluated exactly."""
     a, b, n, sigma, form, dps = _equation_args(fmt, n, beta, form, scale, dps)
-    return _to_output(_solution(a, b, n, sigma, form), dps)
+    return _to_output(cell_solution(a, b, n, sigma, form), dps)
 
 
-def _kappa(a: Fraction, b: Fraction, n: int, sigma: Num, c: Num) -> Num:
-    """(S3): κ = ((a − σ) + c(a − bn) − bn)/σ."""
+def kappa_of(a: Fraction, b: Fraction, n: int, sigma: Num, c: Num) -> Num:
+    """κ of (B3) for given a, b, σ and c (no validation): κ = ((a − σ) + c(a − bn) − bn)/σ."""
     bn = b * n
     return ((a - sigma) + c * (a - bn) - bn) / sigma
 
 
-def _vector_format(vector_format: Any) -> FloatFormat | None:
+def optional_format(vector_format: Any) -> FloatFormat | None:
+    """``get_format(vector_format)`` (argument name ``vector_format`` in errors), or None."""
     if vector_format is None:
         return None
     return get_format(vector_format, argname="vector_format")
@@ -258,10 +274,10 @@ def kappa(
     fmt = get_format(fmt)
     n = check_int(n, "n", 2)
     dps = check_int(dps, "dps", 1)
-    sigma = _sigma(scale)
-    b_real = _beta(beta)
-    vfmt = _vector_format(vector_format)
-    diag, off = _entries(fmt, n, b_real, sigma)
+    sigma = scale_value(scale)
+    b_real = beta_value(beta)
+    vfmt = optional_format(vector_format)
+    diag, off = rounded_entries(fmt, n, b_real, sigma)
     a, b = diag - off, -off
     if c is None:
         c_real = b_real / (1 - b_real)
@@ -272,10 +288,10 @@ def kappa(
             c_real = c_val
     else:
         c_real = num(as_real(c, "c"))
-    return _to_output(_kappa(a, b, n, sigma, c_real), dps)
+    return _to_output(kappa_of(a, b, n, sigma, c_real), dps)
 
 
-def _c_star(a: Fraction, b: Fraction, n: int, sigma: Num) -> Num:
+def c_star(a: Fraction, b: Fraction, n: int, sigma: Num) -> Num:
     """The coefficient making κ vanish for the rounded matrix: c* = (bn + σ − a)/(a − bn) (from S3)."""
     bn = b * n
     if a == bn:
@@ -283,25 +299,51 @@ def _c_star(a: Fraction, b: Fraction, n: int, sigma: Num) -> Num:
     return (sigma + (bn - a)) / (a - bn)
 
 
-def recovery_coefficient(
-    fmt: str | FloatFormat = "fp16",
-    n: int = 128,
-    beta: Any = None,
+def coefficient_from_entries(
+    a: Fraction, b: Fraction, n: int, sigma: Num, beta: Num, *, source: str = "rounded_m",
+    vector_format: FloatFormat | None = None, scale: Any = None,
+) -> Fraction:
+    """The recovery coefficient for validated arguments: ``c* = (b·n + σ − a)/(a − b·n)`` (``source=
+    "rounded_m"``) or ``β/(1 − β)`` (``"beta"``), rounded to ``vector_format`` if given, else exact.
+    ``scale`` is only used in the message when ``c`` is irrational. See :func:`recovery_coefficient_at`."""
+    if source not in RECOVERY_SOURCES:
+        raise ValueError(f"source: expected one of {', '.join(RECOVERY_SOURCES)}, got {source!r}")
+    if source == "rounded_m":
+        c = c_star(a, b, n, sigma)
+    else:
+        c = beta / (1 - beta)
+    if vector_format is None:
+        exact = exact_of(c)
+        if exact is None:
+            raise ValueError(
+                f"vector_format: the coefficient {as_text(c)} is irrational for scale={scale!r}; pass a "
+                "vector_format to round it to"
+            )
+        return exact
+    out = rnd(c, vector_format, what="recovery coefficient")
+    if isinstance(out, float):
+        raise ValueError(f"vector_format: the recovery coefficient overflows {vector_format.name}")
+    return out
+
+
+def recovery_coefficient_at(
+    fmt: str | FloatFormat,
+    n: int,
+    beta: Any,
     *,
     scale: Any = None,
     vector_format: Any = None,
     source: str = "rounded_m",
 ) -> Fraction:
-    """The recovery coefficient ``c`` of ``ŝ = s̃ + c·mean(s̃)`` (docs/method.md §2, §5 and docs/design.md §4).
+    """The recovery coefficient ``c`` of ``ŝ = s̃ + c·mean(s̃)`` at a given ``beta`` (docs/method.md §2, §5
+    and docs/design.md §4). :func:`pasa_theory.recovery_coefficient` is the same with ``beta=None``
+    meaning the selected optimum.
 
-    ``source="rounded_m"``: the ``c`` that makes κ of eq. (S3) vanish for the matrix actually stored,
-    ``c* = (b·n + σ − a)/(a − b·n)`` with a, b of (S1–S2) at ``beta`` (what the reference's unused
-    ``obtainInvPam(M)`` aims at; equal to the right side of S5). ``source="beta"``: ``c = β/(1 − β)``,
+    ``source="rounded_m"``: the ``c`` that makes κ of eq. (B3) vanish for the matrix actually stored,
+    ``c* = (b·n + σ − a)/(a − b·n)`` with a, b of (B1–B2) at ``beta`` (what the reference's unused
+    ``obtainInvPam(M)`` aims at; equal to the right side of B5). ``source="beta"``: ``c = β/(1 − β)``,
     what the reference script computes. Either is rounded to nearest-even in ``vector_format`` if given,
     else returned exactly.
-
-    ``beta=None`` uses ``optimal_beta(fmt, n, scale=scale)`` (the selection criterion of
-    :mod:`pasa_theory.selection`).
 
     Returns
     -------
@@ -315,40 +357,34 @@ def recovery_coefficient(
 
     Examples
     --------
-    >>> from pasa_theory import recovery_coefficient
-    >>> recovery_coefficient("fp16", 128, "0.9375")
+    >>> from pasa_theory.shifting import recovery_coefficient_at
+    >>> recovery_coefficient_at("fp16", 128, "0.9375")
     Fraction(15, 1)
-    >>> recovery_coefficient("fp16", 128, "0.9689939", source="beta", vector_format="fp16")
+    >>> recovery_coefficient_at("fp16", 128, "0.9689939", source="beta", vector_format="fp16")
     Fraction(125, 4)
     """
     if source not in RECOVERY_SOURCES:
         raise ValueError(f"source: expected one of {', '.join(RECOVERY_SOURCES)}, got {source!r}")
     fmt = get_format(fmt)
     n = check_int(n, "n", 2)
-    vfmt = _vector_format(vector_format)
-    sigma = _sigma(scale)
-    if beta is None:
-        from .roots import optimal_beta
+    vfmt = optional_format(vector_format)
+    sigma = scale_value(scale)
+    beta_real = beta_value(beta)
+    diag, off = rounded_entries(fmt, n, beta_real, sigma)
+    return coefficient_from_entries(
+        diag - off, -off, n, sigma, beta_real, source=source, vector_format=vfmt, scale=scale
+    )
 
-        fp = optimal_beta(fmt, n, scale=scale)
-        a, b = fp.a, fp.b
-        beta_real = fp.beta_real()
-    else:
-        beta_real = _beta(beta)
-        diag, off = _entries(fmt, n, beta_real, sigma)
-        a, b = diag - off, -off
-    if source == "rounded_m":
-        c = _c_star(a, b, n, sigma)
-    else:
-        c = beta_real / (1 - beta_real)
-    if vfmt is None:
-        if exact_of(c) is None:
-            raise ValueError(
-                f"vector_format: the coefficient {as_text(c)} is irrational for scale={scale!r}; pass a "
-                "vector_format to round it to"
-            )
-        return exact_of(c)
-    out = rnd(c, vfmt, what="recovery coefficient")
-    if isinstance(out, float):
-        raise ValueError(f"vector_format: the recovery coefficient overflows {vfmt.name}")
-    return out
+
+def __getattr__(name: str) -> Any:
+    # ``recovery_coefficient`` (β = None: the selected optimum) lives in the top layer,
+    # pasa_theory.selection; importing it from here still works, with a warning.
+    if name == "recovery_coefficient":
+        warnings.warn(
+            "pasa_theory.shifting.recovery_coefficient moved: use pasa_theory.recovery_coefficient "
+            "(or pasa_theory.shifting.recovery_coefficient_at with a given beta)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module("pasa_theory.selection").recovery_coefficient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

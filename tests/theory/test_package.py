@@ -67,3 +67,28 @@ def test_contract_signatures():
     assert sig.parameters["scale"].kind is inspect.Parameter.KEYWORD_ONLY
     sig = inspect.signature(pt.round_to_format)
     assert sig.parameters["mode"].default == "nearest_even"
+
+
+def test_moved_names_still_import_from_their_old_modules_with_a_warning():
+    """optimal_beta and recovery_coefficient (β = None: the selected optimum) live in the top layer,
+    pasa_theory.selection; the old module paths keep working with a DeprecationWarning."""
+    import warnings
+
+    import pasa_theory.roots as roots
+    import pasa_theory.selection as selection
+    import pasa_theory.shifting as shifting
+
+    for module, name in ((roots, "optimal_beta"), (shifting, "recovery_coefficient")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            obj = getattr(module, name)
+        assert obj is getattr(selection, name) is getattr(pt, name)
+        assert any(issubclass(w.category, DeprecationWarning) and name in str(w.message) for w in caught)
+    assert pt.recovery_coefficient() == pt.recovery_coefficient_at("fp16", 128, pt.optimal_beta().beta_exact)
+    assert pt.fixed_point_from("fp16", 128, "31/32").beta_exact == pt.optimal_beta(start="31/32").beta_exact
+
+
+def test_fixed_point_prints_short():
+    fp = pt.optimal_beta("fp16", 128, start="31/32")
+    assert str(fp) == fp.summary() and len(str(fp)) < 160
+    assert repr(fp) == "FixedPoint('fp16', n=128, form='paper', beta=0.9689939059, c_repr=125/4, kappa=-6.1e-5)"

@@ -5,6 +5,7 @@ package.
 """
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 import pytest
@@ -87,8 +88,34 @@ def test_default_optimal_beta_is_the_selection():
 
 
 def test_no_candidate_raises():
-    with pytest.raises(ValueError, match="no fixed point .* in the window"):
+    with pytest.raises(ValueError, match="no fixed point .* in the selection window"):
         select_beta("fp8_e4m3", 1024)
+
+
+def test_no_admissible_beta_says_why_and_which_call_works():
+    """fp8_e4m3, n = 128: the diagonal of M rounds to exactly 1 at every fixed point, so β moves only with
+    the off-diagonal, in steps too coarse for the default window. The message says so and names calls
+    that succeed; each named call is executed here and must return the β it announced."""
+    with pytest.raises(ValueError) as info:
+        pt.optimal_beta("fp8_e4m3", 128)
+    msg = str(info.value)
+    assert "rounds to σ itself" in msg and "fp8_e4m3, n = 128" in msg
+    calls = re.findall(r"(pasa_theory\.optimal_beta\([^)]*\)) gives β = ([0-9.]+)", msg)
+    assert len(calls) == 2, msg
+    for call, beta in calls:
+        fp = eval(call, {"pasa_theory": pt})  # noqa: S307 - the call text is ours
+        assert f"{float(fp):.10g}" == beta
+        assert fp.diag == 1  # the reason stated above, checked on the result
+    # the published recipe of the issue: max_gain = 128 suffices; c = β/(1 − β) = 127.0078 < 128
+    fp = pt.optimal_beta("fp8_e4m3", 128, max_gain=128)
+    assert fp.beta_exact == Fraction(fp.b * 128, fp.b * 128 + fp.a * (fp.a - fp.b * 128))
+    assert 127 < fp.c < 128
+
+
+def test_optimal_beta_budgets_only_without_start():
+    with pytest.raises(ValueError, match="max_bias, max_gain"):
+        pt.optimal_beta("fp16", 128, start="31/32", max_gain=128)
+    assert pt.optimal_beta("fp16", 128, max_bias="1/32", max_gain=64).beta_exact == pt.optimal_beta("fp16", 128).beta_exact
 
 
 def test_rank_is_by_abs_kappa_then_beta():
