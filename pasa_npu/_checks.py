@@ -2,16 +2,22 @@
 
 Bad input gets a ``TypeError`` or ``ValueError`` that names the argument and what was expected.
 NaN and inf *values* are allowed (they are data, reported by :func:`pasa_npu.metrics.census`).
+The rules for scale, β, block sizes and the BNSD layout are :mod:`pasa_theory.schema`'s, the same
+that :func:`pasa_theory.predict` applies; this module adds the torch-specific checks (tensors,
+dtypes, devices, masks).
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import torch
 
-from pasa_theory._layout import check_bnsd
+from pasa_theory.schema import check_beta, check_block, check_bnsd, check_scale
+
+__all__ = [
+    "Shapes", "check_qkv", "check_positive_int", "check_scale", "check_beta", "check_mask", "check_out_dtype",
+    "causal_keep",
+]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -52,36 +58,8 @@ def check_qkv(q: object, k: object, v: object) -> Shapes:
 
 
 def check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
-    if int(value) <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return int(value)
-
-
-def check_scale(scale: object, head_dim: int) -> float:
-    """The softmax scale τ; ``None`` means 1/sqrt(head_dim)."""
-    if scale is None:
-        return 1.0 / math.sqrt(head_dim)
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__}")
-    tau = float(scale)
-    if not (math.isfinite(tau) and tau > 0):
-        raise ValueError(f"scale must be finite and > 0, got {scale}")
-    return tau
-
-
-def check_beta(beta: object) -> float | None:
-    if beta is None:
-        return None
-    if isinstance(beta, torch.Tensor) and beta.numel() == 1:
-        beta = beta.item()
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
-        raise TypeError(f"beta must be a real number in (0, 1) or None, got {type(beta).__name__}")
-    b = float(beta)
-    if not (0.0 < b < 1.0):
-        raise ValueError(f"beta must lie in the open interval (0, 1), got {beta}")
-    return b
+    """A positive int argument (block sizes): :func:`pasa_theory.schema.check_block`."""
+    return check_block(value, name)
 
 
 def check_mask(attn_mask: object, is_causal: object, s: Shapes, device: torch.device) -> torch.Tensor | None:

@@ -16,7 +16,7 @@ import torch
 from pasa_theory import policies
 from pasa_theory.policies import ShiftConstants
 
-from .precision import Precision
+from .precision import DTYPES, Precision
 
 __all__ = ["ShiftConstants", "shift_constants"]
 
@@ -43,11 +43,8 @@ def _constants(policy: policies.Policy, n: int, beta: float | None, sigma: float
         if policy.coef != "beta":
             raise ValueError("Precision.setup='script_fp32' reproduces the reference script and supports coef='beta' only")
         beta = policies.resolve_beta(policy, n, beta, sigma)
-        return _script_constants(n, beta, sigma, _DTYPES[policy.matmul_in.name], _DTYPES[policy.coef_dtype.name])
+        return _script_constants(n, beta, sigma, DTYPES[policy.matmul_in.name], DTYPES[policy.coef_dtype.name])
     return policies.shift_constants(policy, n, beta, sigma)
-
-
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, "fp64": torch.float64}
 
 
 def shift_constants(precision: Precision, n: int, beta: float | None, sigma: float) -> ShiftConstants:

@@ -150,7 +150,7 @@ def _edge(color: str) -> str:
 METHOD_STYLES: dict[str, MethodStyle] = {
     "pasa": MethodStyle("PASA (npu_fp16)", OKABE_ITO["blue"], "o", "-"),
     "pasa:npu_fp16": MethodStyle("PASA (npu_fp16)", OKABE_ITO["blue"], "o", "-"),
-    "pasa:reference": MethodStyle("PASA (reference script)", OKABE_ITO["sky_blue"], "s", "--"),
+    "pasa:script": MethodStyle("PASA (reference script)", OKABE_ITO["sky_blue"], "s", "--"),
     "pasa:fp16_keymean": MethodStyle("PASA (key-mean offsets)", OKABE_ITO["bluish_green"], "D", "-."),
     "pasa:bf16": MethodStyle("PASA (bf16)", OKABE_ITO["reddish_purple"], "P", "-"),
     "pasa:fp16_strict": MethodStyle("PASA (fp16 reductions)", "#332288", "v", ":"),
@@ -406,12 +406,12 @@ def _data_fp64_exactness(quick: bool):
     """
     import torch
 
-    from . import data, reference_attention
+    from . import data, golden_attention
     from .harness import run_case
 
     shape = dict(batch=1, heads=2, kv_heads=1, seq_q=64 if quick else 300, seq_kv=300 if quick else 1000, head_dim=128)
     q, k, v = data.make_qkv("uniform", mean=2.0, amplitude=1.0, seed=0, dtype=torch.float64, **shape)
-    golden = reference_attention(q, k, v)
+    golden = golden_attention(q, k, v)
     unit = U64 * float(golden.abs().max())
     ks = (1, 3, 5, 7, 9, 11, 13) if quick else tuple(range(1, 14))
     ns = (16, 128) if quick else (16, 64, 128, 256)
@@ -641,7 +641,7 @@ def _draw_kappa_landscape(rows, summary):
 # ---------------------------------------------------------------------------------------------------
 # notebook 3: overflow and resonance
 
-_OVERFLOW_METHODS = ("fa_qk", "fa_q", "smooth_k", "pasa:reference", "pasa", "pasa:bf16", "fa_hybrid")
+_OVERFLOW_METHODS = ("fa_qk", "fa_q", "smooth_k", "pasa:script", "pasa", "pasa:bf16", "fa_hybrid")
 def predicted_overflow_mean(method: str, dist: str, amplitude: float, *, seq_q: int, seq_kv: int, heads: int = 1,
                             head_dim: int = 128, stage: str | None = None,
                             hi: float = 4096.0) -> tuple[float | None, str | None]:
@@ -785,7 +785,7 @@ def _draw_overflow_frontier(rows, summary):
     return fig
 
 
-_ACC_METHODS = ("pasa", "pasa:reference", "fa_q", "fa_hybrid")
+_ACC_METHODS = ("pasa", "pasa:script", "fa_q", "fa_hybrid")
 
 
 @_register("03_overflow_resonance", "unnormalised O/ℓ accumulators overflow at S2·mean(V) ≈ 65520; renormalised ones never")
@@ -810,7 +810,7 @@ def _data_accumulator_overflow(quick: bool):
                 rows.append(dict(v_mean=vm, seq_kv=s2, x=s2 * vm / FP16_OVERFLOW, method=rec["method"],
                                  rel_rmse=rec["rel_rmse"], nonfinite=bad,
                                  stage=(rec["first_nonfinite_stage"] or "output") if bad else ""))
-    ref = [r for r in rows if r["method"] == "pasa:reference"]
+    ref = [r for r in rows if r["method"] == "pasa:script"]
     first = {vm: min((r["seq_kv"] for r in ref if r["v_mean"] == vm and r["nonfinite"]), default=None) for vm in (10.0, 30.0)}
     last_ok = {vm: max((r["seq_kv"] for r in ref if r["v_mean"] == vm and not r["nonfinite"]), default=None) for vm in (10.0, 30.0)}
     summary = dict(
@@ -834,7 +834,7 @@ def _draw_accumulator_overflow(rows, summary):
             pts = sorted((r["x"], r["rel_rmse"], r["nonfinite"]) for r in rows if r["method"] == meth and r["v_mean"] == vm)
             xs = [p[0] for p in pts if not p[2]]
             ys = [p[1] for p in pts if not p[2]]
-            lab = f"{st.label}, mean(V) = {vm:.0f}" if meth in ("pasa", "pasa:reference") or vm == 30.0 else None
+            lab = f"{st.label}, mean(V) = {vm:.0f}" if meth in ("pasa", "pasa:script") or vm == 30.0 else None
             ax.plot(xs, ys, color=st.color, marker=st.marker, linestyle=st.linestyle, label=lab,
                     markerfacecolor=fill or st.color, markeredgecolor=_edge(st.color))
             bad = [p[0] for p in pts if p[2]]
@@ -855,7 +855,7 @@ def _draw_accumulator_overflow(rows, summary):
 
 
 _RES_PHASES = ("aligned", "anti", "random")
-_RES_METHODS = ("pasa", "pasa:reference", "pasa:fp16_keymean", "fa_qk", "fa_q", "fa_naive", "smooth_k", "pasa:bf16",
+_RES_METHODS = ("pasa", "pasa:script", "pasa:fp16_keymean", "fa_qk", "fa_q", "fa_naive", "smooth_k", "pasa:bf16",
                 "fa_hybrid")
 _PHASE_STYLE = {"aligned": "-", "anti": "--", "random": ":"}
 #: Histogram bins (log10) of the per-row statistics of :func:`resonance_statistics`.
@@ -1023,7 +1023,7 @@ def _draw_resonance_statistics(rows, summary):
     return fig
 
 
-_RES_DRAWN = ("pasa", "pasa:reference", "pasa:fp16_keymean", "fa_qk", "fa_q", "smooth_k", "pasa:bf16", "fa_hybrid")
+_RES_DRAWN = ("pasa", "pasa:script", "pasa:fp16_keymean", "fa_qk", "fa_q", "smooth_k", "pasa:bf16", "fa_hybrid")
 
 
 @_register("03_overflow_resonance", "resonance: each method's error relative to naive fp16 attention, aligned and random phase")
@@ -1096,7 +1096,7 @@ def _draw_resonance_accuracy(rows, summary):
 # notebook 4: predicted against measured (pasa_theory.bounds)
 
 #: Methods compared with the rounding-error model (every one :func:`pasa_theory.bounds.predict` models).
-PREDICT_METHODS = ("pasa", "pasa:reference", "pasa:fp16_keymean", "pasa:bf16", "fa_qk", "fa_q", "fa_naive",
+PREDICT_METHODS = ("pasa", "pasa:script", "pasa:fp16_keymean", "pasa:bf16", "fa_qk", "fa_q", "fa_naive",
                    "fa_hybrid", "smooth_k")
 _PVM_COLUMNS = ("dist", "mean", "amplitude", "seq_q", "seq_kv", "method", "rmse", "max_abs_err", "nonfinite",
                 "first_nonfinite_stage", "pred_rmse", "pred_bound", "pred_overflow_stage", "dominant",
@@ -1205,7 +1205,7 @@ def _draw_predicted_vs_measured(rows, summary):
     return fig
 
 
-_BUDGET_METHODS = ("pasa:reference", "pasa", "pasa:fp16_keymean", "fa_q")
+_BUDGET_METHODS = ("pasa:script", "pasa", "pasa:fp16_keymean", "fa_q")
 
 
 @_register("04_predicted_vs_measured", "per-stage error budget of PASA's presets and fp16 flash attention on one case")
@@ -1267,7 +1267,7 @@ def _draw_error_budget(rows, summary):
     return fig
 
 
-_LENGTH_METHODS = ("pasa:reference", "pasa", "pasa:fp16_keymean", "fa_q", "fa_hybrid")
+_LENGTH_METHODS = ("pasa:script", "pasa", "pasa:fp16_keymean", "fa_q", "fa_hybrid")
 
 
 @_register("04_predicted_vs_measured", "error against the sequence length, measured and predicted")
@@ -1315,9 +1315,9 @@ def _draw_error_vs_length(rows, summary):
 # notebook 5: method comparison and β
 
 #: Methods of the accuracy table (the figure draws all but the baseline fa_naive, which is the yardstick).
-COMPARISON_METHODS = ("pasa", "pasa:reference", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:hybrid", "pasa:bf16",
+COMPARISON_METHODS = ("pasa", "pasa:script", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:hybrid", "pasa:bf16",
                       "fa_qk", "fa_q", "fa_naive", "fa_hybrid", "smooth_k", "sdpa")
-_COMPARISON_DRAWN = ("pasa", "pasa:reference", "pasa:fp16_keymean", "pasa:bf16", "fa_qk", "fa_q", "smooth_k",
+_COMPARISON_DRAWN = ("pasa", "pasa:script", "pasa:fp16_keymean", "pasa:bf16", "fa_qk", "fa_q", "smooth_k",
                      "fa_hybrid", "sdpa")
 _GRID_COLUMNS = ("dist", "mean", "amplitude", "method", "beta", "rmse", "rel_rmse", "rel_rmse_out", "max_abs_err",
                  "nonfinite", "first_nonfinite_stage", "ratio_to_naive", "seq_q", "seq_kv", "head_dim", "heads",
@@ -1376,7 +1376,7 @@ def _data_method_comparison(quick: bool):
             ratio_unbiased_min=u[0], ratio_unbiased_median=u[1], ratio_unbiased_max=u[2],
             rel_rmse_median=st_.median([r["rel_rmse"] for r in rows if r["method"] == meth and not r["nonfinite"]] or [math.nan]),
         )
-    ref = {(r["dist"], r["mean"], r["amplitude"]): r["rel_rmse"] for r in rows if r["method"] == "pasa:reference"}
+    ref = {(r["dist"], r["mean"], r["amplitude"]): r["rel_rmse"] for r in rows if r["method"] == "pasa:script"}
     vs_ref = [r["rel_rmse"] / ref[(r["dist"], r["mean"], r["amplitude"])] for r in rows
               if r["method"] == "pasa" and naive[(r["dist"], r["mean"], r["amplitude"])] >= ONE_HOT_BELOW]
     summary["pasa_over_reference"] = dict(min=min(vs_ref), median=st_.median(vs_ref), max=max(vs_ref))
@@ -1437,7 +1437,7 @@ def _binade_teeth(betas, mu_tilde_of) -> list[float]:
     return teeth
 
 
-_SWEEP_METHODS = ("pasa:reference", "pasa", "pasa:fp16_keymean")
+_SWEEP_METHODS = ("pasa:script", "pasa", "pasa:fp16_keymean")
 
 
 @_register("05_method_comparison", "error against β over several data draws, with the c·ulp(μ̃)/2 sawtooth of the reference preset", cited=True)
@@ -1459,7 +1459,7 @@ def _data_beta_sweep(quick: bool):
     import numpy as np
     import torch
 
-    from . import data, reference_attention
+    from . import data, golden_attention
     from .harness import run_case
     from .kernel import shift_parameters
 
@@ -1470,7 +1470,7 @@ def _data_beta_sweep(quick: bool):
     naive, qkbar = [], []
     for seed in seeds:
         q, k, v = data.make_qkv("uniform", mean=30.0, amplitude=0.5, seed=seed, **shape)
-        golden = reference_attention(q, k, v)
+        golden = golden_attention(q, k, v)
         naive += [r["rel_rmse"] for r in run_case(q, k, v, ["fa_naive"], golden=golden)]
         for b in betas:
             for r in run_case(q, k, v, list(_SWEEP_METHODS), beta=b, golden=golden):
@@ -1482,7 +1482,7 @@ def _data_beta_sweep(quick: bool):
     med_qkbar = st_.median(qkbar)
 
     def mu_tilde(beta: float) -> float:
-        sp = shift_parameters("reference", head_dim=128, beta=float(beta))
+        sp = shift_parameters("script", head_dim=128, beta=float(beta))
         a, bb = sp.diag - sp.off, -sp.off
         return (a - bb * 128) * med_qkbar
 
@@ -1495,10 +1495,10 @@ def _data_beta_sweep(quick: bool):
     for b in np.linspace(0.90, 0.995, 1200):
         b = float(b)
         mt = mu_tilde(b)
-        rows.append(dict(kind="predicted", method="pasa:reference", beta=b, rel_rmse_median=None, rel_rmse_min=None,
+        rows.append(dict(kind="predicted", method="pasa:script", beta=b, rel_rmse_median=None, rel_rmse_min=None,
                          rel_rmse_max=None, draws=None, predicted_offset_error=b / (1 - b) * float(_pt.ulp(mt, "fp16")) / 2))
     for t in _binade_teeth(np.linspace(0.90, 0.995, 2000), mu_tilde):
-        rows.append(dict(kind="predicted_tooth", method="pasa:reference", beta=float(t), rel_rmse_median=None,
+        rows.append(dict(kind="predicted_tooth", method="pasa:script", beta=float(t), rel_rmse_median=None,
                          rel_rmse_min=None, rel_rmse_max=None, draws=None, predicted_offset_error=None))
     for b in PUBLISHED_BETAS.values():
         rows.append(dict(kind="published", method="", beta=b, rel_rmse_median=None, rel_rmse_min=None,

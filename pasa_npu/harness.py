@@ -23,7 +23,7 @@ from .device import npu_available, resolve_device
 from .kernel import shift_parameters
 from .methods import get_method, run_method
 from .precision import get_precision
-from .reference import reference_attention
+from .golden import golden_attention
 
 __all__ = ["run_case", "run_grid", "grid_cells", "write_records", "environment_info", "GRID_MEANS", "GRID_AMPLITUDES", "FIELDS"]
 
@@ -59,7 +59,7 @@ def run_case(
     """
     dev = resolve_device(device)
     if golden is None:
-        golden = reference_attention(q, k, v, scale=scale, is_causal=is_causal)
+        golden = golden_attention(q, k, v, scale=scale, is_causal=is_causal)
     qd, kd, vd = (t.to(dev) for t in (q, k, v))
     rows = []
     for name in methods:

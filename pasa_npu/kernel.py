@@ -18,7 +18,7 @@ g–h    fold (m_j, ℓ_j, P·V_j) into the running (m, ℓ, O)          P·V on
 end    O / ℓ                                                      vector
 =====  =========================================================  ======================
 
-Steps e–h follow ``Precision.reference``:
+Steps e–h follow ``Precision.offset`` (docs/precision.md §2.1, §2.2):
 
 * ``"running"`` (the reference script): A is the running mean of the pseudo-averages,
   A ← μ_j·fl(1/(j+1)) + A_prev·fl(j/(j+1)), δ_j = c·(μ_j − A), δ_p = c·(A_prev − A),
@@ -82,7 +82,7 @@ def pasa_attention(
             ``k``/``v`` heads (GQA/MQA); ``v`` may have its own head dim. Any S1, S2 >= 1.
         scale: softmax scale τ; ``None`` means 1/sqrt(head_dim).
         beta: shift parameter in (0, 1); ``None`` means the preset's pinned β if it has one (only
-            ``"reference"``: the script's 0.984497), otherwise the theory's optimal β for the
+            ``"script"``: the script's 0.984497), otherwise the theory's optimal β for the
             matrix-unit format, block size ``block_kv`` and scale placement
             (:func:`pasa_theory.optimal_beta`).
         block_q: query rows per chunk (speed and memory only; results do not depend on it).
@@ -90,7 +90,7 @@ def pasa_attention(
         is_causal: bottom-right aligned causal mask (query i sees key j iff j <= i + S2 − S1).
         attn_mask: bool (True = attend) or additive float mask broadcastable to (B, H, S1, S2).
             Rows with no visible key return 0, as torch SDPA does.
-        precision: preset name (``"npu_fp16"``, ``"reference"``, ``"fp16_strict"``, ``"fp16_keymean"``,
+        precision: preset name (``"npu_fp16"``, ``"script"``, ``"fp16_strict"``, ``"fp16_keymean"``,
             ``"hybrid"``, ``"bf16"``, ``"fp32"``, ``"fp64"``) or a :class:`~pasa_npu.Precision`.
         out_dtype: dtype of the result; ``None`` means ``q.dtype``.
 
@@ -273,7 +273,7 @@ class _Online:
         pv: torch.Tensor,
     ) -> None:
         """Fold block j (row max mj, row sum lj, tile product pv) into the running statistics."""
-        if self.c is not None and self.prec.reference == "running" and not isinstance(means, _KeyOffsets):
+        if self.c is not None and self.prec.offset == "running" and not isinstance(means, _KeyOffsets):
             alpha, gamma = self._running(j, means, jj, mj)
         else:
             alpha, gamma = self._switch(means, jj, mj)
@@ -330,7 +330,7 @@ class _Online:
         return alpha, gamma
 
     def _switch(self, means: "_BlockMeans | _KeyOffsets | None", jj: int, mj: torch.Tensor):
-        """Flash-attention bookkeeping with frames (steps e–h for ``reference="lazy"``, and flash
+        """Flash-attention bookkeeping with frames (steps e–h for ``offset="lazy"``, and flash
         attention itself when there is no shift).
 
         The stored maximum m is an actual block maximum, kept in the frame of the block that set it;
@@ -475,9 +475,9 @@ def _pad_rows(x: torch.Tensor, n: int, rule: str) -> torch.Tensor:
     pad = (-s) % n
     if pad == 0:
         return x
-    if rule == "zero" or (rule == "reference" and s < n):
+    if rule == "zero" or (rule == "script" and s < n):
         extra = x.new_zeros((*x.shape[:2], pad, x.shape[3]))
-    else:  # "wrap", or "reference" with S2 >= n: the preceding real rows, cyclically if S2 < pad
+    else:  # "wrap", or "script" with S2 >= n: the preceding real rows, cyclically if S2 < pad
         idx = torch.arange(s - pad, s, device=x.device) % s
         extra = x.index_select(2, idx)
     return torch.cat((x, extra), dim=2)

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pasa_theory import schema
+
 __all__ = [
     "rmse",
     "relative_rmse",
@@ -45,7 +47,7 @@ __all__ = [
     "error_summary",
 ]
 
-STAGES = ("input", "scores", "shift", "exp", "row_sum", "accumulator", "output")
+STAGES = schema.STAGES  # written once, torch-free; pasa_theory.bounds uses the same order
 
 
 def _f64(x: torch.Tensor) -> torch.Tensor:

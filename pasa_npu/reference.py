@@ -1,59 +1,17 @@
-"""The float64 golden reference: softmax attention on the given (already rounded) inputs.
-
-Deliberately plain and independent of the tiled kernel: one score matrix per row chunk, the
-textbook max-subtracted softmax, everything in float64. Chunking over query rows only bounds memory
-(rows are independent), it does not change the arithmetic.
-"""
+"""Former home of the float64 golden; use :func:`pasa_npu.golden_attention` (:mod:`pasa_npu.golden`)."""
 from __future__ import annotations
 
-import torch
+import warnings
+from typing import Any
 
-from . import _checks
+from .golden import golden_attention
 
-__all__ = ["reference_attention"]
-
-_CHUNK_ELEMENTS = 1 << 24
+__all__: list[str] = []
 
 
-def reference_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    scale: float | None = None,
-    is_causal: bool = False,
-    attn_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Softmax attention in float64 on the inputs as given (BNSD, GQA by head groups).
-
-    Masks follow :func:`pasa_npu.pasa_attention`: bool True = attend, float = additive, causal is
-    bottom-right aligned; a row with no visible key returns 0. Returns float64.
-    """
-    sh = _checks.check_qkv(q, k, v)
-    tau = _checks.check_scale(scale, sh.head_dim)
-    mask = _checks.check_mask(attn_mask, is_causal, sh, q.device)
-    B, H, Hkv, G, S1, S2 = sh.batch, sh.heads, sh.kv_heads, sh.group, sh.seq_q, sh.seq_kv
-    q64 = q.to(torch.float64).view(B, Hkv, G, S1, sh.head_dim)
-    k64 = k.to(torch.float64)
-    v64 = v.to(torch.float64)
-    if mask is not None:
-        mask = mask.expand(B, H, S1, S2).reshape(B, Hkv, G, S1, S2)
-    out = torch.empty((B, Hkv, G, S1, sh.v_dim), dtype=torch.float64, device=q.device)
-    step = max(1, _CHUNK_ELEMENTS // (B * H * S2))
-    cols = torch.arange(S2, device=q.device)
-    for i0 in range(0, S1, step):
-        i1 = min(S1, i0 + step)
-        s = torch.einsum("bhgid,bhjd->bhgij", q64[:, :, :, i0:i1], k64) * tau
-        if is_causal:
-            keep = _checks.causal_keep(torch.arange(i0, i1, device=q.device), cols, S1, S2)
-            s = s.masked_fill(~keep, float("-inf"))
-        if mask is not None:
-            tile = mask[..., i0:i1, :]
-            s = s.masked_fill(~tile, float("-inf")) if tile.dtype == torch.bool else s + tile.to(torch.float64)
-        mx = s.amax(dim=-1, keepdim=True)
-        mx = torch.where(torch.isneginf(mx), torch.zeros_like(mx), mx)
-        p = torch.exp(s - mx)
-        denom = p.sum(dim=-1, keepdim=True)
-        o = torch.einsum("bhgij,bhjd->bhgid", p, v64)
-        out[:, :, :, i0:i1] = torch.where(denom == 0, torch.zeros_like(o), o / denom)
-    return out.view(B, H, S1, sh.v_dim)
+def __getattr__(name: str) -> Any:
+    if name == "reference_attention":
+        warnings.warn("reference_attention is now called golden_attention (pasa_npu.golden_attention)",
+                      DeprecationWarning, stacklevel=2)
+        return golden_attention
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

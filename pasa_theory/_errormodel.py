@@ -208,9 +208,9 @@ def make_blocks(ex: Exact, n: int, tail: str) -> Blocks:
     pad = L - S2
     idx = np.arange(L)
     if pad:
-        if tail == "zero" or (tail == "reference" and S2 < n):
+        if tail == "zero" or (tail == "script" and S2 < n):
             idx[S2:] = -1
-        else:  # "wrap", or "reference" with S2 >= n: preceding real rows, cyclically
+        else:  # "wrap", or "script" with S2 >= n: preceding real rows, cyclically
             idx[S2:] = np.arange(S2 - pad, S2) % S2
     real = np.arange(L) < S2
     src = np.where(idx >= 0, idx, 0)
@@ -501,7 +501,7 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     take[:, 0] = True
     with np.errstate(invalid="ignore"):
         take[:, 1:] = mhat[:, 1:] > M_run[:, :-1]
-    running = shift and pol.reference == "running" and pol.recovery == "pseudo_average"
+    running = shift and pol.offset == "running" and pol.recovery == "pseudo_average"
     shift_peak = np.zeros(R)
     if running:
         A = np.cumsum(mu_t, axis=1) / np.arange(1, T + 1)

@@ -115,9 +115,9 @@ import mpmath
 import numpy as np
 
 from . import _errormodel as em
-from ._layout import check_bnsd
 from .formats import get_format, round_array, ulp
 from .policies import METHOD_NAMES, resolve, shift_constants, tau_of
+from .schema import STAGES, check_beta, check_block, check_bnsd, format_name
 from .shifting import kappa_of
 
 __all__ = [
@@ -139,8 +139,8 @@ __all__ = [
     "STAGES",
 ]
 
-#: Pipeline stages in the order of ``pasa_npu.metrics.STAGES`` (the census).
-STAGES = ("input", "scores", "shift", "exp", "row_sum", "accumulator", "output")
+# STAGES (pipeline stages in order, shared with the census of pasa_npu.metrics) is
+# pasa_theory.schema.STAGES, re-exported here.
 
 #: Error terms of the breakdown (see the module docstring), in pipeline order.
 TERMS = (
@@ -230,22 +230,6 @@ def _as_array(x: Any, name: str):
     return arr, get_format(fmt, argname=name)
 
 
-def _check_block(block_kv: Any) -> int:
-    if isinstance(block_kv, bool) or not isinstance(block_kv, int) or block_kv < 1:
-        raise ValueError(f"block_kv must be a positive int, got {block_kv!r}")
-    return block_kv
-
-
-def _check_beta(beta: Any) -> float | None:
-    if beta is None:
-        return None
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-        raise TypeError(f"beta must be a real number in (0, 1) or None, got {type(beta).__name__}")
-    if not 0.0 < float(beta) < 1.0:
-        raise ValueError(f"beta must lie in the open interval (0, 1), got {beta}")
-    return float(beta)
-
-
 # -- prediction ------------------------------------------------------------------------------------------------
 def predict(method: str, q: Any, k: Any, v: Any, *, precision: Any = "npu_fp16", beta: float | None = None,
             block_kv: int = 128, scale: float | None = None, is_causal: bool = False, out_dtype: Any = None,
@@ -285,12 +269,12 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
     ka, fk = _as_array(k, "k")
     va, fv = _as_array(v, "v")
     B, H, Hkv, S1, S2, D, Dv = check_bnsd(qa.shape, ka.shape, va.shape)
-    n_req = _check_block(block_kv)
-    beta = _check_beta(beta)
+    n_req = check_block(block_kv, "block_kv")
+    beta = check_beta(beta)
     if not isinstance(is_causal, bool):
         raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
     tau = tau_of(scale, D)
-    out_fmt = fq if out_dtype is None else get_format(out_dtype if isinstance(out_dtype, str) else str(out_dtype).replace("torch.", ""), argname="out_dtype")
+    out_fmt = fq if out_dtype is None else get_format(format_name(out_dtype, "out_dtype"), argname="out_dtype")
     G = H // Hkv
     t0 = time.perf_counter()
 
@@ -617,10 +601,11 @@ def overflow_envelope(method: str, stats: InputStats, *, precision: Any = "npu_f
     65520 for fp16) is ``overflow_stage``.
     """
     pol = resolve(method, precision)
+    beta = check_beta(beta)
     if not isinstance(stats, InputStats):
         raise TypeError(f"stats must be an InputStats, got {type(stats).__name__}")
     tau = tau_of(scale, stats.head_dim)
-    n = stats.seq_kv if pol.untiled else _check_block(block_kv)
+    n = stats.seq_kv if pol.untiled else check_block(block_kv, "block_kv")
     sc = _score_stats(stats, tau)
     thr = {s_: pol.vector.overflow_threshold_float for s_ in STAGES}
     thr["scores"] = pol.matmul_out.overflow_threshold_float
@@ -677,8 +662,9 @@ def term_scales(method: str, stats: InputStats, *, precision: Any = "npu_fp16", 
     dominates where (the measured breakdown is :attr:`Prediction.terms_rms`).
     """
     pol = resolve(method, precision)
+    beta = check_beta(beta)
     tau = tau_of(scale, stats.head_dim)
-    n = stats.seq_kv if pol.untiled else _check_block(block_kv)
+    n = stats.seq_kv if pol.untiled else check_block(block_kv, "block_kv")
     sc = _score_stats(stats, tau)
     Fo = pol.matmul_out
 

@@ -5,14 +5,11 @@ harness method by how it rearranges the run's precision (``pasa_npu.methods``). 
 model of :mod:`pasa_theory.bounds` needs the same facts without importing torch, so this module keeps
 
 * :data:`PRESET_FIELDS`, the field values of every preset with formats written as names (``"fp16"``,
-  ``"bf16"``, ``"fp32"``, ``"fp64"``): the single source of the presets, from which
-  ``pasa_npu.PRESETS`` builds its torch ``Precision`` objects, and
-* :func:`resolve`, which applies a harness method's arrangement to a precision (a preset name or any
-  Precision-like object, read field by field with ``getattr``; dtypes via ``str()``).
-
-The method arrangements mirror ``pasa_npu.methods`` and the field defaults mirror ``pasa_npu.Precision``;
-both are checked against it (tests/npu/test_predict_policies.py): a change there that is not made
-here fails the tests.
+  ``"bf16"``, ``"fp32"``, ``"fp64"``), read from the one schema :mod:`pasa_theory.schema` (of which
+  ``pasa_npu.Precision`` is the torch view), and
+* :func:`arranged_fields` and :func:`resolve`, which apply a harness method's arrangement to a precision
+  (a preset name, a spec, a ``pasa_npu.Precision`` or any Precision-like object read field by field).
+  ``pasa_npu.methods`` builds its precisions from :func:`arranged_fields`, so the arrangements exist once.
 
 The shift constants (β, the stored entries of the rounded shifting matrix, the recovery coefficient
 c) are resolved by :func:`shift_constants` through the same :mod:`pasa_theory` calls the kernel makes
@@ -34,6 +31,7 @@ from fractions import Fraction
 from typing import Any
 
 from .formats import FloatFormat, get_format, round_to_format
+from .schema import FIELDS, FORMAT_FIELDS, PRESET_SPECS, SCRIPT_BETA, PrecisionSpec, check_scale, preset_name
 from .selection import optimal_beta
 from .shifting import recovery_coefficient_at, shifting_entries
 
@@ -49,46 +47,17 @@ __all__ = [
     "method_names",
 ]
 
-#: Defaults of ``pasa_npu.Precision``'s fields (dtypes as format names); checked against it by the tests.
-_DEFAULTS: dict[str, Any] = dict(
-    reduce="acc", scale="m", coef="rounded_m", coef_dtype="fp16", pseudo_average="centered",
-    reference="lazy", recenter_at=16.0, recovery="pseudo_average", setup="exact", accum="pow2",
-    kv_tail="wrap", beta=None, beta_format=None,
-)
-
-
-def _preset(name: str, mi: str, acc: str, out: str, vec: str, **kw: Any) -> dict[str, Any]:
-    d = dict(_DEFAULTS)
-    d.update(name=name, matmul_in=mi, matmul_acc=acc, matmul_out=out, vector=vec)
-    d.update(kw)
-    return d
-
-
 #: The reference script's final β (commit 14f5c6f of the public PASA implementation).
-REFERENCE_SCRIPT_BETA = 0.984497
+REFERENCE_SCRIPT_BETA = SCRIPT_BETA  # the former name
 
-#: Field values of every preset (formats as names); ``pasa_npu.PRESETS`` is built from these.
-PRESET_FIELDS: dict[str, dict[str, Any]] = {
-    "npu_fp16": _preset("npu_fp16", "fp16", "fp32", "fp16", "fp16", coef_dtype="fp16"),
-    "reference": _preset(
-        "reference", "fp16", "fp32", "fp16", "fp16", coef="beta", coef_dtype="fp16", setup="script_fp32",
-        accum="raw", kv_tail="reference", beta=REFERENCE_SCRIPT_BETA, pseudo_average="rounded",
-        reference="running",
-    ),
-    "fp16_strict": _preset("fp16_strict", "fp16", "fp32", "fp16", "fp16", reduce="pairwise", coef_dtype="fp16"),
-    "fp16_keymean": _preset("fp16_keymean", "fp16", "fp32", "fp16", "fp16", coef_dtype="fp16", recovery="key_mean"),
-    "hybrid": _preset("hybrid", "fp16", "fp32", "fp16", "fp32", coef_dtype="fp32", accum="raw"),
-    "bf16": _preset("bf16", "bf16", "fp32", "bf16", "bf16", coef_dtype="bf16"),
-    "fp32": _preset("fp32", "fp32", "fp32", "fp32", "fp32", coef_dtype="fp32", accum="raw", beta_format="fp16"),
-    "fp64": _preset("fp64", "fp64", "fp64", "fp64", "fp64", coef_dtype="fp64", accum="raw", beta_format="fp16"),
-}
+#: Field values of every preset (formats as names), from :data:`pasa_theory.schema.PRESET_SPECS`.
+PRESET_FIELDS: dict[str, dict[str, Any]] = {name: spec.fields() for name, spec in PRESET_SPECS.items()}
 
 #: The harness's method names (pasa_npu.methods.METHODS), in its order.
 _BASE_METHODS = ("pasa", "fa_qk", "fa_q", "fa_naive", "fa_hybrid", "smooth_k", "sdpa", "npu_fia_ip0", "npu_fia_ip1")
-METHOD_NAMES: tuple[str, ...] = _BASE_METHODS + tuple(f"pasa:{p}" for p in PRESET_FIELDS)
+METHOD_NAMES: tuple[str, ...] = _BASE_METHODS + tuple(f"pasa:{p}" for p in PRESET_SPECS)
 
-_DTYPE_FIELDS = ("matmul_in", "matmul_acc", "matmul_out", "vector", "coef_dtype")
-_FIELDS = tuple(_DEFAULTS) + ("name", "matmul_in", "matmul_acc", "matmul_out", "vector")
+_DTYPE_FIELDS = FORMAT_FIELDS
 _ORDER = {"fp16": 0, "bf16": 0, "fp32": 1, "fp64": 2}
 
 
@@ -117,7 +86,7 @@ class Policy:
     scale: str
     coef: str
     pseudo_average: str
-    reference: str
+    offset: str
     recenter_at: float
     recovery: str
     setup: str
@@ -143,41 +112,23 @@ class Policy:
         return self.scale
 
 
-def _format_name(value: Any, field: str) -> str:
-    if isinstance(value, FloatFormat):
-        return value.name
-    if isinstance(value, str):
-        text = value
-    else:
-        text = str(value)
-        if text.startswith("torch."):
-            text = text[len("torch."):]
-    try:
-        return get_format(text, argname=field).name
-    except (ValueError, TypeError):
-        raise ValueError(f"precision.{field}: expected a dtype or format name, got {value!r}") from None
-
-
 def _fields_of(precision: Any) -> dict[str, Any]:
-    """Field dict of a preset name or a Precision-like object (dtypes as format names)."""
+    """Field dict of a preset name, a :class:`~pasa_theory.schema.PrecisionSpec`, a ``pasa_npu.Precision``
+    (its ``spec``) or any Precision-like object read field by field (dtypes as format names)."""
     if isinstance(precision, str):
-        try:
-            return dict(PRESET_FIELDS[precision])
-        except KeyError:
-            raise ValueError(f"precision must be a Precision or one of {sorted(PRESET_FIELDS)}, got {precision!r}") from None
+        return PRESET_SPECS[preset_name(precision)].fields()
     if isinstance(precision, Policy):
         raise TypeError("precision: pass a preset name or a Precision, not a resolved Policy")
-    out: dict[str, Any] = {}
-    missing = [f for f in _FIELDS if not hasattr(precision, f)]
+    spec = precision if isinstance(precision, PrecisionSpec) else getattr(precision, "spec", None)
+    if isinstance(spec, PrecisionSpec):
+        return spec.fields()
+    missing = [f for f in FIELDS if not hasattr(precision, f)]
     if missing:
         raise TypeError(
-            f"precision must be a preset name or a Precision-like object with fields {list(_FIELDS)}; "
+            f"precision must be a preset name or a Precision-like object with fields {list(FIELDS)}; "
             f"{type(precision).__name__} lacks {missing}"
         )
-    for f in _FIELDS:
-        value = getattr(precision, f)
-        out[f] = _format_name(value, f) if f in _DTYPE_FIELDS else value
-    return out
+    return PrecisionSpec.from_fields({f: getattr(precision, f) for f in FIELDS}).fields()
 
 
 def _wider(name: str, floor: str) -> str:
@@ -212,9 +163,11 @@ def arranged_fields(method: str, precision: Any = "npu_fp16") -> tuple[dict[str,
         raise TypeError(f"method must be a str, got {type(method).__name__}")
     if method.startswith("pasa:"):
         preset = method.split(":", 1)[1]
-        if preset not in PRESET_FIELDS:
-            raise ValueError(f"unknown PASA preset in method {method!r}; presets: {sorted(PRESET_FIELDS)}")
-        return dict(PRESET_FIELDS[preset]), dict(shift=True)
+        try:
+            preset = preset_name(preset, "method")
+        except ValueError:
+            raise ValueError(f"unknown PASA preset in method {method!r}; presets: {sorted(PRESET_SPECS)}") from None
+        return PRESET_SPECS[preset].fields(), dict(shift=True)
     if method not in _BASE_METHODS:
         raise ValueError(f"method must be one of {method_names()}, got {method!r}")
     base = _fields_of(precision)
@@ -335,10 +288,6 @@ def with_fields(policy: Policy, **changes: Any) -> Policy:
     return replace(policy, **changes)
 
 
-def tau_of(scale: float | None, head_dim: int) -> float:
-    """The softmax scale τ (``None``: 1/√head_dim, as the kernels)."""
-    if scale is None:
-        return 1.0 / math.sqrt(head_dim)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(float(scale)) or scale <= 0:
-        raise ValueError(f"scale must be a finite number > 0 or None, got {scale!r}")
-    return float(scale)
+def tau_of(scale: Any, head_dim: int) -> float:
+    """The softmax scale τ (``None``: 1/√head_dim, as the kernels): :func:`pasa_theory.schema.check_scale`."""
+    return check_scale(scale, head_dim)

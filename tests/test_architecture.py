@@ -25,7 +25,7 @@ PACKAGES = ("pasa_theory", "pasa_npu")
 #: error model → bounds → cli. ``scheme``/``symbols`` (sympy derivations) sit beside the solver and are
 #: imported lazily by ``bounds.derivations`` only.
 THEORY_LAYERS = (
-    ("pasa_theory._layout", "pasa_theory.schema"),
+    ("pasa_theory.schema",),
     ("pasa_theory.formats",),
     ("pasa_theory._real",),
     ("pasa_theory.shifting",),

@@ -1,5 +1,5 @@
 """An independent transcription of the public reference script's ``pasa()`` (PASA_Verification.py,
-branch PASA_Torch), used as the oracle for ``precision="reference"``.
+branch PASA_Torch), used as the oracle for ``precision="script"``.
 
 It follows the script operation by operation (one call computes every head; GQA by
 ``repeat_interleave``; the KV padding rule; masks as ``mask * -inf``; the running-mean weights as

@@ -20,7 +20,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pasa_npu import data, metrics, pasa_attention, reference_attention
+from pasa_npu import data, metrics, pasa_attention, golden_attention
 from pasa_npu.harness import GRID_AMPLITUDES, GRID_MEANS
 from pasa_npu.methods import run_method
 
@@ -35,7 +35,7 @@ def cases():
     out = {}
     for d, m, a in CELLS:
         q, k, v = data.make_qkv(d, mean=m, amplitude=a, **SHAPE)
-        g = reference_attention(q, k, v)
+        g = golden_attention(q, k, v)
         naive = run_method("fa_naive", q, k, v)
         assert torch.isfinite(naive).all()
         out[(d, m, a)] = (q, k, v, g, naive)

@@ -9,7 +9,7 @@ import torch
 import pasa_npu
 import pasa_npu.device as device_mod
 import pasa_npu.methods as methods_mod
-from pasa_npu import Precision, flash_attention, get_precision, pasa_attention, reference_attention
+from pasa_npu import Precision, flash_attention, get_precision, pasa_attention, golden_attention
 
 
 def _qkv(h=4, hk=2, s1=8, s2=8, d=16, dtype=torch.float16):
@@ -50,7 +50,7 @@ def test_bad_input_is_rejected_with_a_clear_message(make, kw, exc, words):
         pasa_attention(q, k, v, **kw)
 
 
-@pytest.mark.parametrize("fn", [flash_attention, reference_attention])
+@pytest.mark.parametrize("fn", [flash_attention, golden_attention])
 def test_baselines_validate_too(fn):
     q, k, v = _qkv()
     with pytest.raises(ValueError, match="multiple"):
@@ -69,7 +69,7 @@ def test_nan_and_inf_inputs_are_allowed_and_reported():
 
 
 def test_precision_presets_and_validation():
-    assert set(pasa_npu.PRESETS) >= {"npu_fp16", "reference", "hybrid", "bf16", "fp64"}
+    assert set(pasa_npu.PRESETS) >= {"npu_fp16", "script", "hybrid", "bf16", "fp64"}
     p = get_precision("npu_fp16")
     assert p.matmul_in == torch.float16 and p.matmul_acc == torch.float32 and p.matmul_out == torch.float16
     assert get_precision(p) is p
@@ -165,7 +165,7 @@ def test_unknown_method_names():
         methods_mod.get_method("fa17")
     with pytest.raises(ValueError, match="preset"):
         methods_mod.get_method("pasa:fp8")
-    assert "pasa:reference" in methods_mod.method_names()
+    assert "pasa:script" in methods_mod.method_names()
 
 
 def test_torch_npu_is_only_an_optional_extra():

@@ -25,7 +25,7 @@ def _qkv(s1=300, s2=700, heads=8, kv_heads=2, d=64, mean=10.0, amp=5.0, dist="un
                          mean=mean, amplitude=amp, seed=seed)
 
 
-@pytest.mark.parametrize("preset", ["npu_fp16", "reference", "fp16_strict", "bf16"])
+@pytest.mark.parametrize("preset", ["npu_fp16", "script", "fp16_strict", "bf16"])
 @pytest.mark.parametrize("causal", [False, True])
 def test_block_q_does_not_change_a_bit(preset, causal):
     q, k, v = _qkv()
@@ -58,7 +58,7 @@ def test_gqa_equals_repeated_kv():
     assert torch.equal(gqa, mha)
 
 
-@pytest.mark.parametrize("preset", ["npu_fp16", "reference"])
+@pytest.mark.parametrize("preset", ["npu_fp16", "script"])
 @pytest.mark.parametrize("s2", [1407, 97, 1])
 def test_padding_is_exactly_a_masked_column(preset, s2):
     q, k, v = _qkv(s1=50, s2=s2)
@@ -79,8 +79,8 @@ def test_padding_rules():
     assert kernel._pad_rows(x, 8, "wrap").flatten().tolist() == [0, 1, 2, 3, 4, 2, 3, 4]
     assert kernel._pad_rows(x, 16, "wrap").flatten().tolist()[5:] == [4, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4]
     assert kernel._pad_rows(x, 8, "zero").flatten().tolist() == [0, 1, 2, 3, 4, 0, 0, 0]
-    assert kernel._pad_rows(x, 8, "reference").flatten().tolist() == [0, 1, 2, 3, 4, 0, 0, 0]  # S2 < n: zeros
-    assert kernel._pad_rows(x, 4, "reference").flatten().tolist() == [0, 1, 2, 3, 4, 2, 3, 4]  # last rows
+    assert kernel._pad_rows(x, 8, "script").flatten().tolist() == [0, 1, 2, 3, 4, 0, 0, 0]  # S2 < n: zeros
+    assert kernel._pad_rows(x, 4, "script").flatten().tolist() == [0, 1, 2, 3, 4, 2, 3, 4]  # last rows
 
 
 @pytest.mark.parametrize("mean,amp", [(10.0, 0.5), (30.0, 5.0), (20.0, 20.0)])
@@ -95,13 +95,13 @@ def test_pow2_accumulators_equal_raw_bit_for_bit(mean, amp):
 
 def test_long_biased_v_stays_finite_with_npu_fp16_and_overflows_raw():
     q, k, v = data.make_biased_v(seq_kv=8192, seq_q=64, heads=2, kv_heads=2)
-    golden = __import__("pasa_npu").reference_attention(q, k, v)
+    golden = __import__("pasa_npu").golden_attention(q, k, v)
     with metrics.census() as c_ok:
         out = pasa_attention(q, k, v)
     assert c_ok.total == 0 and torch.isfinite(out).all()
     rel = metrics.relative_rmse_out(out, golden)
     assert rel < 4 * U16, f"relative RMSE {rel:.2e}"
-    for prec in ("reference", PRESETS["npu_fp16"].replace(accum="raw")):
+    for prec in ("script", PRESETS["npu_fp16"].replace(accum="raw")):
         with metrics.census() as c_bad:
             bad = pasa_attention(q, k, v, precision=prec)
         assert not torch.isfinite(bad).all()

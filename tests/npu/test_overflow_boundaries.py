@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pasa_npu import data, metrics, pasa_attention, reference_attention
+from pasa_npu import data, metrics, pasa_attention, golden_attention
 from pasa_npu.methods import run_method
 
 from .helpers import two_term_scores
@@ -34,7 +34,7 @@ def test_fa_qk_overflows_exactly_at_the_fp16_rounding_threshold(k1, overflows):
 def test_pasa_survives_where_every_unshifted_fp16_arrangement_overflows():
     # mean 90, d = 128: tau * q.k ~ 128 * 8100 / sqrt(128) = 91640 > 65504 even with Q pre-scaled.
     q, k, v = data.make_qkv("uniform", batch=1, heads=2, kv_heads=1, seq_q=64, seq_kv=300, head_dim=128, mean=90, amplitude=0.5)
-    golden = reference_attention(q, k, v)
+    golden = golden_attention(q, k, v)
     for m in ("fa_qk", "fa_q", "fa_naive"):
         with metrics.census() as c:
             out = run_method(m, q, k, v)

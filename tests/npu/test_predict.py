@@ -33,13 +33,13 @@ from pasa_npu import cli, data, metrics
 from pasa_npu.harness import GRID_AMPLITUDES, GRID_MEANS
 from pasa_npu.methods import run_method
 from pasa_npu.precision import PRESETS
-from pasa_npu.reference import reference_attention
+from pasa_npu.golden import golden_attention
 from pasa_npu.predict_report import format_summary, format_table, predict_case, predict_grid, summary
 
 from .helpers import two_term_scores
 
 SHAPE = dict(batch=1, heads=7, kv_heads=1, seq_q=32, seq_kv=1407, head_dim=128)
-GRID_METHODS = ("pasa", "pasa:reference", "fa_qk", "fa_q")
+GRID_METHODS = ("pasa", "pasa:script", "fa_qk", "fa_q")
 OTHER_METHODS = ("pasa:fp16_keymean", "fa_hybrid", "fa_naive", "smooth_k", "sdpa", "pasa:hybrid", "pasa:fp16_strict",
                  "pasa:bf16")
 MODEL = dict(mc_samples=4)
@@ -140,10 +140,10 @@ def test_reference_preset_error_in_biased_cells_is_the_rounded_block_mean(grid):
     """c·(fl16(μ̃_j) − μ̃_j) ≈ u·β·|mean score| per block offset dominates the script's numerics: the model
     names that term, and removing it (the same preset with centred pseudo-averages, which round only
     μ_j − A) lowers the measured RMSE by about the factor the model predicts."""
-    centred = PRESETS["reference"].replace(name="reference_centred", pseudo_average="centered")
+    centred = PRESETS["script"].replace(name="reference_centred", pseudo_average="centered")
     for m in (20.0, 30.0):
         for a in GRID_AMPLITUDES[:2]:
-            ref = _cell(grid, "uniform", m, a, "pasa:reference")
+            ref = _cell(grid, "uniform", m, a, "pasa:script")
             assert ref["dominant"] == "recovery.mean", (m, a, ref["dominant"])
             q, k, v = data.make_qkv("uniform", mean=m, amplitude=a, **SHAPE)
             cen = predict_case(q, k, v, ["pasa"], precision=centred, **MODEL)[0]
@@ -239,8 +239,8 @@ def test_raw_accumulators_on_a_long_biased_v():
     """Flat attention over V ≈ 30 and S2 = 4096: raw fp16 O (reference script) and the one-block P·V tile
     (fa_naive) overflow; npu_fp16's power-of-two renormalised accumulators and fp32 (hybrid) do not."""
     q, k, v = data.make_biased_v(seq_kv=4096, seq_q=16, heads=2, kv_heads=1)
-    recs = {r["method"]: r for r in predict_case(q, k, v, ["pasa", "pasa:reference", "pasa:hybrid", "fa_naive"], **MODEL)}
-    for m, stage in (("pasa:reference", "accumulator"), ("fa_naive", "accumulator"), ("pasa", None), ("pasa:hybrid", None)):
+    recs = {r["method"]: r for r in predict_case(q, k, v, ["pasa", "pasa:script", "pasa:hybrid", "fa_naive"], **MODEL)}
+    for m, stage in (("pasa:script", "accumulator"), ("fa_naive", "accumulator"), ("pasa", None), ("pasa:hybrid", None)):
         assert recs[m]["pred_overflow_stage"] == stage == recs[m]["first_nonfinite_stage"], (m, recs[m]["first_nonfinite_stage"])
 
 
@@ -255,7 +255,7 @@ def test_predicted_errors_of_torch_and_numpy_inputs_agree():
     with metrics.census() as c:
         out = run_method("pasa", q, k, v)
     assert c.total == 0 and torch.isfinite(out).all() and not a.overflow
-    err = float((out.double() - reference_attention(q, k, v)).abs().max())
+    err = float((out.double() - golden_attention(q, k, v)).abs().max())
     assert err <= a.max_abs_bound, f"max|err| {err:.3e} above the bound {a.max_abs_bound:.3e}"
 
 

@@ -1,9 +1,12 @@
-"""pasa_theory.policies mirrors pasa_npu: presets field by field, each harness method's arrangement, and
-the shift constants (β, stored entries of M, c) the kernel really uses."""
+"""pasa_theory.policies and pasa_npu agree: pasa_npu.Precision is the torch view of the one schema
+(pasa_theory.schema), each harness method's arrangement, and the shift constants (β, stored entries of
+M, c) the kernel really uses."""
 from __future__ import annotations
 
 import dataclasses
 import math
+import typing
+import warnings
 
 import pytest
 import torch
@@ -11,24 +14,24 @@ import torch
 from pasa_npu.kernel import shift_parameters
 from pasa_npu.methods import METHODS, get_method, method_names
 from pasa_npu.precision import PRESETS, Precision
-from pasa_theory import policies
+from pasa_theory import policies, schema
 
 _FMT = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
 
 
 def _fields(p: Precision) -> dict:
     out = {}
-    for f in dataclasses.fields(p):
-        val = getattr(p, f.name)
-        out[f.name] = _FMT[val] if isinstance(val, torch.dtype) else val
+    for name in schema.FIELDS:
+        val = getattr(p, name)
+        out[name] = _FMT[val] if isinstance(val, torch.dtype) else val
     return out
 
 
 def _policy_fields(pol: policies.Policy) -> dict:
     out = {}
-    for f in dataclasses.fields(Precision):
-        val = getattr(pol, f.name)
-        out[f.name] = val.name if hasattr(val, "emin") else val
+    for name in schema.FIELDS:
+        val = getattr(pol, name)
+        out[name] = val.name if hasattr(val, "emin") else val
     return out
 
 
@@ -39,7 +42,7 @@ def test_method_names_match_the_harness():
 #: (matmul in, accumulate, out, vector) of the named presets, as the package's issue specifies them.
 _UNITS = {
     "npu_fp16": ("fp16", "fp32", "fp16", "fp16"),    # the NPU Cube and a fp16 vector unit
-    "reference": ("fp16", "fp32", "fp16", "fp16"),
+    "script": ("fp16", "fp32", "fp16", "fp16"),
     "hybrid": ("fp16", "fp32", "fp16", "fp32"),      # fp32 vector unit
     "bf16": ("bf16", "fp32", "bf16", "bf16"),
     "fp64": ("fp64", "fp64", "fp64", "fp64"),
@@ -52,23 +55,68 @@ def test_named_presets_round_where_specified(preset):
     assert (f["matmul_in"], f["matmul_acc"], f["matmul_out"], f["vector"]) == _UNITS[preset]
 
 
-def test_reference_preset_is_the_scripts_setup():
-    f = _fields(PRESETS["reference"])
+def test_script_preset_is_the_scripts_setup():
+    f = _fields(PRESETS["script"])
     assert (f["beta"], f["coef"], f["setup"], f["accum"]) == (0.984497, "beta", "script_fp32", "raw")
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_torch_presets_carry_every_theory_field(preset):
-    """PRESETS is built from PRESET_FIELDS: every field arrives, formats as the matching torch dtypes."""
-    assert _fields(PRESETS[preset]) == policies.PRESET_FIELDS[preset]
-    assert set(policies.PRESET_FIELDS[preset]) == {f.name for f in dataclasses.fields(Precision)}
+def test_torch_presets_are_views_of_the_schema(preset):
+    """PRESETS are views of schema.PRESET_SPECS: every field arrives, formats as the matching torch dtypes."""
+    assert PRESETS[preset].spec is schema.PRESET_SPECS[preset]
+    assert _fields(PRESETS[preset]) == policies.PRESET_FIELDS[preset] == schema.PRESET_SPECS[preset].fields()
+    assert set(PRESETS[preset].fields()) == set(schema.FIELDS)
 
 
-def test_field_defaults_mirror_precision():
-    """A Precision built with defaults (as users do) must be modelled with the same defaults."""
-    defaults = {f.name: f.default for f in dataclasses.fields(Precision) if f.default is not dataclasses.MISSING}
-    defaults = {k: (_FMT[v] if isinstance(v, torch.dtype) else v) for k, v in defaults.items()}
-    assert defaults == policies._DEFAULTS
+def test_precision_defaults_are_the_schemas():
+    """A Precision built with defaults (as users do) is modelled with the same defaults: there is only one."""
+    p = Precision("x", torch.float16, torch.float32, torch.float16, torch.float16)
+    spec = schema.PrecisionSpec("x", "fp16", "fp32", "fp16", "fp16")
+    assert p.spec == spec and _fields(p) == spec.fields()
+    assert policies.resolve("pasa", p) == policies.resolve("pasa", spec)
+
+
+def test_schema_is_typed_and_validated_on_construction():
+    hints = typing.get_type_hints(schema.PrecisionSpec)
+    for field, allowed in schema.CHOICES.items():
+        assert typing.get_args(hints[field]) == allowed  # the Literal type is the list of allowed values
+        for value in allowed:
+            extra = {"offset": "lazy"} if field == "recovery" else {}
+            assert getattr(schema.PRESET_SPECS["fp64"].replace(**{field: value}, **extra), field) == value
+        with pytest.raises(ValueError, match=f"Precision.{field}"):
+            schema.PRESET_SPECS["fp64"].replace(**{field: "nonsense"})
+    with pytest.raises(ValueError, match="Precision.vector"):
+        schema.PrecisionSpec("x", "fp16", "fp32", "fp16", "fp8")
+    with pytest.raises(ValueError, match="Precision.beta"):
+        schema.PrecisionSpec("x", "fp16", "fp32", "fp16", "fp16", beta=1.5)
+    with pytest.raises(TypeError, match="no field"):
+        schema.PrecisionSpec.from_fields(dict(name="x", matmul_in="fp16", matmul_acc="fp32", matmul_out="fp16",
+                                              vector="fp16", reduse="acc"))
+
+
+def test_renamed_spellings_work_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="'script'"):
+        assert PRESETS["reference"] is PRESETS["script"]
+    with pytest.warns(DeprecationWarning, match="'script'"):
+        assert policies.resolve("pasa:reference") == policies.resolve("pasa:script")
+    with pytest.warns(DeprecationWarning, match="offset"):
+        p = PRESETS["npu_fp16"].replace(reference="running")
+    assert p.offset == "running"
+    with pytest.warns(DeprecationWarning, match="offset"):
+        assert p.reference == "running"
+    with pytest.warns(DeprecationWarning, match="'script'"):
+        assert PRESETS["fp64"].replace(kv_tail="reference").kv_tail == "script"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert PRESETS["script"].offset == "running"
+
+
+def test_stage_names_exist_once():
+    from pasa_npu import metrics
+    from pasa_theory import bounds
+
+    assert metrics.STAGES is schema.STAGES and bounds.STAGES is schema.STAGES
+    assert schema.STAGES == ("input", "scores", "shift", "exp", "row_sum", "accumulator", "output")
 
 
 def _widen(fmt: str) -> str:
@@ -111,8 +159,8 @@ def test_arrangement_flags():
 
 
 def test_pasa_preset_methods_ignore_the_run_precision():
-    pol = policies.resolve("pasa:reference", "bf16")
-    assert _policy_fields(pol) == _fields(PRESETS["reference"])
+    pol = policies.resolve("pasa:script", "bf16")
+    assert _policy_fields(pol) == _fields(PRESETS["script"])
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -134,10 +182,10 @@ def test_shift_constants_are_the_kernels(preset, d, n):
 
 @pytest.mark.parametrize("beta", [0.9375, 0.96875, 0.984497, 0.99])
 def test_script_fp32_setup_model_equals_the_kernels_fp32_arithmetic(beta):
-    pol = policies.resolve("pasa:reference")
+    pol = policies.resolve("pasa:script")
     for d, n in [(128, 128), (64, 128), (80, 16)]:
         ours = policies.shift_constants(pol, n, beta, 1 / math.sqrt(d))
-        kern = shift_parameters("reference", head_dim=d, block_kv=n, beta=beta)
+        kern = shift_parameters("script", head_dim=d, block_kv=n, beta=beta)
         assert (ours.beta, ours.diag, ours.off, ours.c) == (kern.beta, kern.diag, kern.off, kern.c)
 
 

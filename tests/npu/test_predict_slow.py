@@ -22,7 +22,7 @@ from .test_predict import _check
 
 pytestmark = pytest.mark.slow
 
-METHODS = ("pasa", "pasa:reference", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:hybrid", "pasa:bf16",
+METHODS = ("pasa", "pasa:script", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:hybrid", "pasa:bf16",
            "fa_qk", "fa_q", "fa_naive", "fa_hybrid", "smooth_k", "sdpa")
 
 

@@ -222,7 +222,7 @@ def test_envelope_of_the_accumulators_on_a_long_biased_v():
     """Flat attention over V ≈ 30: unnormalised fp16 O reaches ≈ 30·S2 (docs/precision.md §2.4)."""
     for s2, over in ((2100, False), (2300, True)):               # 30.3·S2 crosses 65520 at S2 ≈ 2160
         st = pb.InputStats(0.0, 0.05, 0.0, 0.05, 30.0, 0.5, head_dim=128, seq_kv=s2, seq_q=128, heads=4)
-        assert (pb.overflow_envelope("pasa:reference", st).overflow_stage == "accumulator") == over
+        assert (pb.overflow_envelope("pasa:script", st).overflow_stage == "accumulator") == over
         assert pb.overflow_envelope("pasa", st).overflow_stage is None        # pow2 accumulators
         assert pb.overflow_envelope("pasa:hybrid", st).overflow_stage is None  # fp32 accumulators
 
@@ -231,7 +231,7 @@ def test_envelope_row_sum_of_a_peaked_softmax_is_its_maximum():
     """Scores spread far wider than √(2 ln S2): the row sum is dominated by the largest weight, so raw
     accumulators stay near max|V| instead of S2·max|V| (checked against the exact sum on sampled rows)."""
     st = pb.InputStats(150.0, 0.5, 150.0, 0.5, 150.0, 0.5, head_dim=128, seq_kv=1407, seq_q=64)
-    env = pb.overflow_envelope("pasa:reference", st)
+    env = pb.overflow_envelope("pasa:script", st)
     rng = np.random.default_rng(7)
     q = 150.0 + rng.uniform(-0.5, 0.5, (64, 128))
     k = 150.0 + rng.uniform(-0.5, 0.5, (1407, 128))
@@ -292,7 +292,7 @@ def test_predict_never_imports_torch_for_numpy_inputs():
     code = (
         "import sys, numpy as np, pasa_theory as pt\n"
         "q = np.ones((1, 1, 4, 16), np.float16); k = np.ones((1, 1, 130, 16), np.float16)\n"
-        "p = pt.predict('pasa:reference', q, k, k); pt.predict('fa_qk', q, k, k)\n"
+        "p = pt.predict('pasa:script', q, k, k); pt.predict('fa_qk', q, k, k)\n"
         "print('torch' in sys.modules, 'sympy' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
