@@ -19,23 +19,23 @@ roundoff u is ``fl(x) = x(1 + δ) + η`` with ``|δ| <= u``, ``|η| <= min_sub/2
 A matrix product with inputs in the operand format, accumulation in ``u_acc`` and one output
 rounding (the Cube; mixed-precision block FMA of Blanchard et al., SISC 42 (2020)) gives
 
-.. math::  |\widehat{xy} - xy| \le u_{out}|xy| + γ_d(u_{acc})\,|x|^T|y| .                      \tag{B1}
+.. math::  |\widehat{xy} - xy| \le u_{out}|xy| + γ_d(u_{acc})\,|x|^T|y| .                      \tag{E1}
 
-The *probabilistic* model takes each δ uniform on one quantum, variance ``ulp(x)^2/12`` (B8), and
+The *probabilistic* model takes each δ uniform on one quantum, variance ``ulp(x)^2/12`` (E8), and
 independent of the others; zero for operations that are exact (a difference representable on the
 operands' grid, a product by 1, exp(0)).
 
 **First-order sensitivities of attention.** With softmax weights ``p_r`` and output ``o``, a
 perturbation ``ε_r`` of the logit of key r (or a relative perturbation of its weight applied to
-numerator and denominator alike) changes the output by (B2)
+numerator and denominator alike) changes the output by (E2)
 
 .. math::  Δo = \sum_r p_r ε_r (v_r - o),
 
-a perturbation ``ζ_j`` common to KV block j by ``ζ_j B_j``, ``B_j = Σ_{r∈j} p_r(v_r − o)`` (B3), and a
+a perturbation ``ζ_j`` common to KV block j by ``ζ_j B_j``, ``B_j = Σ_{r∈j} p_r(v_r − o)`` (E3), and a
 rescaling ``η_t`` of the whole history before block t (a takeover of the running maximum) by
-``η_t P_{t−1}``, ``P_t = Σ_{j<=t} B_j`` (telescoping identity B4). A relative error δ of a partial
+``η_t P_{t−1}``, ``P_t = Σ_{j<=t} B_j`` (telescoping identity E4). A relative error δ of a partial
 denominator with weight fraction L_t changes it by ``−o·L_t·δ``; an absolute error of a numerator
-partial sum enters divided by ℓ (B5); the final division and cast add ``u|o|``.
+partial sum enters divided by ℓ (E5); the final division and cast add ``u|o|``.
 
 **Per-stage terms of PASA** (``pasa_npu.kernel`` steps; S̃ = Q·K̃ᵀ, K̃ = M_r K, M_r = aI − bJ):
 
@@ -45,7 +45,7 @@ term                          first-order error in the logit of key r of block j
 ``scores.kt``                 q·ΔK̃_r, ΔK̃ the rounding of K̃ = M_r K to the operand format
 ``scores.round``              rounding of S̃ (matmul output), ``u|S̃_r|``
 ``recovery.kt/scores``        ``c·mean_j(ΔS̃)``: the recovery ŝ = S̃ + c·mean(S̃) multiplies the
-                              block mean of every S̃ error by c = β/(1−β) (B6: along **1** the
+                              block mean of every S̃ error by c = β/(1−β) (E6: along **1** the
                               inverse of M has norm 1/(1−β) = κ₂(M))
 ``recovery.mean``             rounding of the pseudo-average: centred ``c·u|μ_j − A|``, or rounded
                               ``c·u|μ_j|`` (the reference script: about u·β·|mean score|)
@@ -67,7 +67,7 @@ numerator-only error of size u·|v|).
 **Composition.** (a) *Deterministic bound* per output element: the systematic error exactly, plus the
 consistent perturbations bounded without linearisation,
 ``e^{E_max}[Σ_j (e^{Z_j} − 1)e^{H_{>j}}|B_j| + Σ_t (e^{H_t} − 1)e^{H_{>t}}|P_{t−1}| +
-Σ_r p_r e^{Z_j + H_{>j}}(e^{E_r} − 1)|v_r − o|]`` (from the exact identity B7, with
+Σ_r p_r e^{Z_j + H_{>j}}(e^{E_r} − 1)|v_r − o|]`` (from the exact identity E7, with
 ``Σ_r p_r φ_r >= e^{−E_max}``), capped by ``max_r |v_r − o|`` (the perturbed output stays in the
 convex hull of the values), plus the non-consistent terms to first order (inflated by
 ``e^{2E_max}``, capped by their magnitude-only bound) and the float64 golden's own error. (b) *RMSE
@@ -171,7 +171,7 @@ class Prediction:
     #: the term with the largest RMS contribution, and the one with the largest bound contribution
     dominant: str | None = None
     bound_dominant: str | None = None
-    #: β and c of the shift (None for flash attention), κ of the stored constants (S3)
+    #: β and c of the shift (None for flash attention), κ of the stored constants (B3)
     beta: float | None = None
     c: float | None = None
     kappa: float | None = None
@@ -381,7 +381,7 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
         rows = B * H * S1
         kappa = None
         if consts is not None and pol.recovery == "pseudo_average":
-            kappa = kappa_of(consts.a, consts.b, n, consts.sigma, consts.c)   # eq. (S3), a, b, σ of M_r = a·I − b·J
+            kappa = kappa_of(consts.a, consts.b, n, consts.sigma, consts.c)   # eq. (B3), a, b, σ of M_r = a·I − b·J
         over = stage is not None
         preds.append(Prediction(
             method=m, policy=pol.name, max_abs_bound=math.inf if over else a["bound_max"],
@@ -404,21 +404,21 @@ def method_names() -> list[str]:
 def derivations() -> list:
     """The identities the model rests on, each a :class:`pasa_theory.scheme.Identity` verified by sympy.
 
-    B1  matrix product with accumulation error θ and one output rounding δ:
+    E1  matrix product with accumulation error θ and one output rounding δ:
         ``(s + θ)(1 + δ) − s = δs + θ + δθ`` (first order δs + θ; Blanchard et al. 2020).
-    B2  softmax sensitivity: ``∂o/∂z_k = p_k (v_k − o)`` (3 keys, symbolic).
-    B3  a perturbation common to a block moves o by ``B_j = Σ_{k∈j} p_k(v_k − o)``; common to all keys,
+    E2  softmax sensitivity: ``∂o/∂z_k = p_k (v_k − o)`` (3 keys, symbolic).
+    E3  a perturbation common to a block moves o by ``B_j = Σ_{k∈j} p_k(v_k − o)``; common to all keys,
         by 0 (softmax is shift invariant).
-    B4  telescoping of history rescalings: ``Σ_j (Π_j − 1)B_j = Σ_t (h_t − 1)Π_t P_{t−1}`` with
+    E4  telescoping of history rescalings: ``Σ_j (Π_j − 1)B_j = Σ_t (h_t − 1)Π_t P_{t−1}`` with
         ``Π_j = ∏_{t>j} h_t`` and ``P_t = Σ_{j<=t} B_j`` (3 blocks).
-    B5  ratio: the first-order change of N/ℓ is ``ΔN/ℓ − (N/ℓ)Δℓ/ℓ``.
-    B6  recovery amplification: ŝ = S̃ + c·mean(S̃) maps an error e to ``(I + (c/n)J)e``, eigenvalue
+    E5  ratio: the first-order change of N/ℓ is ``ΔN/ℓ − (N/ℓ)Δℓ/ℓ``.
+    E6  recovery amplification: ŝ = S̃ + c·mean(S̃) maps an error e to ``(I + (c/n)J)e``, eigenvalue
         ``1 + c`` on the block-mean direction; with c = β/(1 − β) that is ``1/(1 − β)``, the eigenvalue
         of M⁻¹ on **1**, and κ₂(M) = ‖M‖₂‖M⁻¹‖₂ = 1/(1 − β) (σ = 1).
-    B7  exact (nonlinear) perturbation identity: with weights ``p_k φ_k``,
+    E7  exact (nonlinear) perturbation identity: with weights ``p_k φ_k``,
         ``o' − o = Σ_k p_k(φ_k − 1)(v_k − o) / Σ_k p_k φ_k`` (3 keys).
-    B8  a rounding error uniform on one quantum q has variance ``q²/12``.
-    B9  over a binade, with log-uniform values, ``E[(2^e/x)²] = 3/(8 ln 2)`` (the mean of
+    E8  a rounding error uniform on one quantum q has variance ``q²/12``.
+    E9  over a binade, with log-uniform values, ``E[(2^e/x)²] = 3/(8 ln 2)`` (the mean of
         ulp(x)²/(12x²) is 0.18·u²).
     """
     import sympy
@@ -428,7 +428,7 @@ def derivations() -> list:
 
     out = []
     s, th, de = sympy.symbols("s theta delta", real=True)
-    out.append(Identity("B1 matmul: accumulation plus one output rounding", (s + th) * (1 + de) - s,
+    out.append(Identity("E1 matmul: accumulation plus one output rounding", (s + th) * (1 + de) - s,
                         de * s + th + de * th, "fl_out(s + θ) = (s + θ)(1 + δ)"))
     z = sympy.symbols("z0:3", real=True)
     v = sympy.symbols("v0:3", real=True)
@@ -437,45 +437,45 @@ def derivations() -> list:
     p = [ei / Z for ei in e]
     o = sum(pi * vi for pi, vi in zip(p, v))
     for k_ in range(3):
-        out.append(Identity(f"B2 softmax sensitivity dz_{k_}", sympy.diff(o, z[k_]), p[k_] * (v[k_] - o),
+        out.append(Identity(f"E2 softmax sensitivity dz_{k_}", sympy.diff(o, z[k_]), p[k_] * (v[k_] - o),
                             "∂o/∂z_k = p_k(v_k − o)"))
     zeta = sympy.Symbol("zeta", real=True)
     ob = o.subs({z[0]: z[0] + zeta, z[1]: z[1] + zeta})
-    out.append(Identity("B3 block-common perturbation", sympy.diff(ob, zeta).subs(zeta, 0),
+    out.append(Identity("E3 block-common perturbation", sympy.diff(ob, zeta).subs(zeta, 0),
                         p[0] * (v[0] - o) + p[1] * (v[1] - o), "∂o/∂ζ_j = B_j"))
     oa = o.subs({zi: zi + zeta for zi in z}, simultaneous=True)
-    out.append(Identity("B3 shift invariance", oa, o, "a perturbation common to all keys does nothing"))
+    out.append(Identity("E3 shift invariance", oa, o, "a perturbation common to all keys does nothing"))
     h = sympy.symbols("h1:3", positive=True)
     Bs = sympy.symbols("B0:3", real=True)
     Pi = [h[0] * h[1], h[1], sympy.Integer(1)]            # Π_j = ∏_{t>j} h_t, t = 1, 2
     P = [Bs[0], Bs[0] + Bs[1], Bs[0] + Bs[1] + Bs[2]]
     lhs = sum((Pi[j] - 1) * Bs[j] for j in range(3))
     rhs = (h[0] - 1) * Pi[1] * P[0] + (h[1] - 1) * Pi[2] * P[1]
-    out.append(Identity("B4 telescoping of history rescalings", lhs, rhs, "Σ_j(Π_j − 1)B_j = Σ_t(h_t − 1)Π_t P_{t−1}"))
+    out.append(Identity("E4 telescoping of history rescalings", lhs, rhs, "Σ_j(Π_j − 1)B_j = Σ_t(h_t − 1)Π_t P_{t−1}"))
     N, ell, dN, dl, eps = sympy.symbols("N ell dN dl epsilon", real=True)
     first = sympy.series((N + eps * dN) / (ell + eps * dl), eps, 0, 2).removeO().coeff(eps, 1)
-    out.append(Identity("B5 first-order error of a ratio", first, dN / ell - (N / ell) * dl / ell, "Δ(N/ℓ)"))
+    out.append(Identity("E5 first-order error of a ratio", first, dN / ell - (N / ell) * dl / ell, "Δ(N/ℓ)"))
     rec = IJMatrix(sympy.Integer(1), Sy.c / Sy.n)           # e ↦ e + c·mean(e)
     eig1 = rec.alpha + Sy.n * rec.gamma
-    out.append(Identity("B6 recovery eigenvalue on the block mean", eig1, 1 + Sy.c, "(I + (c/n)J)1 = (1 + c)1"))
+    out.append(Identity("E6 recovery eigenvalue on the block mean", eig1, 1 + Sy.c, "(I + (c/n)J)1 = (1 + c)1"))
     cb = Sy.beta / (1 - Sy.beta)
-    out.append(Identity("B6 amplification 1 + c = 1/(1 − β)", (1 + Sy.c).subs(Sy.c, cb), 1 / (1 - Sy.beta),
+    out.append(Identity("E6 amplification 1 + c = 1/(1 − β)", (1 + Sy.c).subs(Sy.c, cb), 1 / (1 - Sy.beta),
                         "c = β/(1 − β)"))
     from .scheme import shifting_inverse
 
     Minv = shifting_inverse()
-    out.append(Identity("B6 = eigenvalue of M⁻¹ on 1 = κ₂(M)", Minv.alpha + Sy.n * Minv.gamma, 1 / (1 - Sy.beta),
+    out.append(Identity("E6 = eigenvalue of M⁻¹ on 1 = κ₂(M)", Minv.alpha + Sy.n * Minv.gamma, 1 / (1 - Sy.beta),
                         "‖M‖₂ = 1, ‖M⁻¹‖₂ = 1/(1 − β)"))
     phi = sympy.symbols("phi0:3", positive=True)
     w = [pi * fi for pi, fi in zip(p, phi)]
     o2 = sum(wi * vi for wi, vi in zip(w, v)) / sum(w)
     rhs7 = sum(pi * (fi - 1) * (vi - o) for pi, fi, vi in zip(p, phi, v)) / sum(w)
-    out.append(Identity("B7 exact perturbation identity", o2 - o, rhs7, "o' − o = Σp(φ − 1)(v − o)/Σpφ"))
+    out.append(Identity("E7 exact perturbation identity", o2 - o, rhs7, "o' − o = Σp(φ − 1)(v − o)/Σpφ"))
     x, q = sympy.symbols("x q", positive=True)
-    out.append(Identity("B8 variance of a uniform rounding error", sympy.integrate(x ** 2, (x, -q / 2, q / 2)) / q,
+    out.append(Identity("E8 variance of a uniform rounding error", sympy.integrate(x ** 2, (x, -q / 2, q / 2)) / q,
                         q ** 2 / 12, "∫ x² dx/q over one quantum"))
     t = sympy.Symbol("t", positive=True)
-    out.append(Identity("B9 mean of (2^e/x)² over a log-uniform binade",
+    out.append(Identity("E9 mean of (2^e/x)² over a log-uniform binade",
                         sympy.integrate(t ** -2 / (t * sympy.log(2)), (t, 1, 2)), sympy.Rational(3, 8) / sympy.log(2),
                         "E[ulp²/(12x²)] = 0.18·u²"))
     return out
@@ -657,7 +657,7 @@ def term_scales(method: str, stats: InputStats, *, precision: Any = "npu_fp16", 
 
     ``scores.round``: ulp(|s|)/√12 at the typical magnitude of the rounded score (q·k for ``fa_qk``, the
     shifted tile S̃ for PASA); ``scores.kt``: √d·rms(q)·ulp(K̃)/√12 (PASA); ``recovery``:
-    c·√((σ_round² + σ_kt²)/n) (the block mean of the tile errors, B6); ``recovery.mean``: c·ulp(μ̃)/√12
+    c·√((σ_round² + σ_kt²)/n) (the block mean of the tile errors, E6); ``recovery.mean``: c·ulp(μ̃)/√12
     for the reference script's rounded pseudo-average, μ̃ ≈ (1 − β)μ_s. These explain which stage
     dominates where (the measured breakdown is :attr:`Prediction.terms_rms`).
     """

@@ -7,7 +7,7 @@ Every value is computed exactly (:mod:`pasa_theory.roots`); ``—`` marks a star
 point is reached (e.g. fp8 at large blocks, where ``−β/n`` rounds to 0).
 
 Columns: format, n (block), form, scale, start, β, a and b of ``M_r = aI − bJ``, ``c_repr`` (β/(1 − β)
-stored in the vector format), ``kappa`` (per-block constant error with ``c_repr``, eq. S3),
+stored in the vector format), ``kappa`` (per-block constant error with ``c_repr``, eq. B3),
 ``bias`` (1 − β).
 
 Examples::

@@ -199,7 +199,7 @@ class ShiftConstants:
     """β, the stored entries of the (possibly τ-scaled) shifting matrix, and c, as Python floats.
 
     The constants ``pasa_npu.shift_parameters`` returns; ``a = diag − off`` and ``b = −off`` are the
-    coefficients of ``M_r = a·I − b·J`` (eq. S2 of :mod:`pasa_theory.shifting`), ``sigma`` the folded
+    coefficients of ``M_r = a·I − b·J`` (eq. B2 of :mod:`pasa_theory.shifting`), ``sigma`` the folded
     scale (1.0 when τ is not folded into M).
     """
 

@@ -1,7 +1,7 @@
 r"""Fixed points of the β equation, exactly: one candidate per rounding cell, verified in rationals.
 
-The right-hand sides of (S4) and (S5) (:mod:`pasa_theory.shifting`) depend on β only through the
-rounded entries ``(diag, off)`` of (S1), which are piecewise constant in β. The set of β giving one pair
+The right-hand sides of (B4) and (B5) (:mod:`pasa_theory.shifting`) depend on β only through the
+rounded entries ``(diag, off)`` of (B1), which are piecewise constant in β. The set of β giving one pair
 ``(diag, off)`` is a *rounding cell*: an interval whose ends are where ``σ(1 − β/n)`` or ``−σβ/n`` crosses
 a rounding boundary of the format (a midpoint between two neighbours), each end included iff the tie
 there rounds into the cell (ties to even). On a cell with coefficients ``(a, b)`` the equation
@@ -137,7 +137,7 @@ def _limit_from_below(y: Num, fmt: FloatFormat) -> Fraction:
 
 
 def cell_of(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = None) -> Cell:
-    """The rounding cell containing ``beta``: the β-interval on which the entries (S1) keep their values
+    """The rounding cell containing ``beta``: the β-interval on which the entries (B1) keep their values
     at ``beta``, from the rounding preimages of both entries (module docstring; :class:`Cell`)."""
     fmt = get_format(fmt)
     n = check_int(n, "n", 2)
@@ -160,7 +160,7 @@ class FixedPoint:
     fmt: FloatFormat
     #: KV block length.
     n: int
-    #: "paper" (S4) or "kappa" (S5).
+    #: "paper" (B4) or "kappa" (B5).
     form: str
     #: Folded scale: None (σ = 1), a Fraction, or the expression str of an irrational scale.
     scale: Fraction | str | None
@@ -168,10 +168,10 @@ class FixedPoint:
     beta: Any
     #: β exactly (Fraction), or None for an irrational scale.
     beta_exact: Fraction | None
-    #: a and b of M_r = a·I − b·J (S2), exact.
+    #: a and b of M_r = a·I − b·J (B2), exact.
     a: Fraction
     b: Fraction
-    #: Stored entries (S1).
+    #: Stored entries (B1).
     diag: Fraction
     off: Fraction
     #: c = β/(1 − β): mpf and exact.
@@ -181,10 +181,10 @@ class FixedPoint:
     vector_format: FloatFormat
     #: c rounded to nearest-even in ``vector_format`` (``inf``/``nan`` if it overflows).
     c_repr: Fraction | float
-    #: κ of (S3) with ``c_repr``: mpf and exact.
+    #: κ of (B3) with ``c_repr``: mpf and exact.
     kappa: Any
     kappa_exact: Fraction | None
-    #: κ of (S3) with the exact c: 0 for form "kappa", (a − σ)(a − bn)/(aσ) for form "paper".
+    #: κ of (B3) with the exact c: 0 for form "kappa", (a − σ)(a − bn)/(aσ) for form "paper".
     kappa_exact_c: Any
     #: The cell (lo, hi): Fractions, or mpf at ``dps`` digits for an irrational scale.
     interval: tuple[Any, Any]
@@ -326,7 +326,7 @@ def fixed_point_from(
     of :mod:`pasa_theory.selection` otherwise.
 
     The iteration ``β_{k+1} = R(β_k)/(1 + R(β_k))`` of docs/method.md §6 (``R`` = f of
-    eq. S4 for ``form="paper"``, F of eq. S5 for ``form="kappa"``), carried out exactly; it stops at the
+    eq. B4 for ``form="paper"``, F of eq. B5 for ``form="kappa"``), carried out exactly; it stops at the
     first ``β_k`` that is its own image (verified: rounding at ``β_k`` reproduces a and b).
 
     Parameters
@@ -338,7 +338,7 @@ def fixed_point_from(
     start : number or str
         β₀ in (0, 1); the reference solver uses ``1 − 2**-4``, ``1 − 2**-5``, ``1 − 2**-6``.
     form : {"paper", "kappa"}
-        Equation (S4) (default: it reproduces the published β = 0.9689939) or (S5) (= κ = 0; what
+        Equation (B4) (default: it reproduces the published β = 0.9689939) or (B5) (= κ = 0; what
         ``optimal_para.py`` iterates; aliases "code", "reference").
     scale : number or str, optional
         Softmax scale folded into M (docs/method.md §7), e.g. ``"1/sqrt(128)"``.
@@ -456,7 +456,7 @@ def cell_count(
     fmt: str | FloatFormat, n: int, *, scale: Any = None, interval: tuple[Any, Any] = (0, 1)
 ) -> int:
     """An upper bound (exact up to coinciding boundaries) on the number of rounding cells that meet
-    ``interval``: the number of distinct values each entry (S1) takes there, summed, plus one."""
+    ``interval``: the number of distinct values each entry (B1) takes there, summed, plus one."""
     fmt = get_format(fmt)
     n = check_int(n, "n", 2)
     bounds = _walk_bounds(fmt, n, scale_value(scale), interval)

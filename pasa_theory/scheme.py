@@ -10,7 +10,7 @@ Each claim is an :class:`Identity` whose :meth:`~Identity.verify` checks ``simpl
 
 .. math::
 
-    (α_1 I + γ_1 J)(α_2 I + γ_2 J) = α_1α_2 I + (α_1γ_2 + γ_1α_2 + nγ_1γ_2) J              \tag{D1}
+    (α_1 I + γ_1 J)(α_2 I + γ_2 J) = α_1α_2 I + (α_1γ_2 + γ_1α_2 + nγ_1γ_2) J              \tag{M1}
 
 with eigenvalue ``α + nγ`` on **1** (multiplicity 1) and ``α`` on **1**⊥ (multiplicity n − 1),
 determinant ``α^{n−1}(α + nγ)`` and, by the Sherman–Morrison formula for the rank-one update
@@ -18,7 +18,7 @@ determinant ``α^{n−1}(α + nγ)`` and, by the Sherman–Morrison formula for 
 
 .. math::
 
-    (αI + γJ)^{-1} = \frac{1}{α} I - \frac{γ}{α(α + nγ)} J .                                  \tag{D2}
+    (αI + γJ)^{-1} = \frac{1}{α} I - \frac{γ}{α(α + nγ)} J .                                  \tag{M2}
 
 **The shifting matrix** ``M = σ(I − (β/n)J)`` (σ = 1 unless the softmax scale is folded in): eigenvalues
 ``σ(1 − β)`` on **1** and ``σ`` elsewhere, determinant ``σⁿ(1 − β)``, inverse
@@ -27,12 +27,12 @@ determinant ``α^{n−1}(α + nγ)`` and, by the Sherman–Morrison formula for 
 
 .. math::
 
-    σ s = s̃ + \frac{β}{1-β}\,\mathrm{mean}(s̃).                                               \tag{D3}
+    σ s = s̃ + \frac{β}{1-β}\,\mathrm{mean}(s̃).                                               \tag{M3}
 
-**The rounded matrix** ``M_r = aI − bJ`` (S2 of :mod:`pasa_theory.shifting`): ``s̃ = as − bnμ``,
+**The rounded matrix** ``M_r = aI − bJ`` (B2 of :mod:`pasa_theory.shifting`): ``s̃ = as − bnμ``,
 ``mean(s̃) = (a − bn)μ``, ``M_r⁻¹ = (1/a)(I + b/(a − bn)·J)``; with ``ŝ = s̃ + c·mean(s̃)`` the error
-``ŝ − σs = (a − σ)(s − μ) + μκ_abs``, ``κ_abs = (a − σ) + c(a − bn) − bn`` (S3). The two equations for β
-(S4, S5), their solutions on a cell (R1 of :mod:`pasa_theory.roots`), κ at each, and the fact that
+``ŝ − σs = (a − σ)(s − μ) + μκ_abs``, ``κ_abs = (a − σ) + c(a − bn) − bn`` (B3). The two equations for β
+(B4, B5), their solutions on a cell (R1 of :mod:`pasa_theory.roots`), κ at each, and the fact that
 without rounding (``a = σ``, ``b = σβ/n``) both reduce to the identity ``β/(1 − β) = β/(1 − β)``.
 
 **Online global recovery** (:func:`online_recovery`, :func:`online_step_lemma`) — our statement of the
@@ -46,15 +46,15 @@ paper's "Theorem 1" (docs/method.md §4, docs/design.md §14):
     .. math::
 
         ℓ_j = e^{-cA_j - M_j} \sum_{i \le j}\sum_k e^{s_{i,k}}, \qquad
-        O_j = e^{-cA_j - M_j} \sum_{i \le j}\sum_k e^{s_{i,k}} v_{i,k},                      \tag{D4}
+        O_j = e^{-cA_j - M_j} \sum_{i \le j}\sum_k e^{s_{i,k}} v_{i,k},                      \tag{M4}
 
     with ``A_j = (μ̃_0 + … + μ̃_j)/(j + 1)`` the running mean, so ``O_{T−1}/ℓ_{T−1}`` is exactly
-    softmax(s)·V. If ``s̃_i = M s_i^{raw}`` exactly and ``c = β/(1 − β)``, then ``s = σ s^{raw}`` (D3), the
+    softmax(s)·V. If ``s̃_i = M s_i^{raw}`` exactly and ``c = β/(1 − β)``, then ``s = σ s^{raw}`` (M3), the
     output is exact softmax attention, and the final reference ``c·A_{T−1}`` is ``σβ`` times the global
     mean of the raw scores (all blocks full).
 
 The maxima only keep the exponentials in range: the identity holds for any choice, which is why they
-are free symbols here. The proof is the step lemma (D4 at ``j − 1`` ⇒ D4 at ``j``, for symbolic ``j``
+are free symbols here. The proof is the step lemma (M4 at ``j − 1`` ⇒ M4 at ``j``, for symbolic ``j``
 and arbitrary ``A_j``) plus the running-mean lemma; the 2- and 3-block cases are also checked in
 full, and one case element by element.
 """
@@ -107,7 +107,7 @@ __all__ = [
 
 # -- the αI + γJ algebra ------------------------------------------------------------------------------
 class IJMatrix:
-    """The n×n matrix ``α·I + γ·J`` (J all ones) with symbolic ``n``: products (D1), inverse (D2),
+    """The n×n matrix ``α·I + γ·J`` (J all ones) with symbolic ``n``: products (M1), inverse (M2),
     eigenvalues and determinant in closed form."""
 
     __slots__ = ("alpha", "gamma", "n")
@@ -122,7 +122,7 @@ class IJMatrix:
         return cls(1, 0, n)
 
     def __matmul__(self, other: IJMatrix) -> IJMatrix:
-        """(D1)."""
+        """(M1)."""
         a1, g1, a2, g2 = self.alpha, self.gamma, other.alpha, other.gamma
         return IJMatrix(a1 * a2, a1 * g2 + g1 * a2 + self.n * g1 * g2, self.n)
 
@@ -138,7 +138,7 @@ class IJMatrix:
     __rmul__ = __mul__
 
     def inverse(self) -> IJMatrix:
-        """Sherman–Morrison (D2): ``(αI + γJ)⁻¹ = (1/α)I − γ/(α(α + nγ))·J``."""
+        """Sherman–Morrison (M2): ``(αI + γJ)⁻¹ = (1/α)I − γ/(α(α + nγ))·J``."""
         a, g = self.alpha, self.gamma
         return IJMatrix(1 / a, -g / (a * (a + self.n * g)), self.n)
 
@@ -239,7 +239,7 @@ def shifting_matrix(scaled: bool = False) -> IJMatrix:
 
 
 def shifting_inverse(scaled: bool = False) -> IJMatrix:
-    """Closed form ``M⁻¹ = (1/σ)(I + β/(n(1 − β))·J)`` (docs/method.md §2; from D2)."""
+    """Closed form ``M⁻¹ = (1/σ)(I + β/(n(1 − β))·J)`` (docs/method.md §2; from M2)."""
     sig = S.sigma if scaled else sympy.Integer(1)
     return IJMatrix(1 / sig, S.beta / (sig * S.n * (1 - S.beta)))
 
@@ -272,19 +272,19 @@ def recovery_coefficient_expr() -> Any:
 
 
 def recovered_score(c: Any = None, scaled: bool = False) -> Any:
-    """``ŝ_k = s̃_k + c·mean(s̃)`` with the exact M (c defaults to β/(1 − β); then ŝ_k = σ s_k, D3)."""
+    """``ŝ_k = s̃_k + c·mean(s̃)`` with the exact M (c defaults to β/(1 − β); then ŝ_k = σ s_k, M3)."""
     c = recovery_coefficient_expr() if c is None else c
     return shifted_score(scaled) + c * shifted_mean(scaled)
 
 
 # -- the rounded matrix ---------------------------------------------------------------------------------
 def rounded_matrix() -> IJMatrix:
-    """``M_r = aI − bJ`` (S2; docs/method.md §5.2)."""
+    """``M_r = aI − bJ`` (B2; docs/method.md §5.2)."""
     return IJMatrix(S.a, -S.b)
 
 
 def rounded_inverse() -> IJMatrix:
-    """Closed form ``M_r⁻¹ = (1/a)(I + b/(a − bn)·J)`` (docs/method.md §5.4; from D2)."""
+    """Closed form ``M_r⁻¹ = (1/a)(I + b/(a − bn)·J)`` (docs/method.md §5.4; from M2)."""
     return IJMatrix(1 / S.a, S.b / (S.a * (S.a - S.b * S.n)))
 
 
@@ -299,24 +299,24 @@ def rounded_shifted_mean() -> Any:
 
 
 def recovery_error(c: Any = None) -> Any:
-    """``e_k = ŝ_k − σs_k`` with ``ŝ = s̃ + c·mean(s̃)`` on the rounded matrix (S3 before splitting)."""
+    """``e_k = ŝ_k − σs_k`` with ``ŝ = s̃ + c·mean(s̃)`` on the rounded matrix (B3 before splitting)."""
     c = S.c if c is None else c
     return rounded_shifted_score() + c * rounded_shifted_mean() - S.sigma * S.s_k
 
 
 def temperature_error() -> Any:
-    """The part of (S3) no c can cancel: ``(a − σ)(s_k − μ)``."""
+    """The part of (B3) no c can cancel: ``(a − σ)(s_k − μ)``."""
     return (S.a - S.sigma) * (S.s_k - S.mu)
 
 
 def kappa_abs(c: Any = None) -> Any:
-    """``κ_abs = (a − σ) + c(a − bn) − bn`` (S3; docs/method.md §5.5 at σ = 1)."""
+    """``κ_abs = (a − σ) + c(a − bn) − bn`` (B3; docs/method.md §5.5 at σ = 1)."""
     c = S.c if c is None else c
     return (S.a - S.sigma) + c * (S.a - S.b * S.n) - S.b * S.n
 
 
 def kappa(c: Any = None) -> Any:
-    """``κ = κ_abs/σ``, per unit of the scaled block mean σμ (S3)."""
+    """``κ = κ_abs/σ``, per unit of the scaled block mean σμ (B3)."""
     return kappa_abs(c) / S.sigma
 
 
@@ -326,12 +326,12 @@ def c_star() -> Any:
 
 
 def paper_rhs() -> Any:
-    """``f = σbn/(a(a − bn))`` (S4; the comment of optimal_para.py at σ = 1)."""
+    """``f = σbn/(a(a − bn))`` (B4; the comment of optimal_para.py at σ = 1)."""
     return S.sigma * S.b * S.n / (S.a * (S.a - S.b * S.n))
 
 
 def kappa_rhs() -> Any:
-    """``F = f + (σ − a)/a`` (S5; the code of optimal_para.py at σ = 1)."""
+    """``F = f + (σ − a)/a`` (B5; the code of optimal_para.py at σ = 1)."""
     return paper_rhs() + (S.sigma - S.a) / S.a
 
 
@@ -393,11 +393,11 @@ class OnlineRecovery:
         for j in range(self.blocks):
             pref = sympy.exp(S.c * self.A[j] + self.M[j])
             ids.append(Identity(f"online invariant ℓ, {self.blocks} blocks, after block {j}",
-                                self.ell[j] * pref, self.target_ell[j], "D4"))
+                                self.ell[j] * pref, self.target_ell[j], "M4"))
             ids.append(Identity(f"online invariant O, {self.blocks} blocks, after block {j}",
-                                self.out[j] * pref, self.target_out[j], "D4"))
+                                self.out[j] * pref, self.target_out[j], "M4"))
         ids.append(Identity(f"online output = softmax attention, {self.blocks} blocks",
-                            self.output(), self.target_output(), "Theorem (D4)"))
+                            self.output(), self.target_output(), "Theorem (M4)"))
         mean = sum(self.mt, sympy.Integer(0)) / self.blocks
         ids.append(Identity(f"running mean = mean of block means, {self.blocks} blocks", self.A[-1], mean,
                             "running-mean lemma"))
@@ -442,7 +442,7 @@ def online_recovery(blocks: int = 2) -> OnlineRecovery:
 
 
 def online_step_lemma() -> list[Identity]:
-    """The general step of (D4), for symbolic block index ``j >= 1`` and an *arbitrary* new reference.
+    """The general step of (M4), for symbolic block index ``j >= 1`` and an *arbitrary* new reference.
 
     Hypothesis: before block j, ``ℓ = e^{−cA_p − m}·Σ`` and ``O = e^{−cA_p − m}·U`` (Σ, U the partial
     sums of the recovered scores over blocks < j). Step (L-2 e–h) with any ``A`` (the running mean is
@@ -460,9 +460,9 @@ def online_step_lemma() -> list[Identity]:
     out_new = exp(m - M + d_prev) * out + exp(m_j - M + d_j) * W_j * exp(-m_j)
     return [
         Identity("online step lemma, ℓ", ell_new, exp(-c * A - M) * (Sig + exp(c * mt_j) * E_j),
-                 "D4 at j−1 ⇒ D4 at j, any reference A and any maximum M"),
+                 "M4 at j−1 ⇒ M4 at j, any reference A and any maximum M"),
         Identity("online step lemma, O", out_new, exp(-c * A - M) * (U + exp(c * mt_j) * W_j),
-                 "D4 at j−1 ⇒ D4 at j, any reference A and any maximum M"),
+                 "M4 at j−1 ⇒ M4 at j, any reference A and any maximum M"),
     ]
 
 
@@ -501,11 +501,11 @@ def _element_level_two_blocks() -> Identity:
         m_run = M[jj]
     s = [xi + c * mt for (x, _), mt in zip(blocks, mts) for xi in x]  # recovered scores
     target = sum(exp(si) * vi for si, vi in zip(s, v)) / sum(exp(si) for si in s)
-    return Identity("online recovery element by element (2 blocks × 2)", out / ell, target, "Theorem (D4)")
+    return Identity("online recovery element by element (2 blocks × 2)", out / ell, target, "Theorem (M4)")
 
 
 def global_reference_identity(blocks: int = 3) -> Identity:
-    """With full blocks, ``μ̃_i = σ(1 − β)μ_i`` (D3) and ``c = β/(1 − β)``: the final reference
+    """With full blocks, ``μ̃_i = σ(1 − β)μ_i`` (M3) and ``c = β/(1 − β)``: the final reference
     ``c·A`` equals ``σβ`` times the global mean of the raw scores (docs/method.md §4)."""
     mus = S.block_symbols("mu", blocks, real=True)
     mts = [S.sigma * (1 - S.beta) * x for x in mus]
@@ -521,10 +521,10 @@ def identities(online_blocks: tuple[int, ...] = (2, 3)) -> list[Identity]:
     alpha, gamma = sympy.symbols("alpha gamma", positive=True)
     G = IJMatrix(alpha, gamma)
     out = [
-        Identity("Sherman–Morrison (D2)", G @ G.inverse(), I_, "(αI + γJ)(αI + γJ)⁻¹ = I"),
-        Identity("D1 is commutative", G @ rounded_matrix(), rounded_matrix() @ G, "the algebra is commutative"),
+        Identity("Sherman–Morrison (M2)", G @ G.inverse(), I_, "(αI + γJ)(αI + γJ)⁻¹ = I"),
+        Identity("M1 is commutative", G @ rounded_matrix(), rounded_matrix() @ G, "the algebra is commutative"),
         Identity("det = product of eigenvalues", G.det(),
-                 sympy.Mul(*[ev**mult for ev, mult in G.eigenvalues().items()]), "D1"),
+                 sympy.Mul(*[ev**mult for ev, mult in G.eigenvalues().items()]), "M1"),
     ]
     for scaled in (False, True):
         tag = " (σ folded in)" if scaled else ""
@@ -532,30 +532,30 @@ def identities(online_blocks: tuple[int, ...] = (2, 3)) -> list[Identity]:
         sig = S.sigma if scaled else 1
         out += [
             Identity(f"M·M⁻¹ = I{tag}", Mx @ shifting_inverse(scaled), I_, "docs/method.md §2, inverse"),
-            Identity(f"M⁻¹ closed form = Sherman–Morrison{tag}", shifting_inverse(scaled), Mx.inverse(), "D2"),
+            Identity(f"M⁻¹ closed form = Sherman–Morrison{tag}", shifting_inverse(scaled), Mx.inverse(), "M2"),
             Identity(f"eigenvalue on 1{tag}", Mx.mean_factor(), sig * (1 - S.beta), "docs/method.md §2"),
             Identity(f"det M{tag}", Mx.det(), shifting_determinant(scaled), "product of eigenvalues"),
             Identity(f"shifted score{tag}", shifted_score(scaled), sig * (S.s_k - S.beta * S.mu), "docs/method.md §2"),
             Identity(f"shifted mean{tag}", shifted_mean(scaled), sig * (1 - S.beta) * S.mu, "docs/method.md §2"),
-            Identity(f"recovery identity (D3){tag}", recovered_score(scaled=scaled), sig * S.s_k,
+            Identity(f"recovery identity (M3){tag}", recovered_score(scaled=scaled), sig * S.s_k,
                      "s = s̃ + β/(1−β)·mean(s̃)"),
         ]
     out += [
         Identity("M_r·M_r⁻¹ = I", rounded_matrix() @ rounded_inverse(), I_, "docs/method.md §5.4"),
-        Identity("M_r⁻¹ closed form = Sherman–Morrison", rounded_inverse(), rounded_matrix().inverse(), "D2"),
+        Identity("M_r⁻¹ closed form = Sherman–Morrison", rounded_inverse(), rounded_matrix().inverse(), "M2"),
         Identity("mean of the rounded shifted scores", rounded_matrix().mean_factor(), S.a - S.b * S.n,
                  "docs/method.md §5.3"),
         Identity("exact inverse recovers s", rounded_shifted_score() / S.a
                  + S.b * S.n / (S.a * (S.a - S.b * S.n)) * rounded_shifted_mean(), S.s_k,
                  "s = (1/a)s̃ + bn/(a(a−bn))·mean(s̃), docs/method.md §5.4"),
-        Identity("recovery error split (S3)", recovery_error(), temperature_error() + S.mu * kappa_abs(),
+        Identity("recovery error split (B3)", recovery_error(), temperature_error() + S.mu * kappa_abs(),
                  "e_k = (a−σ)(s_k−μ) + μκ_abs"),
-        Identity("kappa form of F (S5)", kappa_rhs(), c_star(), "F = (bn + σ − a)/(a − bn)"),
-        Identity("κ = 0 at c = F", kappa_abs(kappa_rhs()), 0, "S5 is exactly κ = 0"),
+        Identity("kappa form of F (B5)", kappa_rhs(), c_star(), "F = (bn + σ − a)/(a − bn)"),
+        Identity("κ = 0 at c = F", kappa_abs(kappa_rhs()), 0, "B5 is exactly κ = 0"),
         Identity("κ at c = f (paper form)", kappa(paper_rhs()), kappa_at_paper_solution(),
                  "κ = (a − σ)(a − bn)/(aσ)"),
-        Identity("paper solution solves S4", paper_solution() / (1 - paper_solution()), paper_rhs(), "R1"),
-        Identity("kappa solution solves S5", kappa_solution() / (1 - kappa_solution()), kappa_rhs(), "R1"),
+        Identity("paper solution solves B4", paper_solution() / (1 - paper_solution()), paper_rhs(), "R1"),
+        Identity("kappa solution solves B5", kappa_solution() / (1 - kappa_solution()), kappa_rhs(), "R1"),
         Identity("paper form at σ = 1", paper_rhs().subs(S.sigma, 1), S.b * S.n / (S.a * (S.a - S.b * S.n)),
                  "the optimal_para.py comment"),
         Identity("kappa form at σ = 1", kappa_rhs().subs(S.sigma, 1),

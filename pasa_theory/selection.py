@@ -9,8 +9,8 @@ one. The trade-off (docs/method.md §2.3 and docs/design.md §2):
 * the recovery ``ŝ = s̃ + c·mean(s̃)`` multiplies every error in ``mean(s̃)`` by the **gain**
   ``c = β/(1 − β)``, which grows without bound as β → 1; and
 * with ``c`` stored in the vector format, the recovery leaves the per-block constant error
-  ``κ·σμ`` of eq. (S3), which reweights blocks against each other by ``exp(κσ(μ_j − μ_j'))``; at a
-  fixed point of (S5) it vanishes for the exact ``c``, so what remains comes from storing ``c``.
+  ``κ·σμ`` of eq. (B3), which reweights blocks against each other by ``exp(κσ(μ_j − μ_j'))``; at a
+  fixed point of (B5) it vanishes for the exact ``c``, so what remains comes from storing ``c``.
 
 **Criterion** (:func:`select_beta`). Among the fixed points of the chosen form with
 
@@ -19,7 +19,7 @@ one. The trade-off (docs/method.md §2.3 and docs/design.md §2):
     1 - β \le ρ_{max} \quad(\text{bias budget}), \qquad c = \frac{β}{1-β} \le g_{max}
     \quad(\text{gain budget}),                                                           \tag{C1}
 
-take the one with the smallest ``|κ|`` (S3) once ``c`` is rounded to the vector format; among equal
+take the one with the smallest ``|κ|`` (B3) once ``c`` is rounded to the vector format; among equal
 ``|κ|`` take the smallest β (least gain). The defaults ``ρ_max = 2**-5`` and ``g_max = 2**6`` frame the
 two values the PASA authors published, β = 0.9689939 (bias 3.1 %, c ≈ 31) and β = 0.984497 (bias
 1.55 %, c ≈ 63.5), so the window is ``[0.96875, 64/65]``. Inside it ``|κ|`` is at most of the order
@@ -115,7 +115,7 @@ def select_beta(
     dps: int = 50,
     max_cells: int = 20_000,
 ) -> FixedPoint:
-    """The optimal β by the criterion (C1) of this module: smallest ``|κ|`` (S3) with ``c`` stored in
+    """The optimal β by the criterion (C1) of this module: smallest ``|κ|`` (B3) with ``c`` stored in
     ``vector_format`` (default ``fmt``), among the fixed points with ``1 − β <= max_bias`` and
     ``β/(1 − β) <= max_gain``; ties go to the smaller β. If the window spans more than ``max_cells``
     rounding cells (fp32, fp64), the candidates are the fixed points reached from ``1 − 2**-m``,

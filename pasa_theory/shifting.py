@@ -7,13 +7,13 @@ matrix, ``0 < β < 1`` and ``σ = 1`` unless a scale is folded in. Stored in a f
 .. math::
 
     M_r = \mathrm{diag}\cdot I + \mathrm{off}\cdot(J - I), \qquad
-    \mathrm{diag} = fl(σ(1 - β/n)), \quad \mathrm{off} = fl(-σβ/n)              \tag{S1}
+    \mathrm{diag} = fl(σ(1 - β/n)), \quad \mathrm{off} = fl(-σβ/n)              \tag{B1}
 
 (round-to-nearest-even, computed exactly: :func:`shifting_entries`). With
 
 .. math::
 
-    b := -\mathrm{off}, \qquad a := \mathrm{diag} + b, \qquad M_r = a\,I - b\,J \ \text{exactly}  \tag{S2}
+    b := -\mathrm{off}, \qquad a := \mathrm{diag} + b, \qquad M_r = a\,I - b\,J \ \text{exactly}  \tag{B2}
 
 the shifted scores of a block with raw scores ``s`` and mean ``μ`` are ``s̃ = a·s − b·n·μ``, so
 ``mean(s̃) = (a − b·n)·μ``, and ``M_r⁻¹ = (1/a)·(I + b/(a − b·n)·J)`` (Sherman–Morrison). PASA recovers
@@ -22,7 +22,7 @@ the shifted scores of a block with raw scores ``s`` and mean ``μ`` are ``s̃ = 
 .. math::
 
     e_k = ŝ_k - σ s_k = (a - σ)(s_k - μ) + μ\,κ_{abs},\qquad
-    κ_{abs} = (a - σ) + c\,(a - b n) - b n, \qquad κ := κ_{abs}/σ                   \tag{S3}
+    κ_{abs} = (a - σ) + c\,(a - b n) - b n, \qquad κ := κ_{abs}/σ                   \tag{B3}
 
 The first term is a change of softmax temperature of relative size ``|a − σ|/σ`` that no ``c`` can
 cancel; ``κ·(σμ)`` is a per-block constant, harmless inside a block and a reweighting
@@ -30,12 +30,12 @@ cancel; ``κ·(σμ)`` is a per-block constant, harmless inside a block and a re
 
 .. math::
 
-    \text{paper:}\quad \frac{β}{1-β} = f(β) := \frac{σ\, b n}{a (a - b n)}                  \tag{S4}
+    \text{paper:}\quad \frac{β}{1-β} = f(β) := \frac{σ\, b n}{a (a - b n)}                  \tag{B4}
 
     \text{kappa (optimal\_para.py):}\quad \frac{β}{1-β} = F(β) := f(β) + \frac{σ - a}{a}
-        = \frac{b n + σ - a}{a - b n}                                                     \tag{S5}
+        = \frac{b n + σ - a}{a - b n}                                                     \tag{B5}
 
-(S5) is exactly ``κ = 0`` with ``c = β/(1 − β)``; at ``σ = 1`` (S4) and (S5) are the comment and the
+(B5) is exactly ``κ = 0`` with ``c = β/(1 − β)``; at ``σ = 1`` (B4) and (B5) are the comment and the
 code of the reference solver. Every identity here is derived and verified symbolically in
 :mod:`pasa_theory.scheme` (``rounded_matrix_identities``, ``kappa_identities``).
 
@@ -81,7 +81,7 @@ __all__ = [
     "coefficient_from_entries",
 ]
 
-#: Canonical names of the two forms of the β equation: "paper" (S4) and "kappa" (S5).
+#: Canonical names of the two forms of the β equation: "paper" (B4) and "kappa" (B5).
 FORMS = ("paper", "kappa")
 _FORM_ALIASES = {
     "paper": "paper",
@@ -96,7 +96,7 @@ RECOVERY_SOURCES = ("rounded_m", "beta")
 
 
 def normalize_form(form: str) -> str:
-    """Canonical form name: ``"paper"`` (S4; alias ``"comment"``) or ``"kappa"`` (S5; aliases
+    """Canonical form name: ``"paper"`` (B4; alias ``"comment"``) or ``"kappa"`` (B5; aliases
     ``"code"``, ``"reference"``, ``"optimal_para"``)."""
     if not isinstance(form, str):
         raise TypeError(f"form: expected a str, got {type(form).__name__} {form!r}")
@@ -104,7 +104,7 @@ def normalize_form(form: str) -> str:
         return _FORM_ALIASES[form.strip().lower()]
     except KeyError:
         raise ValueError(
-            f"form: expected one of {', '.join(_FORM_ALIASES)} ('paper' = eq. S4, 'kappa' = eq. S5), "
+            f"form: expected one of {', '.join(_FORM_ALIASES)} ('paper' = eq. B4, 'kappa' = eq. B5), "
             f"got {form!r}"
         ) from None
 
@@ -138,7 +138,7 @@ def rounded_entries(fmt: FloatFormat, n: int, beta: Num, sigma: Num) -> tuple[Fr
 
 
 def shifting_entries(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = None) -> tuple[Fraction, Fraction]:
-    """The stored entries ``(diag, off)`` of the shifting matrix, eq. (S1) of this module.
+    """The stored entries ``(diag, off)`` of the shifting matrix, eq. (B1) of this module.
 
     ``diag = fl(σ(1 − β/n))`` and ``off = fl(−σβ/n)``, rounded to nearest-even in ``fmt`` exactly (no
     intermediate rounding), ``σ = scale`` or 1. docs/method.md §5.1 (σ = 1) and §7 (σ folded in).
@@ -177,7 +177,7 @@ def shifting_entries(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = 
 
 
 def rounded_ab(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = None) -> tuple[Fraction, Fraction]:
-    """``(a, b)`` with ``M_r = a·I − b·J`` exactly, eq. (S2): ``b = −off``, ``a = diag + b``."""
+    """``(a, b)`` with ``M_r = a·I − b·J`` exactly, eq. (B2): ``b = −off``, ``a = diag + b``."""
     diag, off = shifting_entries(fmt, n, beta, scale=scale)
     return diag - off, -off
 
@@ -187,14 +187,14 @@ def _rhs(a: Fraction, b: Fraction, n: int, sigma: Num, form: str) -> Num:
     if a == 0 or a == bn:
         raise ValueError(f"the β equation is undefined for a = {a}, b·n = {bn} (a = 0 or a = b·n)")
     if form == "paper":
-        return sigma * bn / (a * (a - bn))  # (S4)
-    return (sigma + (bn - a)) / (a - bn)  # (S5)
+        return sigma * bn / (a * (a - bn))  # (B4)
+    return (sigma + (bn - a)) / (a - bn)  # (B5)
 
 
 def cell_solution(a: Fraction, b: Fraction, n: int, sigma: Num, form: str) -> Num:
     """(R1): the β solving β/(1−β) = rhs for the fixed (a, b) of one rounding cell.
 
-    paper (S4): β = σbn / (a(a − bn) + σbn);  kappa (S5): β = 1 − (a − bn)/σ.
+    paper (B4): β = σbn / (a(a − bn) + σbn);  kappa (B5): β = 1 − (a − bn)/σ.
     """
     bn = b * n
     if form == "paper":
@@ -221,8 +221,8 @@ def _equation_args(fmt, n, beta, form, scale, dps):
 def equation_rhs(
     fmt: str | FloatFormat, n: int, beta: Any, *, form: str = "paper", scale: Any = None, dps: int = 50
 ) -> Fraction | Any:
-    """Right-hand side of the β equation at ``beta``: ``f(β)`` (S4, form="paper") or ``F(β)`` (S5,
-    form="kappa"), with a, b from the rounded matrix (S1–S2). Fraction, or mpf if irrational."""
+    """Right-hand side of the β equation at ``beta``: ``f(β)`` (B4, form="paper") or ``F(β)`` (B5,
+    form="kappa"), with a, b from the rounded matrix (B1–B2). Fraction, or mpf if irrational."""
     a, b, n, sigma, form, dps = _equation_args(fmt, n, beta, form, scale, dps)
     return _to_output(_rhs(a, b, n, sigma, form), dps)
 
@@ -259,9 +259,9 @@ def kappa(
     vector_format: Any = None,
     dps: int = 50,
 ) -> Fraction | Any:
-    """Per-block constant error κ of PASA's recovery, eq. (S3) (docs/method.md §5.5; per unit of σμ).
+    """Per-block constant error κ of PASA's recovery, eq. (B3) (docs/method.md §5.5; per unit of σμ).
 
-    ``κ = ((a − σ) + c·(a − b·n) − b·n)/σ`` with a, b of the matrix rounded at ``beta`` (S1–S2) and
+    ``κ = ((a − σ) + c·(a − b·n) − b·n)/σ`` with a, b of the matrix rounded at ``beta`` (B1–B2) and
     the recovery coefficient ``c``: given, else ``β/(1 − β)`` rounded to ``vector_format`` (exact if
     None), as the reference implementation forms it. Fraction, or mpf if irrational.
 
@@ -292,7 +292,7 @@ def kappa(
 
 
 def c_star(a: Fraction, b: Fraction, n: int, sigma: Num) -> Num:
-    """The coefficient making κ vanish for the rounded matrix: c* = (bn + σ − a)/(a − bn) (from S3)."""
+    """The coefficient making κ vanish for the rounded matrix: c* = (bn + σ − a)/(a − bn) (from B3)."""
     bn = b * n
     if a == bn:
         raise ValueError("a = b·n: the rounded matrix annihilates the block mean; no recovery possible")

@@ -144,7 +144,7 @@ def _toy(seed: int, n_keys: int = 40, dv: int = 6):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_first_order_sensitivities_match_finite_perturbations(seed):
-    """B2/B3: Δo = Σ_r p_r ε_r (v_r − o) and a block-common ζ moves o by ζ·B_j, to O(ε²)."""
+    """E2/E3: Δo = Σ_r p_r ε_r (v_r − o) and a block-common ζ moves o by ζ·B_j, to O(ε²)."""
     z, v = _toy(seed)
     p = np.exp(z - z.max())
     p /= p.sum()
@@ -163,7 +163,7 @@ def test_first_order_sensitivities_match_finite_perturbations(seed):
 
 @pytest.mark.parametrize("seed", range(20))
 def test_nonlinear_consistent_bound_holds_for_adversarial_perturbations(seed):
-    """|o' − o| <= e^{Σp E}·Σ_r p_r (e^{E_r} − 1)|v_r − o| (B7 with Jensen) for perturbations of every sign
+    """|o' − o| <= e^{Σp E}·Σ_r p_r (e^{E_r} − 1)|v_r − o| (E7 with Jensen) for perturbations of every sign
     pattern up to |ε_r| <= E_r, including large ones; and never more than the hull cap."""
     z, v = _toy(seed)
     p = np.exp(z - z.max())

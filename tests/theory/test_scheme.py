@@ -25,7 +25,7 @@ def test_identity_verifies(identity):
 
 def test_catalogue_is_complete():
     names = " | ".join(i.name for i in IDENTITIES)
-    for needed in ["Sherman–Morrison", "recovery identity (D3)", "M_r·M_r⁻¹", "recovery error split",
+    for needed in ["Sherman–Morrison", "recovery identity (M3)", "M_r·M_r⁻¹", "recovery error split",
                    "κ = 0 at c = F", "online step lemma", "online output = softmax attention, 2 blocks",
                    "online output = softmax attention, 3 blocks", "σ folded in", "element by element"]:
         assert needed in names

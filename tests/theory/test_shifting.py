@@ -138,7 +138,7 @@ def test_kappa_is_the_constant_part_of_the_recovery_error(fmt, n, beta):
     err, s, diag, off = _explicit_recovery_error(fmt, n, beta, c)
     mu = sum(s) / n
     a = diag - off
-    # e_k = (a − 1)(s_k − μ) + μ·κ  (S3), with κ from the package
+    # e_k = (a − 1)(s_k − μ) + μ·κ  (B3), with κ from the package
     k = pt.kappa(fmt, n, beta, c=c)
     assert all(e == (a - 1) * (x - mu) + mu * k for e, x in zip(err, s))
 
