@@ -78,7 +78,7 @@ for name in ("M·M⁻¹ = I (σ folded in)", "M⁻¹ closed form = Sherman–Mor
 # recovery coefficient $c = \beta/(1-\beta)$ gives back the (scaled) scores exactly:
 
 # %%
-for name in ("shifted score (σ folded in)", "shifted mean (σ folded in)", "recovery identity (D3) (σ folded in)"):
+for name in ("shifted score (σ folded in)", "shifted mean (σ folded in)", "recovery identity (M3) (σ folded in)"):
     print(name)
     show(by_name[name])
 display(Math(r"c = " + sympy.latex(scheme.recovery_coefficient_expr())))
@@ -129,13 +129,13 @@ show(by_name["global reference c·A = σβ·mean, 3 blocks"])
 # reweights block $j$ against block $j'$ by $e^{\kappa\sigma(\mu_j-\mu_{j'})}$.
 
 # %%
-for name in ("M_r·M_r⁻¹ = I", "exact inverse recovers s", "recovery error split (S3)", "κ = 0 at c = F",
+for name in ("M_r·M_r⁻¹ = I", "exact inverse recovers s", "recovery error split (B3)", "κ = 0 at c = F",
              "κ at c = f (paper form)"):
     print(name)
     show(by_name[name])
 display(Math(r"\kappa = " + sympy.latex(scheme.kappa())))
-display(Math(r"\text{paper form (S4):}\ \frac{\beta}{1-\beta} = " + sympy.latex(scheme.paper_rhs())
-             + r"\qquad\text{kappa form (S5):}\ \frac{\beta}{1-\beta} = " + sympy.latex(sympy.factor(scheme.kappa_rhs()))))
+display(Math(r"\text{paper form (B4):}\ \frac{\beta}{1-\beta} = " + sympy.latex(scheme.paper_rhs())
+             + r"\qquad\text{kappa form (B5):}\ \frac{\beta}{1-\beta} = " + sympy.latex(sympy.factor(scheme.kappa_rhs()))))
 
 # %% [markdown]
 # The published β = 0.9689939 and what fp16 makes of $M$ at n = 128 (σ = 1), exactly:
@@ -192,12 +192,12 @@ assert s["pasa_over_fa_q_c_le_64"] < 4, "PASA in fp64 should match fp64 flash at
 # %%
 import torch
 
-from pasa_npu import data, metrics, pasa_attention, reference_attention
+from pasa_npu import data, metrics, pasa_attention, golden_attention
 
 q, k, v = data.make_qkv("uniform", batch=1, heads=4, kv_heads=2, seq_q=70, seq_kv=333, head_dim=64,
                         mean=2.0, amplitude=1.0, seed=1, dtype=torch.float64)
 for causal in (False, True):
     out = pasa_attention(q, k, v, precision="fp64", is_causal=causal)
-    gold = reference_attention(q, k, v, is_causal=causal)
+    gold = golden_attention(q, k, v, is_causal=causal)
     print(f"causal={causal}: {metrics.error_summary(out, gold)}")
     assert metrics.max_abs_error(out, gold) < 1e-12

@@ -40,7 +40,7 @@ for name in figures.COMPARISON_METHODS:
 # published script's numerics:
 
 # %%
-for name in ("npu_fp16", "reference"):
+for name in ("npu_fp16", "script"):
     print(f"--- {name}\n{PRESETS[name].describe()}")
 
 # %% [markdown]
@@ -84,7 +84,7 @@ if not QUICK:  # the acceptance rule of tests/npu/test_grid.py, stated for the r
 # and SDPA keep fp32 scores and are the wide-precision references), and PASA npu_fp16's rank there:
 
 # %%
-FP16_ONLY = ("pasa", "pasa:reference", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:bf16", "fa_qk", "fa_q",
+FP16_ONLY = ("pasa", "pasa:script", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:bf16", "fa_qk", "fa_q",
              "fa_naive", "smooth_k")
 cells = sorted({(r["dist"], r["mean"], r["amplitude"]) for r in res.rows})
 wins = {}
@@ -140,11 +140,11 @@ res
 # %%
 s = res.summary
 print(f"naive fp16 attention (median over {s['draws']} draws): {s['naive_rel_rmse_median']:.3e}")
-for m in ("pasa:reference", "pasa", "pasa:fp16_keymean"):
+for m in ("pasa:script", "pasa", "pasa:fp16_keymean"):
     jump = s[m + "_jump_at_teeth"]
     print(f"{m:18} median relative RMSE over β: {s[m + '_min']:.3e} … {s[m + '_max']:.3e};"
           f" drop across a predicted tooth: {'—' if jump is None else f'{jump:.2f}x'}")
 print("predicted teeth at β =", [round(t, 4) for t in s["teeth"]])
 if not QUICK:  # the coarse quick sweep does not resolve the teeth
-    assert s["pasa:reference_jump_at_teeth"] > s["pasa_jump_at_teeth"] > 1
-    assert s["pasa_max"] < s["pasa:reference_min"]
+    assert s["pasa:script_jump_at_teeth"] > s["pasa_jump_at_teeth"] > 1
+    assert s["pasa_max"] < s["pasa:script_min"]

@@ -474,9 +474,9 @@ FOLDED_BETAS = {"0.9689528 (τ folded)": 0.9689528165, "0.9847111 (τ folded)": 
 
 @_register("02_optimal_beta", "every fixed point of the β equation per rounding cell, per format and block size, with |κ|")
 def _data_beta_fixed_points(quick: bool):
-    """Fixed points of the paper form (S4) of the β equation in β ∈ [0.93, 0.995], one per rounding
+    """Fixed points of the paper form (B4) of the β equation in β ∈ [0.93, 0.995], one per rounding
     cell that contains its own solution, for fp16, bf16, fp8 e4m3 and e5m2 and n = 16 … 1024 (quick:
-    n ∈ {64, 128, 256}); σ = 1 (scale not folded). Colour: |κ| (S3) with c = β/(1 − β) stored in the
+    n ∈ {64, 128, 256}); σ = 1 (scale not folded). Colour: |κ| (B3) with c = β/(1 − β) stored in the
     vector format (fp16 for the fp8 matrices, else the matrix format). Rings: the β chosen by
     :func:`pasa_theory.select_beta` where the selection window [31/32, 64/65] holds a candidate.
     """
@@ -554,11 +554,11 @@ _KAPPA_SERIES = (
 
 @_register("02_optimal_beta", "κ(β) for fp16, n = 128: the equation's setting, the reference script's and npu_fp16's", cited=True)
 def _data_kappa_landscape(quick: bool):
-    """κ(β) of eq. (S3) for fp16, n = 128, β ∈ [0.955, 0.99], c stored in fp16, in three settings:
+    """κ(β) of eq. (B3) for fp16, n = 128, β ∈ [0.955, 0.99], c stored in fp16, in three settings:
     σ = 1 with c = fl(β/(1 − β)) (what the β equation assumes), σ = τ = 1/√128 folded into M with the
     same c (what the reference script computes), and σ = τ with c = fl(c*), c* the coefficient that
     makes κ vanish for the rounded matrix (npu_fp16). Dense samples (2000; quick 600) plus the exact
-    fixed points of (S4) in the window for σ = 1 and σ = τ, the published β values and npu_fp16's β.
+    fixed points of (B4) in the window for σ = 1 and σ = τ, the published β values and npu_fp16's β.
     """
     import numpy as np
 
@@ -617,7 +617,7 @@ def _draw_kappa_landscape(rows, summary):
         pts = [(r["beta"], max(abs(r["kappa"]), floor)) for r in rows if r["kind"] == "fixed_point" and r["series"] == key]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle="none", marker="o", markersize=2.5,
                 markerfacecolor="white", markeredgecolor=color, markeredgewidth=0.7,
-                label="fixed points of (S4)" if key == "sigma1_c_beta" else None)
+                label="fixed points of (B4)" if key == "sigma1_c_beta" else None)
     for r in rows:
         if r["kind"] == "published":
             folded = "folded" in r["label"]

@@ -2,7 +2,9 @@
 
     max|out − ref| <= 2·max|naive − ref| + 2·ulp16(max|ref|)
 
-ref is the float64 golden, naive the untiled fp16 attention with Q pre-scaled (``fa_naive``), and
+ref is the float64 golden, naive the untiled fp16 attention with Q pre-scaled, computed by
+``pasa_npu.yardsticks.attention_ref`` (written separately from the kernel; it equals the kernel's
+``fa_naive`` bit for bit, tests/npu/test_yardsticks.py), and
 the absolute floor is two fp16 ulps at the output's magnitude (as FA3's ``fwd_atol``). Cases: the
 reference grid's 32 cells (one GQA group, 256 queries, 1407 keys, d = 128), none of which overflows
 the naive baseline.
@@ -22,7 +24,7 @@ import torch
 
 from pasa_npu import data, metrics, pasa_attention, golden_attention
 from pasa_npu.harness import GRID_AMPLITUDES, GRID_MEANS
-from pasa_npu.methods import run_method
+from pasa_npu.yardsticks import attention_ref
 
 from .helpers import ulp16
 
@@ -36,7 +38,7 @@ def cases():
     for d, m, a in CELLS:
         q, k, v = data.make_qkv(d, mean=m, amplitude=a, **SHAPE)
         g = golden_attention(q, k, v)
-        naive = run_method("fa_naive", q, k, v)
+        naive = attention_ref(q, k, v)
         assert torch.isfinite(naive).all()
         out[(d, m, a)] = (q, k, v, g, naive)
     return out
