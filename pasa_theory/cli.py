@@ -3,8 +3,13 @@
 For each format, block size and form of the β equation, the table lists the fixed point reached from
 each start (the reference solver's starts ``1 − 2**-4``, ``1 − 2**-5``, ``1 − 2**-6`` unless ``--start``
 is given) and the one chosen by the selection criterion (row ``selected``; :mod:`pasa_theory.selection`).
-Every value is computed exactly (:mod:`pasa_theory.roots`); ``—`` marks a start from which no fixed
-point is reached (e.g. fp8 at large blocks, where ``−β/n`` rounds to 0).
+Every value is computed exactly (:mod:`pasa_theory.roots`); ``—`` marks a row without a fixed point,
+and a numbered note under the table (a footnote in LaTeX, the ``note`` column in CSV) says why (e.g. fp8
+at large blocks, where ``−β/n`` rounds to 0) and which call admits one. For a single query (one
+format, block and form) a row without β also gives a note on stderr and exit status 1.
+
+The command is called ``pasa-alpha`` because the reference implementation names the coefficient
+``afa`` (alpha); ``pasa-beta`` is the same command under the name used in the documentation.
 
 Columns: format, n (block), form, scale, start, β, a and b of ``M_r = aI − bJ``, ``c_repr`` (β/(1 − β)
 stored in the vector format), ``kappa`` (per-block constant error with ``c_repr``, eq. B3),
@@ -15,7 +20,7 @@ Examples::
     pasa-alpha                                   # fp16, n = 128, paper form
     pasa-alpha --format bf16 --block 64,256 --form both
     pasa-alpha --scale "1/sqrt(128)" --digits 12
-    pasa-alpha --all --output-format latex > beta_table.tex
+    pasa-alpha --all --output-format latex --caption "Optimal beta" > beta_table.tex
     python -m pasa_theory --all --output-format csv
 """
 from __future__ import annotations
@@ -42,6 +47,9 @@ __all__ = ["main", "build_parser", "compute_rows", "ALL_FORMATS", "ALL_BLOCKS"]
 ALL_FORMATS = ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2")
 ALL_BLOCKS = (16, 32, 64, 128, 256, 512, 1024)
 COLUMNS = ("format", "n", "form", "scale", "start", "beta", "a", "b", "c_repr", "kappa", "bias")
+#: Extra column of the CSV output: why a row has no β (empty otherwise).
+NOTE_COLUMN = "note"
+_VALUES = ("beta", "a", "b", "c_repr", "kappa", "bias")
 
 
 def _digits(text: str) -> int:
@@ -95,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
             "for KV block size n: the exact fixed points of the rounding-aware beta equation reached\n"
             "from each start, and the one chosen by the selection criterion (smallest |kappa| with c\n"
             "stored in the vector format, among the fixed points with bias 1-beta <= --max-bias and\n"
-            "gain c = beta/(1-beta) <= --max-gain)."
+            "gain c = beta/(1-beta) <= --max-gain). A row without beta gets a note saying why and\n"
+            "which call admits one.\n\n"
+            "Why 'alpha': the PASA reference implementation calls this coefficient afa (alpha);\n"
+            "the package and its documentation call it beta. 'pasa-beta' is the same command."
         ),
         epilog=(
             "forms:\n"
@@ -113,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  pasa-alpha --format bf16 --block 64,256 --form both\n"
             "  pasa-alpha --scale '1/sqrt(128)' --digits 12\n"
-            "  pasa-alpha --all --output-format latex > beta_table.tex"
+            "  pasa-alpha --all --output-format latex --caption 'Optimal beta' > beta_table.tex\n"
+            "exit status: 0, or 1 when a single query (one format, block and form) has a row\n"
+            "without beta (the reason is printed on stderr); 2 for bad arguments"
         ),
     )
     p.add_argument("--format", dest="formats", type=_formats, default=None, metavar="FMT[,FMT]",
@@ -140,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true",
                    help="table for formats fp16, bf16, fp8_e4m3, fp8_e5m2 x blocks 16..1024 x both forms")
     p.add_argument("--output-format", choices=("text", "csv", "latex"), default="text",
-                   help="text (aligned columns), csv, or latex (booktabs tabular)")
+                   help="text (aligned columns, notes below), csv (with a note column), or latex (booktabs "
+                        "longtable with caption and footnotes)")
+    p.add_argument("--caption", default=None, metavar="TEXT",
+                   help="caption of the table (LaTeX: \\caption; text: a title line)")
     p.add_argument("--time", action="store_true", help="report the computation time on stderr")
     return p
 
@@ -196,8 +212,9 @@ def compute_rows(
                         else:
                             fp = fixed_point_from(fmt, n, start, form=form, scale=scale,
                                                   vector_format=vector_format, dps=dps)
-                    except ValueError:
-                        row.update({k: "—" for k in ("beta", "a", "b", "c_repr", "kappa", "bias")})
+                    except ValueError as exc:
+                        row.update({k: "—" for k in _VALUES})
+                        row[NOTE_COLUMN] = _reason(exc, fmt, n, start)
                     else:
                         row.update(
                             beta=_round_decimal(fp.beta, digits),
@@ -211,27 +228,59 @@ def compute_rows(
     return rows
 
 
-def _render_text(rows: list[dict[str, str]]) -> str:
-    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS}
-    lines = ["  ".join(c.ljust(widths[c]) for c in COLUMNS)]
+def _reason(exc: ValueError, fmt: str, n: int, start: Any) -> str:
+    """The reason a row has no β, in one line (the solver's message without its argument prefix)."""
+    text = str(exc)
+    for prefix in ("fmt, n: ", "start: "):
+        text = text.removeprefix(prefix)
+    if start is not None:
+        text = f"from start {start}: {text}"
+    return text
+
+
+def _notes(rows: list[dict[str, str]]) -> tuple[list[str], dict[int, int]]:
+    """Distinct reasons in order of appearance, and for each row index the number of its note."""
+    reasons: list[str] = []
+    marks: dict[int, int] = {}
+    for i, r in enumerate(rows):
+        note = r.get(NOTE_COLUMN)
+        if note:
+            if note not in reasons:
+                reasons.append(note)
+            marks[i] = reasons.index(note) + 1
+    return reasons, marks
+
+
+def _render_text(rows: list[dict[str, str]], caption: str | None = None) -> str:
+    reasons, marks = _notes(rows)
+    shown = [dict(r, beta=f"— [{marks[i]}]") if i in marks else r for i, r in enumerate(rows)]
+    widths = {c: max(len(c), *(len(r[c]) for r in shown)) for c in COLUMNS}
+    lines = [caption] if caption else []
+    lines.append("  ".join(c.ljust(widths[c]) for c in COLUMNS))
     lines.append("  ".join("-" * widths[c] for c in COLUMNS))
-    for r in rows:
+    for r in shown:
         lines.append("  ".join(r[c].rjust(widths[c]) if c in ("n", "beta", "kappa") else r[c].ljust(widths[c])
                                for c in COLUMNS))
+    if reasons:
+        lines.append("")
+        lines += [f"[{k}] {text}" for k, text in enumerate(reasons, 1)]
     return "\n".join(lines) + "\n"
 
 
-def _render_csv(rows: list[dict[str, str]]) -> str:
+def _render_csv(rows: list[dict[str, str]], caption: str | None = None) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=(*COLUMNS, NOTE_COLUMN), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if v == "—" else v) for k, v in r.items()})
+        w.writerow({k: ("" if r.get(k, "") == "—" else r.get(k, "")) for k in (*COLUMNS, NOTE_COLUMN)})
     return buf.getvalue()
 
 
 def _latex_escape(s: str) -> str:
-    return s.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
+    out = s.replace("\\", r"\textbackslash{}")
+    for ch in "_&%#$":
+        out = out.replace(ch, "\\" + ch)
+    return out.replace("~", r"\textasciitilde{}").replace("^", r"\textasciicircum{}")
 
 
 def _latex_sci(s: str) -> str:
@@ -243,24 +292,53 @@ def _latex_sci(s: str) -> str:
     return f"${mant}\\times 10^{{{int(exp)}}}$"
 
 
-def _render_latex(rows: list[dict[str, str]]) -> str:
+_DEFAULT_CAPTION = (
+    "Fixed points $\\beta^\\ast$ of the rounding-aware $\\beta$ equation of PASA (computed exactly by "
+    "pasa-alpha), with the entries $a$, $b$ of the rounded matrix $aI - bJ$, the stored recovery "
+    "coefficient $c_{\\mathrm{repr}}$, the per-block error $\\kappa$ and the bias $1-\\beta$."
+)
+
+
+def _render_latex(rows: list[dict[str, str]], caption: str | None = None) -> str:
+    """A booktabs + longtable table (``\\usepackage{booktabs,longtable}``) with a caption; rows without β
+    carry a footnote mark, and the notes follow the table's last rule."""
+    reasons, marks = _notes(rows)
     head = ["format", "$n$", "form", "$\\sigma$", "$\\beta_0$", "$\\beta^\\ast$", "$a$", "$b$",
             "$c_{\\mathrm{repr}}$", "$\\kappa$", "$1-\\beta$"]
+    ncol = len(head)
+    header = " & ".join(head) + " \\\\"
     lines = [
         "% generated by pasa-alpha (pasa_theory.cli); do not edit by hand",
-        "\\begin{tabular}{lrllllllrrr}",
+        "% needs \\usepackage{booktabs} and \\usepackage{longtable}",
+        "\\begin{longtable}{lrllllllrrr}",
+        f"\\caption{{{caption or _DEFAULT_CAPTION}}}\\\\",
         "\\toprule",
-        " & ".join(head) + " \\\\",
+        header,
         "\\midrule",
+        "\\endfirsthead",
+        "\\toprule",
+        header,
+        "\\midrule",
+        "\\endhead",
+        f"\\midrule\\multicolumn{{{ncol}}}{{r}}{{\\emph{{continued on the next page}}}}\\\\",
+        "\\endfoot",
+        "\\endlastfoot",
     ]
-    for r in rows:
+    for i, r in enumerate(rows):
+        beta = r["beta"] if r["beta"] != "—" else "--"
+        if i in marks:
+            beta = f"--\\textsuperscript{{{marks[i]}}}"
         cells = [_latex_escape(r["format"]), r["n"], r["form"], _latex_escape(r["scale"]),
-                 _latex_escape(r["start"]), r["beta"] if r["beta"] != "—" else "--",
+                 _latex_escape(r["start"]), beta,
                  r["a"] if r["a"] != "—" else "--", r["b"] if r["b"] != "—" else "--",
                  {"—": "--", "nan": "NaN", "inf": "$\\infty$"}.get(r["c_repr"], r["c_repr"]), _latex_sci(r["kappa"]),
                  r["bias"] if r["bias"] != "—" else "--"]
         lines.append(" & ".join(cells) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
+    lines.append("\\bottomrule")
+    for k, text in enumerate(reasons, 1):
+        lines.append(f"\\multicolumn{{{ncol}}}{{p{{0.95\\linewidth}}}}{{\\footnotesize\\textsuperscript{{{k}}} "
+                     f"{_latex_escape(text)}}}\\\\")
+    lines.append("\\end{longtable}")
     return "\n".join(lines) + "\n"
 
 
@@ -303,8 +381,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         digits=args.digits, select=args.select, max_bias=args.max_bias, max_gain=args.max_gain)
     elapsed = time.perf_counter() - t0
     render = {"text": _render_text, "csv": _render_csv, "latex": _render_latex}[args.output_format]
-    sys.stdout.write(render(rows))
+    sys.stdout.write(render(rows, args.caption))
     if args.time:
         sys.stderr.write(f"pasa-alpha: {len(rows)} rows in {elapsed:.2f} s\n")
+    single = len(formats) == len(blocks) == len(forms) == 1
+    missing = [r for r in rows if r.get(NOTE_COLUMN)]
+    if single and missing:
+        for r in missing:
+            sys.stderr.write(f"pasa-alpha: no beta for {r['format']}, n = {r['n']}, start {r['start']}: "
+                             f"{r[NOTE_COLUMN]}\n")
+        return 1
     return 0
 

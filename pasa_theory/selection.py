@@ -176,9 +176,9 @@ def _budget_call(fmt: str, n: int, form: str, scale: Any, max_bias: Any, max_gai
         args.append(f"form={form!r}")
     if scale is not None:
         args.append(f"scale={scale!r}")
-    if max_bias != DEFAULT_MAX_BIAS:
+    if Fraction(str(max_bias)) != DEFAULT_MAX_BIAS:
         args.append(f"max_bias={str(max_bias)!r}")
-    if max_gain != DEFAULT_MAX_GAIN:
+    if Fraction(str(max_gain)) != DEFAULT_MAX_GAIN:
         args.append(f"max_gain={max_gain}")
     return f"pasa_theory.optimal_beta({', '.join(args)})"
 
