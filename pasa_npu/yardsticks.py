@@ -16,6 +16,7 @@ accumulates in fp32 and rounds once; an element-wise fp16 operation is computed 
 once; row reductions accumulate in fp32 and round once), because that model is the definition being
 checked; everything else is written from the method description, not from the kernel.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,14 +35,20 @@ def _matmul(a: torch.Tensor, b: torch.Tensor, out: torch.dtype) -> torch.Tensor:
     return torch.matmul(a.to(acc), b.to(acc)).to(out)
 
 
-def _keep_mask(S1: int, S2: int, is_causal: bool, attn_mask: torch.Tensor | None, shape: tuple[int, ...],
-               device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def _keep_mask(
+    S1: int,
+    S2: int,
+    is_causal: bool,
+    attn_mask: torch.Tensor | None,
+    shape: tuple[int, ...],
+    device: torch.device,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(boolean keep mask, additive mask), both broadcast to ``shape`` = (B, H, S1, S2), or None."""
     keep = None
     if is_causal:
         rows = torch.arange(S1, device=device)[:, None]
         cols = torch.arange(S2, device=device)[None, :]
-        keep = (cols <= rows + (S2 - S1)).expand(shape)   # bottom-right aligned (FlashAttention >= 2.1)
+        keep = (cols <= rows + (S2 - S1)).expand(shape)  # bottom-right aligned (FlashAttention >= 2.1)
     bias = None
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:
@@ -52,8 +59,15 @@ def _keep_mask(S1: int, S2: int, is_causal: bool, attn_mask: torch.Tensor | None
 
 
 def attention_ref(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None, is_causal: bool = False,
-    attn_mask: torch.Tensor | None = None, upcast: bool = False, reorder_ops: bool = True,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float | None = None,
+    is_causal: bool = False,
+    attn_mask: torch.Tensor | None = None,
+    upcast: bool = False,
+    reorder_ops: bool = True,
 ) -> torch.Tensor:
     """Untiled softmax attention computed in q's dtype (or in fp32 with ``upcast=True``).
 
@@ -101,8 +115,16 @@ def _renorm_at(vmax: float, n: int) -> float:
 
 
 def tile_loop_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None, beta: float | None = None,
-    block_q: int = 128, block_kv: int = 128, is_causal: bool = False, attn_mask: torch.Tensor | None = None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float | None = None,
+    beta: float | None = None,
+    block_q: int = 128,
+    block_kv: int = 128,
+    is_causal: bool = False,
+    attn_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """PASA with the ``npu_fp16`` preset, one row chunk of one head and one KV block at a time.
 
@@ -132,12 +154,12 @@ def tile_loop_attention(
     kp, vp = k.to(f16)[:, :, idx], v.to(f16)[:, :, idx]
     keep, bias = _keep_mask(S1, S2, is_causal, attn_mask, (B, H, S1, S2), q.device)
     renorm_at = _renorm_at(float(v.abs().amax()), n)
-    max_shift = 14 + 10                                   # 2^-t must stay an fp16 value: 2^-24 is the least
+    max_shift = 14 + 10  # 2^-t must stay an fp16 value: 2^-24 is the least
     out = torch.empty((B, H, S1, Dv), dtype=f16)
     for b in range(B):
         for h in range(H):
-            hk = h // G                                   # the KV head of query head h (GQA)
-            kt = [_matmul(M.t(), kp[b, hk, j * n:(j + 1) * n], f16) for j in range(T)]   # K̃_j = M_σᵀ K_j
+            hk = h // G  # the KV head of query head h (GQA)
+            kt = [_matmul(M.t(), kp[b, hk, j * n : (j + 1) * n], f16) for j in range(T)]  # K̃_j = M_σᵀ K_j
             for i0 in range(0, S1, bq):
                 i1 = min(S1, i0 + bq)
                 qi = q[b, h, i0:i1].to(f16)
@@ -145,23 +167,23 @@ def tile_loop_attention(
                 m = torch.full((r, 1), float("-inf"), dtype=f16)
                 ell = torch.zeros((r, 1), dtype=f16)
                 o = torch.zeros((r, Dv), dtype=f16)
-                a = phi = None                            # the offset A and the frame of the held maximum
-                t_acc = down = None                       # pow2 scale 2^-t of the stored (ℓ, O)
+                a = phi = None  # the offset A and the frame of the held maximum
+                t_acc = down = None  # pow2 scale 2^-t of the stored (ℓ, O)
                 for j in range(T):
                     c0, c1 = j * n, (j + 1) * n
-                    s = _matmul(qi, kt[j].t(), f16)       # a: S̃ = Q_i K̃_jᵀ
-                    mean = s.mean(dim=-1, keepdim=True, dtype=f32)   # b: block mean, before any mask
+                    s = _matmul(qi, kt[j].t(), f16)  # a: S̃ = Q_i K̃_jᵀ
+                    mean = s.mean(dim=-1, keepdim=True, dtype=f32)  # b: block mean, before any mask
                     # c: padded columns, causal and boolean masks to −inf; additive mask in fp16
                     real = torch.arange(c0, c1) < S2
                     keep_j = real.expand(r, n).clone()
                     if keep is not None:
                         kk = torch.zeros((r, n), dtype=torch.bool)
-                        kk[:, real] = keep[b, h, i0:i1, c0:min(c1, S2)]
+                        kk[:, real] = keep[b, h, i0:i1, c0 : min(c1, S2)]
                         keep_j &= kk
                     s = s.masked_fill(~keep_j, float("-inf"))
                     if bias is not None:
                         bb = torch.zeros((r, n), dtype=f16)
-                        bb[:, real] = bias[b, h, i0:i1, c0:min(c1, S2)].to(f16)
+                        bb[:, real] = bias[b, h, i0:i1, c0 : min(c1, S2)].to(f16)
                         s = s + bb
                     # d: block-local statistics
                     mj = s.amax(dim=-1, keepdim=True)
@@ -178,7 +200,7 @@ def tile_loop_attention(
                     if first:
                         phi = torch.zeros_like(dj)
                     else:
-                        far = dj.abs() > recenter       # re-centre A on this block where the offset is large
+                        far = dj.abs() > recenter  # re-centre A on this block where the offset is large
                         if bool(far.any()):
                             a_new = torch.where(far, a + e, a)
                             delta = a_new - a

@@ -877,7 +877,6 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     terms_var["systematic"] = float((sys_err ** 2).sum())
 
     # ---- mean square: analytic (linear) or Monte Carlo (nonlinear rows) -----------------------------------------------
-    cons_var = key_var + blk_var + pre_var
     # Per-row random log-weight spread relative to the dominant block (a common shift is harmless),
     # weighted by the keys' weights: rows above ``mc_threshold`` are in the nonlinear regime.
     Vb_rel = np.where(np.arange(T)[None, :] == jstar[:, None], 0.0,
@@ -1050,7 +1049,7 @@ def _crude_nc(pol: Policy, T: int, n: int, vabs_max: np.ndarray, R: int) -> np.n
     return np.broadcast_to(1.01 * per * vabs_max[None, :], (R, vabs_max.shape[0])) + 2.0 * T * float(pol.vector.min_subnormal)
 
 
-def _hull(ex: "Exact", any_visible: np.ndarray, o: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _hull(ex: Exact, any_visible: np.ndarray, o: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the componentwise max and min of V over the row's visible keys (a prefix when causal)."""
     S2 = ex.v.shape[0]
     if ex.vis is None:

@@ -33,7 +33,7 @@ import mpmath
 from mpmath import iv
 from mpmath.libmp import finf, fnan, fninf, from_rational, to_rational
 
-from .formats import FloatFormat, round_fraction, exact_value, round_to_format
+from .formats import FloatFormat, exact_value, round_fraction, round_to_format
 
 #: Precision schedule (bits) used to decide questions about irrational numbers.
 BITS_SCHEDULE = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -345,7 +345,7 @@ def _validate(node: ast.AST, src: str, argname: str, text: str) -> None:
 def _literal(node: ast.Constant, src: str) -> Fraction:
     seg = ast.get_source_segment(src, node)
     if seg is None:  # pragma: no cover - ast always has positions for parsed source
-        return Fraction(node.value)
+        return Fraction(str(node.value))
     return Fraction(seg.replace("_", ""))
 
 

@@ -115,7 +115,7 @@ import mpmath
 import numpy as np
 
 from . import _errormodel as em
-from .formats import get_format, round_array, ulp
+from .formats import FloatFormat, get_format, round_array, ulp
 from .policies import METHOD_NAMES, resolve, shift_constants, tau_of
 from .schema import STAGES, check_beta, check_block, check_bnsd, format_name
 from .shifting import kappa_of
@@ -190,7 +190,7 @@ class Prediction:
     def regime(self) -> str:
         return "monte_carlo" if self.mc_rows else "linear"
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         """Flat dict of the scalar fields (plus ``rms.<term>`` for every term), for CSV/JSON."""
         rec = dict(
             method=self.method, policy=self.policy, beta=self.beta, c=self.c, kappa=self.kappa,
@@ -205,7 +205,7 @@ class Prediction:
 
 
 # -- input handling ------------------------------------------------------------------------------------------
-def _as_array(x: Any, name: str):
+def _as_array(x: Any, name: str) -> tuple[np.ndarray[Any, Any], FloatFormat]:
     """float64 numpy copy of a numpy array or torch tensor, and the name of its format."""
     mod = type(x).__module__.split(".")[0]
     if mod == "torch":
@@ -288,7 +288,7 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
         plans.append((m, pol, n, consts))
 
     # inputs as the kernels see them (rounded to each policy's operand format)
-    rounded: dict[str, tuple] = {}
+    rounded: dict[str, tuple[Any, ...]] = {}
     for _, pol, _, _ in plans:
         F = pol.matmul_in
         if F.name not in rounded:
@@ -300,7 +300,7 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
                            c=consts.c if consts else None, modelled_as=pol.modelled_as)
                 for m, pol, n, consts in plans]
     chunk_rows = max(1, row_elements // max(1, G * S2))
-    acc: list[dict] = [dict(bound_max=0.0, ms_sum=0.0, count=0, terms_var={}, terms_bound={}, ovf={s: False for s in STAGES},
+    acc: list[dict[str, Any]] = [dict(bound_max=0.0, ms_sum=0.0, count=0, terms_var={}, terms_bound={}, ovf={s: False for s in STAGES},
                             nl=0, mc=0, mls=0.0, row_bound=np.zeros((B, H, S1)), row_ms=np.zeros((B, H, S1)))
                        for _ in plans]
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0:
@@ -324,8 +324,8 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
                 with np.errstate(over="ignore", under="ignore"):
                     golden = em.Exact(qg, ka[b, h], va[b, h], pos, tau, S1, is_causal)
                 exacts: dict[str, Any] = {}       # the exact solution on the inputs rounded to each format
-                blocks: dict[tuple, Any] = {}      # its block statistics, by (format, block size, tail rule)
-                for pi, (m, pol, n, consts) in enumerate(plans):
+                blocks: dict[tuple[Any, ...], Any] = {}      # its block statistics, by (format, block size, tail rule)
+                for pi, (_m, pol, n, consts) in enumerate(plans):
                     fname = pol.matmul_in.name
                     if fname not in exacts:
                         qr, kr, vr = rounded[fname]
@@ -375,9 +375,9 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
         stage = next((s_ for s_ in STAGES if ovf[s_]), None)
         N = max(a["count"], 1)
         terms_rms = {t: math.sqrt(x / N) for t, x in a["terms_var"].items()}
-        dom = max(terms_rms, key=terms_rms.get) if terms_rms else None
+        dom = max(terms_rms, key=lambda t: terms_rms[t]) if terms_rms else None
         tb = {t: x for t, x in a["terms_bound"].items() if t != "golden"}
-        bdom = max(tb, key=tb.get) if tb else None
+        bdom = max(tb, key=lambda t: tb[t]) if tb else None
         rows = B * H * S1
         kappa = None
         if consts is not None and pol.recovery == "pseudo_average":
@@ -401,7 +401,7 @@ def method_names() -> list[str]:
 
 
 # -- symbolic derivations (sympy, imported on first use) ---------------------------------------------------------
-def derivations() -> list:
+def derivations() -> list[Any]:
     """The identities the model rests on, each a :class:`pasa_theory.scheme.Identity` verified by sympy.
 
     E1  matrix product with accumulation error θ and one output rounding δ:
@@ -423,8 +423,8 @@ def derivations() -> list:
     """
     import sympy
 
-    from .scheme import Identity, IJMatrix
     from . import symbols as Sy
+    from .scheme import Identity, IJMatrix
 
     out = []
     s, th, de = sympy.symbols("s theta delta", real=True)
@@ -554,7 +554,7 @@ class InputStats:
         return math.sqrt(1.0 + _OUTLIER_P * sp * sp)
 
 
-def _score_stats(st: InputStats, tau: float) -> dict:
+def _score_stats(st: InputStats, tau: float) -> dict[str, float]:
     """Closed-form statistics of the scores s = τ·q·k (CLT over the head dimension)."""
     d = st.head_dim
     mq, mk = st.mean_q, st.mean_k
@@ -574,8 +574,8 @@ class Envelope:
 
     method: str
     policy: str
-    peaks: dict
-    thresholds: dict
+    peaks: dict[str, float]
+    thresholds: dict[str, float]
     overflow_stage: str | None
 
     @property
@@ -668,7 +668,7 @@ def term_scales(method: str, stats: InputStats, *, precision: Any = "npu_fp16", 
     sc = _score_stats(stats, tau)
     Fo = pol.matmul_out
 
-    def q12(x: float, F) -> float:
+    def q12(x: float, F: FloatFormat) -> float:
         return float(ulp(x, F)) / math.sqrt(12.0)
 
     out: dict[str, float] = {}
@@ -692,7 +692,9 @@ def term_scales(method: str, stats: InputStats, *, precision: Any = "npu_fp16", 
     return out
 
 
-def sample_inputs(stats: InputStats, *, rows: int | None = None, seed: int = 0, dtype: str = "fp16"):
+def sample_inputs(
+    stats: InputStats, *, rows: int | None = None, seed: int = 0, dtype: str = "fp16"
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """A synthetic (q, k, v) with the given statistics (numpy, BNSD, rounded to ``dtype``), for
     :func:`predict_a_priori`. ``rows`` query rows (default ``min(stats.seq_q, 64)``)."""
     rng = np.random.default_rng(seed)

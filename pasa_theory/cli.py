@@ -387,9 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     single = len(formats) == len(blocks) == len(forms) == 1
     missing = [r for r in rows if r.get(NOTE_COLUMN)]
     if single and missing:
-        for r in missing:
-            sys.stderr.write(f"pasa-alpha: no beta for {r['format']}, n = {r['n']}, start {r['start']}: "
-                             f"{r[NOTE_COLUMN]}\n")
+        for row in missing:
+            sys.stderr.write(f"pasa-alpha: no beta for {row['format']}, n = {row['n']}, start {row['start']}: "
+                             f"{row[NOTE_COLUMN]}\n")
         return 1
     return 0
 

@@ -25,7 +25,6 @@ performance). Those two predictions are unvalidated.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any

@@ -41,10 +41,10 @@ from ._real import Num, as_real, as_text, check_int, check_open_unit, cmp, exact
 from .formats import (
     FloatFormat,
     floor_log2,
+    get_format,
     next_down_unbounded,
     next_up_unbounded,
     preimage_of,
-    get_format,
     round_to_format,
 )
 from .shifting import cell_solution, kappa_of, normalize_form, optional_format, rounded_entries, scale_value
@@ -299,14 +299,12 @@ def _make_fixed_point(
     )
 
 
-def _common(fmt: Any, n: Any, form: Any, scale: Any, dps: Any, vector_format: Any):
-    fmt = get_format(fmt)
-    n = check_int(n, "n", 2)
-    form = normalize_form(form)
-    dps = check_int(dps, "dps", 1)
-    sigma = scale_value(scale)
-    vfmt = optional_format(vector_format) or fmt
-    return fmt, n, form, sigma, dps, vfmt
+def _common(
+    fmt: Any, n: Any, form: Any, scale: Any, dps: Any, vector_format: Any
+) -> tuple[FloatFormat, int, str, Num, int, FloatFormat]:
+    f = get_format(fmt)
+    vfmt = optional_format(vector_format) or f
+    return f, check_int(n, "n", 2), normalize_form(form), scale_value(scale), check_int(dps, "dps", 1), vfmt
 
 
 def fixed_point_from(
@@ -365,15 +363,16 @@ def fixed_point_from(
     >>> print(f"{float(fp):.10f}", fp.beta_exact)
     0.9689939059 16252928/16772993
     """
-    fmt, n, form, sigma, dps, vfmt = _common(fmt, n, form, scale, dps, vector_format)
+    f, n, form, sigma, dps, vfmt = _common(fmt, n, form, scale, dps, vector_format)
     max_iterations = check_int(max_iterations, "max_iterations", 1)
     beta_r = as_real(start, "start")
     check_open_unit(beta_r, "start")
     beta = num(beta_r)
-    start_key: Fraction | str = exact_of(beta) if exact_of(beta) is not None else as_text(beta)
+    exact_start = exact_of(beta)
+    start_key: Fraction | str = exact_start if exact_start is not None else as_text(beta)
     seen: set[tuple[Fraction, Fraction]] = set()
     for k in range(max_iterations + 1):
-        diag, off = rounded_entries(fmt, n, beta, sigma)
+        diag, off = rounded_entries(f, n, beta, sigma)
         if (diag, off) in seen:
             raise ValueError(
                 f"start: the iteration from {start!r} cycles between rounding cells without a fixed point"
@@ -384,15 +383,15 @@ def fixed_point_from(
             raise ValueError(
                 f"start: at β_{k} the rounded matrix has a = {a}, b = {b} (b·n = {b * n}); the equation "
                 f"has no solution in (0, 1), so no fixed point is reached from {start!r} "
-                f"({fmt.name}, n = {n})"
+                f"({f.name}, n = {n})"
             )
         nxt = cell_solution(a, b, n, sigma, form)
         if sign(nxt) <= 0 or cmp(nxt, 1) >= 0:  # pragma: no cover - excluded by the test above
             raise ValueError(f"start: the iteration left (0, 1) at step {k + 1}")
-        cell = _cell(fmt, n, sigma, diag, off)
+        cell = _cell(f, n, sigma, diag, off)
         if _contains(cell, nxt):
             fp = _make_fixed_point(
-                fmt, n, sigma, _scale_key(scale, sigma), form, cell, vfmt, dps, start_key,
+                f, n, sigma, _scale_key(scale, sigma), form, cell, vfmt, dps, start_key,
                 k if _is_same(nxt, beta) else k + 1,
             )
             assert fp is not None
@@ -420,7 +419,9 @@ def _ordinal(v: Fraction, fmt: FloatFormat) -> int:
     return idx if fmt.subnormals else idx - half + 1
 
 
-def _walk_bounds(fmt: FloatFormat, n: int, sigma: Num, interval: Any):
+def _walk_bounds(
+    fmt: FloatFormat, n: int, sigma: Num, interval: Any
+) -> tuple[Any, Any, Fraction, Fraction, int] | None:
     """Validated interval ends, the entries of the first cell and the number of cells to walk
     (None if the interval holds no β in (0, 1))."""
     if not (isinstance(interval, (tuple, list)) and len(interval) == 2):
@@ -502,25 +503,25 @@ def fixed_points(
     >>> [f"{float(f):.10f}" for f in fps]      # one per cell; the last is the published β
     ['0.9680216385', '0.9685061015', '0.9689939059']
     """
-    fmt, n, form, sigma, dps, vfmt = _common(fmt, n, form, scale, dps, vector_format)
+    f, n, form, sigma, dps, vfmt = _common(fmt, n, form, scale, dps, vector_format)
     max_cells = check_int(max_cells, "max_cells", 1)
     if not (isinstance(interval, (tuple, list)) and len(interval) == 2):
         raise TypeError(f"interval: expected a pair (lo, hi), got {interval!r}")
-    bounds = _walk_bounds(fmt, n, sigma, interval)
+    bounds = _walk_bounds(f, n, sigma, interval)
     if bounds is None:
         return []
     lo, hi, d0, o0, count = bounds
     if count > max_cells:
         raise ValueError(
-            f"interval: {interval!r} spans about {count} rounding cells of {fmt.name} (n = {n}), more "
+            f"interval: {interval!r} spans about {count} rounding cells of {f.name} (n = {n}), more "
             f"than max_cells = {max_cells}; pass a narrower interval or a larger max_cells"
         )
     scale_key = _scale_key(scale, sigma)
     out: list[FixedPoint] = []
     diag, off = d0, o0
     for _ in range(count + 2):
-        cell = _cell(fmt, n, sigma, diag, off)
-        fp = _make_fixed_point(fmt, n, sigma, scale_key, form, cell, vfmt, dps)
+        cell = _cell(f, n, sigma, diag, off)
+        fp = _make_fixed_point(f, n, sigma, scale_key, form, cell, vfmt, dps)
         if fp is not None:
             beta = fp.beta_real()
             if cmp(beta, lo) >= 0 and cmp(beta, hi) <= 0:
@@ -529,15 +530,15 @@ def fixed_points(
         c = cmp(cell.hi, hi, "cell end")
         if c > 0 or (c == 0 and cell.hi_closed) or cmp(cell.hi, 1) >= 0:
             break
-        ld = preimage_of(diag, fmt)[0]
-        lo_o = preimage_of(off, fmt)[0]
+        ld = preimage_of(diag, f)[0]
+        lo_o = preimage_of(off, f)[0]
         d_hi = n * (1 - ld / sigma)
         o_hi = -n * lo_o / sigma
         c = cmp(d_hi, o_hi, "cell end")
         if c <= 0:
-            diag = next_down_unbounded(diag, fmt)
+            diag = next_down_unbounded(diag, f)
         if c >= 0:
-            off = next_down_unbounded(off, fmt)
+            off = next_down_unbounded(off, f)
     else:  # pragma: no cover - the count bounds the walk
         raise AssertionError("cell walk did not terminate")
     return out

@@ -18,6 +18,7 @@ Renamed values (old spellings are accepted with a ``DeprecationWarning``): the p
 ``"script"`` (the public reference script's numerics), the field ``reference`` is ``offset`` (the per-row
 offset A of docs/precision.md §2.1–§2.2), and ``kv_tail="reference"`` is ``kv_tail="script"``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,7 +88,12 @@ FORMAT_FIELDS = ("matmul_in", "matmul_acc", "matmul_out", "vector", "coef_dtype"
 STAGES = ("input", "scores", "shift", "exp", "row_sum", "accumulator", "output")
 
 #: dtype names (``str(torch.float16)`` without ``torch.``, numpy's ``dtype.name``) → format names.
-DTYPE_FORMATS: dict[str, FormatName] = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float64": "fp64"}
+DTYPE_FORMATS: dict[str, FormatName] = {
+    "float16": "fp16",
+    "bfloat16": "bf16",
+    "float32": "fp32",
+    "float64": "fp64",
+}
 
 #: The reference script's final β (its commit 14f5c6f), pinned by the ``script`` preset.
 SCRIPT_BETA = 0.984497
@@ -120,7 +126,11 @@ def format_name(value: Any, argname: str = "format") -> FormatName:
 
 def _real(value: Any, argname: str, expected: str) -> float:
     """``value`` as a float if it is a real number (Python, numpy scalar, 0-d array, one-element tensor)."""
-    if not isinstance(value, numbers.Real) and getattr(value, "shape", None) in ((), (1,)) and hasattr(value, "item"):
+    if (
+        not isinstance(value, numbers.Real)
+        and getattr(value, "shape", None) in ((), (1,))
+        and hasattr(value, "item")
+    ):
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{argname} must be {expected}, got {type(value).__name__}")
@@ -167,14 +177,18 @@ def check_bnsd(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequence
     shapes = {"q": tuple(q_shape), "k": tuple(k_shape), "v": tuple(v_shape)}
     for name, shape in shapes.items():
         if len(shape) != 4:
-            raise ValueError(f"{name} must be 4-D in BNSD layout (batch, heads, seq, head_dim), got shape {shape}")
+            raise ValueError(
+                f"{name} must be 4-D in BNSD layout (batch, heads, seq, head_dim), got shape {shape}"
+            )
     B, H, S1, D = shapes["q"]
     Bk, Hkv, S2, Dk = shapes["k"]
     Bv, Hv, S2v, Dv = shapes["v"]
     if Bk != B or Bv != B:
         raise ValueError(f"batch sizes differ: q {B}, k {Bk}, v {Bv}")
     if Hv != Hkv or S2v != S2:
-        raise ValueError(f"k and v must agree in heads and sequence length, got k {shapes['k']} and v {shapes['v']}")
+        raise ValueError(
+            f"k and v must agree in heads and sequence length, got k {shapes['k']} and v {shapes['v']}"
+        )
     if Dk != D:
         raise ValueError(f"head dims differ: q has {D}, k has {Dk}")
     if min(B, H, S1, D, Hkv, S2, Dv) < 1:
@@ -232,13 +246,17 @@ class PrecisionSpec:
         if self.recovery == "key_mean" and self.offset != "lazy":
             raise ValueError("Precision.recovery='key_mean' needs offset='lazy'")
         if isinstance(self.recenter_at, bool) or not isinstance(self.recenter_at, numbers.Real):
-            raise TypeError(f"Precision.recenter_at must be a real number, got {type(self.recenter_at).__name__}")
+            raise TypeError(
+                f"Precision.recenter_at must be a real number, got {type(self.recenter_at).__name__}"
+            )
         if not (self.recenter_at > 0):
             raise ValueError(f"Precision.recenter_at must be > 0, got {self.recenter_at!r}")
         if self.beta is not None:
             check_beta(self.beta, "Precision.beta")
         if self.beta_format is not None and self.beta_format not in FORMATS:
-            raise ValueError(f"Precision.beta_format must be one of {list(FORMATS)} or None, got {self.beta_format!r}")
+            raise ValueError(
+                f"Precision.beta_format must be one of {list(FORMATS)} or None, got {self.beta_format!r}"
+            )
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Any]) -> PrecisionSpec:
@@ -279,7 +297,9 @@ def normalize_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _preset(name: str, mi: FormatName, acc: FormatName, out: FormatName, vec: FormatName, **kw: Any) -> PrecisionSpec:
+def _preset(
+    name: str, mi: FormatName, acc: FormatName, out: FormatName, vec: FormatName, **kw: Any
+) -> PrecisionSpec:
     return PrecisionSpec(name, mi, acc, out, vec, **kw)
 
 
@@ -287,15 +307,34 @@ def _preset(name: str, mi: FormatName, acc: FormatName, out: FormatName, vec: Fo
 PRESET_SPECS: dict[str, PrecisionSpec] = {
     "npu_fp16": _preset("npu_fp16", "fp16", "fp32", "fp16", "fp16", coef_dtype="fp16"),
     "script": _preset(
-        "script", "fp16", "fp32", "fp16", "fp16", coef="beta", coef_dtype="fp16", setup="script_fp32",
-        accum="raw", kv_tail="script", beta=SCRIPT_BETA, pseudo_average="rounded", offset="running",
+        "script",
+        "fp16",
+        "fp32",
+        "fp16",
+        "fp16",
+        coef="beta",
+        coef_dtype="fp16",
+        setup="script_fp32",
+        accum="raw",
+        kv_tail="script",
+        beta=SCRIPT_BETA,
+        pseudo_average="rounded",
+        offset="running",
     ),
-    "fp16_strict": _preset("fp16_strict", "fp16", "fp32", "fp16", "fp16", reduce="pairwise", coef_dtype="fp16"),
-    "fp16_keymean": _preset("fp16_keymean", "fp16", "fp32", "fp16", "fp16", coef_dtype="fp16", recovery="key_mean"),
+    "fp16_strict": _preset(
+        "fp16_strict", "fp16", "fp32", "fp16", "fp16", reduce="pairwise", coef_dtype="fp16"
+    ),
+    "fp16_keymean": _preset(
+        "fp16_keymean", "fp16", "fp32", "fp16", "fp16", coef_dtype="fp16", recovery="key_mean"
+    ),
     "hybrid": _preset("hybrid", "fp16", "fp32", "fp16", "fp32", coef_dtype="fp32", accum="raw"),
     "bf16": _preset("bf16", "bf16", "fp32", "bf16", "bf16", coef_dtype="bf16"),
-    "fp32": _preset("fp32", "fp32", "fp32", "fp32", "fp32", coef_dtype="fp32", accum="raw", beta_format="fp16"),
-    "fp64": _preset("fp64", "fp64", "fp64", "fp64", "fp64", coef_dtype="fp64", accum="raw", beta_format="fp16"),
+    "fp32": _preset(
+        "fp32", "fp32", "fp32", "fp32", "fp32", coef_dtype="fp32", accum="raw", beta_format="fp16"
+    ),
+    "fp64": _preset(
+        "fp64", "fp64", "fp64", "fp64", "fp64", coef_dtype="fp64", accum="raw", beta_format="fp16"
+    ),
 }
 
 

@@ -194,13 +194,13 @@ class Identity:
     #: What the identity states and where it is used or derived.
     statement: str = ""
     #: Extra substitutions/assumptions applied before simplifying (e.g. a lemma's hypothesis).
-    subs: dict = field(default_factory=dict)
+    subs: dict[Any, Any] = field(default_factory=dict)
 
     def residuals(self) -> tuple[Any, ...]:
         if isinstance(self.lhs, IJMatrix) or isinstance(self.rhs, IJMatrix):
             l_ = self.lhs if isinstance(self.lhs, IJMatrix) else IJMatrix(self.lhs, 0)
             r_ = self.rhs if isinstance(self.rhs, IJMatrix) else IJMatrix(self.rhs, 0)
-            res = (l_.alpha - r_.alpha, l_.gamma - r_.gamma)
+            res: tuple[Any, ...] = (l_.alpha - r_.alpha, l_.gamma - r_.gamma)
         else:
             res = (sympy.sympify(self.lhs) - sympy.sympify(self.rhs),)
         return tuple(r.subs(self.subs) if self.subs else r for r in res)
@@ -369,16 +369,16 @@ class OnlineRecovery:
     """
 
     blocks: int
-    E: tuple
-    W: tuple
-    mt: tuple
-    m: tuple
-    M: tuple
-    A: tuple
-    ell: tuple
-    out: tuple
-    target_ell: tuple
-    target_out: tuple
+    E: tuple[Any, ...]
+    W: tuple[Any, ...]
+    mt: tuple[Any, ...]
+    m: tuple[Any, ...]
+    M: tuple[Any, ...]
+    A: tuple[Any, ...]
+    ell: tuple[Any, ...]
+    out: tuple[Any, ...]
+    target_ell: tuple[Any, ...]
+    target_out: tuple[Any, ...]
 
     def output(self) -> Any:
         """``O/ℓ`` after the last block."""
@@ -485,7 +485,10 @@ def _element_level_two_blocks() -> Identity:
     M = sympy.symbols("M_0 M_1", real=True)
     blocks = [(st[0:2], v[0:2]), (st[2:4], v[2:4])]
     mts = [sum(x) / 2 for x, _ in blocks]
-    ell = out = A = m_run = None
+    ell: Any = None
+    out: Any = None
+    A: Any = None
+    m_run: Any = None
     for jj, ((x, vv), mt) in enumerate(zip(blocks, mts)):
         P = [exp(xi - m[jj]) for xi in x]
         ell_j, pv_j = sum(P), sum(p * vi for p, vi in zip(P, vv))

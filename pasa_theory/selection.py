@@ -96,7 +96,7 @@ def rank_fixed_points(candidates: list[FixedPoint]) -> list[FixedPoint]:
     rest = [fp for fp in candidates if isinstance(fp.c_repr, float)]
     rational = all(fp.kappa_exact is not None and fp.beta_exact is not None for fp in finite)
     if rational:
-        finite.sort(key=lambda fp: (abs(fp.kappa_exact), fp.beta_exact))
+        finite.sort(key=lambda fp: (abs(fp.kappa_exact or 0), fp.beta_exact or 0))
     else:
         finite.sort(key=lambda fp: (abs(fp.kappa), fp.beta))
     rest.sort(key=lambda fp: fp.beta)

@@ -57,7 +57,18 @@ import warnings
 from fractions import Fraction
 from typing import Any
 
-from ._real import Num, as_real, as_text, check_int, check_open_unit, check_positive, exact_of, num, rnd, to_mpf
+from ._real import (
+    Num,
+    as_real,
+    as_text,
+    check_int,
+    check_open_unit,
+    check_positive,
+    exact_of,
+    num,
+    rnd,
+    to_mpf,
+)
 from .formats import FloatFormat, get_format
 
 __all__ = [
@@ -207,7 +218,9 @@ def _to_output(x: Num, dps: int) -> Fraction | Any:
     return e if e is not None else to_mpf(x, dps)
 
 
-def _equation_args(fmt, n, beta, form, scale, dps):
+def _equation_args(
+    fmt: str | FloatFormat, n: int, beta: Any, form: str, scale: Any, dps: int
+) -> tuple[Fraction, Fraction, int, Num, str, int]:
     """Validated arguments of the β equation at ``beta``: a = diag − off and b = −off of the rounded
     (scaled) matrix, n, σ, the normalised form and dps."""
     form = normalize_form(form)
@@ -236,7 +249,7 @@ def fixed_point_map(
     return _to_output(cell_solution(a, b, n, sigma, form), dps)
 
 
-def kappa_of(a: Fraction, b: Fraction, n: int, sigma: Num, c: Num) -> Num:
+def kappa_of(a: Fraction | float, b: Fraction | float, n: int, sigma: Num | float, c: Num | float) -> Num:
     """κ of (B3) for given a, b, σ and c (no validation): κ = ((a − σ) + c(a − bn) − bn)/σ."""
     bn = b * n
     return ((a - sigma) + c * (a - bn) - bn) / sigma

@@ -8,6 +8,7 @@
 * Imports inside functions are only of optional or heavy dependencies (:data:`LAZY_ALLOWED`).
 * No module imports a private (underscore) name from another module of the packages.
 """
+
 from __future__ import annotations
 
 import ast
@@ -124,7 +125,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(u)
         for v in sorted(graph[u]):
             if state.get(v) == 1:
-                return stack[stack.index(v):] + [v]
+                return stack[stack.index(v) :] + [v]
             if v not in state:
                 found = dfs(v)
                 if found:
@@ -192,7 +193,12 @@ def test_no_private_names_cross_module_boundaries():
         if _pending(m):
             continue
         for mod, name, _, line in _imports(m):
-            if name and name.startswith("_") and not name.startswith("__") and _internal(mod) not in (None, m):
+            if (
+                name
+                and name.startswith("_")
+                and not name.startswith("__")
+                and _internal(mod) not in (None, m)
+            ):
                 bad.append(f"{MODULES[m].relative_to(ROOT)}:{line} imports {name} from {mod}")
     assert not bad, "\n".join(bad)
 
@@ -216,7 +222,8 @@ print("\\n".join(bad))
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_module_imports_alone(package):
     names = [m for m in MODULES if m.split(".")[0] == package and not m.endswith("__main__")]
-    out = subprocess.run([sys.executable, "-c", _PROBE, *names], capture_output=True, text=True, timeout=300,
-                         cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, *names], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", out.stdout

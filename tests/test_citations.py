@@ -10,6 +10,7 @@ Scans every tracked ``*.py``, ``*.md``, ``*.ipynb`` and ``*.toml`` file (``git l
   whose anchor is not a heading of the target (GitHub's heading slugs);
 * any mention of the private method notes or of a path outside the repository.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,8 +37,11 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$", re.M)
 def _tracked() -> list[Path]:
     try:
         out = subprocess.run(
-            ["git", "ls-files", "*.py", "*.md", "*.ipynb", "*.toml"], cwd=ROOT, capture_output=True,
-            text=True, check=True,
+            ["git", "ls-files", "*.py", "*.md", "*.ipynb", "*.toml"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
@@ -120,8 +124,15 @@ def test_the_checker_catches_what_it_must(tmp_path, monkeypatch):
     good = tmp_path / "good.py"
     good.write_text("see docs/a.md §1 and docs/a.md §1.2, §1; [x](docs/a.md#12-sub)\n")
     assert _problems(good) == []
-    for bad in ("docs/a.md §2", "docs/a.md §1.3", "docs/a.md §7", "docs/b.md §1", "see " + _FORBIDDEN[0],
-                "NOTES.md", "docs/a.md §1, §3"):
+    for bad in (
+        "docs/a.md §2",
+        "docs/a.md §1.3",
+        "docs/a.md §7",
+        "docs/b.md §1",
+        "see " + _FORBIDDEN[0],
+        "NOTES.md",
+        "docs/a.md §1, §3",
+    ):
         f = tmp_path / "bad.py"
         f.write_text(bad + "\n")
         assert _problems(f), bad

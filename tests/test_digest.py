@@ -6,6 +6,7 @@ The digest was recorded from the unmodified code; any change of a single output 
 bound, of an RMSE estimate or of a β makes it fail. If a change is *meant* to move numbers, record the
 new digest in the same commit and say why in its message.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,15 +20,36 @@ from pasa_npu.methods import run_method
 #: sha256 recorded before the restructuring (commit e4ad218).
 EXPECTED = "94ae53c9a3d12879292e0a85a6e603adc3984f9fcc752c0e487f75c10e12eb98"
 
-METHODS = ("pasa", "pasa:script", "pasa:fp16_strict", "pasa:fp16_keymean", "pasa:hybrid", "pasa:bf16",
-           "fa_qk", "fa_q", "fa_naive", "fa_hybrid", "smooth_k")
+METHODS = (
+    "pasa",
+    "pasa:script",
+    "pasa:fp16_strict",
+    "pasa:fp16_keymean",
+    "pasa:hybrid",
+    "pasa:bf16",
+    "fa_qk",
+    "fa_q",
+    "fa_naive",
+    "fa_hybrid",
+    "smooth_k",
+)
 
 
 def grid_digest() -> str:
     h = hashlib.sha256()
     for dist, mean, amp, causal in (("uniform", 20.0, 10.0, False), ("hybrid", 30.0, 20.0, True)):
-        q, k, v = data.make_qkv(dist, batch=1, heads=4, kv_heads=2, seq_q=70, seq_kv=200, head_dim=32,
-                                mean=mean, amplitude=amp, seed=7)
+        q, k, v = data.make_qkv(
+            dist,
+            batch=1,
+            heads=4,
+            kv_heads=2,
+            seq_q=70,
+            seq_kv=200,
+            head_dim=32,
+            mean=mean,
+            amplitude=amp,
+            seed=7,
+        )
         h.update(golden_attention(q, k, v, is_causal=causal).numpy().tobytes())
         for m in METHODS:
             out = run_method(m, q, k, v, block_kv=64, is_causal=causal)

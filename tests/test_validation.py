@@ -1,5 +1,6 @@
 """One set of argument rules for every entry point: the kernels, the golden and pasa_theory.predict accept
 the same values and refuse the same ones with the same exception type, naming the argument."""
+
 from __future__ import annotations
 
 import types
@@ -26,7 +27,9 @@ def _entry_points():
     return {
         "pasa_attention": lambda q, k, v, **kw: pasa_attention(q, k, v, block_kv=4, **kw),
         "flash_attention": lambda q, k, v, **kw: flash_attention(q, k, v, block_kv=4, **kw),
-        "predict": lambda q, k, v, **kw: pt.predict("pasa", q, k, v, block_kv=4, mc_samples=1, mc_rows=4, **kw),
+        "predict": lambda q, k, v, **kw: pt.predict(
+            "pasa", q, k, v, block_kv=4, mc_samples=1, mc_rows=4, **kw
+        ),
     }
 
 
@@ -47,18 +50,21 @@ def test_real_betas_of_any_kind_are_accepted(entry, beta):
 
 
 @pytest.mark.parametrize("entry", sorted(_entry_points()))
-@pytest.mark.parametrize("kw, exc, name", [
-    (dict(scale="0.5"), TypeError, "scale"),
-    (dict(scale=True), TypeError, "scale"),
-    (dict(scale=0.0), ValueError, "scale"),
-    (dict(scale=float("inf")), ValueError, "scale"),
-    (dict(scale=np.float32(-1)), ValueError, "scale"),
-    (dict(beta="0.9"), TypeError, "beta"),
-    (dict(beta=1.0), ValueError, "beta"),
-    (dict(beta=np.float32(0)), ValueError, "beta"),
-    (dict(block_kv=0), ValueError, "block_kv"),
-    (dict(block_kv=2.5), TypeError, "block_kv"),
-])
+@pytest.mark.parametrize(
+    "kw, exc, name",
+    [
+        (dict(scale="0.5"), TypeError, "scale"),
+        (dict(scale=True), TypeError, "scale"),
+        (dict(scale=0.0), ValueError, "scale"),
+        (dict(scale=float("inf")), ValueError, "scale"),
+        (dict(scale=np.float32(-1)), ValueError, "scale"),
+        (dict(beta="0.9"), TypeError, "beta"),
+        (dict(beta=1.0), ValueError, "beta"),
+        (dict(beta=np.float32(0)), ValueError, "beta"),
+        (dict(block_kv=0), ValueError, "block_kv"),
+        (dict(block_kv=2.5), TypeError, "block_kv"),
+    ],
+)
 def test_bad_arguments_raise_the_same_error_everywhere(entry, kw, exc, name):
     q, k, v = _qkv()
     if entry == "flash_attention" and "beta" in kw:
@@ -66,24 +72,34 @@ def test_bad_arguments_raise_the_same_error_everywhere(entry, kw, exc, name):
     fn = _entry_points()[entry]
     if "block_kv" in kw:
         fns = {"pasa_attention": pasa_attention, "flash_attention": flash_attention}
-        call = (lambda: fns[entry](q, k, v, **kw)) if entry in fns else (lambda: pt.predict("pasa", q, k, v, **kw))
+        call = (
+            (lambda: fns[entry](q, k, v, **kw))
+            if entry in fns
+            else (lambda: pt.predict("pasa", q, k, v, **kw))
+        )
     else:
         call = lambda: fn(q, k, v, **kw)  # noqa: E731
     with pytest.raises(exc, match=name):
         call()
 
 
-@pytest.mark.parametrize("shapes, match", [
-    (((1, 2, 5, 8), (1, 1, 7, 8), (1, 1, 6, 8)), "sequence length"),
-    (((1, 3, 5, 8), (1, 2, 7, 8), (1, 2, 7, 8)), "multiple"),
-    (((1, 2, 5, 8), (1, 1, 7, 4), (1, 1, 7, 8)), "head dims"),
-    (((2, 2, 5, 8), (1, 1, 7, 8), (1, 1, 7, 8)), "batch"),
-    (((2, 5, 8), (1, 1, 7, 8), (1, 1, 7, 8)), "4-D"),
-])
+@pytest.mark.parametrize(
+    "shapes, match",
+    [
+        (((1, 2, 5, 8), (1, 1, 7, 8), (1, 1, 6, 8)), "sequence length"),
+        (((1, 3, 5, 8), (1, 2, 7, 8), (1, 2, 7, 8)), "multiple"),
+        (((1, 2, 5, 8), (1, 1, 7, 4), (1, 1, 7, 8)), "head dims"),
+        (((2, 2, 5, 8), (1, 1, 7, 8), (1, 1, 7, 8)), "batch"),
+        (((2, 5, 8), (1, 1, 7, 8), (1, 1, 7, 8)), "4-D"),
+    ],
+)
 def test_bnsd_rules_are_the_same_for_kernel_golden_and_predict(shapes, match):
     q, k, v = (torch.zeros(s, dtype=torch.float16) for s in shapes)
-    for fn in (lambda: pasa_attention(q, k, v), lambda: golden_attention(q, k, v),
-               lambda: pt.predict("pasa", q, k, v)):
+    for fn in (
+        lambda: pasa_attention(q, k, v),
+        lambda: golden_attention(q, k, v),
+        lambda: pt.predict("pasa", q, k, v),
+    ):
         with pytest.raises(ValueError, match=match):
             fn()
 
