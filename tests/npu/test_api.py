@@ -79,7 +79,7 @@ def test_precision_presets_and_validation():
         Precision("x", torch.int8, torch.float32, torch.float16, torch.float16)
     with pytest.raises(TypeError):
         get_precision(3)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError, match="immutable"):
         p.vector = torch.float32  # frozen
 
 

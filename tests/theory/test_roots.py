@@ -5,6 +5,8 @@ roundings that verify a fixed point are redone with numpy/ml_dtypes casts (tests
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from fractions import Fraction
 
@@ -146,7 +148,7 @@ def test_fixed_point_fields():
     k = (fp.a - 1) * (fp.a - fp.b * 128) / fp.a
     with mpmath.workdps(60):
         assert abs(fp.kappa_exact_c - mpmath.mpf(k.numerator) / k.denominator) < 1e-48
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         fp.beta = 0.5  # frozen
     # a vector format wider than the matrix format: κ shrinks to the exact-c value's order
     fp32 = pt.optimal_beta("fp16", 128, start="31/32", vector_format="fp32")
