@@ -6,7 +6,6 @@ roundings that verify a fixed point are redone with numpy/ml_dtypes casts (tests
 from __future__ import annotations
 
 import dataclasses
-
 import math
 from fractions import Fraction
 
