@@ -5,29 +5,36 @@ row mean with the matrix ``M = I − (β/n)·J`` and recovers the shift online. 
 scheme symbolically, rounds the matrix exactly to any binary format, and solves the nonlinear equation
 for the optimal β exactly (rational arithmetic) and at high precision (mpmath).
 
-Modules (loaded on first use; ``import pasa_theory`` imports neither sympy, numpy nor torch):
+Modules (loaded on first use; ``import pasa_theory`` imports neither sympy, numpy nor torch), in layers
+that import only downwards (docs/design.md §15; tests/test_architecture.py):
 
 ``formats``
     :class:`FloatFormat`, :func:`get_format`, exact rounding :func:`round_to_format` and its numpy
     twin :func:`round_array`.
 ``shifting``
     The rounded shifting matrix (:func:`shifting_entries`), κ (:func:`kappa`), both β equations and
-    :func:`recovery_coefficient`.
+    :func:`recovery_coefficient_at`, all at a given β.
 ``roots``
-    :class:`FixedPoint`, :func:`optimal_beta`, :func:`fixed_points`, the reference iteration.
+    :class:`FixedPoint`, :func:`fixed_point_from` (the reference iteration from a start),
+    :func:`fixed_points` (every rounding cell), :func:`reference_iteration` (the float64 solver).
 ``selection``
-    The criterion that picks *the* optimal β (:func:`select_beta`).
+    The criterion that picks *the* optimal β (:func:`select_beta`), and the entry points with
+    β = None meaning "the selected optimum": :func:`optimal_beta`, :func:`recovery_coefficient`.
+``schema``
+    The precision schema (:class:`~pasa_theory.schema.PrecisionSpec`, presets, :data:`STAGES`) and the
+    argument rules shared with ``pasa_npu``.
+``policies``
+    Where each harness method rounds, and to what; the shift constants a run uses.
+``bounds``
+    The rounding-error model: :func:`predict` (bound, RMSE estimate, overflow stage and per-term
+    breakdown for a method on actual tensors), :func:`predict_a_priori`, :func:`overflow_envelope` and
+    :func:`term_scales` from input statistics, :func:`derivations`. An estimate, described in
+    docs/error-model.md.
 ``symbols``, ``scheme``
     sympy derivations, each verified symbolically (M, its inverse, the recovery identity, online
     global recovery, the rounded matrix, κ, both forms, the folded scale).
-``policies``
-    Where each harness method rounds, and to what (a torch-free mirror of ``pasa_npu``'s precisions).
-``bounds``
-    The rounding-error model: :func:`predict` (deterministic bound, RMSE estimate, overflow stage and
-    per-term breakdown for a method on actual tensors), :func:`predict_a_priori`,
-    :func:`overflow_envelope` and :func:`term_scales` from input statistics, :func:`derivations`.
 ``cli``
-    The ``pasa-alpha`` command (also ``python -m pasa_theory``).
+    The ``pasa-alpha`` command (also ``pasa-beta`` and ``python -m pasa_theory``).
 
 Any other module of the package (for example one added later) is loaded on attribute access as well:
 ``pasa_theory.<module>`` works without being listed here.
@@ -50,7 +57,9 @@ import importlib
 import importlib.util
 from typing import Any
 
-_SUBMODULES = ("formats", "shifting", "roots", "selection", "symbols", "scheme", "policies", "bounds", "cli")
+_SUBMODULES = (
+    "formats", "shifting", "roots", "selection", "schema", "symbols", "scheme", "policies", "bounds", "cli",
+)
 
 _EXPORTS = {
     # formats
@@ -88,6 +97,10 @@ _EXPORTS = {
     "DEFAULT_STARTS": "roots",
     # selection
     "select_beta": "selection",
+    # schema
+    "PrecisionSpec": "schema",
+    "PRESET_SPECS": "schema",
+    "STAGES": "schema",
     "rank_fixed_points": "selection",
     "selection_window": "selection",
     # bounds (rounding-error model)
