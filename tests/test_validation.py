@@ -40,12 +40,10 @@ def test_real_scales_of_any_kind_are_accepted(entry, scale):
     _entry_points()[entry](q, k, v, scale=scale)
 
 
-@pytest.mark.parametrize("entry", sorted(_entry_points()))
+@pytest.mark.parametrize("entry", ["pasa_attention", "predict"])  # flash attention has no β
 @pytest.mark.parametrize("beta", [0.97, np.float32(0.97), np.float64(0.97), torch.tensor(0.97)])
 def test_real_betas_of_any_kind_are_accepted(entry, beta):
     q, k, v = _qkv()
-    if entry == "flash_attention":
-        pytest.skip("flash attention has no β")
     _entry_points()[entry](q, k, v, beta=beta)
 
 
@@ -68,7 +66,8 @@ def test_real_betas_of_any_kind_are_accepted(entry, beta):
 def test_bad_arguments_raise_the_same_error_everywhere(entry, kw, exc, name):
     q, k, v = _qkv()
     if entry == "flash_attention" and "beta" in kw:
-        pytest.skip("flash attention has no β")
+        kw = {}  # flash attention has no β: its call must succeed
+        exc = None
     fn = _entry_points()[entry]
     if "block_kv" in kw:
         fns = {"pasa_attention": pasa_attention, "flash_attention": flash_attention}
@@ -79,6 +78,9 @@ def test_bad_arguments_raise_the_same_error_everywhere(entry, kw, exc, name):
         )
     else:
         call = lambda: fn(q, k, v, **kw)  # noqa: E731
+    if exc is None:
+        call()
+        return
     with pytest.raises(exc, match=name):
         call()
 
