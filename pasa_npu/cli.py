@@ -323,6 +323,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.out is not None:
             csv_path, json_path = write_records(records, args.out, "grid", meta)
             print(f"wrote {csv_path} and {json_path}", file=sys.stderr)
+        else:
+            print("pasa-verify: not saved (--out DIR writes grid.csv and grid.json)", file=sys.stderr)
         return 0
     amplitude = args.amplitude if args.amplitude is not None else (0.5 if args.dist == "uniform" else 10.0)
     q, k, v = _data.make_qkv(args.dist, mean=args.mean, amplitude=amplitude, seed=args.seed, dtype=dtype, **shape)

@@ -259,6 +259,8 @@ def main(args, methods: Sequence[str], case_kw: dict, shape: dict, dtype: torch.
         csv_path, json_path = write_records(records, args.out, "predict",
                                             dict(meta, summary=safe, query_rows=row_indices(args.seq_q, rows), rows=note))
         print(f"wrote {csv_path} and {json_path}", file=sys.stderr)
-    elif args.format != "text":
-        print(f"pasa-verify --predict: {note}", file=sys.stderr)
+    else:
+        if args.format != "text":
+            print(f"pasa-verify --predict: {note}", file=sys.stderr)
+        print("pasa-verify: not saved (--out DIR writes predict.csv and predict.json)", file=sys.stderr)
     return 0

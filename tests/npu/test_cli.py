@@ -98,7 +98,8 @@ def test_nothing_is_written_without_out(tmp_path, monkeypatch, capsys):
     assert main(SMALL + ["--grid", "--means", "0", "--amplitudes", "0.5", "--dists", "uniform", "--methods", "pasa",
                          "--no-progress"]) == 0
     assert list(tmp_path.iterdir()) == []
-    assert "wrote" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "wrote" not in err and "not saved (--out DIR writes grid.csv and grid.json)" in err
 
 
 def test_out_writes_the_single_case(tmp_path, capsys):
