@@ -228,8 +228,8 @@ def legend(records: list[dict], numel: int, repeat: int, device: torch.device) -
     stages = [r.get("first_nonfinite_stage") for r in records if r.get("first_nonfinite_stage")]
     for s in dict.fromkeys(stages):
         lines.append(f"              stage {s!r} = {STAGE_MEANING.get(s, s)}")
-    lines.append(f"  time [s]    best of {repeat} runs after a warm-up run, on {device}; on a CPU this is the cost of "
-                 "emulating every rounding, not the speed of an NPU kernel")
+    lines.append(f"  time [s]    best of {repeat} runs after a warm-up run, on {device}: the cost of emulating every "
+                 "rounding with torch operations, not the speed of a fused kernel")
     return "\n".join(lines)
 
 
