@@ -34,9 +34,12 @@ bench: $(STAMP)
 figures: $(STAMP)
 	$(PY) -m pasa_npu.figures --all --out figures
 
+# `make lab LAB_ARGS="--port 8899 --no-browser"` passes options to JupyterLab; as root it adds --allow-root.
+LAB_ARGS ?=
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check "jupyterlab>=4"
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab notebooks $(LAB_ROOT) $(LAB_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

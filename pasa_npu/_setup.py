@@ -28,8 +28,11 @@ def _script_constants(
     # Transcription of the reference script: afa is a float32 tensor; M = eye(n) - ones*afa/n in
     # fp32, multiplied by the Python-float scale in fp32, then cast to the matmul dtype;
     # Inv_Pam = afa / (1.0 - afa) in fp32, then cast to the vector dtype.
-    afa = torch.tensor(beta, dtype=torch.float32)
-    m = torch.eye(n) - torch.ones((n, n)) * afa / n
+    # Host-side setup: explicitly on the CPU (also under torch.set_default_device), in float32 as the
+    # script; only the resulting Python numbers reach the kernel's device.
+    cpu = torch.device("cpu")
+    afa = torch.tensor(beta, dtype=torch.float32, device=cpu)
+    m = torch.eye(n, dtype=torch.float32, device=cpu) - torch.ones((n, n), dtype=torch.float32, device=cpu) * afa / n
     if sigma != 1.0:
         m = m * sigma
     m = m.to(matmul_in)

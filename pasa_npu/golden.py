@@ -3,6 +3,10 @@
 Deliberately plain and independent of the tiled kernel: one score matrix per row chunk, the
 textbook max-subtracted softmax, everything in float64. Chunking over query rows only bounds memory
 (rows are independent), it does not change the arithmetic.
+
+The golden is always computed on the CPU: the inputs are copied there first, whatever device they
+live on, because accelerators such as Ascend NPUs have no float64 arithmetic. The result is a CPU
+float64 tensor; :mod:`pasa_npu.metrics` compares outputs from any device with it.
 """
 from __future__ import annotations
 
@@ -27,10 +31,16 @@ def golden_attention(
     """Softmax attention in float64 on the inputs as given (BNSD, GQA by head groups).
 
     Masks follow :func:`pasa_npu.pasa_attention`: bool True = attend, float = additive, causal is
-    bottom-right aligned; a row with no visible key returns 0. Returns float64.
+    bottom-right aligned; a row with no visible key returns 0. Returns float64 on the CPU, whatever
+    the inputs' device (computed there: no float64 is needed on an accelerator).
     """
     sh = _checks.check_qkv(q, k, v)
     tau = _checks.check_scale(scale, sh.head_dim)
+    cpu = torch.device("cpu")
+    if q.device != cpu or k.device != cpu or v.device != cpu:
+        q, k, v = (t.detach().to(cpu) for t in (q, k, v))
+        if isinstance(attn_mask, torch.Tensor):
+            attn_mask = attn_mask.detach().to(cpu)
     mask = _checks.check_mask(attn_mask, is_causal, sh, q.device)
     B, H, Hkv, G, S1, S2 = sh.batch, sh.heads, sh.kv_heads, sh.group, sh.seq_q, sh.seq_kv
     q64 = q.to(torch.float64).view(B, Hkv, G, S1, sh.head_dim)

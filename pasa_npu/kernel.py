@@ -134,9 +134,10 @@ def _shift_keys(km: torch.Tensor, consts: ShiftConstants, prec: Precision, n: in
     """K̃_j = M_σᵀ·K_j for every block of the padded keys at once (matrix unit), as an operand again."""
     B, Hkv, L, D = km.shape
     acc, mi = prec.matmul_acc, prec.matmul_in
-    m_sig = torch.full((n, n), consts.off, dtype=torch.float64, device=km.device)
+    # consts.off and consts.diag are the already rounded entries (representable in matmul_in): the
+    # matrix is built in that dtype directly, so no float64 tensor exists on the device (Ascend has none)
+    m_sig = torch.full((n, n), consts.off, dtype=mi, device=km.device)
     m_sig.diagonal().fill_(consts.diag)
-    m_sig = m_sig.to(mi)
     kt = _matmul(m_sig.t().to(acc), km.view(B, Hkv, L // n, n, D).to(acc), prec).to(mi)
     return kt.view(B, Hkv, L, D)
 

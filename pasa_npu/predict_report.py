@@ -11,6 +11,10 @@ method) holds both; the table is written as CSV and JSON by :func:`pasa_npu.harn
 * ``overflow_ok``: an overflow is predicted exactly where one is measured (census or non-finite
   output), and at the same first stage.
 
+``pasa-verify --predict`` measures and predicts 64 evenly spaced query rows per head by default
+(:func:`sample_rows`; ``--predict-rows 0`` for all), which costs seconds instead of minutes at the
+reference shape and says so in its output.
+
 Bounds more than 100x above the measured maximum are listed with the term that dominates the bound
 and why it is loose (:data:`LOOSE_BECAUSE`).
 """
@@ -30,7 +34,7 @@ import pasa_theory.bounds as pb
 from . import data as _data
 from .harness import GRID_AMPLITUDES, GRID_MEANS, grid_cells, run_case, write_records
 
-__all__ = ["predict_case", "predict_grid", "summary", "format_table", "format_summary", "LOOSE_BECAUSE", "main"]
+__all__ = ["predict_case", "predict_grid", "sample_rows", "row_indices", "summary", "format_table", "format_summary", "LOOSE_BECAUSE", "main"]
 
 #: Why a bound dominated by a term can lie far (> 100x) above the measured maximum.
 LOOSE_BECAUSE = {
@@ -87,13 +91,29 @@ def _merge(meas: dict, pred, shape: dict, extra: dict) -> dict:
 
 def predict_case(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, methods: Sequence[str], *, extra: dict | None = None,
                  precision="npu_fp16", beta=None, block_q: int = 128, block_kv: int = 128, scale=None,
-                 is_causal: bool = False, device="cpu", out_dtype=None, mc_samples: int = 8, seed: int = 0) -> list[dict]:
-    """Measured (harness) and predicted errors of ``methods`` on one (q, k, v), one record per method."""
+                 is_causal: bool = False, device="cpu", out_dtype=None, mc_samples: int = 8, seed: int = 0,
+                 progress: bool = False) -> list[dict]:
+    """Measured (harness) and predicted errors of ``methods`` on one (q, k, v), one record per method.
+
+    ``progress``: a tqdm bar on stderr, one step per method (the prediction is then made method by
+    method; :func:`pasa_theory.bounds.predict_many` seeds its Monte Carlo per row chunk, so the numbers
+    are the same either way).
+    """
     extra = dict(extra or {})
     meas = run_case(q, k, v, methods, precision=precision, beta=beta, block_q=block_q, block_kv=block_kv,
                     scale=scale, is_causal=is_causal, device=device, extra=extra, out_dtype=out_dtype)
-    preds = pb.predict_many(list(methods), q, k, v, precision=precision, beta=beta, block_kv=block_kv, scale=scale,
-                            is_causal=is_causal, out_dtype=out_dtype, mc_samples=mc_samples, seed=seed)
+    kw = dict(precision=precision, beta=beta, block_kv=block_kv, scale=scale, is_causal=is_causal,
+              out_dtype=out_dtype, mc_samples=mc_samples, seed=seed)
+    if progress:
+        from tqdm.auto import tqdm
+
+        preds = []
+        with tqdm(list(methods), desc="predict", unit="method", file=sys.stderr) as bar:
+            for m in bar:
+                bar.set_postfix(method=m)
+                preds += pb.predict_many([m], q, k, v, **kw)
+    else:
+        preds = pb.predict_many(list(methods), q, k, v, **kw)
     shape = dict(seq_q=q.shape[2], seq_kv=k.shape[2], head_dim=q.shape[3], heads=q.shape[1], kv_heads=k.shape[1])
     ext = dict(causal=is_causal, seed_model=seed)
     return [_merge(m, p, shape, ext) for m, p in zip(meas, preds)]
@@ -101,13 +121,36 @@ def predict_case(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, methods: Seq
 
 def predict_grid(methods: Sequence[str], *, dists=_data.DISTRIBUTIONS, means=GRID_MEANS, amplitudes=GRID_AMPLITUDES,
                  shape: dict | None = None, seed: int = _data.REFERENCE_SEED, input_dtype: torch.dtype = torch.float16,
-                 progress: bool = True, **case_kw) -> list[dict]:
-    """:func:`predict_case` on every cell of the reference grid (deterministic: seeded data and model)."""
+                 progress: bool = True, rows: int | None = None, **case_kw) -> list[dict]:
+    """:func:`predict_case` on every cell of the reference grid (deterministic: seeded data and model);
+    ``rows``: measure and predict only that many evenly spaced query rows per head (:func:`sample_rows`)."""
     out: list[dict] = []
     for cell, q, k, v in grid_cells(dists=dists, means=means, amplitudes=amplitudes, shape=shape, seed=seed,
                                     input_dtype=input_dtype, progress=progress, desc="predict"):
-        out += predict_case(q, k, v, methods, extra=dict(cell, seed=seed), **case_kw)
+        out += predict_case(sample_rows(q, rows), k, v, methods, extra=dict(cell, seed=seed), **case_kw)
     return out
+
+
+def row_indices(seq_q: int, rows: int | None) -> list[int]:
+    """``rows`` evenly spaced query positions in ``range(seq_q)``, first and last included (every
+    position if ``rows`` is None, 0 or at least ``seq_q``)."""
+    if not rows or rows >= seq_q:
+        return list(range(seq_q))
+    if rows == 1:
+        return [0]
+    return [(i * (seq_q - 1)) // (rows - 1) for i in range(rows)]
+
+
+def sample_rows(q: torch.Tensor, rows: int | None) -> torch.Tensor:
+    """The query rows :func:`row_indices` picks (BNSD, along S1).
+
+    Without a mask every query row's output depends only on that row of Q and on all of K and V,
+    and the kernels' results do not depend on how rows are chunked, so the sampled rows' outputs,
+    errors and predictions are those of the same rows in the full case. Causal masks tie a row to its
+    position relative to S1, so callers must not sample them.
+    """
+    idx = row_indices(q.shape[2], rows)
+    return q if len(idx) == q.shape[2] else q[:, :, idx]
 
 
 def summary(records: list[dict]) -> dict:
@@ -132,9 +175,14 @@ def summary(records: list[dict]) -> dict:
 
 
 def format_table(records: list[dict]) -> str:
-    """Predicted against measured, side by side, one line per (case, method)."""
-    head = (f"{'dist':8} {'mean':>5} {'amp':>5} {'method':18} {'RMSE':>9} {'pred':>9} {'ratio':>6} "
-            f"{'max|err|':>9} {'bound':>9} {'ratio':>8} {'overflow meas/pred':>22}  dominant")
+    """Predicted against measured, side by side, one line per (case, method).
+
+    Columns: measured RMSE, predicted RMSE (estimate), their ratio ``pred/meas``; measured max error,
+    the first-order bound, their ratio ``bound/max``; overflow stage measured/predicted; the term that
+    dominates the predicted RMSE.
+    """
+    head = (f"{'dist':8} {'mean':>5} {'amp':>5} {'method':18} {'RMSE':>9} {'pred RMSE':>9} {'pred/meas':>9} "
+            f"{'max|err|':>9} {'bound':>9} {'bound/max':>9} {'overflow meas/pred':>22}  dominant term")
     lines = [head, "-" * len(head)]
 
     def f(x) -> str:
@@ -146,7 +194,7 @@ def format_table(records: list[dict]) -> str:
         br = r["bound_ratio"]
         lines.append(
             f"{str(r.get('dist', '-')):8} {r.get('mean', math.nan):5g} {r.get('amplitude', math.nan):5g} {r['method']:18} "
-            f"{f(r['rmse'])} {f(r['pred_rmse'])} {rr:6.2f} {f(r['max_abs_err'])} {f(r['pred_bound'])} {br:8.1f} "
+            f"{f(r['rmse'])} {f(r['pred_rmse'])} {rr:9.2f} {f(r['max_abs_err'])} {f(r['pred_bound'])} {br:9.1f} "
             f"{ovf:>22}  {r['dominant']}"
         )
     return "\n".join(lines)
@@ -173,17 +221,27 @@ def format_summary(s: dict) -> str:
 
 def main(args, methods: Sequence[str], case_kw: dict, shape: dict, dtype: torch.dtype, meta: dict) -> int:
     """Entry point of ``pasa-verify --predict`` (arguments already parsed by :mod:`pasa_npu.cli`)."""
+    rows = None if (args.causal or not args.predict_rows or args.predict_rows >= args.seq_q) else args.predict_rows
+    if rows is None:
+        why = " (causal mask: rows depend on their position)" if args.causal and args.predict_rows else ""
+        note = f"measured and predicted on all {args.seq_q} query rows per head{why}"
+    else:
+        note = (f"measured and predicted on {rows} of {args.seq_q} query rows per head, evenly spaced (rows are "
+                f"independent without a mask; --predict-rows 0 for all)")
+    progress = not args.no_progress
     if args.grid:
         dists = [d.strip() for d in args.dists.split(",") if d.strip()]
         records = predict_grid(methods, dists=dists, means=args.means, amplitudes=args.amplitudes, shape=shape,
-                               seed=args.seed, input_dtype=dtype, progress=not args.no_progress, **case_kw)
+                               seed=args.seed, input_dtype=dtype, progress=progress, rows=rows, **case_kw)
     else:
         amplitude = args.amplitude if args.amplitude is not None else (0.5 if args.dist == "uniform" else 10.0)
         q, k, v = _data.make_qkv(args.dist, mean=args.mean, amplitude=amplitude, seed=args.seed, dtype=dtype, **shape)
-        records = predict_case(q, k, v, methods, extra=dict(dist=args.dist, mean=args.mean, amplitude=amplitude,
-                                                              seed=args.seed), **case_kw)
+        records = predict_case(sample_rows(q, rows), k, v, methods, progress=progress,
+                               extra=dict(dist=args.dist, mean=args.mean, amplitude=amplitude, seed=args.seed),
+                               **case_kw)
     s = summary(records)
     if args.format == "text":
+        print(note)
         print(format_table(records))
         print()
         print(format_summary(s))
@@ -193,8 +251,14 @@ def main(args, methods: Sequence[str], case_kw: dict, shape: dict, dtype: torch.
         w.writeheader()
         w.writerows(records)
     else:
-        print(json.dumps(dict(summary=s, records=records), indent=1, default=str))
-    safe = {k_: (str(x) if isinstance(x, float) and not math.isfinite(x) else x) for k_, x in s.items()}
-    csv_path, json_path = write_records(records, args.out, "predict", dict(meta, summary=safe))
-    print(f"wrote {csv_path} and {json_path}", file=sys.stderr)
+        print(json.dumps(dict(summary=s, rows=note, records=records), indent=1, default=str))
+    if args.out is not None:
+        safe = {k_: (str(x) if isinstance(x, float) and not math.isfinite(x) else x) for k_, x in s.items()}
+        csv_path, json_path = write_records(records, args.out, "predict",
+                                            dict(meta, summary=safe, query_rows=row_indices(args.seq_q, rows), rows=note))
+        print(f"wrote {csv_path} and {json_path}", file=sys.stderr)
+    else:
+        if args.format != "text":
+            print(f"pasa-verify --predict: {note}", file=sys.stderr)
+        print("pasa-verify: not saved (--out DIR writes predict.csv and predict.json)", file=sys.stderr)
     return 0
