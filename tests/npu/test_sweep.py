@@ -255,3 +255,24 @@ def test_command_line_errors_name_the_problem(capsys, tmp_path):
         sweep.load(tmp_path / "nothing")
     with pytest.raises(ValueError, match="executor must be one of"):
         sweep.run([], tmp_path, executor="threads")
+
+
+def test_predicted_vs_measured_spec_reproduces_the_committed_rows():
+    pts = sweep.load_spec(ROOT / "examples" / "predicted_vs_measured.toml").points()
+    with (ROOT / "figures" / "predicted_vs_measured.csv").open() as fh:
+        committed = {(r["dist"], float(r["mean"]), float(r["amplitude"]), int(r["seq_kv"]), r["method"]): r
+                     for r in csv.DictReader(fh)}
+    assert len(pts) == len(committed) == 864
+    assert {(p["dist"], p["mean"], p["amplitude"], p["seq_kv"], p["method"]) for p in pts} == set(committed)
+    for key in [("uniform", 0.0, 0.5, 256, "pasa"), ("hybrid", 30.0, 20.0, 256, "fa_qk")]:
+        p = next(p for p in pts if (p["dist"], p["mean"], p["amplitude"], p["seq_kv"], p["method"]) == key)
+        row, ref = sweep.run_point(p), committed[key]
+        assert row["status"] == "ok", row["error"]
+        assert row["nonfinite"] == int(ref["nonfinite"])
+        assert (row["first_nonfinite_stage"] or "") == ref["first_nonfinite_stage"]
+        assert (row["pred_overflow_stage"] or "") == ref["pred_overflow_stage"]
+        assert row["bound_dominant"] == ref["bound_dominant"] and row["regime"] == ref["regime"]
+        for col in ("rmse", "max_abs_err", "pred_rmse", "pred_bound"):
+            want = float(ref[col])
+            assert (math.isnan(want) and math.isnan(row[col])) or row[col] == pytest.approx(want, rel=6e-10, abs=0), (
+                f"{key} {col}: {row[col]!r} vs committed {want!r}")
