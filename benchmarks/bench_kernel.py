@@ -51,13 +51,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from pasa_npu import data
-    from pasa_npu import kernel
 
     methods = tuple(m for m in args.methods.split(",") if m)
     q, k, v = data.make_qkv("uniform", mean=30.0, amplitude=0.5, batch=1, heads=args.heads, kv_heads=args.kv_heads,
                             seq_q=args.seq, seq_kv=args.seq, head_dim=128)
     print(f"kernel vs SDPA fp32: 1x{args.heads}/{args.kv_heads}x{args.seq}x128, fp16 inputs, torch {torch.__version__}, "
-          f"{args.threads} thread(s), best of {args.repeats}, interleaved; tile path: {getattr(kernel, 'TILE_PATH', 'eager')}")
+          f"{args.threads} thread(s), best of {args.repeats}, interleaved")
     ratios = {m: [] for m in methods}
     for r in range(args.rounds):
         best = ratio_run(q, k, v, args.repeats, methods)

@@ -293,7 +293,7 @@ def select(points: Sequence[dict], where: Mapping[str, Sequence[Any]] | None = N
 #: Estimated seconds per score-tile element (B·H·S1·S2) on one core of a 2-core x86 CPU: the kernel
 #: (emulated fp16 methods), torch SDPA, and the float64 golden every point computes. A model for
 #: ``--dry-run``, not a measurement of the point.
-_SECONDS_PER_ELEMENT = {"kernel": 1.1e-8, "sdpa": 1.5e-9, "golden": 6.0e-9, "predict": 3.0e-8}
+_SECONDS_PER_ELEMENT = {"kernel": 4.0e-8, "sdpa": 2.0e-8, "golden": 8.0e-8, "predict": 2.0e-7}
 
 
 def estimate_seconds(point: Mapping[str, Any]) -> float:
