@@ -1,7 +1,7 @@
 """Sweep throughput and long-sequence scaling (``make bench``). Prints figures; asserts nothing.
 
 1. Throughput of one 64-point sweep (2 distributions x 4 means x 2 amplitudes x 4 methods, 1 x 4/1
-   heads, S1 = 128, S2 = 1024, d = 128) under ``serial``, ``processes`` (joblib, 2 workers) and
+   heads, S1 = 512, S2 = 1407, d = 128) under ``serial``, ``processes`` (joblib, 2 workers) and
    ``dask`` (LocalCluster, 2 worker processes), measured in the same run, start-up of the pool or
    cluster included; the three datasets are compared (equal apart from timing columns).
 2. Kernel vs SDPA fp32 at the reference shape (``bench_kernel.py``, interleaved, best of N).
@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 
 THROUGHPUT_SPEC = {
     "sweep": {"name": "throughput64"},
-    "defaults": {"batch": 1, "heads": 4, "kv_heads": 1, "seq_q": 128, "seq_kv": 1024, "head_dim": 128},
+    "defaults": {"batch": 1, "heads": 4, "kv_heads": 1, "seq_q": 512, "seq_kv": 1407, "head_dim": 128},
     "grid": {"dist": ["uniform", "hybrid"], "mean": [0.0, 10.0, 20.0, 30.0], "amplitude": [0.5, 20.0],
              "method": ["pasa", "pasa:reference", "fa_qk", "sdpa"]},
 }
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
 
     result: dict = dict(torch=torch.__version__, cpus=os.cpu_count())
     if not args.skip_throughput:
-        print(f"1. Sweep throughput, 64 points (1x4/1x128x1024x128), {args.workers} workers where parallel", flush=True)
+        print(f"1. Sweep throughput, 64 points (1x4/1 heads, S1 = 512, S2 = 1407, d = 128), {args.workers} workers where parallel", flush=True)
         rows = throughput(args.workers)
         print(f"   {'executor':14} {'points':>6} {'failed':>6} {'time [s]':>9} {'points/min':>11}")
         for r in rows:
