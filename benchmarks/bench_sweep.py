@@ -117,7 +117,8 @@ def main(argv=None) -> int:
         print(f"   {'executor':14} {'points':>6} {'failed':>6} {'time [s]':>9} {'points/min':>11}")
         for r in rows:
             print(f"   {r['executor']:14} {r['points']:6d} {r['failed']:6d} {r['seconds']:9.1f} {r['points_per_minute']:11.1f}")
-        print(f"   identical datasets (timing columns aside): {rows[0]['identical_to_serial']}")
+        print(f"   identical datasets (timing columns aside): {rows[0]['identical_to_serial']}; "
+              f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other processes slow the parallel runs)")
         for r in rows:
             if r["note"]:
                 print(f"   {r['note']}")
