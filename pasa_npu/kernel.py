@@ -279,12 +279,19 @@ class _Online:
         else:
             alpha, gamma = self._switch(means, jj, mj)
         l_in = gamma * lj
-        o_in = torch.mul(gamma, pv, out=self._o_in)
         if self.down is not None:                          # pow2: bring the new terms to the stored scale
             l_in = l_in * self.down
-            o_in.mul_(self.down)
         self.l = alpha * self.l + l_in                     # h
-        self.o.mul_(alpha).add_(o_in)                      # fl(fl(α·O) + o_in), in place
+        if alpha.dtype == gamma.dtype == pv.dtype == self.o.dtype == self._o_in.dtype:
+            o_in = torch.mul(gamma, pv, out=self._o_in)    # the same roundings, in reused memory
+            if self.down is not None:
+                o_in.mul_(self.down)
+            self.o.mul_(alpha).add_(o_in)                  # fl(fl(α·O) + o_in)
+        else:                                              # mixed dtypes: torch's type promotion decides
+            o_in = gamma * pv
+            if self.down is not None:
+                o_in = o_in * self.down
+            self.o = alpha * self.o + o_in
         if self.census is not None:
             self.census.record("row_sum", self.l)
             self.census.record("accumulator", self.o)

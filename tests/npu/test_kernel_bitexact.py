@@ -57,3 +57,16 @@ def test_output_bytes_match_the_unmodified_kernel(name, dist, mean, amp, shape, 
     assert digest == EXPECTED[name], (
         f"{name}: output differs from the unmodified kernel ({method}, {shape}); non-finite: "
         f"{int((~torch.isfinite(out)).sum())}")
+
+
+def test_a_policy_with_wider_coefficients_keeps_the_unmodified_kernel_bytes():
+    # coef_dtype fp32 with an fp16 vector unit: the running weights are promoted to fp32 (the
+    # accumulator follows torch's type promotion), which the in-place updates must not change
+    from pasa_npu import pasa_attention
+    from pasa_npu.precision import get_precision
+
+    q, k, v = data.make_qkv("uniform", mean=20.0, amplitude=5.0, batch=1, heads=2, kv_heads=1, seq_q=70, seq_kv=300,
+                            head_dim=128, seed=3)
+    out = pasa_attention(q, k, v, precision=get_precision("npu_fp16").replace(coef_dtype=torch.float32))
+    digest = hashlib.sha256(out.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+    assert digest == "9997873439f350fbd6e6f90ee17af0badaa28c052bd37f41e27a5e545aa864dc"
