@@ -28,8 +28,12 @@ lint: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
+# BENCH_MAX_SEQ: longest sequence of the scaling table (32768 takes about 15 min on one core)
+BENCH_MAX_SEQ ?= 32768
 bench: $(STAMP)
-	$(PY) benchmarks/bench_speed_memory.py
+	$(PY) benchmarks/bench_kernel.py
+	$(PY) benchmarks/bench_sweep.py --max-seq $(BENCH_MAX_SEQ)
+	$(PY) benchmarks/bench_speed_memory.py --skip-long
 
 figures: $(STAMP)
 	$(PY) -m pasa_npu.figures --all --out figures

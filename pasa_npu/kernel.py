@@ -244,6 +244,7 @@ class _Online:
         self.m = torch.full((*rows_shape, 1), _NEG_INF, dtype=vd, device=device)
         self.l = torch.zeros((*rows_shape, 1), dtype=vd, device=device)
         self.o = torch.zeros((*rows_shape, v_dim), dtype=vd, device=device)
+        self._o_in = torch.empty_like(self.o)
         self.a: torch.Tensor | None = None
         # pow2 accumulators: (ℓ, O) are stored times 2^-t (t per row); ``self.down`` = 2^-t in vd.
         # Renormalising (all rows) once some ℓ reaches ``renorm_at`` keeps ℓ < renorm_at + n and
@@ -279,12 +280,19 @@ class _Online:
         else:
             alpha, gamma = self._switch(means, jj, mj)
         l_in = gamma * lj
-        o_in = gamma * pv
         if self.down is not None:                          # pow2: bring the new terms to the stored scale
             l_in = l_in * self.down
-            o_in = o_in * self.down
         self.l = alpha * self.l + l_in                     # h
-        self.o = alpha * self.o + o_in
+        if alpha.dtype == gamma.dtype == pv.dtype == self.o.dtype == self._o_in.dtype:
+            o_in = torch.mul(gamma, pv, out=self._o_in)    # the same roundings, in reused memory
+            if self.down is not None:
+                o_in.mul_(self.down)
+            self.o.mul_(alpha).add_(o_in)                  # fl(fl(α·O) + o_in)
+        else:                                              # mixed dtypes: torch's type promotion decides
+            o_in = gamma * pv
+            if self.down is not None:
+                o_in = o_in * self.down
+            self.o = alpha * self.o + o_in
         if self.census is not None:
             self.census.record("row_sum", self.l)
             self.census.record("accumulator", self.o)
@@ -400,7 +408,7 @@ class _Online:
             )
         f = torch.exp2(-s.to(torch.float32)).to(vd)
         self.l = self.l * f
-        self.o = self.o * f
+        self.o.mul_(f)
         self.t = t
         self.down = torch.exp2(-t.to(torch.float32)).to(vd)
 
@@ -419,11 +427,13 @@ class _BlockMeans:
     fl(S̃ − ref) for ``reduce="pairwise"``.
     """
 
-    def __init__(self, s: torch.Tensor, prec: Precision) -> None:
+    def __init__(self, s: torch.Tensor, prec: Precision, wide: torch.Tensor | None = None) -> None:
         self.prec = prec
         self.tile = None
         if prec.reduce == "acc":
-            self.mean = s.mean(dim=-1, keepdim=True, dtype=prec.reduce_dtype)
+            # ``wide``: the same values as ``s`` already in reduce_dtype (the mean of a narrow tensor
+            # with dtype= converts it to a fresh wide copy first; reading a reused one is the same sum)
+            self.mean = (s if wide is None else wide).mean(dim=-1, keepdim=True, dtype=prec.reduce_dtype)
         else:
             self.mean = _row_mean(s, prec)
             if prec.pseudo_average == "centered":
@@ -562,6 +572,11 @@ def _tiled_attention(
             if vd != prec.matmul_out:
                 s = s.to(vd)
             s = s.view(B, Hkv, rows, nb, n)
+            wide = None
+            if shift and tau_v is None and vd == prec.matmul_out and prec.reduce == "acc" and prec.reduce_dtype == acc:
+                # the rounded tile back in the accumulator buffer: the block means read it without a
+                # fresh conversion, and its row max is the rounded max (rounding is monotonic)
+                wide = s_acc.copy_(s.view(s_acc.shape)).view(B, Hkv, rows, nb, n)
             if cen is not None:
                 cen.record("scores", s)
             if tau_v is not None:
@@ -570,7 +585,7 @@ def _tiled_attention(
                 offs = _matmul(qi, dk_acc[:, :, j0:j1].transpose(-1, -2), prec).to(vd)
                 means = _KeyOffsets(offs if tau_v is None else offs * tau_v)
             else:
-                means = _BlockMeans(s, prec) if shift else None                       # b
+                means = _BlockMeans(s, prec, wide) if shift else None                 # b
             if masked or c1 > S2:
                 s = _apply_masks(s, i0, r, c0, c1, sh, is_causal, mask, vd)          # c
                 mj = s.amax(dim=-1, keepdim=True)                                      # d
@@ -589,7 +604,9 @@ def _tiled_attention(
             p_acc = bufs.get("p_acc", (B, Hkv, nb, rows, n), acc)
             p_acc.copy_((p if vd == mi else p.to(mi)).transpose(2, 3))
             pv = torch.matmul(p_acc, v_acc[:, :, j0:j1], out=bufs.get("pv_acc", (B, Hkv, nb, rows, Dv), acc))
-            pv = pv.to(prec.matmul_out).to(vd)                                        # P·V_j
+            pv = bufs.get("pv_out", pv.shape, prec.matmul_out).copy_(pv)
+            if vd != prec.matmul_out:
+                pv = pv.to(vd)                                                        # P·V_j
             for jj in range(nb):
                 state.update(j0 + jj, means, jj, mj[:, :, :, jj], lj[:, :, :, jj], pv[:, :, jj])
         o = state.result()

@@ -62,7 +62,8 @@ def test_two_readme_commands_and_ci():
 def test_entry_points_exist():
     scripts = _pyproject()["scripts"]
     assert scripts == {"pasa-verify": "pasa_npu.cli:main", "pasa-alpha": "pasa_theory.cli:main",
-                       "pasa-beta": "pasa_theory.cli:main"}
+                       "pasa-beta": "pasa_theory.cli:main",
+                       "pasa-sweep": "pasa_npu.sweep:main"}
 
 
 def test_python_m_entry_points_answer_help():
