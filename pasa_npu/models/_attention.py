@@ -11,6 +11,8 @@ any harness method      :func:`pasa_npu.methods.run_method` (``pasa``, ``pasa:<p
                         ``precision`` (default ``npu_fp16``). The methods round q, k, v to their input
                         format themselves.
 ``<method>@<preset>``   shorthand for a method at a precision preset, e.g. ``sdpa@bf16``, ``pasa@bf16``.
+``golden@<preset>``     float64 attention on q, k, v first rounded to the preset's matrix-input format
+                        (``golden@npu_fp16``): the floor that storing the inputs in that format sets.
 
 With ``record=True`` the hook also computes, on the same inputs, the golden output and keeps per layer
 the largest absolute error of the method against it (the *local* error of that layer's attention: the
@@ -53,9 +55,7 @@ def parse_method(method: str, precision: str | None = None) -> tuple[str, str | 
         if precision not in PRESETS:
             raise ValueError(f"precision must be one of {sorted(PRESETS)} or None, got {precision!r}")
     if method == GOLDEN:
-        if precision is not None:
-            raise ValueError("method 'golden' is float64 attention and takes no precision")
-        return method, None
+        return method, precision
     get_method(method)  # raises a ValueError naming the accepted methods
     return method, precision
 
@@ -87,7 +87,11 @@ class AttentionHook:
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, is_causal: bool) -> torch.Tensor:
         """The method's output on (q, k, v), in q's dtype; no recording."""
         if self.method == GOLDEN:
-            return reference_attention(q, k, v, is_causal=is_causal).to(q.dtype)
+            act = q.dtype
+            if self.precision is not None:
+                dt = PRESETS[self.precision].matmul_in
+                q, k, v = q.to(dt), k.to(dt), v.to(dt)
+            return reference_attention(q, k, v, is_causal=is_causal).to(act)
         return run_method(self.method, q, k, v, precision=self.precision or "npu_fp16", beta=self.beta,
                           block_kv=self.block_kv, is_causal=is_causal, out_dtype=q.dtype)
 
@@ -102,7 +106,7 @@ class AttentionHook:
             nf = metrics.nonfinite_count(out)
             self.nonfinite.append(nf)
             self.first_stage.append(cen.first_stage if (nf or cen.total) else None)
-            if self.method == GOLDEN:
+            if self.method == GOLDEN and self.precision is None:
                 self.max_abs_err.append(0.0)
             else:
                 gold = reference_attention(q, k, v, is_causal=is_causal)

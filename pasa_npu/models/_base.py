@@ -69,7 +69,7 @@ class Model:
             raise ValueError(f"text must give at least 2 tokens, got {ids.numel()}")
         if ids.numel() > self.max_tokens:
             raise ValueError(f"text must give at most {self.max_tokens} tokens for {self.name}, got {ids.numel()}")
-        return ids
+        return ids.to(self.device)
 
     def run(self, text: str | torch.Tensor, method: str = GOLDEN, precision: str | None = None, *,
             record: bool = False, inject: Inject | None = None, keep_inputs: bool = False,
@@ -106,7 +106,7 @@ class Model:
         """
         method, precision = parse_method(method, precision)
         ids = self._ids(text)
-        gold, _ = self.run(ids, GOLDEN, inject=inject)
+        gold = self.golden(ids, inject=inject)
         out, hook = self.run(ids, method, precision, record=True, inject=inject, beta=beta, block_kv=block_kv)
         res = dict(method=hook.label, tokens=int(ids.numel()),
                    max_abs_err_per_layer=list(hook.max_abs_err), nonfinite_per_layer=list(hook.nonfinite),
@@ -118,6 +118,32 @@ class Model:
             res.update(perplexity=None, golden_perplexity=None, kl_to_golden=None, top1_agreement=None,
                        embedding_cosine=self._embedding_cosine(out, gold))
         return res
+
+    def golden(self, text: str | torch.Tensor, *, inject: Inject | None = None) -> torch.Tensor:
+        """Output of the run with golden attention (kept for the last few token sequences when nothing is
+        injected, so that evaluating many methods on one text runs it once)."""
+        ids = self._ids(text)
+        if inject is not None:
+            return self.run(ids, GOLDEN, inject=inject)[0]
+        cache = self.__dict__.setdefault("_golden_cache", {})
+        key = (ids.numel(), hash(tuple(ids.tolist())))
+        if key not in cache or not torch.equal(cache[key][0], ids):
+            if len(cache) >= 4:
+                cache.pop(next(iter(cache)))
+            cache[key] = (ids.clone(), self.run(ids, GOLDEN)[0])
+        return cache[key][1]
+
+    def to(self, device: str | torch.device) -> "Model":
+        """Move the weights to ``device`` (in place; returns self). Token ids follow the weights."""
+        dev = torch.device(device)
+        for k, t in self.w.items():
+            self.w[k] = t.to(dev)
+        self.__dict__.pop("_golden_cache", None)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.w.values())).device
 
     @staticmethod
     def _lm_metrics(ids: torch.Tensor, logits: torch.Tensor, gold: torch.Tensor) -> dict:

@@ -95,8 +95,8 @@ class SmolLM2(Model):
 
     # -- forward -----------------------------------------------------------------------------------------
     def _rope(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pos = torch.arange(n, dtype=torch.float32)
-        f = torch.outer(pos, self._inv_freq)
+        pos = torch.arange(n, dtype=torch.float32, device=self.device)
+        f = torch.outer(pos, self._inv_freq.to(self.device))
         emb = torch.cat([f, f], dim=-1)
         return emb.cos(), emb.sin()
 
@@ -142,14 +142,14 @@ class SmolLM2(Model):
 
     def generate(self, prompt: str, max_new_tokens: int = 16, method: str = "golden", precision: str | None = None) -> str:
         """Greedy continuation of ``prompt`` (no KV cache: every step reruns the whole sequence)."""
-        ids = self.encode(prompt)
+        ids = self.encode(prompt).to(self.device)
         for _ in range(max_new_tokens):
             logits, _ = self.run(ids, method, precision)
             nxt = int(logits[-1].argmax())
-            ids = torch.cat([ids, torch.tensor([nxt])])
+            ids = torch.cat([ids.to(self.device), torch.tensor([nxt], device=self.device)])
             if nxt == self.eos_id:
                 break
-        return self.decode(ids)
+        return self.decode(ids.cpu())
 
 
 def _tokenizer(tokens: list[str], merges: list[str], token_type: list[int]):

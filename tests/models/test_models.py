@@ -262,8 +262,6 @@ def test_bad_arguments_raise_clear_errors(smol):
         smol.evaluate(SHORT, "pasa", precision="fp8")
     with pytest.raises(ValueError, match="precision given twice"):
         smol.evaluate(SHORT, "sdpa@bf16", precision="bf16")
-    with pytest.raises(ValueError, match="golden"):
-        smol.evaluate(SHORT, "golden", precision="bf16")
     with pytest.raises(ValueError, match="at least 2 tokens"):
         smol.evaluate("Hi", "pasa")
     with pytest.raises(TypeError, match="text must be a str"):
