@@ -220,6 +220,9 @@ def channel_bias(captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tens
     if not (isinstance(size, (int, float)) and math.isfinite(size) and size >= 0):
         raise ValueError(f"size must be a finite number >= 0, got {size!r}")
     layers = set(int(x) for x in layers)
+    bad = sorted(x for x in layers if not 0 <= x < len(captures))
+    if bad:
+        raise ValueError(f"layers must be in 0..{len(captures) - 1}, got {bad}")
     dirs = {}
     for li in layers:
         q, k, _ = captures[li]
