@@ -25,7 +25,7 @@ def _ids(paths):
 
 
 EXPECTED = ["01_shifting_scheme", "02_optimal_beta", "03_overflow_resonance", "04_predicted_vs_measured",
-            "05_method_comparison"]
+            "05_method_comparison", "07_real_models"]
 
 
 def test_the_numbered_notebooks_exist():
