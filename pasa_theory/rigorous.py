@@ -51,7 +51,7 @@ import numpy as np
 
 from . import policies
 
-__all__ = ["Certificate", "certify", "EXP32_REL", "gamma", "SUPPORTED_METHODS"]
+__all__ = ["Certificate", "certify", "EXP32_REL", "gamma", "SUPPORTED_METHODS", "InputStats", "stats_of", "APrioriBound", "a_priori", "sympy_checks"]
 
 #: H2: relative error bound of the fp32 exponential before its result is rounded to the vector format.
 EXP32_REL = 2.0 ** -22
@@ -150,6 +150,11 @@ class Certificate:
     terms: dict = field(default_factory=dict)
     dominant: str = ""
     overflow: bool = False
+    #: probabilistic bound (docs/bounds.md §12): each element's error is below its ``row_prob_bound``
+    #: entry's row value with probability ≥ ``confidence`` under the model stated there
+    prob_abs_bound: float = math.inf
+    row_prob_bound: np.ndarray | None = None
+    confidence: float = 0.99
 
     @property
     def vacuous(self) -> bool:
@@ -258,13 +263,17 @@ def _score_tile(qm: np.ndarray, klo: np.ndarray, khi: np.ndarray) -> tuple[np.nd
 def certify(
     method: str, q: Any, k: Any, v: Any, *, precision: Any = "npu_fp16", beta: float | None = None,
     block_kv: int = 128, scale: float | None = None, is_causal: bool = False, rows: Any = None,
-    shifted_keys: Any = None,
+    shifted_keys: Any = None, confidence: float = 0.99,
 ) -> Certificate:
     """Rigorous a-posteriori bound on max|O_computed − O_exact| for the harness method ``method``.
 
     Args mirror :func:`pasa_npu.methods.run_method`: q (B, H, S1, d), k and v (B, Hkv, S2, ·) as
     arrays or tensors whose values are exactly representable in fp16; ``rows``: query positions to
     certify (default: all). Returns a :class:`Certificate`. Torch-free (NumPy).
+
+    ``confidence``: for the probabilistic companion ``prob_abs_bound`` (docs/bounds.md §12), each
+    output element's error is below its probabilistic bound with probability ≥ ``confidence`` under
+    the stated model (the roundings of the ℓ and O accumulators independent-in-mean, |δ| ≤ u).
 
     ``shifted_keys`` (PASA only): the shifted keys K̃ the run used, (B, Hkv, ⌈S2/n⌉·n, d), as
     ``pasa_npu.shifted_keys`` returns them. Without it K̃ is *enclosed* for every fp32 summation
@@ -308,6 +317,9 @@ def certify(
     if pol.shift and n < 2:
         raise ValueError(f"block_kv must be >= 2 for PASA, got {n}")
 
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not (0.0 < confidence < 1.0):
+        raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
+    lam_p = math.sqrt(2.0 * math.log(4.0 / (1.0 - confidence)))
     kt_obs = None
     if shifted_keys is not None:
         if not pol.shift:
@@ -318,7 +330,9 @@ def certify(
             raise ValueError(f"shifted_keys must have shape {(B, Hkv, L, D)}, got {kt_obs.shape}")
         _check_representable("shifted_keys", kt_obs, mi)
     eng = _Engine(pol, tau, n, S1, S2, D, beta, is_causal)
+    eng.lam_p = lam_p
     G = H // Hkv
+    row_prob = np.zeros((B, H, sel.size))
     row_bound = np.zeros((B, H, sel.size))
     row_cap = np.zeros((B, H, sel.size))
     terms_max: dict[str, float] = {}
@@ -333,6 +347,7 @@ def certify(
             res = eng.run(qg, ka[b, hk], kp, vp, ridx, None if kt_obs is None else kt_obs[b, hk])
             row_bound[b, hk * G:(hk + 1) * G] = res["bound"].reshape(G, sel.size)
             row_cap[b, hk * G:(hk + 1) * G] = res["cap"].reshape(G, sel.size)
+            row_prob[b, hk * G:(hk + 1) * G] = res["prob"].reshape(G, sel.size)
             overflow |= bool(res["overflow"])
             for key, val in res["terms"].items():
                 terms_max[key] = max(terms_max.get(key, 0.0), val)
@@ -341,6 +356,7 @@ def certify(
     return Certificate(
         method=method, precision=pol.name, max_abs_bound=float(row_bound.max()), hull_cap=float(row_cap.max()),
         rows=sel, row_bound=row_bound, row_hull_cap=row_cap, terms=terms_max, dominant=worst[1], overflow=overflow,
+        prob_abs_bound=float(row_prob.max()), row_prob_bound=row_prob, confidence=float(confidence),
     )
 
 
@@ -670,6 +686,22 @@ class _Engine:
               + (eta * big if pow2 else 0.0)).sum(axis=1)
         El = np.where(np.isnan(El), np.inf, El)
         EO = np.where(np.isnan(EO), np.inf, EO)
+        # §12: the same roundings as a martingale (Azuma): Σ δ_k X_k with |δ_k X_k| ≤ M_k, mean zero
+        # given the past → |Σ| ≤ λ·sqrt(Σ M_k²) w.p. ≥ 1 − 2e^{−λ²/2}; fp32 sums and η parts stay worst-case.
+        ul = u if vd.name != "fp32" else 0.0
+        ml2 = ((ul * Uj) ** 2 + (stay * u * (1 + lj_rel) * Uj) ** 2 + (ntk * u * PUprev) ** 2
+               + (addf * u * PU) ** 2).sum(axis=1)
+        l_det = (gamma(n, u32) * (1 + ul) * Uj + stay * eta + 2 * (eta * big if pow2 else 0.0)
+                 + ntk * eta * big).sum(axis=1)
+        pv_r = mo_round + to_vd + (self.mi.u if p_cast else 0.0)
+        mo2 = ((pv_r * UVj) ** 2 + (stay[:, :, None] * u * (1 + pv_rel) * UVj) ** 2
+               + (ntk[:, :, None] * u * PUVprev) ** 2 + (addf[:, :, None] * u * PUV) ** 2).sum(axis=1)
+        o_det = (gamma(n, u32) * (1 + pv_r) * UVj + pv_abs + pv_abs_v + stay[:, :, None] * eta
+                 + 2 * (eta * big if pow2 else 0.0) + ntk[:, :, None] * eta * big).sum(axis=1)
+        Elp = self.lam_p * np.sqrt(ml2) + l_det
+        EOp = self.lam_p * np.sqrt(mo2) + o_det
+        Elp = np.where(np.isnan(Elp), np.inf, Elp)
+        EOp = np.where(np.isnan(EOp), np.inf, EOp)
         ocur = np.abs(o64) + eps_o + BA
         with np.errstate(invalid="ignore", divide="ignore"):
             BC = np.where(El[:, None] < 1, (EO + ocur * El[:, None]) / (1 - El[:, None]), np.inf)
@@ -691,6 +723,14 @@ class _Engine:
         fb = np.where((1 - eps_l - eta_all > 0) & ~np.isnan(fb), fb, np.inf)
         BAC = BA + BC
         BAC = np.where(np.isfinite(BAC) & (BAC < fb), BAC, fb)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            BCp = np.where(Elp[:, None] < 1, (EOp + ocur * Elp[:, None]) / (1 - Elp[:, None]), np.inf)
+        BACp = np.minimum(np.where(np.isnan(BA + BCp), np.inf, BA + BCp), BAC)
+        yp = np.abs(o64) + eps_o + BACp
+        Bendp = vd.hulp(yp) + (self.out.hulp(yp * (1 + vd.u)) if vd.name != self.out.name else 0.0)
+        totp = (BACp + Bendp + eps_o) * _SAFETY
+        totp = np.where(nonempty[:, None], totp, 0.0)
+        totp = np.where(overflow[:, None], np.inf, totp)
         fallback = ~(BA + BC < fb)
         # end: O/ℓ rounded to the vector format, then to the output format
         ymax = np.abs(o64) + eps_o + BAC
@@ -715,7 +755,7 @@ class _Engine:
             worst = (float(total[r_w, d_w]), name)
         else:
             worst = (0.0, "")
-        return dict(bound=bound, cap=cap, terms=terms, worst=worst, overflow=overflow.any())
+        return dict(bound=bound, cap=cap, terms=terms, worst=worst, overflow=overflow.any(), prob=totp.max(axis=1))
 
     def _weight_part(self, rec, slo, shi, rho_p, chain, blk, r) -> str:
         """Which part of the exponent enclosure is widest on row r: score/offset enclosure, exp, chain."""
@@ -725,3 +765,201 @@ class _Engine:
         width_chain = float(np.max(2 * chain[r]))
         parts = dict(scores=width_scores, offsets=width_offsets, exp=width_exp, recurrence=width_chain)
         return max(parts, key=parts.get)
+
+
+# ===================================================================================================
+# A-priori forward error theorem (docs/bounds.md §11)
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """What the a-priori theorem needs to know about the inputs (all upper bounds).
+
+    ``q_max`` ≥ max|q|, ``k_max`` ≥ max|k|, ``v_abs`` ≥ max|v|, ``v_spread`` ≥ max over columns of
+    (max_r v_r − min_r v_r) (which bounds max_r |v_r − o|), ``head_dim`` d, ``seq_kv`` S2.
+    """
+
+    q_max: float
+    k_max: float
+    v_abs: float
+    v_spread: float
+    head_dim: int
+    seq_kv: int
+
+
+def stats_of(q: Any, k: Any, v: Any) -> InputStats:
+    """The :class:`InputStats` of concrete inputs (for tests and tables)."""
+    qa, ka, va = _as_array("q", q), _as_array("k", k), _as_array("v", v)
+    spread = float(np.max(va.max(axis=2) - va.min(axis=2))) if va.size else 0.0
+    return InputStats(float(np.abs(qa).max()), float(np.abs(ka).max()), float(np.abs(va).max()), spread,
+                      int(qa.shape[3]), int(ka.shape[2]))
+
+
+@dataclass(frozen=True)
+class APrioriBound:
+    """Result of :func:`a_priori`: a theorem for *every* input with the given :class:`InputStats`."""
+
+    method: str
+    precision: str
+    bound: float
+    exponent_error: float           # Λ: every weight's relative error is within e^{±Λ} (Lemma 11.1)
+    terms: dict = field(default_factory=dict)
+    overflow_possible: bool = False
+
+
+def a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", beta: float | None = None,
+             block_kv: int = 128, scale: float | None = None) -> APrioriBound:
+    """A-priori forward error bound: max|O_computed − O_exact| ≤ ``bound`` for every input (q, k, v)
+    with max|q| ≤ q_max, max|k| ≤ k_max, max|v| ≤ v_abs, column spread of V ≤ v_spread, head dim d
+    and S2 keys, under hypotheses H1–H3 (docs/bounds.md §1); the stage-by-stage statement and proof are
+    docs/bounds.md §11 (Theorem 2), its algebra checked by :func:`sympy_checks`.
+
+    It bounds the worst case over all such inputs, so it is far above the error of a typical input
+    (the a-posteriori :func:`certify` is the tight product); it says when fully fp16 attention is safe
+    at all (e.g. ``overflow_possible``) and how the error scales with d, n, S2, β, c and u.
+    """
+    pol = policies.resolve(method, precision)
+    _check_policy(pol)
+    if not isinstance(stats, InputStats):
+        raise TypeError(f"stats must be an InputStats (see stats_of), got {type(stats).__name__}")
+    d, S2 = stats.head_dim, stats.seq_kv
+    n = S2 if pol.untiled else int(block_kv)
+    T = -(-S2 // n)
+    tau = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    vd, mo, mi = _FORMATS[pol.vector.name], _FORMATS[pol.matmul_out.name], _FORMATS[pol.matmul_in.name]
+    u, u32 = vd.u, 2.0 ** -24
+    um = 0.0 if mo.name == "fp32" else mo.u
+    g32d = gamma(d, u32)
+    Qm, Km = stats.q_max, stats.k_max
+    rho = -math.log1p(-EXP32_REL) - math.log1p(-u)
+    terms: dict[str, float] = {}
+    if pol.shift:
+        consts = policies.shift_constants(pol, n, beta, tau)
+        diag, off, c = float(mi.rnd(consts.diag)), float(mi.rnd(consts.off)), float(consts.c)
+        a, b = diag - off, -off
+        Kt = (abs(a) + abs(b) * n) * Km                                   # |M̂ᵀk| (Lemma 11.2)
+        EK = gamma(n, u32) * (abs(diag) + abs(off) * (n - 1)) * Km * (1 + mi.u) + mi.u * Kt + mi.eta
+        Ktm = Kt + EK
+        St = d * Qm * Ktm * (1 + g32d) * (1 + um)                          # |s̃| ≤ St
+        es = d * Qm * EK + g32d * d * Qm * Ktm + um * St + mo.eta          # |s̃ − q·M̂ᵀk|
+        kappa = c * (a - b * n) - b * n                                    # recovery residual (Lemma 11.3)
+        Pq = d * Qm * Km
+        sysm = abs(a - tau) * Pq + abs(kappa) * Pq
+        errE = (u32 + u) * 2 * St * (1 + u32)
+        errD = c * St * (2 * u32 + 12 * u) * (1 + u) ** 2 + c * errE
+        Phi = 4 * c * St * (1 + u)
+        tau_k = u * (Phi + 6 * c * St) * (1 + u) ** 2
+        eps_k = u * (4 * St + 4 * Phi) * (1 + u) ** 2
+        lam = sysm + (1 + c) * es + c * gamma(n + 1, u32) * St + errD + (u * 2 * St + rho) + T * (eps_k + rho + tau_k)
+        Smax = St
+        terms.update(systematic=sysm, scores=(1 + c) * es, offsets=errD + c * gamma(n + 1, u32) * St,
+                     exp=u * 2 * St + rho, recurrence=T * (eps_k + rho + tau_k))
+    else:
+        tv = float(vd.rnd(tau))
+        if pol.placement == "q":
+            Qs = Qm * tv * (1 + u) * (1 + mi.u)
+            eq = (abs(tv - tau) + u * tv + mi.u * tv * (1 + u)) * Qm + mi.eta
+            Smax = d * Qs * Km * (1 + g32d) * (1 + um) * (1 + u)
+            es = d * Km * eq + g32d * d * Qs * Km + um * Smax + mo.eta
+        else:
+            Pq = d * Qm * Km
+            Smax = tv * Pq * (1 + g32d) * (1 + um) * (1 + u)
+            es = tv * (g32d * Pq + um * Pq * (1 + g32d)) * (1 + u) + u * Smax + abs(tv - tau) * Pq + vd.eta
+        lam = es + (u * 2 * Smax + rho) + T * (u * 2 * Smax + rho)
+        terms.update(scores=es, exp=u * 2 * Smax + rho, recurrence=T * (u * 2 * Smax + rho))
+    overflow = not (Smax < vd.maxf and Smax < mo.maxf)
+    Vs, Va = stats.v_spread, stats.v_abs
+    Z = (T + 2) * S2 * (vd.eta + _FORMATS["fp32"].eta) * 1.001
+    with np.errstate(over="ignore"):
+        BA = (math.exp(lam) * math.expm1(lam) * (1 + Z) + Z) * Vs if lam < 700 else math.inf
+    # accumulators (Lemma 7 with every partial sum bounded by the total, Lemma 11.4)
+    lj_rel = gamma(n, u32) * (1 + (u if vd.name != "fp32" else 0.0)) + (u if vd.name != "fp32" else 0.0)
+    to_vd = 0.0 if (vd.name == mo.name or vd.name == "fp32") else vd.u
+    pv_rel = gamma(n, u32) * (1 + um) * (1 + to_vd) + um + to_vd + (mi.u if vd.name != mi.name else 0.0)
+    big = 2.0 * S2 if pol.accum == "pow2" else 1.0
+    eta_all = (4 * T + 4) * vd.eta * big + T * (vd.eta + (0.0 if mo.name == "fp32" else mo.eta)) \
+        + (mi.eta * n * T if vd.name != mi.name else 0.0)
+    eps_l = (1 + lj_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all
+    eps_O = (1 + pv_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all
+    BC = (eps_O * Va + (Va + BA) * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf
+    fb = (Vs * (1 + Z) + eps_O * Va + Va * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf   # Lemma 9
+    main = min(BA + BC, fb)
+    ymax = Va + main
+    Bend = float(vd.hulp(ymax)) + (float(_FORMATS["fp16"].hulp(ymax * (1 + vd.u))) if vd.name != "fp16" else 0.0)
+    bound = (main + Bend) * _SAFETY
+    if overflow:
+        bound = math.inf
+    terms.update(weights=BA, accumulators=BC, hull_fallback=fb, output_rounding=Bend)
+    return APrioriBound(method, pol.name, float(bound), float(lam), terms, overflow)
+
+
+def sympy_checks() -> dict[str, bool]:
+    """The algebra of the lemmas in docs/bounds.md, checked symbolically (each entry True).
+
+    * ``ratio_identity`` (Lemma 6): Σ W_r(v_r − o) = Σ (W_r − c·w_r)(v_r − o) when o = Σ w v / Σ w;
+    * ``ratio_bound`` (Lemma 11.1): for λ ∈ [−Λ, Λ], |e^λ − 1| ≤ e^Λ − 1 and 1/e^{−Λ} = e^Λ, so
+      |O(w e^λ) − O(w)| ≤ e^Λ(e^Λ − 1)·max|v − o| (checked at the endpoints and by monotonicity);
+    * ``telescoping`` (Lemma 5): for T = 4 blocks and every take-over pattern, the product of the
+      exact factors γ_j Π_{k>j} α_k equals e^{G_j − H_final} (exact exponentials);
+    * ``recovery`` (Lemma 11.3): s̃*_r + c·mean(s̃*) = a·q·k_r + (c(a − b n) − b n)·mean(q·k) for the
+      rounded M̂ = a I − b J, and the residual vanishes at c = b n / (a − b n);
+    * ``quotient`` (Lemma 7): (S_O + E_O)/(S_ℓ + E_ℓ) − S_O/S_ℓ = (E_O − (S_O/S_ℓ)·E_ℓ)/(S_ℓ + E_ℓ).
+    """
+    import itertools
+
+    import sympy as sp
+
+    out: dict[str, bool] = {}
+    m = 5
+    W = sp.symbols(f"W0:{m}", positive=True)
+    w = sp.symbols(f"w0:{m}", positive=True)
+    v = sp.symbols(f"v0:{m}", real=True)
+    cc = sp.symbols("c", positive=True)
+    o = sum(wi * vi for wi, vi in zip(w, v)) / sum(w)
+    lhs = sum(Wi * (vi - o) for Wi, vi in zip(W, v))
+    rhs = sum((Wi - cc * wi) * (vi - o) for Wi, wi, vi in zip(W, w, v))
+    out["ratio_identity"] = sp.simplify(lhs - rhs) == 0
+    lam, Lam = sp.symbols("lambda Lambda", real=True)
+    f = sp.exp(lam) - 1
+    out["ratio_bound"] = bool(
+        sp.simplify(f.subs(lam, Lam) - (sp.exp(Lam) - 1)) == 0
+        and sp.simplify(-f.subs(lam, -Lam) - (1 - sp.exp(-Lam))) == 0
+        and sp.simplify((sp.exp(Lam) - 1) - (1 - sp.exp(-Lam)) - (sp.exp(Lam) - 1) ** 2 * sp.exp(-Lam)) == 0
+        and sp.diff(f, lam) == sp.exp(lam)
+    )
+    Gs = sp.symbols("G0:4", real=True)
+    ok = True
+    for takes in itertools.product([False, True], repeat=3):
+        H = Gs[0]
+        fac = {0: {"gamma": sp.Integer(1)}}
+        alphas, gammas, Hs = [None], [sp.Integer(1)], [H]
+        for j in range(1, 4):
+            x = Gs[j] - H
+            if takes[j - 1]:
+                alphas.append(sp.exp(-x))
+                gammas.append(sp.Integer(1))
+                H = Gs[j]
+            else:
+                alphas.append(sp.Integer(1))
+                gammas.append(sp.exp(x))
+            Hs.append(H)
+        for j in range(4):
+            prod = gammas[j]
+            for kk in range(j + 1, 4):
+                prod *= alphas[kk]
+            ok &= sp.simplify(prod - sp.exp(Gs[j] - H)) == 0
+    del fac
+    out["telescoping"] = bool(ok)
+    a_, b_, c_ = sp.symbols("a b c", real=True)
+    nn = 3
+    qk = sp.symbols(f"qk0:{nn}", real=True)
+    mean_qk = sum(qk) / nn
+    st = [a_ * x - b_ * sum(qk) for x in qk]
+    mean_st = sum(st) / nn
+    ok = all(sp.simplify(st[r] + c_ * mean_st - (a_ * qk[r] + (c_ * (a_ - b_ * nn) - b_ * nn) * mean_qk)) == 0
+             for r in range(nn))
+    resid = (c_ * (a_ - b_ * nn) - b_ * nn).subs(c_, b_ * nn / (a_ - b_ * nn))
+    out["recovery"] = bool(ok and sp.simplify(resid) == 0)
+    SO, SL, EO, EL = sp.symbols("S_O S_l E_O E_l", real=True)
+    out["quotient"] = sp.simplify((SO + EO) / (SL + EL) - SO / SL - (EO - SO / SL * EL) / (SL + EL)) == 0
+    return out

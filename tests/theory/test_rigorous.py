@@ -108,3 +108,38 @@ def test_certificate_of_constant_v_is_a_few_roundings_of_v():
     c = rigorous.certify("pasa", q, k, v, block_kv=16)
     assert c.hull_cap < 1e-12
     assert 0 < c.max_abs_bound < 64 * F16.u * 3.0, c
+
+
+def test_lemma_algebra_checked_by_sympy():
+    checks = rigorous.sympy_checks()
+    assert checks and all(checks.values()), checks
+
+
+def _stats(**kw):
+    base = dict(q_max=2.0, k_max=2.0, v_abs=3.0, v_spread=2.0, head_dim=64, seq_kv=512)
+    base.update(kw)
+    return rigorous.InputStats(**base)
+
+
+@pytest.mark.parametrize("method", ["pasa", "fa_qk", "fa_q", "fa_hybrid"])
+def test_a_priori_grows_with_every_input_bound(method):
+    b0 = rigorous.a_priori(method, _stats()).bound
+    assert 0 < b0 < math.inf
+    for key, val in dict(q_max=4.0, k_max=4.0, v_abs=6.0, v_spread=4.0, seq_kv=2048).items():
+        assert rigorous.a_priori(method, _stats(**{key: val})).bound >= b0, key
+
+
+def test_a_priori_hybrid_is_first_order_in_fp32_u_for_small_scores():
+    # fp32 vector unit: the bound is dominated by the fp16 output rounding and P's fp16 cast, i.e. a
+    # few fp16 half-ulps of |v|, not fp16 roundings of the scores
+    b = rigorous.a_priori("fa_hybrid", _stats(q_max=0.5, k_max=0.5))
+    b16 = rigorous.a_priori("fa_qk", _stats(q_max=0.5, k_max=0.5))
+    assert b.bound < b16.bound / 5
+    assert b.exponent_error < 1e-4
+
+
+def test_a_priori_reports_possible_overflow():
+    b = rigorous.a_priori("fa_qk", _stats(q_max=200.0, k_max=200.0, head_dim=128))
+    assert b.overflow_possible and b.bound == math.inf
+    with pytest.raises(TypeError, match="InputStats"):
+        rigorous.a_priori("pasa", {"q_max": 1})
