@@ -319,7 +319,7 @@ def certify(
 
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not (0.0 < confidence < 1.0):
         raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
-    lam_p = math.sqrt(2.0 * math.log(4.0 / (1.0 - confidence)))
+    lam_p = math.sqrt(2.0 * math.log(6.0 / (1.0 - confidence)))
     kt_obs = None
     if shifted_keys is not None:
         if not pol.shift:
@@ -602,6 +602,10 @@ class _Engine:
             argerr = 4 * 2.0 ** -53 * (np.where(vis, opmag, 0.0) + np.abs(M) + Rr)
             Wlo = np.where(vis, np.exp(G_lo - M - Rr - argerr) * (1 - _EXP64), 0.0)
             Whi = np.where(vis, np.exp(G_hi - M + Rr + argerr) * (1 + _EXP64), 0.0)
+            # §12: the exponential's own rounding of p_r as a random relative error θ_r (not enclosed)
+            Rd = Rr - self.rho_exp
+            Whi_d = np.where(vis, np.exp(G_hi - M + Rd + argerr) * (1 + _EXP64), 0.0)
+            Wlo_d = np.where(vis, np.exp(G_lo - M - Rd - argerr) * (1 - _EXP64), 0.0)
             a64 = 4 * 2.0 ** -53 * (np.abs(s64) + np.abs(M))
             wmid = np.where(vis, np.exp(s64 - M), 0.0)
             wlo = np.where(vis, np.exp(s64 - M - sig - a64) * (1 - _EXP64), 0.0)
@@ -625,6 +629,12 @@ class _Engine:
         with np.errstate(invalid="ignore", over="ignore"):
             dev = np.maximum(Whi - cprime[:, None] * wlo, cprime[:, None] * whi - Wlo)
         dev = np.where(vis, np.where(np.isnan(dev), np.inf, np.maximum(dev, 0.0)), 0.0)
+        cprime_d = ((Wlo_d + Whi_d).sum(axis=1) / 2) / np.where(wmid.sum(axis=1) > 0, wmid.sum(axis=1), 1.0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            dev_d = np.maximum(Whi_d - cprime_d[:, None] * wlo, cprime_d[:, None] * whi - Wlo_d)
+        dev_d = np.where(vis, np.where(np.isnan(dev_d), np.inf, np.maximum(dev_d, 0.0)), 0.0)
+        t_exp = (1 + EXP32_REL) * (1 + vd.u) - 1
+        BA_p = np.zeros((R, Dv))
         BA = np.zeros((R, Dv))
         cap = np.zeros(R)
         chunk = max(1, (1 << 22) // max(1, L * Dv))
@@ -637,6 +647,11 @@ class _Engine:
             with np.errstate(divide="ignore", invalid="ignore"):
                 ba = (1 + Z[r0:r1, None]) * num / SWlo[r0:r1, None] + absn
             BA[r0:r1] = np.where((SWlo[r0:r1, None] > 0) & ~np.isnan(ba), ba, np.inf)
+            num_d = np.einsum("rl,rld->rd", dev_d[r0:r1], dv)
+            rnd_d = np.sqrt(np.einsum("rl,rld->rd", Whi_d[r0:r1] ** 2, dv ** 2))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                bp = (1 + Z[r0:r1, None]) * (num_d + self.lam_p * t_exp * rnd_d) / SWlo[r0:r1, None] + absn
+            BA_p[r0:r1] = np.where((SWlo[r0:r1, None] > 0) & ~np.isnan(bp), bp, np.inf)
             vv = np.where(vis[r0:r1, :, None], np.abs(vp[None, :, :] - o64[r0:r1, None, :]), 0.0)
             cap[r0:r1] = vv.max(axis=(1, 2))
         # Lemma 7: ℓ and O accumulators, running error bound in the final frame
@@ -725,7 +740,11 @@ class _Engine:
         BAC = np.where(np.isfinite(BAC) & (BAC < fb), BAC, fb)
         with np.errstate(invalid="ignore", divide="ignore"):
             BCp = np.where(Elp[:, None] < 1, (EOp + ocur * Elp[:, None]) / (1 - Elp[:, None]), np.inf)
-        BACp = np.minimum(np.where(np.isnan(BA + BCp), np.inf, BA + BCp), BAC)
+        BA_p = np.minimum(BA_p, BA)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ocur_p = np.abs(o64) + eps_o + BA_p
+            BCp = np.where(Elp[:, None] < 1, (EOp + ocur_p * Elp[:, None]) / (1 - Elp[:, None]), np.inf)
+        BACp = np.minimum(np.where(np.isnan(BA_p + BCp), np.inf, BA_p + BCp), BAC)
         yp = np.abs(o64) + eps_o + BACp
         Bendp = vd.hulp(yp) + (self.out.hulp(yp * (1 + vd.u)) if vd.name != self.out.name else 0.0)
         totp = (BACp + Bendp + eps_o) * _SAFETY
@@ -852,6 +871,8 @@ def a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", bet
         eps_k = u * (4 * St + 4 * Phi) * (1 + u) ** 2
         lam = sysm + (1 + c) * es + c * gamma(n + 1, u32) * St + errD + (u * 2 * St + rho) + T * (eps_k + rho + tau_k)
         Smax = St
+        acc_max = St                                                       # the rounded score product itself
+        vec_max = (4 * St + 4 * Phi) * (1 + u) ** 2                        # largest vector-unit operand (f)
         terms.update(systematic=sysm, scores=(1 + c) * es, offsets=errD + c * gamma(n + 1, u32) * St,
                      exp=u * 2 * St + rho, recurrence=T * (eps_k + rho + tau_k))
     else:
@@ -860,14 +881,18 @@ def a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", bet
             Qs = Qm * tv * (1 + u) * (1 + mi.u)
             eq = (abs(tv - tau) + u * tv + mi.u * tv * (1 + u)) * Qm + mi.eta
             Smax = d * Qs * Km * (1 + g32d) * (1 + um) * (1 + u)
+            acc_max = Smax
             es = d * Km * eq + g32d * d * Qs * Km + um * Smax + mo.eta
         else:
             Pq = d * Qm * Km
             Smax = tv * Pq * (1 + g32d) * (1 + um) * (1 + u)
+            acc_max = Pq * (1 + g32d) * (1 + um)                           # QKᵀ is rounded before τ
             es = tv * (g32d * Pq + um * Pq * (1 + g32d)) * (1 + u) + u * Smax + abs(tv - tau) * Pq + vd.eta
         lam = es + (u * 2 * Smax + rho) + T * (u * 2 * Smax + rho)
         terms.update(scores=es, exp=u * 2 * Smax + rho, recurrence=T * (u * 2 * Smax + rho))
-    overflow = not (Smax < vd.maxf and Smax < mo.maxf)
+        vec_max = 2 * Smax * (1 + u)
+    # overflow: the rounded score product, the scores and every vector-unit operand of steps d–g
+    overflow = not (acc_max < mo.maxf and Smax < vd.maxf and vec_max < vd.maxf)
     Vs, Va = stats.v_spread, stats.v_abs
     Z = (T + 2) * S2 * (vd.eta + _FORMATS["fp32"].eta) * 1.001
     with np.errstate(over="ignore"):

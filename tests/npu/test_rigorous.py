@@ -57,6 +57,13 @@ def test_exp_hypothesis_exhaustive_on_fp16_arguments():
         hi = f16.rnd(e * (1 + rigorous.EXP32_REL) * (1 + 2.0 ** -50))
     bad = ~((got >= lo) & (got <= hi))
     assert not bad.any(), f"{int(bad.sum())} fp16 arguments outside H2, e.g. x={x.numpy()[bad][:5]}"
+    # the kernel calls exp on 5-D tiles, (rows, 1) columns and in place: the same values on every path
+    for other in (torch.exp(x.reshape(-1, 1)).reshape(-1), torch.exp(x.reshape(-1, 31)[:, 3:4].contiguous()).reshape(-1),
+                  torch.exp_(x.clone().reshape(31, -1).t().contiguous()).t().reshape(-1)):
+        ref = torch.exp(x)
+        if other.numel() != ref.numel():
+            ref = torch.exp(x.reshape(-1, 31)[:, 3:4].reshape(-1))
+        assert torch.equal(other, ref)
     assert torch.exp(torch.zeros(1, dtype=torch.float16)).item() == 1.0
     assert float(torch.exp(x[x <= 0]).max()) <= 1.0
 
@@ -256,3 +263,18 @@ def test_probabilistic_bound_violation_rate():
     """Proposition 3 at δ = 0.01 over 1 000 independent seeded draws (mixed methods, S2 = 40…300,
     biased and centred V): element-wise violation rate <= δ. Prints how far below Theorem 1 it is."""
     _check_prob(1000, seed=99)
+
+
+def test_a_priori_and_certificate_are_infinite_where_the_kernel_overflows():
+    """fa_qk rounds QKᵀ to fp16 before scaling: with q, k ≈ 30 and d = 128 the product passes 65504
+    and the output is NaN. Both bounds must say +inf there (an earlier a-priori version checked the
+    scaled scores only and claimed a finite bound)."""
+    q, k, v = data.make_qkv("hybrid", mean=30.0, amplitude=0.5, seed=3, batch=1, heads=2, kv_heads=1,
+                            seq_q=8, seq_kv=200, head_dim=128)
+    out = run_method("fa_qk", q, k, v)
+    assert not torch.isfinite(out).all()
+    assert rigorous.a_priori("fa_qk", rigorous.stats_of(q, k, v)).bound == math.inf
+    cert = rigorous.certify("fa_qk", q, k, v)
+    assert cert.overflow and cert.max_abs_bound == math.inf
+    # PASA on the same inputs stays finite, and its bound holds
+    _check(q, k, v, "pasa", what="biased q, k")
