@@ -278,3 +278,23 @@ def test_a_priori_and_certificate_are_infinite_where_the_kernel_overflows():
     assert cert.overflow and cert.max_abs_bound == math.inf
     # PASA on the same inputs stays finite, and its bound holds
     _check(q, k, v, "pasa", what="biased q, k")
+
+
+@pytest.mark.slow
+def test_random_fuzz_of_shapes_and_distributions():
+    """400 seeded random configurations (d, n, S1, S2, causal, biased/wide q, k, v; every method, PASA
+    also with the observed K̃): no violation."""
+    rng = np.random.default_rng(12345)
+    for i in range(400):
+        d = int(rng.choice([32, 64, 128, 256]))
+        n = int(rng.choice([16, 32, 64, 128, 256, 512]))
+        s2, s1, causal = int(rng.integers(1, 700)), int(rng.integers(1, 12)), bool(rng.integers(2))
+        qm, km, vm = rng.choice([0, 5, 20, 30], 3)
+        qa, ka, va = rng.choice([0.1, 1, 5, 20], 3)
+        g = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
+        q = (torch.randn((1, 2, s1, d), generator=g) * qa + qm).half()
+        k = (torch.randn((1, 1, s2, d), generator=g) * ka + km).half()
+        v = (torch.randn((1, 1, s2, d), generator=g) * va + vm).half()
+        method = METHODS[i % len(METHODS)]
+        _check(q, k, v, method, block_kv=n, is_causal=causal, observed=(method == "pasa" and i % 8 == 0),
+               what=f"fuzz {i}: d={d} n={n} S1={s1} S2={s2} causal={causal}")
