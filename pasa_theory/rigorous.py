@@ -1,0 +1,990 @@
+"""Rigorous a-posteriori rounding-error bound for the tiled attention kernel (a theorem, not a model).
+
+:func:`certify` returns, for given inputs, a number ``max_abs_bound`` with
+
+    max |O_computed − O_exact| ≤ max_abs_bound
+
+for every output element of the certified query rows, where ``O_computed`` is what the kernel of
+:mod:`pasa_npu` returns for the method/precision and ``O_exact`` is exact softmax attention on the
+same (already fp16) inputs with the float64 scale τ. The proof is in ``docs/bounds.md`` (§2–§9); each
+function below cites the lemma it evaluates. The hypotheses (``docs/bounds.md`` §1) are:
+
+* H1 every vector-unit operation is the exact result rounded to nearest (ties to even) in its format,
+  a matrix product takes exact operands, accumulates in fp32 in any order (with or without fused
+  multiply-add) and rounds once; fp32 sums of m terms err by at most γ_m·Σ|terms|
+  (γ_m = m·u/(1 − m·u));
+* H2 the exponential of the vector unit is an fp32 routine with relative error at most
+  :data:`EXP32_REL` before the final rounding (checked exhaustively on all fp16 arguments and on
+  10⁶ fp32 arguments by ``tests/theory/test_rigorous.py``);
+* H3 NumPy's float64 ``exp`` has relative error below 2⁻⁵⁰ and its float64 arithmetic is IEEE.
+
+How it is made rigorous (``docs/bounds.md`` §1):
+
+* every computed fp quantity is *enclosed*: an interval [lo, hi] that contains the value the kernel
+  computes, whatever the accumulation order; round-to-nearest is monotone, so a rounded quantity is
+  enclosed by the rounded endpoints (ties and rounding boundaries are inside);
+* every rounding is bounded at the largest magnitude its operand can take (half an ulp there), and
+  a subtraction of two fp numbers is counted exact only when it is provably exact;
+* every data-dependent branch (the running-maximum take-over, the re-centring of the reference,
+  underflow of an exponential) is covered: the errors of both outcomes are added whenever the
+  enclosures allow both;
+* the output is compared through a branch-independent identity (Lemma 5, telescoping of the
+  take-over factors) and a ratio lemma (Lemma 6), so no quantity is evaluated "along the exact
+  trajectory";
+* the float64 evaluation of the bound is accounted for: enclosure endpoints are widened by 2⁻⁴⁰ of
+  the magnitude of what was summed, exponentials by 2⁻⁵⁰ plus their argument's error, and the final
+  sum of non-negative terms is multiplied by 1 + 2⁻³⁰ (§9).
+
+Supported arrangements (others raise ``ValueError``): matrix unit fp16 in / fp32 accumulate /
+fp16 or fp32 out; vector unit fp16 or fp32; row reductions ``reduce="acc"``; with the shift:
+``reference="lazy"``, ``recovery="pseudo_average"``, ``pseudo_average="centered"``, τ folded into M
+(``npu_fp16`` PASA); without it: flash attention with τ on the scores or on Q (``fa_qk``, ``fa_q``,
+``fa_naive``, ``fa_hybrid``). Masks: the bottom-right causal mask and the padded tail.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import policies
+
+__all__ = ["Certificate", "certify", "EXP32_REL", "gamma", "SUPPORTED_METHODS", "InputStats", "stats_of", "APrioriBound", "a_priori", "sympy_checks"]
+
+#: H2: relative error bound of the fp32 exponential before its result is rounded to the vector format.
+EXP32_REL = 2.0 ** -22
+
+#: Methods whose arrangement :func:`certify` handles at the ``npu_fp16`` precision.
+SUPPORTED_METHODS = ("pasa", "pasa:npu_fp16", "fa_qk", "fa_q", "fa_naive", "fa_hybrid")
+
+_SAFETY = 1.0 + 2.0 ** -30          # §9: float64 evaluation of a sum of non-negative terms
+_WIDEN = 2.0 ** -38                 # §9: float64 error of an enclosure endpoint, relative to its magnitude
+_EXP64 = 2.0 ** -50                 # H3
+
+
+@dataclass(frozen=True)
+class _Fmt:
+    name: str
+    p: int                 # significand bits, implicit bit included
+    emin: int
+    maxf: float
+    np_dtype: Any
+
+    @property
+    def u(self) -> float:
+        return 2.0 ** -self.p
+
+    @property
+    def eta(self) -> float:
+        """Half the spacing of the subnormals: the largest absolute error of rounding in that range."""
+        return 2.0 ** (self.emin - self.p)
+
+    @property
+    def tiny(self) -> float:
+        return 2.0 ** self.emin
+
+    def rnd(self, x: np.ndarray) -> np.ndarray:
+        """Round to nearest even (float64 → format → float64); monotone, overflow gives ±inf."""
+        with np.errstate(over="ignore"):
+            return np.asarray(x, dtype=np.float64).astype(self.np_dtype).astype(np.float64)
+
+    def hulp(self, mag: np.ndarray) -> np.ndarray:
+        """Half an ulp at magnitude ``mag``: |fl(y) − y| ≤ hulp(M) for every |y| ≤ M (Lemma 1)."""
+        mag = np.asarray(mag, dtype=np.float64)
+        _, e = np.frexp(np.where(np.isfinite(mag), mag, 0.0))
+        out = np.ldexp(1.0, np.maximum(e - 1, self.emin) - self.p)
+        return np.where(np.isfinite(mag), out, np.inf)
+
+    def spacing_min(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Smallest spacing of the format over the values in [lo, hi]."""
+        lo = np.asarray(lo, dtype=np.float64)
+        hi = np.asarray(hi, dtype=np.float64)
+        m = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(np.abs(lo), np.abs(hi)))
+        _, e = np.frexp(np.where(np.isfinite(m), m, 0.0))
+        return np.ldexp(1.0, np.maximum(e - 1, self.emin) - self.p + 1)
+
+    def sub_err(self, xlo, xhi, ylo, yhi) -> np.ndarray:
+        """Error bound of fl(x − y) for x ∈ [xlo, xhi], y ∈ [ylo, yhi] both in this format: 0 when
+        the difference is provably representable (Lemma 2), else half an ulp at its largest size."""
+        d = np.maximum(np.abs(np.asarray(xhi) - ylo), np.abs(np.asarray(xlo) - yhi))
+        g = np.minimum(self.spacing_min(xlo, xhi), self.spacing_min(ylo, yhi))
+        with np.errstate(invalid="ignore"):
+            exact = d <= (2.0 ** self.p) * g
+        return np.where(exact, 0.0, self.hulp(d))
+
+
+_FORMATS = {
+    "fp16": _Fmt("fp16", 11, -14, 65504.0, np.float16),
+    "fp32": _Fmt("fp32", 24, -126, float(np.finfo(np.float32).max), np.float32),
+    "fp64": _Fmt("fp64", 53, -1022, float(np.finfo(np.float64).max), np.float64),
+}
+
+
+def gamma(m: int | float, u: float) -> float:
+    """γ_m = m·u/(1 − m·u) (Higham, *Accuracy and Stability*, Lemma 3.1); inf when m·u ≥ 1."""
+    mu = float(m) * u
+    return mu / (1.0 - mu) if mu < 1.0 else math.inf
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Result of :func:`certify`: a rigorous a-posteriori bound (a theorem under ``docs/bounds.md`` §1).
+
+    ``max_abs_bound`` ≥ max |O_computed − O_exact| over every element of the certified rows;
+    ``row_bound[b, h, i]`` the same per row (max over the head dim); ``hull_cap`` = max over rows of
+    max_r |v_r − o| (the trivial bound: the output lies in the hull of V), ``row_hull_cap`` per row;
+    ``terms`` the largest value over rows of each part of the bound; ``dominant`` the part that is
+    largest at the worst row. ``overflow`` is True when the enclosures cannot exclude an inf/NaN in
+    the run (then the bound is inf).
+    """
+
+    method: str
+    precision: str
+    max_abs_bound: float
+    hull_cap: float
+    rows: np.ndarray
+    row_bound: np.ndarray
+    row_hull_cap: np.ndarray
+    terms: dict = field(default_factory=dict)
+    dominant: str = ""
+    overflow: bool = False
+    #: probabilistic bound (docs/bounds.md §12): each element's error is below its ``row_prob_bound``
+    #: entry's row value with probability ≥ ``confidence`` under the model stated there
+    prob_abs_bound: float = math.inf
+    row_prob_bound: np.ndarray | None = None
+    confidence: float = 0.99
+
+    @property
+    def vacuous(self) -> bool:
+        """True when the bound says no more than the trivial hull cap."""
+        return not (self.max_abs_bound < self.hull_cap)
+
+
+# ---------------------------------------------------------------------------------------------------
+# input handling
+
+
+def _as_array(name: str, x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):                      # a torch tensor, without importing torch
+        x = x.detach().cpu().float().numpy() if str(x.dtype) in ("torch.bfloat16",) else x.detach().cpu().numpy()
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array-like of reals (BNSD), got {type(x).__name__}") from None
+    if a.ndim != 4:
+        raise ValueError(f"{name} must be 4-D BNSD (batch, heads, seq, head_dim), got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be finite")
+    return a
+
+
+def _check_representable(name: str, a: np.ndarray, fmt: _Fmt) -> None:
+    if not np.array_equal(fmt.rnd(a), a):
+        raise ValueError(
+            f"{name} must hold values exactly representable in {fmt.name} (the kernel's matmul_in); "
+            "round the inputs first, the bound is for the rounded inputs"
+        )
+
+
+def _pad(x: np.ndarray, n: int, rule: str) -> np.ndarray:
+    """``pasa_npu.kernel._pad_rows`` (sequence dim 2) in NumPy: the same padding rule."""
+    s = x.shape[2]
+    pad = (-s) % n
+    if pad == 0:
+        return x
+    if rule == "zero" or (rule == "reference" and s < n):
+        extra = np.zeros((*x.shape[:2], pad, x.shape[3]))
+    else:
+        extra = x[:, :, np.arange(s - pad, s) % s]
+    return np.concatenate((x, extra), axis=2)
+
+
+def _check_policy(pol: policies.Policy) -> None:
+    why = []
+    if pol.matmul_in.name != "fp16" or pol.matmul_acc.name != "fp32":
+        why.append("matrix unit fp16 in / fp32 accumulate")
+    if pol.matmul_out.name not in ("fp16", "fp32") or pol.vector.name not in ("fp16", "fp32"):
+        why.append("matmul_out and vector in fp16 or fp32")
+    if pol.reduce != "acc":
+        why.append("reduce='acc'")
+    if pol.smooth_k or pol.modelled_as is not None:
+        why.append("one of the package's own kernels without K smoothing")
+    if pol.shift:
+        if pol.reference != "lazy" or pol.recovery != "pseudo_average" or pol.pseudo_average != "centered":
+            why.append("reference='lazy', recovery='pseudo_average', pseudo_average='centered'")
+        if pol.placement != "m":
+            why.append("the softmax scale folded into M")
+        if pol.coef_dtype.name != pol.vector.name:
+            why.append("c stored in the vector format")
+    if why:
+        raise ValueError(
+            f"certify supports {SUPPORTED_METHODS} at npu_fp16-like precisions; policy {pol.name!r} "
+            f"(shift={pol.shift}) needs: " + "; ".join(why)
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# enclosures of the score tile (steps setup, a)
+
+
+def _shifted_keys(kp: np.ndarray, n: int, diag: float, off: float, mi: _Fmt, mo: _Fmt) -> tuple[np.ndarray, np.ndarray]:
+    """Enclosure of K̃_j = fl(M̂ᵀ·K_j) (Lemma 3): exact value ± γ^{fp32}_n·Σ|M̂||K|, then rounded."""
+    L, D = kp.shape
+    kb = kp.reshape(L // n, n, D)
+    colsum = kb.sum(axis=1, keepdims=True)
+    colabs = np.abs(kb).sum(axis=1, keepdims=True)
+    centre = (diag - off) * kb + off * colsum
+    mag = abs(diag - off) * np.abs(kb) + abs(off) * colabs + abs(off) * np.abs(kb)
+    rad = gamma(n, 2.0 ** -24) * mag + _WIDEN * mag
+    lo = mi.rnd(mo.rnd(centre - rad)).reshape(L, D)
+    hi = mi.rnd(mo.rnd(centre + rad)).reshape(L, D)
+    return lo, hi
+
+
+def _score_tile(qm: np.ndarray, klo: np.ndarray, khi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Enclosure of the fp32 accumulator Q·K̃ᵀ (Lemma 3): midpoint–radius products ± γ^{fp32}_D·Σ|q||k̃|."""
+    D = qm.shape[1]
+    mid = (klo + khi) * 0.5
+    rad = (khi - klo) * 0.5
+    aq = np.abs(qm)
+    dot = qm @ mid.T
+    mag = aq @ np.maximum(np.abs(klo), np.abs(khi)).T
+    spread = aq @ rad.T
+    e = gamma(D, 2.0 ** -24) * mag + _WIDEN * mag
+    return dot - spread - e, dot + spread + e
+
+
+# ---------------------------------------------------------------------------------------------------
+# the certificate
+
+
+def certify(
+    method: str, q: Any, k: Any, v: Any, *, precision: Any = "npu_fp16", beta: float | None = None,
+    block_kv: int = 128, scale: float | None = None, is_causal: bool = False, rows: Any = None,
+    shifted_keys: Any = None, confidence: float = 0.99,
+) -> Certificate:
+    """Rigorous a-posteriori bound on max|O_computed − O_exact| for the harness method ``method``.
+
+    Args mirror :func:`pasa_npu.methods.run_method`: q (B, H, S1, d), k and v (B, Hkv, S2, ·) as
+    arrays or tensors whose values are exactly representable in fp16; ``rows``: query positions to
+    certify (default: all). Returns a :class:`Certificate`. Torch-free (NumPy).
+
+    ``confidence``: for the probabilistic companion ``prob_abs_bound`` (docs/bounds.md §12), each
+    output element's error is below its probabilistic bound with probability ≥ ``confidence`` under
+    the stated model (the roundings of the ℓ and O accumulators independent-in-mean, |δ| ≤ u).
+
+    ``shifted_keys`` (PASA only): the shifted keys K̃ the run used, (B, Hkv, ⌈S2/n⌉·n, d), as
+    ``pasa_npu.shifted_keys`` returns them. Without it K̃ is *enclosed* for every fp32 summation
+    order of M̂ᵀK (Lemma 3), which is rigorous for any matrix unit but wide when K is biased (each
+    entry of K̃ sums n terms of size |β·τ·k̄|/n·n that cancel); with it the bound is conditional on
+    that observed setup product (everything after it is still enclosed).
+
+    A theorem under the hypotheses H1–H3 of ``docs/bounds.md`` §1 (proof §2–§9), not an estimate.
+    """
+    pol = policies.resolve(method, precision)
+    _check_policy(pol)
+    if isinstance(block_kv, bool) or not isinstance(block_kv, (int, np.integer)) or block_kv < 1:
+        raise ValueError(f"block_kv must be a positive int, got {block_kv!r}")
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+    qa, ka, va = _as_array("q", q), _as_array("k", k), _as_array("v", v)
+    B, H, S1, D = qa.shape
+    if ka.shape[0] != B or va.shape[0] != B or ka.shape[1] != va.shape[1] or ka.shape[2] != va.shape[2]:
+        raise ValueError(f"k and v must be (B, Hkv, S2, ·) with B = {B}; got {ka.shape}, {va.shape}")
+    Hkv, S2 = ka.shape[1], ka.shape[2]
+    if ka.shape[3] != D or H % Hkv:
+        raise ValueError(f"k must have head_dim {D} and q heads a multiple of k heads; got {ka.shape}")
+    mi = _FORMATS[pol.matmul_in.name]
+    for name, a in (("q", qa), ("k", ka), ("v", va)):
+        _check_representable(name, a, mi)
+    if scale is None:
+        tau = 1.0 / math.sqrt(D)
+    else:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating)):
+            raise TypeError(f"scale must be a real number or None, got {type(scale).__name__}")
+        tau = float(scale)
+        if not (math.isfinite(tau) and tau > 0):
+            raise ValueError(f"scale must be finite and > 0, got {scale}")
+    if rows is None:
+        sel = np.arange(S1)
+    else:
+        sel = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if sel.size == 0 or sel.min() < 0 or sel.max() >= S1:
+            raise ValueError(f"rows must be query positions in [0, {S1}), got {rows!r}")
+    n = S2 if pol.untiled else int(block_kv)
+    if pol.shift and n < 2:
+        raise ValueError(f"block_kv must be >= 2 for PASA, got {n}")
+
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not (0.0 < confidence < 1.0):
+        raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
+    lam_p = math.sqrt(2.0 * math.log(6.0 / (1.0 - confidence)))
+    kt_obs = None
+    if shifted_keys is not None:
+        if not pol.shift:
+            raise ValueError("shifted_keys applies to PASA methods only")
+        kt_obs = _as_array("shifted_keys", shifted_keys)
+        L = -(-S2 // n) * n
+        if kt_obs.shape != (B, Hkv, L, D):
+            raise ValueError(f"shifted_keys must have shape {(B, Hkv, L, D)}, got {kt_obs.shape}")
+        _check_representable("shifted_keys", kt_obs, mi)
+    eng = _Engine(pol, tau, n, S1, S2, D, beta, is_causal)
+    eng.lam_p = lam_p
+    G = H // Hkv
+    row_prob = np.zeros((B, H, sel.size))
+    row_bound = np.zeros((B, H, sel.size))
+    row_cap = np.zeros((B, H, sel.size))
+    terms_max: dict[str, float] = {}
+    worst = (-1.0, "")
+    overflow = False
+    for b in range(B):
+        for hk in range(Hkv):
+            kp = _pad(ka[b:b + 1, hk:hk + 1], n, pol.kv_tail)[0, 0]
+            vp = _pad(va[b:b + 1, hk:hk + 1], n, pol.kv_tail)[0, 0]
+            qg = qa[b, hk * G:(hk + 1) * G][:, sel].reshape(G * sel.size, D)
+            ridx = np.tile(sel, G)
+            res = eng.run(qg, ka[b, hk], kp, vp, ridx, None if kt_obs is None else kt_obs[b, hk])
+            row_bound[b, hk * G:(hk + 1) * G] = res["bound"].reshape(G, sel.size)
+            row_cap[b, hk * G:(hk + 1) * G] = res["cap"].reshape(G, sel.size)
+            row_prob[b, hk * G:(hk + 1) * G] = res["prob"].reshape(G, sel.size)
+            overflow |= bool(res["overflow"])
+            for key, val in res["terms"].items():
+                terms_max[key] = max(terms_max.get(key, 0.0), val)
+            if res["worst"][0] > worst[0]:
+                worst = res["worst"]
+    return Certificate(
+        method=method, precision=pol.name, max_abs_bound=float(row_bound.max()), hull_cap=float(row_cap.max()),
+        rows=sel, row_bound=row_bound, row_hull_cap=row_cap, terms=terms_max, dominant=worst[1], overflow=overflow,
+        prob_abs_bound=float(row_prob.max()), row_prob_bound=row_prob, confidence=float(confidence),
+    )
+
+
+class _Engine:
+    """The per-(batch, KV head) evaluation of the bound: steps a–h of ``docs/bounds.md``."""
+
+    def __init__(self, pol: policies.Policy, tau: float, n: int, S1: int, S2: int, D: int, beta, is_causal: bool):
+        self.pol = pol
+        self.tau = tau
+        self.n = n
+        self.S1, self.S2, self.D = S1, S2, D
+        self.T = -(-S2 // n)
+        self.L = self.T * n
+        self.causal = is_causal
+        self.mi = _FORMATS[pol.matmul_in.name]
+        self.mo = _FORMATS[pol.matmul_out.name]
+        self.vd = _FORMATS[pol.vector.name]
+        self.f32 = _FORMATS["fp32"]
+        self.out = _FORMATS["fp16"]             # the result is cast to the input dtype (fp16)
+        self.c = None
+        if pol.shift:
+            consts = policies.shift_constants(pol, n, beta, tau)
+            self.diag = float(self.mi.rnd(consts.diag))
+            self.off = float(self.mi.rnd(consts.off)) if n > 1 else 0.0
+            self.c = float(consts.c)
+            self.recenter = float(self.vd.rnd(pol.recenter_at))
+        vd = self.vd
+        # ρ_exp: |log(p / e^y)| for a result in the normal range (H2 and one rounding)
+        self.rho_exp = -math.log1p(-EXP32_REL) - math.log1p(-vd.u)
+        self.eta_exp = vd.eta + _FORMATS["fp32"].eta     # absolute part (underflow) of one exp result
+
+    # -- step a: scores ------------------------------------------------------------------------
+    def scores(self, qg: np.ndarray, kp: np.ndarray, kt_obs: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        pol, vd, mo, mi = self.pol, self.vd, self.mo, self.mi
+        if pol.shift and kt_obs is not None:
+            klo = khi = kt_obs
+            qm = qg
+        elif pol.shift:
+            klo, khi = _shifted_keys(kp, self.n, self.diag, self.off, mi, mo)
+            qm = qg
+        else:
+            klo = khi = kp
+            qm = qg
+            if pol.placement == "q":
+                tv = float(vd.rnd(self.tau))
+                qm = mi.rnd(vd.rnd(qg * tv))
+        lo, hi = _score_tile(qm, klo, khi)
+        lo, hi = vd.rnd(mo.rnd(lo)), vd.rnd(mo.rnd(hi))
+        if not pol.shift and pol.placement == "scores":
+            tv = float(vd.rnd(self.tau))
+            lo, hi = vd.rnd(lo * tv), vd.rnd(hi * tv)
+        return lo, hi
+
+    def visible(self, ridx: np.ndarray) -> np.ndarray:
+        cols = np.arange(self.L)
+        vis = np.broadcast_to(cols < self.S2, (ridx.size, self.L)).copy()
+        if self.causal:
+            vis &= cols[None, :] <= ridx[:, None] + (self.S2 - self.S1)
+        return vis
+
+    # -- the whole row group -------------------------------------------------------------------
+    def run(self, qg, k_real, kp, vp, ridx, kt_obs=None) -> dict:
+        pol, vd, n, T, tau = self.pol, self.vd, self.n, self.T, self.tau
+        R = qg.shape[0]
+        slo, shi = self.scores(qg, kp, kt_obs)
+        vis = self.visible(ridx)
+        # exact scores s' (float64) and their error σ (Lemma 8)
+        s64 = tau * (qg @ kp.T)
+        sig = (gamma(self.D + 2, 2.0 ** -53) * tau) * (np.abs(qg) @ np.abs(kp).T)
+        nonempty = vis.any(axis=1)
+        overflow = np.zeros(R, dtype=bool)
+        overflow |= ~np.all(np.isfinite(slo) | ~vis, axis=1) | ~np.all(np.isfinite(shi) | ~vis, axis=1)
+        if pol.shift:
+            overflow |= ~np.all(np.isfinite(slo), axis=1) | ~np.all(np.isfinite(shi), axis=1)
+
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            rec = self.recurrence(slo, shi, vis)
+            overflow |= rec["overflow"]
+            # NaN produced by inf − inf in a bound is mapped to inf (never to a finite value) below
+            return self.combine(slo, shi, vis, s64, sig, vp, rec, nonempty, overflow)
+
+    # -- steps b, e–g: block offsets, reference, running maximum (Lemmas 4–5) ---------------------
+    def recurrence(self, slo: np.ndarray, shi: np.ndarray, vis: np.ndarray) -> dict:
+        pol, vd, f32, n, T = self.pol, self.vd, self.f32, self.n, self.T
+        R = slo.shape[0]
+        c = self.c
+        ninf = np.full(R, -np.inf)
+        m_lo = m_hi = ninf
+        phi_lo = phi_hi = np.zeros(R)
+        a_lo = a_hi = np.zeros(R)
+        started = np.zeros(R, dtype=bool)
+        G_lo_off = np.zeros((R, T))       # c·mean32 lower end (0 without shift)
+        G_hi_off = np.zeros((R, T))
+        errD = np.zeros((R, T))
+        notake_err = np.zeros((R, T))      # ε_j + ρ_j if block j may not take over
+        take_err = np.zeros((R, T))        # ε_k + ρ_k if block k may take over
+        tau_err = np.zeros((R, T))         # |τ_k|: re-centring jump of the stored frame
+        may_take = np.zeros((R, T), dtype=bool)
+        may_stay = np.zeros((R, T), dtype=bool)
+        uf_gamma = np.zeros((R, T), dtype=bool)
+        uf_alpha = np.zeros((R, T), dtype=bool)
+        mj_lo_all = np.full((R, T), -np.inf)
+        mj_hi_all = np.full((R, T), -np.inf)
+        overflow = np.zeros(R, dtype=bool)
+        vdu = vd
+        for j in range(T):
+            cs = slice(j * n, (j + 1) * n)
+            blo, bhi, bvis = slo[:, cs], shi[:, cs], vis[:, cs]
+            anyvis = bvis.any(axis=1)
+            mj_lo = np.where(anyvis, np.max(np.where(bvis, blo, -np.inf), axis=1), -np.inf)
+            mj_hi = np.where(anyvis, np.max(np.where(bvis, bhi, -np.inf), axis=1), -np.inf)
+            mj_lo_all[:, j], mj_hi_all[:, j] = mj_lo, mj_hi
+            if pol.shift:
+                # step b: fp32 block mean of the (unmasked) tile, Lemma 4
+                amag = np.maximum(np.abs(blo), np.abs(bhi)).mean(axis=1)
+                em = gamma(n + 1, f32.u) * amag + _WIDEN * amag
+                mlo = blo.mean(axis=1) - em
+                mhi = bhi.mean(axis=1) + em
+                G_lo_off[:, j] = c * mlo
+                G_hi_off[:, j] = c * mhi
+                first = j == 0
+                if first:
+                    a_lo, a_hi = vd.rnd(mlo), vd.rnd(mhi)
+                # e = fl_vd(fl32(mean32 − A))
+                dlo, dhi = mlo - a_hi, mhi - a_lo
+                dmag = np.maximum(np.abs(dlo), np.abs(dhi))
+                e_lo, e_hi = vd.rnd(f32.rnd(dlo)), vd.rnd(f32.rnd(dhi))
+                err_e = f32.hulp(dmag) + (vd.hulp(dmag * (1 + f32.u)) if vd.name != "fp32" else 0.0)
+                emag = np.maximum(np.abs(e_lo), np.abs(e_hi))
+                d0_lo, d0_hi = vd.rnd(e_lo * c), vd.rnd(e_hi * c)
+                errD0 = c * err_e + vd.hulp(emag * c)
+                if first:
+                    dj_lo, dj_hi, errD[:, j] = d0_lo, d0_hi, errD0
+                else:
+                    far_pos = np.maximum(np.abs(d0_lo), np.abs(d0_hi)) > self.recenter
+                    far_cert = (d0_lo > self.recenter) | (d0_hi < -self.recenter)
+                    # a_new = fl(a + e) with a + e = mean32 + (e − (mean32 − a)): enclosed from the
+                    # mean itself (no dependency blow-up); δa = fl(a_new − a) = e + (rounding of a + e)
+                    # + its own rounding; fl(e − δa) is then at most those two roundings (Lemma 4).
+                    amag = np.maximum(np.abs(a_lo), np.abs(a_hi)) + emag
+                    err_an = vd.hulp(amag)
+                    an_lo, an_hi = vd.rnd(mlo - err_e - err_an), vd.rnd(mhi + err_e + err_an)
+                    an_lo = vd.rnd(np.maximum(an_lo, a_lo + e_lo - err_an))
+                    an_hi = vd.rnd(np.minimum(an_hi, a_hi + e_hi + err_an))
+                    err_de = vd.sub_err(an_lo, an_hi, a_lo, a_hi)
+                    de_lo, de_hi = vd.rnd(e_lo - err_an), vd.rnd(e_hi + err_an)
+                    gap = err_an + err_de
+                    ed_lo, ed_hi = vd.rnd(-gap), vd.rnd(gap)
+                    err_ed = vd.sub_err(e_lo, e_hi, de_lo, de_hi)
+                    d1_lo, d1_hi = vd.rnd(ed_lo * c), vd.rnd(ed_hi * c)
+                    errD1 = c * (err_e + err_de + err_ed) + vd.hulp(np.maximum(np.abs(ed_lo), np.abs(ed_hi)) * c)
+                    dc_lo, dc_hi = vd.rnd(de_lo * c), vd.rnd(de_hi * c)
+                    err_dc = vd.hulp(np.maximum(np.abs(de_lo), np.abs(de_hi)) * c)
+                    p1_lo, p1_hi = vd.rnd(phi_lo - dc_hi), vd.rnd(phi_hi - dc_lo)
+                    err_p1 = vd.sub_err(phi_lo, phi_hi, dc_lo, dc_hi)
+                    tau_err[:, j] = np.where(far_pos, err_p1 + err_dc + c * err_de, 0.0)
+                    errD[:, j] = np.where(far_cert, errD1, np.where(far_pos, np.maximum(errD0, errD1), errD0))
+                    # enclosures after the (possible) re-centring: hull of both outcomes
+                    dj_lo = np.where(far_cert, d1_lo, np.where(far_pos, np.minimum(d0_lo, d1_lo), d0_lo))
+                    dj_hi = np.where(far_cert, d1_hi, np.where(far_pos, np.maximum(d0_hi, d1_hi), d0_hi))
+                    phi_lo = np.where(far_cert, p1_lo, np.where(far_pos, np.minimum(phi_lo, p1_lo), phi_lo))
+                    phi_hi = np.where(far_cert, p1_hi, np.where(far_pos, np.maximum(phi_hi, p1_hi), phi_hi))
+                    a_lo = np.where(far_cert, an_lo, np.where(far_pos, np.minimum(a_lo, an_lo), a_lo))
+                    a_hi = np.where(far_cert, an_hi, np.where(far_pos, np.maximum(a_hi, an_hi), a_hi))
+                if not (np.all(np.isfinite(dj_lo)) and np.all(np.isfinite(dj_hi)) and np.all(np.isfinite(a_lo))
+                        and np.all(np.isfinite(a_hi))):
+                    overflow |= ~(np.isfinite(dj_lo) & np.isfinite(dj_hi) & np.isfinite(a_lo) & np.isfinite(a_hi))
+            else:
+                dj_lo = dj_hi = np.zeros(R)
+            # steps f–g: x = fl(fl(m_j − m) + fl(δ_j − φ)); take-over when x > 0
+            act = started & anyvis
+            with np.errstate(invalid="ignore"):
+                dm_lo, dm_hi = vd.rnd(mj_lo - m_hi), vd.rnd(mj_hi - m_lo)
+                err_dm = vd.sub_err(mj_lo, mj_hi, m_lo, m_hi)
+                if pol.shift:
+                    of_lo, of_hi = vd.rnd(dj_lo - phi_hi), vd.rnd(dj_hi - phi_lo)
+                    err_of = vd.sub_err(dj_lo, dj_hi, phi_lo, phi_hi)
+                    y_lo, y_hi = dm_lo + of_lo, dm_hi + of_hi
+                    x_lo, x_hi = vd.rnd(y_lo), vd.rnd(y_hi)
+                    eps = err_dm + err_of + vd.hulp(np.maximum(np.abs(y_lo), np.abs(y_hi)))
+                else:
+                    x_lo, x_hi = dm_lo, dm_hi
+                    eps = err_dm
+            x_lo = np.where(act, x_lo, 0.0)
+            x_hi = np.where(act, x_hi, 0.0)
+            overflow |= act & ~(np.isfinite(x_lo) & np.isfinite(x_hi))
+            take_pos = act & (x_hi > 0)
+            stay_pos = act & (x_lo <= 0)
+            take_cert = (~started & anyvis) | (act & (x_lo > 0))
+            may_take[:, j] = take_pos | take_cert
+            may_stay[:, j] = stay_pos
+            err = np.where(act, eps, 0.0) + self.rho_exp
+            notake_err[:, j] = np.where(stay_pos, err, 0.0)
+            take_err[:, j] = np.where(take_pos, err, 0.0)
+            with np.errstate(over="ignore"):
+                uf_gamma[:, j] = stay_pos & (np.exp(np.minimum(x_lo, 0.0) - eps) * (1 - EXP32_REL) < vd.tiny)
+                uf_alpha[:, j] = take_pos & (np.exp(-np.maximum(x_hi, 0.0) - eps) * (1 - EXP32_REL) < vd.tiny)
+            # state update: hull of both outcomes where the decision is open
+            new_m_lo = np.where(take_cert, mj_lo, np.where(take_pos, np.minimum(m_lo, mj_lo), m_lo))
+            new_m_hi = np.where(take_cert, mj_hi, np.where(take_pos, np.maximum(m_hi, mj_hi), m_hi))
+            m_lo, m_hi = new_m_lo, new_m_hi
+            if pol.shift:
+                phi_lo = np.where(take_cert, dj_lo, np.where(take_pos, np.minimum(phi_lo, dj_lo), phi_lo))
+                phi_hi = np.where(take_cert, dj_hi, np.where(take_pos, np.maximum(phi_hi, dj_hi), phi_hi))
+            started = started | anyvis
+        return dict(G_lo_off=G_lo_off, G_hi_off=G_hi_off, errD=errD, notake_err=notake_err, take_err=take_err,
+                    tau_err=tau_err, may_take=may_take, may_stay=may_stay, uf_gamma=uf_gamma, uf_alpha=uf_alpha,
+                    mj_lo=mj_lo_all, mj_hi=mj_hi_all, overflow=overflow)
+
+    # -- steps d, h, end: weights, accumulators, output (Lemmas 6–9) ------------------------------
+    def combine(self, slo, shi, vis, s64, sig, vp, rec, nonempty, overflow) -> dict:
+        pol, vd, mo, n, T, S2 = self.pol, self.vd, self.mo, self.n, self.T, self.S2
+        R, L = slo.shape
+        Dv = vp.shape[1]
+        c = self.c if pol.shift else 0.0
+        blk = np.repeat(np.arange(T), n)                                   # block of each column
+        # chain error of block j: its own non-take-over exp, later take-overs and re-centrings (Lemma 5)
+        later = rec["take_err"] + rec["tau_err"]
+        rev = np.cumsum(later[:, ::-1], axis=1)[:, ::-1]
+        after = np.concatenate([rev[:, 1:], np.zeros((R, 1))], axis=1)      # Σ_{k>j}
+        chain = rec["notake_err"] + after
+        # underflowing factors of the chain of block j (absolute parts, Lemma 6)
+        ufa = rec["uf_alpha"].astype(float)
+        ufa_rev = np.cumsum(ufa[:, ::-1], axis=1)[:, ::-1]
+        ufa_after = np.concatenate([ufa_rev[:, 1:], np.zeros((R, 1))], axis=1)
+        chain_uf = rec["uf_gamma"].astype(float) + ufa_after
+        # computed-frame exponent G_r = s̃_r + D_j enclosure (Lemma 5)
+        G_lo = slo + (rec["G_lo_off"] - rec["errD"])[:, blk]
+        G_hi = shi + (rec["G_hi_off"] + rec["errD"])[:, blk]
+        # ρ^p_r: rounding of s̃_r − m_j and of the exponential (step d)
+        mjl, mjh = rec["mj_lo"][:, blk], rec["mj_hi"][:, blk]
+        with np.errstate(invalid="ignore"):
+            err_sub = np.where(vis, vd.sub_err(slo, shi, mjl, mjh), 0.0)
+            y_lo = np.where(vis, slo - mjh, -np.inf)
+        rho_p = err_sub + self.rho_exp
+        with np.errstate(over="ignore", invalid="ignore"):
+            uf_p = vis & (np.exp(y_lo - err_sub) * (1 - EXP32_REL) < vd.tiny)
+        Rr = rho_p + chain[:, blk]
+        M = np.max(np.where(vis, s64, -np.inf), axis=1, keepdims=True)
+        M = np.where(np.isfinite(M), M, 0.0)
+        opmag = (np.abs(slo) + np.abs(shi) + (np.abs(rec["G_lo_off"]) + np.abs(rec["G_hi_off"]) + rec["errD"])[:, blk])
+        with np.errstate(invalid="ignore", over="ignore"):
+            argerr = 4 * 2.0 ** -53 * (np.where(vis, opmag, 0.0) + np.abs(M) + Rr)
+            Wlo = np.where(vis, np.exp(G_lo - M - Rr - argerr) * (1 - _EXP64), 0.0)
+            Whi = np.where(vis, np.exp(G_hi - M + Rr + argerr) * (1 + _EXP64), 0.0)
+            # §12: the exponential's own rounding of p_r as a random relative error θ_r (not enclosed)
+            Rd = Rr - self.rho_exp
+            Whi_d = np.where(vis, np.exp(G_hi - M + Rd + argerr) * (1 + _EXP64), 0.0)
+            Wlo_d = np.where(vis, np.exp(G_lo - M - Rd - argerr) * (1 - _EXP64), 0.0)
+            a64 = 4 * 2.0 ** -53 * (np.abs(s64) + np.abs(M))
+            wmid = np.where(vis, np.exp(s64 - M), 0.0)
+            wlo = np.where(vis, np.exp(s64 - M - sig - a64) * (1 - _EXP64), 0.0)
+            whi = np.where(vis, np.exp(s64 - M + sig + a64) * (1 + _EXP64), 0.0)
+        # absolute parts (computed frame, Lemma 6): η per underflowing factor
+        a_r = np.where(vis, (uf_p.astype(float) + chain_uf[:, blk]) * self.eta_exp * 1.001, 0.0)
+        Z = a_r.sum(axis=1)
+        # float64 golden o' and its error ε_o (Lemma 8)
+        sw = wmid.sum(axis=1, keepdims=True)
+        sw = np.where(sw > 0, sw, 1.0)
+        o64 = (wmid @ vp) / sw
+        lam64 = np.max(np.where(vis, sig + a64, 0.0), axis=1) + _EXP64
+        vabs = np.abs(vp).max() if vp.size else 0.0
+        eps_o = (np.expm1(2 * lam64) * 1.01)[:, None] * (np.abs(vp).max() + np.abs(o64)) \
+            + 2.1 * gamma(S2 + 2, 2.0 ** -53) * vabs
+        eps_o = eps_o * np.ones((1, Dv))
+        # Lemma 6 (ratio lemma) per row and column, rows in chunks to bound memory
+        SWlo = Wlo.sum(axis=1)
+        SWhi = Whi.sum(axis=1)
+        cprime = ((Wlo + Whi).sum(axis=1) / 2) / np.where(wmid.sum(axis=1) > 0, wmid.sum(axis=1), 1.0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            dev = np.maximum(Whi - cprime[:, None] * wlo, cprime[:, None] * whi - Wlo)
+        dev = np.where(vis, np.where(np.isnan(dev), np.inf, np.maximum(dev, 0.0)), 0.0)
+        cprime_d = ((Wlo_d + Whi_d).sum(axis=1) / 2) / np.where(wmid.sum(axis=1) > 0, wmid.sum(axis=1), 1.0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            dev_d = np.maximum(Whi_d - cprime_d[:, None] * wlo, cprime_d[:, None] * whi - Wlo_d)
+        dev_d = np.where(vis, np.where(np.isnan(dev_d), np.inf, np.maximum(dev_d, 0.0)), 0.0)
+        t_exp = (1 + EXP32_REL) * (1 + vd.u) - 1
+        BA_p = np.zeros((R, Dv))
+        BA = np.zeros((R, Dv))
+        cap = np.zeros(R)
+        chunk = max(1, (1 << 22) // max(1, L * Dv))
+        for r0 in range(0, R, chunk):
+            r1 = min(R, r0 + chunk)
+            dv = np.abs(vp[None, :, :] - o64[r0:r1, None, :]) + eps_o[r0:r1, None, :]       # |v_r − o| bound
+            dv = np.where(vis[r0:r1, :, None], dv, 0.0)
+            num = np.einsum("rl,rld->rd", dev[r0:r1], dv)
+            absn = np.einsum("rl,rld->rd", a_r[r0:r1], dv)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ba = (1 + Z[r0:r1, None]) * num / SWlo[r0:r1, None] + absn
+            BA[r0:r1] = np.where((SWlo[r0:r1, None] > 0) & ~np.isnan(ba), ba, np.inf)
+            num_d = np.einsum("rl,rld->rd", dev_d[r0:r1], dv)
+            rnd_d = np.sqrt(np.einsum("rl,rld->rd", Whi_d[r0:r1] ** 2, dv ** 2))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                bp = (1 + Z[r0:r1, None]) * (num_d + self.lam_p * t_exp * rnd_d) / SWlo[r0:r1, None] + absn
+            BA_p[r0:r1] = np.where((SWlo[r0:r1, None] > 0) & ~np.isnan(bp), bp, np.inf)
+            vv = np.where(vis[r0:r1, :, None], np.abs(vp[None, :, :] - o64[r0:r1, None, :]), 0.0)
+            cap[r0:r1] = vv.max(axis=(1, 2))
+        # Lemma 7: ℓ and O accumulators, running error bound in the final frame
+        with np.errstate(divide="ignore"):
+            frac = np.where(SWlo > 0, (1 + Z) / np.where(SWlo > 0, SWlo, 1.0), np.inf)                 # κ/ΣW ≤ frac (per normalised weight)
+        Bj = np.add.reduceat(Whi, np.arange(0, L, n), axis=1)               # Σ_{r∈j} W_hi
+        Zj = np.add.reduceat(a_r, np.arange(0, L, n), axis=1)
+        Uj = frac[:, None] * Bj + Zj                                          # ≥ Σ_{r∈j} W_r / ΣW
+        absv = np.abs(vp)
+        UVj = np.stack([frac[:, None] * (Whi[:, j * n:(j + 1) * n] @ absv[j * n:(j + 1) * n])
+                        + (a_r[:, j * n:(j + 1) * n] @ absv[j * n:(j + 1) * n]) for j in range(T)], axis=1)
+        u = vd.u
+        u32 = 2.0 ** -24
+        eta = vd.eta
+        pow2 = pol.accum == "pow2"
+        big = 2.0 * S2 if pow2 else 1.0                                       # 2^t ≤ 2·S2 (Lemma 7)
+        gr = 1.0 / (1.0 - (3 * T + 8) * u - 2.0 ** -20)                      # growth of partial sums
+        PU = np.cumsum(Uj, axis=1) * gr
+        PUV = np.cumsum(UVj, axis=1) * gr
+        lj_rel = gamma(n, u32) * (1 + (u if vd.name != "fp32" else 0.0)) + (u if vd.name != "fp32" else 0.0)
+        mo_round = 0.0 if mo.name == "fp32" else mo.u
+        to_vd = 0.0 if (vd.name == mo.name or vd.name == "fp32") else vd.u
+        pv_rel = gamma(n, u32) * (1 + mo_round) * (1 + to_vd) + mo_round + to_vd
+        p_cast = vd.name != self.mi.name                                      # P rounded to fp16 before P·V
+        if p_cast:
+            pv_rel += self.mi.u
+        may_take = rec["may_take"]
+        may_stay = rec["may_stay"]
+        first_col = np.zeros((R, T), dtype=bool)
+        first_col[:, 0] = True
+        ntk = np.where(first_col, 0.0, may_take.astype(float))               # α ≠ 1 possible (j > 0)
+        stay = may_stay.astype(float)
+        PUprev = np.concatenate([np.zeros((R, 1)), PU[:, :-1]], axis=1)
+        PUVprev = np.concatenate([np.zeros((R, 1, Dv)), PUV[:, :-1]], axis=1)
+        addf = np.where(first_col, 0.0, 1.0)
+        El = (lj_rel * Uj + stay * (u * (1 + lj_rel) * Uj + eta) + (eta * big if pow2 else 0.0)
+              + ntk * (u * PUprev + eta * big) + addf * u * PU + (eta * big if pow2 else 0.0)).sum(axis=1)
+        eta_mo = 0.0 if mo.name == "fp32" else mo.eta
+        pv_abs = eta_mo + (eta if to_vd else 0.0)
+        if p_cast:
+            pv_abs_v = self.mi.eta * np.stack([np.where(vis[:, j * n:(j + 1) * n], 1.0, 0.0)
+                                               @ absv[j * n:(j + 1) * n] for j in range(T)], axis=1)
+        else:
+            pv_abs_v = 0.0
+        EO = (pv_rel * UVj + pv_abs + pv_abs_v + stay[:, :, None] * (u * (1 + pv_rel) * UVj + eta)
+              + (eta * big if pow2 else 0.0) + ntk[:, :, None] * (u * PUVprev + eta * big) + addf[:, :, None] * u * PUV
+              + (eta * big if pow2 else 0.0)).sum(axis=1)
+        El = np.where(np.isnan(El), np.inf, El)
+        EO = np.where(np.isnan(EO), np.inf, EO)
+        # §12: the same roundings as a martingale (Azuma): Σ δ_k X_k with |δ_k X_k| ≤ M_k, mean zero
+        # given the past → |Σ| ≤ λ·sqrt(Σ M_k²) w.p. ≥ 1 − 2e^{−λ²/2}; fp32 sums and η parts stay worst-case.
+        ul = u if vd.name != "fp32" else 0.0
+        ml2 = ((ul * Uj) ** 2 + (stay * u * (1 + lj_rel) * Uj) ** 2 + (ntk * u * PUprev) ** 2
+               + (addf * u * PU) ** 2).sum(axis=1)
+        l_det = (gamma(n, u32) * (1 + ul) * Uj + stay * eta + 2 * (eta * big if pow2 else 0.0)
+                 + ntk * eta * big).sum(axis=1)
+        pv_r = mo_round + to_vd + (self.mi.u if p_cast else 0.0)
+        mo2 = ((pv_r * UVj) ** 2 + (stay[:, :, None] * u * (1 + pv_rel) * UVj) ** 2
+               + (ntk[:, :, None] * u * PUVprev) ** 2 + (addf[:, :, None] * u * PUV) ** 2).sum(axis=1)
+        o_det = (gamma(n, u32) * (1 + pv_r) * UVj + pv_abs + pv_abs_v + stay[:, :, None] * eta
+                 + 2 * (eta * big if pow2 else 0.0) + ntk[:, :, None] * eta * big).sum(axis=1)
+        Elp = self.lam_p * np.sqrt(ml2) + l_det
+        EOp = self.lam_p * np.sqrt(mo2) + o_det
+        Elp = np.where(np.isnan(Elp), np.inf, Elp)
+        EOp = np.where(np.isnan(EOp), np.inf, EOp)
+        ocur = np.abs(o64) + eps_o + BA
+        with np.errstate(invalid="ignore", divide="ignore"):
+            BC = np.where(El[:, None] < 1, (EO + ocur * El[:, None]) / (1 - El[:, None]), np.inf)
+        # Lemma 9 (fallback): whatever the weights, O_computed stays near the hull of the visible V
+        eps_l = (1 + lj_rel) * (1 + gamma(2 * T + 2, u)) - 1
+        eps_O = (1 + pv_rel) * (1 + gamma(2 * T + 2, u)) - 1
+        eta_all = (4 * T + 4) * eta * big + T * (eta + pv_abs) + (self.mi.eta * n if p_cast else 0.0) * T
+        vmax = np.max(np.where(vis[:, :, None], np.abs(vp)[None], 0.0), axis=1) if R * L * Dv <= 1 << 24 else \
+            np.full((R, Dv), np.abs(vp).max())
+        capd = np.zeros((R, Dv))
+        for r0 in range(0, R, chunk):
+            r1 = min(R, r0 + chunk)
+            vv = np.where(vis[r0:r1, :, None], np.abs(vp[None, :, :] - o64[r0:r1, None, :]), 0.0)
+            capd[r0:r1] = vv.max(axis=1)
+        ZA = Z[:, None] * (capd + eps_o)
+        with np.errstate(invalid="ignore", over="ignore"):
+            fb = (capd + eps_o + ZA + eps_O * vmax + eta_all * vmax + (np.abs(o64) + eps_o) * (eps_l + eta_all)) \
+                / (1 - eps_l - eta_all)
+        fb = np.where((1 - eps_l - eta_all > 0) & ~np.isnan(fb), fb, np.inf)
+        BAC = BA + BC
+        BAC = np.where(np.isfinite(BAC) & (BAC < fb), BAC, fb)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            BCp = np.where(Elp[:, None] < 1, (EOp + ocur * Elp[:, None]) / (1 - Elp[:, None]), np.inf)
+        BA_p = np.minimum(BA_p, BA)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ocur_p = np.abs(o64) + eps_o + BA_p
+            BCp = np.where(Elp[:, None] < 1, (EOp + ocur_p * Elp[:, None]) / (1 - Elp[:, None]), np.inf)
+        BACp = np.minimum(np.where(np.isnan(BA_p + BCp), np.inf, BA_p + BCp), BAC)
+        yp = np.abs(o64) + eps_o + BACp
+        Bendp = vd.hulp(yp) + (self.out.hulp(yp * (1 + vd.u)) if vd.name != self.out.name else 0.0)
+        totp = (BACp + Bendp + eps_o) * _SAFETY
+        totp = np.where(nonempty[:, None], totp, 0.0)
+        totp = np.where(overflow[:, None], np.inf, totp)
+        fallback = ~(BA + BC < fb)
+        # end: O/ℓ rounded to the vector format, then to the output format
+        ymax = np.abs(o64) + eps_o + BAC
+        Bend = vd.hulp(ymax) + (self.out.hulp(ymax * (1 + vd.u)) if vd.name != self.out.name else 0.0)
+        total = (BAC + Bend + eps_o) * _SAFETY
+        total = np.where(nonempty[:, None], total, 0.0)
+        total = np.where(overflow[:, None], np.inf, total)
+        bound = total.max(axis=1)
+        cap = np.where(nonempty, cap, 0.0)
+        # attribution (largest part at the worst element)
+        BA = np.where(fallback, np.nan, BA)
+        BC = np.where(fallback, np.nan, BC)
+        parts = dict(weights=BA, accumulators=BC, output_rounding=Bend, golden=eps_o,
+                     hull_fallback=np.where(fallback, fb, 0.0))
+        terms = {k_: float(np.nanmax(np.where(nonempty[:, None], val, 0.0))) if np.any(np.isfinite(val)) else math.inf
+                 for k_, val in parts.items()}
+        if R:
+            r_w, d_w = np.unravel_index(np.argmax(np.where(np.isfinite(total), total, np.finfo(float).max)), total.shape)
+            name = max(parts, key=lambda k_: np.nan_to_num(parts[k_][r_w, d_w], nan=-1.0, posinf=np.inf))
+            if name == "weights":
+                name = "weights:" + self._weight_part(rec, slo, shi, rho_p, chain, blk, r_w)
+            worst = (float(total[r_w, d_w]), name)
+        else:
+            worst = (0.0, "")
+        return dict(bound=bound, cap=cap, terms=terms, worst=worst, overflow=overflow.any(), prob=totp.max(axis=1))
+
+    def _weight_part(self, rec, slo, shi, rho_p, chain, blk, r) -> str:
+        """Which part of the exponent enclosure is widest on row r: score/offset enclosure, exp, chain."""
+        width_scores = float(np.max(shi[r] - slo[r] + (rec["G_hi_off"][r] - rec["G_lo_off"][r])[blk]))
+        width_offsets = float(np.max(2 * rec["errD"][r]))
+        width_exp = float(np.max(2 * rho_p[r]))
+        width_chain = float(np.max(2 * chain[r]))
+        parts = dict(scores=width_scores, offsets=width_offsets, exp=width_exp, recurrence=width_chain)
+        return max(parts, key=parts.get)
+
+
+# ===================================================================================================
+# A-priori forward error theorem (docs/bounds.md §11)
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """What the a-priori theorem needs to know about the inputs (all upper bounds).
+
+    ``q_max`` ≥ max|q|, ``k_max`` ≥ max|k|, ``v_abs`` ≥ max|v|, ``v_spread`` ≥ max over columns of
+    (max_r v_r − min_r v_r) (which bounds max_r |v_r − o|), ``head_dim`` d, ``seq_kv`` S2.
+    """
+
+    q_max: float
+    k_max: float
+    v_abs: float
+    v_spread: float
+    head_dim: int
+    seq_kv: int
+
+
+def stats_of(q: Any, k: Any, v: Any) -> InputStats:
+    """The :class:`InputStats` of concrete inputs (for tests and tables)."""
+    qa, ka, va = _as_array("q", q), _as_array("k", k), _as_array("v", v)
+    spread = float(np.max(va.max(axis=2) - va.min(axis=2))) if va.size else 0.0
+    return InputStats(float(np.abs(qa).max()), float(np.abs(ka).max()), float(np.abs(va).max()), spread,
+                      int(qa.shape[3]), int(ka.shape[2]))
+
+
+@dataclass(frozen=True)
+class APrioriBound:
+    """Result of :func:`a_priori`: a theorem for *every* input with the given :class:`InputStats`."""
+
+    method: str
+    precision: str
+    bound: float
+    exponent_error: float           # Λ: every weight's relative error is within e^{±Λ} (Lemma 11.1)
+    terms: dict = field(default_factory=dict)
+    overflow_possible: bool = False
+
+
+def a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", beta: float | None = None,
+             block_kv: int = 128, scale: float | None = None) -> APrioriBound:
+    """A-priori forward error bound: max|O_computed − O_exact| ≤ ``bound`` for every input (q, k, v)
+    with max|q| ≤ q_max, max|k| ≤ k_max, max|v| ≤ v_abs, column spread of V ≤ v_spread, head dim d
+    and S2 keys, under hypotheses H1–H3 (docs/bounds.md §1); the stage-by-stage statement and proof are
+    docs/bounds.md §11 (Theorem 2), its algebra checked by :func:`sympy_checks`.
+
+    It bounds the worst case over all such inputs, so it is far above the error of a typical input
+    (the a-posteriori :func:`certify` is the tight product); it says when fully fp16 attention is safe
+    at all (e.g. ``overflow_possible``) and how the error scales with d, n, S2, β, c and u.
+    """
+    pol = policies.resolve(method, precision)
+    _check_policy(pol)
+    if not isinstance(stats, InputStats):
+        raise TypeError(f"stats must be an InputStats (see stats_of), got {type(stats).__name__}")
+    d, S2 = stats.head_dim, stats.seq_kv
+    n = S2 if pol.untiled else int(block_kv)
+    T = -(-S2 // n)
+    tau = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    vd, mo, mi = _FORMATS[pol.vector.name], _FORMATS[pol.matmul_out.name], _FORMATS[pol.matmul_in.name]
+    u, u32 = vd.u, 2.0 ** -24
+    um = 0.0 if mo.name == "fp32" else mo.u
+    g32d = gamma(d, u32)
+    Qm, Km = stats.q_max, stats.k_max
+    rho = -math.log1p(-EXP32_REL) - math.log1p(-u)
+    terms: dict[str, float] = {}
+    if pol.shift:
+        consts = policies.shift_constants(pol, n, beta, tau)
+        diag, off, c = float(mi.rnd(consts.diag)), float(mi.rnd(consts.off)), float(consts.c)
+        a, b = diag - off, -off
+        Kt = (abs(a) + abs(b) * n) * Km                                   # |M̂ᵀk| (Lemma 11.2)
+        EK = gamma(n, u32) * (abs(diag) + abs(off) * (n - 1)) * Km * (1 + mi.u) + mi.u * Kt + mi.eta
+        Ktm = Kt + EK
+        St = d * Qm * Ktm * (1 + g32d) * (1 + um)                          # |s̃| ≤ St
+        es = d * Qm * EK + g32d * d * Qm * Ktm + um * St + mo.eta          # |s̃ − q·M̂ᵀk|
+        kappa = c * (a - b * n) - b * n                                    # recovery residual (Lemma 11.3)
+        Pq = d * Qm * Km
+        sysm = abs(a - tau) * Pq + abs(kappa) * Pq
+        errE = (u32 + u) * 2 * St * (1 + u32)
+        errD = c * St * (2 * u32 + 12 * u) * (1 + u) ** 2 + c * errE
+        Phi = 4 * c * St * (1 + u)
+        tau_k = u * (Phi + 6 * c * St) * (1 + u) ** 2
+        eps_k = u * (4 * St + 4 * Phi) * (1 + u) ** 2
+        lam = sysm + (1 + c) * es + c * gamma(n + 1, u32) * St + errD + (u * 2 * St + rho) + T * (eps_k + rho + tau_k)
+        Smax = St
+        acc_max = St                                                       # the rounded score product itself
+        vec_max = (4 * St + 4 * Phi) * (1 + u) ** 2                        # largest vector-unit operand (f)
+        terms.update(systematic=sysm, scores=(1 + c) * es, offsets=errD + c * gamma(n + 1, u32) * St,
+                     exp=u * 2 * St + rho, recurrence=T * (eps_k + rho + tau_k))
+    else:
+        tv = float(vd.rnd(tau))
+        if pol.placement == "q":
+            Qs = Qm * tv * (1 + u) * (1 + mi.u)
+            eq = (abs(tv - tau) + u * tv + mi.u * tv * (1 + u)) * Qm + mi.eta
+            Smax = d * Qs * Km * (1 + g32d) * (1 + um) * (1 + u)
+            acc_max = Smax
+            es = d * Km * eq + g32d * d * Qs * Km + um * Smax + mo.eta
+        else:
+            Pq = d * Qm * Km
+            Smax = tv * Pq * (1 + g32d) * (1 + um) * (1 + u)
+            acc_max = Pq * (1 + g32d) * (1 + um)                           # QKᵀ is rounded before τ
+            es = tv * (g32d * Pq + um * Pq * (1 + g32d)) * (1 + u) + u * Smax + abs(tv - tau) * Pq + vd.eta
+        lam = es + (u * 2 * Smax + rho) + T * (u * 2 * Smax + rho)
+        terms.update(scores=es, exp=u * 2 * Smax + rho, recurrence=T * (u * 2 * Smax + rho))
+        vec_max = 2 * Smax * (1 + u)
+    # overflow: the rounded score product, the scores and every vector-unit operand of steps d–g
+    overflow = not (acc_max < mo.maxf and Smax < vd.maxf and vec_max < vd.maxf)
+    Vs, Va = stats.v_spread, stats.v_abs
+    Z = (T + 2) * S2 * (vd.eta + _FORMATS["fp32"].eta) * 1.001
+    with np.errstate(over="ignore"):
+        BA = (math.exp(lam) * math.expm1(lam) * (1 + Z) + Z) * Vs if lam < 700 else math.inf
+    # accumulators (Lemma 7 with every partial sum bounded by the total, Lemma 11.4)
+    lj_rel = gamma(n, u32) * (1 + (u if vd.name != "fp32" else 0.0)) + (u if vd.name != "fp32" else 0.0)
+    to_vd = 0.0 if (vd.name == mo.name or vd.name == "fp32") else vd.u
+    pv_rel = gamma(n, u32) * (1 + um) * (1 + to_vd) + um + to_vd + (mi.u if vd.name != mi.name else 0.0)
+    big = 2.0 * S2 if pol.accum == "pow2" else 1.0
+    eta_all = (4 * T + 4) * vd.eta * big + T * (vd.eta + (0.0 if mo.name == "fp32" else mo.eta)) \
+        + (mi.eta * n * T if vd.name != mi.name else 0.0)
+    eps_l = (1 + lj_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all
+    eps_O = (1 + pv_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all
+    BC = (eps_O * Va + (Va + BA) * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf
+    fb = (Vs * (1 + Z) + eps_O * Va + Va * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf   # Lemma 9
+    main = min(BA + BC, fb)
+    ymax = Va + main
+    Bend = float(vd.hulp(ymax)) + (float(_FORMATS["fp16"].hulp(ymax * (1 + vd.u))) if vd.name != "fp16" else 0.0)
+    bound = (main + Bend) * _SAFETY
+    if overflow:
+        bound = math.inf
+    terms.update(weights=BA, accumulators=BC, hull_fallback=fb, output_rounding=Bend)
+    return APrioriBound(method, pol.name, float(bound), float(lam), terms, overflow)
+
+
+def sympy_checks() -> dict[str, bool]:
+    """The algebra of the lemmas in docs/bounds.md, checked symbolically (each entry True).
+
+    * ``ratio_identity`` (Lemma 6): Σ W_r(v_r − o) = Σ (W_r − c·w_r)(v_r − o) when o = Σ w v / Σ w;
+    * ``ratio_bound`` (Lemma 11.1): for λ ∈ [−Λ, Λ], |e^λ − 1| ≤ e^Λ − 1 and 1/e^{−Λ} = e^Λ, so
+      |O(w e^λ) − O(w)| ≤ e^Λ(e^Λ − 1)·max|v − o| (checked at the endpoints and by monotonicity);
+    * ``telescoping`` (Lemma 5): for T = 4 blocks and every take-over pattern, the product of the
+      exact factors γ_j Π_{k>j} α_k equals e^{G_j − H_final} (exact exponentials);
+    * ``recovery`` (Lemma 11.3): s̃*_r + c·mean(s̃*) = a·q·k_r + (c(a − b n) − b n)·mean(q·k) for the
+      rounded M̂ = a I − b J, and the residual vanishes at c = b n / (a − b n);
+    * ``quotient`` (Lemma 7): (S_O + E_O)/(S_ℓ + E_ℓ) − S_O/S_ℓ = (E_O − (S_O/S_ℓ)·E_ℓ)/(S_ℓ + E_ℓ).
+    """
+    import itertools
+
+    import sympy as sp
+
+    out: dict[str, bool] = {}
+    m = 5
+    W = sp.symbols(f"W0:{m}", positive=True)
+    w = sp.symbols(f"w0:{m}", positive=True)
+    v = sp.symbols(f"v0:{m}", real=True)
+    cc = sp.symbols("c", positive=True)
+    o = sum(wi * vi for wi, vi in zip(w, v)) / sum(w)
+    lhs = sum(Wi * (vi - o) for Wi, vi in zip(W, v))
+    rhs = sum((Wi - cc * wi) * (vi - o) for Wi, wi, vi in zip(W, w, v))
+    out["ratio_identity"] = sp.simplify(lhs - rhs) == 0
+    lam, Lam = sp.symbols("lambda Lambda", real=True)
+    f = sp.exp(lam) - 1
+    out["ratio_bound"] = bool(
+        sp.simplify(f.subs(lam, Lam) - (sp.exp(Lam) - 1)) == 0
+        and sp.simplify(-f.subs(lam, -Lam) - (1 - sp.exp(-Lam))) == 0
+        and sp.simplify((sp.exp(Lam) - 1) - (1 - sp.exp(-Lam)) - (sp.exp(Lam) - 1) ** 2 * sp.exp(-Lam)) == 0
+        and sp.diff(f, lam) == sp.exp(lam)
+    )
+    Gs = sp.symbols("G0:4", real=True)
+    ok = True
+    for takes in itertools.product([False, True], repeat=3):
+        H = Gs[0]
+        fac = {0: {"gamma": sp.Integer(1)}}
+        alphas, gammas, Hs = [None], [sp.Integer(1)], [H]
+        for j in range(1, 4):
+            x = Gs[j] - H
+            if takes[j - 1]:
+                alphas.append(sp.exp(-x))
+                gammas.append(sp.Integer(1))
+                H = Gs[j]
+            else:
+                alphas.append(sp.Integer(1))
+                gammas.append(sp.exp(x))
+            Hs.append(H)
+        for j in range(4):
+            prod = gammas[j]
+            for kk in range(j + 1, 4):
+                prod *= alphas[kk]
+            ok &= sp.simplify(prod - sp.exp(Gs[j] - H)) == 0
+    del fac
+    out["telescoping"] = bool(ok)
+    a_, b_, c_ = sp.symbols("a b c", real=True)
+    nn = 3
+    qk = sp.symbols(f"qk0:{nn}", real=True)
+    mean_qk = sum(qk) / nn
+    st = [a_ * x - b_ * sum(qk) for x in qk]
+    mean_st = sum(st) / nn
+    ok = all(sp.simplify(st[r] + c_ * mean_st - (a_ * qk[r] + (c_ * (a_ - b_ * nn) - b_ * nn) * mean_qk)) == 0
+             for r in range(nn))
+    resid = (c_ * (a_ - b_ * nn) - b_ * nn).subs(c_, b_ * nn / (a_ - b_ * nn))
+    out["recovery"] = bool(ok and sp.simplify(resid) == 0)
+    SO, SL, EO, EL = sp.symbols("S_O S_l E_O E_l", real=True)
+    out["quotient"] = sp.simplify((SO + EO) / (SL + EL) - SO / SL - (EO - SO / SL * EL) / (SL + EL)) == 0
+    return out
