@@ -25,7 +25,7 @@ import torch
 from pasa_npu.harness import grid_cells
 from pasa_npu.kernel import shifted_keys
 from pasa_npu.methods import run_method
-from pasa_npu.reference import reference_attention
+from pasa_npu.golden import golden_attention
 from pasa_theory import rigorous
 
 
@@ -40,7 +40,7 @@ def main() -> None:
     rows = np.arange(0, shape["seq_q"], args.row_step)
     recs = []
     for cell, q, k, v in grid_cells(shape=shape, progress=False):
-        gold = reference_attention(q, k, v).numpy()
+        gold = golden_attention(q, k, v).numpy()
         stats = rigorous.stats_of(q, k, v)
         for name in args.methods:
             method = name.split("+")[0]

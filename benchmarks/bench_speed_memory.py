@@ -41,7 +41,7 @@ def reference_shape(repeats: int) -> list[dict]:
     q32, k32, v32 = q.float(), k.float(), v.float()
     sdpa = _best(lambda: torch.nn.functional.scaled_dot_product_attention(q32, k32, v32, enable_gqa=True), repeats)
     rows = [dict(method="sdpa fp32 (baseline)", seconds=sdpa, ratio=1.0)]
-    for name in ("pasa", "pasa:fp16_keymean", "pasa:reference", "fa_qk", "fa_q", "fa_hybrid", "smooth_k", "pasa:bf16"):
+    for name in ("pasa", "pasa:fp16_keymean", "pasa:script", "fa_qk", "fa_q", "fa_hybrid", "smooth_k", "pasa:bf16"):
         t = _best(lambda: run_method(name, q, k, v), repeats)
         rows.append(dict(method=name, seconds=t, ratio=t / sdpa))
     t = _best(lambda: shifted_keys(k), repeats)

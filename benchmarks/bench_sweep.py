@@ -32,7 +32,7 @@ THROUGHPUT_SPEC = {
     "sweep": {"name": "throughput64"},
     "defaults": {"batch": 1, "heads": 4, "kv_heads": 1, "seq_q": 512, "seq_kv": 1407, "head_dim": 128},
     "grid": {"dist": ["uniform", "hybrid"], "mean": [0.0, 10.0, 20.0, 30.0], "amplitude": [0.5, 20.0],
-             "method": ["pasa", "pasa:reference", "fa_qk", "sdpa"]},
+             "method": ["pasa", "pasa:script", "fa_qk", "sdpa"]},
 }
 
 

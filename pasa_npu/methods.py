@@ -6,7 +6,7 @@ takes BNSD ``q, k, v`` and the same keyword arguments. Names (also the names
 :func:`pasa_theory.predict` accepts):
 
 ``pasa``            PASA at the run's precision.
-``pasa:<preset>``   PASA at a named preset, e.g. ``pasa:reference`` (the public script's numerics).
+``pasa:<preset>``   PASA at a named preset, e.g. ``pasa:script`` (the public script's numerics).
 ``fa_qk``           flash attention with QKᵀ rounded to the matmul output format *before* the scale
                     is applied (the vendor high-performance arrangement; in fp16 it overflows once
                     |q·k| > 65504).
@@ -188,7 +188,7 @@ METHODS: dict[str, Method] = {
 }
 
 #: What ``pasa-verify`` runs by default (plus the NPU kernels on an NPU).
-DEFAULT_METHODS = ("pasa", "pasa:reference", "fa_qk", "fa_q", "fa_hybrid", "smooth_k", "sdpa")
+DEFAULT_METHODS = ("pasa", "pasa:script", "fa_qk", "fa_q", "fa_hybrid", "smooth_k", "sdpa")
 
 
 def method_names() -> list[str]:

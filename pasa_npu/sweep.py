@@ -14,7 +14,7 @@ A sweep is described by a TOML file (full guide: ``docs/sweeps.md``)::
     dist = ["uniform", "hybrid"]
     mean = [0, 10, 20, 30]
     amplitude = [0.5, 5, 10, 20]
-    method = ["pasa", "pasa:reference", "fa_qk"]
+    method = ["pasa", "pasa:script", "fa_qk"]
 
     [[case]]              # explicit extra points (optional, any number)
     dist = "uniform"

@@ -194,7 +194,7 @@ def _pad(x: np.ndarray, n: int, rule: str) -> np.ndarray:
     pad = (-s) % n
     if pad == 0:
         return x
-    if rule == "zero" or (rule == "reference" and s < n):
+    if rule == "zero" or (rule == "script" and s < n):
         extra = np.zeros((*x.shape[:2], pad, x.shape[3]))
     else:
         extra = x[:, :, np.arange(s - pad, s) % s]
@@ -212,7 +212,7 @@ def _check_policy(pol: policies.Policy) -> None:
     if pol.smooth_k or pol.modelled_as is not None:
         why.append("one of the package's own kernels without K smoothing")
     if pol.shift:
-        if pol.reference != "lazy" or pol.recovery != "pseudo_average" or pol.pseudo_average != "centered":
+        if pol.offset != "lazy" or pol.recovery != "pseudo_average" or pol.pseudo_average != "centered":
             why.append("reference='lazy', recovery='pseudo_average', pseudo_average='centered'")
         if pol.placement != "m":
             why.append("the softmax scale folded into M")

@@ -4,7 +4,7 @@ An :class:`AttentionHook` is called as ``hook(layer, q, k, v, is_causal=...)`` w
 model's attention receives (after RoPE, before the scale) and returns the attention output in the
 activation dtype. It routes the call to a harness method by name:
 
-``golden``              :func:`pasa_npu.reference_attention`: float64 softmax attention on the inputs as
+``golden``              :func:`pasa_npu.golden_attention`: float64 softmax attention on the inputs as
                         given (the run every other one is compared with).
 any harness method      :func:`pasa_npu.methods.run_method` (``pasa``, ``pasa:<preset>``, ``fa_qk``,
                         ``fa_q``, ``fa_naive``, ``fa_hybrid``, ``smooth_k``, ``sdpa``, …) at
@@ -28,7 +28,7 @@ import torch
 from .. import metrics
 from ..methods import get_method, run_method
 from ..precision import PRESETS
-from ..reference import reference_attention
+from ..golden import golden_attention
 
 __all__ = ["AttentionHook", "parse_method", "GOLDEN"]
 
@@ -91,7 +91,7 @@ class AttentionHook:
             if self.precision is not None:
                 dt = PRESETS[self.precision].matmul_in
                 q, k, v = q.to(dt), k.to(dt), v.to(dt)
-            return reference_attention(q, k, v, is_causal=is_causal).to(act)
+            return golden_attention(q, k, v, is_causal=is_causal).to(act)
         return run_method(self.method, q, k, v, precision=self.precision or "npu_fp16", beta=self.beta,
                           block_kv=self.block_kv, is_causal=is_causal, out_dtype=q.dtype)
 
@@ -109,6 +109,6 @@ class AttentionHook:
             if self.method == GOLDEN and self.precision is None:
                 self.max_abs_err.append(0.0)
             else:
-                gold = reference_attention(q, k, v, is_causal=is_causal)
+                gold = golden_attention(q, k, v, is_causal=is_causal)
                 self.max_abs_err.append(metrics.max_abs_error(out, gold))
         return out

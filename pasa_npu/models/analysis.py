@@ -20,7 +20,7 @@ import torch
 
 from .. import metrics
 from ..precision import PRESETS
-from ..reference import reference_attention
+from ..golden import golden_attention
 from ._attention import AttentionHook, parse_method
 from ._base import Model
 
@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 #: Methods compared on the real models (``<method>@<preset>`` runs a method at a preset).
-DEFAULT_METHODS = ("pasa", "pasa:reference", "fa_qk", "fa_q", "fa_hybrid", "smooth_k", "sdpa", "pasa@bf16",
+DEFAULT_METHODS = ("pasa", "pasa:script", "fa_qk", "fa_q", "fa_hybrid", "smooth_k", "sdpa", "pasa@bf16",
                    "sdpa@bf16")
 
 
@@ -69,7 +69,7 @@ def layer_errors(captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tens
     recs: list[dict] = []
     for li in layers:
         q, k, v = (t.to(dt) for t in captures[li])
-        gold = reference_attention(q, k, v, is_causal=is_causal)
+        gold = golden_attention(q, k, v, is_causal=is_causal)
         preds = {}
         if predict:
             by_prec: dict[str, list[tuple[str, str]]] = {}

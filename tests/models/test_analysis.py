@@ -10,7 +10,7 @@ import torch
 models = pytest.importorskip("pasa_npu.models")
 A = pytest.importorskip("pasa_npu.models.analysis")
 
-from pasa_npu import metrics, reference_attention  # noqa: E402
+from pasa_npu import metrics, golden_attention  # noqa: E402
 
 
 def _qkv(seed=0, H=4, Hkv=2, S=40, d=16):
@@ -23,14 +23,14 @@ def test_injected_k_bias_leaves_exact_attention_unchanged_and_q_bias_does_not():
     q, k, v = (t.double() for t in _qkv())   # float64 so that k + c itself is (nearly) exact
     caps = [(q, k, v)]
     for causal in (False, True):
-        base = reference_attention(q, k, v, is_causal=causal)
+        base = golden_attention(q, k, v, is_causal=causal)
         qi, ki = A.channel_bias(caps, [0], 50.0)(0, q, k)
         assert torch.equal(qi, q) and not torch.equal(ki, k)
-        moved = reference_attention(qi, ki, v, is_causal=causal)
+        moved = golden_attention(qi, ki, v, is_causal=causal)
         # q·c is the same for every key of a row: softmax is invariant (float64 rounding of k + c and scores)
         assert (moved - base).abs().max() < 1e-11, (moved - base).abs().max()
         qq, kq = A.channel_bias(caps, [0], 50.0, on_q=True)(0, q, k)
-        assert (reference_attention(qq, kq, v, is_causal=causal) - base).abs().max() > 1e-2
+        assert (golden_attention(qq, kq, v, is_causal=causal) - base).abs().max() > 1e-2
     # the direction is the sign of the group's mean query, per channel, and layers not chosen are untouched
     qi, ki = A.channel_bias(caps, [0], 2.0)(0, q, k)
     mq = q[0].mean(1).view(2, 2, -1).mean(1)
@@ -45,7 +45,7 @@ def test_injected_k_bias_leaves_exact_attention_unchanged_and_q_bias_does_not():
 
 def test_head_rel_rmse_is_the_harness_metric_head_by_head():
     q, k, v = _qkv(1)
-    gold = reference_attention(q, k, v)
+    gold = golden_attention(q, k, v)
     out = (gold + 1e-3 * torch.randn(gold.shape, generator=torch.Generator().manual_seed(2), dtype=gold.dtype)).float()
     per = A.head_rel_rmse(out, gold, v)[0]
     for h in range(4):
@@ -85,7 +85,7 @@ def test_layer_errors_plumbing_and_fp64_methods_are_exact():
     # at fp64 every arrangement is exact attention on the fp16-rounded inputs, then rounded once to the
     # fp16 output: its error is exactly that of fl16(golden)
     q16, k16, v16 = q.half(), k.half(), v.half()
-    gold = reference_attention(q16, k16, v16, is_causal=True)
+    gold = golden_attention(q16, k16, v16, is_causal=True)
     floor = metrics.relative_rmse(gold.half(), gold, v16)
     assert whole["pasa@fp64"]["rel_rmse"] == pytest.approx(floor, rel=1e-9)
     assert whole["fa_qk@fp64"]["rel_rmse"] == pytest.approx(floor, rel=1e-9)

@@ -13,7 +13,7 @@ and are passed to the device as scalars, so they are allowed.
 
 The mode is shown to work: it flags a float64 tensor created inside it, and the previous
 construction of the shifting matrix (``torch.full(..., dtype=torch.float64)`` then a cast), which
-this test made visible. The golden (:func:`pasa_npu.reference_attention`) is float64 by design and is
+this test made visible. The golden (:func:`pasa_npu.golden_attention`) is float64 by design and is
 computed on the CPU whatever the inputs' device.
 
 The presets ``fp32`` and ``fp64`` are excluded: ``fp64`` is float64 by definition, and ``fp32``
@@ -26,13 +26,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from pasa_npu import data, flash_attention, metrics, pasa_attention, reference_attention
+from pasa_npu import data, flash_attention, metrics, pasa_attention, golden_attention
 from pasa_npu.kernel import shift_parameters, shifted_keys
 from pasa_npu.methods import METHODS, run_method
 from pasa_npu.precision import get_precision
 
 #: every preset whose arithmetic is narrower than float64 everywhere
-DEVICE_PRESETS = ("npu_fp16", "reference", "fp16_strict", "fp16_keymean", "hybrid", "bf16")
+DEVICE_PRESETS = ("npu_fp16", "script", "fp16_strict", "fp16_keymean", "hybrid", "bf16")
 
 
 class ForbidFloat64(TorchDispatchMode):
@@ -133,7 +133,7 @@ def test_shift_entries_are_representable_in_the_matrix_unit_format(preset, n, he
 
 def test_golden_is_computed_on_the_cpu():
     q, k, v = _qkv(seq_q=8, seq_kv=40)
-    g = reference_attention(q, k, v)
+    g = golden_attention(q, k, v)
     assert g.dtype == torch.float64 and g.device.type == "cpu"
     # and equals a plain float64 softmax attention written here (GQA: head h uses kv head h // 2)
     qd, kd, vd = q.double(), k.double().repeat_interleave(2, dim=1), v.double().repeat_interleave(2, dim=1)

@@ -23,7 +23,7 @@ CASES = [
     # name, dist, mean, amp, shape, method, kw
     ("ref_group_pasa", "uniform", 30.0, 0.5, dict(batch=1, heads=7, kv_heads=1, seq_q=300, seq_kv=1407, head_dim=128), "pasa", {}),
     ("ragged_causal_gqa", "hybrid", 10.0, 10.0, dict(batch=2, heads=4, kv_heads=2, seq_q=77, seq_kv=333, head_dim=64), "pasa", dict(is_causal=True)),
-    ("reference_preset", "uniform", 20.0, 5.0, dict(batch=1, heads=2, kv_heads=1, seq_q=130, seq_kv=700, head_dim=128), "pasa:reference", {}),
+    ("reference_preset", "uniform", 20.0, 5.0, dict(batch=1, heads=2, kv_heads=1, seq_q=130, seq_kv=700, head_dim=128), "pasa:script", {}),
     ("keymean", "uniform", 30.0, 0.5, dict(batch=1, heads=2, kv_heads=2, seq_q=65, seq_kv=520, head_dim=128), "pasa:fp16_keymean", {}),
     ("strict_ragged", "hybrid", 0.0, 20.0, dict(batch=1, heads=3, kv_heads=1, seq_q=129, seq_kv=261, head_dim=96), "pasa:fp16_strict", dict(is_causal=True)),
     ("bf16", "uniform", 10.0, 0.5, dict(batch=1, heads=2, kv_heads=1, seq_q=50, seq_kv=300, head_dim=128), "pasa:bf16", {}),

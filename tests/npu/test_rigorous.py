@@ -1,7 +1,7 @@
 """The rigorous a-posteriori bound (pasa_theory.rigorous.certify) against the kernel, attacked.
 
 Every case runs the real kernel (pasa_npu.methods.run_method), measures its error against the
-float64 golden (pasa_npu.reference.reference_attention) and requires error <= bound on every
+float64 golden (pasa_npu.golden.golden_attention) and requires error <= bound on every
 certified row, 100 %: the bound is a theorem (docs/bounds.md), one violation is a bug. The cases are
 built to break a first-order or exact-trajectory model: block maxima one fp16 ulp apart (take-over
 flips), block offsets at the re-centring threshold, rounding ties in the score product, biased V
@@ -19,7 +19,7 @@ import torch
 from pasa_npu import data
 from pasa_npu.kernel import shifted_keys
 from pasa_npu.methods import run_method
-from pasa_npu.reference import reference_attention
+from pasa_npu.golden import golden_attention
 from pasa_theory import rigorous
 
 METHODS = ("pasa", "fa_qk", "fa_q", "fa_hybrid")
@@ -28,7 +28,7 @@ METHODS = ("pasa", "fa_qk", "fa_q", "fa_hybrid")
 def _check(q, k, v, method, *, block_kv=128, is_causal=False, rows=None, observed=False, what=""):
     """Run, measure, certify; assert error <= bound on every certified row; return (err, cert)."""
     out = run_method(method, q, k, v, block_kv=block_kv, is_causal=is_causal).double()
-    gold = reference_attention(q, k, v, is_causal=is_causal)
+    gold = golden_attention(q, k, v, is_causal=is_causal)
     kt = shifted_keys(k, block_kv=block_kv) if observed else None
     cert = rigorous.certify(method, q, k, v, block_kv=block_kv, is_causal=is_causal, rows=rows, shifted_keys=kt)
     sel = cert.rows
@@ -215,7 +215,7 @@ def test_a_priori_bound_holds_on_attacked_cases(method):
     for q, k, v in cases:
         n = 16 if k.shape[2] == 32 else 128
         out = run_method(method, q, k, v, block_kv=n).double()
-        err = float((out - reference_attention(q, k, v)).abs().max())
+        err = float((out - golden_attention(q, k, v)).abs().max())
         b = rigorous.a_priori(method, rigorous.stats_of(q, k, v), block_kv=n)
         assert err <= b.bound, (err, b)
 
@@ -233,7 +233,7 @@ def _prob_draws(n_draws: int, seed: int):
         v = (torch.randn((1, 1, s2, 32), generator=g) + float(rng.choice([0.0, 20.0]))).half()
         method = METHODS[i % len(METHODS)]
         out = run_method(method, q, k, v, block_kv=32).double()
-        err = (out - reference_attention(q, k, v)).abs().numpy()[0, 0, 0]
+        err = (out - golden_attention(q, k, v)).abs().numpy()[0, 0, 0]
         cert = rigorous.certify(method, q, k, v, block_kv=32, confidence=0.99)
         if not np.isfinite(cert.prob_abs_bound):
             continue

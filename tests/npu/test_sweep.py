@@ -41,7 +41,7 @@ mean = [0.0, 30.0]
 method = ["pasa", "fa_qk"]
 
 [[case]]
-method = "pasa:reference"
+method = "pasa:script"
 dist = "uniform"
 mean = 20.0
 seed = 7
@@ -75,7 +75,7 @@ def test_spec_expands_grid_then_cases(tiny_spec):
     assert len(pts) == 2 * 2 * 2 + 2
     assert [(p["dist"], p["mean"], p["method"]) for p in pts[:3]] == [
         ("uniform", 0.0, "pasa"), ("uniform", 0.0, "fa_qk"), ("uniform", 30.0, "pasa")]
-    assert pts[8]["method"] == "pasa:reference" and pts[8]["seed"] == 7
+    assert pts[8]["method"] == "pasa:script" and pts[8]["seed"] == 7
     assert all(p["heads"] == 2 and p["seq_kv"] == 160 for p in pts)
     # defaults of the parameters nobody set: the reference script's case
     assert pts[0]["amplitude"] == 0.5 and pts[2]["precision"] == "npu_fp16" and pts[0]["beta"] is None
@@ -122,7 +122,7 @@ def test_reference_grid_spec_has_the_committed_cells_and_reproduces_their_number
     assert len(pts) == 384 == len(committed)
     assert {(p["dist"], p["mean"], p["amplitude"], p["method"]) for p in pts} == set(committed)
     # three points: an ordinary one, the reference preset on hybrid data, and an overflowing baseline
-    chosen = [("uniform", 30.0, 0.5, "pasa"), ("hybrid", 10.0, 20.0, "pasa:reference"), ("uniform", 30.0, 5.0, "fa_qk")]
+    chosen = [("uniform", 30.0, 0.5, "pasa"), ("hybrid", 10.0, 20.0, "pasa:script"), ("uniform", 30.0, 5.0, "fa_qk")]
     for key in chosen:
         p = next(p for p in pts if (p["dist"], p["mean"], p["amplitude"], p["method"]) == key)
         row, ref = sweep.run_point(p), committed[key]
@@ -200,7 +200,7 @@ seq_kv = 640
 head_dim = 128
 [grid]
 mean = [0.0, 10.0, 20.0, 30.0]
-method = ["pasa", "pasa:reference", "fa_q"]
+method = ["pasa", "pasa:script", "fa_q"]
 """)
     out = tmp_path / "out"
     pts = sweep.load_spec(spec).points()
