@@ -85,7 +85,7 @@ def test_every_figure_is_a_plain_function_of_its_notebooks_module(name):
     assert inspect.isfunction(fn) and fn.__name__ == name and fn.__code__.co_name == name
     assert fn.__module__ == f"pasa_npu.figures.{NOTEBOOK_MODULES[spec.notebook]}", fn.__module__
     # go-to-definition lands on a `def <name>(` line of that module
-    lines, start = inspect.getsourcelines(fn)
+    lines, _ = inspect.getsourcelines(fn)
     assert lines[0].startswith(f"def {name}("), lines[0]
     assert set(inspect.signature(fn).parameters) == {"quick", "out", "from_csv"}
     assert "FigureResult[" in str(inspect.signature(fn).return_annotation)
@@ -244,7 +244,7 @@ def test_cited_figures_are_committed_with_their_data(name):
     assert (base / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
     assert b"CreationDate" not in (base / f"{name}.pdf").read_bytes()
     assert _png_size(base / f"{name}.png")[0] == round(figures.COLUMN_WIDTH * 300)
-    setup, columns, rows = figures.read_csv(base / f"{name}.csv")
+    setup, _, rows = figures.read_csv(base / f"{name}.csv")
     assert rows and setup["figure"] == name and setup["mode"] == "full"
     # the data set-up: what was computed on which data, and which methods
     assert len(setup) >= 5, setup

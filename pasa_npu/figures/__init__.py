@@ -47,17 +47,46 @@ from typing import Any
 
 from ._common import FOLDED_BETAS, FP16_MAX, FP16_OVERFLOW, PUBLISHED_BETAS, U64
 from ._io import FIGURES_DIR, FigureResult, quick_mode, read_csv, save_figure, write_csv
-from ._style import (COLUMN_WIDTH, DARK_GREY, GREY, METHOD_STYLES, OKABE_ITO, STYLE_RC, MethodStyle,
-                     method_style)
-from .comparison import (COMPARISON_METHODS, GRID_COLUMNS, ONE_HOT_BELOW, BetaSweepMethod, BetaSweepSummary,
-                         MethodComparisonSummary, MethodRatios, beta_sweep, comparison_shape, method_comparison)
+from ._style import COLUMN_WIDTH, DARK_GREY, GREY, METHOD_STYLES, OKABE_ITO, STYLE_RC, MethodStyle, method_style
+from .comparison import (
+    COMPARISON_METHODS,
+    GRID_COLUMNS,
+    ONE_HOT_BELOW,
+    BetaSweepMethod,
+    BetaSweepSummary,
+    MethodComparisonSummary,
+    MethodRatios,
+    beta_sweep,
+    comparison_shape,
+    method_comparison,
+)
 from .optimal_beta import BetaFixedPointsSummary, KappaLandscapeSummary, beta_fixed_points, kappa_landscape
-from .overflow import (OVERFLOW_METHODS, RESONANCE_METHODS, AccumulatorOverflowSummary, OverflowFrontierSummary,
-                       OverflowSummary, ResonanceAccuracySummary, ResonanceStatisticsSummary, accumulator_overflow,
-                       overflow_frontier, predicted_overflow_mean, resonance_accuracy, resonance_statistics)
-from .predicted import (PREDICT_METHODS, PVM_COLUMNS, BudgetEntry, ErrorVsLengthSummary, MethodPrediction,
-                        PredictedVsMeasuredSummary, PredictionTotals, error_budget, error_vs_length,
-                        predicted_vs_measured)
+from .overflow import (
+    OVERFLOW_METHODS,
+    RESONANCE_METHODS,
+    AccumulatorOverflowSummary,
+    OverflowFrontierSummary,
+    OverflowSummary,
+    ResonanceAccuracySummary,
+    ResonanceStatisticsSummary,
+    accumulator_overflow,
+    overflow_frontier,
+    predicted_overflow_mean,
+    resonance_accuracy,
+    resonance_statistics,
+)
+from .predicted import (
+    PREDICT_METHODS,
+    PVM_COLUMNS,
+    BudgetEntry,
+    ErrorVsLengthSummary,
+    MethodPrediction,
+    PredictedVsMeasuredSummary,
+    PredictionTotals,
+    error_budget,
+    error_vs_length,
+    predicted_vs_measured,
+)
 from .scheme import Fp64ExactnessSummary, fp64_exactness
 
 __all__ = [
@@ -131,4 +160,4 @@ def make_figure(name: str, *, quick: bool | None = None, out: str | Path | None 
     return FIGURES[name].function(quick=quick, out=out, from_csv=from_csv)
 
 
-from ._cli import main  # noqa: E402  (the command line needs FIGURES)
+from ._cli import main  # noqa: E402 (the command line needs FIGURES)

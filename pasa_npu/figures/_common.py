@@ -6,8 +6,9 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
-import pasa_theory as _pt
 import torch
+
+import pasa_theory as _pt
 
 from .. import metrics
 from ..methods import run_method

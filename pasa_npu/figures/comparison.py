@@ -103,8 +103,8 @@ def _comparison_setup(quick: bool) -> dict[str, str]:
               f"S2 {shape['seq_kv']}, d {shape['head_dim']}, block_kv 128",
         methods=", ".join(COMPARISON_METHODS),
         rel_rmse="RMSE / RMS(V) against the float64 golden (measurement)",
-        ratio_to_naive=f"rel_rmse / that of fa_naive on the same cell; empty where the method overflowed or "
-                       f"fa_naive's rel_rmse < 2^-22 (one-hot softmax)",
+        ratio_to_naive="rel_rmse / that of fa_naive on the same cell; empty where the method overflowed or "
+                       "fa_naive's rel_rmse < 2^-22 (one-hot softmax)",
     )
 
 
