@@ -118,9 +118,16 @@ def read_csv(path: str | Path) -> tuple[dict[str, str], tuple[str, ...], list[Ro
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"from_csv: no such file {path}")
-    setup: dict[str, str] = {}
     with path.open(newline="") as fh:
         lines = fh.read().splitlines()
+    setup, columns, rows = _parse(lines)
+    if not columns:
+        raise ValueError(f"from_csv: {path} has no header row")
+    return setup, columns, rows
+
+
+def _parse(lines: list[str]) -> tuple[dict[str, str], tuple[str, ...], list[Row]]:
+    setup: dict[str, str] = {}
     body = 0
     while body < len(lines) and lines[body].startswith("#"):
         key, _, value = lines[body][1:].strip().partition(":")
@@ -128,7 +135,7 @@ def read_csv(path: str | Path) -> tuple[dict[str, str], tuple[str, ...], list[Ro
         body += 1
     table = list(csv.reader(lines[body:]))
     if not table:
-        raise ValueError(f"from_csv: {path} has no header row")
+        return setup, (), []
     columns = tuple(table[0])
     raw = [dict(zip(columns, r)) for r in table[1:]]
     numeric = set()
@@ -140,6 +147,18 @@ def read_csv(path: str | Path) -> tuple[dict[str, str], tuple[str, ...], list[Ro
         numeric.add(c)
     rows = [{c: ((_number(r[c]) if r[c] != "" else None) if c in numeric else r[c]) for c in columns} for r in raw]
     return setup, columns, rows
+
+
+def as_written(columns: Sequence[str], rows: Iterable[Row]) -> list[Row]:
+    """The rows as :func:`read_csv` returns them after :func:`write_csv` (10 significant digits, typed
+    per column): what every summary and drawing reads, so that a figure computed now and one redrawn
+    from its CSV are the same bytes."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_fmt(r.get(c)) for c in columns])
+    return _parse(buf.getvalue().splitlines())[2]
 
 
 def save_figure(result: FigureResult[Any], out: str | Path) -> tuple[Path, ...]:
@@ -163,7 +182,8 @@ def run_figure(name: str, *, columns: Sequence[str], compute: Compute, summarize
                draw: Callable[[list[Row], S], Any], quick: bool | None, out: str | Path | None,
                from_csv: str | Path | None) -> FigureResult[S]:
     """Compute (or read from ``from_csv``: a CSV file, or a folder holding ``<name>.csv``), summarise,
-    draw, and save into ``out`` if given. The summary and the drawing read the rows only."""
+    draw, and save into ``out`` if given. The summary and the drawing read the rows only, as the CSV
+    holds them (:func:`as_written`)."""
     if from_csv is not None:
         if quick is not None:
             raise ValueError("quick: give either quick or from_csv (the CSV states its own mode)")
@@ -179,7 +199,8 @@ def run_figure(name: str, *, columns: Sequence[str], compute: Compute, summarize
             raise ValueError(f"from_csv: {path} holds figure {setup.get('figure')!r}, not {name!r}")
     else:
         q = quick_mode(quick)
-        rows, extra = compute(q)
+        computed, extra = compute(q)
+        rows = as_written(columns, computed)
         setup = {"figure": name, "mode": "quick" if q else "full", **extra}
     summary = summarize(rows)
     with rc():
