@@ -326,13 +326,11 @@ def _acc_summarize(rows: list[Row]) -> AccumulatorOverflowSummary:
 
 
 def _acc_draw(rows: list[Row], summary: AccumulatorOverflowSummary) -> Any:
-    fig, axes = new_figure(3.4)
-    ax = axes[0, 0]
-    finite = [r["rel_rmse"] for r in rows if not r["nonfinite"] and r["rel_rmse"] > 0]
-    ceiling = max(finite) * 8
+    fig, axes = new_figure(3.7, 2, 1, sharex=True, gridspec_kw=dict(height_ratios=[0.7, 4.0]))
+    ox, ax = axes[:, 0]
     for meth in _ACC_METHODS:
         st = method_style(meth)
-        for vm, fill in ((10.0, "white"), (30.0, None)):
+        for row_y, (vm, fill) in enumerate(((10.0, "white"), (30.0, None))):
             pts = sorted((r["x"], r["rel_rmse"], r["nonfinite"]) for r in rows if r["method"] == meth and r["v_mean"] == vm)
             xs = [p[0] for p in pts if not p[2]]
             ys = [p[1] for p in pts if not p[2]]
@@ -340,17 +338,18 @@ def _acc_draw(rows: list[Row], summary: AccumulatorOverflowSummary) -> Any:
             ax.plot(xs, ys, color=st.color, marker=st.marker, linestyle=st.linestyle, label=lab,
                     markerfacecolor=fill or st.color, markeredgecolor=edge_colour(st.color))
             bad = [p[0] for p in pts if p[2]]
-            if bad:
-                ax.plot(bad, [ceiling] * len(bad), linestyle="none", marker="X", color=st.color,
+            if bad:                                    # inf/NaN: its own category, not a number
+                ox.plot(bad, [row_y] * len(bad), linestyle="none", marker=st.marker, color=st.color,
                         markerfacecolor=fill or st.color, markeredgecolor=edge_colour(st.color))
-    ax.axvline(1.0, color=OKABE_ITO["black"], linestyle="--", linewidth=0.7)
-    ax.axhline(ceiling, color=GREY, linewidth=0.5)
-    ax.text(0.02, ceiling, "inf/NaN", va="bottom", ha="left", fontsize=6, transform=ax.get_yaxis_transform())
-    ax.text(1.03, 0.45, "predicted overflow", rotation=90, va="center", fontsize=6,
-            transform=ax.get_xaxis_transform())
+    for axis in (ax, ox):
+        axis.axvline(1.0, color=OKABE_ITO["black"], linestyle="--", linewidth=0.7)
+    ox.set_yticks([0, 1], ["mean(V) 10", "mean(V) 30"], fontsize=5.8)
+    ox.set_ylim(-0.6, 1.6)
+    ox.grid(axis="y", visible=False)
+    ox.set_title("inf/NaN in the output (any run)", loc="left", pad=2, fontsize=7)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel(r"$S_2\cdot$mean(V) / 65520")
+    ax.set_xlabel(r"$S_2\cdot$mean(V) / 65520  (dashed: predicted overflow)")
     ax.set_ylabel("relative RMSE (RMSE / RMS(V))")
     legend_below(fig, ncols=1, fontsize=6)
     return fig
