@@ -23,7 +23,7 @@
 #
 # applied to each KV block of keys ($\tilde K_j = M K_j$), and recovers the shift online, so that the
 # result is exactly softmax attention. $\sigma$ is the softmax scale when it is folded into $M$
-# (as the reference script does), else 1.
+# (as the published script does), else 1.
 #
 # This notebook walks through the derivation with the symbolic objects of `pasa_theory.scheme`
 # (every identity shown is verified by sympy, and by the test suite), then checks numerically that the

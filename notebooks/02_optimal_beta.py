@@ -59,7 +59,7 @@ assert f"{float(fp.beta):.7f}" == "0.9689939"
 assert f"{float(pt.optimal_beta('fp16', 128, start='63/64')):.6f}" == "0.984497"
 
 # %% [markdown]
-# The reference script folds the softmax scale τ = 1/√128 into $M$ before rounding. For d = 128 τ is
+# The published script folds the softmax scale τ = 1/√128 into $M$ before rounding. For d = 128 τ is
 # not a power of two, the rounded entries change, and so do the fixed points (0.9689528165 and
 # 0.9847111441 instead of the values above):
 
@@ -103,7 +103,7 @@ _ = cli.main(["--format", "fp16,bf16", "--block", "64,256" if QUICK else "16,64,
 #
 # * σ = 1, $c = fl(\beta/(1-\beta))$: what the β equation assumes. $|\kappa|$ dips at the fixed points;
 #   at the published values it is $6\cdot10^{-5}$ instead of the $10^{-2}$ typical between them.
-# * σ = τ folded, the same $c$: what the reference script computes. Its β = 0.984497 was solved for
+# * σ = τ folded, the same $c$: what the published script computes (the script preset). Its β = 0.984497 was solved for
 #   σ = 1, so it sits off the dips of this curve.
 # * σ = τ folded, $c = fl(c^*)$ with $c^*$ the coefficient that makes κ vanish for the matrix actually
 #   stored (the `npu_fp16` preset): what remains is only the rounding of $c$, for every β; the star

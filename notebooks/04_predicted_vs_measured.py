@@ -53,7 +53,7 @@ print("error terms, in pipeline order:", ", ".join(bounds.TERMS))
 # %% [markdown]
 # ## 4.1 One case
 #
-# The reference script's default case (uniform, mean 30, amplitude 0.5), one head:
+# The published script's default case (uniform, mean 30, amplitude 0.5), one head:
 
 # %%
 q, k, v = data.make_qkv("uniform", mean=30.0, amplitude=0.5, batch=1, heads=1, kv_heads=1,

@@ -19,7 +19,7 @@
 # PASA's presets and β choices against fp16 flash attention in both scalings, the fp16/fp32 hybrid,
 # global K smoothing (SageAttention style) and bf16, on the reference benchmark's grid: uniform and
 # hybrid (normal + rare outliers) data × mean {0, 10, 20, 30} × amplitude {0.5, 5, 10, 20}, seed
-# 2024724, fp16 inputs, against the float64 golden. Accuracy is the reference script's relative RMSE
+# 2024724, fp16 inputs, against the float64 golden. Accuracy is the published script's relative RMSE
 # (RMSE / RMS(V)); the yardstick is naive fp16 attention (untiled, Q pre-scaled: the same-precision
 # baseline of the FlashAttention accuracy rule).
 
@@ -126,7 +126,7 @@ print("\ncells won (ties count for each):", dict(sorted(wins.items(), key=lambda
 #
 # ## 5.3 The choice of β
 #
-# PASA's error against β, median and range over several data draws of the reference script's default
+# PASA's error against β, median and range over several data draws of the published script's default
 # case (uniform, mean 30, amplitude 0.5). The script preset rounds each block's pseudo-average
 # $\tilde\mu_j$ to fp16, and the recovery multiplies that rounding error, up to half an ulp, by
 # $c = \beta/(1-\beta)$. Within a binade of $\tilde\mu = (a-bn)\,q\cdot\bar k$ the product grows like
