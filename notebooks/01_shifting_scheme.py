@@ -23,13 +23,21 @@
 #
 # applied to each KV block of keys ($\tilde K_j = M K_j$), and recovers the shift online, so that the
 # result is exactly softmax attention. $\sigma$ is the softmax scale when it is folded into $M$
-# (as the reference script does), else 1.
+# (as the published script does), else 1.
 #
 # This notebook walks through the derivation with the symbolic objects of `pasa_theory.scheme`
 # (every identity shown is verified by sympy, and by the test suite), then checks numerically that the
 # tiled kernel of `pasa_npu`, run entirely in float64, is softmax attention.
 #
-# Set `PASA_QUICK=1` in the environment for small shapes (the test suite runs every notebook so).
+# The first code cell sets `QUICK` (small shapes, seconds; set it to `False` for the shapes of the committed
+# figures) and `SAVE` (write the figures into the repository's `figures/` folder); the test suite runs
+# every notebook with `QUICK = True`, `SAVE = False`. The method is described in docs/method.md.
+
+# %% tags=["parameters"]
+# Run settings. QUICK: small shapes (seconds); False: the shapes of the committed figures (minutes).
+# SAVE: write the figures (PDF, PNG and the CSV behind each) into the repository's figures/ folder.
+QUICK = True
+SAVE = False
 
 # %%
 import sympy
@@ -39,8 +47,7 @@ import pasa_theory as pt
 from pasa_npu import figures
 from pasa_theory import scheme
 
-QUICK = figures.quick_mode()
-OUT = None if QUICK else "../figures"  # full mode rewrites the figures in ../figures
+OUT = figures.FIGURES_DIR if SAVE else None  # the repository's figures/, wherever the notebook runs
 print("quick mode" if QUICK else "full mode")
 
 
@@ -179,12 +186,11 @@ res
 
 # %%
 s = res.summary
-print(f"u64·max|O| = {s['unit']:.3e}")
-print(f"FA fp64 (Q pre-scaled): {s['fa_q_units']:.0f} units")
-print(f"PASA fp64, c <= 64: at most {s['pasa_max_units_c_le_64']:.0f} units "
-      f"({s['pasa_over_fa_q_c_le_64']:.2f} x FA fp64)")
-print(f"PASA fp64, any β tried: at most {s['pasa_max_units']:.0f} units (max abs error {s['pasa_max_abs_err']:.2e})")
-assert s["pasa_over_fa_q_c_le_64"] < 4, "PASA in fp64 should match fp64 flash attention for moderate c"
+print(f"u64·max|O| = {s.unit:.3e}")
+print(f"FA fp64 (Q pre-scaled): {s.fa_q_units:.0f} units")
+print(f"PASA fp64, c <= 64: at most {s.pasa_max_units_c_le_64:.0f} units ({s.pasa_over_fa_q_c_le_64:.2f} x FA fp64)")
+print(f"PASA fp64, any β tried: at most {s.pasa_max_units:.0f} units (max abs error {s.pasa_max_abs_err:.2e})")
+assert s.pasa_over_fa_q_c_le_64 < 4, "PASA in fp64 should match fp64 flash attention for moderate c"
 
 # %% [markdown]
 # One more check of the tiling itself: a ragged last block, GQA and a causal mask, against the golden.

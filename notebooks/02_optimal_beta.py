@@ -27,7 +27,13 @@
 # $a$ and $b$ are piecewise constant in β (they are rounded values), so every **rounding cell** of β
 # has its own candidate solution, and the "fixed-point iteration" lands on one in a step or two: which
 # cell it lands in depends on the start. `pasa_theory` solves this exactly (rational arithmetic) and
-# lists every fixed point of an interval.
+# lists every fixed point of an interval. The equations and κ are derived in docs/method.md.
+
+# %% tags=["parameters"]
+# Run settings. QUICK: small shapes (seconds); False: the shapes of the committed figures (minutes).
+# SAVE: write the figures (PDF, PNG and the CSV behind each) into the repository's figures/ folder.
+QUICK = True
+SAVE = False
 
 # %%
 import pasa_theory as pt
@@ -35,8 +41,7 @@ from pasa_npu import figures
 from pasa_npu.kernel import shift_parameters
 from pasa_theory import cli
 
-QUICK = figures.quick_mode()
-OUT = None if QUICK else "../figures"
+OUT = figures.FIGURES_DIR if SAVE else None  # the repository's figures/, wherever the notebook runs
 print("quick mode" if QUICK else "full mode")
 
 # %% [markdown]
@@ -54,7 +59,7 @@ assert f"{float(fp.beta):.7f}" == "0.9689939"
 assert f"{float(pt.optimal_beta('fp16', 128, start='63/64')):.6f}" == "0.984497"
 
 # %% [markdown]
-# The reference script folds the softmax scale τ = 1/√128 into $M$ before rounding. For d = 128 τ is
+# The published script folds the softmax scale τ = 1/√128 into $M$ before rounding. For d = 128 τ is
 # not a power of two, the rounded entries change, and so do the fixed points (0.9689528165 and
 # 0.9847111441 instead of the values above):
 
@@ -79,9 +84,9 @@ res = figures.beta_fixed_points(quick=QUICK, out=OUT)
 res
 
 # %%
-print("fixed points per format:", res.summary["per_format"])
+print("fixed points per format:", res.summary.per_format)
 print("selected β (None: no fixed point in the window):")
-for key, beta in res.summary["selected"].items():
+for key, beta in res.summary.selected.items():
     print(f"  {key:16} {beta if beta is None else f'{beta:.10f}'}")
 
 # %% [markdown]
@@ -98,7 +103,7 @@ _ = cli.main(["--format", "fp16,bf16", "--block", "64,256" if QUICK else "16,64,
 #
 # * σ = 1, $c = fl(\beta/(1-\beta))$: what the β equation assumes. $|\kappa|$ dips at the fixed points;
 #   at the published values it is $6\cdot10^{-5}$ instead of the $10^{-2}$ typical between them.
-# * σ = τ folded, the same $c$: what the reference script computes. Its β = 0.984497 was solved for
+# * σ = τ folded, the same $c$: what the published script computes (the script preset). Its β = 0.984497 was solved for
 #   σ = 1, so it sits off the dips of this curve.
 # * σ = τ folded, $c = fl(c^*)$ with $c^*$ the coefficient that makes κ vanish for the matrix actually
 #   stored (the `npu_fp16` preset): what remains is only the rounding of $c$, for every β; the star
@@ -110,18 +115,18 @@ res
 
 # %%
 s = res.summary
-print(f"κ at 0.9689939 (σ = 1):                        {s['kappa_readme_beta_sigma1']:+.3e}")
-print(f"κ at 0.984497 (σ = 1):                         {s['kappa_script_beta_sigma1']:+.3e}")
-print(f"κ at 0.984497 with τ folded (the script):      {s['kappa_script_beta_tau']:+.3e}")
-print(f"κ at 0.9847111 (re-solved for τ folded):       {s['kappa_folded_fixed_point']:+.3e}")
-print(f"npu_fp16: β = {s['npu_fp16_beta']:.10f}, κ = {s['kappa_npu_fp16']:+.3e}")
-print("median |κ| over the sampled β:", {k: f"{v:.2e}" for k, v in s["median_abs_kappa"].items()})
-assert abs(s["kappa_script_beta_tau"]) > 100 * abs(s["kappa_npu_fp16"])
+print(f"κ at 0.9689939 (σ = 1):                        {s.kappa_readme_beta_sigma1:+.3e}")
+print(f"κ at 0.984497 (σ = 1):                         {s.kappa_script_beta_sigma1:+.3e}")
+print(f"κ at 0.984497 with τ folded (the script):      {s.kappa_script_beta_tau:+.3e}")
+print(f"κ at 0.9847111 (re-solved for τ folded):       {s.kappa_folded_fixed_point:+.3e}")
+print(f"npu_fp16: β = {s.npu_fp16_beta:.10f}, κ = {s.kappa_npu_fp16:+.3e}")
+print("median |κ| over the sampled β:", {k: f"{v:.2e}" for k, v in s.median_abs_kappa.items()})
+assert abs(s.kappa_script_beta_tau) > 100 * abs(s.kappa_npu_fp16)
 sp = shift_parameters("npu_fp16", head_dim=128)
 print(f"\nthe kernel's constants for npu_fp16, d = 128: β = {sp.beta!r}, diag = {sp.diag!r}, off = {sp.off!r}, c = {sp.c!r}")
 
 # %% [markdown]
 # What κ does in practice: it reweights blocks whose means differ, so its effect shows only when the
 # block means vary along the sequence. Notebook 5 measures the error against β directly: for the
-# reference preset it is dominated not by κ but by the rounding of each block's pseudo-average,
+# script preset it is dominated not by κ but by the rounding of each block's pseudo-average,
 # amplified by $c$, which makes it a sawtooth in β.

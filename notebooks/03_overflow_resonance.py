@@ -31,12 +31,17 @@
 # then looks at "resonance" (query and key phase-aligned along the head dimension) with statistics
 # over many rows, amplitudes and seeds.
 
+# %% tags=["parameters"]
+# Run settings. QUICK: small shapes (seconds); False: the shapes of the committed figures (minutes).
+# SAVE: write the figures (PDF, PNG and the CSV behind each) into the repository's figures/ folder.
+QUICK = True
+SAVE = False
+
 # %%
 from pasa_npu import figures
 from pasa_npu.kernel import shift_parameters
 
-QUICK = figures.quick_mode()
-OUT = None if QUICK else "../figures"
+OUT = figures.FIGURES_DIR if SAVE else None  # the repository's figures/, wherever the notebook runs
 print("quick mode" if QUICK else "full mode")
 sp = shift_parameters("npu_fp16", head_dim=128)
 a, b = sp.diag - sp.off, -sp.off
@@ -54,9 +59,13 @@ for name, thr in (("fa_qk", (65520 / 128) ** 0.5), ("fa_q", (65520 * 128**0.5 / 
 # mean). The pale wide lines are the prediction of `pasa_theory.bounds.overflow_envelope`: from the
 # input statistics alone (mean, spread, d, S1, S2, β), the first mean at which some stage (the score
 # tile, the block offsets, the row sum or the accumulators) reaches its format's overflow threshold,
-# 65520 in fp16. The census names the stage that actually overflowed. The envelope does not model the
-# reference script's running-reference bookkeeping (below); `pasa_theory.bounds.predict`, which works
-# on the actual tensors, does (notebook 4).
+# 65520 in fp16 (an estimate; see docs/error-model.md). The census names the stage that actually
+# overflowed. The envelope does not model the script preset's running-reference bookkeeping (below), so
+# its band is its score stage only; `pasa_theory.bounds.predict`, which works on the actual tensors,
+# does (notebook 4). The bands span the measured amplitudes, 0.5 to 20: at A = 0 the inputs are
+# constant, the softmax is exactly uniform, and the envelope names the raw accumulators instead (for the
+# script preset at μ = 65520/S2), a different regime that is not drawn. ▷ marks a cell that stayed
+# finite up to the largest mean tried, 1024 (K smoothing at A = 0.5, and on all hybrid cells).
 
 # %%
 res = figures.overflow_frontier(quick=QUICK, out=OUT)
@@ -65,13 +74,13 @@ res
 # %%
 s = res.summary
 print(f"{'method':16} {'first overflow (mean)':>24} {'cells without':>14}  stages")
-for meth in ("fa_qk", "fa_q", "smooth_k", "pasa:script", "pasa", "pasa:bf16", "fa_hybrid"):
-    r = s[meth]
-    lo, hi = r["min_overflow_mean"], r["max_overflow_mean"]
+for meth, r in s.methods.items():
+    lo, hi = r.min_overflow_mean, r.max_overflow_mean
     span = "none" if lo is None else f"{lo:8.1f} … {hi:8.1f}"
-    print(f"{meth:16} {span:>24} {r['cells_without_overflow']:>14}  {', '.join(s['stages'][meth]) or '-'}")
-assert s["pasa"]["min_overflow_mean"] is None or s["pasa"]["min_overflow_mean"] > 10 * s["fa_qk"]["max_overflow_mean"]
-assert s["fa_qk"]["max_overflow_mean"] < 30  # every mean-30 cell of the reference grid overflows
+    print(f"{meth:16} {span:>24} {r.cells_without_overflow:>14}  {', '.join(r.stages) or '-'}")
+pasa, fa_qk = s.methods["pasa"], s.methods["fa_qk"]
+assert pasa.min_overflow_mean is None or pasa.min_overflow_mean > 10 * fa_qk.max_overflow_mean
+assert fa_qk.max_overflow_mean < 30  # every mean-30 cell of the reference grid overflows
 
 # %% [markdown]
 # Measured against predicted, cell by cell (the envelope's first stage at the measured amplitude):
@@ -93,7 +102,7 @@ for r in res.select(kind="measured"):
         assert 0.85 <= p / r["mean_overflow"] <= 1.1, (r, p)
 
 # %% [markdown]
-# Two findings beyond the score overflow: the reference preset overflows at large means in its
+# Two findings beyond the score overflow: the script preset overflows at large means in its
 # *accumulator* or *row sum* — its raw fp16 O and ℓ are moved every block by factors
 # $e^{c(A_{prev}-A)}$ computed from pseudo-averages whose rounding error is multiplied by c — and
 # bf16 and the fp32-score hybrid never overflow in this range, by their exponent range.
@@ -101,7 +110,7 @@ for r in res.select(kind="measured"):
 # ## 3.2 Accumulators over long sequences
 #
 # With nearly uniform attention over a biased V, an unnormalised accumulator reaches
-# $O \approx S_2\cdot\mathrm{mean}(V)$: the reference preset (raw fp16 O and ℓ, as in the published
+# $O \approx S_2\cdot\mathrm{mean}(V)$: the script preset (raw fp16 O and ℓ, as in the published
 # script) is predicted to overflow at $S_2 = 65520/\mathrm{mean}(V)$. npu_fp16 renormalises O and ℓ by
 # powers of two (exact scaling), flash attention here inherits that.
 
@@ -112,15 +121,15 @@ res
 # %%
 s = res.summary
 for vm in (10.0, 30.0):
-    print(f"mean(V) = {vm:4.0f}: predicted S2* = {s['predicted_threshold_seq_kv'][vm]:7.0f}; reference preset "
-          f"finite up to S2 = {s['reference_last_finite_seq_kv'][vm]}, first inf/NaN at S2 = {s['reference_first_overflow_seq_kv'][vm]}")
-print(f"npu_fp16: {s['npu_fp16_nonfinite']} non-finite outputs, largest relative RMSE {s['npu_fp16_max_rel_rmse']:.2e}")
-assert s["npu_fp16_nonfinite"] == 0
+    print(f"mean(V) = {vm:4.0f}: predicted S2* = {s.predicted_threshold_seq_kv[vm]:7.0f}; script preset "
+          f"finite up to S2 = {s.reference_last_finite_seq_kv[vm]}, first inf/NaN at S2 = {s.reference_first_overflow_seq_kv[vm]}")
+print(f"npu_fp16: {s.npu_fp16_nonfinite} non-finite outputs, largest relative RMSE {s.npu_fp16_max_rel_rmse:.2e}")
+assert s.npu_fp16_nonfinite == 0
 scanned = sorted({r["seq_kv"] for r in res.rows})
 for vm in (10.0, 30.0):
-    first, last = s["reference_first_overflow_seq_kv"][vm], s["reference_last_finite_seq_kv"][vm]
-    pred = s["predicted_threshold_seq_kv"][vm]
-    if scanned[-1] > pred:  # the scan passes the predicted threshold: the reference preset must overflow
+    first, last = s.reference_first_overflow_seq_kv[vm], s.reference_last_finite_seq_kv[vm]
+    pred = s.predicted_threshold_seq_kv[vm]
+    if scanned[-1] > pred:  # the scan passes the predicted threshold: the script preset must overflow
         assert first is not None and pred <= first <= 2 * pred, (vm, first, pred)
     else:
         assert first is None, (vm, first, pred)
@@ -150,14 +159,14 @@ res
 
 # %%
 s = res.summary
-print(f"predicted overflow amplitude of fa_qk (A²d/2 = 65520): {s['predicted_overflow_amplitude']:.1f}")
+print(f"predicted overflow amplitude of fa_qk (A²d/2 = 65520): {s.predicted_overflow_amplitude:.1f}")
 print("fa_qk: largest finite amplitude / first overflowing amplitude per phase:",
-      {ph: (s["fa_qk_last_finite_amplitude"][ph], s["fa_qk_first_overflow_amplitude"][ph]) for ph in s["fa_qk_first_overflow_amplitude"]})
-print("max|q·k| / (A²d/2), worst over amplitudes and seeds:", {k: round(v, 3) for k, v in s["max_qk_over_prediction"].items()})
-print("median |row mean| / row std:", {k: round(v, 3) for k, v in s["bias_to_spread_median"].items()})
-print("median shrink of the largest score by the shift:", {k: round(v, 2) for k, v in s["shift_shrink_median"].items()})
-print(f"query rows per phase: {s['rows_per_phase']}")
-assert s["bias_to_spread_median"]["aligned"] > 10 * s["bias_to_spread_median"]["random"]
+      {ph: (s.fa_qk_last_finite_amplitude[ph], s.fa_qk_first_overflow_amplitude[ph]) for ph in s.fa_qk_first_overflow_amplitude})
+print("max|q·k| / (A²d/2), worst over amplitudes and seeds:", {k: round(v, 3) for k, v in s.max_qk_over_prediction.items()})
+print("median |row mean| / row std:", {k: round(v, 3) for k, v in s.bias_to_spread_median.items()})
+print("median shrink of the largest score by the shift:", {k: round(v, 2) for k, v in s.shift_shrink_median.items()})
+print(f"query rows per phase: {s.rows_per_phase}")
+assert s.bias_to_spread_median["aligned"] > 10 * s.bias_to_spread_median["random"]
 
 # %% [markdown]
 # Accuracy on the same inputs, as a paired ratio to naive fp16 attention on each input (the seeds
@@ -173,7 +182,7 @@ res
 # %%
 s = res.summary
 print(f"{'method':18} {'aligned':>9} {'anti':>9} {'random':>9}   (median of per-amplitude medians of the ratio)")
-for m in ("pasa", "pasa:script", "pasa:fp16_keymean", "fa_qk", "fa_q", "smooth_k", "pasa:bf16", "fa_hybrid"):
-    vals = [s["ratio_to_naive_median"][ph][m] for ph in ("aligned", "anti", "random")]
+for m in ("pasa", "pasa:reference", "pasa:fp16_keymean", "fa_qk", "fa_q", "smooth_k", "pasa:bf16", "fa_hybrid"):
+    vals = [s.ratio_to_naive_median[ph][m] for ph in ("aligned", "anti", "random")]
     print(f"{m:18} " + " ".join(f"{v:9.3f}" if v is not None else f"{'-':>9}" for v in vals)
-          + f"   overflowed runs: {s['overflowed'][m]}")
+          + f"   overflowed runs: {s.overflowed[m]}")

@@ -19,16 +19,21 @@
 # PASA's presets and β choices against fp16 flash attention in both scalings, the fp16/fp32 hybrid,
 # global K smoothing (SageAttention style) and bf16, on the reference benchmark's grid: uniform and
 # hybrid (normal + rare outliers) data × mean {0, 10, 20, 30} × amplitude {0.5, 5, 10, 20}, seed
-# 2024724, fp16 inputs, against the float64 golden. Accuracy is the reference script's relative RMSE
+# 2024724, fp16 inputs, against the float64 golden. Accuracy is the published script's relative RMSE
 # (RMSE / RMS(V)); the yardstick is naive fp16 attention (untiled, Q pre-scaled: the same-precision
 # baseline of the FlashAttention accuracy rule).
+
+# %% tags=["parameters"]
+# Run settings. QUICK: small shapes (seconds); False: the shapes of the committed figures (minutes).
+# SAVE: write the figures (PDF, PNG and the CSV behind each) into the repository's figures/ folder.
+QUICK = True
+SAVE = False
 
 # %%
 from pasa_npu import PRESETS, figures
 from pasa_npu.methods import METHODS
 
-QUICK = figures.quick_mode()
-OUT = None if QUICK else "../figures"
+OUT = figures.FIGURES_DIR if SAVE else None  # the repository's figures/, wherever the notebook runs
 print("quick mode" if QUICK else "full mode")
 print("shape:", figures.comparison_shape(QUICK))
 for name in figures.COMPARISON_METHODS:
@@ -36,11 +41,11 @@ for name in figures.COMPARISON_METHODS:
     print(f"  {name:18} {desc}")
 
 # %% [markdown]
-# The presets differ only in where they round (`pasa_npu.precision`); for instance npu_fp16 against the
+# The presets differ only in where they round (`pasa_npu.precision`; see docs/precision.md); for instance npu_fp16 against the
 # published script's numerics:
 
 # %%
-for name in ("npu_fp16", "script"):
+for name in ("npu_fp16", "reference"):
     print(f"--- {name}\n{PRESETS[name].describe()}")
 
 # %% [markdown]
@@ -64,18 +69,17 @@ def fmt3(a, b, c):
     return "   —" if a is None else f"[{a:7.3g} {b:7.3g} {c:7.3g}]"
 
 
-for m in figures.COMPARISON_METHODS:
-    r = s[m]
-    print(f"{m:18} {r['overflow_cells']:7d} {r['rel_rmse_median']:10.3g}   "
-          f"{fmt3(r['ratio_biased_min'], r['ratio_biased_median'], r['ratio_biased_max']):>30}   "
-          f"{fmt3(r['ratio_unbiased_min'], r['ratio_unbiased_median'], r['ratio_unbiased_max']):>30}")
-print("\ncells left out (one-hot softmax):", s["cells_one_hot"])
-print("fa_qk overflows on:", s["fa_qk_overflow_cells"])
-p = s["pasa_over_reference"]
-print(f"npu_fp16 / reference preset, relative RMSE: min {p['min']:.3f}, median {p['median']:.3f}, max {p['max']:.3f}")
-assert s["pasa"]["overflow_cells"] == 0
+for m, r in s.methods.items():
+    print(f"{m:18} {r.overflow_cells:7d} {r.rel_rmse_median:10.3g}   "
+          f"{fmt3(r.ratio_biased_min, r.ratio_biased_median, r.ratio_biased_max):>30}   "
+          f"{fmt3(r.ratio_unbiased_min, r.ratio_unbiased_median, r.ratio_unbiased_max):>30}")
+print("\ncells left out (one-hot softmax):", s.cells_one_hot)
+print("fa_qk overflows on:", s.fa_qk_overflow_cells)
+p_min, p_med, p_max = s.pasa_over_reference
+print(f"npu_fp16 / script preset, relative RMSE: min {p_min:.3f}, median {p_med:.3f}, max {p_max:.3f}")
+assert s.methods["pasa"].overflow_cells == 0
 if not QUICK:  # the acceptance rule of tests/npu/test_grid.py, stated for the reference shape
-    assert p["max"] <= 1.1
+    assert p_max <= 1.1
 
 # %% [markdown]
 # ## 5.2 Where each method wins
@@ -84,7 +88,7 @@ if not QUICK:  # the acceptance rule of tests/npu/test_grid.py, stated for the r
 # and SDPA keep fp32 scores and are the wide-precision references), and PASA npu_fp16's rank there:
 
 # %%
-FP16_ONLY = ("pasa", "pasa:script", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:bf16", "fa_qk", "fa_q",
+FP16_ONLY = ("pasa", "pasa:reference", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:bf16", "fa_qk", "fa_q",
              "fa_naive", "smooth_k")
 cells = sorted({(r["dist"], r["mean"], r["amplitude"]) for r in res.rows})
 wins = {}
@@ -122,13 +126,13 @@ print("\ncells won (ties count for each):", dict(sorted(wins.items(), key=lambda
 #
 # ## 5.3 The choice of β
 #
-# PASA's error against β, median and range over several data draws of the reference script's default
-# case (uniform, mean 30, amplitude 0.5). The reference preset rounds each block's pseudo-average
+# PASA's error against β, median and range over several data draws of the published script's default
+# case (uniform, mean 30, amplitude 0.5). The script preset rounds each block's pseudo-average
 # $\tilde\mu_j$ to fp16, and the recovery multiplies that rounding error, up to half an ulp, by
 # $c = \beta/(1-\beta)$. Within a binade of $\tilde\mu = (a-bn)\,q\cdot\bar k$ the product grows like
-# $c$; where $\tilde\mu$ drops into the next binade its ulp halves. The dotted curve (right axis) is
+# $c$; where $\tilde\mu$ drops into the next binade its ulp halves. Panel (b) is
 # that bound, $c\cdot\mathrm{ulp}(\tilde\mu)/2$, computed from the rounded matrix and the data alone:
-# the measured teeth sit where it predicts them. One draw alone can hide them (the band: another
+# the measured teeth sit where it predicts them (dotted lines in both panels). One draw alone can hide them (the band: another
 # β-independent error can dominate a single draw), which is why the error looks erratic in β.
 # npu_fp16 rounds only each block mean's *deviation* from its running reference: its teeth are much
 # smaller and its error 2–4 times lower; fp16_keymean takes the offsets from the keys' block means.
@@ -139,12 +143,12 @@ res
 
 # %%
 s = res.summary
-print(f"naive fp16 attention (median over {s['draws']} draws): {s['naive_rel_rmse_median']:.3e}")
-for m in ("pasa:script", "pasa", "pasa:fp16_keymean"):
-    jump = s[m + "_jump_at_teeth"]
-    print(f"{m:18} median relative RMSE over β: {s[m + '_min']:.3e} … {s[m + '_max']:.3e};"
-          f" drop across a predicted tooth: {'—' if jump is None else f'{jump:.2f}x'}")
-print("predicted teeth at β =", [round(t, 4) for t in s["teeth"]])
+print(f"naive fp16 attention (median over {s.draws} draws): {s.naive_rel_rmse_median:.3e}")
+for m, r in s.methods.items():
+    print(f"{m:18} median relative RMSE over β: {r.min:.3e} … {r.max:.3e};"
+          f" drop across a predicted tooth: {'—' if r.jump_at_teeth is None else f'{r.jump_at_teeth:.2f}x'}")
+print("predicted teeth at β =", [round(t, 4) for t in s.teeth])
+ref, npu = s.methods["pasa:reference"], s.methods["pasa"]
 if not QUICK:  # the coarse quick sweep does not resolve the teeth
-    assert s["pasa:script_jump_at_teeth"] > s["pasa_jump_at_teeth"] > 1
-    assert s["pasa_max"] < s["pasa:script_min"]
+    assert ref.jump_at_teeth > npu.jump_at_teeth > 1
+    assert npu.max < ref.min

@@ -2,12 +2,15 @@
 
 The figures' numbers are checked where they are shown: each notebook asserts the claims it prints
 (tests/test_notebooks.py runs them). Here: the same command gives the same bytes, every figure has
-one fixed style per method at single-column width, the registry and the notebooks agree, and the
-figures the README cites are committed with the data behind them.
+one fixed style per method at single-column width, every figure function is a plain function with a
+typed summary, the registry and the notebooks agree, a figure redrawn from its CSV gives the same
+data, and the figures the README cites are committed with the data behind them and their set-up.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
+import inspect
 import re
 import struct
 import subprocess
@@ -30,7 +33,7 @@ def test_every_harness_method_off_the_npu_has_a_style():
 
 
 def test_methods_drawn_together_have_distinct_colours_and_markers():
-    drawn = set(figures.COMPARISON_METHODS) | set(figures._OVERFLOW_METHODS) | set(figures._RES_METHODS)
+    drawn = set(figures.COMPARISON_METHODS) | set(figures.OVERFLOW_METHODS) | set(figures.RESONANCE_METHODS)
     styles = {m: figures.method_style(m) for m in drawn}
     colours = [s.color for s in styles.values()]
     assert len(set(colours)) == len(colours), sorted(colours)
@@ -67,6 +70,50 @@ def test_quick_mode_reads_the_environment(monkeypatch, value, expected):
 def test_importing_the_module_does_not_load_matplotlib():
     code = "import sys, pasa_npu.figures; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- structure: plain functions, typed summaries, no hidden imports ---------------------------------------
+NOTEBOOK_MODULES = {"01_shifting_scheme": "scheme", "02_optimal_beta": "optimal_beta",
+                    "03_overflow_resonance": "overflow", "04_predicted_vs_measured": "predicted",
+                    "05_method_comparison": "comparison"}
+
+
+@pytest.mark.parametrize("name", list(figures.FIGURES))
+def test_every_figure_is_a_plain_function_of_its_notebooks_module(name):
+    spec = figures.FIGURES[name]
+    fn = spec.function
+    assert inspect.isfunction(fn) and fn.__name__ == name and fn.__code__.co_name == name
+    assert fn.__module__ == f"pasa_npu.figures.{NOTEBOOK_MODULES[spec.notebook]}", fn.__module__
+    # go-to-definition lands on a `def <name>(` line of that module
+    lines, _ = inspect.getsourcelines(fn)
+    assert lines[0].startswith(f"def {name}("), lines[0]
+    assert set(inspect.signature(fn).parameters) == {"quick", "out", "from_csv"}
+    assert "FigureResult[" in str(inspect.signature(fn).return_annotation)
+
+
+def test_no_function_level_imports_except_matplotlib():
+    import ast
+
+    bad = []
+    for path in sorted((ROOT / "pasa_npu" / "figures").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                bad += [f"{path.name}:{node.lineno}: {n}" for n in names
+                        if n.split(".")[0] not in ("matplotlib", "cycler")]
+    assert not bad, bad
+
+
+def test_output_folder_is_found_from_the_package_not_the_working_directory(tmp_path, monkeypatch):
+    assert figures.FIGURES_DIR == ROOT / "figures"
+    monkeypatch.chdir(tmp_path)
+    assert figures.FIGURES_DIR == ROOT / "figures"
+    res = figures.kappa_landscape(quick=True)             # no out: nothing written anywhere
+    assert res.paths == () and list(tmp_path.iterdir()) == []
 
 
 # -- the predicted overflow frontier against closed forms ----------------------------------------------------
@@ -111,10 +158,38 @@ def test_figures_are_byte_deterministic_in_quick_mode(tmp_path, name, one_thread
     assert b"Software" not in png.read_bytes()
     assert first.figure.get_size_inches()[0] == pytest.approx(figures.COLUMN_WIDTH)
     assert _png_size(png)[0] == round(figures.COLUMN_WIDTH * 300)
-    with csv_path.open() as fh:
-        rows = list(csv.reader(fh))
-    assert tuple(rows[0]) == first.columns
-    assert len(rows) - 1 == len(first.rows)
+    assert dataclasses.is_dataclass(first.summary) and not isinstance(first.summary, type)
+    setup, columns, rows = figures.read_csv(csv_path)
+    assert columns == first.columns and len(rows) == len(first.rows)
+    assert setup["figure"] == name and setup["mode"] == "quick" and setup == first.setup
+    assert csv_path.read_text().startswith(f"# figure: {name}\n# mode: quick\n")
+
+
+@pytest.mark.parametrize("name", ["kappa_landscape", "method_comparison", "overflow_frontier"])
+def test_a_figure_redrawn_from_its_csv_has_the_same_data_and_summary(tmp_path, name, one_thread):
+    first = figures.make_figure(name, quick=True, out=tmp_path / "a")
+    again = figures.make_figure(name, from_csv=tmp_path / "a", out=tmp_path / "b")
+    for ext in ("csv", "png", "pdf"):                     # the drawing reads the rows as the CSV holds them
+        assert (tmp_path / "a" / f"{name}.{ext}").read_bytes() == (tmp_path / "b" / f"{name}.{ext}").read_bytes(), ext
+    assert again.quick is True and again.setup == first.setup
+    assert repr(again.rows) == repr(first.rows)           # repr: NaN (an overflowed run) equals itself
+    assert repr(dataclasses.asdict(again.summary)) == repr(dataclasses.asdict(first.summary))
+
+
+def test_read_csv_skips_the_set_up_and_types_the_columns(tmp_path):
+    path = figures.write_csv(tmp_path / "t.csv", ("kind", "n", "x", "stage"),
+                             [dict(kind="a", n=3, x=0.1, stage=""), dict(kind="b", n=4, x=None, stage="scores")],
+                             {"figure": "t", "shape": "S1 5,  S2 7"})
+    assert path.read_text().splitlines()[:3] == ["# figure: t", "# shape: S1 5, S2 7", "kind,n,x,stage"]
+    setup, columns, rows = figures.read_csv(path)
+    assert setup == {"figure": "t", "shape": "S1 5, S2 7"} and columns == ("kind", "n", "x", "stage")
+    assert rows == [dict(kind="a", n=3, x=0.1, stage=""), dict(kind="b", n=4, x=None, stage="scores")]
+    with pytest.raises(ValueError, match="from_csv"):
+        figures.kappa_landscape(from_csv=path)
+    with pytest.raises(ValueError, match="from_csv"):
+        figures.kappa_landscape(from_csv=tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match="quick"):
+        figures.kappa_landscape(quick=True, from_csv=path)
 
 
 def test_cli_writes_one_figure_and_rejects_unknown_names(tmp_path, capsys):
@@ -127,6 +202,15 @@ def test_cli_writes_one_figure_and_rejects_unknown_names(tmp_path, capsys):
     assert figures.main(["--list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in figures.FIGURES)
+    again = tmp_path / "again"
+    assert figures.main(["--only", "kappa_landscape", "--from-csv", str(tmp_path), "--out", str(again)]) == 0
+    assert (again / "kappa_landscape.csv").read_bytes() == (tmp_path / "kappa_landscape.csv").read_bytes()
+
+
+def test_python_m_runs_the_command_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pasa_npu.figures", "--list"], check=True, capture_output=True,
+                         text=True, cwd=tmp_path).stdout
+    assert "kappa_landscape" in out and list(tmp_path.iterdir()) == []
 
 
 # -- registry, notebooks and committed files ----------------------------------------------------------------
@@ -137,7 +221,7 @@ def test_every_figure_is_shown_by_its_notebook_and_every_notebook_figure_is_regi
         assert f"figures.{name}(" in sources[spec.notebook], f"{name} is not drawn in {spec.notebook}"
         assert getattr(figures, name) is spec.function
     called = {m for text in sources.values() for m in re.findall(r"figures\.([a-z0-9_]+)\(", text)}
-    helpers = {"quick_mode", "comparison_shape", "make_figure", "method_style", "predicted_overflow_mean"}
+    helpers = {"quick_mode", "comparison_shape", "make_figure", "method_style", "predicted_overflow_mean", "read_csv"}
     assert called - helpers <= set(figures.FIGURES), called - helpers - set(figures.FIGURES)
 
 
@@ -155,9 +239,27 @@ def test_cited_figures_are_committed_with_their_data(name):
     assert (base / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
     assert b"CreationDate" not in (base / f"{name}.pdf").read_bytes()
     assert _png_size(base / f"{name}.png")[0] == round(figures.COLUMN_WIDTH * 300)
-    with (base / f"{name}.csv").open() as fh:
-        rows = list(csv.reader(fh))
-    assert len(rows) > 1 and all(len(r) == len(rows[0]) for r in rows)
+    setup, _, rows = figures.read_csv(base / f"{name}.csv")
+    assert rows and setup["figure"] == name and setup["mode"] == "full"
+    # the data set-up: what was computed on which data, and which methods
+    assert len(setup) >= 5, setup
+    if name != "kappa_landscape":                         # κ depends on the stored constants only
+        assert {"data", "shape", "methods"} <= set(setup), setup
+        assert "seed" in setup["data"] and "d 128" in setup["shape"], setup
+    text = (base / f"{name}.csv").read_text()
+    assert all(len(r) == len(next(csv.reader(text.splitlines()[len(setup):])))
+               for r in csv.reader(text.splitlines()[len(setup):]))
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in figures.FIGURES.items() if s.cited))
+def test_figures_readme_gives_the_set_up_and_a_caption_of_every_cited_figure(name):
+    text = (ROOT / "figures" / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"### `{name}`", 1)
+    assert len(section) == 2, f"figures/README.md has no section for {name}"
+    body = section[1].split("\n### ", 1)[0]
+    assert "**Set-up.**" in body and "**Caption.**" in body, name
+    caption = body.split("**Caption.**", 1)[1]
+    assert any(w in caption for w in ("measured", "measurement")) or name == "kappa_landscape", name
 
 
 def test_committed_figures_stay_small():
@@ -167,8 +269,9 @@ def test_committed_figures_stay_small():
 
 # -- the numbers the README cites, recomputed from the committed CSVs ------------------------------------------
 def _committed_rows(name: str) -> list[dict]:
+    """The committed CSV's rows as text (the ``# key: value`` set-up lines skipped)."""
     with (ROOT / "figures" / f"{name}.csv").open(newline="") as fh:
-        return list(csv.DictReader(fh))
+        return list(csv.DictReader(line for line in fh if not line.startswith("#")))
 
 
 def test_readme_numbers_of_predicted_vs_measured_follow_from_its_csv():
@@ -195,11 +298,28 @@ def test_readme_overflow_frontier_follows_from_its_csv(method, lo, hi):
 
 
 @pytest.mark.parametrize("name", sorted(n for n, s in figures.FIGURES.items() if s.cited))
-def test_committed_csv_header_is_what_the_figure_writes_now(name, one_thread):
-    with (ROOT / "figures" / f"{name}.csv").open(newline="") as fh:
-        header = tuple(next(csv.reader(fh)))
-    if name == "predicted_vs_measured":                       # quick mode still takes ~20 s; the columns are fixed
-        columns = figures._PVM_COLUMNS
-    else:
-        columns = tuple(getattr(figures, f"_data_{name}")(True)[0])
-    assert header == columns
+def test_committed_csv_is_what_the_figure_reads_now(name, tmp_path):
+    # from_csv checks the columns against the figure's own and redraws from the committed rows alone
+    res = figures.make_figure(name, from_csv=ROOT / "figures", out=tmp_path)
+    assert res.quick is False
+    assert (tmp_path / f"{name}.csv").read_bytes() == (ROOT / "figures" / f"{name}.csv").read_bytes()
+    # (the PNG and PDF are compared with the committed ones only through their size: their bytes also
+    # depend on the matplotlib and FreeType versions)
+    assert _png_size(tmp_path / f"{name}.png") == _png_size(ROOT / "figures" / f"{name}.png")
+
+
+def test_overflow_frontier_predictions_cover_the_measured_amplitudes_only():
+    rows = _committed_rows("overflow_frontier")
+    measured = {float(r["amplitude"]) for r in rows if r["kind"] == "measured"}
+    predicted = {float(r["amplitude"]) for r in rows if r["kind"] == "predicted"}
+    assert measured <= predicted and min(predicted) == min(measured) == 0.5 and max(predicted) == max(measured)
+    stages = {r["stage"] for r in rows if r["kind"] == "predicted" and r["mean_overflow"] != ""}
+    assert stages == {"scores"}, stages                   # one mechanism along every drawn band
+
+
+def test_at_zero_amplitude_the_envelope_names_the_script_presets_accumulator():
+    # constant inputs: the softmax is exactly uniform and the script preset's unnormalised fp16 O sums
+    # S2 copies of μ: it reaches 65520 at μ = 65520 / S2; the reason A = 0 is not drawn with the bands
+    got, stage = figures.predicted_overflow_mean("pasa:reference", "uniform", 0.0, seq_q=1407, seq_kv=1407)
+    assert stage == "accumulator" and got == pytest.approx(65520 / 1407, rel=1.1e-3)
+    assert figures.predicted_overflow_mean("pasa:reference", "uniform", 0.5, seq_q=1407, seq_kv=1407)[1] == "scores"

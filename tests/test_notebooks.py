@@ -1,12 +1,17 @@
 """The notebooks: committed without outputs, in sync with their py:percent sources, and executed.
 
-Every ``notebooks/NN_*.ipynb`` is executed with nbclient in quick mode (``PASA_QUICK=1``, kernel
-``python3``, working directory ``notebooks/``, a per-cell timeout); any error fails the test. The
-notebooks contain their own checks (``assert`` on the numbers they print), so an execution that
-passes also means every claim they state held. Quick mode writes no files.
+Every ``notebooks/NN_*.ipynb`` is executed with nbclient in quick mode (kernel ``python3``, a
+per-cell timeout); any error fails the test. Quick mode is switched inside the notebook: its first
+code cell, tagged ``parameters``, sets ``QUICK`` and ``SAVE``; the committed defaults are the safe
+ones (``QUICK = True``, ``SAVE = False``: opening and running a notebook writes nothing), and the
+harness overrides that cell with the same values explicitly, with ``PASA_QUICK`` unset and a working
+directory outside the repository (the notebooks find ``figures/`` from the package). The notebooks
+contain their own checks (``assert`` on the numbers they print), so an execution that passes also
+means every claim they state held.
 """
 from __future__ import annotations
 
+import ast
 import json
 import time
 from pathlib import Path
@@ -61,6 +66,30 @@ def test_notebook_matches_its_py_percent_source(path):
     )
 
 
+#: What the harness puts in place of each notebook's parameters cell.
+QUICK_PARAMETERS = "QUICK = True\nSAVE = False\n"
+
+
+def _parameters_cell(nb):
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and "parameters" in code[0].metadata.get("tags", []), "the first code cell must be tagged parameters"
+    return code[0]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_first_code_cell_switches_quick_mode_and_saving_with_safe_defaults(path):
+    import nbformat
+
+    cell = _parameters_cell(nbformat.read(path, as_version=4))
+    values = {}
+    for node in ast.parse(cell.source).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, ast.dump(node)
+        values[node.targets[0].id] = ast.literal_eval(node.value)
+    assert values == {"QUICK": True, "SAVE": False}, values
+    text = path.with_suffix(".py").read_text(encoding="utf-8")
+    assert "PASA_QUICK" not in text and "quick_mode(" not in text and "../figures" not in text
+
+
 def _snapshot() -> dict[str, float]:
     files = [p for d in (NOTEBOOK_DIR, ROOT / "figures") for p in d.rglob("*") if p.is_file()
              and ".ipynb_checkpoints" not in p.parts]
@@ -68,20 +97,21 @@ def _snapshot() -> dict[str, float]:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_notebook_executes_in_quick_mode(path, monkeypatch):
+def test_notebook_executes_in_quick_mode(path, monkeypatch, tmp_path):
     import nbformat
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("PASA_QUICK", "1")
+    monkeypatch.delenv("PASA_QUICK", raising=False)    # quick mode comes from the notebook's own cell
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     # one intra-op thread in the kernel: quick mode is many small tensor operations, which slow down
     # badly from OpenMP spinning when other processes share the two cores (results do not change)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     nb = nbformat.read(path, as_version=4)
+    _parameters_cell(nb).source = QUICK_PARAMETERS
     before = _snapshot()
     t0 = time.perf_counter()
     client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+                            resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError with the failing cell's traceback
     seconds = time.perf_counter() - t0
     errors = [(i, o.get("ename"), o.get("evalue")) for i, c in enumerate(nb.cells) if c.cell_type == "code"
@@ -89,3 +119,4 @@ def test_notebook_executes_in_quick_mode(path, monkeypatch):
     assert not errors, errors
     print(f"{path.name}: executed in quick mode in {seconds:.1f} s")
     assert _snapshot() == before, "a quick-mode run must not write into notebooks/ or figures/"
+    assert list(tmp_path.iterdir()) == [], "a run with SAVE = False must not write into its working directory"
