@@ -182,7 +182,7 @@ res
 # %%
 s = res.summary
 print(f"{'method':18} {'aligned':>9} {'anti':>9} {'random':>9}   (median of per-amplitude medians of the ratio)")
-for m in ("pasa", "pasa:reference", "pasa:fp16_keymean", "fa_qk", "fa_q", "smooth_k", "pasa:bf16", "fa_hybrid"):
+for m in ("pasa", "pasa:script", "pasa:fp16_keymean", "fa_qk", "fa_q", "smooth_k", "pasa:bf16", "fa_hybrid"):
     vals = [s.ratio_to_naive_median[ph][m] for ph in ("aligned", "anti", "random")]
     print(f"{m:18} " + " ".join(f"{v:9.3f}" if v is not None else f"{'-':>9}" for v in vals)
           + f"   overflowed runs: {s.overflowed[m]}")

@@ -58,7 +58,7 @@ print("error terms, in pipeline order:", ", ".join(bounds.TERMS))
 # %%
 q, k, v = data.make_qkv("uniform", mean=30.0, amplitude=0.5, batch=1, heads=1, kv_heads=1,
                         seq_q=32 if QUICK else 256, seq_kv=1407, head_dim=128)
-methods = ["pasa", "pasa:reference", "fa_qk", "fa_q"]
+methods = ["pasa", "pasa:script", "fa_qk", "fa_q"]
 measured = {r["method"]: r for r in run_case(q, k, v, methods)}
 print(f"{'method':16} {'RMSE meas.':>10} {'pred.':>9} {'max|err|':>9} {'bound':>9}  overflow (pred./meas.)  dominant term")
 for p in bounds.predict_many(methods, q, k, v):
@@ -140,7 +140,7 @@ res
 for m, r in res.summary.items():
     top = ", ".join(f"{t} {x:.1e}" for t, x in r.top3)
     print(f"{m:18} measured {r.measured:.2e}, estimated {r.predicted:.2e}; largest terms: {top}")
-assert res.summary["pasa:reference"].dominant == "recovery.mean"
+assert res.summary["pasa:script"].dominant == "recovery.mean"
 assert res.summary["fa_q"].dominant == "scores.round"
 
 # %% [markdown]

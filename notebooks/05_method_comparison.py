@@ -45,7 +45,7 @@ for name in figures.COMPARISON_METHODS:
 # published script's numerics:
 
 # %%
-for name in ("npu_fp16", "reference"):
+for name in ("npu_fp16", "script"):
     print(f"--- {name}\n{PRESETS[name].describe()}")
 
 # %% [markdown]
@@ -88,7 +88,7 @@ if not QUICK:  # the acceptance rule of tests/npu/test_grid.py, stated for the r
 # and SDPA keep fp32 scores and are the wide-precision references), and PASA npu_fp16's rank there:
 
 # %%
-FP16_ONLY = ("pasa", "pasa:reference", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:bf16", "fa_qk", "fa_q",
+FP16_ONLY = ("pasa", "pasa:script", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:bf16", "fa_qk", "fa_q",
              "fa_naive", "smooth_k")
 cells = sorted({(r["dist"], r["mean"], r["amplitude"]) for r in res.rows})
 wins = {}
@@ -148,7 +148,7 @@ for m, r in s.methods.items():
     print(f"{m:18} median relative RMSE over β: {r.min:.3e} … {r.max:.3e};"
           f" drop across a predicted tooth: {'—' if r.jump_at_teeth is None else f'{r.jump_at_teeth:.2f}x'}")
 print("predicted teeth at β =", [round(t, 4) for t in s.teeth])
-ref, npu = s.methods["pasa:reference"], s.methods["pasa"]
+ref, npu = s.methods["pasa:script"], s.methods["pasa"]
 if not QUICK:  # the coarse quick sweep does not resolve the teeth
     assert ref.jump_at_teeth > npu.jump_at_teeth > 1
     assert npu.max < ref.min

@@ -320,6 +320,6 @@ def test_overflow_frontier_predictions_cover_the_measured_amplitudes_only():
 def test_at_zero_amplitude_the_envelope_names_the_script_presets_accumulator():
     # constant inputs: the softmax is exactly uniform and the script preset's unnormalised fp16 O sums
     # S2 copies of μ: it reaches 65520 at μ = 65520 / S2; the reason A = 0 is not drawn with the bands
-    got, stage = figures.predicted_overflow_mean("pasa:reference", "uniform", 0.0, seq_q=1407, seq_kv=1407)
+    got, stage = figures.predicted_overflow_mean("pasa:script", "uniform", 0.0, seq_q=1407, seq_kv=1407)
     assert stage == "accumulator" and got == pytest.approx(65520 / 1407, rel=1.1e-3)
-    assert figures.predicted_overflow_mean("pasa:reference", "uniform", 0.5, seq_q=1407, seq_kv=1407)[1] == "scores"
+    assert figures.predicted_overflow_mean("pasa:script", "uniform", 0.5, seq_q=1407, seq_kv=1407)[1] == "scores"

@@ -87,7 +87,7 @@ def edge_colour(color: str) -> str:
 METHOD_STYLES: dict[str, MethodStyle] = {
     "pasa": MethodStyle("PASA (npu_fp16)", OKABE_ITO["blue"], "o", "-"),
     "pasa:npu_fp16": MethodStyle("PASA (npu_fp16)", OKABE_ITO["blue"], "o", "-"),
-    "pasa:reference": MethodStyle("PASA (script preset)", OKABE_ITO["sky_blue"], "s", "--"),
+    "pasa:script": MethodStyle("PASA (script preset)", OKABE_ITO["sky_blue"], "s", "--"),
     "pasa:fp16_keymean": MethodStyle("PASA (key-mean offsets)", OKABE_ITO["bluish_green"], "D", "-."),
     "pasa:bf16": MethodStyle("PASA (bf16)", OKABE_ITO["reddish_purple"], "P", "-"),
     "pasa:fp16_strict": MethodStyle("PASA (fp16 reductions)", "#332288", "v", ":"),

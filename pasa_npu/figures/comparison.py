@@ -19,7 +19,7 @@ import pasa_theory as pt
 from .. import data
 from ..harness import run_case, run_grid
 from ..kernel import shift_parameters
-from ..reference import reference_attention
+from ..golden import golden_attention
 from ._common import METHOD_DOC, PUBLISHED_BETAS, spread
 from ._io import FigureResult, Row, run_figure
 from ._style import GREY, OKABE_ITO, edge_colour, method_style, new_figure
@@ -28,9 +28,9 @@ __all__ = ["COMPARISON_METHODS", "ONE_HOT_BELOW", "comparison_shape", "GRID_COLU
            "MethodComparisonSummary", "method_comparison", "BetaSweepMethod", "BetaSweepSummary", "beta_sweep"]
 
 #: Methods of the accuracy table (the figure draws all but the baseline fa_naive, which is the yardstick).
-COMPARISON_METHODS = ("pasa", "pasa:reference", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:hybrid", "pasa:bf16",
+COMPARISON_METHODS = ("pasa", "pasa:script", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:hybrid", "pasa:bf16",
                       "fa_qk", "fa_q", "fa_naive", "fa_hybrid", "smooth_k", "sdpa")
-_COMPARISON_DRAWN = ("pasa", "pasa:reference", "pasa:fp16_keymean", "pasa:bf16", "fa_qk", "fa_q", "smooth_k",
+_COMPARISON_DRAWN = ("pasa", "pasa:script", "pasa:fp16_keymean", "pasa:bf16", "fa_qk", "fa_q", "smooth_k",
                      "fa_hybrid", "sdpa")
 GRID_COLUMNS = ("dist", "mean", "amplitude", "method", "beta", "rmse", "rel_rmse", "rel_rmse_out", "max_abs_err",
                 "nonfinite", "first_nonfinite_stage", "ratio_to_naive", "seq_q", "seq_kv", "head_dim", "heads",
@@ -125,7 +125,7 @@ def _comparison_summarize(rows: list[Row]) -> MethodComparisonSummary:
             rel_rmse_median=statistics.median([r["rel_rmse"] for r in rows if r["method"] == meth and not r["nonfinite"]]
                                               or [math.nan]),
         )
-    ref = {_cell(r): r["rel_rmse"] for r in rows if r["method"] == "pasa:reference"}
+    ref = {_cell(r): r["rel_rmse"] for r in rows if r["method"] == "pasa:script"}
     vs_ref = [r["rel_rmse"] / ref[_cell(r)] for r in rows if r["method"] == "pasa" and naive[_cell(r)] >= ONE_HOT_BELOW]
     return MethodComparisonSummary(
         methods=methods,
@@ -210,7 +210,7 @@ def _binade_teeth(betas: Any, mu_tilde_of: Any) -> list[float]:
     return teeth
 
 
-_SWEEP_METHODS = ("pasa:reference", "pasa", "pasa:fp16_keymean")
+_SWEEP_METHODS = ("pasa:script", "pasa", "pasa:fp16_keymean")
 BETA_SWEEP_COLUMNS = ("kind", "method", "beta", "rel_rmse_median", "rel_rmse_min", "rel_rmse_max", "draws",
                       "predicted_offset_error")
 
@@ -242,7 +242,7 @@ def _sweep_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
     qkbar: list[float] = []
     for seed in seeds:
         q, k, v = data.make_qkv("uniform", mean=30.0, amplitude=0.5, seed=seed, **shape)
-        golden = reference_attention(q, k, v)
+        golden = golden_attention(q, k, v)
         naive += [r["rel_rmse"] for r in run_case(q, k, v, ["fa_naive"], golden=golden)]
         for b in betas:
             for r in run_case(q, k, v, list(_SWEEP_METHODS), beta=b, golden=golden):
@@ -251,7 +251,7 @@ def _sweep_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
     med_qkbar = statistics.median(qkbar)
 
     def mu_tilde(beta: float) -> float:
-        sp = shift_parameters("reference", head_dim=128, beta=float(beta))
+        sp = shift_parameters("script", head_dim=128, beta=float(beta))
         a, bb = sp.diag - sp.off, -sp.off
         return (a - bb * 128) * med_qkbar
 
@@ -264,10 +264,10 @@ def _sweep_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
                      rel_rmse_min=min(naive), rel_rmse_max=max(naive), draws=len(naive), predicted_offset_error=None))
     for b in np.linspace(0.90, 0.995, 1200):
         b = float(b)
-        rows.append(empty | dict(kind="predicted", method="pasa:reference", beta=b,
+        rows.append(empty | dict(kind="predicted", method="pasa:script", beta=b,
                                  predicted_offset_error=b / (1 - b) * float(pt.ulp(mu_tilde(b), "fp16")) / 2))
     for t in _binade_teeth(np.linspace(0.90, 0.995, 2000), mu_tilde):
-        rows.append(empty | dict(kind="predicted_tooth", method="pasa:reference", beta=float(t)))
+        rows.append(empty | dict(kind="predicted_tooth", method="pasa:script", beta=float(t)))
     for b in PUBLISHED_BETAS.values():
         rows.append(empty | dict(kind="published", method="", beta=b))
     rows.append(empty | dict(kind="selected", method="pasa", beta=shift_parameters("npu_fp16", head_dim=128).beta))
@@ -368,7 +368,7 @@ def _sweep_draw(rows: list[Row], summary: BetaSweepSummary) -> Any:
     ax.set_ylabel("relative RMSE\n(median; band: range over draws)")
     ax.set_title(f"(a) measured, {summary.draws} data draws", loc="left", pad=8)
     pred = sorted((r["beta"], r["predicted_offset_error"]) for r in rows if r["kind"] == "predicted")
-    ref = method_style("pasa:reference")
+    ref = method_style("pasa:script")
     px.plot([p[0] for p in pred], [p[1] for p in pred], color=ref.color, linewidth=0.9)
     px.set_ylabel(r"$c\cdot\mathrm{ulp}(\tilde\mu)/2$" "\n(score units)")
     px.set_title("(b) predicted offset error of the script preset", loc="left", pad=2)

@@ -72,7 +72,7 @@ def predicted_overflow_mean(method: str, dist: str, amplitude: float, *, seq_q: 
 
 # -- the overflow frontier -------------------------------------------------------------------------
 
-OVERFLOW_METHODS = ("fa_qk", "fa_q", "smooth_k", "pasa:reference", "pasa", "pasa:bf16", "fa_hybrid")
+OVERFLOW_METHODS = ("fa_qk", "fa_q", "smooth_k", "pasa:script", "pasa", "pasa:bf16", "fa_hybrid")
 OVERFLOW_FRONTIER_COLUMNS = ("kind", "dist", "amplitude", "method", "mean_finite", "mean_overflow", "stage")
 #: The scan's means: 2^(k/2), k = 0 … 20 (1 … 1024).
 _MEANS = tuple(2.0 ** (kk / 2) for kk in range(21))
@@ -154,7 +154,7 @@ def _frontier_setup(quick: bool) -> dict[str, str]:
         data="make_qkv, seed 2024724, both distributions (uniform, hybrid); one draw shifted to each mean; "
              "Q, K and V share mean and amplitude; fp16 inputs",
         shape=f"batch 1, heads 1, kv_heads 1, S1 {shape['seq_q']}, S2 {shape['seq_kv']}, d 128, block_kv 128",
-        methods=", ".join(OVERFLOW_METHODS) + " (pasa = npu_fp16 preset; pasa:reference = script preset)",
+        methods=", ".join(OVERFLOW_METHODS) + " (pasa = npu_fp16 preset; pasa:script = script preset)",
         measured="first mean with inf/NaN in the output (binary search on 2^(k/2), k = 0..20, then bisection to 1 %); "
                  "amplitudes " + ", ".join(f"{a:g}" for a in amps) + " (measurement)",
         predicted="first mean at which pasa_theory.bounds.overflow_envelope names a stage, from the input statistics "
@@ -223,7 +223,7 @@ def _frontier_draw(rows: list[Row], summary: OverflowFrontierSummary) -> Any:
                 label = st.label
                 if not any_meas:
                     label += f": none ≤ {top:.0f}" + ("" if any_pred else " (none predicted)")
-                elif meth == "pasa:reference":
+                elif meth == "pasa:script":
                     label += " (band: score stage only)"
                 line = Line2D([], [], color=st.color, marker=st.marker, markeredgecolor=edge_colour(st.color))
                 band = Line2D([], [], color=st.color, alpha=0.35, linewidth=4, solid_capstyle="butt")
@@ -272,7 +272,7 @@ def overflow_frontier(*, quick: bool | None = None, out: str | Path | None = Non
 
 # -- accumulators over long sequences --------------------------------------------------------------
 
-_ACC_METHODS = ("pasa", "pasa:reference", "fa_q", "fa_hybrid")
+_ACC_METHODS = ("pasa", "pasa:script", "fa_q", "fa_hybrid")
 ACCUMULATOR_OVERFLOW_COLUMNS = ("v_mean", "seq_kv", "x", "method", "rel_rmse", "nonfinite", "stage")
 _V_MEANS = (10.0, 30.0)
 
@@ -313,7 +313,7 @@ def _acc_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
 
 
 def _acc_summarize(rows: list[Row]) -> AccumulatorOverflowSummary:
-    ref = [r for r in rows if r["method"] == "pasa:reference"]
+    ref = [r for r in rows if r["method"] == "pasa:script"]
     return AccumulatorOverflowSummary(
         predicted_threshold_seq_kv={vm: FP16_OVERFLOW / vm for vm in _V_MEANS},
         reference_first_overflow_seq_kv={vm: min((r["seq_kv"] for r in ref if r["v_mean"] == vm and r["nonfinite"]),
@@ -334,7 +334,7 @@ def _acc_draw(rows: list[Row], summary: AccumulatorOverflowSummary) -> Any:
             pts = sorted((r["x"], r["rel_rmse"], r["nonfinite"]) for r in rows if r["method"] == meth and r["v_mean"] == vm)
             xs = [p[0] for p in pts if not p[2]]
             ys = [p[1] for p in pts if not p[2]]
-            lab = f"{st.label}, mean(V) = {vm:.0f}" if meth in ("pasa", "pasa:reference") or vm == 30.0 else None
+            lab = f"{st.label}, mean(V) = {vm:.0f}" if meth in ("pasa", "pasa:script") or vm == 30.0 else None
             ax.plot(xs, ys, color=st.color, marker=st.marker, linestyle=st.linestyle, label=lab,
                     markerfacecolor=fill or st.color, markeredgecolor=edge_colour(st.color))
             bad = [p[0] for p in pts if p[2]]
@@ -371,7 +371,7 @@ def accumulator_overflow(*, quick: bool | None = None, out: str | Path | None = 
 # -- resonance -------------------------------------------------------------------------------------
 
 _RES_PHASES = ("aligned", "anti", "random")
-RESONANCE_METHODS = ("pasa", "pasa:reference", "pasa:fp16_keymean", "fa_qk", "fa_q", "fa_naive", "smooth_k",
+RESONANCE_METHODS = ("pasa", "pasa:script", "pasa:fp16_keymean", "fa_qk", "fa_q", "fa_naive", "smooth_k",
                      "pasa:bf16", "fa_hybrid")
 _PHASE_STYLE = {"aligned": "-", "anti": "--", "random": ":"}
 #: Histogram bins (log10) of the per-row statistics of :func:`resonance_statistics`.
@@ -596,7 +596,7 @@ def resonance_statistics(*, quick: bool | None = None, out: str | Path | None = 
                       summarize=_res_stats_summarize, draw=_res_stats_draw, quick=quick, out=out, from_csv=from_csv)
 
 
-_RES_DRAWN = ("pasa", "pasa:reference", "pasa:fp16_keymean", "fa_qk", "fa_q", "smooth_k", "pasa:bf16", "fa_hybrid")
+_RES_DRAWN = ("pasa", "pasa:script", "pasa:fp16_keymean", "fa_qk", "fa_q", "smooth_k", "pasa:bf16", "fa_hybrid")
 RESONANCE_ACCURACY_COLUMNS = ("phase", "method", "amplitude", "seeds", "overflowed", "rel_rmse_median", "ratio_median",
                               "ratio_min", "ratio_max")
 

@@ -30,7 +30,7 @@ __all__ = ["PREDICT_METHODS", "PVM_COLUMNS", "MethodPrediction", "PredictionTota
            "predicted_vs_measured", "BudgetEntry", "error_budget", "ErrorVsLengthSummary", "error_vs_length"]
 
 #: Methods compared with the rounding-error model (every one :func:`pasa_theory.bounds.predict` models).
-PREDICT_METHODS = ("pasa", "pasa:reference", "pasa:fp16_keymean", "pasa:bf16", "fa_qk", "fa_q", "fa_naive",
+PREDICT_METHODS = ("pasa", "pasa:script", "pasa:fp16_keymean", "pasa:bf16", "fa_qk", "fa_q", "fa_naive",
                    "fa_hybrid", "smooth_k")
 PVM_COLUMNS = ("dist", "mean", "amplitude", "seq_q", "seq_kv", "method", "rmse", "max_abs_err", "nonfinite",
                "first_nonfinite_stage", "pred_rmse", "pred_bound", "pred_overflow_stage", "dominant",
@@ -208,7 +208,7 @@ def predicted_vs_measured(*, quick: bool | None = None, out: str | Path | None =
 
 # -- the error budget ------------------------------------------------------------------------------
 
-_BUDGET_METHODS = ("pasa:reference", "pasa", "pasa:fp16_keymean", "fa_q")
+_BUDGET_METHODS = ("pasa:script", "pasa", "pasa:fp16_keymean", "fa_q")
 ERROR_BUDGET_COLUMNS = ("kind", "method", "term", "rms", "dominant", "regime")
 
 
@@ -302,7 +302,7 @@ def error_budget(*, quick: bool | None = None, out: str | Path | None = None,
 
 # -- against the sequence length -------------------------------------------------------------------
 
-_LENGTH_METHODS = ("pasa:reference", "pasa", "pasa:fp16_keymean", "fa_q", "fa_hybrid")
+_LENGTH_METHODS = ("pasa:script", "pasa", "pasa:fp16_keymean", "fa_q", "fa_hybrid")
 ERROR_VS_LENGTH_COLUMNS = ("seq_kv", "method", "rmse", "pred_rmse", "max_abs_err", "pred_bound", "nonfinite")
 
 

@@ -13,7 +13,7 @@ import torch
 
 from .. import data
 from ..harness import run_case
-from ..reference import reference_attention
+from ..golden import golden_attention
 from ._common import METHOD_DOC, U64
 from ._io import FigureResult, Row, run_figure
 from ._style import legend_below, method_style, new_figure
@@ -38,7 +38,7 @@ class Fp64ExactnessSummary:
 def _compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
     shape = dict(batch=1, heads=2, kv_heads=1, seq_q=64 if quick else 300, seq_kv=300 if quick else 1000, head_dim=128)
     q, k, v = data.make_qkv("uniform", mean=2.0, amplitude=1.0, seed=0, dtype=torch.float64, **shape)
-    golden = reference_attention(q, k, v)
+    golden = golden_attention(q, k, v)
     unit = U64 * float(golden.abs().max())
     ks = (1, 3, 5, 7, 9, 11, 13) if quick else tuple(range(1, 14))
     ns = (16, 128) if quick else (16, 64, 128, 256)
