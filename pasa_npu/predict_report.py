@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 import pasa_theory.bounds as pb
 
@@ -105,8 +106,6 @@ def predict_case(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, methods: Seq
     kw = dict(precision=precision, beta=beta, block_kv=block_kv, scale=scale, is_causal=is_causal,
               out_dtype=out_dtype, mc_samples=mc_samples, seed=seed)
     if progress:
-        from tqdm.auto import tqdm
-
         preds = []
         with tqdm(list(methods), desc="predict", unit="method", file=sys.stderr) as bar:
             for m in bar:

@@ -43,6 +43,7 @@ fp16 or fp32 out; vector unit fp16 or fp32; row reductions ``reduce="acc"``; wit
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -930,8 +931,6 @@ def sympy_checks() -> dict[str, bool]:
       rounded M̂ = a I − b J, and the residual vanishes at c = b n / (a − b n);
     * ``quotient`` (Lemma 7): (S_O + E_O)/(S_ℓ + E_ℓ) − S_O/S_ℓ = (E_O − (S_O/S_ℓ)·E_ℓ)/(S_ℓ + E_ℓ).
     """
-    import itertools
-
     import sympy as sp
 
     out: dict[str, bool] = {}

@@ -34,14 +34,18 @@ THEORY_LAYERS = (
     ("pasa_theory.selection", "pasa_theory.symbols"),
     ("pasa_theory.scheme", "pasa_theory.policies"),
     ("pasa_theory._errormodel",),
-    ("pasa_theory.bounds",),
+    ("pasa_theory.bounds", "pasa_theory.rigorous"),
     ("pasa_theory.cli", "pasa_theory.__main__", "pasa_theory"),
 )
 
 #: Modules that may be imported inside a function: optional dependencies (torch in the torch-free
 #: package, the Ascend runtime, plotting) and sympy with the two modules built on it (0.5 s to import;
 #: the solver never needs them).
-LAZY_ALLOWED = {"torch", "torch_npu", "matplotlib", "sympy", "pasa_theory.scheme", "pasa_theory.symbols"}
+LAZY_ALLOWED = {
+    "torch", "torch_npu", "matplotlib", "cycler", "sympy", "pasa_theory.scheme", "pasa_theory.symbols",
+    # the optional extras: [sweep] (Parquet, process pools, Dask) and [models] (GGUF, tokenizers, safetensors)
+    "pyarrow", "pandas", "joblib", "dask", "gguf", "tokenizers", "safetensors",
+}
 
 #: Files that are being restructured on their own (the figures layer becomes a subpackage); the rules
 #: apply to whatever replaces them.

@@ -5,7 +5,7 @@ import argparse
 import time
 from collections.abc import Sequence
 
-from . import FIGURES, make_figure
+from ._registry import FIGURES, make_figure
 
 
 def main(argv: Sequence[str] | None = None) -> int:

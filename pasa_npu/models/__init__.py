@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from ._attention import GOLDEN, AttentionHook, parse_method
 from ._base import Model
+from .minilm import load_minilm
+from .smollm2 import load_smollm2
 from .texts import long_text, text, text_names
 
 __all__ = ["load", "MODEL_NAMES", "Model", "AttentionHook", "parse_method", "GOLDEN", "text", "text_names",
@@ -32,11 +34,7 @@ def load(name: str) -> Model:
         raise ValueError(f"name must be one of {MODEL_NAMES}, got {name!r}")
     if name not in _CACHE:
         if name == "smollm2-135m":
-            from .smollm2 import load_smollm2
-
             _CACHE[name] = load_smollm2()
         else:
-            from .minilm import load_minilm
-
             _CACHE[name] = load_minilm()
     return _CACHE[name]

@@ -18,11 +18,16 @@ from collections.abc import Sequence
 
 import torch
 
+import pasa_theory.bounds as pb
+
 from .. import metrics
 from ..precision import PRESETS
 from ..golden import golden_attention
+from ..kernel import shift_parameters
+from ..methods import run_method
 from ._attention import AttentionHook, parse_method
 from ._base import Model
+from .texts import long_text
 
 __all__ = [
     "DEFAULT_METHODS", "layer_errors", "prediction_summary", "activation_stats", "end_to_end", "channel_bias",
@@ -60,9 +65,7 @@ def layer_errors(captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tens
     ``pred_bound`` (bound on max|err|) and ``pred_overflow`` on the same rounded tensors, with the
     measured ``rmse`` of the whole layer beside them (records with ``head = -1``).
     """
-    import pasa_theory.bounds as pb
 
-    from ..methods import run_method
 
     dt = PRESETS[input_precision].matmul_in
     layers = range(len(captures)) if layers is None else layers
@@ -141,7 +144,6 @@ def activation_stats(captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.
     row-wise shift can remove), ``shift_shrink`` (median over rows of max|s| / max|s − β·block row mean|
     with β the npu_fp16 default, in exact arithmetic over blocks of ``block_kv`` keys).
     """
-    from ..kernel import shift_parameters
 
     recs = []
     for li, (q, k, v) in enumerate(captures):
@@ -274,7 +276,6 @@ def bias_sweep(model: Model, text: str, sizes: Sequence[float], layers: Sequence
 def long_context(model: Model, lengths: Sequence[int], methods: Sequence[str] = ("pasa", "fa_qk", "sdpa")) -> list[dict]:
     """End-to-end metrics on the shipped texts joined and repeated (:func:`pasa_npu.models.long_text`)
     and cut to each of ``lengths`` tokens; one record per (length, method), with wall times."""
-    from .texts import long_text
 
     n_max = max(lengths)
     ids = model.encode(long_text(8 * n_max))

@@ -8,6 +8,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["figures_dir", "write_csv", "layer_error_heatmap", "end_to_end_bars", "bias_sweep_plot",
            "activation_histograms"]
 
@@ -42,7 +44,6 @@ def layer_error_heatmap(records: Sequence[dict], *, title: str, save: bool = Fal
     """Per-layer error heatmap: rows methods, columns layers, colour log10 of the median over heads of
     the relative RMSE (emulated on the captured fp16-rounded inputs; white: inf/NaN)."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
     heads = [r for r in records if r["head"] >= 0]
     methods = list(dict.fromkeys(r["method"] for r in heads))
@@ -133,7 +134,6 @@ def activation_histograms(stats: dict[str, Sequence[dict]], *, save: bool = Fals
     """Distributions over (layer, head) of max|q·k|, the row bias-to-spread ratio of the scores, the
     cosine of mean query and mean key (resonance), and the K per-channel bias, one curve per model."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
     keys = (("max_abs_qk", "max |q·k| (fp16 max 65504)", True), ("row_bias_to_spread", "median |row mean| / row std", True),
             ("mean_alignment", "cos(mean q, mean k)", False), ("k_bias", "‖mean k‖ / RMS k", False))
