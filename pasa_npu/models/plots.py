@@ -34,8 +34,8 @@ def write_csv(records: Sequence[dict], stem: str) -> Path:
 def _finish(fig, stem: str, records: Sequence[dict], save: bool):
     if save:
         d = figures_dir()
-        fig.savefig(d / f"real_models_{stem}.png", dpi=150, bbox_inches="tight")
-        fig.savefig(d / f"real_models_{stem}.pdf", bbox_inches="tight")
+        fig.savefig(d / f"real_models_{stem}.png", dpi=110, bbox_inches="tight")
+        fig.savefig(d / f"real_models_{stem}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
         write_csv(records, stem)
     return fig
 
