@@ -637,23 +637,27 @@ class _Engine:
         BA_p = np.zeros((R, Dv))
         BA = np.zeros((R, Dv))
         cap = np.zeros(R)
+        capd = np.zeros((R, Dv))
+        vmax = np.zeros((R, Dv))
         chunk = max(1, (1 << 22) // max(1, L * Dv))
+        absvp = np.abs(vp)
+        stackw = np.stack([dev, a_r, dev_d])
         for r0 in range(0, R, chunk):
             r1 = min(R, r0 + chunk)
-            dv = np.abs(vp[None, :, :] - o64[r0:r1, None, :]) + eps_o[r0:r1, None, :]       # |v_r − o| bound
-            dv = np.where(vis[r0:r1, :, None], dv, 0.0)
-            num = np.einsum("rl,rld->rd", dev[r0:r1], dv)
-            absn = np.einsum("rl,rld->rd", a_r[r0:r1], dv)
+            vis3 = vis[r0:r1, :, None]
+            dv0 = np.where(vis3, np.abs(vp[None, :, :] - o64[r0:r1, None, :]), 0.0)        # |v_r − o'|
+            capd[r0:r1] = dv0.max(axis=1)
+            vmax[r0:r1] = np.where(vis3, absvp[None], 0.0).max(axis=1)
+            dv = np.where(vis3, dv0 + eps_o[r0:r1, None, :], 0.0)                             # ≥ |v_r − o|
+            num, absn, num_d = np.einsum("krl,rld->krd", stackw[:, r0:r1], dv)
             with np.errstate(divide="ignore", invalid="ignore"):
                 ba = (1 + Z[r0:r1, None]) * num / SWlo[r0:r1, None] + absn
             BA[r0:r1] = np.where((SWlo[r0:r1, None] > 0) & ~np.isnan(ba), ba, np.inf)
-            num_d = np.einsum("rl,rld->rd", dev_d[r0:r1], dv)
-            rnd_d = np.sqrt(np.einsum("rl,rld->rd", Whi_d[r0:r1] ** 2, dv ** 2))
+            rnd_d = np.sqrt(np.einsum("rl,rld->rd", Whi_d[r0:r1] ** 2, dv * dv))
             with np.errstate(divide="ignore", invalid="ignore"):
                 bp = (1 + Z[r0:r1, None]) * (num_d + self.lam_p * t_exp * rnd_d) / SWlo[r0:r1, None] + absn
             BA_p[r0:r1] = np.where((SWlo[r0:r1, None] > 0) & ~np.isnan(bp), bp, np.inf)
-            vv = np.where(vis[r0:r1, :, None], np.abs(vp[None, :, :] - o64[r0:r1, None, :]), 0.0)
-            cap[r0:r1] = vv.max(axis=(1, 2))
+        cap = capd.max(axis=1) if Dv else cap
         # Lemma 7: ℓ and O accumulators, running error bound in the final frame
         with np.errstate(divide="ignore"):
             frac = np.where(SWlo > 0, (1 + Z) / np.where(SWlo > 0, SWlo, 1.0), np.inf)                 # κ/ΣW ≤ frac (per normalised weight)
@@ -724,13 +728,6 @@ class _Engine:
         eps_l = (1 + lj_rel) * (1 + gamma(2 * T + 2, u)) - 1
         eps_O = (1 + pv_rel) * (1 + gamma(2 * T + 2, u)) - 1
         eta_all = (4 * T + 4) * eta * big + T * (eta + pv_abs) + (self.mi.eta * n if p_cast else 0.0) * T
-        vmax = np.max(np.where(vis[:, :, None], np.abs(vp)[None], 0.0), axis=1) if R * L * Dv <= 1 << 24 else \
-            np.full((R, Dv), np.abs(vp).max())
-        capd = np.zeros((R, Dv))
-        for r0 in range(0, R, chunk):
-            r1 = min(R, r0 + chunk)
-            vv = np.where(vis[r0:r1, :, None], np.abs(vp[None, :, :] - o64[r0:r1, None, :]), 0.0)
-            capd[r0:r1] = vv.max(axis=1)
         ZA = Z[:, None] * (capd + eps_o)
         with np.errstate(invalid="ignore", over="ignore"):
             fb = (capd + eps_o + ZA + eps_O * vmax + eta_all * vmax + (np.abs(o64) + eps_o) * (eps_l + eta_all)) \
