@@ -46,13 +46,30 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from . import policies
 
-__all__ = ["Certificate", "certify", "EXP32_REL", "gamma", "SUPPORTED_METHODS", "InputStats", "stats_of", "APrioriBound", "a_priori", "sympy_checks"]
+__all__ = [
+    "Certificate",
+    "certify",
+    "EXP32_REL",
+    "gamma",
+    "SUPPORTED_METHODS",
+    "InputStats",
+    "stats_of",
+    "APrioriBound",
+    "a_priori",
+    "sympy_checks",
+]
+
+#: A float64 array (every enclosure, bound and weight below is one).
+_F64 = npt.NDArray[np.float64]
+#: A value the format helpers take: a Python float or a float64 array.
+_Real = float | npt.NDArray[np.float64]
 
 #: H2: relative error bound of the fp32 exponential before its result is rounded to the vector format.
 EXP32_REL = 2.0 ** -22
@@ -86,19 +103,19 @@ class _Fmt:
     def tiny(self) -> float:
         return 2.0 ** self.emin
 
-    def rnd(self, x: np.ndarray) -> np.ndarray:
+    def rnd(self, x: _Real) -> _F64:
         """Round to nearest even (float64 → format → float64); monotone, overflow gives ±inf."""
         with np.errstate(over="ignore"):
             return np.asarray(x, dtype=np.float64).astype(self.np_dtype).astype(np.float64)
 
-    def hulp(self, mag: np.ndarray) -> np.ndarray:
+    def hulp(self, mag: _Real) -> _F64:
         """Half an ulp at magnitude ``mag``: |fl(y) − y| ≤ hulp(M) for every |y| ≤ M (Lemma 1)."""
         mag = np.asarray(mag, dtype=np.float64)
         _, e = np.frexp(np.where(np.isfinite(mag), mag, 0.0))
         out = np.ldexp(1.0, np.maximum(e - 1, self.emin) - self.p)
         return np.where(np.isfinite(mag), out, np.inf)
 
-    def spacing_min(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    def spacing_min(self, lo: _Real, hi: _Real) -> _F64:
         """Smallest spacing of the format over the values in [lo, hi]."""
         lo = np.asarray(lo, dtype=np.float64)
         hi = np.asarray(hi, dtype=np.float64)
@@ -106,7 +123,7 @@ class _Fmt:
         _, e = np.frexp(np.where(np.isfinite(m), m, 0.0))
         return np.ldexp(1.0, np.maximum(e - 1, self.emin) - self.p + 1)
 
-    def sub_err(self, xlo, xhi, ylo, yhi) -> np.ndarray:
+    def sub_err(self, xlo: _Real, xhi: _Real, ylo: _Real, yhi: _Real) -> _F64:
         """Error bound of fl(x − y) for x ∈ [xlo, xhi], y ∈ [ylo, yhi] both in this format: 0 when
         the difference is provably representable (Lemma 2), else half an ulp at its largest size."""
         d = np.maximum(np.abs(np.asarray(xhi) - ylo), np.abs(np.asarray(xlo) - yhi))
@@ -145,16 +162,16 @@ class Certificate:
     precision: str
     max_abs_bound: float
     hull_cap: float
-    rows: np.ndarray
-    row_bound: np.ndarray
-    row_hull_cap: np.ndarray
-    terms: dict = field(default_factory=dict)
+    rows: npt.NDArray[np.int64]
+    row_bound: _F64
+    row_hull_cap: _F64
+    terms: dict[str, float] = field(default_factory=dict)
     dominant: str = ""
     overflow: bool = False
     #: probabilistic bound (docs/bounds.md §12): each element's error is below its ``row_prob_bound``
     #: entry's row value with probability ≥ ``confidence`` under the model stated there
     prob_abs_bound: float = math.inf
-    row_prob_bound: np.ndarray | None = None
+    row_prob_bound: _F64 | None = None
     confidence: float = 0.99
 
     @property
@@ -167,9 +184,10 @@ class Certificate:
 # input handling
 
 
-def _as_array(name: str, x: Any) -> np.ndarray:
+def _as_array(name: str, x: Any) -> _F64:
     if hasattr(x, "detach"):                      # a torch tensor, without importing torch
-        x = x.detach().cpu().float().numpy() if str(x.dtype) in ("torch.bfloat16",) else x.detach().cpu().numpy()
+        x = (x.detach().cpu().float().numpy() if str(x.dtype) in ("torch.bfloat16",)
+             else x.detach().cpu().numpy())
     try:
         a = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
@@ -181,7 +199,7 @@ def _as_array(name: str, x: Any) -> np.ndarray:
     return a
 
 
-def _check_representable(name: str, a: np.ndarray, fmt: _Fmt) -> None:
+def _check_representable(name: str, a: _F64, fmt: _Fmt) -> None:
     if not np.array_equal(fmt.rnd(a), a):
         raise ValueError(
             f"{name} must hold values exactly representable in {fmt.name} (the kernel's matmul_in); "
@@ -189,7 +207,7 @@ def _check_representable(name: str, a: np.ndarray, fmt: _Fmt) -> None:
         )
 
 
-def _pad(x: np.ndarray, n: int, rule: str) -> np.ndarray:
+def _pad(x: _F64, n: int, rule: str) -> _F64:
     """``pasa_npu.kernel._pad_rows`` (sequence dim 2) in NumPy: the same padding rule."""
     s = x.shape[2]
     pad = (-s) % n
@@ -230,7 +248,9 @@ def _check_policy(pol: policies.Policy) -> None:
 # enclosures of the score tile (steps setup, a)
 
 
-def _shifted_keys(kp: np.ndarray, n: int, diag: float, off: float, mi: _Fmt, mo: _Fmt) -> tuple[np.ndarray, np.ndarray]:
+def _shifted_keys(
+    kp: _F64, n: int, diag: float, off: float, mi: _Fmt, mo: _Fmt
+) -> tuple[_F64, _F64]:
     """Enclosure of K̃_j = fl(M̂ᵀ·K_j) (Lemma 3): exact value ± γ^{fp32}_n·Σ|M̂||K|, then rounded."""
     L, D = kp.shape
     kb = kp.reshape(L // n, n, D)
@@ -244,8 +264,9 @@ def _shifted_keys(kp: np.ndarray, n: int, diag: float, off: float, mi: _Fmt, mo:
     return lo, hi
 
 
-def _score_tile(qm: np.ndarray, klo: np.ndarray, khi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Enclosure of the fp32 accumulator Q·K̃ᵀ (Lemma 3): midpoint–radius products ± γ^{fp32}_D·Σ|q||k̃|."""
+def _score_tile(qm: _F64, klo: _F64, khi: _F64) -> tuple[_F64, _F64]:
+    """Enclosure of the fp32 accumulator Q·K̃ᵀ (Lemma 3): midpoint–radius products
+    ± γ^{fp32}_D·Σ|q||k̃|."""
     D = qm.shape[1]
     mid = (klo + khi) * 0.5
     rad = (khi - klo) * 0.5
@@ -318,7 +339,8 @@ def certify(
     if pol.shift and n < 2:
         raise ValueError(f"block_kv must be >= 2 for PASA, got {n}")
 
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not (0.0 < confidence < 1.0):
+    if (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
+            or not (0.0 < confidence < 1.0)):
         raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
     lam_p = math.sqrt(2.0 * math.log(6.0 / (1.0 - confidence)))
     kt_obs = None
@@ -355,8 +377,9 @@ def certify(
             if res["worst"][0] > worst[0]:
                 worst = res["worst"]
     return Certificate(
-        method=method, precision=pol.name, max_abs_bound=float(row_bound.max()), hull_cap=float(row_cap.max()),
-        rows=sel, row_bound=row_bound, row_hull_cap=row_cap, terms=terms_max, dominant=worst[1], overflow=overflow,
+        method=method, precision=pol.name, max_abs_bound=float(row_bound.max()),
+        hull_cap=float(row_cap.max()), rows=sel, row_bound=row_bound, row_hull_cap=row_cap, terms=terms_max,
+        dominant=worst[1], overflow=overflow,
         prob_abs_bound=float(row_prob.max()), row_prob_bound=row_prob, confidence=float(confidence),
     )
 
@@ -364,7 +387,13 @@ def certify(
 class _Engine:
     """The per-(batch, KV head) evaluation of the bound: steps a–h of ``docs/bounds.md``."""
 
-    def __init__(self, pol: policies.Policy, tau: float, n: int, S1: int, S2: int, D: int, beta, is_causal: bool):
+    #: Azuma multiplier of the probabilistic bound (docs/bounds.md §12), set by :func:`certify`.
+    lam_p: float
+
+    def __init__(
+        self, pol: policies.Policy, tau: float, n: int, S1: int, S2: int, D: int, beta: float | None,
+        is_causal: bool,
+    ) -> None:
         self.pol = pol
         self.tau = tau
         self.n = n
@@ -377,7 +406,7 @@ class _Engine:
         self.vd = _FORMATS[pol.vector.name]
         self.f32 = _FORMATS["fp32"]
         self.out = _FORMATS["fp16"]             # the result is cast to the input dtype (fp16)
-        self.c = None
+        self.c: float | None = None
         if pol.shift:
             consts = policies.shift_constants(pol, n, beta, tau)
             self.diag = float(self.mi.rnd(consts.diag))
@@ -390,7 +419,7 @@ class _Engine:
         self.eta_exp = vd.eta + _FORMATS["fp32"].eta     # absolute part (underflow) of one exp result
 
     # -- step a: scores ------------------------------------------------------------------------
-    def scores(self, qg: np.ndarray, kp: np.ndarray, kt_obs: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, qg: _F64, kp: _F64, kt_obs: _F64 | None) -> tuple[_F64, _F64]:
         pol, vd, mo, mi = self.pol, self.vd, self.mo, self.mi
         if pol.shift and kt_obs is not None:
             klo = khi = kt_obs
@@ -411,7 +440,7 @@ class _Engine:
             lo, hi = vd.rnd(lo * tv), vd.rnd(hi * tv)
         return lo, hi
 
-    def visible(self, ridx: np.ndarray) -> np.ndarray:
+    def visible(self, ridx: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         cols = np.arange(self.L)
         vis = np.broadcast_to(cols < self.S2, (ridx.size, self.L)).copy()
         if self.causal:
@@ -419,15 +448,18 @@ class _Engine:
         return vis
 
     # -- the whole row group -------------------------------------------------------------------
-    def run(self, qg, k_real, kp, vp, ridx, kt_obs=None) -> dict:
-        pol, vd, n, T, tau = self.pol, self.vd, self.n, self.T, self.tau
+    def run(
+        self, qg: _F64, k_real: _F64, kp: _F64, vp: _F64, ridx: npt.NDArray[np.int64],
+        kt_obs: _F64 | None = None,
+    ) -> dict[str, Any]:
+        pol, tau = self.pol, self.tau
         R = qg.shape[0]
         slo, shi = self.scores(qg, kp, kt_obs)
         vis = self.visible(ridx)
         # exact scores s' (float64) and their error σ (Lemma 8)
         s64 = tau * (qg @ kp.T)
         sig = (gamma(self.D + 2, 2.0 ** -53) * tau) * (np.abs(qg) @ np.abs(kp).T)
-        nonempty = vis.any(axis=1)
+        nonempty = cast("npt.NDArray[np.bool_]", vis.any(axis=1))
         overflow = np.zeros(R, dtype=bool)
         overflow |= ~np.all(np.isfinite(slo) | ~vis, axis=1) | ~np.all(np.isfinite(shi) | ~vis, axis=1)
         if pol.shift:
@@ -440,10 +472,10 @@ class _Engine:
             return self.combine(slo, shi, vis, s64, sig, vp, rec, nonempty, overflow)
 
     # -- steps b, e–g: block offsets, reference, running maximum (Lemmas 4–5) ---------------------
-    def recurrence(self, slo: np.ndarray, shi: np.ndarray, vis: np.ndarray) -> dict:
+    def recurrence(self, slo: _F64, shi: _F64, vis: npt.NDArray[np.bool_]) -> dict[str, Any]:
         pol, vd, f32, n, T = self.pol, self.vd, self.f32, self.n, self.T
         R = slo.shape[0]
-        c = self.c
+        c = cast(float, self.c)                     # a float whenever it is used (pol.shift)
         ninf = np.full(R, -np.inf)
         m_lo = m_hi = ninf
         phi_lo = phi_hi = np.zeros(R)
@@ -462,7 +494,6 @@ class _Engine:
         mj_lo_all = np.full((R, T), -np.inf)
         mj_hi_all = np.full((R, T), -np.inf)
         overflow = np.zeros(R, dtype=bool)
-        vdu = vd
         for j in range(T):
             cs = slice(j * n, (j + 1) * n)
             blo, bhi, bvis = slo[:, cs], shi[:, cs], vis[:, cs]
@@ -508,7 +539,8 @@ class _Engine:
                     ed_lo, ed_hi = vd.rnd(-gap), vd.rnd(gap)
                     err_ed = vd.sub_err(e_lo, e_hi, de_lo, de_hi)
                     d1_lo, d1_hi = vd.rnd(ed_lo * c), vd.rnd(ed_hi * c)
-                    errD1 = c * (err_e + err_de + err_ed) + vd.hulp(np.maximum(np.abs(ed_lo), np.abs(ed_hi)) * c)
+                    errD1 = (c * (err_e + err_de + err_ed)
+                             + vd.hulp(np.maximum(np.abs(ed_lo), np.abs(ed_hi)) * c))
                     dc_lo, dc_hi = vd.rnd(de_lo * c), vd.rnd(de_hi * c)
                     err_dc = vd.hulp(np.maximum(np.abs(de_lo), np.abs(de_hi)) * c)
                     p1_lo, p1_hi = vd.rnd(phi_lo - dc_hi), vd.rnd(phi_hi - dc_lo)
@@ -522,9 +554,10 @@ class _Engine:
                     phi_hi = np.where(far_cert, p1_hi, np.where(far_pos, np.maximum(phi_hi, p1_hi), phi_hi))
                     a_lo = np.where(far_cert, an_lo, np.where(far_pos, np.minimum(a_lo, an_lo), a_lo))
                     a_hi = np.where(far_cert, an_hi, np.where(far_pos, np.maximum(a_hi, an_hi), a_hi))
-                if not (np.all(np.isfinite(dj_lo)) and np.all(np.isfinite(dj_hi)) and np.all(np.isfinite(a_lo))
-                        and np.all(np.isfinite(a_hi))):
-                    overflow |= ~(np.isfinite(dj_lo) & np.isfinite(dj_hi) & np.isfinite(a_lo) & np.isfinite(a_hi))
+                if not (np.all(np.isfinite(dj_lo)) and np.all(np.isfinite(dj_hi))
+                        and np.all(np.isfinite(a_lo)) and np.all(np.isfinite(a_hi))):
+                    overflow |= ~(np.isfinite(dj_lo) & np.isfinite(dj_hi)
+                                  & np.isfinite(a_lo) & np.isfinite(a_hi))
             else:
                 dj_lo = dj_hi = np.zeros(R)
             # steps f–g: x = fl(fl(m_j − m) + fl(δ_j − φ)); take-over when x > 0
@@ -563,16 +596,19 @@ class _Engine:
                 phi_lo = np.where(take_cert, dj_lo, np.where(take_pos, np.minimum(phi_lo, dj_lo), phi_lo))
                 phi_hi = np.where(take_cert, dj_hi, np.where(take_pos, np.maximum(phi_hi, dj_hi), phi_hi))
             started = started | anyvis
-        return dict(G_lo_off=G_lo_off, G_hi_off=G_hi_off, errD=errD, notake_err=notake_err, take_err=take_err,
-                    tau_err=tau_err, may_take=may_take, may_stay=may_stay, uf_gamma=uf_gamma, uf_alpha=uf_alpha,
-                    mj_lo=mj_lo_all, mj_hi=mj_hi_all, overflow=overflow)
+        return dict(G_lo_off=G_lo_off, G_hi_off=G_hi_off, errD=errD, notake_err=notake_err,
+                    take_err=take_err, tau_err=tau_err, may_take=may_take, may_stay=may_stay,
+                    uf_gamma=uf_gamma, uf_alpha=uf_alpha, mj_lo=mj_lo_all, mj_hi=mj_hi_all,
+                    overflow=overflow)
 
     # -- steps d, h, end: weights, accumulators, output (Lemmas 6–9) ------------------------------
-    def combine(self, slo, shi, vis, s64, sig, vp, rec, nonempty, overflow) -> dict:
+    def combine(
+        self, slo: _F64, shi: _F64, vis: npt.NDArray[np.bool_], s64: _F64, sig: _F64, vp: _F64,
+        rec: dict[str, Any], nonempty: npt.NDArray[np.bool_], overflow: npt.NDArray[np.bool_],
+    ) -> dict[str, Any]:
         pol, vd, mo, n, T, S2 = self.pol, self.vd, self.mo, self.n, self.T, self.S2
         R, L = slo.shape
         Dv = vp.shape[1]
-        c = self.c if pol.shift else 0.0
         blk = np.repeat(np.arange(T), n)                                   # block of each column
         # chain error of block j: its own non-take-over exp, later take-overs and re-centrings (Lemma 5)
         later = rec["take_err"] + rec["tau_err"]
@@ -598,7 +634,8 @@ class _Engine:
         Rr = rho_p + chain[:, blk]
         M = np.max(np.where(vis, s64, -np.inf), axis=1, keepdims=True)
         M = np.where(np.isfinite(M), M, 0.0)
-        opmag = (np.abs(slo) + np.abs(shi) + (np.abs(rec["G_lo_off"]) + np.abs(rec["G_hi_off"]) + rec["errD"])[:, blk])
+        opmag = (np.abs(slo) + np.abs(shi)
+                 + (np.abs(rec["G_lo_off"]) + np.abs(rec["G_hi_off"]) + rec["errD"])[:, blk])
         with np.errstate(invalid="ignore", over="ignore"):
             argerr = 4 * 2.0 ** -53 * (np.where(vis, opmag, 0.0) + np.abs(M) + Rr)
             Wlo = np.where(vis, np.exp(G_lo - M - Rr - argerr) * (1 - _EXP64), 0.0)
@@ -625,7 +662,6 @@ class _Engine:
         eps_o = eps_o * np.ones((1, Dv))
         # Lemma 6 (ratio lemma) per row and column, rows in chunks to bound memory
         SWlo = Wlo.sum(axis=1)
-        SWhi = Whi.sum(axis=1)
         cprime = ((Wlo + Whi).sum(axis=1) / 2) / np.where(wmid.sum(axis=1) > 0, wmid.sum(axis=1), 1.0)
         with np.errstate(invalid="ignore", over="ignore"):
             dev = np.maximum(Whi - cprime[:, None] * wlo, cprime[:, None] * whi - Wlo)
@@ -638,26 +674,31 @@ class _Engine:
         BA_p = np.zeros((R, Dv))
         BA = np.zeros((R, Dv))
         cap = np.zeros(R)
+        capd = np.zeros((R, Dv))
+        vmax = np.zeros((R, Dv))
         chunk = max(1, (1 << 22) // max(1, L * Dv))
+        absvp = np.abs(vp)
+        stackw = np.stack([dev, a_r, dev_d])
         for r0 in range(0, R, chunk):
             r1 = min(R, r0 + chunk)
-            dv = np.abs(vp[None, :, :] - o64[r0:r1, None, :]) + eps_o[r0:r1, None, :]       # |v_r − o| bound
-            dv = np.where(vis[r0:r1, :, None], dv, 0.0)
-            num = np.einsum("rl,rld->rd", dev[r0:r1], dv)
-            absn = np.einsum("rl,rld->rd", a_r[r0:r1], dv)
+            vis3 = vis[r0:r1, :, None]
+            dv0 = np.where(vis3, np.abs(vp[None, :, :] - o64[r0:r1, None, :]), 0.0)        # |v_r − o'|
+            capd[r0:r1] = dv0.max(axis=1)
+            vmax[r0:r1] = np.where(vis3, absvp[None], 0.0).max(axis=1)
+            dv = np.where(vis3, dv0 + eps_o[r0:r1, None, :], 0.0)                             # ≥ |v_r − o|
+            num, absn, num_d = np.einsum("krl,rld->krd", stackw[:, r0:r1], dv)
             with np.errstate(divide="ignore", invalid="ignore"):
                 ba = (1 + Z[r0:r1, None]) * num / SWlo[r0:r1, None] + absn
             BA[r0:r1] = np.where((SWlo[r0:r1, None] > 0) & ~np.isnan(ba), ba, np.inf)
-            num_d = np.einsum("rl,rld->rd", dev_d[r0:r1], dv)
-            rnd_d = np.sqrt(np.einsum("rl,rld->rd", Whi_d[r0:r1] ** 2, dv ** 2))
+            rnd_d = np.sqrt(np.einsum("rl,rld->rd", Whi_d[r0:r1] ** 2, dv * dv))
             with np.errstate(divide="ignore", invalid="ignore"):
                 bp = (1 + Z[r0:r1, None]) * (num_d + self.lam_p * t_exp * rnd_d) / SWlo[r0:r1, None] + absn
             BA_p[r0:r1] = np.where((SWlo[r0:r1, None] > 0) & ~np.isnan(bp), bp, np.inf)
-            vv = np.where(vis[r0:r1, :, None], np.abs(vp[None, :, :] - o64[r0:r1, None, :]), 0.0)
-            cap[r0:r1] = vv.max(axis=(1, 2))
+        cap = capd.max(axis=1) if Dv else cap
         # Lemma 7: ℓ and O accumulators, running error bound in the final frame
         with np.errstate(divide="ignore"):
-            frac = np.where(SWlo > 0, (1 + Z) / np.where(SWlo > 0, SWlo, 1.0), np.inf)                 # κ/ΣW ≤ frac (per normalised weight)
+            # κ/ΣW ≤ frac (per normalised weight)
+            frac = np.where(SWlo > 0, (1 + Z) / np.where(SWlo > 0, SWlo, 1.0), np.inf)
         Bj = np.add.reduceat(Whi, np.arange(0, L, n), axis=1)               # Σ_{r∈j} W_hi
         Zj = np.add.reduceat(a_r, np.arange(0, L, n), axis=1)
         Uj = frac[:, None] * Bj + Zj                                          # ≥ Σ_{r∈j} W_r / ΣW
@@ -692,13 +733,15 @@ class _Engine:
               + ntk * (u * PUprev + eta * big) + addf * u * PU + (eta * big if pow2 else 0.0)).sum(axis=1)
         eta_mo = 0.0 if mo.name == "fp32" else mo.eta
         pv_abs = eta_mo + (eta if to_vd else 0.0)
+        pv_abs_v: _Real
         if p_cast:
             pv_abs_v = self.mi.eta * np.stack([np.where(vis[:, j * n:(j + 1) * n], 1.0, 0.0)
                                                @ absv[j * n:(j + 1) * n] for j in range(T)], axis=1)
         else:
             pv_abs_v = 0.0
         EO = (pv_rel * UVj + pv_abs + pv_abs_v + stay[:, :, None] * (u * (1 + pv_rel) * UVj + eta)
-              + (eta * big if pow2 else 0.0) + ntk[:, :, None] * (u * PUVprev + eta * big) + addf[:, :, None] * u * PUV
+              + (eta * big if pow2 else 0.0) + ntk[:, :, None] * (u * PUVprev + eta * big)
+              + addf[:, :, None] * u * PUV
               + (eta * big if pow2 else 0.0)).sum(axis=1)
         El = np.where(np.isnan(El), np.inf, El)
         EO = np.where(np.isnan(EO), np.inf, EO)
@@ -725,16 +768,10 @@ class _Engine:
         eps_l = (1 + lj_rel) * (1 + gamma(2 * T + 2, u)) - 1
         eps_O = (1 + pv_rel) * (1 + gamma(2 * T + 2, u)) - 1
         eta_all = (4 * T + 4) * eta * big + T * (eta + pv_abs) + (self.mi.eta * n if p_cast else 0.0) * T
-        vmax = np.max(np.where(vis[:, :, None], np.abs(vp)[None], 0.0), axis=1) if R * L * Dv <= 1 << 24 else \
-            np.full((R, Dv), np.abs(vp).max())
-        capd = np.zeros((R, Dv))
-        for r0 in range(0, R, chunk):
-            r1 = min(R, r0 + chunk)
-            vv = np.where(vis[r0:r1, :, None], np.abs(vp[None, :, :] - o64[r0:r1, None, :]), 0.0)
-            capd[r0:r1] = vv.max(axis=1)
         ZA = Z[:, None] * (capd + eps_o)
         with np.errstate(invalid="ignore", over="ignore"):
-            fb = (capd + eps_o + ZA + eps_O * vmax + eta_all * vmax + (np.abs(o64) + eps_o) * (eps_l + eta_all)) \
+            fb = (capd + eps_o + ZA + eps_O * vmax + eta_all * vmax
+                  + (np.abs(o64) + eps_o) * (eps_l + eta_all)) \
                 / (1 - eps_l - eta_all)
         fb = np.where((1 - eps_l - eta_all > 0) & ~np.isnan(fb), fb, np.inf)
         BAC = BA + BC
@@ -765,26 +802,32 @@ class _Engine:
         BC = np.where(fallback, np.nan, BC)
         parts = dict(weights=BA, accumulators=BC, output_rounding=Bend, golden=eps_o,
                      hull_fallback=np.where(fallback, fb, 0.0))
-        terms = {k_: float(np.nanmax(np.where(nonempty[:, None], val, 0.0))) if np.any(np.isfinite(val)) else math.inf
+        terms = {k_: (float(np.nanmax(np.where(nonempty[:, None], val, 0.0)))
+                      if np.any(np.isfinite(val)) else math.inf)
                  for k_, val in parts.items()}
         if R:
-            r_w, d_w = np.unravel_index(np.argmax(np.where(np.isfinite(total), total, np.finfo(float).max)), total.shape)
+            r_w, d_w = np.unravel_index(
+                np.argmax(np.where(np.isfinite(total), total, np.finfo(float).max)), total.shape)
             name = max(parts, key=lambda k_: np.nan_to_num(parts[k_][r_w, d_w], nan=-1.0, posinf=np.inf))
             if name == "weights":
                 name = "weights:" + self._weight_part(rec, slo, shi, rho_p, chain, blk, r_w)
             worst = (float(total[r_w, d_w]), name)
         else:
             worst = (0.0, "")
-        return dict(bound=bound, cap=cap, terms=terms, worst=worst, overflow=overflow.any(), prob=totp.max(axis=1))
+        return dict(bound=bound, cap=cap, terms=terms, worst=worst, overflow=overflow.any(),
+                    prob=totp.max(axis=1))
 
-    def _weight_part(self, rec, slo, shi, rho_p, chain, blk, r) -> str:
+    def _weight_part(
+        self, rec: dict[str, Any], slo: _F64, shi: _F64, rho_p: _F64, chain: _F64,
+        blk: npt.NDArray[np.intp], r: int | np.integer[Any],
+    ) -> str:
         """Which part of the exponent enclosure is widest on row r: score/offset enclosure, exp, chain."""
         width_scores = float(np.max(shi[r] - slo[r] + (rec["G_hi_off"][r] - rec["G_lo_off"][r])[blk]))
         width_offsets = float(np.max(2 * rec["errD"][r]))
         width_exp = float(np.max(2 * rho_p[r]))
         width_chain = float(np.max(2 * chain[r]))
         parts = dict(scores=width_scores, offsets=width_offsets, exp=width_exp, recurrence=width_chain)
-        return max(parts, key=parts.get)
+        return max(parts, key=parts.__getitem__)
 
 
 # ===================================================================================================
@@ -823,7 +866,7 @@ class APrioriBound:
     precision: str
     bound: float
     exponent_error: float           # Λ: every weight's relative error is within e^{±Λ} (Lemma 11.1)
-    terms: dict = field(default_factory=dict)
+    terms: dict[str, float] = field(default_factory=dict)
     overflow_possible: bool = False
 
 
@@ -870,7 +913,8 @@ def a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", bet
         Phi = 4 * c * St * (1 + u)
         tau_k = u * (Phi + 6 * c * St) * (1 + u) ** 2
         eps_k = u * (4 * St + 4 * Phi) * (1 + u) ** 2
-        lam = sysm + (1 + c) * es + c * gamma(n + 1, u32) * St + errD + (u * 2 * St + rho) + T * (eps_k + rho + tau_k)
+        lam = (sysm + (1 + c) * es + c * gamma(n + 1, u32) * St + errD + (u * 2 * St + rho)
+               + T * (eps_k + rho + tau_k))
         Smax = St
         acc_max = St                                                       # the rounded score product itself
         vec_max = (4 * St + 4 * Phi) * (1 + u) ** 2                        # largest vector-unit operand (f)
@@ -911,7 +955,8 @@ def a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", bet
     fb = (Vs * (1 + Z) + eps_O * Va + Va * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf   # Lemma 9
     main = min(BA + BC, fb)
     ymax = Va + main
-    Bend = float(vd.hulp(ymax)) + (float(_FORMATS["fp16"].hulp(ymax * (1 + vd.u))) if vd.name != "fp16" else 0.0)
+    Bend = float(vd.hulp(ymax)) + (float(_FORMATS["fp16"].hulp(ymax * (1 + vd.u)))
+                                   if vd.name != "fp16" else 0.0)
     bound = (main + Bend) * _SAFETY
     if overflow:
         bound = math.inf
@@ -939,9 +984,9 @@ def sympy_checks() -> dict[str, bool]:
     w = sp.symbols(f"w0:{m}", positive=True)
     v = sp.symbols(f"v0:{m}", real=True)
     cc = sp.symbols("c", positive=True)
-    o = sum(wi * vi for wi, vi in zip(w, v)) / sum(w)
-    lhs = sum(Wi * (vi - o) for Wi, vi in zip(W, v))
-    rhs = sum((Wi - cc * wi) * (vi - o) for Wi, wi, vi in zip(W, w, v))
+    o = sum(wi * vi for wi, vi in zip(w, v, strict=True)) / sum(w)
+    lhs = sum(Wi * (vi - o) for Wi, vi in zip(W, v, strict=True))
+    rhs = sum((Wi - cc * wi) * (vi - o) for Wi, wi, vi in zip(W, w, v, strict=True))
     out["ratio_identity"] = sp.simplify(lhs - rhs) == 0
     lam, Lam = sp.symbols("lambda Lambda", real=True)
     f = sp.exp(lam) - 1
