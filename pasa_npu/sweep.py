@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+from importlib.metadata import version
 import itertools
 import json
 import math
@@ -66,6 +67,17 @@ import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from pasa_theory.bounds import TERMS
+
+from . import data as _data
+from .harness import run_case
+from .methods import get_method
+from .precision import PRESETS
+from .predict_report import predict_case
 
 __all__ = [
     "PARAMETERS", "Spec", "load_spec", "parse_spec", "expand", "resolve_point", "point_hash", "derive_seed",
@@ -158,9 +170,6 @@ def derive_seed(params: Mapping[str, Any]) -> int:
 
 def resolve_point(raw: Mapping[str, Any], where: str = "point") -> dict:
     """A complete, validated point: defaults filled in, types checked, ``amplitude`` and ``seed`` resolved."""
-    from . import data as _data
-    from .methods import get_method
-    from .precision import PRESETS
 
     _check_names(raw, where)
     p = {name: _coerce(name, raw[name], where) if name in raw else spec.default for name, spec in PARAMETERS.items()}
@@ -329,8 +338,6 @@ def _peak_rss_bytes() -> int:
 
 def _package_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("pasa")
     except Exception:  # noqa: BLE001 - not installed as a distribution
         return "unknown"
@@ -339,7 +346,6 @@ def _package_version() -> str:
 def run_point(point: Mapping[str, Any]) -> dict:
     """Evaluate one resolved point and return its result row (never raises for a failing method:
     the row then has ``status = "error"`` and the error text)."""
-    import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -350,7 +356,6 @@ def run_point(point: Mapping[str, Any]) -> dict:
     _reset_peak_rss()
     t0 = time.perf_counter()
     try:
-        from . import data as _data
 
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[point["input_dtype"]]
         q, k, v = _data.make_qkv(
@@ -361,12 +366,8 @@ def run_point(point: Mapping[str, Any]) -> dict:
         kw = dict(precision=point["precision"], beta=point["beta"], block_q=point["block_q"],
                   block_kv=point["block_kv"], scale=point["scale"], is_causal=point["causal"], device=point["device"])
         if point["predict"]:
-            from .predict_report import predict_case
-
             rec = predict_case(q, k, v, [point["method"]], **kw)[0]
         else:
-            from .harness import run_case
-
             rec = run_case(q, k, v, [point["method"]], **kw)[0]
         for key in _RESULT_COLUMNS:
             if key in rec:
@@ -401,7 +402,6 @@ _RESULT_COLUMNS: dict[str, str] = {
 
 
 def _rms_columns() -> dict[str, str]:
-    from pasa_theory.bounds import TERMS
 
     return {f"rms.{t}": "float64" for t in TERMS}
 
@@ -581,8 +581,6 @@ def run(
     failed = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(todo), desc="sweep", unit="pt", dynamic_ncols=True)
         bar.set_postfix(failures=0, skipped=skipped)
     kw = dict(log=log) if executor == "dask" else {}

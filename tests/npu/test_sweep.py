@@ -118,7 +118,7 @@ def test_bad_specs_name_the_parameter(doc, exc, words):
 def test_reference_grid_spec_has_the_committed_cells_and_reproduces_their_numbers():
     pts = sweep.load_spec(ROOT / "examples" / "reference_grid.toml").points()
     with (ROOT / "figures" / "method_comparison.csv").open() as fh:
-        committed = {(r["dist"], float(r["mean"]), float(r["amplitude"]), r["method"]): r for r in csv.DictReader(fh)}
+        committed = {(r["dist"], float(r["mean"]), float(r["amplitude"]), r["method"]): r for r in csv.DictReader(ln for ln in fh if not ln.startswith("#"))}
     assert len(pts) == 384 == len(committed)
     assert {(p["dist"], p["mean"], p["amplitude"], p["method"]) for p in pts} == set(committed)
     # three points: an ordinary one, the reference preset on hybrid data, and an overflowing baseline
@@ -261,7 +261,7 @@ def test_predicted_vs_measured_spec_reproduces_the_committed_rows():
     pts = sweep.load_spec(ROOT / "examples" / "predicted_vs_measured.toml").points()
     with (ROOT / "figures" / "predicted_vs_measured.csv").open() as fh:
         committed = {(r["dist"], float(r["mean"]), float(r["amplitude"]), int(r["seq_kv"]), r["method"]): r
-                     for r in csv.DictReader(fh)}
+                     for r in csv.DictReader(ln for ln in fh if not ln.startswith("#"))}
     assert len(pts) == len(committed) == 864
     assert {(p["dist"], p["mean"], p["amplitude"], p["seq_kv"], p["method"]) for p in pts} == set(committed)
     for key in [("uniform", 0.0, 0.5, 256, "pasa"), ("hybrid", 30.0, 20.0, 256, "fa_qk")]:
