@@ -7,6 +7,7 @@ other processes on a shared machine hits both alike; the figure is the ratio of 
 
 Usage: python benchmarks/bench_kernel.py [--repeats 7] [--rounds 3] [--threads 1] [--heads 28 --kv-heads 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ def ratio_run(q, k, v, repeats: int, methods=("pasa",)) -> dict:
 
     fns = {"sdpa_fp32": sdpa}
     for m in methods:
-        fns[m] = (lambda name: (lambda: run_method(name, q, k, v)))(m)
+        fns[m] = (lambda name: lambda: run_method(name, q, k, v))(m)
     for fn in fns.values():  # warm-up
         fn()
     times = {name: [] for name in fns}
@@ -53,10 +54,21 @@ def main(argv=None) -> int:
     from pasa_npu import data
 
     methods = tuple(m for m in args.methods.split(",") if m)
-    q, k, v = data.make_qkv("uniform", mean=30.0, amplitude=0.5, batch=1, heads=args.heads, kv_heads=args.kv_heads,
-                            seq_q=args.seq, seq_kv=args.seq, head_dim=128)
-    print(f"kernel vs SDPA fp32: 1x{args.heads}/{args.kv_heads}x{args.seq}x128, fp16 inputs, torch {torch.__version__}, "
-          f"{args.threads} thread(s), best of {args.repeats}, interleaved")
+    q, k, v = data.make_qkv(
+        "uniform",
+        mean=30.0,
+        amplitude=0.5,
+        batch=1,
+        heads=args.heads,
+        kv_heads=args.kv_heads,
+        seq_q=args.seq,
+        seq_kv=args.seq,
+        head_dim=128,
+    )
+    print(
+        f"kernel vs SDPA fp32: 1x{args.heads}/{args.kv_heads}x{args.seq}x128, fp16 inputs, torch {torch.__version__}, "
+        f"{args.threads} thread(s), best of {args.repeats}, interleaved"
+    )
     ratios = {m: [] for m in methods}
     for r in range(args.rounds):
         best = ratio_run(q, k, v, args.repeats, methods)
@@ -66,7 +78,9 @@ def main(argv=None) -> int:
             line += f" | {m} {best[m]:.3f} s ratio {ratios[m][-1]:.3f}"
         print(line, flush=True)
     for m in methods:
-        print(f"  {m}/sdpa_fp32: min {min(ratios[m]):.3f}, median {statistics.median(ratios[m]):.3f}, max {max(ratios[m]):.3f}")
+        print(
+            f"  {m}/sdpa_fp32: min {min(ratios[m]):.3f}, median {statistics.median(ratios[m]):.3f}, max {max(ratios[m]):.3f}"
+        )
     return 0
 
 

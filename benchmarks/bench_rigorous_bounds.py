@@ -13,6 +13,7 @@ S1 = S2 = 1407, d = 128, seed 2024724, every ``--row-step``-th query row),
 
 Usage: python benchmarks/bench_rigorous_bounds.py [--row-step 50] [--methods pasa fa_qk ...] [--csv PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,17 +23,19 @@ import time
 import numpy as np
 import torch
 
+from pasa_npu.golden import golden_attention
 from pasa_npu.harness import grid_cells
 from pasa_npu.kernel import shifted_keys
 from pasa_npu.methods import run_method
-from pasa_npu.golden import golden_attention
 from pasa_theory import rigorous
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--row-step", type=int, default=50)
-    ap.add_argument("--methods", nargs="+", default=["pasa", "pasa+observed_kt", "fa_qk", "fa_q", "fa_hybrid"])
+    ap.add_argument(
+        "--methods", nargs="+", default=["pasa", "pasa+observed_kt", "fa_qk", "fa_q", "fa_hybrid"]
+    )
     ap.add_argument("--csv", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -56,34 +59,62 @@ def main() -> None:
             t_ap = time.perf_counter() - t0
             err = np.abs(out - gold)[:, :, rows]
             meas = float(np.nanmax(err)) if np.isfinite(err).all() else float("nan")
-            recs.append(dict(dist=cell["dist"], mean=cell["mean"], amplitude=cell["amplitude"], method=name,
-                             measured=meas, rigorous=cert.max_abs_bound, probabilistic=cert.prob_abs_bound,
-                             a_priori=apb.bound, hull_cap=cert.hull_cap, dominant=cert.dominant,
-                             holds=bool(np.all(np.nan_to_num(err.max(-1), nan=np.inf) <= cert.row_bound)),
-                             t_kernel=t_kernel, t_certify_all_rows=t_cert, t_a_priori=t_ap))
+            recs.append(
+                dict(
+                    dist=cell["dist"],
+                    mean=cell["mean"],
+                    amplitude=cell["amplitude"],
+                    method=name,
+                    measured=meas,
+                    rigorous=cert.max_abs_bound,
+                    probabilistic=cert.prob_abs_bound,
+                    a_priori=apb.bound,
+                    hull_cap=cert.hull_cap,
+                    dominant=cert.dominant,
+                    holds=bool(np.all(np.nan_to_num(err.max(-1), nan=np.inf) <= cert.row_bound)),
+                    t_kernel=t_kernel,
+                    t_certify_all_rows=t_cert,
+                    t_a_priori=t_ap,
+                )
+            )
             r = recs[-1]
-            print(f"{cell['dist'][:3]} {cell['mean']:4.0f} {cell['amplitude']:4} {name:17s} meas={meas:.2e} "
-                  f"rig={r['rigorous']:.2e} prob={r['probabilistic']:.2e} apri={r['a_priori']:.2e} "
-                  f"cap={r['hull_cap']:.2e} holds={r['holds']} {r['dominant']}", flush=True)
+            print(
+                f"{cell['dist'][:3]} {cell['mean']:4.0f} {cell['amplitude']:4} {name:17s} meas={meas:.2e} "
+                f"rig={r['rigorous']:.2e} prob={r['probabilistic']:.2e} apri={r['a_priori']:.2e} "
+                f"cap={r['hull_cap']:.2e} holds={r['holds']} {r['dominant']}",
+                flush=True,
+            )
     print()
     print("method            | product       | holds | below cap | median b/m | p90 b/m | cost/kernel")
     for name in args.methods:
         rs = [r for r in recs if r["method"] == name]
         ok = [r for r in rs if np.isfinite(r["measured"]) and r["measured"] > 0]
         tk = np.median([r["t_kernel"] for r in rs])
-        for prod, tkey in (("rigorous", "t_certify_all_rows"), ("probabilistic", "t_certify_all_rows"),
-                           ("a_priori", "t_a_priori")):
+        for prod, tkey in (
+            ("rigorous", "t_certify_all_rows"),
+            ("probabilistic", "t_certify_all_rows"),
+            ("a_priori", "t_a_priori"),
+        ):
             below = np.mean([r[prod] < r["hull_cap"] for r in ok]) if ok else float("nan")
             ratio = np.array([r[prod] / r["measured"] for r in ok])
-            holds = all(r["holds"] for r in rs) if prod == "rigorous" else all(
-                r["measured"] <= r[prod] if np.isfinite(r["measured"]) else r[prod] == np.inf for r in rs)
+            holds = (
+                all(r["holds"] for r in rs)
+                if prod == "rigorous"
+                else all(
+                    r["measured"] <= r[prod] if np.isfinite(r["measured"]) else r[prod] == np.inf for r in rs
+                )
+            )
             cost = np.median([r[tkey] for r in rs]) / tk
-            print(f"{name:17s} | {prod:13s} | {str(holds):5s} | {below:8.0%}  | {np.median(ratio):10.3g} | "
-                  f"{np.percentile(ratio, 90):7.3g} | {cost:.3g}")
+            print(
+                f"{name:17s} | {prod:13s} | {str(holds):5s} | {below:8.0%}  | {np.median(ratio):10.3g} | "
+                f"{np.percentile(ratio, 90):7.3g} | {cost:.3g}"
+            )
         loose = [r for r in ok if r["rigorous"] > 100 * r["measured"]]
         for r in loose:
-            print(f"    loose >100x: {r['dist']} mean {r['mean']} amp {r['amplitude']}: "
-                  f"{r['rigorous'] / r['measured']:.3g}x, dominant {r['dominant']}")
+            print(
+                f"    loose >100x: {r['dist']} mean {r['mean']} amp {r['amplitude']}: "
+                f"{r['rigorous'] / r['measured']:.3g}x, dominant {r['dominant']}"
+            )
         skipped = len(rs) - len(ok)
         if skipped:
             print(f"    {skipped} cells with a non-finite kernel output (overflow) left out of the ratios")

@@ -8,6 +8,7 @@
 
 Usage: python benchmarks/bench_speed_memory.py [--repeats 5] [--long-seq 32768] [--skip-long] [--json PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,10 +40,21 @@ def reference_shape(repeats: int) -> list[dict]:
 
     q, k, v = data.make_qkv("uniform", mean=30.0, amplitude=0.5, **data.REFERENCE_SHAPE)
     q32, k32, v32 = q.float(), k.float(), v.float()
-    sdpa = _best(lambda: torch.nn.functional.scaled_dot_product_attention(q32, k32, v32, enable_gqa=True), repeats)
+    sdpa = _best(
+        lambda: torch.nn.functional.scaled_dot_product_attention(q32, k32, v32, enable_gqa=True), repeats
+    )
     rows = [dict(method="sdpa fp32 (baseline)", seconds=sdpa, ratio=1.0)]
-    for name in ("pasa", "pasa:fp16_keymean", "pasa:script", "fa_qk", "fa_q", "fa_hybrid", "smooth_k", "pasa:bf16"):
-        t = _best(lambda: run_method(name, q, k, v), repeats)
+    for name in (
+        "pasa",
+        "pasa:fp16_keymean",
+        "pasa:script",
+        "fa_qk",
+        "fa_q",
+        "fa_hybrid",
+        "smooth_k",
+        "pasa:bf16",
+    ):
+        t = _best(lambda name=name: run_method(name, q, k, v), repeats)
         rows.append(dict(method=name, seconds=t, ratio=t / sdpa))
     t = _best(lambda: shifted_keys(k), repeats)
     rows.append(dict(method="  of which K~ = M K (once per call)", seconds=t, ratio=t / sdpa))
@@ -76,8 +88,12 @@ def main(argv=None) -> int:
     p.add_argument("--skip-long", action="store_true")
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args(argv)
-    info = dict(torch=torch.__version__, threads=torch.get_num_threads(), machine=platform.machine(),
-                processor=platform.processor() or "unknown")
+    info = dict(
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        machine=platform.machine(),
+        processor=platform.processor() or "unknown",
+    )
     print(f"torch {info['torch']}, {info['threads']} threads, {info['machine']}")
     print("\nReference shape 1x28/4x1407x128, fp16 inputs, best of", args.repeats)
     rows = reference_shape(args.repeats)
@@ -89,8 +105,10 @@ def main(argv=None) -> int:
     if not args.skip_long:
         print(f"\nLong sequence 1x28/4x{args.long_seq}x128, PASA npu_fp16, fresh process")
         lr = long_sequence(args.long_seq)
-        print(f"time {lr['seconds']:.1f} s, peak RSS {lr['peak_rss_bytes'] / 2**30:.2f} GiB, "
-              f"non-finite values {lr['nonfinite']}, output finite: {lr['finite']}")
+        print(
+            f"time {lr['seconds']:.1f} s, peak RSS {lr['peak_rss_bytes'] / 2**30:.2f} GiB, "
+            f"non-finite values {lr['nonfinite']}, output finite: {lr['finite']}"
+        )
         result["long_sequence"] = dict(lr, seq=args.long_seq)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"\n(peak RSS of this process: {own / 2**30:.2f} GiB)")

@@ -14,6 +14,7 @@
 Usage: python benchmarks/bench_sweep.py [--max-seq 32768] [--skip-throughput] [--skip-kernel]
        [--skip-long] [--workers 2] [--json PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,12 @@ HERE = Path(__file__).resolve().parent
 THROUGHPUT_SPEC = {
     "sweep": {"name": "throughput64"},
     "defaults": {"batch": 1, "heads": 4, "kv_heads": 1, "seq_q": 512, "seq_kv": 1407, "head_dim": 128},
-    "grid": {"dist": ["uniform", "hybrid"], "mean": [0.0, 10.0, 20.0, 30.0], "amplitude": [0.5, 20.0],
-             "method": ["pasa", "pasa:script", "fa_qk", "sdpa"]},
+    "grid": {
+        "dist": ["uniform", "hybrid"],
+        "mean": [0.0, 10.0, 20.0, 30.0],
+        "amplitude": [0.5, 20.0],
+        "method": ["pasa", "pasa:script", "fa_qk", "sdpa"],
+    },
 }
 
 
@@ -51,9 +56,16 @@ def throughput(workers: int) -> list[dict]:
             s = sweep.run(points, out, executor=executor, workers=workers, progress=False, log=msgs.append)
             dt = time.perf_counter() - t0
             frames[executor] = sweep.load(out)
-            rows.append(dict(executor=executor if executor == "serial" else f"{executor}({workers})",
-                             points=s.ran, failed=s.failed, seconds=dt, points_per_minute=60 * s.ran / dt,
-                             note="; ".join(m for m in msgs if "dashboard" in m)))
+            rows.append(
+                dict(
+                    executor=executor if executor == "serial" else f"{executor}({workers})",
+                    points=s.ran,
+                    failed=s.failed,
+                    seconds=dt,
+                    points_per_minute=60 * s.ran / dt,
+                    note="; ".join(m for m in msgs if "dashboard" in m),
+                )
+            )
         timing = ["wall_s", "peak_rss_bytes", "seconds", "pred_seconds"]
         base = frames["serial"].drop(columns=timing)
         same = all(frames[e].drop(columns=timing).equals(base) for e in ("processes", "dask"))
@@ -81,7 +93,9 @@ _LONG = textwrap.dedent("""
 
 def long_sequence(seq: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-c", _LONG, str(seq)], capture_output=True, text=True, check=True, env=env)
+    res = subprocess.run(
+        [sys.executable, "-c", _LONG, str(seq)], capture_output=True, text=True, check=True, env=env
+    )
     return dict(json.loads(res.stdout.strip().splitlines()[-1]), seq=seq)
 
 
@@ -102,7 +116,9 @@ def _fit_line(xs, ys) -> tuple[float, float]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--max-seq", type=int, default=32768, help="longest S of the scaling table (powers of two from 1024)")
+    p.add_argument(
+        "--max-seq", type=int, default=32768, help="longest S of the scaling table (powers of two from 1024)"
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7, help="best-of for the kernel/SDPA ratio")
     p.add_argument("--skip-throughput", action="store_true")
@@ -114,13 +130,20 @@ def main(argv=None) -> int:
 
     result: dict = dict(torch=torch.__version__, cpus=os.cpu_count())
     if not args.skip_throughput:
-        print(f"1. Sweep throughput, 64 points (1x4/1 heads, S1 = 512, S2 = 1407, d = 128), {args.workers} workers where parallel", flush=True)
+        print(
+            f"1. Sweep throughput, 64 points (1x4/1 heads, S1 = 512, S2 = 1407, d = 128), {args.workers} workers where parallel",
+            flush=True,
+        )
         rows = throughput(args.workers)
         print(f"   {'executor':14} {'points':>6} {'failed':>6} {'time [s]':>9} {'points/min':>11}")
         for r in rows:
-            print(f"   {r['executor']:14} {r['points']:6d} {r['failed']:6d} {r['seconds']:9.1f} {r['points_per_minute']:11.1f}")
-        print(f"   identical datasets (timing columns aside): {rows[0]['identical_to_serial']}; "
-              f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other processes slow the parallel runs)")
+            print(
+                f"   {r['executor']:14} {r['points']:6d} {r['failed']:6d} {r['seconds']:9.1f} {r['points_per_minute']:11.1f}"
+            )
+        print(
+            f"   identical datasets (timing columns aside): {rows[0]['identical_to_serial']}; "
+            f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other processes slow the parallel runs)"
+        )
         for r in rows:
             if r["note"]:
                 print(f"   {r['note']}")
@@ -128,6 +151,7 @@ def main(argv=None) -> int:
     if not args.skip_kernel:
         sys.path.insert(0, str(HERE))
         import bench_kernel
+
         from pasa_npu import data
 
         torch.set_num_threads(1)
@@ -136,8 +160,11 @@ def main(argv=None) -> int:
         for _ in range(3):
             best = bench_kernel.ratio_run(q, k, v, args.repeats)
             ratios.append(best["pasa"] / best["sdpa_fp32"])
-        print(f"\n2. PASA npu_fp16 / SDPA fp32 at 1x28/4x1407x128, 1 thread, best of {args.repeats}, interleaved, "
-              f"3 rounds: {', '.join(f'{r:.3f}' for r in ratios)}", flush=True)
+        print(
+            f"\n2. PASA npu_fp16 / SDPA fp32 at 1x28/4x1407x128, 1 thread, best of {args.repeats}, interleaved, "
+            f"3 rounds: {', '.join(f'{r:.3f}' for r in ratios)}",
+            flush=True,
+        )
         result["kernel_ratio"] = ratios
     if not args.skip_long:
         seqs = [s for s in (1024 * 2**i for i in range(8)) if s <= args.max_seq]
@@ -147,21 +174,29 @@ def main(argv=None) -> int:
         for s in seqs:
             r = long_sequence(s)
             rows.append(r)
-            print(f"   {s:6d} {r['seconds']:9.2f} {r['peak_rss_bytes'] / 2**20:15.0f} {r['nonfinite']:9d}", flush=True)
+            print(
+                f"   {s:6d} {r['seconds']:9.2f} {r['peak_rss_bytes'] / 2**20:15.0f} {r['nonfinite']:9d}",
+                flush=True,
+            )
         result["long_sequence"] = rows
         big = [r for r in rows if r["seq"] >= 4096] or rows
         if len(big) >= 2:
             a, pw = _fit_power([r["seq"] for r in big], [r["seconds"] for r in big])
             b, c = _fit_line([r["seq"] for r in rows], [r["peak_rss_bytes"] for r in rows])
             s128 = 131072
-            print(f"   fit (S >= 4096): time ~ S^{pw:.2f}; RSS ~ {b / 2**20:.0f} MiB + {c * 1024 / 2**20:.1f} MiB per 1k of S")
+            print(
+                f"   fit (S >= 4096): time ~ S^{pw:.2f}; RSS ~ {b / 2**20:.0f} MiB + {c * 1024 / 2**20:.1f} MiB per 1k of S"
+            )
             t128 = a * s128**pw
             t128_sq = big[-1]["seconds"] * (s128 / big[-1]["seq"]) ** 2
-            print(f"   extrapolated to S = 128k: time {t128:.0f} s with the fitted exponent, "
-                  f"{t128_sq:.0f} s ({t128_sq / 3600:.1f} h) with S^2 from S = {big[-1]['seq']}; "
-                  f"peak RSS {(b + c * s128) / 2**30:.2f} GiB")
-            result["extrapolation_128k"] = dict(exponent=pw, seconds_fit=t128, seconds_s2=t128_sq,
-                                                peak_rss_bytes=b + c * s128)
+            print(
+                f"   extrapolated to S = 128k: time {t128:.0f} s with the fitted exponent, "
+                f"{t128_sq:.0f} s ({t128_sq / 3600:.1f} h) with S^2 from S = {big[-1]['seq']}; "
+                f"peak RSS {(b + c * s128) / 2**30:.2f} GiB"
+            )
+            result["extrapolation_128k"] = dict(
+                exponent=pw, seconds_fit=t128, seconds_s2=t128_sq, peak_rss_bytes=b + c * s128
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0

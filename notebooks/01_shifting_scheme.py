@@ -198,7 +198,7 @@ assert s.pasa_over_fa_q_c_le_64 < 4, "PASA in fp64 should match fp64 flash atten
 # %%
 import torch
 
-from pasa_npu import data, metrics, pasa_attention, golden_attention
+from pasa_npu import data, golden_attention, metrics, pasa_attention
 
 q, k, v = data.make_qkv("uniform", batch=1, heads=4, kv_heads=2, seq_q=70, seq_kv=333, head_dim=64,
                         mean=2.0, amplitude=1.0, seed=1, dtype=torch.float64)

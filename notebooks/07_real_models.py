@@ -41,7 +41,6 @@ print("quick mode" if QUICK else "full mode", "| saving figures" if SAVE else "|
 # model's numbers are an estimate (RMSE) and a bound (max error), `docs/` describes both.
 
 # %%
-import math
 import time
 
 import torch
@@ -97,7 +96,7 @@ for name, rs in stats.items():
           f"({65504 / mq[-1]:.0f}x below fp16's max); K bias median {kb[len(kb)//2]:.2f}; "
           f"cos(mean q, mean k) from {al[0]:.2f} to {al[-1]:.2f}; row bias/spread median {bs[len(bs)//2]:.2f}")
     assert mq[-1] < 65504
-plots.activation_histograms(stats, save=SAVE);
+plots.activation_histograms(stats, save=SAVE)
 
 # %% [markdown]
 # ## 7.3 Layer by layer: every method on the real q, k, v, against the error model
@@ -127,7 +126,7 @@ print("\nerror model on the real tensors (out of sample):")
 print(f"{'method':16} {'compared':>8} {'bound holds':>11} {'RMSE within 3x':>14} {'median pred/meas':>16}")
 for m, s in ps.items():
     print(f"{m:16} {s['compared']:8d} {s['bound_ok']:11d} {s['within_3x']:14d} {s['median_rmse_ratio']:16.2f}")
-plots.layer_error_heatmap(le, title="SmolLM2: median over heads of the relative RMSE, fp16-rounded real inputs", save=SAVE);
+plots.layer_error_heatmap(le, title="SmolLM2: median over heads of the relative RMSE, fp16-rounded real inputs", save=SAVE)
 
 # %% [markdown]
 # ## 7.4 End to end
@@ -150,7 +149,7 @@ for m in METHODS:
     print(f"{m:16} {mean(d, 'perplexity'):10.3f} {mean(d, 'golden_perplexity'):8.3f} {mean(d, 'kl_to_golden'):9.2e} "
           f"{mean(d, 'top1_agreement'):6.3f} {mean(e, 'embedding_cosine'):11.8f}")
     assert all(r["nonfinite_output"] == 0 for r in d + e)
-plots.end_to_end_bars(e2e, save=SAVE);
+plots.end_to_end_bars(e2e, save=SAVE)
 
 # %% [markdown]
 # ## 7.5 The overflow regime, with an injected bias
@@ -181,7 +180,7 @@ last_ok = max((r["max_abs_qk"] for r in sw if r["method"] == "fa_qk" and not r["
 print(f"fa_qk: finite up to max|q·k| = {last_ok:.0f}, first inf/NaN at {first}")
 assert first is not None and first > 65504 and last_ok < 65504 * 1.01
 assert all(r["nonfinite_output"] == 0 for r in sw if r["method"] == "pasa")
-plots.bias_sweep_plot(sw, layers=BIAS_LAYERS, save=SAVE);
+plots.bias_sweep_plot(sw, layers=BIAS_LAYERS, save=SAVE)
 
 # %% [markdown]
 # ## 7.6 Summary

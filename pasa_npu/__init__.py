@@ -3,12 +3,13 @@
 Runs on CPU by default; the same code runs on ``cuda``, and on ``npu`` when ``torch_npu`` (Ascend
 CANN) is installed. β and the recovery coefficient come from :mod:`pasa_theory`.
 """
+
 import warnings
 
 from . import data, metrics
+from .golden import golden_attention
 from .kernel import flash_attention, pasa_attention
 from .precision import PRESETS, Precision, get_precision
-from .golden import golden_attention
 
 __all__ = [
     "pasa_attention",

@@ -6,6 +6,7 @@ The rules for scale, β, block sizes and the BNSD layout are :mod:`pasa_theory.s
 that :func:`pasa_theory.predict` applies; this module adds the torch-specific checks (tensors,
 dtypes, devices, masks).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +16,13 @@ import torch
 from pasa_theory.schema import check_beta, check_block, check_bnsd, check_scale
 
 __all__ = [
-    "Shapes", "check_qkv", "check_positive_int", "check_scale", "check_beta", "check_mask", "check_out_dtype",
+    "Shapes",
+    "check_qkv",
+    "check_positive_int",
+    "check_scale",
+    "check_beta",
+    "check_mask",
+    "check_out_dtype",
     "causal_keep",
 ]
 
@@ -73,13 +80,19 @@ def check_mask(attn_mask: object, is_causal: object, s: Shapes, device: torch.de
     if is_causal:
         raise ValueError("attn_mask and is_causal=True cannot both be given (as in torch SDPA)")
     if attn_mask.dtype != torch.bool and attn_mask.dtype not in _FLOATS:
-        raise TypeError(f"attn_mask must be bool (True = attend) or floating (additive), got {attn_mask.dtype}")
+        raise TypeError(
+            f"attn_mask must be bool (True = attend) or floating (additive), got {attn_mask.dtype}"
+        )
     target = (s.batch, s.heads, s.seq_q, s.seq_kv)
     if attn_mask.dim() > 4:
-        raise ValueError(f"attn_mask must be broadcastable to (B, H, S1, S2) = {target}, got shape {tuple(attn_mask.shape)}")
+        raise ValueError(
+            f"attn_mask must be broadcastable to (B, H, S1, S2) = {target}, got shape {tuple(attn_mask.shape)}"
+        )
     shape = (1,) * (4 - attn_mask.dim()) + tuple(attn_mask.shape)
     if any(m not in (1, t) for m, t in zip(shape, target)):
-        raise ValueError(f"attn_mask must be broadcastable to (B, H, S1, S2) = {target}, got shape {tuple(attn_mask.shape)}")
+        raise ValueError(
+            f"attn_mask must be broadcastable to (B, H, S1, S2) = {target}, got shape {tuple(attn_mask.shape)}"
+        )
     if attn_mask.device != device:
         raise ValueError(f"attn_mask must be on {device}, got {attn_mask.device}")
     return attn_mask.reshape(shape)

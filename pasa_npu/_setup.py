@@ -7,6 +7,7 @@ arithmetic (``setup="script_fp32"``), kept so that its results can be reproduced
 transcription of the script's operation sequence (``pasa_theory.policies`` models the same arithmetic
 exactly, and the tests check the two agree).
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,7 +33,10 @@ def _script_constants(
     # script; only the resulting Python numbers reach the kernel's device.
     cpu = torch.device("cpu")
     afa = torch.tensor(beta, dtype=torch.float32, device=cpu)
-    m = torch.eye(n, dtype=torch.float32, device=cpu) - torch.ones((n, n), dtype=torch.float32, device=cpu) * afa / n
+    m = (
+        torch.eye(n, dtype=torch.float32, device=cpu)
+        - torch.ones((n, n), dtype=torch.float32, device=cpu) * afa / n
+    )
     if sigma != 1.0:
         m = m * sigma
     m = m.to(matmul_in)
@@ -44,9 +48,13 @@ def _script_constants(
 def _constants(policy: policies.Policy, n: int, beta: float | None, sigma: float) -> ShiftConstants:
     if policy.setup == "script_fp32":
         if policy.coef != "beta":
-            raise ValueError("Precision.setup='script_fp32' reproduces the reference script and supports coef='beta' only")
+            raise ValueError(
+                "Precision.setup='script_fp32' reproduces the reference script and supports coef='beta' only"
+            )
         beta = policies.resolve_beta(policy, n, beta, sigma)
-        return _script_constants(n, beta, sigma, DTYPES[policy.matmul_in.name], DTYPES[policy.coef_dtype.name])
+        return _script_constants(
+            n, beta, sigma, DTYPES[policy.matmul_in.name], DTYPES[policy.coef_dtype.name]
+        )
     return policies.shift_constants(policy, n, beta, sigma)
 
 

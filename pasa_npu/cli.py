@@ -13,6 +13,7 @@ Exit status: 0 on success, 2 on bad arguments (argparse, or a ``ValueError``/``T
 library, whose message is printed as ``pasa-verify: error: ...``), 2 when a method needs hardware
 that is not there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,12 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text or action.default in (None, False, argparse.SUPPRESS)
-                or action.option_strings == [] or isinstance(action.default, bool)):
+        if (
+            "default" in text
+            or action.default in (None, False, argparse.SUPPRESS)
+            or action.option_strings == []
+            or isinstance(action.default, bool)
+        ):
             return text
         value = action.default
         if isinstance(value, (list, tuple)):
@@ -114,8 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Relative RMSE is RMSE / RMS(V), as in the reference script; --format csv/json and the files "
-            "also give RMSE / RMS(golden). Methods: " + method_help + "; pasa:<preset> runs PASA at a preset ("
-            + ", ".join(PRESETS) + "). Exit status: 0 on success, 2 on bad arguments or a method that needs "
+            "also give RMSE / RMS(golden). Methods: "
+            + method_help
+            + "; pasa:<preset> runs PASA at a preset ("
+            + ", ".join(PRESETS)
+            + "). Exit status: 0 on success, 2 on bad arguments or a method that needs "
             "absent hardware."
         ),
         formatter_class=_HelpFormatter,
@@ -123,51 +131,100 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--dist", choices=_data.DISTRIBUTIONS, default="uniform", help="input distribution")
     g.add_argument("--mean", type=float, default=30.0, help="mean of Q, K and V")
-    g.add_argument("--amplitude", type=float, default=None,
-                   help="half-width (uniform) or outlier standard deviation (hybrid); default: 0.5 for uniform, "
-                        "10 for hybrid, as in the reference script")
+    g.add_argument(
+        "--amplitude",
+        type=float,
+        default=None,
+        help="half-width (uniform) or outlier standard deviation (hybrid); default: 0.5 for uniform, "
+        "10 for hybrid, as in the reference script",
+    )
     g.add_argument("--batch", type=_positive_int, default=1, help="batch size B")
     g.add_argument("--heads", type=_positive_int, default=28, help="query heads")
-    g.add_argument("--kv-heads", type=_positive_int, default=4, help="key/value heads (GQA groups = heads / kv-heads)")
+    g.add_argument(
+        "--kv-heads", type=_positive_int, default=4, help="key/value heads (GQA groups = heads / kv-heads)"
+    )
     g.add_argument("--seq-q", type=_positive_int, default=1407, help="query length S1")
     g.add_argument("--seq-kv", type=_positive_int, default=1407, help="key/value length S2")
     g.add_argument("--head-dim", type=_positive_int, default=128, help="head dimension d of Q, K and V")
-    g.add_argument("--seed", type=int, default=_data.REFERENCE_SEED,
-                   help="seed of the data generator (the reference script's)")
-    g.add_argument("--input-dtype", choices=list(_DTYPES), default="fp16", help="dtype the inputs are rounded to")
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=_data.REFERENCE_SEED,
+        help="seed of the data generator (the reference script's)",
+    )
+    g.add_argument(
+        "--input-dtype", choices=list(_DTYPES), default="fp16", help="dtype the inputs are rounded to"
+    )
     g = p.add_argument_group("method")
-    g.add_argument("--methods", type=_methods, default=None,
-                   help="comma-separated method names; default: " + ",".join(DEFAULT_METHODS)
-                        + ", plus the NPU kernels on an NPU")
-    g.add_argument("--precision", choices=sorted(PRESETS), default="npu_fp16", help="preset of the 'pasa' method")
-    g.add_argument("--beta", type=float, default=None,
-                   help="PASA's beta in (0, 1); default: the preset's, or the optimum that pasa_theory selects")
-    g.add_argument("--block-q", type=_positive_int, default=128, help="query rows per chunk (speed and memory only)")
+    g.add_argument(
+        "--methods",
+        type=_methods,
+        default=None,
+        help="comma-separated method names; default: "
+        + ",".join(DEFAULT_METHODS)
+        + ", plus the NPU kernels on an NPU",
+    )
+    g.add_argument(
+        "--precision", choices=sorted(PRESETS), default="npu_fp16", help="preset of the 'pasa' method"
+    )
+    g.add_argument(
+        "--beta",
+        type=float,
+        default=None,
+        help="PASA's beta in (0, 1); default: the preset's, or the optimum that pasa_theory selects",
+    )
+    g.add_argument(
+        "--block-q", type=_positive_int, default=128, help="query rows per chunk (speed and memory only)"
+    )
     g.add_argument("--block-kv", type=_positive_int, default=128, help="KV block length n")
     g.add_argument("--scale", type=float, default=None, help="softmax scale; default: 1/sqrt(head_dim)")
     g.add_argument("--causal", action="store_true", help="bottom-right causal mask")
     g.add_argument("--device", default="auto", help="auto (npu, then cuda, then cpu), cpu, cuda, npu")
-    g.add_argument("--out-dtype", choices=["input", "fp16", "bf16", "fp32", "fp64"], default="input",
-                   help="dtype of every method's output (input: the input dtype, as the reference script)")
+    g.add_argument(
+        "--out-dtype",
+        choices=["input", "fp16", "bf16", "fp32", "fp64"],
+        default="input",
+        help="dtype of every method's output (input: the input dtype, as the reference script)",
+    )
     g = p.add_argument_group("sweep, prediction and output")
-    g.add_argument("--grid", action="store_true",
-                   help="sweep both distributions over --means x --amplitudes, with a progress bar")
+    g.add_argument(
+        "--grid",
+        action="store_true",
+        help="sweep both distributions over --means x --amplitudes, with a progress bar",
+    )
     g.add_argument("--means", type=_floats, default=list(GRID_MEANS), help="grid means")
     g.add_argument("--amplitudes", type=_floats, default=list(GRID_AMPLITUDES), help="grid amplitudes")
     g.add_argument("--dists", default=",".join(_data.DISTRIBUTIONS), help="grid distributions")
-    g.add_argument("--predict", action="store_true",
-                   help="also predict every error with the rounding-error model (pasa_theory.bounds) and print "
-                        "predicted and measured side by side")
-    g.add_argument("--predict-rows", type=_nonnegative_int, default=64,
-                   help="with --predict: query rows per head that are measured and predicted, evenly spaced "
-                        "(rows are independent without a mask, so they sample the case; causal runs use every "
-                        "row); 0 = every row (minutes at the default shape)")
-    g.add_argument("--repeat", type=_positive_int, default=3,
-                   help="single case: wall time = best of this many runs after one warm-up run")
-    g.add_argument("--out", default=None, metavar="DIR",
-                   help="write the table as CSV and JSON (case/grid/predict.csv and .json) into DIR; "
-                        "default: write nothing")
-    g.add_argument("--save", action="store_true", help=argparse.SUPPRESS)   # kept for old command lines; needs --out
+    g.add_argument(
+        "--predict",
+        action="store_true",
+        help="also predict every error with the rounding-error model (pasa_theory.bounds) and print "
+        "predicted and measured side by side",
+    )
+    g.add_argument(
+        "--predict-rows",
+        type=_nonnegative_int,
+        default=64,
+        help="with --predict: query rows per head that are measured and predicted, evenly spaced "
+        "(rows are independent without a mask, so they sample the case; causal runs use every "
+        "row); 0 = every row (minutes at the default shape)",
+    )
+    g.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=3,
+        help="single case: wall time = best of this many runs after one warm-up run",
+    )
+    g.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="write the table as CSV and JSON (case/grid/predict.csv and .json) into DIR; "
+        "default: write nothing",
+    )
+    g.add_argument(
+        "--save", action="store_true", help=argparse.SUPPRESS
+    )  # kept for old command lines; needs --out
     g.add_argument("--format", choices=["text", "csv", "json"], default="text", help="stdout format")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -190,9 +247,16 @@ def format_table(records: list[dict], columns: Sequence[str] | None = None, nume
     """A fixed-width text table of harness records (``numel``: output elements per method, to mark
     "all")."""
     cols = list(columns or ["method", "beta", "rmse", "rel_rmse", "max_abs_err", "nonfinite", "seconds"])
-    heads = {"rel_rmse": "rel RMSE (/RMS V)", "max_abs_err": "max |err|", "nonfinite": "non-finite",
-             "seconds": "time [s]", "rmse": "RMSE", "beta": "beta", "rel_rmse_out": "rel RMSE (/RMS out)",
-             "first_nonfinite_stage": "first inf/NaN at"}
+    heads = {
+        "rel_rmse": "rel RMSE (/RMS V)",
+        "max_abs_err": "max |err|",
+        "nonfinite": "non-finite",
+        "seconds": "time [s]",
+        "rmse": "RMSE",
+        "beta": "beta",
+        "rel_rmse_out": "rel RMSE (/RMS out)",
+        "first_nonfinite_stage": "first inf/NaN at",
+    }
 
     def fmt(key: str, v) -> str:
         if v is None:
@@ -231,8 +295,10 @@ def legend(records: list[dict], numel: int, repeat: int, device: torch.device) -
     stages = [r.get("first_nonfinite_stage") for r in records if r.get("first_nonfinite_stage")]
     for s in dict.fromkeys(stages):
         lines.append(f"              stage {s!r} = {STAGE_MEANING.get(s, s)}")
-    lines.append(f"  time [s]    best of {repeat} runs after a warm-up run, on {device}: the cost of emulating every "
-                 "rounding with torch operations, not the speed of a fused kernel")
+    lines.append(
+        f"  time [s]    best of {repeat} runs after a warm-up run, on {device}: the cost of emulating every "
+        "rounding with torch operations, not the speed of a fused kernel"
+    )
     return "\n".join(lines)
 
 
@@ -243,8 +309,10 @@ def conclusion(records: list[dict], numel: int | None = None) -> str:
     parts = []
     for r in bad:
         count = f"all {r['nonfinite']}" if numel and r["nonfinite"] == numel else str(r["nonfinite"])
-        parts.append(f"{r['method']} gives inf/NaN in {count} output elements, first at the "
-                     f"{r.get('first_nonfinite_stage') or 'output'} stage")
+        parts.append(
+            f"{r['method']} gives inf/NaN in {count} output elements, first at the "
+            f"{r.get('first_nonfinite_stage') or 'output'} stage"
+        )
     if not bad:
         parts.append("every method is finite")
     pasa = next((r for r in good if r["method"] == "pasa"), None)
@@ -252,7 +320,11 @@ def conclusion(records: list[dict], numel: int | None = None) -> str:
     if pasa is not None:
         text = f"pasa is finite with rel RMSE {pasa['rel_rmse']:.2e}"
         if base:
-            text += " (" + ", ".join(f"{pasa['rel_rmse'] / r['rel_rmse']:.2f}x that of {r['method']}" for r in base) + ")"
+            text += (
+                " ("
+                + ", ".join(f"{pasa['rel_rmse'] / r['rel_rmse']:.2f}x that of {r['method']}" for r in base)
+                + ")"
+            )
         parts.append(text)
     if good:
         best = min(good, key=lambda r: r["rel_rmse"])
@@ -306,20 +378,61 @@ def _run(args: argparse.Namespace) -> int:
         if get_method(name).npu_only and device.type != "npu":
             raise _UsageError(f"method {name} needs an Ascend NPU (device is {device})")
     out_dtype = None if args.out_dtype == "input" else {**_DTYPES, "fp64": torch.float64}[args.out_dtype]
-    case_kw = dict(precision=args.precision, beta=args.beta, block_q=args.block_q, block_kv=args.block_kv,
-                   scale=args.scale, is_causal=args.causal, device=device, out_dtype=out_dtype)
-    shape = dict(batch=args.batch, heads=args.heads, kv_heads=args.kv_heads, seq_q=args.seq_q,
-                 seq_kv=args.seq_kv, head_dim=args.head_dim)
+    case_kw = dict(
+        precision=args.precision,
+        beta=args.beta,
+        block_q=args.block_q,
+        block_kv=args.block_kv,
+        scale=args.scale,
+        is_causal=args.causal,
+        device=device,
+        out_dtype=out_dtype,
+    )
+    shape = dict(
+        batch=args.batch,
+        heads=args.heads,
+        kv_heads=args.kv_heads,
+        seq_q=args.seq_q,
+        seq_kv=args.seq_kv,
+        head_dim=args.head_dim,
+    )
     dtype = _DTYPES[args.input_dtype]
-    meta = dict(shape=shape, seed=args.seed, input_dtype=args.input_dtype, methods=methods,
-                precision=args.precision, block_q=args.block_q, block_kv=args.block_kv, causal=args.causal)
+    meta = dict(
+        shape=shape,
+        seed=args.seed,
+        input_dtype=args.input_dtype,
+        methods=methods,
+        precision=args.precision,
+        block_q=args.block_q,
+        block_kv=args.block_kv,
+        causal=args.causal,
+    )
     if args.predict:
         return predict_main(args, methods, case_kw, shape, dtype, meta)
     if args.grid:
         dists = [d.strip() for d in args.dists.split(",") if d.strip()]
-        records = run_grid(methods, dists=dists, means=args.means, amplitudes=args.amplitudes, shape=shape,
-                           seed=args.seed, input_dtype=dtype, progress=not args.no_progress, **case_kw)
-        cols = ["dist", "mean", "amplitude", "method", "rmse", "rel_rmse", "max_abs_err", "nonfinite", "seconds"]
+        records = run_grid(
+            methods,
+            dists=dists,
+            means=args.means,
+            amplitudes=args.amplitudes,
+            shape=shape,
+            seed=args.seed,
+            input_dtype=dtype,
+            progress=not args.no_progress,
+            **case_kw,
+        )
+        cols = [
+            "dist",
+            "mean",
+            "amplitude",
+            "method",
+            "rmse",
+            "rel_rmse",
+            "max_abs_err",
+            "nonfinite",
+            "seconds",
+        ]
         _emit(records, cols, args.format, numel=args.batch * args.heads * args.seq_q * args.head_dim)
         if args.out is not None:
             csv_path, json_path = write_records(records, args.out, "grid", meta)
@@ -328,24 +441,39 @@ def _run(args: argparse.Namespace) -> int:
             print("pasa-verify: not saved (--out DIR writes grid.csv and grid.json)", file=sys.stderr)
         return 0
     amplitude = args.amplitude if args.amplitude is not None else (0.5 if args.dist == "uniform" else 10.0)
-    q, k, v = _data.make_qkv(args.dist, mean=args.mean, amplitude=amplitude, seed=args.seed, dtype=dtype, **shape)
-    records = run_case(q, k, v, methods, extra=dict(dist=args.dist, mean=args.mean, amplitude=amplitude), **case_kw)
+    q, k, v = _data.make_qkv(
+        args.dist, mean=args.mean, amplitude=amplitude, seed=args.seed, dtype=dtype, **shape
+    )
+    records = run_case(
+        q, k, v, methods, extra=dict(dist=args.dist, mean=args.mean, amplitude=amplitude), **case_kw
+    )
     _best_times(records, q, k, v, methods, args.repeat, case_kw)
     numel = args.batch * args.heads * args.seq_q * args.head_dim
     if args.format == "text":
         env = environment_info()
-        print(f"case: {args.dist} mean={args.mean:g} amplitude={amplitude:g} shape B x H/Hkv x S1 x S2 x d = "
-              f"{args.batch}x{args.heads}/{args.kv_heads}x{args.seq_q}x{args.seq_kv}x{args.head_dim} seed={args.seed} "
-              f"inputs={args.input_dtype} device={device} torch={env['torch']} threads={env['threads']}")
+        print(
+            f"case: {args.dist} mean={args.mean:g} amplitude={amplitude:g} shape B x H/Hkv x S1 x S2 x d = "
+            f"{args.batch}x{args.heads}/{args.kv_heads}x{args.seq_q}x{args.seq_kv}x{args.head_dim} seed={args.seed} "
+            f"inputs={args.input_dtype} device={device} torch={env['torch']} threads={env['threads']}"
+        )
     _emit(records, None, args.format, numel=numel)
     if args.format == "text":
         print()
         print(legend(records, numel, args.repeat, device))
         print(conclusion(records, numel))
     if args.out is not None:
-        csv_path, json_path = write_records(records, args.out, "case",
-                                            dict(meta, mean=args.mean, amplitude=amplitude, dist=args.dist,
-                                                 timing=f"best of {args.repeat} after a warm-up"))
+        csv_path, json_path = write_records(
+            records,
+            args.out,
+            "case",
+            dict(
+                meta,
+                mean=args.mean,
+                amplitude=amplitude,
+                dist=args.dist,
+                timing=f"best of {args.repeat} after a warm-up",
+            ),
+        )
         print(f"wrote {csv_path} and {json_path}", file=sys.stderr)
     return 0
 
@@ -359,8 +487,18 @@ def _emit(records: list[dict], cols: Sequence[str] | None, fmt: str, numel: int 
         w.writeheader()
         w.writerows(records)
     else:
-        print(json.dumps([{k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
-                          for r in records], indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v)
+                        for k, v in r.items()
+                    }
+                    for r in records
+                ],
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

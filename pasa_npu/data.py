@@ -14,6 +14,7 @@ the script; FA3's "N(0,100)" outliers correspond to amplitude = 10):
 Stress cases used by tests, benchmarks and notebooks: :func:`make_biased_v` (long sequence, biased
 V), :func:`make_resonant` (Q and K phase-aligned or anti-aligned along the head dimension).
 """
+
 from __future__ import annotations
 
 import random
@@ -98,8 +99,16 @@ def make_qkv(
 
 
 def make_biased_v(
-    *, seq_kv: int = 8192, seq_q: int = 128, heads: int = 4, kv_heads: int = 4, head_dim: int = 128,
-    qk_amplitude: float = 0.05, v_mean: float = 30.0, v_amplitude: float = 0.5, seed: int = 0,
+    *,
+    seq_kv: int = 8192,
+    seq_q: int = 128,
+    heads: int = 4,
+    kv_heads: int = 4,
+    head_dim: int = 128,
+    qk_amplitude: float = 0.05,
+    v_mean: float = 30.0,
+    v_amplitude: float = 0.5,
+    seed: int = 0,
     dtype: torch.dtype = torch.float16,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Nearly uniform attention over a long, biased V (|q|, |k| small; V ≈ v_mean ± v_amplitude).
@@ -116,9 +125,19 @@ def make_biased_v(
 
 
 def make_resonant(
-    *, phase: str = "aligned", seq_q: int = 256, seq_kv: int = 256, heads: int = 4, kv_heads: int = 4,
-    head_dim: int = 128, amplitude: float = 20.0, frequency: float = 3.0, noise: float = 0.5,
-    bias: float = 0.0, seed: int = 0, dtype: torch.dtype = torch.float16,
+    *,
+    phase: str = "aligned",
+    seq_q: int = 256,
+    seq_kv: int = 256,
+    heads: int = 4,
+    kv_heads: int = 4,
+    head_dim: int = 128,
+    amplitude: float = 20.0,
+    frequency: float = 3.0,
+    noise: float = 0.5,
+    bias: float = 0.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float16,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Q and K sharing one sinusoid along the head dimension ("resonance", docs/method.md §8).
 

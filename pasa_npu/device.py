@@ -4,6 +4,7 @@
 ``import torch`` itself fail, so it is only imported when ``importlib.util.find_spec`` finds it,
 and any failure to import or initialise it means "no NPU".
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,10 +55,14 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if isinstance(device, torch.device):
         return device
     if not isinstance(device, str):
-        raise TypeError(f"device must be 'auto', a device string or a torch.device, got {type(device).__name__}")
+        raise TypeError(
+            f"device must be 'auto', a device string or a torch.device, got {type(device).__name__}"
+        )
     if device.split(":")[0] == "npu":
         if not npu_available():
-            raise ValueError("device='npu' requested but torch_npu with an Ascend NPU is not available (pip install .[npu] on a CANN machine)")
+            raise ValueError(
+                "device='npu' requested but torch_npu with an Ascend NPU is not available (pip install .[npu] on a CANN machine)"
+            )
         return torch.device(device)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():

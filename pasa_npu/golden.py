@@ -8,6 +8,7 @@ The golden is always computed on the CPU: the inputs are copied there first, wha
 live on, because accelerators such as Ascend NPUs have no float64 arithmetic. The result is a CPU
 float64 tensor; :mod:`pasa_npu.metrics` compares outputs from any device with it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -59,7 +60,11 @@ def golden_attention(
             s = s.masked_fill(~keep, float("-inf"))
         if mask is not None:
             tile = mask[..., i0:i1, :]
-            s = s.masked_fill(~tile, float("-inf")) if tile.dtype == torch.bool else s + tile.to(torch.float64)
+            s = (
+                s.masked_fill(~tile, float("-inf"))
+                if tile.dtype == torch.bool
+                else s + tile.to(torch.float64)
+            )
         mx = s.amax(dim=-1, keepdim=True)
         mx = torch.where(torch.isneginf(mx), torch.zeros_like(mx), mx)
         p = torch.exp(s - mx)

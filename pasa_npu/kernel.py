@@ -40,6 +40,7 @@ recurrence on per-row statistics is a Python loop. Memory stays O(S·d) whatever
 Rows are independent: the result of a query row never depends on which chunk it is computed in,
 so ``block_q`` changes speed and memory only, never a bit of the result.
 """
+
 from __future__ import annotations
 
 import math
@@ -99,8 +100,18 @@ def pasa_attention(
         the call in :func:`pasa_npu.metrics.census` to learn at which stage they appeared.
     """
     return _tiled_attention(
-        q, k, v, scale=scale, beta=beta, block_q=block_q, block_kv=block_kv, is_causal=is_causal,
-        attn_mask=attn_mask, precision=precision, out_dtype=out_dtype, shift=True,
+        q,
+        k,
+        v,
+        scale=scale,
+        beta=beta,
+        block_q=block_q,
+        block_kv=block_kv,
+        is_causal=is_causal,
+        attn_mask=attn_mask,
+        precision=precision,
+        out_dtype=out_dtype,
+        shift=True,
     )
 
 
@@ -125,8 +136,18 @@ def flash_attention(
     same-precision baseline of the FlashAttention accuracy rule.
     """
     return _tiled_attention(
-        q, k, v, scale=scale, beta=None, block_q=128, block_kv=block_kv, is_causal=is_causal,
-        attn_mask=attn_mask, precision=precision, out_dtype=out_dtype, shift=False,
+        q,
+        k,
+        v,
+        scale=scale,
+        beta=None,
+        block_q=128,
+        block_kv=block_kv,
+        is_causal=is_causal,
+        attn_mask=attn_mask,
+        precision=precision,
+        out_dtype=out_dtype,
+        shift=False,
     )
 
 
@@ -143,7 +164,11 @@ def _shift_keys(km: torch.Tensor, consts: ShiftConstants, prec: Precision, n: in
 
 
 def shifted_keys(
-    k: torch.Tensor, *, precision: str | Precision = "npu_fp16", block_kv: int = 128, scale: float | None = None,
+    k: torch.Tensor,
+    *,
+    precision: str | Precision = "npu_fp16",
+    block_kv: int = 128,
+    scale: float | None = None,
     beta: float | None = None,
 ) -> torch.Tensor:
     """The shifted keys K̃ = M_σᵀ·K (per KV block, tail padded by the policy) exactly as
@@ -160,8 +185,12 @@ def shifted_keys(
 
 
 def shift_parameters(
-    precision: str | Precision = "npu_fp16", *, head_dim: int, block_kv: int = 128,
-    scale: float | None = None, beta: float | None = None,
+    precision: str | Precision = "npu_fp16",
+    *,
+    head_dim: int,
+    block_kv: int = 128,
+    scale: float | None = None,
+    beta: float | None = None,
 ) -> ShiftConstants:
     """β, the rounded entries of the (scaled) shifting matrix and c that :func:`pasa_attention` uses.
 
@@ -233,8 +262,15 @@ class _Online:
     """Running statistics of one Q row chunk: m, ℓ, O and (with the shift) the reference A."""
 
     def __init__(
-        self, rows_shape: tuple[int, ...], v_dim: int, prec: Precision, c: torch.Tensor | None,
-        masked: bool, census: Census | None, device: torch.device, renorm_at: float = 2.0,
+        self,
+        rows_shape: tuple[int, ...],
+        v_dim: int,
+        prec: Precision,
+        c: torch.Tensor | None,
+        masked: bool,
+        census: Census | None,
+        device: torch.device,
+        renorm_at: float = 2.0,
     ) -> None:
         vd = prec.vector
         self.prec = prec
@@ -271,7 +307,12 @@ class _Online:
         return w
 
     def update(
-        self, j: int, means: "_BlockMeans | _KeyOffsets | None", jj: int, mj: torch.Tensor, lj: torch.Tensor,
+        self,
+        j: int,
+        means: _BlockMeans | _KeyOffsets | None,
+        jj: int,
+        mj: torch.Tensor,
+        lj: torch.Tensor,
         pv: torch.Tensor,
     ) -> None:
         """Fold block j (row max mj, row sum lj, tile product pv) into the running statistics."""
@@ -280,15 +321,15 @@ class _Online:
         else:
             alpha, gamma = self._switch(means, jj, mj)
         l_in = gamma * lj
-        if self.down is not None:                          # pow2: bring the new terms to the stored scale
+        if self.down is not None:  # pow2: bring the new terms to the stored scale
             l_in = l_in * self.down
-        self.l = alpha * self.l + l_in                     # h
+        self.l = alpha * self.l + l_in  # h
         if alpha.dtype == gamma.dtype == pv.dtype == self.o.dtype == self._o_in.dtype:
-            o_in = torch.mul(gamma, pv, out=self._o_in)    # the same roundings, in reused memory
+            o_in = torch.mul(gamma, pv, out=self._o_in)  # the same roundings, in reused memory
             if self.down is not None:
                 o_in.mul_(self.down)
-            self.o.mul_(alpha).add_(o_in)                  # fl(fl(α·O) + o_in)
-        else:                                              # mixed dtypes: torch's type promotion decides
+            self.o.mul_(alpha).add_(o_in)  # fl(fl(α·O) + o_in)
+        else:  # mixed dtypes: torch's type promotion decides
             o_in = gamma * pv
             if self.down is not None:
                 o_in = o_in * self.down
@@ -299,14 +340,14 @@ class _Online:
         if self.prec.accum == "pow2" and bool((self.l >= self.renorm_at).any()):
             self._renormalise()
 
-    def _deviation(self, means: "_BlockMeans", jj: int, ref: torch.Tensor) -> torch.Tensor:
+    def _deviation(self, means: _BlockMeans, jj: int, ref: torch.Tensor) -> torch.Tensor:
         """e_j = μ_j − ref in the vector dtype: rounded once from the accumulator (``centered``) or
         as the difference of the rounded mean μ̃_j (``rounded``)."""
         if self.prec.pseudo_average == "centered":
             return means.centered(jj, ref)
         return means.rounded(jj) - ref
 
-    def _running(self, j: int, means: "_BlockMeans", jj: int, mj: torch.Tensor):
+    def _running(self, j: int, means: _BlockMeans, jj: int, mj: torch.Tensor):
         """The reference script's bookkeeping (steps e–h): statistics kept relative to c·A, A the
         running mean of the block pseudo-averages, moved every block; the offsets enter the
         exponents as e^{(m − m_new) + δ_p} and e^{(m_j − m_new) + δ_j}."""
@@ -316,29 +357,29 @@ class _Online:
         if self.prec.pseudo_average == "rounded":
             mu = means.rounded(jj)
             r1, r2 = self._running_weights(j)
-            a = mu * r1 + a_prev * r2                      # e: running mean of pseudo-averages
-            dj = (mu - a) * c                              # f: offset of this block from the reference
-            dp = (a_prev - a) * c                          #    move of the reference
+            a = mu * r1 + a_prev * r2  # e: running mean of pseudo-averages
+            dj = (mu - a) * c  # f: offset of this block from the reference
+            dp = (a_prev - a) * c  #    move of the reference
         else:
             r1, _ = self._running_weights(j)
-            e = means.centered(jj, a_prev)                 # fl(μ_j − A_prev): only the deviation is rounded
-            a = a_prev + e * r1                            # A_prev + (μ_j − A_prev)/(j+1)
-            delta = a - a_prev                             # exact for nearby values
-            dj = (e - delta) * c                           # c·(μ_j − A)
-            dp = -delta * c                                # c·(A_prev − A)
+            e = means.centered(jj, a_prev)  # fl(μ_j − A_prev): only the deviation is rounded
+            a = a_prev + e * r1  # A_prev + (μ_j − A_prev)/(j+1)
+            delta = a - a_prev  # exact for nearby values
+            dj = (e - delta) * c  # c·(μ_j − A)
+            dp = -delta * c  # c·(A_prev − A)
         if first:
-            dp = torch.zeros_like(dp)                      # no history yet
+            dp = torch.zeros_like(dp)  # no history yet
         self.a = a
         if self.census is not None:
             self.census.record("shift", a, dj, dp)
-        m_new = torch.maximum(mj + dj, self.m + dp)        # g
+        m_new = torch.maximum(mj + dj, self.m + dp)  # g
         ref = torch.where(torch.isneginf(m_new), torch.zeros_like(m_new), m_new) if self.masked else m_new
         alpha = torch.exp((self.m - ref) + dp)
         gamma = torch.exp((mj - ref) + dj)
         self.m = m_new
         return alpha, gamma
 
-    def _switch(self, means: "_BlockMeans | _KeyOffsets | None", jj: int, mj: torch.Tensor):
+    def _switch(self, means: _BlockMeans | _KeyOffsets | None, jj: int, mj: torch.Tensor):
         """Flash-attention bookkeeping with frames (steps e–h for ``offset="lazy"``, and flash
         attention itself when there is no shift).
 
@@ -354,7 +395,7 @@ class _Online:
         """
         x = mj - self.m
         if isinstance(means, _KeyOffsets):
-            dj = means.block(jj)                           # δ_j straight from the score product
+            dj = means.block(jj)  # δ_j straight from the score product
             if self.phi is None:
                 self.phi = torch.zeros_like(dj)
             off = dj - self.phi
@@ -366,15 +407,15 @@ class _Online:
             c = self.c
             first = self.a is None
             a = means.rounded(jj) if first else self.a
-            e = self._deviation(means, jj, a)              # μ_j − A
-            dj = e * c                                     # δ_j
+            e = self._deviation(means, jj, a)  # μ_j − A
+            dj = e * c  # δ_j
             if first:
                 self.phi = torch.zeros_like(dj)
             else:
                 far = dj.abs() > self.recenter
-                if bool(far.any()):                        # re-centre A on this block's mean
+                if bool(far.any()):  # re-centre A on this block's mean
                     a_new = torch.where(far, a + e, a)
-                    delta = a_new - a                      # exact for nearby values
+                    delta = a_new - a  # exact for nearby values
                     dj = torch.where(far, (e - delta) * c, dj)
                     self.phi = torch.where(far, self.phi - delta * c, self.phi)
                     a = a_new
@@ -383,11 +424,11 @@ class _Online:
             x = x + off
             if self.census is not None:
                 self.census.record("shift", a, dj, off)
-        if self.masked:                                    # both −inf: nothing seen yet, nothing new
+        if self.masked:  # both −inf: nothing seen yet, nothing new
             x = torch.where(torch.isnan(x), torch.full_like(x, _NEG_INF), x)
         take = x > 0
-        alpha = torch.exp(torch.clamp(-x, max=0.0))        # e^{−x} if the block takes over, else 1
-        gamma = torch.exp(torch.clamp(x, max=0.0))         # 1 if the block takes over, else e^{x}
+        alpha = torch.exp(torch.clamp(-x, max=0.0))  # e^{−x} if the block takes over, else 1
+        gamma = torch.exp(torch.clamp(x, max=0.0))  # 1 if the block takes over, else e^{x}
         self.m = torch.where(take, mj, self.m)
         if self.phi is not None:
             self.phi = torch.where(take, dj, self.phi)
@@ -413,8 +454,8 @@ class _Online:
         self.down = torch.exp2(-t.to(torch.float32)).to(vd)
 
     def result(self) -> torch.Tensor:
-        out = self.o / self.l                              # final normalisation
-        if self.masked:                                    # rows that saw no key: 0, as SDPA
+        out = self.o / self.l  # final normalisation
+        if self.masked:  # rows that saw no key: 0, as SDPA
             out = torch.where(self.l == 0, torch.zeros_like(out), out)
         return out
 
@@ -470,10 +511,10 @@ class _KeyOffsets:
     Δk_j = fl(b·n·(k̄_j − k̄_0)) (k̄ the block mean of the keys as fed to the shift, b = −M_off)."""
 
     def __init__(self, offsets: torch.Tensor) -> None:
-        self.offsets = offsets                             # (B, Hkv, rows, nb)
+        self.offsets = offsets  # (B, Hkv, rows, nb)
 
     def block(self, j: int) -> torch.Tensor:
-        return self.offsets[:, :, :, j:j + 1]
+        return self.offsets[:, :, :, j : j + 1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,9 +536,19 @@ def _pad_rows(x: torch.Tensor, n: int, rule: str) -> torch.Tensor:
 
 
 def _tiled_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None, beta: float | None,
-    block_q: int, block_kv: int, is_causal: bool, attn_mask: torch.Tensor | None,
-    precision: str | Precision, out_dtype: torch.dtype | None, shift: bool,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float | None,
+    beta: float | None,
+    block_q: int,
+    block_kv: int,
+    is_causal: bool,
+    attn_mask: torch.Tensor | None,
+    precision: str | Precision,
+    out_dtype: torch.dtype | None,
+    shift: bool,
 ) -> torch.Tensor:
     prec = get_precision(precision)
     sh = _checks.check_qkv(q, k, v)
@@ -520,7 +571,6 @@ def _tiled_attention(
 
     place = prec.scale if (shift or prec.scale != "m") else "scores"
     T = -(-S2 // n)
-    L = T * n
 
     # Inputs to the matrix unit.
     qm = q.to(mi)
@@ -558,7 +608,7 @@ def _tiled_attention(
     for i0 in range(0, S1, block_q):
         r = min(block_q, S1 - i0)
         rows = G * r
-        qi = q5[:, :, :, i0:i0 + r].reshape(B, Hkv, rows, D).to(acc)
+        qi = q5[:, :, :, i0 : i0 + r].reshape(B, Hkv, rows, D).to(acc)
         state = _Online((B, Hkv, rows), Dv, prec, c, masked, cen, dev, renorm_at)
         per_block = B * Hkv * rows * n
         nb_max = max(1, _TILE_ELEMENTS // per_block)
@@ -567,13 +617,21 @@ def _tiled_attention(
             nb = j1 - j0
             c0, c1 = j0 * n, j1 * n
             # a: S̃ = Q·K̃ᵀ on the matrix unit, rounded once to matmul_out (then to the vector dtype)
-            s_acc = torch.matmul(qi, kt_acc[:, :, c0:c1].transpose(-1, -2), out=bufs.get("s_acc", (B, Hkv, rows, nb * n), acc))
+            s_acc = torch.matmul(
+                qi, kt_acc[:, :, c0:c1].transpose(-1, -2), out=bufs.get("s_acc", (B, Hkv, rows, nb * n), acc)
+            )
             s = bufs.get("s_out", s_acc.shape, prec.matmul_out).copy_(s_acc)
             if vd != prec.matmul_out:
                 s = s.to(vd)
             s = s.view(B, Hkv, rows, nb, n)
             wide = None
-            if shift and tau_v is None and vd == prec.matmul_out and prec.reduce == "acc" and prec.reduce_dtype == acc:
+            if (
+                shift
+                and tau_v is None
+                and vd == prec.matmul_out
+                and prec.reduce == "acc"
+                and prec.reduce_dtype == acc
+            ):
                 # the rounded tile back in the accumulator buffer: the block means read it without a
                 # fresh conversion, and its row max is the rounded max (rounding is monotonic)
                 wide = s_acc.copy_(s.view(s_acc.shape)).view(B, Hkv, rows, nb, n)
@@ -581,14 +639,14 @@ def _tiled_attention(
                 cen.record("scores", s)
             if tau_v is not None:
                 s.mul_(tau_v)
-            if dk_acc is not None:                                                    # b (key_mean)
+            if dk_acc is not None:  # b (key_mean)
                 offs = _matmul(qi, dk_acc[:, :, j0:j1].transpose(-1, -2), prec).to(vd)
                 means = _KeyOffsets(offs if tau_v is None else offs * tau_v)
             else:
-                means = _BlockMeans(s, prec, wide) if shift else None                 # b
+                means = _BlockMeans(s, prec, wide) if shift else None  # b
             if masked or c1 > S2:
-                s = _apply_masks(s, i0, r, c0, c1, sh, is_causal, mask, vd)          # c
-                mj = s.amax(dim=-1, keepdim=True)                                      # d
+                s = _apply_masks(s, i0, r, c0, c1, sh, is_causal, mask, vd)  # c
+                mj = s.amax(dim=-1, keepdim=True)  # d
             else:
                 # rounding is monotonic, so the max of the rounded tile is the rounded max of the
                 # accumulator tile (and the wide max is the faster pass)
@@ -606,19 +664,26 @@ def _tiled_attention(
             pv = torch.matmul(p_acc, v_acc[:, :, j0:j1], out=bufs.get("pv_acc", (B, Hkv, nb, rows, Dv), acc))
             pv = bufs.get("pv_out", pv.shape, prec.matmul_out).copy_(pv)
             if vd != prec.matmul_out:
-                pv = pv.to(vd)                                                        # P·V_j
+                pv = pv.to(vd)  # P·V_j
             for jj in range(nb):
                 state.update(j0 + jj, means, jj, mj[:, :, :, jj], lj[:, :, :, jj], pv[:, :, jj])
         o = state.result()
-        out5[:, :, :, i0:i0 + r] = o.view(B, Hkv, G, r, Dv).to(out_dtype)
+        out5[:, :, :, i0 : i0 + r] = o.view(B, Hkv, G, r, Dv).to(out_dtype)
     if cen is not None:
         cen.record("output", out)
     return out
 
 
 def _apply_masks(
-    s: torch.Tensor, i0: int, r: int, c0: int, c1: int, sh: _checks.Shapes, is_causal: bool,
-    mask: torch.Tensor | None, vd: torch.dtype,
+    s: torch.Tensor,
+    i0: int,
+    r: int,
+    c0: int,
+    c1: int,
+    sh: _checks.Shapes,
+    is_causal: bool,
+    mask: torch.Tensor | None,
+    vd: torch.dtype,
 ) -> torch.Tensor:
     """Step c: −inf on padded columns, causal and boolean masks; add an additive mask (rounded to vd)."""
     B, Hkv, rows, nb, n = s.shape
@@ -626,17 +691,17 @@ def _apply_masks(
     dev = s.device
     cols = torch.arange(c0, c1, device=dev)
     keep = None
-    if c1 > S2:                                            # padded tail columns (last block only)
-        s[:, :, :, -1, S2 - (c1 - n):] = _NEG_INF
-    if is_causal and (c1 - 1) > (i0 + (S2 - S1)):          # some key in the tile lies in the future
+    if c1 > S2:  # padded tail columns (last block only)
+        s[:, :, :, -1, S2 - (c1 - n) :] = _NEG_INF
+    if is_causal and (c1 - 1) > (i0 + (S2 - S1)):  # some key in the tile lies in the future
         rr = torch.arange(i0, i0 + r, device=dev)
-        causal = _checks.causal_keep(rr, cols, S1, S2)     # (r, L)
+        causal = _checks.causal_keep(rr, cols, S1, S2)  # (r, L)
         causal = causal.unsqueeze(0).expand(G, r, c1 - c0).reshape(1, 1, rows, nb, n)
         keep = causal if keep is None else keep & causal
     bias = None
     if mask is not None:
         w = min(c1, S2) - c0
-        tile = mask[:, :, i0:i0 + r, c0:c0 + w]
+        tile = mask[:, :, i0 : i0 + r, c0 : c0 + w]
         if mask.dtype == torch.bool:
             full = torch.zeros((B, sh.heads, r, c1 - c0), dtype=torch.bool, device=dev)
             full[..., :w] = tile

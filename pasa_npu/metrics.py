@@ -24,6 +24,7 @@ exponentiated tile), ``row_sum`` (block row sums and the running ℓ), ``accumul
 O) and ``output``. Counts are numbers of non-finite values produced at that stage, summed over
 tiles and blocks. ``-inf`` coming from a mask is not counted.
 """
+
 from __future__ import annotations
 
 import threading
@@ -59,7 +60,9 @@ def _f64(x: torch.Tensor) -> torch.Tensor:
 def _pair(out: torch.Tensor, golden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     o, g = _f64(out), _f64(golden)
     if o.shape != g.shape:
-        raise ValueError(f"out and golden must have the same shape, got {tuple(o.shape)} and {tuple(g.shape)}")
+        raise ValueError(
+            f"out and golden must have the same shape, got {tuple(o.shape)} and {tuple(g.shape)}"
+        )
     return o, g
 
 
@@ -102,7 +105,7 @@ def nonfinite_count(x: torch.Tensor) -> int:
     flat = x.detach().reshape(-1)
     total = 0
     for i in range(0, flat.numel(), _COUNT_CHUNK):
-        part = flat[i:i + _COUNT_CHUNK]
+        part = flat[i : i + _COUNT_CHUNK]
         total += part.numel() - int(torch.count_nonzero(torch.isfinite(part)))
     return total
 

@@ -41,6 +41,7 @@ fp32       everything in fp32 (an "upcast" reference in the style of FlashAttent
 fp64       everything in fp64; used to check that every method is exact attention.
 ========== ================================================================================
 """
+
 from __future__ import annotations
 
 import warnings
@@ -102,8 +103,12 @@ class Precision:
     __slots__ = ("spec",)
     spec: PrecisionSpec
 
-    def __init__(self, name: str, matmul_in: Any, matmul_acc: Any, matmul_out: Any, vector: Any, **fields: Any):
-        values = dict(name=name, matmul_in=matmul_in, matmul_acc=matmul_acc, matmul_out=matmul_out, vector=vector)
+    def __init__(
+        self, name: str, matmul_in: Any, matmul_acc: Any, matmul_out: Any, vector: Any, **fields: Any
+    ):
+        values = dict(
+            name=name, matmul_in=matmul_in, matmul_acc=matmul_acc, matmul_out=matmul_out, vector=vector
+        )
         values.update(fields)
         values = {k: (_format_of(v, k) if k in schema.FORMAT_FIELDS else v) for k, v in values.items()}
         object.__setattr__(self, "spec", PrecisionSpec.from_fields(values))
@@ -132,10 +137,16 @@ class Precision:
     # -- fields (formats as torch dtypes) ------------------------------------------------------------------
     name = property(lambda self: self.spec.name, doc="Name shown in tables.")
     matmul_in = property(lambda self: DTYPES[self.spec.matmul_in], doc="Operands of the matrix unit.")
-    matmul_acc = property(lambda self: DTYPES[self.spec.matmul_acc], doc="Accumulation inside the matrix unit.")
-    matmul_out = property(lambda self: DTYPES[self.spec.matmul_out], doc="A matrix-unit result is rounded to it once.")
+    matmul_acc = property(
+        lambda self: DTYPES[self.spec.matmul_acc], doc="Accumulation inside the matrix unit."
+    )
+    matmul_out = property(
+        lambda self: DTYPES[self.spec.matmul_out], doc="A matrix-unit result is rounded to it once."
+    )
     vector = property(lambda self: DTYPES[self.spec.vector], doc="Every vector-unit (element-wise) result.")
-    coef_dtype = property(lambda self: DTYPES[self.spec.coef_dtype], doc="dtype the recovery coefficient c is stored in.")
+    coef_dtype = property(
+        lambda self: DTYPES[self.spec.coef_dtype], doc="dtype the recovery coefficient c is stored in."
+    )
 
     @property
     def reduce(self) -> Reduce:

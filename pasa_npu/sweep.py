@@ -49,12 +49,12 @@ their cost (a model: score-tile elements times a per-element time measured on a 
 pandas, pyarrow, joblib and dask are optional dependencies (``pip install pasa[sweep]``); this module
 imports them only when they are needed.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import hashlib
-from importlib.metadata import version
 import itertools
 import json
 import math
@@ -62,12 +62,13 @@ import os
 import resource
 import sys
 import time
-import tomllib
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import torch
 from tqdm.auto import tqdm
 
@@ -80,8 +81,22 @@ from .precision import PRESETS
 from .predict_report import predict_case
 
 __all__ = [
-    "PARAMETERS", "Spec", "load_spec", "parse_spec", "expand", "resolve_point", "point_hash", "derive_seed",
-    "run_point", "run", "load", "columns", "done_hashes", "estimate_seconds", "select", "main",
+    "PARAMETERS",
+    "Spec",
+    "load_spec",
+    "parse_spec",
+    "expand",
+    "resolve_point",
+    "point_hash",
+    "derive_seed",
+    "run_point",
+    "run",
+    "load",
+    "columns",
+    "done_hashes",
+    "estimate_seconds",
+    "select",
+    "main",
 ]
 
 
@@ -91,7 +106,7 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class _Param:
-    kind: type              # int, float, str or bool
+    kind: type  # int, float, str or bool
     default: Any
     nullable: bool = False
     help: str = ""
@@ -101,7 +116,9 @@ class _Param:
 PARAMETERS: dict[str, _Param] = {
     "dist": _Param(str, "uniform", help="input distribution: uniform | hybrid (pasa_npu.data.make_qkv)"),
     "mean": _Param(float, 30.0, help="mean of Q, K and V"),
-    "amplitude": _Param(float, None, True, help="half-width (uniform) or outlier std (hybrid); default 0.5 / 10"),
+    "amplitude": _Param(
+        float, None, True, help="half-width (uniform) or outlier std (hybrid); default 0.5 / 10"
+    ),
     "batch": _Param(int, 1),
     "heads": _Param(int, 28, help="query heads"),
     "kv_heads": _Param(int, 4, help="key/value heads"),
@@ -123,8 +140,19 @@ PARAMETERS: dict[str, _Param] = {
 }
 
 #: Parameters that determine the inputs (and so the derived seed).
-_DATA_PARAMS = ("dist", "mean", "amplitude", "batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim",
-                "input_dtype", "replicate")
+_DATA_PARAMS = (
+    "dist",
+    "mean",
+    "amplitude",
+    "batch",
+    "heads",
+    "kv_heads",
+    "seq_q",
+    "seq_kv",
+    "head_dim",
+    "input_dtype",
+    "replicate",
+)
 _INPUT_DTYPES = ("fp16", "bf16", "fp32")
 
 
@@ -172,13 +200,20 @@ def resolve_point(raw: Mapping[str, Any], where: str = "point") -> dict:
     """A complete, validated point: defaults filled in, types checked, ``amplitude`` and ``seed`` resolved."""
 
     _check_names(raw, where)
-    p = {name: _coerce(name, raw[name], where) if name in raw else spec.default for name, spec in PARAMETERS.items()}
+    p = {
+        name: _coerce(name, raw[name], where) if name in raw else spec.default
+        for name, spec in PARAMETERS.items()
+    }
     if p["dist"] not in _data.DISTRIBUTIONS:
         raise ValueError(f"{where}: parameter 'dist' must be one of {_data.DISTRIBUTIONS}, got {p['dist']!r}")
     if p["input_dtype"] not in _INPUT_DTYPES:
-        raise ValueError(f"{where}: parameter 'input_dtype' must be one of {_INPUT_DTYPES}, got {p['input_dtype']!r}")
+        raise ValueError(
+            f"{where}: parameter 'input_dtype' must be one of {_INPUT_DTYPES}, got {p['input_dtype']!r}"
+        )
     if p["precision"] not in PRESETS:
-        raise ValueError(f"{where}: parameter 'precision' must be one of {sorted(PRESETS)}, got {p['precision']!r}")
+        raise ValueError(
+            f"{where}: parameter 'precision' must be one of {sorted(PRESETS)}, got {p['precision']!r}"
+        )
     try:
         get_method(p["method"])
     except ValueError as e:
@@ -187,7 +222,9 @@ def resolve_point(raw: Mapping[str, Any], where: str = "point") -> dict:
         if p[name] < 1:
             raise ValueError(f"{where}: parameter {name!r} must be >= 1, got {p[name]}")
     if p["heads"] % p["kv_heads"]:
-        raise ValueError(f"{where}: 'heads' ({p['heads']}) must be a multiple of 'kv_heads' ({p['kv_heads']})")
+        raise ValueError(
+            f"{where}: 'heads' ({p['heads']}) must be a multiple of 'kv_heads' ({p['kv_heads']})"
+        )
     if p["amplitude"] is None:
         p["amplitude"] = 0.5 if p["dist"] == "uniform" else 10.0
     if p["amplitude"] < 0:
@@ -250,8 +287,13 @@ def parse_spec(doc: Mapping[str, Any], name: str = "sweep") -> Spec:
         _check_names(c, f"[[case]] #{i + 1}")
     if not grid and not cases:
         raise ValueError("spec: no points: give a [grid] table and/or [[case]] tables")
-    return Spec(name=str(meta.get("name", name)), defaults=defaults, grid=grid, cases=tuple(dict(c) for c in cases),
-                description=str(meta.get("description", "")))
+    return Spec(
+        name=str(meta.get("name", name)),
+        defaults=defaults,
+        grid=grid,
+        cases=tuple(dict(c) for c in cases),
+        description=str(meta.get("description", "")),
+    )
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -285,7 +327,9 @@ def expand(spec: Spec) -> list[dict]:
     return out
 
 
-def select(points: Sequence[dict], where: Mapping[str, Sequence[Any]] | None = None, limit: int | None = None) -> list[dict]:
+def select(
+    points: Sequence[dict], where: Mapping[str, Sequence[Any]] | None = None, limit: int | None = None
+) -> list[dict]:
     """The points whose parameters take one of the given values (``where``), at most ``limit`` of them."""
     out = []
     for p in points:
@@ -308,7 +352,10 @@ _SECONDS_PER_ELEMENT = {"kernel": 4.0e-8, "sdpa": 2.0e-8, "golden": 8.0e-8, "pre
 def estimate_seconds(point: Mapping[str, Any]) -> float:
     """Estimated single-core seconds of one point (see :data:`_SECONDS_PER_ELEMENT`)."""
     elems = point["batch"] * point["heads"] * point["seq_q"] * point["seq_kv"] * point["head_dim"] / 128
-    rate = _SECONDS_PER_ELEMENT["sdpa" if point["method"] == "sdpa" else "kernel"] + _SECONDS_PER_ELEMENT["golden"]
+    rate = (
+        _SECONDS_PER_ELEMENT["sdpa" if point["method"] == "sdpa" else "kernel"]
+        + _SECONDS_PER_ELEMENT["golden"]
+    )
     if point["predict"]:
         rate += _SECONDS_PER_ELEMENT["predict"]
     return elems * rate
@@ -351,20 +398,39 @@ def run_point(point: Mapping[str, Any]) -> dict:
     torch.set_num_threads(1)
     row: dict[str, Any] = {k: point[k] for k in PARAMETERS}
     row["beta_requested"] = row.pop("beta")
-    row.update(point_hash=point_hash(point), version=_package_version(), torch_version=torch.__version__,
-               status="ok", error=None)
+    row.update(
+        point_hash=point_hash(point),
+        version=_package_version(),
+        torch_version=torch.__version__,
+        status="ok",
+        error=None,
+    )
     _reset_peak_rss()
     t0 = time.perf_counter()
     try:
-
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[point["input_dtype"]]
         q, k, v = _data.make_qkv(
-            point["dist"], mean=point["mean"], amplitude=point["amplitude"], seed=point["seed"], dtype=dtype,
-            batch=point["batch"], heads=point["heads"], kv_heads=point["kv_heads"], seq_q=point["seq_q"],
-            seq_kv=point["seq_kv"], head_dim=point["head_dim"],
+            point["dist"],
+            mean=point["mean"],
+            amplitude=point["amplitude"],
+            seed=point["seed"],
+            dtype=dtype,
+            batch=point["batch"],
+            heads=point["heads"],
+            kv_heads=point["kv_heads"],
+            seq_q=point["seq_q"],
+            seq_kv=point["seq_kv"],
+            head_dim=point["head_dim"],
         )
-        kw = dict(precision=point["precision"], beta=point["beta"], block_q=point["block_q"],
-                  block_kv=point["block_kv"], scale=point["scale"], is_causal=point["causal"], device=point["device"])
+        kw = dict(
+            precision=point["precision"],
+            beta=point["beta"],
+            block_q=point["block_q"],
+            block_kv=point["block_kv"],
+            scale=point["scale"],
+            is_causal=point["causal"],
+            device=point["device"],
+        )
         if point["predict"]:
             rec = predict_case(q, k, v, [point["method"]], **kw)[0]
         else:
@@ -389,14 +455,36 @@ _PARAM_TYPES = {str: "string", int: "int64", float: "float64", bool: "bool_"}
 
 #: Result columns (besides the parameters) and their Arrow types.
 _RESULT_COLUMNS: dict[str, str] = {
-    "beta": "float64", "rmse": "float64", "rel_rmse": "float64", "rel_rmse_out": "float64",
-    "max_abs_err": "float64", "nonfinite": "int64", "first_nonfinite_stage": "string", "seconds": "float64",
+    "beta": "float64",
+    "rmse": "float64",
+    "rel_rmse": "float64",
+    "rel_rmse_out": "float64",
+    "max_abs_err": "float64",
+    "nonfinite": "int64",
+    "first_nonfinite_stage": "string",
+    "seconds": "float64",
     # with predict = true (pasa_npu.predict_report)
-    "policy": "string", "c": "float64", "kappa": "float64", "pred_rmse": "float64", "pred_bound": "float64",
-    "pred_overflow": "bool_", "pred_overflow_stage": "string", "dominant": "string", "bound_dominant": "string",
-    "regime": "string", "nonlinear_rows": "float64", "max_log_std": "float64", "modelled_as": "string",
-    "pred_seconds": "float64", "meas_overflow": "bool_", "overflow_ok": "bool_", "rmse_ratio": "float64",
-    "bound_ratio": "float64", "bound_ok": "bool_", "rmse_within_3x": "bool_", "loose_because": "string",
+    "policy": "string",
+    "c": "float64",
+    "kappa": "float64",
+    "pred_rmse": "float64",
+    "pred_bound": "float64",
+    "pred_overflow": "bool_",
+    "pred_overflow_stage": "string",
+    "dominant": "string",
+    "bound_dominant": "string",
+    "regime": "string",
+    "nonlinear_rows": "float64",
+    "max_log_std": "float64",
+    "modelled_as": "string",
+    "pred_seconds": "float64",
+    "meas_overflow": "bool_",
+    "overflow_ok": "bool_",
+    "rmse_ratio": "float64",
+    "bound_ratio": "float64",
+    "bound_ok": "bool_",
+    "rmse_within_3x": "bool_",
+    "loose_because": "string",
     "seed_model": "int64",
 }
 
@@ -410,7 +498,9 @@ def _columns() -> dict[str, str]:
     cols = {}
     for name, p in PARAMETERS.items():
         cols["beta_requested" if name == "beta" else name] = _PARAM_TYPES[p.kind]
-    cols.update(point_hash="string", status="string", error="string", version="string", torch_version="string")
+    cols.update(
+        point_hash="string", status="string", error="string", version="string", torch_version="string"
+    )
     cols.update(_RESULT_COLUMNS)
     cols.update(_rms_columns())
     cols.update(wall_s="float64", peak_rss_bytes="int64")
@@ -437,7 +527,7 @@ def done_hashes(out: str | Path) -> set[str]:
     d = Path(out)
     if not d.is_dir():
         return set()
-    return {p.name[len("part-"):-len(".parquet")] for p in d.glob("part-*.parquet")}
+    return {p.name[len("part-") : -len(".parquet")] for p in d.glob("part-*.parquet")}
 
 
 def _write_row(out: Path, row: dict) -> None:
@@ -466,7 +556,6 @@ def load(out: str | Path, *, errors: bool = True):
     point had ``predict = true``), ``wall_s`` of the whole point and ``peak_rss_bytes``.
     ``errors=False`` drops failed points.
     """
-    import pandas as pd
     import pyarrow.dataset as ds
 
     d = Path(out)
@@ -492,11 +581,9 @@ def _serial(points: Sequence[dict], workers: int, scheduler: str | None) -> Iter
 
 
 def _processes(points: Sequence[dict], workers: int, scheduler: str | None) -> Iterator[dict]:
-    from joblib import Parallel, delayed
-
     # loky workers are fresh interpreters; inner_max_num_threads caps OpenMP/BLAS threads there and
     # run_point sets torch's intra-op threads to 1.
-    from joblib import parallel_config
+    from joblib import Parallel, delayed, parallel_config
 
     with parallel_config(backend="loky", inner_max_num_threads=1):
         yield from Parallel(n_jobs=workers, return_as="generator_unordered", batch_size=1)(
@@ -511,20 +598,31 @@ def _dask(points: Sequence[dict], workers: int, scheduler: str | None, log=print
     if scheduler:
         client = Client(scheduler)
     else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        )
         client = Client(cluster)
     try:
         log(f"dask scheduler {client.scheduler.address}; dashboard {client.dashboard_link}")
-        futures = {client.submit(run_point, p, key=f"pasa-point-{point_hash(p)}", pure=False): p for p in points}
+        futures = {
+            client.submit(run_point, p, key=f"pasa-point-{point_hash(p)}", pure=False): p for p in points
+        }
         for fut in as_completed(futures):
             try:
                 yield fut.result()
             except Exception as e:  # noqa: BLE001 - a lost worker: the point is recorded as failed
                 row = {k: futures[fut][k] for k in PARAMETERS}
                 row["beta_requested"] = row.pop("beta")
-                row.update(point_hash=point_hash(futures[fut]), status="error", error=f"{type(e).__name__}: {e}",
-                           version=_package_version())
+                row.update(
+                    point_hash=point_hash(futures[fut]),
+                    status="error",
+                    error=f"{type(e).__name__}: {e}",
+                    version=_package_version(),
+                )
                 yield row
     finally:
         client.close()
@@ -546,8 +644,15 @@ class RunSummary:
 
 
 def run(
-    points: Sequence[dict], out: str | Path, *, executor: str = "processes", workers: int | None = None,
-    scheduler: str | None = None, retry_failed: bool = False, progress: bool = True, log=None,
+    points: Sequence[dict],
+    out: str | Path,
+    *,
+    executor: str = "processes",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    log=None,
 ) -> RunSummary:
     """Run the points that are not yet in the dataset under ``out``; each row is written as it arrives.
 
@@ -597,8 +702,14 @@ def run(
     finally:
         if bar is not None:
             bar.close()
-    return RunSummary(points=len(points), skipped=skipped, ran=ran, failed=failed,
-                      seconds=time.perf_counter() - t0, out=outp)
+    return RunSummary(
+        points=len(points),
+        skipped=skipped,
+        ran=ran,
+        failed=failed,
+        seconds=time.perf_counter() - t0,
+        out=outp,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -611,7 +722,9 @@ def _where(text: str) -> tuple[str, list]:
     key, vals = text.split("=", 1)
     key = key.strip()
     if key not in PARAMETERS:
-        raise argparse.ArgumentTypeError(f"unknown parameter {key!r}; expected one of {', '.join(PARAMETERS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown parameter {key!r}; expected one of {', '.join(PARAMETERS)}"
+        )
     out = []
     for raw in vals.split(","):
         try:
@@ -626,19 +739,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pasa-sweep",
         description="Run a PASA parameter sweep described by a TOML spec; results go to a resumable Parquet "
-                    "dataset (one file per point, keyed by the point hash). Guide: docs/sweeps.md.",
-        epilog="Parameters: " + "; ".join(f"{k} ({p.kind.__name__}, default {p.default!r})"
-                                         for k, p in PARAMETERS.items()),
+        "dataset (one file per point, keyed by the point hash). Guide: docs/sweeps.md.",
+        epilog="Parameters: "
+        + "; ".join(f"{k} ({p.kind.__name__}, default {p.default!r})" for k, p in PARAMETERS.items()),
     )
     p.add_argument("spec", help="TOML sweep spec ([sweep], [defaults], [grid], [[case]])")
     p.add_argument("--out", help="output directory of the Parquet dataset (required unless --dry-run)")
     p.add_argument("--executor", choices=sorted(EXECUTORS), default="processes")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    p.add_argument("--scheduler", default=None, help="address of a running dask scheduler, e.g. tcp://host:8786")
-    p.add_argument("--dry-run", action="store_true", help="print the number of points and their estimated cost")
-    p.add_argument("--predict", action="store_true", help="set predict = true on every point that does not set it")
-    p.add_argument("--where", type=_where, action="append", default=[], metavar="KEY=V1[,V2]",
-                   help="run only the points whose parameter KEY takes one of these values (repeatable)")
+    p.add_argument(
+        "--scheduler", default=None, help="address of a running dask scheduler, e.g. tcp://host:8786"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the number of points and their estimated cost"
+    )
+    p.add_argument(
+        "--predict", action="store_true", help="set predict = true on every point that does not set it"
+    )
+    p.add_argument(
+        "--where",
+        type=_where,
+        action="append",
+        default=[],
+        metavar="KEY=V1[,V2]",
+        help="run only the points whose parameter KEY takes one of these values (repeatable)",
+    )
     p.add_argument("--limit", type=int, default=None, help="run at most this many points (after --where)")
     p.add_argument("--retry-failed", action="store_true", help="run again the points recorded with an error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -664,19 +789,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         todo = [p for p in points if point_hash(p) not in done]
         cost = sum(estimate_seconds(p) for p in todo)
         workers = args.workers or os.cpu_count() or 1
-        print(f"spec {spec.name}: {len(points)} points, {len(points) - len(todo)} already done, {len(todo)} to run")
-        print(f"estimated cost: {cost:.0f} core-seconds ({cost / 3600:.2f} core-hours), about "
-              f"{cost / (1 if args.executor == 'serial' else workers) / 60:.1f} min with "
-              f"{1 if args.executor == 'serial' else workers} worker(s) (an estimate: score elements x a per-element "
-              "time measured on a 2-core x86 CPU)")
+        print(
+            f"spec {spec.name}: {len(points)} points, {len(points) - len(todo)} already done, {len(todo)} to run"
+        )
+        print(
+            f"estimated cost: {cost:.0f} core-seconds ({cost / 3600:.2f} core-hours), about "
+            f"{cost / (1 if args.executor == 'serial' else workers) / 60:.1f} min with "
+            f"{1 if args.executor == 'serial' else workers} worker(s) (an estimate: score elements x a per-element "
+            "time measured on a 2-core x86 CPU)"
+        )
         return 0
     if not args.out:
         print("pasa-sweep: error: --out is required (or use --dry-run)", file=sys.stderr)
         return 2
-    s = run(points, args.out, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
-            retry_failed=args.retry_failed, progress=not args.no_progress)
-    print(f"spec {spec.name}: {s.points} points, {s.skipped} already done, {s.ran} ran ({s.failed} failed) in "
-          f"{s.seconds:.1f} s; results in {s.out}")
+    s = run(
+        points,
+        args.out,
+        executor=args.executor,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        retry_failed=args.retry_failed,
+        progress=not args.no_progress,
+    )
+    print(
+        f"spec {spec.name}: {s.points} points, {s.skipped} already done, {s.ran} ran ({s.failed} failed) in "
+        f"{s.seconds:.1f} s; results in {s.out}"
+    )
     return 0
 
 

@@ -3,6 +3,7 @@
 Every test starts from the same numerical state: mpmath at its default precision and torch seeded,
 so that no test depends on what ran before it (mpmath's own conftest does the same).
 """
+
 from __future__ import annotations
 
 import os

@@ -42,9 +42,21 @@ THEORY_LAYERS = (
 #: package, the Ascend runtime, plotting) and sympy with the two modules built on it (0.5 s to import;
 #: the solver never needs them).
 LAZY_ALLOWED = {
-    "torch", "torch_npu", "matplotlib", "cycler", "sympy", "pasa_theory.scheme", "pasa_theory.symbols",
+    "torch",
+    "torch_npu",
+    "matplotlib",
+    "cycler",
+    "sympy",
+    "pasa_theory.scheme",
+    "pasa_theory.symbols",
     # the optional extras: [sweep] (Parquet, process pools, Dask) and [models] (GGUF, tokenizers, safetensors)
-    "pyarrow", "pandas", "joblib", "dask", "gguf", "tokenizers", "safetensors",
+    "pyarrow",
+    "pandas",
+    "joblib",
+    "dask",
+    "gguf",
+    "tokenizers",
+    "safetensors",
 }
 
 #: Files that are being restructured on their own (the figures layer becomes a subpackage); the rules

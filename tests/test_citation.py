@@ -1,12 +1,13 @@
 """Citation metadata: CITATION.cff is valid YAML with the fields a citation needs, agrees with the
 package version, names no placeholder; the README's BibTeX entries are well formed and agree."""
+
 from __future__ import annotations
 
 import datetime
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 import pasa_npu
@@ -16,8 +17,11 @@ CFF = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
-_PLACEHOLDER = re.compile(r"\b(todo|tbd|fixme|placeholder|your name|lastname|firstname|example\.(com|org)|"
-                          r"contributors|john doe|jane doe|et al)\b", re.I)
+_PLACEHOLDER = re.compile(
+    r"\b(todo|tbd|fixme|placeholder|your name|lastname|firstname|example\.(com|org)|"
+    r"contributors|john doe|jane doe|et al)\b",
+    re.I,
+)
 
 
 def _strings(x):
@@ -56,7 +60,11 @@ def test_cff_cites_the_paper():
     assert paper["type"] == "article"
     assert paper["title"].startswith("Online Pseudo-average Shifting Attention (PASA)")
     assert paper["year"] == 2025 and paper["url"] == "https://arxiv.org/abs/2503.01873"
-    assert {"type": "other", "value": "arXiv:2503.01873", "description": "arXiv preprint identifier"} in paper["identifiers"]
+    assert {
+        "type": "other",
+        "value": "arXiv:2503.01873",
+        "description": "arXiv preprint identifier",
+    } in paper["identifiers"]
     names = [a["family-names"] for a in paper["authors"]]
     assert names[0] == "Cheng" and len(names) == 13
 
@@ -75,7 +83,7 @@ def _bibtex_entries() -> list[str]:
             depth -= 1
             assert depth >= 0, "unbalanced braces in the README's BibTeX"
             if depth == 0:
-                entries.append(text[start:i + 1])
+                entries.append(text[start : i + 1])
     assert depth == 0, "unbalanced braces in the README's BibTeX"
     return entries
 
@@ -83,7 +91,7 @@ def _bibtex_entries() -> list[str]:
 def _fields(entry: str) -> tuple[str, str, dict[str, str]]:
     m = re.match(r"@(\w+)\{([^,\s]+),", entry)
     assert m, entry[:60]
-    fields = dict(re.findall(r"^\s*(\w+)\s*=\s*(.+?),?\s*$", entry[m.end():], re.M))
+    fields = dict(re.findall(r"^\s*(\w+)\s*=\s*(.+?),?\s*$", entry[m.end() :], re.M))
     return m.group(1).lower(), m.group(2), fields
 
 
@@ -101,7 +109,7 @@ def test_readme_bibtex_is_balanced_and_agrees_with_the_cff():
     assert paper["author"].startswith("{Cheng, Long and Liao, Qichen")
     cff_authors = [f"{a['family-names']}, {a['given-names']}" for a in CFF["preferred-citation"]["authors"]]
     block = _bibtex_entries()[1]
-    author_text = re.sub(r"\s+", " ", block[block.index("author"):block.index("year")])
+    author_text = re.sub(r"\s+", " ", block[block.index("author") : block.index("year")])
     for a in cff_authors:
         assert a in author_text, a
 

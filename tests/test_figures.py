@@ -6,6 +6,7 @@ one fixed style per method at single-column width, every figure function is a pl
 typed summary, the registry and the notebooks agree, a figure redrawn from its CSV gives the same
 data, and the figures the README cites are committed with the data behind them and their set-up.
 """
+
 from __future__ import annotations
 
 import csv
@@ -46,7 +47,8 @@ def test_method_colours_come_from_the_colour_blind_safe_palette():
     assert {s.color for s in figures.METHOD_STYLES.values()} <= allowed
     # the eight Okabe–Ito hues (M. Okabe and K. Ito, Color Universal Design, 2008)
     assert sorted(figures.OKABE_ITO.values()) == sorted(
-        ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"])
+        ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+    )
 
 
 def test_bad_arguments_are_named():
@@ -60,7 +62,9 @@ def test_bad_arguments_are_named():
         figures.quick_mode("yes")
 
 
-@pytest.mark.parametrize("value, expected", [("", False), ("0", False), ("no", False), ("1", True), ("yes", True)])
+@pytest.mark.parametrize(
+    "value, expected", [("", False), ("0", False), ("no", False), ("1", True), ("yes", True)]
+)
 def test_quick_mode_reads_the_environment(monkeypatch, value, expected):
     monkeypatch.setenv("PASA_QUICK", value)
     assert figures.quick_mode() is expected
@@ -73,9 +77,13 @@ def test_importing_the_module_does_not_load_matplotlib():
 
 
 # -- structure: plain functions, typed summaries, no hidden imports ---------------------------------------
-NOTEBOOK_MODULES = {"01_shifting_scheme": "scheme", "02_optimal_beta": "optimal_beta",
-                    "03_overflow_resonance": "overflow", "04_predicted_vs_measured": "predicted",
-                    "05_method_comparison": "comparison"}
+NOTEBOOK_MODULES = {
+    "01_shifting_scheme": "scheme",
+    "02_optimal_beta": "optimal_beta",
+    "03_overflow_resonance": "overflow",
+    "04_predicted_vs_measured": "predicted",
+    "05_method_comparison": "comparison",
+}
 
 
 @pytest.mark.parametrize("name", list(figures.FIGURES))
@@ -101,10 +109,18 @@ def test_no_function_level_imports_except_matplotlib():
             if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             for node in ast.walk(fn):
-                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-                bad += [f"{path.name}:{node.lineno}: {n}" for n in names
-                        if n.split(".")[0] not in ("matplotlib", "cycler")]
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else []
+                )
+                bad += [
+                    f"{path.name}:{node.lineno}: {n}"
+                    for n in names
+                    if n.split(".")[0] not in ("matplotlib", "cycler")
+                ]
     assert not bad, bad
 
 
@@ -112,7 +128,7 @@ def test_output_folder_is_found_from_the_package_not_the_working_directory(tmp_p
     assert figures.FIGURES_DIR == ROOT / "figures"
     monkeypatch.chdir(tmp_path)
     assert figures.FIGURES_DIR == ROOT / "figures"
-    res = figures.kappa_landscape(quick=True)             # no out: nothing written anywhere
+    res = figures.kappa_landscape(quick=True)  # no out: nothing written anywhere
     assert res.paths == () and list(tmp_path.iterdir()) == []
 
 
@@ -169,17 +185,22 @@ def test_figures_are_byte_deterministic_in_quick_mode(tmp_path, name, one_thread
 def test_a_figure_redrawn_from_its_csv_has_the_same_data_and_summary(tmp_path, name, one_thread):
     first = figures.make_figure(name, quick=True, out=tmp_path / "a")
     again = figures.make_figure(name, from_csv=tmp_path / "a", out=tmp_path / "b")
-    for ext in ("csv", "png", "pdf"):                     # the drawing reads the rows as the CSV holds them
-        assert (tmp_path / "a" / f"{name}.{ext}").read_bytes() == (tmp_path / "b" / f"{name}.{ext}").read_bytes(), ext
+    for ext in ("csv", "png", "pdf"):  # the drawing reads the rows as the CSV holds them
+        assert (tmp_path / "a" / f"{name}.{ext}").read_bytes() == (
+            tmp_path / "b" / f"{name}.{ext}"
+        ).read_bytes(), ext
     assert again.quick is True and again.setup == first.setup
-    assert repr(again.rows) == repr(first.rows)           # repr: NaN (an overflowed run) equals itself
+    assert repr(again.rows) == repr(first.rows)  # repr: NaN (an overflowed run) equals itself
     assert repr(dataclasses.asdict(again.summary)) == repr(dataclasses.asdict(first.summary))
 
 
 def test_read_csv_skips_the_set_up_and_types_the_columns(tmp_path):
-    path = figures.write_csv(tmp_path / "t.csv", ("kind", "n", "x", "stage"),
-                             [dict(kind="a", n=3, x=0.1, stage=""), dict(kind="b", n=4, x=None, stage="scores")],
-                             {"figure": "t", "shape": "S1 5,  S2 7"})
+    path = figures.write_csv(
+        tmp_path / "t.csv",
+        ("kind", "n", "x", "stage"),
+        [dict(kind="a", n=3, x=0.1, stage=""), dict(kind="b", n=4, x=None, stage="scores")],
+        {"figure": "t", "shape": "S1 5,  S2 7"},
+    )
     assert path.read_text().splitlines()[:3] == ["# figure: t", "# shape: S1 5, S2 7", "kind,n,x,stage"]
     setup, columns, rows = figures.read_csv(path)
     assert setup == {"figure": "t", "shape": "S1 5, S2 7"} and columns == ("kind", "n", "x", "stage")
@@ -195,7 +216,10 @@ def test_read_csv_skips_the_set_up_and_types_the_columns(tmp_path):
 def test_cli_writes_one_figure_and_rejects_unknown_names(tmp_path, capsys):
     assert figures.main(["--only", "kappa_landscape", "--quick", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "kappa_landscape.csv", "kappa_landscape.pdf", "kappa_landscape.png"]
+        "kappa_landscape.csv",
+        "kappa_landscape.pdf",
+        "kappa_landscape.png",
+    ]
     with pytest.raises(SystemExit) as exc:
         figures.main(["--only", "nope", "--out", str(tmp_path)])
     assert exc.value.code == 2
@@ -208,8 +232,13 @@ def test_cli_writes_one_figure_and_rejects_unknown_names(tmp_path, capsys):
 
 
 def test_python_m_runs_the_command_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "pasa_npu.figures", "--list"], check=True, capture_output=True,
-                         text=True, cwd=tmp_path).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pasa_npu.figures", "--list"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    ).stdout
     assert "kappa_landscape" in out and list(tmp_path.iterdir()) == []
 
 
@@ -221,7 +250,14 @@ def test_every_figure_is_shown_by_its_notebook_and_every_notebook_figure_is_regi
         assert f"figures.{name}(" in sources[spec.notebook], f"{name} is not drawn in {spec.notebook}"
         assert getattr(figures, name) is spec.function
     called = {m for text in sources.values() for m in re.findall(r"figures\.([a-z0-9_]+)\(", text)}
-    helpers = {"quick_mode", "comparison_shape", "make_figure", "method_style", "predicted_overflow_mean", "read_csv"}
+    helpers = {
+        "quick_mode",
+        "comparison_shape",
+        "make_figure",
+        "method_style",
+        "predicted_overflow_mean",
+        "read_csv",
+    }
     assert called - helpers <= set(figures.FIGURES), called - helpers - set(figures.FIGURES)
 
 
@@ -243,12 +279,14 @@ def test_cited_figures_are_committed_with_their_data(name):
     assert rows and setup["figure"] == name and setup["mode"] == "full"
     # the data set-up: what was computed on which data, and which methods
     assert len(setup) >= 5, setup
-    if name != "kappa_landscape":                         # κ depends on the stored constants only
+    if name != "kappa_landscape":  # κ depends on the stored constants only
         assert {"data", "shape", "methods"} <= set(setup), setup
         assert "seed" in setup["data"] and "d 128" in setup["shape"], setup
     text = (base / f"{name}.csv").read_text()
-    assert all(len(r) == len(next(csv.reader(text.splitlines()[len(setup):])))
-               for r in csv.reader(text.splitlines()[len(setup):]))
+    assert all(
+        len(r) == len(next(csv.reader(text.splitlines()[len(setup) :])))
+        for r in csv.reader(text.splitlines()[len(setup) :])
+    )
 
 
 @pytest.mark.parametrize("name", sorted(n for n, s in figures.FIGURES.items() if s.cited))
@@ -278,7 +316,7 @@ def test_readme_numbers_of_predicted_vs_measured_follow_from_its_csv():
     import math
 
     rows = _committed_rows("predicted_vs_measured")
-    assert len(rows) == 864                                   # 2 dists x 4 means x 4 amplitudes x 3 S2 x 9 methods
+    assert len(rows) == 864  # 2 dists x 4 means x 4 amplitudes x 3 S2 x 9 methods
     ratios = [float(r["rmse_ratio"]) for r in rows if r["rmse_ratio"] != ""]
     assert all(math.isfinite(x) for x in ratios)
     assert len(ratios) == 837
@@ -291,9 +329,12 @@ def test_readme_numbers_of_predicted_vs_measured_follow_from_its_csv():
 
 @pytest.mark.parametrize("method, lo, hi", [("fa_qk", 19, 23), ("fa_q", 72, 77), ("pasa", 410, 475)])
 def test_readme_overflow_frontier_follows_from_its_csv(method, lo, hi):
-    cells = [r for r in _committed_rows("overflow_frontier")
-             if r["kind"] == "measured" and r["dist"] == "uniform" and r["method"] == method]
-    assert len(cells) == 4                                    # amplitudes 0.5, 5, 10, 20
+    cells = [
+        r
+        for r in _committed_rows("overflow_frontier")
+        if r["kind"] == "measured" and r["dist"] == "uniform" and r["method"] == method
+    ]
+    assert len(cells) == 4  # amplitudes 0.5, 5, 10, 20
     assert all(lo <= float(r["mean_overflow"]) <= hi for r in cells), [r["mean_overflow"] for r in cells]
 
 
@@ -312,9 +353,11 @@ def test_overflow_frontier_predictions_cover_the_measured_amplitudes_only():
     rows = _committed_rows("overflow_frontier")
     measured = {float(r["amplitude"]) for r in rows if r["kind"] == "measured"}
     predicted = {float(r["amplitude"]) for r in rows if r["kind"] == "predicted"}
-    assert measured <= predicted and min(predicted) == min(measured) == 0.5 and max(predicted) == max(measured)
+    assert (
+        measured <= predicted and min(predicted) == min(measured) == 0.5 and max(predicted) == max(measured)
+    )
     stages = {r["stage"] for r in rows if r["kind"] == "predicted" and r["mean_overflow"] != ""}
-    assert stages == {"scores"}, stages                   # one mechanism along every drawn band
+    assert stages == {"scores"}, stages  # one mechanism along every drawn band
 
 
 def test_at_zero_amplitude_the_envelope_names_the_script_presets_accumulator():
@@ -322,4 +365,6 @@ def test_at_zero_amplitude_the_envelope_names_the_script_presets_accumulator():
     # S2 copies of μ: it reaches 65520 at μ = 65520 / S2; the reason A = 0 is not drawn with the bands
     got, stage = figures.predicted_overflow_mean("pasa:script", "uniform", 0.0, seq_q=1407, seq_kv=1407)
     assert stage == "accumulator" and got == pytest.approx(65520 / 1407, rel=1.1e-3)
-    assert figures.predicted_overflow_mean("pasa:script", "uniform", 0.5, seq_q=1407, seq_kv=1407)[1] == "scores"
+    assert (
+        figures.predicted_overflow_mean("pasa:script", "uniform", 0.5, seq_q=1407, seq_kv=1407)[1] == "scores"
+    )

@@ -9,6 +9,7 @@ directory outside the repository (the notebooks find ``figures/`` from the packa
 contain their own checks (``assert`` on the numbers they print), so an execution that passes also
 means every claim they state held.
 """
+
 from __future__ import annotations
 
 import ast
@@ -29,8 +30,14 @@ def _ids(paths):
     return [p.stem for p in paths]
 
 
-EXPECTED = ["01_shifting_scheme", "02_optimal_beta", "03_overflow_resonance", "04_predicted_vs_measured",
-            "05_method_comparison", "07_real_models"]
+EXPECTED = [
+    "01_shifting_scheme",
+    "02_optimal_beta",
+    "03_overflow_resonance",
+    "04_predicted_vs_measured",
+    "05_method_comparison",
+    "07_real_models",
+]
 
 
 def test_the_numbered_notebooks_exist():
@@ -46,7 +53,9 @@ def test_committed_notebook_has_no_outputs_or_execution_counts(path):
         if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
     ]
     assert not bad, f"{path.name}: cells with outputs or execution counts (index, what): {bad}; clear them"
-    assert nb["metadata"].get("kernelspec", {}).get("name") == "python3", "kernelspec must be the generic python3"
+    assert nb["metadata"].get("kernelspec", {}).get("name") == "python3", (
+        "kernelspec must be the generic python3"
+    )
     assert "widgets" not in nb["metadata"], "widget state is an output"
 
 
@@ -72,7 +81,9 @@ QUICK_PARAMETERS = "QUICK = True\nSAVE = False\n"
 
 def _parameters_cell(nb):
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and "parameters" in code[0].metadata.get("tags", []), "the first code cell must be tagged parameters"
+    assert code and "parameters" in code[0].metadata.get("tags", []), (
+        "the first code cell must be tagged parameters"
+    )
     return code[0]
 
 
@@ -91,8 +102,12 @@ def test_first_code_cell_switches_quick_mode_and_saving_with_safe_defaults(path)
 
 
 def _snapshot() -> dict[str, float]:
-    files = [p for d in (NOTEBOOK_DIR, ROOT / "figures") for p in d.rglob("*") if p.is_file()
-             and ".ipynb_checkpoints" not in p.parts]
+    files = [
+        p
+        for d in (NOTEBOOK_DIR, ROOT / "figures")
+        for p in d.rglob("*")
+        if p.is_file() and ".ipynb_checkpoints" not in p.parts
+    ]
     return {str(p): p.stat().st_mtime_ns for p in files}
 
 
@@ -101,7 +116,7 @@ def test_notebook_executes_in_quick_mode(path, monkeypatch, tmp_path):
     import nbformat
     from nbclient import NotebookClient
 
-    monkeypatch.delenv("PASA_QUICK", raising=False)    # quick mode comes from the notebook's own cell
+    monkeypatch.delenv("PASA_QUICK", raising=False)  # quick mode comes from the notebook's own cell
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     # one intra-op thread in the kernel: quick mode is many small tensor operations, which slow down
     # badly from OpenMP spinning when other processes share the two cores (results do not change)
@@ -110,12 +125,18 @@ def test_notebook_executes_in_quick_mode(path, monkeypatch, tmp_path):
     _parameters_cell(nb).source = QUICK_PARAMETERS
     before = _snapshot()
     t0 = time.perf_counter()
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()  # raises CellExecutionError with the failing cell's traceback
     seconds = time.perf_counter() - t0
-    errors = [(i, o.get("ename"), o.get("evalue")) for i, c in enumerate(nb.cells) if c.cell_type == "code"
-              for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        (i, o.get("ename"), o.get("evalue"))
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors, errors
     print(f"{path.name}: executed in quick mode in {seconds:.1f} s")
     assert _snapshot() == before, "a quick-mode run must not write into notebooks/ or figures/"

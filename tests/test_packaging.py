@@ -1,12 +1,13 @@
 """The project's set-up contract: one distribution, pinned dev environment, conda file in sync."""
+
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 
@@ -37,8 +38,12 @@ def test_environment_yml_agrees_with_pyproject():
 
 def test_dev_pins_satisfy_the_library_ranges():
     proj = _pyproject()
-    ranges = {Requirement(r).name.lower().replace("_", "-"): Requirement(r).specifier
-              for r in proj["dependencies"] + proj["optional-dependencies"]["dev"] + proj["optional-dependencies"]["notebooks"]}
+    ranges = {
+        Requirement(r).name.lower().replace("_", "-"): Requirement(r).specifier
+        for r in proj["dependencies"]
+        + proj["optional-dependencies"]["dev"]
+        + proj["optional-dependencies"]["notebooks"]
+    }
     pins = {}
     for line in (ROOT / "requirements-dev.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
@@ -61,9 +66,12 @@ def test_two_readme_commands_and_ci():
 
 def test_entry_points_exist():
     scripts = _pyproject()["scripts"]
-    assert scripts == {"pasa-verify": "pasa_npu.cli:main", "pasa-alpha": "pasa_theory.cli:main",
-                       "pasa-beta": "pasa_theory.cli:main",
-                       "pasa-sweep": "pasa_npu.sweep:main"}
+    assert scripts == {
+        "pasa-verify": "pasa_npu.cli:main",
+        "pasa-alpha": "pasa_theory.cli:main",
+        "pasa-beta": "pasa_theory.cli:main",
+        "pasa-sweep": "pasa_npu.sweep:main",
+    }
 
 
 def test_python_m_entry_points_answer_help():

@@ -13,6 +13,7 @@ Conventions (written for README authors):
 * ``<!-- readme-test: skip (reason) -->`` right before a block skips it; every such marker must give
   a reason. Keep runnable blocks cheap (seconds).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,10 +36,17 @@ _RUNNABLE = ("pasa-alpha", "pasa-verify")
 def _blocks() -> list[dict]:
     out = []
     for m in _FENCE.finditer(README):
-        before = README[:m.start()].rstrip().splitlines()
+        before = README[: m.start()].rstrip().splitlines()
         mark = _MARK.search(before[-1]) if before else None
-        out.append(dict(lang=m.group(1), code=m.group(2), line=README[:m.start()].count("\n") + 1,
-                        mark=mark.group(1) if mark else None, reason=mark.group(2) if mark else None))
+        out.append(
+            dict(
+                lang=m.group(1),
+                code=m.group(2),
+                line=README[: m.start()].count("\n") + 1,
+                mark=mark.group(1) if mark else None,
+                reason=mark.group(2) if mark else None,
+            )
+        )
     return out
 
 
@@ -75,8 +83,14 @@ def test_python_blocks_run_and_print_what_the_readme_shows(tmp_path):
         script.append(f"print('@@README-BLOCK {i}@@', flush=True)")
         script.append(f"exec(compile({b['code']!r}, 'README.md line {b['line']}', 'exec'), ns)")
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    res = subprocess.run([sys.executable, "-W", "error", "-c", "\n".join(script)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-W", "error", "-c", "\n".join(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, f"a README python block failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     outputs = re.split(r"^@@README-BLOCK \d+@@\n", res.stdout, flags=re.M)[1:]
     assert len(outputs) == len(pairs)
@@ -85,8 +99,10 @@ def test_python_blocks_run_and_print_what_the_readme_shows(tmp_path):
             continue
         for want in (ln.strip() for ln in expected["code"].splitlines()):
             if want:
-                assert want in got, (f"README line {expected['line']}: expected output line\n  {want}\n"
-                                     f"not printed by the block at line {b['line']}; it printed:\n{textwrap.indent(got, '  ')}")
+                assert want in got, (
+                    f"README line {expected['line']}: expected output line\n  {want}\n"
+                    f"not printed by the block at line {b['line']}; it printed:\n{textwrap.indent(got, '  ')}"
+                )
     assert list(tmp_path.iterdir()) == [], "README python blocks must not write files"
 
 
@@ -95,7 +111,7 @@ def _commands() -> list[tuple[int, str]]:
     for b in BLOCKS:
         if b["lang"] in ("bash", "console", "sh") and b["mark"] != "skip":
             for ln in b["code"].splitlines():
-                ln = re.split(r"\s+#", ln.strip().removeprefix("$ "))[0].strip()   # drop trailing comments
+                ln = re.split(r"\s+#", ln.strip().removeprefix("$ "))[0].strip()  # drop trailing comments
                 if ln.startswith(_RUNNABLE):
                     cmds.append((b["line"], ln))
     return cmds
@@ -113,7 +129,9 @@ def test_there_are_runnable_commands():
 def test_readme_command_runs(line, cmd, tmp_path):
     bindir = Path(sys.executable).parent
     env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1")
-    res = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        ["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, f"README line {line}: `{cmd}` exited {res.returncode}\n{res.stderr[-2000:]}"
     if "--out" not in cmd:
         assert list(tmp_path.iterdir()) == [], f"README line {line}: `{cmd}` wrote files without --out"
@@ -121,18 +139,29 @@ def test_readme_command_runs(line, cmd, tmp_path):
 
 def test_setup_commands_and_sections_are_there():
     assert "make demo" in README and "make test" in README
-    for heading in ("## Set-up", "## Which β do I use?", "## Quick start", "## Running on a GPU or an Ascend NPU",
-                    "## Routing a model's attention through PASA", "## Architecture", "## Citing"):
+    for heading in (
+        "## Set-up",
+        "## Which β do I use?",
+        "## Quick start",
+        "## Running on a GPU or an Ascend NPU",
+        "## Routing a model's attention through PASA",
+        "## Architecture",
+        "## Citing",
+    ):
         assert heading in README, heading
     # the β box comes before the quick start, which comes before everything else
-    assert README.index("## Which β do I use?") < README.index("## Quick start") < README.index("## Architecture")
+    assert (
+        README.index("## Which β do I use?")
+        < README.index("## Quick start")
+        < README.index("## Architecture")
+    )
 
 
 def test_the_three_fp16_betas_are_what_the_theory_computes():
     """The values in the β box, recomputed here (the box's text must match the exact solver)."""
     import pasa_theory as pt
 
-    box = README[README.index("## Which β do I use?"):README.index("## Quick start")]
+    box = README[README.index("## Which β do I use?") : README.index("## Quick start")]
     published = pt.optimal_beta("fp16", 128, start="31/32")
     selected = pt.optimal_beta("fp16", 128)
     folded = pt.optimal_beta("fp16", 128, scale="1/sqrt(128)")
@@ -149,7 +178,12 @@ _LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 @pytest.mark.parametrize("target", sorted({t for t in _LINK.findall(README) if "://" not in t}))
 def test_relative_links_resolve(target):
     path = ROOT / target
-    if not path.exists() and target in ("docs/method.md", "docs/precision.md", "docs/error-model.md", "docs/design.md"):
+    if not path.exists() and target in (
+        "docs/method.md",
+        "docs/precision.md",
+        "docs/error-model.md",
+        "docs/design.md",
+    ):
         pytest.skip(f"{target} is written with the method documentation; checked once it is in the tree")
     assert path.exists(), f"README links to {target}, which does not exist"
 

@@ -38,14 +38,23 @@ twice gives the same bytes. CSV numbers are written with 10 significant digits; 
 marker and line style per method in every figure. matplotlib is imported inside the drawing helpers
 only: ``import pasa_npu.figures`` does not load it.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 from ._cli import main
 from ._common import FOLDED_BETAS, FP16_MAX, FP16_OVERFLOW, PUBLISHED_BETAS, U64
 from ._io import FIGURES_DIR, FigureResult, quick_mode, read_csv, save_figure, write_csv
 from ._registry import FIGURES, FigureSpec, make_figure
-from ._style import COLUMN_WIDTH, DARK_GREY, GREY, METHOD_STYLES, OKABE_ITO, STYLE_RC, MethodStyle, method_style
+from ._style import (
+    COLUMN_WIDTH,
+    DARK_GREY,
+    GREY,
+    METHOD_STYLES,
+    OKABE_ITO,
+    STYLE_RC,
+    MethodStyle,
+    method_style,
+)
 from .comparison import (
     COMPARISON_METHODS,
     GRID_COLUMNS,
@@ -88,21 +97,68 @@ from .predicted import (
 from .scheme import Fp64ExactnessSummary, fp64_exactness
 
 __all__ = [
-    "OKABE_ITO", "GREY", "DARK_GREY", "COLUMN_WIDTH", "STYLE_RC", "MethodStyle", "METHOD_STYLES", "method_style",
-    "quick_mode", "FIGURES_DIR", "comparison_shape", "COMPARISON_METHODS", "ONE_HOT_BELOW", "PREDICT_METHODS",
-    "OVERFLOW_METHODS", "RESONANCE_METHODS", "predicted_overflow_mean", "FigureResult", "FigureSpec", "FIGURES",
-    "make_figure", "save_figure", "write_csv", "read_csv", "main",
+    "OKABE_ITO",
+    "GREY",
+    "DARK_GREY",
+    "COLUMN_WIDTH",
+    "STYLE_RC",
+    "MethodStyle",
+    "METHOD_STYLES",
+    "method_style",
+    "quick_mode",
+    "FIGURES_DIR",
+    "comparison_shape",
+    "COMPARISON_METHODS",
+    "ONE_HOT_BELOW",
+    "PREDICT_METHODS",
+    "OVERFLOW_METHODS",
+    "RESONANCE_METHODS",
+    "predicted_overflow_mean",
+    "FigureResult",
+    "FigureSpec",
+    "FIGURES",
+    "make_figure",
+    "save_figure",
+    "write_csv",
+    "read_csv",
+    "main",
     # figures
-    "fp64_exactness", "beta_fixed_points", "kappa_landscape", "overflow_frontier", "accumulator_overflow",
-    "resonance_statistics", "resonance_accuracy", "method_comparison", "beta_sweep", "predicted_vs_measured",
-    "error_budget", "error_vs_length",
+    "fp64_exactness",
+    "beta_fixed_points",
+    "kappa_landscape",
+    "overflow_frontier",
+    "accumulator_overflow",
+    "resonance_statistics",
+    "resonance_accuracy",
+    "method_comparison",
+    "beta_sweep",
+    "predicted_vs_measured",
+    "error_budget",
+    "error_vs_length",
     # their summaries
-    "Fp64ExactnessSummary", "BetaFixedPointsSummary", "KappaLandscapeSummary", "OverflowSummary",
-    "OverflowFrontierSummary", "AccumulatorOverflowSummary", "ResonanceStatisticsSummary", "ResonanceAccuracySummary",
-    "MethodPrediction", "PredictionTotals", "PredictedVsMeasuredSummary", "BudgetEntry", "ErrorVsLengthSummary",
-    "MethodRatios", "MethodComparisonSummary", "BetaSweepMethod", "BetaSweepSummary",
+    "Fp64ExactnessSummary",
+    "BetaFixedPointsSummary",
+    "KappaLandscapeSummary",
+    "OverflowSummary",
+    "OverflowFrontierSummary",
+    "AccumulatorOverflowSummary",
+    "ResonanceStatisticsSummary",
+    "ResonanceAccuracySummary",
+    "MethodPrediction",
+    "PredictionTotals",
+    "PredictedVsMeasuredSummary",
+    "BudgetEntry",
+    "ErrorVsLengthSummary",
+    "MethodRatios",
+    "MethodComparisonSummary",
+    "BetaSweepMethod",
+    "BetaSweepSummary",
     # constants
-    "FP16_MAX", "FP16_OVERFLOW", "U64", "PUBLISHED_BETAS", "FOLDED_BETAS", "GRID_COLUMNS", "PVM_COLUMNS",
+    "FP16_MAX",
+    "FP16_OVERFLOW",
+    "U64",
+    "PUBLISHED_BETAS",
+    "FOLDED_BETAS",
+    "GRID_COLUMNS",
+    "PVM_COLUMNS",
 ]
-
-

@@ -1,4 +1,5 @@
 """``python -m pasa_npu.figures`` (see :func:`pasa_npu.figures.main`)."""
+
 import sys
 
 from . import main

@@ -1,4 +1,5 @@
 """``python -m pasa_npu.figures``: write the figures into a folder."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,18 +17,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--all", action="store_true", help="every figure")
-    sel.add_argument("--only", action="append", metavar="NAME", help="one figure (repeatable, or comma-separated)")
-    sel.add_argument("--cited", action="store_true", help="only the figures the README cites (the committed ones)")
+    sel.add_argument(
+        "--only", action="append", metavar="NAME", help="one figure (repeatable, or comma-separated)"
+    )
+    sel.add_argument(
+        "--cited", action="store_true", help="only the figures the README cites (the committed ones)"
+    )
     p.add_argument("--list", action="store_true", help="list the figures and exit")
-    p.add_argument("--out", default="figures", help="output folder (default: figures, relative to the current directory)")
+    p.add_argument(
+        "--out", default="figures", help="output folder (default: figures, relative to the current directory)"
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small shapes (as PASA_QUICK=1)")
-    mode.add_argument("--from-csv", metavar="DIR",
-                      help="redraw from DIR/<name>.csv (written by an earlier run) instead of computing")
+    mode.add_argument(
+        "--from-csv",
+        metavar="DIR",
+        help="redraw from DIR/<name>.csv (written by an earlier run) instead of computing",
+    )
     args = p.parse_args(argv)
     if args.list:
         for spec in FIGURES.values():
-            print(f"{spec.name:22} {'cited ' if spec.cited else '      '}{spec.notebook:24} {spec.description}")
+            print(
+                f"{spec.name:22} {'cited ' if spec.cited else '      '}{spec.notebook:24} {spec.description}"
+            )
         return 0
     if args.all:
         names = list(FIGURES)
@@ -46,5 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             res = make_figure(name, out=args.out, from_csv=args.from_csv)
         else:
             res = make_figure(name, quick=True if args.quick else None, out=args.out)
-        print(f"{name}: {', '.join(str(x) for x in res.paths)} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        print(
+            f"{name}: {', '.join(str(x) for x in res.paths)} ({time.perf_counter() - t0:.1f} s)", flush=True
+        )
     return 0

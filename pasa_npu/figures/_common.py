@@ -1,4 +1,5 @@
 """Constants and small helpers shared by the figure modules."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,17 @@ import pasa_theory as _pt
 from .. import metrics
 from ..methods import run_method
 
-__all__ = ["FP16_MAX", "FP16_OVERFLOW", "U64", "spread", "overflow_stage", "fp64_scores", "PUBLISHED_BETAS",
-           "FOLDED_BETAS", "METHOD_DOC"]
+__all__ = [
+    "FP16_MAX",
+    "FP16_OVERFLOW",
+    "U64",
+    "spread",
+    "overflow_stage",
+    "fp64_scores",
+    "PUBLISHED_BETAS",
+    "FOLDED_BETAS",
+    "METHOD_DOC",
+]
 
 FP16_MAX = float(_pt.get_format("fp16").max_finite)
 #: Smallest magnitude that rounds to inf in fp16 (round to nearest even).
@@ -45,7 +55,9 @@ def finite(x: Any) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def overflow_stage(method: str, q: Any, k: Any, v: Any, *, precision: str = "npu_fp16", **kw: Any) -> str | None:
+def overflow_stage(
+    method: str, q: Any, k: Any, v: Any, *, precision: str = "npu_fp16", **kw: Any
+) -> str | None:
     """Run ``method``; the first pipeline stage with inf/NaN if the output is not finite, else None."""
     with metrics.census() as cen:
         out = run_method(method, q, k, v, precision=precision, **kw)

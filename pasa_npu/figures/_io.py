@@ -5,6 +5,7 @@ block sizes, methods, mode), then one header row, then the rows the drawing read
 skips the comment lines, so any figure can be redrawn from its committed CSV alone
 (``from_csv=``; ``python -m pasa_npu.figures --from-csv figures``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,8 +19,16 @@ from typing import Any, Generic, TypeVar
 
 from ._style import PDF_METADATA, PNG_METADATA, rc
 
-__all__ = ["FIGURES_DIR", "FigureResult", "quick_mode", "write_csv", "read_csv", "save_figure", "run_figure",
-           "Row"]
+__all__ = [
+    "FIGURES_DIR",
+    "FigureResult",
+    "quick_mode",
+    "write_csv",
+    "read_csv",
+    "save_figure",
+    "run_figure",
+    "Row",
+]
 
 #: The repository's ``figures/`` folder, found from this package's location (not the working
 #: directory): where ``make figures`` writes and the notebooks save when asked.
@@ -85,8 +94,9 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Row],
-              setup: Mapping[str, str] | None = None) -> Path:
+def write_csv(
+    path: str | Path, columns: Sequence[str], rows: Iterable[Row], setup: Mapping[str, str] | None = None
+) -> Path:
     """Write rows as CSV with fixed formatting (10 significant digits, ``\\n`` line ends), preceded by
     one ``# key: value`` line per entry of ``setup``."""
     path = Path(path)
@@ -145,7 +155,9 @@ def _parse(lines: list[str]) -> tuple[dict[str, str], tuple[str, ...], list[Row]
         except ValueError:
             continue
         numeric.add(c)
-    rows = [{c: ((_number(r[c]) if r[c] != "" else None) if c in numeric else r[c]) for c in columns} for r in raw]
+    rows = [
+        {c: ((_number(r[c]) if r[c] != "" else None) if c in numeric else r[c]) for c in columns} for r in raw
+    ]
     return setup, columns, rows
 
 
@@ -178,9 +190,17 @@ def save_figure(result: FigureResult[Any], out: str | Path) -> tuple[Path, ...]:
 Compute = Callable[[bool], tuple[list[Row], dict[str, str]]]
 
 
-def run_figure(name: str, *, columns: Sequence[str], compute: Compute, summarize: Callable[[list[Row]], S],
-               draw: Callable[[list[Row], S], Any], quick: bool | None, out: str | Path | None,
-               from_csv: str | Path | None) -> FigureResult[S]:
+def run_figure(
+    name: str,
+    *,
+    columns: Sequence[str],
+    compute: Compute,
+    summarize: Callable[[list[Row]], S],
+    draw: Callable[[list[Row], S], Any],
+    quick: bool | None,
+    out: str | Path | None,
+    from_csv: str | Path | None,
+) -> FigureResult[S]:
     """Compute (or read from ``from_csv``: a CSV file, or a folder holding ``<name>.csv``), summarise,
     draw, and save into ``out`` if given. The summary and the drawing read the rows only, as the CSV
     holds them (:func:`as_written`)."""
@@ -192,7 +212,9 @@ def run_figure(name: str, *, columns: Sequence[str], compute: Compute, summarize
             path = path / f"{name}.csv"
         setup, found, rows = read_csv(path)
         if tuple(found) != tuple(columns):
-            raise ValueError(f"from_csv: {path} has the columns {found}, figure {name!r} reads {tuple(columns)}")
+            raise ValueError(
+                f"from_csv: {path} has the columns {found}, figure {name!r} reads {tuple(columns)}"
+            )
         mode = setup.get("mode", "full")
         q = mode == "quick"
         if setup.get("figure", name) != name:

@@ -28,41 +28,89 @@ class FigureSpec:
     cited: bool
 
 
-def _spec(function: Callable[..., FigureResult[Any]], notebook: str, description: str, cited: bool = False) -> FigureSpec:
+def _spec(
+    function: Callable[..., FigureResult[Any]], notebook: str, description: str, cited: bool = False
+) -> FigureSpec:
     return FigureSpec(function.__name__, function, notebook, description, cited)
 
 
 #: Registry: figure name → spec, in notebook order.
-FIGURES: dict[str, FigureSpec] = {s.name: s for s in (
-    _spec(fp64_exactness, "01_shifting_scheme",
-          "PASA in float64 equals attention up to float64 rounding, for every β and block size"),
-    _spec(beta_fixed_points, "02_optimal_beta",
-          "every fixed point of the β equation per rounding cell, per format and block size, with |κ|"),
-    _spec(kappa_landscape, "02_optimal_beta",
-          "κ(β) for fp16, n = 128: the equation's setting, the script preset's and npu_fp16's", cited=True),
-    _spec(overflow_frontier, "03_overflow_resonance",
-          "the input mean at which each method first overflows, measured and predicted", cited=True),
-    _spec(accumulator_overflow, "03_overflow_resonance",
-          "unnormalised O/ℓ accumulators overflow at S2·mean(V) ≈ 65520; renormalised ones never"),
-    _spec(resonance_statistics, "03_overflow_resonance",
-          "resonance: score magnitude, row bias and what the shift removes, over phases, amplitudes and seeds",
-          cited=True),
-    _spec(resonance_accuracy, "03_overflow_resonance",
-          "resonance: each method's error relative to naive fp16 attention, aligned and random phase"),
-    _spec(predicted_vs_measured, "04_predicted_vs_measured",
-          "predicted against measured error for every method over the grid and sequence lengths", cited=True),
-    _spec(error_budget, "04_predicted_vs_measured",
-          "per-stage error budget of PASA's presets and fp16 flash attention on one case"),
-    _spec(error_vs_length, "04_predicted_vs_measured", "error against the sequence length, measured and predicted"),
-    _spec(method_comparison, "05_method_comparison",
-          "accuracy of every method relative to naive fp16 attention on the reference grid", cited=True),
-    _spec(beta_sweep, "05_method_comparison",
-          "error against β over several data draws, with the c·ulp(μ̃)/2 sawtooth of the script preset", cited=True),
-)}
+FIGURES: dict[str, FigureSpec] = {
+    s.name: s
+    for s in (
+        _spec(
+            fp64_exactness,
+            "01_shifting_scheme",
+            "PASA in float64 equals attention up to float64 rounding, for every β and block size",
+        ),
+        _spec(
+            beta_fixed_points,
+            "02_optimal_beta",
+            "every fixed point of the β equation per rounding cell, per format and block size, with |κ|",
+        ),
+        _spec(
+            kappa_landscape,
+            "02_optimal_beta",
+            "κ(β) for fp16, n = 128: the equation's setting, the script preset's and npu_fp16's",
+            cited=True,
+        ),
+        _spec(
+            overflow_frontier,
+            "03_overflow_resonance",
+            "the input mean at which each method first overflows, measured and predicted",
+            cited=True,
+        ),
+        _spec(
+            accumulator_overflow,
+            "03_overflow_resonance",
+            "unnormalised O/ℓ accumulators overflow at S2·mean(V) ≈ 65520; renormalised ones never",
+        ),
+        _spec(
+            resonance_statistics,
+            "03_overflow_resonance",
+            "resonance: score magnitude, row bias and what the shift removes, over phases, amplitudes and seeds",
+            cited=True,
+        ),
+        _spec(
+            resonance_accuracy,
+            "03_overflow_resonance",
+            "resonance: each method's error relative to naive fp16 attention, aligned and random phase",
+        ),
+        _spec(
+            predicted_vs_measured,
+            "04_predicted_vs_measured",
+            "predicted against measured error for every method over the grid and sequence lengths",
+            cited=True,
+        ),
+        _spec(
+            error_budget,
+            "04_predicted_vs_measured",
+            "per-stage error budget of PASA's presets and fp16 flash attention on one case",
+        ),
+        _spec(
+            error_vs_length,
+            "04_predicted_vs_measured",
+            "error against the sequence length, measured and predicted",
+        ),
+        _spec(
+            method_comparison,
+            "05_method_comparison",
+            "accuracy of every method relative to naive fp16 attention on the reference grid",
+            cited=True,
+        ),
+        _spec(
+            beta_sweep,
+            "05_method_comparison",
+            "error against β over several data draws, with the c·ulp(μ̃)/2 sawtooth of the script preset",
+            cited=True,
+        ),
+    )
+}
 
 
-def make_figure(name: str, *, quick: bool | None = None, out: str | Path | None = None,
-                from_csv: str | Path | None = None) -> FigureResult[Any]:
+def make_figure(
+    name: str, *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
+) -> FigureResult[Any]:
     """Run the figure function called ``name`` (see :data:`FIGURES`)."""
     if name not in FIGURES:
         raise ValueError(f"name: unknown figure {name!r}; figures: {', '.join(FIGURES)}")

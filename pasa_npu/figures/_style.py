@@ -3,14 +3,29 @@
 matplotlib is imported inside the helpers that need it (it is an optional, heavy dependency):
 importing this module does not load it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["OKABE_ITO", "GREY", "DARK_GREY", "COLUMN_WIDTH", "STYLE_RC", "PDF_METADATA", "PNG_METADATA",
-           "MethodStyle", "METHOD_STYLES", "method_style", "edge_colour", "style_rc", "rc", "new_figure",
-           "legend_below"]
+__all__ = [
+    "OKABE_ITO",
+    "GREY",
+    "DARK_GREY",
+    "COLUMN_WIDTH",
+    "STYLE_RC",
+    "PDF_METADATA",
+    "PNG_METADATA",
+    "MethodStyle",
+    "METHOD_STYLES",
+    "method_style",
+    "edge_colour",
+    "style_rc",
+    "rc",
+    "new_figure",
+    "legend_below",
+]
 
 #: The Okabe–Ito palette (M. Okabe and K. Ito, "Color Universal Design", 2008), safe for the common
 #: colour-vision deficiencies.
@@ -74,8 +89,13 @@ class MethodStyle:
 
     def line(self) -> dict[str, Any]:
         """Keyword arguments for ``Axes.plot``."""
-        return dict(color=self.color, marker=self.marker, linestyle=self.linestyle, label=self.label,
-                    markeredgecolor=edge_colour(self.color))
+        return dict(
+            color=self.color,
+            marker=self.marker,
+            linestyle=self.linestyle,
+            label=self.label,
+            markeredgecolor=edge_colour(self.color),
+        )
 
 
 def edge_colour(color: str) -> str:
@@ -110,7 +130,9 @@ def method_style(method: str) -> MethodStyle:
     try:
         return METHOD_STYLES[method]
     except KeyError:
-        raise ValueError(f"method: no figure style for {method!r}; styled methods: {sorted(METHOD_STYLES)}") from None
+        raise ValueError(
+            f"method: no figure style for {method!r}; styled methods: {sorted(METHOD_STYLES)}"
+        ) from None
 
 
 def style_rc() -> dict[str, Any]:

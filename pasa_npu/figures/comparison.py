@@ -3,6 +3,7 @@ against β.
 
 The presets compared here are described in docs/precision.md; the choice of β in docs/method.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,24 +18,72 @@ import torch
 import pasa_theory as pt
 
 from .. import data
+from ..golden import golden_attention
 from ..harness import run_case, run_grid
 from ..kernel import shift_parameters
-from ..golden import golden_attention
 from ._common import METHOD_DOC, PUBLISHED_BETAS, spread
 from ._io import FigureResult, Row, run_figure
 from ._style import GREY, OKABE_ITO, edge_colour, method_style, new_figure
 
-__all__ = ["COMPARISON_METHODS", "ONE_HOT_BELOW", "comparison_shape", "GRID_COLUMNS", "MethodRatios",
-           "MethodComparisonSummary", "method_comparison", "BetaSweepMethod", "BetaSweepSummary", "beta_sweep"]
+__all__ = [
+    "COMPARISON_METHODS",
+    "ONE_HOT_BELOW",
+    "comparison_shape",
+    "GRID_COLUMNS",
+    "MethodRatios",
+    "MethodComparisonSummary",
+    "method_comparison",
+    "BetaSweepMethod",
+    "BetaSweepSummary",
+    "beta_sweep",
+]
 
 #: Methods of the accuracy table (the figure draws all but the baseline fa_naive, which is the yardstick).
-COMPARISON_METHODS = ("pasa", "pasa:script", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:hybrid", "pasa:bf16",
-                      "fa_qk", "fa_q", "fa_naive", "fa_hybrid", "smooth_k", "sdpa")
-_COMPARISON_DRAWN = ("pasa", "pasa:script", "pasa:fp16_keymean", "pasa:bf16", "fa_qk", "fa_q", "smooth_k",
-                     "fa_hybrid", "sdpa")
-GRID_COLUMNS = ("dist", "mean", "amplitude", "method", "beta", "rmse", "rel_rmse", "rel_rmse_out", "max_abs_err",
-                "nonfinite", "first_nonfinite_stage", "ratio_to_naive", "seq_q", "seq_kv", "head_dim", "heads",
-                "kv_heads", "block_kv")
+COMPARISON_METHODS = (
+    "pasa",
+    "pasa:script",
+    "pasa:fp16_keymean",
+    "pasa:fp16_strict",
+    "pasa:hybrid",
+    "pasa:bf16",
+    "fa_qk",
+    "fa_q",
+    "fa_naive",
+    "fa_hybrid",
+    "smooth_k",
+    "sdpa",
+)
+_COMPARISON_DRAWN = (
+    "pasa",
+    "pasa:script",
+    "pasa:fp16_keymean",
+    "pasa:bf16",
+    "fa_qk",
+    "fa_q",
+    "smooth_k",
+    "fa_hybrid",
+    "sdpa",
+)
+GRID_COLUMNS = (
+    "dist",
+    "mean",
+    "amplitude",
+    "method",
+    "beta",
+    "rmse",
+    "rel_rmse",
+    "rel_rmse_out",
+    "max_abs_err",
+    "nonfinite",
+    "first_nonfinite_stage",
+    "ratio_to_naive",
+    "seq_q",
+    "seq_kv",
+    "head_dim",
+    "heads",
+    "kv_heads",
+    "block_kv",
+)
 
 #: Cells where naive fp16 attention's relative RMSE is below u16² = 2^-22 are left out of the ratios.
 ONE_HOT_BELOW = 2.0**-22
@@ -98,13 +147,13 @@ def _comparison_setup(quick: bool) -> dict[str, str]:
     shape = comparison_shape(quick)
     return dict(
         data="the reference grid: make_qkv uniform and hybrid x mean 0, 10, 20, 30 x amplitude 0.5, 5, 10, 20, "
-             "seed 2024724, fp16 inputs",
+        "seed 2024724, fp16 inputs",
         shape=f"batch {shape['batch']}, heads {shape['heads']}, kv_heads {shape['kv_heads']}, S1 {shape['seq_q']}, "
-              f"S2 {shape['seq_kv']}, d {shape['head_dim']}, block_kv 128",
+        f"S2 {shape['seq_kv']}, d {shape['head_dim']}, block_kv 128",
         methods=", ".join(COMPARISON_METHODS),
         rel_rmse="RMSE / RMS(V) against the float64 golden (measurement)",
         ratio_to_naive="rel_rmse / that of fa_naive on the same cell; empty where the method overflowed or "
-                       "fa_naive's rel_rmse < 2^-22 (one-hot softmax)",
+        "fa_naive's rel_rmse < 2^-22 (one-hot softmax)",
     )
 
 
@@ -112,21 +161,33 @@ def _comparison_summarize(rows: list[Row]) -> MethodComparisonSummary:
     naive = {_cell(r): r["rel_rmse"] for r in rows if r["method"] == "fa_naive"}
 
     def ratios(meth: str, biased: bool) -> list[float]:
-        return [r["ratio_to_naive"] for r in rows if r["method"] == meth and r["ratio_to_naive"] is not None
-                and ((r["mean"] > 0) == biased)]
+        return [
+            r["ratio_to_naive"]
+            for r in rows
+            if r["method"] == meth and r["ratio_to_naive"] is not None and ((r["mean"] > 0) == biased)
+        ]
 
     methods = {}
     for meth in COMPARISON_METHODS:
         b, u = spread(ratios(meth, True)), spread(ratios(meth, False))
         methods[meth] = MethodRatios(
             overflow_cells=sum(1 for r in rows if r["method"] == meth and r["nonfinite"]),
-            ratio_biased_min=b[0], ratio_biased_median=b[1], ratio_biased_max=b[2],
-            ratio_unbiased_min=u[0], ratio_unbiased_median=u[1], ratio_unbiased_max=u[2],
-            rel_rmse_median=statistics.median([r["rel_rmse"] for r in rows if r["method"] == meth and not r["nonfinite"]]
-                                              or [math.nan]),
+            ratio_biased_min=b[0],
+            ratio_biased_median=b[1],
+            ratio_biased_max=b[2],
+            ratio_unbiased_min=u[0],
+            ratio_unbiased_median=u[1],
+            ratio_unbiased_max=u[2],
+            rel_rmse_median=statistics.median(
+                [r["rel_rmse"] for r in rows if r["method"] == meth and not r["nonfinite"]] or [math.nan]
+            ),
         )
     ref = {_cell(r): r["rel_rmse"] for r in rows if r["method"] == "pasa:script"}
-    vs_ref = [r["rel_rmse"] / ref[_cell(r)] for r in rows if r["method"] == "pasa" and naive[_cell(r)] >= ONE_HOT_BELOW]
+    vs_ref = [
+        r["rel_rmse"] / ref[_cell(r)]
+        for r in rows
+        if r["method"] == "pasa" and naive[_cell(r)] >= ONE_HOT_BELOW
+    ]
     return MethodComparisonSummary(
         methods=methods,
         pasa_over_reference=(min(vs_ref), statistics.median(vs_ref), max(vs_ref)),
@@ -149,16 +210,33 @@ def _comparison_draw(rows: list[Row], summary: MethodComparisonSummary) -> Any:
             r = by[(meth, cell)]
             jitter = ((j * 7) % 16 - 7.5) * 0.03
             fill = st.color if cell[1] > 0 else "white"
-            if r["nonfinite"]:                         # its own category, not a number on the ratio axis
-                ox.plot(((j * 5) % 11 - 5) * 0.07, y0 + jitter, linestyle="none", marker=st.marker, color=st.color,
-                        markerfacecolor=fill, markeredgecolor=edge_colour(st.color), markersize=3.2,
-                        markeredgewidth=0.6)
+            if r["nonfinite"]:  # its own category, not a number on the ratio axis
+                ox.plot(
+                    ((j * 5) % 11 - 5) * 0.07,
+                    y0 + jitter,
+                    linestyle="none",
+                    marker=st.marker,
+                    color=st.color,
+                    markerfacecolor=fill,
+                    markeredgecolor=edge_colour(st.color),
+                    markersize=3.2,
+                    markeredgewidth=0.6,
+                )
                 n_over += 1
                 continue
             if r["ratio_to_naive"] is None:
-                continue                                   # one-hot cell (see ONE_HOT_BELOW)
-            ax.plot(r["ratio_to_naive"], y0 + jitter, linestyle="none", marker=st.marker, color=st.color,
-                    markerfacecolor=fill, markeredgecolor=edge_colour(st.color), markersize=3.2, markeredgewidth=0.6)
+                continue  # one-hot cell (see ONE_HOT_BELOW)
+            ax.plot(
+                r["ratio_to_naive"],
+                y0 + jitter,
+                linestyle="none",
+                marker=st.marker,
+                color=st.color,
+                markerfacecolor=fill,
+                markeredgecolor=edge_colour(st.color),
+                markersize=3.2,
+                markeredgewidth=0.6,
+            )
         if n_over:
             ox.annotate(f"{n_over} of {len(cells)}", (0.08, y0 + 0.3), ha="center", va="bottom", fontsize=5.8)
     ax.axvline(1.0, color=OKABE_ITO["black"], linewidth=0.7)
@@ -175,8 +253,9 @@ def _comparison_draw(rows: list[Row], summary: MethodComparisonSummary) -> Any:
     return fig
 
 
-def method_comparison(*, quick: bool | None = None, out: str | Path | None = None,
-                      from_csv: str | Path | None = None) -> FigureResult[MethodComparisonSummary]:
+def method_comparison(
+    *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
+) -> FigureResult[MethodComparisonSummary]:
     """The reference benchmark's grid (uniform and hybrid × mean {0, 10, 20, 30} × amplitude
     {0.5, 5, 10, 20}, seed 2024724, fp16 inputs; shape :func:`comparison_shape`) for every method of
     :data:`COMPARISON_METHODS`. Plotted: each method's relative RMSE divided by that of naive fp16
@@ -185,11 +264,20 @@ def method_comparison(*, quick: bool | None = None, out: str | Path | None = Non
     "inf/NaN" column, with their count, not on the ratio axis; cells with a one-hot softmax (naive
     error below 2^-22) are left out.
     """
-    return run_figure("method_comparison", columns=GRID_COLUMNS, compute=_comparison_compute,
-                      summarize=_comparison_summarize, draw=_comparison_draw, quick=quick, out=out, from_csv=from_csv)
+    return run_figure(
+        "method_comparison",
+        columns=GRID_COLUMNS,
+        compute=_comparison_compute,
+        summarize=_comparison_summarize,
+        draw=_comparison_draw,
+        quick=quick,
+        out=out,
+        from_csv=from_csv,
+    )
 
 
 # -- error against β -------------------------------------------------------------------------------
+
 
 def _binade_teeth(betas: Any, mu_tilde_of: Any) -> list[float]:
     """β where fl's binade of the shifted block mean μ̃(β) changes (μ̃ decreasing in β)."""
@@ -211,8 +299,16 @@ def _binade_teeth(betas: Any, mu_tilde_of: Any) -> list[float]:
 
 
 _SWEEP_METHODS = ("pasa:script", "pasa", "pasa:fp16_keymean")
-BETA_SWEEP_COLUMNS = ("kind", "method", "beta", "rel_rmse_median", "rel_rmse_min", "rel_rmse_max", "draws",
-                      "predicted_offset_error")
+BETA_SWEEP_COLUMNS = (
+    "kind",
+    "method",
+    "beta",
+    "rel_rmse_median",
+    "rel_rmse_min",
+    "rel_rmse_max",
+    "draws",
+    "predicted_offset_error",
+)
 
 
 @dataclass(frozen=True)
@@ -255,22 +351,53 @@ def _sweep_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
         a, bb = sp.diag - sp.off, -sp.off
         return (a - bb * 128) * med_qkbar
 
-    empty = dict(rel_rmse_median=None, rel_rmse_min=None, rel_rmse_max=None, draws=None, predicted_offset_error=None)
+    empty = dict(
+        rel_rmse_median=None, rel_rmse_min=None, rel_rmse_max=None, draws=None, predicted_offset_error=None
+    )
     rows: list[Row] = []
     for (meth, b), vals in sorted(per.items()):
-        rows.append(dict(kind="measured", method=meth, beta=b, rel_rmse_median=statistics.median(vals),
-                         rel_rmse_min=min(vals), rel_rmse_max=max(vals), draws=len(vals), predicted_offset_error=None))
-    rows.append(dict(kind="baseline", method="fa_naive", beta=None, rel_rmse_median=statistics.median(naive),
-                     rel_rmse_min=min(naive), rel_rmse_max=max(naive), draws=len(naive), predicted_offset_error=None))
+        rows.append(
+            dict(
+                kind="measured",
+                method=meth,
+                beta=b,
+                rel_rmse_median=statistics.median(vals),
+                rel_rmse_min=min(vals),
+                rel_rmse_max=max(vals),
+                draws=len(vals),
+                predicted_offset_error=None,
+            )
+        )
+    rows.append(
+        dict(
+            kind="baseline",
+            method="fa_naive",
+            beta=None,
+            rel_rmse_median=statistics.median(naive),
+            rel_rmse_min=min(naive),
+            rel_rmse_max=max(naive),
+            draws=len(naive),
+            predicted_offset_error=None,
+        )
+    )
     for b in np.linspace(0.90, 0.995, 1200):
         b = float(b)
-        rows.append(empty | dict(kind="predicted", method="pasa:script", beta=b,
-                                 predicted_offset_error=b / (1 - b) * float(pt.ulp(mu_tilde(b), "fp16")) / 2))
+        rows.append(
+            empty
+            | dict(
+                kind="predicted",
+                method="pasa:script",
+                beta=b,
+                predicted_offset_error=b / (1 - b) * float(pt.ulp(mu_tilde(b), "fp16")) / 2,
+            )
+        )
     for t in _binade_teeth(np.linspace(0.90, 0.995, 2000), mu_tilde):
         rows.append(empty | dict(kind="predicted_tooth", method="pasa:script", beta=float(t)))
     for b in PUBLISHED_BETAS.values():
         rows.append(empty | dict(kind="published", method="", beta=b))
-    rows.append(empty | dict(kind="selected", method="pasa", beta=shift_parameters("npu_fp16", head_dim=128).beta))
+    rows.append(
+        empty | dict(kind="selected", method="pasa", beta=shift_parameters("npu_fp16", head_dim=128).beta)
+    )
     return rows, _sweep_setup(quick, med_qkbar)
 
 
@@ -278,15 +405,15 @@ def _sweep_setup(quick: bool, med_qkbar: float) -> dict[str, str]:
     shape, seeds, betas = _sweep_shape(quick)
     return dict(
         data=f"make_qkv uniform, mean 30, amplitude 0.5 (the script's default case), seeds "
-             f"{seeds[0]}..{seeds[-1]} ({len(seeds)} draws); fp16 inputs",
+        f"{seeds[0]}..{seeds[-1]} ({len(seeds)} draws); fp16 inputs",
         shape=f"batch 1, heads 1, kv_heads 1, S1 {shape['seq_q']}, S2 1407, d 128, block_kv 128",
         methods=", ".join(_SWEEP_METHODS) + " at each beta; fa_naive once per draw",
         beta=f"{len(betas)} values in [0.90, 0.995]",
         measured="relative RMSE (RMSE / RMS(V)) against the float64 golden: median, min, max over the draws "
-                 "(measurement)",
+        "(measurement)",
         predicted=f"c * ulp(mu_tilde) / 2 with mu_tilde = (a - b n) * median(q . kbar) = (a - b n) * {med_qkbar:.6g}, "
-                  "a, b from the rounded tau-folded matrix of the script preset (a bound on one block offset's "
-                  "error, in score units)",
+        "a, b from the rounded tau-folded matrix of the script preset (a bound on one block offset's "
+        "error, in score units)",
     )
 
 
@@ -312,7 +439,9 @@ def _sweep_summarize(rows: list[Row]) -> BetaSweepSummary:
 
     def jump(meth: str) -> float | None:
         """Median over the teeth of (median error just below a tooth) / (just above)."""
-        xs = sorted((r for r in rows if r["kind"] == "measured" and r["method"] == meth), key=lambda r: r["beta"])
+        xs = sorted(
+            (r for r in rows if r["kind"] == "measured" and r["method"] == meth), key=lambda r: r["beta"]
+        )
         ratios = []
         for t in teeth:
             below = [r for r in xs if r["beta"] < t]
@@ -339,17 +468,41 @@ def _sweep_draw(rows: list[Row], summary: BetaSweepSummary) -> Any:
     series = {}
     for meth in _SWEEP_METHODS:
         series[meth] = sorted((r["beta"], r) for r in rows if r["kind"] == "measured" and r["method"] == meth)
-    for meth, pts in series.items():                   # every range first, under every median line
+    for meth, pts in series.items():  # every range first, under every median line
         st = method_style(meth)
         xs = [b for b, _ in pts]
-        ax.fill_between(xs, [r["rel_rmse_min"] for _, r in pts], [r["rel_rmse_max"] for _, r in pts],
-                        color=st.color, alpha=0.10, linewidth=0, zorder=1)
+        ax.fill_between(
+            xs,
+            [r["rel_rmse_min"] for _, r in pts],
+            [r["rel_rmse_max"] for _, r in pts],
+            color=st.color,
+            alpha=0.10,
+            linewidth=0,
+            zorder=1,
+        )
     for meth, pts in series.items():
         st = method_style(meth)
-        ax.plot([b for b, _ in pts], [r["rel_rmse_median"] for _, r in pts], color=st.color, marker=st.marker,
-                linestyle=st.linestyle, markersize=2.2, markeredgecolor=edge_colour(st.color), zorder=3)
-        handles.append(Line2D([], [], color=st.color, marker=st.marker, linestyle=st.linestyle, markersize=2.2,
-                              markeredgecolor=edge_colour(st.color)))
+        ax.plot(
+            [b for b, _ in pts],
+            [r["rel_rmse_median"] for _, r in pts],
+            color=st.color,
+            marker=st.marker,
+            linestyle=st.linestyle,
+            markersize=2.2,
+            markeredgecolor=edge_colour(st.color),
+            zorder=3,
+        )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=st.color,
+                marker=st.marker,
+                linestyle=st.linestyle,
+                markersize=2.2,
+                markeredgecolor=edge_colour(st.color),
+            )
+        )
         labels.append(st.label)
     base = next(r for r in rows if r["kind"] == "baseline")
     nst = method_style("fa_naive")
@@ -362,8 +515,16 @@ def _sweep_draw(rows: list[Row], summary: BetaSweepSummary) -> Any:
             axis.axvline(t, color=GREY, linestyle=":", linewidth=0.7, zorder=0)
     for r in rows:
         if r["kind"] in ("published", "selected"):
-            ax.plot(r["beta"], 1.0, marker="v", color=OKABE_ITO["black" if r["kind"] == "published" else "vermillion"],
-                    transform=ax.get_xaxis_transform(), linestyle="none", clip_on=False, markersize=4)
+            ax.plot(
+                r["beta"],
+                1.0,
+                marker="v",
+                color=OKABE_ITO["black" if r["kind"] == "published" else "vermillion"],
+                transform=ax.get_xaxis_transform(),
+                linestyle="none",
+                clip_on=False,
+                markersize=4,
+            )
     ax.set_yscale("log")
     ax.set_ylabel("relative RMSE\n(median; band: range over draws)")
     ax.set_title(f"(a) measured, {summary.draws} data draws", loc="left", pad=8)
@@ -373,15 +534,18 @@ def _sweep_draw(rows: list[Row], summary: BetaSweepSummary) -> Any:
     px.set_ylabel(r"$c\cdot\mathrm{ulp}(\tilde\mu)/2$" "\n(score units)")
     px.set_title("(b) predicted offset error of the script preset", loc="left", pad=2)
     px.set_xlabel(r"$\beta$  (dotted: predicted teeth)")
-    handles += [Line2D([], [], marker="v", color=OKABE_ITO["black"], linestyle="none"),
-                Line2D([], [], marker="v", color=OKABE_ITO["vermillion"], linestyle="none")]
+    handles += [
+        Line2D([], [], marker="v", color=OKABE_ITO["black"], linestyle="none"),
+        Line2D([], [], marker="v", color=OKABE_ITO["vermillion"], linestyle="none"),
+    ]
     labels += ["published β", "npu_fp16's β"]
     fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=5.8)
     return fig
 
 
-def beta_sweep(*, quick: bool | None = None, out: str | Path | None = None,
-               from_csv: str | Path | None = None) -> FigureResult[BetaSweepSummary]:
+def beta_sweep(
+    *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
+) -> FigureResult[BetaSweepSummary]:
     """Relative RMSE against β ∈ [0.90, 0.995] (64 values; quick 16) for PASA at the script preset,
     npu_fp16 and fp16_keymean, with naive fp16 attention for comparison; (a) median and range over
     8 data draws (quick: 2) of the script's default case (uniform, mean 30, amplitude 0.5, seeds
@@ -394,8 +558,16 @@ def beta_sweep(*, quick: bool | None = None, out: str | Path | None = None,
     halves (the teeth, dotted in both panels). npu_fp16 rounds only each block mean's deviation from
     a running reference, and fp16_keymean takes the offsets from the keys' block means.
     """
-    return run_figure("beta_sweep", columns=BETA_SWEEP_COLUMNS, compute=_sweep_compute, summarize=_sweep_summarize,
-                      draw=_sweep_draw, quick=quick, out=out, from_csv=from_csv)
+    return run_figure(
+        "beta_sweep",
+        columns=BETA_SWEEP_COLUMNS,
+        compute=_sweep_compute,
+        summarize=_sweep_summarize,
+        draw=_sweep_draw,
+        quick=quick,
+        out=out,
+        from_csv=from_csv,
+    )
 
 
 method_comparison.__doc__ = (method_comparison.__doc__ or "") + METHOD_DOC

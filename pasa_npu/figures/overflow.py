@@ -4,6 +4,7 @@ accumulators over long sequences, and resonant (phase-aligned) queries and keys.
 The overflow envelope (:func:`pasa_theory.bounds.overflow_envelope`) is described in
 docs/error-model.md; the kernel's stages in docs/precision.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,16 +27,32 @@ from ._style import DARK_GREY, GREY, OKABE_ITO, edge_colour, legend_below, metho
 
 __all__ = [
     "predicted_overflow_mean",
-    "OVERFLOW_METHODS", "OverflowSummary", "OverflowFrontierSummary", "overflow_frontier",
-    "AccumulatorOverflowSummary", "accumulator_overflow",
-    "RESONANCE_METHODS", "ResonanceStatisticsSummary", "resonance_statistics",
-    "ResonanceAccuracySummary", "resonance_accuracy",
+    "OVERFLOW_METHODS",
+    "OverflowSummary",
+    "OverflowFrontierSummary",
+    "overflow_frontier",
+    "AccumulatorOverflowSummary",
+    "accumulator_overflow",
+    "RESONANCE_METHODS",
+    "ResonanceStatisticsSummary",
+    "resonance_statistics",
+    "ResonanceAccuracySummary",
+    "resonance_accuracy",
 ]
 
 
-def predicted_overflow_mean(method: str, dist: str, amplitude: float, *, seq_q: int, seq_kv: int, heads: int = 1,
-                            head_dim: int = 128, stage: str | None = None,
-                            hi: float = 4096.0) -> tuple[float | None, str | None]:
+def predicted_overflow_mean(
+    method: str,
+    dist: str,
+    amplitude: float,
+    *,
+    seq_q: int,
+    seq_kv: int,
+    heads: int = 1,
+    head_dim: int = 128,
+    stage: str | None = None,
+    hi: float = 4096.0,
+) -> tuple[float | None, str | None]:
     """Smallest input mean at which :func:`pasa_theory.bounds.overflow_envelope` predicts an overflow
     for :func:`pasa_npu.data.make_qkv` data (Q, K and V with that mean and ``amplitude``), and the
     stage it names there, by bisection in log scale to 0.1 %; ``(None, None)`` if not below ``hi``.
@@ -47,8 +64,19 @@ def predicted_overflow_mean(method: str, dist: str, amplitude: float, *, seq_q: 
     """
 
     def over(m: float) -> str | None:
-        st = InputStats(mean_q=m, spread_q=amplitude, mean_k=m, spread_k=amplitude, mean_v=m, spread_v=amplitude,
-                        head_dim=head_dim, seq_kv=seq_kv, seq_q=seq_q, heads=heads, dist=dist)
+        st = InputStats(
+            mean_q=m,
+            spread_q=amplitude,
+            mean_k=m,
+            spread_k=amplitude,
+            mean_v=m,
+            spread_v=amplitude,
+            head_dim=head_dim,
+            seq_kv=seq_kv,
+            seq_q=seq_q,
+            heads=heads,
+            dist=dist,
+        )
         env = overflow_envelope(method, st)
         if stage is None:
             return env.overflow_stage
@@ -108,21 +136,37 @@ class OverflowFrontierSummary:
 
 
 def _frontier_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
-    shape = dict(batch=1, heads=1, kv_heads=1, seq_q=256 if quick else 1407, seq_kv=256 if quick else 1407,
-                 head_dim=128)
+    shape = dict(
+        batch=1,
+        heads=1,
+        kv_heads=1,
+        seq_q=256 if quick else 1407,
+        seq_kv=256 if quick else 1407,
+        head_dim=128,
+    )
     amps, _ = _frontier_amplitudes(quick)
     means = list(_MEANS)
     rows: list[Row] = []
     for dist in data.DISTRIBUTIONS:
         for amp in amps:
+
             def stage_at(meth: str, m: float, dist: str = dist, amp: float = amp) -> str | None:
                 return overflow_stage(meth, *data.make_qkv(dist, mean=m, amplitude=amp, **shape))
 
             for meth in OVERFLOW_METHODS:
                 top = stage_at(meth, means[-1])
-                if top is None:                        # finite at the largest mean: none in the range
-                    rows.append(dict(kind="measured", dist=dist, amplitude=amp, method=meth, mean_finite=means[-1],
-                                     mean_overflow=None, stage=""))
+                if top is None:  # finite at the largest mean: none in the range
+                    rows.append(
+                        dict(
+                            kind="measured",
+                            dist=dist,
+                            amplitude=amp,
+                            method=meth,
+                            mean_finite=means[-1],
+                            mean_overflow=None,
+                            stage="",
+                        )
+                    )
                     continue
                 # binary search over the scan grid (the first overflowing grid mean), then to 1 %
                 lo_i, hi_i, stage = -1, len(means) - 1, top
@@ -141,8 +185,17 @@ def _frontier_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
                         lo = mid
                     else:
                         hi, stage = mid, s_mid
-                rows.append(dict(kind="measured", dist=dist, amplitude=amp, method=meth, mean_finite=lo,
-                                 mean_overflow=hi, stage=stage))
+                rows.append(
+                    dict(
+                        kind="measured",
+                        dist=dist,
+                        amplitude=amp,
+                        method=meth,
+                        mean_finite=lo,
+                        mean_overflow=hi,
+                        stage=stage,
+                    )
+                )
     rows += _frontier_predicted_rows(quick)
     return rows, _frontier_setup(quick)
 
@@ -152,13 +205,13 @@ def _frontier_setup(quick: bool) -> dict[str, str]:
     amps, pred_amps = _frontier_amplitudes(quick)
     setup = dict(
         data="make_qkv, seed 2024724, both distributions (uniform, hybrid); one draw shifted to each mean; "
-             "Q, K and V share mean and amplitude; fp16 inputs",
+        "Q, K and V share mean and amplitude; fp16 inputs",
         shape=f"batch 1, heads 1, kv_heads 1, S1 {shape['seq_q']}, S2 {shape['seq_kv']}, d 128, block_kv 128",
         methods=", ".join(OVERFLOW_METHODS) + " (pasa = npu_fp16 preset; pasa:script = script preset)",
         measured="first mean with inf/NaN in the output (binary search on 2^(k/2), k = 0..20, then bisection to 1 %); "
-                 "amplitudes " + ", ".join(f"{a:g}" for a in amps) + " (measurement)",
+        "amplitudes " + ", ".join(f"{a:g}" for a in amps) + " (measurement)",
         predicted="first mean at which pasa_theory.bounds.overflow_envelope names a stage, from the input statistics "
-                  "alone; amplitudes " + ", ".join(f"{a:g}" for a in pred_amps) + " (estimate)",
+        "alone; amplitudes " + ", ".join(f"{a:g}" for a in pred_amps) + " (estimate)",
     )
     return setup
 
@@ -171,8 +224,17 @@ def _frontier_predicted_rows(quick: bool) -> list[Row]:
         for amp in pred_amps:
             for meth in OVERFLOW_METHODS:
                 fr, st_ = predicted_overflow_mean(meth, dist, amp, seq_q=seq, seq_kv=seq)
-                rows.append(dict(kind="predicted", dist=dist, amplitude=amp, method=meth, mean_finite=None,
-                                 mean_overflow=fr, stage=st_ or ""))
+                rows.append(
+                    dict(
+                        kind="predicted",
+                        dist=dist,
+                        amplitude=amp,
+                        method=meth,
+                        mean_finite=None,
+                        mean_overflow=fr,
+                        stage=st_ or "",
+                    )
+                )
     return rows
 
 
@@ -182,8 +244,12 @@ def _frontier_summarize(rows: list[Row]) -> OverflowFrontierSummary:
     for meth in OVERFLOW_METHODS:
         vals = [r["mean_overflow"] for r in meas if r["method"] == meth]
         lo, _, hi = spread(v for v in vals if v is not None)
-        out[meth] = OverflowSummary(lo, hi, sum(v is None for v in vals),
-                                    tuple(sorted({r["stage"] for r in meas if r["method"] == meth and r["stage"]})))
+        out[meth] = OverflowSummary(
+            lo,
+            hi,
+            sum(v is None for v in vals),
+            tuple(sorted({r["stage"] for r in meas if r["method"] == meth and r["stage"]})),
+        )
     return OverflowFrontierSummary(out, MAX_MEAN_SCANNED)
 
 
@@ -193,32 +259,78 @@ def _frontier_draw(rows: list[Row], summary: OverflowFrontierSummary) -> Any:
 
     fig, axes = new_figure(5.9, 2, 1, sharex=True)
     top = summary.max_mean_scanned
-    edge = top * 1.15                                  # where "finite up to the largest mean" is drawn
+    edge = top * 1.15  # where "finite up to the largest mean" is drawn
     handles, labels = [], []
     for i, (ax, dist) in enumerate(zip(axes[:, 0], ("uniform", "hybrid"))):
         for meth in OVERFLOW_METHODS:
             st = method_style(meth)
-            any_meas = any(r["mean_overflow"] is not None for r in rows if r["kind"] == "measured" and r["method"] == meth)
-            any_pred = any(r["mean_overflow"] is not None for r in rows if r["kind"] == "predicted" and r["method"] == meth)
-            pred = sorted((r["amplitude"], r["mean_overflow"]) for r in rows
-                          if r["kind"] == "predicted" and r["dist"] == dist and r["method"] == meth
-                          and r["mean_overflow"] is not None)
+            any_meas = any(
+                r["mean_overflow"] is not None
+                for r in rows
+                if r["kind"] == "measured" and r["method"] == meth
+            )
+            any_pred = any(
+                r["mean_overflow"] is not None
+                for r in rows
+                if r["kind"] == "predicted" and r["method"] == meth
+            )
+            pred = sorted(
+                (r["amplitude"], r["mean_overflow"])
+                for r in rows
+                if r["kind"] == "predicted"
+                and r["dist"] == dist
+                and r["method"] == meth
+                and r["mean_overflow"] is not None
+            )
             if pred:
-                ax.plot([m for _, m in pred], [a for a, _ in pred], color=st.color, alpha=0.35, linewidth=4,
-                        solid_capstyle="butt", zorder=1)
-            meas = sorted((r["amplitude"], r["mean_overflow"]) for r in rows
-                          if r["kind"] == "measured" and r["dist"] == dist and r["method"] == meth)
+                ax.plot(
+                    [m for _, m in pred],
+                    [a for a, _ in pred],
+                    color=st.color,
+                    alpha=0.35,
+                    linewidth=4,
+                    solid_capstyle="butt",
+                    zorder=1,
+                )
+            meas = sorted(
+                (r["amplitude"], r["mean_overflow"])
+                for r in rows
+                if r["kind"] == "measured" and r["dist"] == dist and r["method"] == meth
+            )
             xs = [m for _, m in meas if m is not None]
             ys = [a for a, m in meas if m is not None]
-            ax.plot(xs, ys, color=st.color, marker=st.marker, linestyle="-", markeredgecolor=edge_colour(st.color),
-                    zorder=3)
+            ax.plot(
+                xs,
+                ys,
+                color=st.color,
+                marker=st.marker,
+                linestyle="-",
+                markeredgecolor=edge_colour(st.color),
+                zorder=3,
+            )
             none = [a for a, m in meas if m is None]
-            if any_meas and none:                      # overflows in some cells, finite up to `top` in these
-                ax.plot([edge] * len(none), none, linestyle="none", marker=">", color=st.color,
-                        markeredgecolor=edge_colour(st.color), markersize=4, zorder=3)
+            if any_meas and none:  # overflows in some cells, finite up to `top` in these
+                ax.plot(
+                    [edge] * len(none),
+                    none,
+                    linestyle="none",
+                    marker=">",
+                    color=st.color,
+                    markeredgecolor=edge_colour(st.color),
+                    markersize=4,
+                    zorder=3,
+                )
                 for a in none:
-                    ax.annotate(f"none ≤ {top:.0f}", (edge, a), xytext=(4, 0), textcoords="offset points",
-                                ha="left", va="center", fontsize=5.5, color=DARK_GREY)
+                    ax.annotate(
+                        f"none ≤ {top:.0f}",
+                        (edge, a),
+                        xytext=(4, 0),
+                        textcoords="offset points",
+                        ha="left",
+                        va="center",
+                        fontsize=5.5,
+                        color=DARK_GREY,
+                    )
             if i == 0:
                 label = st.label
                 if not any_meas:
@@ -240,13 +352,20 @@ def _frontier_draw(rows: list[Row], summary: OverflowFrontierSummary) -> Any:
     labels.append("pale band: predicted by the overflow envelope")
     handles.append(Line2D([], [], color=DARK_GREY, marker=">", linestyle="none", markersize=4))
     labels.append(f"finite up to the largest mean tried, {top:.0f}")
-    fig.legend(handles, labels, loc="outside lower center", ncols=1, fontsize=5.8,
-               handler_map={tuple: HandlerTuple(ndivide=None, pad=0.0)})
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=1,
+        fontsize=5.8,
+        handler_map={tuple: HandlerTuple(ndivide=None, pad=0.0)},
+    )
     return fig
 
 
-def overflow_frontier(*, quick: bool | None = None, out: str | Path | None = None,
-                      from_csv: str | Path | None = None) -> FigureResult[OverflowFrontierSummary]:
+def overflow_frontier(
+    *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
+) -> FigureResult[OverflowFrontierSummary]:
     """The overflow frontier over (mean, amplitude): for each method, the smallest input mean at which
     its output contains inf/NaN (a measurement). Overflow is taken to be monotone in the mean (the
     data are one draw, shifted): a method finite at mean 1024 counts as finite below it (drawn as ▷
@@ -266,8 +385,16 @@ def overflow_frontier(*, quick: bool | None = None, out: str | Path | None = Non
     posteriori, on the actual tensors, by :func:`pasa_theory.bounds.predict`), so its band is its
     score stage only.
     """
-    return run_figure("overflow_frontier", columns=OVERFLOW_FRONTIER_COLUMNS, compute=_frontier_compute,
-                      summarize=_frontier_summarize, draw=_frontier_draw, quick=quick, out=out, from_csv=from_csv)
+    return run_figure(
+        "overflow_frontier",
+        columns=OVERFLOW_FRONTIER_COLUMNS,
+        compute=_frontier_compute,
+        summarize=_frontier_summarize,
+        draw=_frontier_draw,
+        quick=quick,
+        out=out,
+        from_csv=from_csv,
+    )
 
 
 # -- accumulators over long sequences --------------------------------------------------------------
@@ -293,17 +420,31 @@ def _acc_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
     rows: list[Row] = []
     for vm in _V_MEANS:
         for s2 in seqs:
-            q, k, v = data.make_biased_v(seq_kv=s2, seq_q=32 if quick else 128, heads=1 if quick else 4,
-                                         kv_heads=1 if quick else 4, v_mean=vm, seed=0)
+            q, k, v = data.make_biased_v(
+                seq_kv=s2,
+                seq_q=32 if quick else 128,
+                heads=1 if quick else 4,
+                kv_heads=1 if quick else 4,
+                v_mean=vm,
+                seed=0,
+            )
             for rec in run_case(q, k, v, _ACC_METHODS):
                 bad = rec["nonfinite"]
-                rows.append(dict(v_mean=vm, seq_kv=s2, x=s2 * vm / FP16_OVERFLOW, method=rec["method"],
-                                 rel_rmse=rec["rel_rmse"], nonfinite=bad,
-                                 stage=(rec["first_nonfinite_stage"] or "output") if bad else ""))
+                rows.append(
+                    dict(
+                        v_mean=vm,
+                        seq_kv=s2,
+                        x=s2 * vm / FP16_OVERFLOW,
+                        method=rec["method"],
+                        rel_rmse=rec["rel_rmse"],
+                        nonfinite=bad,
+                        stage=(rec["first_nonfinite_stage"] or "output") if bad else "",
+                    )
+                )
     setup = dict(
         data="make_biased_v (|q|, |k| <= 0.05, V = v_mean +- 0.5), seed 0, fp16 inputs",
         shape=f"batch 1, heads {1 if quick else 4}, kv_heads {1 if quick else 4}, S1 {32 if quick else 128}, "
-              f"S2 {', '.join(map(str, seqs))}, d 128, block_kv 128",
+        f"S2 {', '.join(map(str, seqs))}, d 128, block_kv 128",
         v_mean=", ".join(f"{x:g}" for x in _V_MEANS),
         methods=", ".join(_ACC_METHODS),
         measured="relative RMSE against the float64 golden, inf/NaN and its first stage (measurement)",
@@ -316,10 +457,14 @@ def _acc_summarize(rows: list[Row]) -> AccumulatorOverflowSummary:
     ref = [r for r in rows if r["method"] == "pasa:script"]
     return AccumulatorOverflowSummary(
         predicted_threshold_seq_kv={vm: FP16_OVERFLOW / vm for vm in _V_MEANS},
-        reference_first_overflow_seq_kv={vm: min((r["seq_kv"] for r in ref if r["v_mean"] == vm and r["nonfinite"]),
-                                                 default=None) for vm in _V_MEANS},
-        reference_last_finite_seq_kv={vm: max((r["seq_kv"] for r in ref if r["v_mean"] == vm and not r["nonfinite"]),
-                                              default=None) for vm in _V_MEANS},
+        reference_first_overflow_seq_kv={
+            vm: min((r["seq_kv"] for r in ref if r["v_mean"] == vm and r["nonfinite"]), default=None)
+            for vm in _V_MEANS
+        },
+        reference_last_finite_seq_kv={
+            vm: max((r["seq_kv"] for r in ref if r["v_mean"] == vm and not r["nonfinite"]), default=None)
+            for vm in _V_MEANS
+        },
         npu_fp16_nonfinite=sum(bool(r["nonfinite"]) for r in rows if r["method"] == "pasa"),
         npu_fp16_max_rel_rmse=max(r["rel_rmse"] for r in rows if r["method"] == "pasa"),
     )
@@ -331,16 +476,35 @@ def _acc_draw(rows: list[Row], summary: AccumulatorOverflowSummary) -> Any:
     for meth in _ACC_METHODS:
         st = method_style(meth)
         for row_y, (vm, fill) in enumerate(((10.0, "white"), (30.0, None))):
-            pts = sorted((r["x"], r["rel_rmse"], r["nonfinite"]) for r in rows if r["method"] == meth and r["v_mean"] == vm)
+            pts = sorted(
+                (r["x"], r["rel_rmse"], r["nonfinite"])
+                for r in rows
+                if r["method"] == meth and r["v_mean"] == vm
+            )
             xs = [p[0] for p in pts if not p[2]]
             ys = [p[1] for p in pts if not p[2]]
             lab = f"{st.label}, mean(V) = {vm:.0f}" if meth in ("pasa", "pasa:script") or vm == 30.0 else None
-            ax.plot(xs, ys, color=st.color, marker=st.marker, linestyle=st.linestyle, label=lab,
-                    markerfacecolor=fill or st.color, markeredgecolor=edge_colour(st.color))
+            ax.plot(
+                xs,
+                ys,
+                color=st.color,
+                marker=st.marker,
+                linestyle=st.linestyle,
+                label=lab,
+                markerfacecolor=fill or st.color,
+                markeredgecolor=edge_colour(st.color),
+            )
             bad = [p[0] for p in pts if p[2]]
-            if bad:                                    # inf/NaN: its own category, not a number
-                ox.plot(bad, [row_y] * len(bad), linestyle="none", marker=st.marker, color=st.color,
-                        markerfacecolor=fill or st.color, markeredgecolor=edge_colour(st.color))
+            if bad:  # inf/NaN: its own category, not a number
+                ox.plot(
+                    bad,
+                    [row_y] * len(bad),
+                    linestyle="none",
+                    marker=st.marker,
+                    color=st.color,
+                    markerfacecolor=fill or st.color,
+                    markeredgecolor=edge_colour(st.color),
+                )
     for axis in (ax, ox):
         axis.axvline(1.0, color=OKABE_ITO["black"], linestyle="--", linewidth=0.7)
     ox.set_yticks([0, 1], ["mean(V) 10", "mean(V) 30"], fontsize=5.8)
@@ -355,8 +519,9 @@ def _acc_draw(rows: list[Row], summary: AccumulatorOverflowSummary) -> Any:
     return fig
 
 
-def accumulator_overflow(*, quick: bool | None = None, out: str | Path | None = None,
-                         from_csv: str | Path | None = None) -> FigureResult[AccumulatorOverflowSummary]:
+def accumulator_overflow(
+    *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
+) -> FigureResult[AccumulatorOverflowSummary]:
     """Long sequences over a biased V (:func:`pasa_npu.data.make_biased_v`: |q|, |k| <= 0.05, so the
     attention is nearly uniform, V ≈ v_mean ± 0.5), v_mean ∈ {10, 30}, S2 from 256 to 8192 (quick:
     three lengths, one head, 32 queries; full: 4 heads, 128 queries). The script preset keeps O and
@@ -364,19 +529,36 @@ def accumulator_overflow(*, quick: bool | None = None, out: str | Path | None = 
     renormalises them by powers of two every block. x = S2·v_mean/65520 (1 = predicted threshold).
     Relative RMSE and inf/NaN are measurements.
     """
-    return run_figure("accumulator_overflow", columns=ACCUMULATOR_OVERFLOW_COLUMNS, compute=_acc_compute,
-                      summarize=_acc_summarize, draw=_acc_draw, quick=quick, out=out, from_csv=from_csv)
+    return run_figure(
+        "accumulator_overflow",
+        columns=ACCUMULATOR_OVERFLOW_COLUMNS,
+        compute=_acc_compute,
+        summarize=_acc_summarize,
+        draw=_acc_draw,
+        quick=quick,
+        out=out,
+        from_csv=from_csv,
+    )
 
 
 # -- resonance -------------------------------------------------------------------------------------
 
 _RES_PHASES = ("aligned", "anti", "random")
-RESONANCE_METHODS = ("pasa", "pasa:script", "pasa:fp16_keymean", "fa_qk", "fa_q", "fa_naive", "smooth_k",
-                     "pasa:bf16", "fa_hybrid")
+RESONANCE_METHODS = (
+    "pasa",
+    "pasa:script",
+    "pasa:fp16_keymean",
+    "fa_qk",
+    "fa_q",
+    "fa_naive",
+    "smooth_k",
+    "pasa:bf16",
+    "fa_hybrid",
+)
 _PHASE_STYLE = {"aligned": "-", "anti": "--", "random": ":"}
 #: Histogram bins (log10) of the per-row statistics of :func:`resonance_statistics`.
-_BIAS_BINS = [(-3.0 + 0.1 * i, -3.0 + 0.1 * (i + 1)) for i in range(50)]      # |row mean| / row std
-_SHIFT_BINS = [(-0.5 + 0.05 * i, -0.5 + 0.05 * (i + 1)) for i in range(50)]   # max|s| / max|s̃|
+_BIAS_BINS = [(-3.0 + 0.1 * i, -3.0 + 0.1 * (i + 1)) for i in range(50)]  # |row mean| / row std
+_SHIFT_BINS = [(-0.5 + 0.05 * i, -0.5 + 0.05 * (i + 1)) for i in range(50)]  # max|s| / max|s̃|
 _RESONANCE_CACHE: dict[bool, tuple[list[Row], list[Row], list[Row]]] = {}
 
 
@@ -390,7 +572,7 @@ def _resonance_setup(quick: bool) -> dict[str, str]:
     amps, seeds, (sq, skv, heads) = _resonance_shape(quick)
     return dict(
         data="make_resonant (one sinusoid of frequency 3 over the head dimension, per-token amplitude in [A/2, A], "
-             f"noise 0.5), phases aligned, anti, random; seeds {seeds.start}..{seeds.stop - 1}; fp16 inputs",
+        f"noise 0.5), phases aligned, anti, random; seeds {seeds.start}..{seeds.stop - 1}; fp16 inputs",
         shape=f"batch 1, heads {heads}, kv_heads {heads}, S1 {sq}, S2 {skv}, d 128, block_kv 128",
         amplitudes=", ".join(f"{a:g}" for a in amps),
     )
@@ -415,12 +597,13 @@ def _resonance_runs(quick: bool) -> tuple[list[Row], list[Row], list[Row]]:
     for phase in _RES_PHASES:
         for amp in amps:
             for seed in seeds:
-                q, k, v = data.make_resonant(phase=phase, amplitude=amp, seed=seed, seq_q=sq, seq_kv=skv,
-                                             heads=heads, kv_heads=heads)
-                s = fp64_scores(q, k)                     # τ·q·k, float64
+                q, k, v = data.make_resonant(
+                    phase=phase, amplitude=amp, seed=seed, seq_q=sq, seq_kv=skv, heads=heads, kv_heads=heads
+                )
+                s = fp64_scores(q, k)  # τ·q·k, float64
                 rmean, rstd = s.mean(-1), s.std(-1)
                 bias = rmean.abs() / rstd
-                blocks = s.view(*s.shape[:-1], -1, 128)   # exact-arithmetic shift by β × block row mean
+                blocks = s.view(*s.shape[:-1], -1, 128)  # exact-arithmetic shift by β × block row mean
                 shifted = (blocks - beta * blocks.mean(-1, keepdim=True)).flatten(-2)
                 shrink = s.abs().amax(-1) / shifted.abs().amax(-1)
                 hb, hs = hist[phase]
@@ -428,27 +611,57 @@ def _resonance_runs(quick: bool) -> tuple[list[Row], list[Row], list[Row]]:
                     hb[i] += c
                 for i, c in enumerate(_histogram(shrink, _SHIFT_BINS)):
                     hs[i] += c
-                stats.append(dict(phase=phase, amplitude=amp, seed=seed,
-                                  max_abs_qk=float(s.abs().max()) * 128**0.5,
-                                  bias_to_spread_median=float(bias.median()),
-                                  shift_shrink_median=float(shrink.median())))
+                stats.append(
+                    dict(
+                        phase=phase,
+                        amplitude=amp,
+                        seed=seed,
+                        max_abs_qk=float(s.abs().max()) * 128**0.5,
+                        bias_to_spread_median=float(bias.median()),
+                        shift_shrink_median=float(shrink.median()),
+                    )
+                )
                 for r in run_case(q, k, v, RESONANCE_METHODS):
-                    recs.append(dict(phase=phase, amplitude=amp, seed=seed, method=r["method"], rel_rmse=r["rel_rmse"],
-                                     nonfinite=r["nonfinite"], stage=r["first_nonfinite_stage"] or ""))
+                    recs.append(
+                        dict(
+                            phase=phase,
+                            amplitude=amp,
+                            seed=seed,
+                            method=r["method"],
+                            rel_rmse=r["rel_rmse"],
+                            nonfinite=r["nonfinite"],
+                            stage=r["first_nonfinite_stage"] or "",
+                        )
+                    )
     hrows: list[Row] = []
     for ph in _RES_PHASES:
         hb, hs = hist[ph]
-        hrows += [dict(kind="hist_bias_to_spread", phase=ph, bin_lo=lo, bin_hi=hi, count=c)
-                  for (lo, hi), c in zip(_BIAS_BINS, hb)]
-        hrows += [dict(kind="hist_shift_shrink", phase=ph, bin_lo=lo, bin_hi=hi, count=c)
-                  for (lo, hi), c in zip(_SHIFT_BINS, hs)]
+        hrows += [
+            dict(kind="hist_bias_to_spread", phase=ph, bin_lo=lo, bin_hi=hi, count=c)
+            for (lo, hi), c in zip(_BIAS_BINS, hb)
+        ]
+        hrows += [
+            dict(kind="hist_shift_shrink", phase=ph, bin_lo=lo, bin_hi=hi, count=c)
+            for (lo, hi), c in zip(_SHIFT_BINS, hs)
+        ]
     _RESONANCE_CACHE[key] = (stats, hrows, recs)
     return stats, hrows, recs
 
 
-RESONANCE_STATISTICS_COLUMNS = ("kind", "phase", "amplitude", "seed", "max_abs_qk", "bias_to_spread_median",
-                                "shift_shrink_median", "fa_qk_output_nonfinite", "fa_qk_scores_nonfinite", "bin_lo",
-                                "bin_hi", "count")
+RESONANCE_STATISTICS_COLUMNS = (
+    "kind",
+    "phase",
+    "amplitude",
+    "seed",
+    "max_abs_qk",
+    "bias_to_spread_median",
+    "shift_shrink_median",
+    "fa_qk_output_nonfinite",
+    "fa_qk_scores_nonfinite",
+    "bin_lo",
+    "bin_hi",
+    "count",
+)
 
 
 @dataclass(frozen=True)
@@ -475,8 +688,15 @@ def _res_stats_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
             over.setdefault((r["phase"], r["amplitude"]), []).append(bool(r["nonfinite"]))
             inner.setdefault((r["phase"], r["amplitude"]), []).append(bool(r["stage"]))
     for (ph, amp), flags in sorted(over.items()):
-        rows.append(dict(kind="fa_qk_overflow", phase=ph, amplitude=amp, fa_qk_output_nonfinite=sum(flags) / len(flags),
-                         fa_qk_scores_nonfinite=sum(inner[(ph, amp)]) / len(flags)))
+        rows.append(
+            dict(
+                kind="fa_qk_overflow",
+                phase=ph,
+                amplitude=amp,
+                fa_qk_output_nonfinite=sum(flags) / len(flags),
+                fa_qk_scores_nonfinite=sum(inner[(ph, amp)]) / len(flags),
+            )
+        )
     return rows, _res_stats_setup(quick)
 
 
@@ -485,7 +705,7 @@ def _res_stats_setup(quick: bool) -> dict[str, str]:
         methods="fa_qk (its overflow); the other panels are statistics of the data",
         max_abs_qk="largest unscaled |q.k| of the input, float64 (exact statistic of the data)",
         histograms="over all query rows: log10(|row mean| / row std) and log10(max|s| / max|s_shifted|), "
-                   "s shifted by npu_fp16's beta times the 128-key block row mean in exact arithmetic",
+        "s shifted by npu_fp16's beta times the 128-key block row mean in exact arithmetic",
         fa_qk="fraction of seeds with inf/NaN in fa_qk's output / in its scores (measurement)",
     )
 
@@ -501,16 +721,28 @@ def _res_stats_summarize(rows: list[Row]) -> ResonanceStatisticsSummary:
         predicted_overflow_amplitude=math.sqrt(2 * FP16_OVERFLOW / 128),
         fa_qk_first_overflow_amplitude={ph: first("fa_qk_output_nonfinite", ph) for ph in _RES_PHASES},
         fa_qk_first_score_overflow_amplitude={ph: first("fa_qk_scores_nonfinite", ph) for ph in _RES_PHASES},
-        fa_qk_last_finite_amplitude={ph: max((r["amplitude"] for r in ov if r["phase"] == ph
-                                              and r["fa_qk_output_nonfinite"] == 0), default=None)
-                                     for ph in _RES_PHASES},
-        bias_to_spread_median={ph: statistics.median(x["bias_to_spread_median"] for x in stats if x["phase"] == ph)
-                               for ph in _RES_PHASES},
-        shift_shrink_median={ph: statistics.median(x["shift_shrink_median"] for x in stats if x["phase"] == ph)
-                             for ph in _RES_PHASES},
-        max_qk_over_prediction={ph: max(x["max_abs_qk"] / (x["amplitude"] ** 2 * 64) for x in stats if x["phase"] == ph)
-                                for ph in _RES_PHASES},
-        rows_per_phase=sum(r["count"] for r in rows if r["kind"] == "hist_bias_to_spread" and r["phase"] == "aligned"),
+        fa_qk_last_finite_amplitude={
+            ph: max(
+                (r["amplitude"] for r in ov if r["phase"] == ph and r["fa_qk_output_nonfinite"] == 0),
+                default=None,
+            )
+            for ph in _RES_PHASES
+        },
+        bias_to_spread_median={
+            ph: statistics.median(x["bias_to_spread_median"] for x in stats if x["phase"] == ph)
+            for ph in _RES_PHASES
+        },
+        shift_shrink_median={
+            ph: statistics.median(x["shift_shrink_median"] for x in stats if x["phase"] == ph)
+            for ph in _RES_PHASES
+        },
+        max_qk_over_prediction={
+            ph: max(x["max_abs_qk"] / (x["amplitude"] ** 2 * 64) for x in stats if x["phase"] == ph)
+            for ph in _RES_PHASES
+        },
+        rows_per_phase=sum(
+            r["count"] for r in rows if r["kind"] == "hist_bias_to_spread" and r["phase"] == "aligned"
+        ),
     )
 
 
@@ -527,15 +759,31 @@ def _res_stats_draw(rows: list[Row], summary: ResonanceStatisticsSummary) -> Any
         med = [statistics.median(r["max_abs_qk"] for r in sub if r["amplitude"] == a) for a in amps]
         lo = [min(r["max_abs_qk"] for r in sub if r["amplitude"] == a) for a in amps]
         hi = [max(r["max_abs_qk"] for r in sub if r["amplitude"] == a) for a in amps]
-        ax.errorbar(amps, med, yerr=[[m - l for m, l in zip(med, lo)], [h - m for m, h in zip(med, hi)]],
-                    color=OKABE_ITO["black"], linestyle=_PHASE_STYLE[ph], marker="o", markersize=2.5,
-                    markerfacecolor="white", capsize=1.5, elinewidth=0.5)
+        ax.errorbar(
+            amps,
+            med,
+            yerr=[[m - low for m, low in zip(med, lo)], [h - m for m, h in zip(med, hi)]],
+            color=OKABE_ITO["black"],
+            linestyle=_PHASE_STYLE[ph],
+            marker="o",
+            markersize=2.5,
+            markerfacecolor="white",
+            capsize=1.5,
+            elinewidth=0.5,
+        )
         for kind, axis in (("hist_bias_to_spread", bx), ("hist_shift_shrink", cx)):
-            h = sorted((r["bin_lo"], r["bin_hi"], r["count"]) for r in rows if r["kind"] == kind and r["phase"] == ph)
+            h = sorted(
+                (r["bin_lo"], r["bin_hi"], r["count"]) for r in rows if r["kind"] == kind and r["phase"] == ph
+            )
             total = sum(c for *_, c in h) or 1
-            edges = [10 ** h[0][0]] + [10 ** b for _, b, _ in h]
-            axis.stairs([c / total for *_, c in h], edges, color=OKABE_ITO["black"], linestyle=_PHASE_STYLE[ph],
-                        linewidth=1.0)
+            edges = [10 ** h[0][0]] + [10**b for _, b, _ in h]
+            axis.stairs(
+                [c / total for *_, c in h],
+                edges,
+                color=OKABE_ITO["black"],
+                linestyle=_PHASE_STYLE[ph],
+                linewidth=1.0,
+            )
     xa = np.linspace(min(amps), max(amps), 100)
     ax.plot(xa, xa**2 * 64, color=OKABE_ITO["vermillion"], alpha=0.4, linewidth=3.5, zorder=0)
     ax.axhline(FP16_MAX, color=OKABE_ITO["vermillion"], linewidth=0.6)
@@ -550,8 +798,15 @@ def _res_stats_draw(rows: list[Row], summary: ResonanceStatisticsSummary) -> Any
         if r["kind"] != "fa_qk_overflow" or r["fa_qk_scores_nonfinite"] == 0:
             continue
         y = _RES_PHASES.index(r["phase"])
-        ox.plot(r["amplitude"], y, marker=fa.marker, color=fa.color, linestyle="none", markersize=4,
-                markerfacecolor=fa.color if r["fa_qk_output_nonfinite"] > 0 else "white")
+        ox.plot(
+            r["amplitude"],
+            y,
+            marker=fa.marker,
+            color=fa.color,
+            linestyle="none",
+            markersize=4,
+            markerfacecolor=fa.color if r["fa_qk_output_nonfinite"] > 0 else "white",
+        )
     ox.set_yticks(range(len(_RES_PHASES)), list(_RES_PHASES), fontsize=6)
     ox.set_ylim(len(_RES_PHASES) - 0.5, -0.5)
     ox.set_xlim(min(amps) - 2, max(amps) + 2)
@@ -568,19 +823,36 @@ def _res_stats_draw(rows: list[Row], summary: ResonanceStatisticsSummary) -> Any
     cx.set_xlabel(r"$\max|s| / \max|\tilde s|$ per row (shift by $\beta\times$block row mean)")
     cx.set_ylabel("fraction of rows")
     cx.set_title("(c) how much PASA's shift shrinks the largest score", loc="left", pad=2)
-    handles = [Line2D([], [], color=OKABE_ITO["black"], linestyle=_PHASE_STYLE[ph], marker="o" if i == 0 else None,
-                      markersize=2.5, markerfacecolor="white") for i, ph in enumerate(_RES_PHASES)]
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=OKABE_ITO["black"],
+            linestyle=_PHASE_STYLE[ph],
+            marker="o" if i == 0 else None,
+            markersize=2.5,
+            markerfacecolor="white",
+        )
+        for i, ph in enumerate(_RES_PHASES)
+    ]
     labels = [f"{ph} phase" for ph in _RES_PHASES]
-    handles += [Line2D([], [], color=OKABE_ITO["vermillion"], alpha=0.4, linewidth=3.5),
-                Line2D([], [], marker=fa.marker, color=fa.color, linestyle="none"),
-                Line2D([], [], marker=fa.marker, color=fa.color, markerfacecolor="white", linestyle="none")]
-    labels += [r"coherent prediction $A^2 d/2$ (a)", "inf/NaN in the output (a′)", "only scores overflow, to −inf (a′)"]
+    handles += [
+        Line2D([], [], color=OKABE_ITO["vermillion"], alpha=0.4, linewidth=3.5),
+        Line2D([], [], marker=fa.marker, color=fa.color, linestyle="none"),
+        Line2D([], [], marker=fa.marker, color=fa.color, markerfacecolor="white", linestyle="none"),
+    ]
+    labels += [
+        r"coherent prediction $A^2 d/2$ (a)",
+        "inf/NaN in the output (a′)",
+        "only scores overflow, to −inf (a′)",
+    ]
     fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=5.8)
     return fig
 
 
-def resonance_statistics(*, quick: bool | None = None, out: str | Path | None = None,
-                         from_csv: str | Path | None = None) -> FigureResult[ResonanceStatisticsSummary]:
+def resonance_statistics(
+    *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
+) -> FigureResult[ResonanceStatisticsSummary]:
     """Q and K sharing one sinusoid along the head dimension (:func:`pasa_npu.data.make_resonant`,
     frequency 3, noise 0.5): phase-aligned, anti-aligned, and with a random phase per token; amplitudes
     A = 4 … 48, 8 seeds each (quick: 3 amplitudes, 2 seeds); S1 = 256, S2 = 512, 2 heads, d = 128 (quick:
@@ -592,13 +864,39 @@ def resonance_statistics(*, quick: bool | None = None, out: str | Path | None = 
     (c) histogram of max|s| / max|s̃|, how much PASA's shift (β of npu_fp16 times the 128-key block row
     mean, exact arithmetic) shrinks each row's largest score.
     """
-    return run_figure("resonance_statistics", columns=RESONANCE_STATISTICS_COLUMNS, compute=_res_stats_compute,
-                      summarize=_res_stats_summarize, draw=_res_stats_draw, quick=quick, out=out, from_csv=from_csv)
+    return run_figure(
+        "resonance_statistics",
+        columns=RESONANCE_STATISTICS_COLUMNS,
+        compute=_res_stats_compute,
+        summarize=_res_stats_summarize,
+        draw=_res_stats_draw,
+        quick=quick,
+        out=out,
+        from_csv=from_csv,
+    )
 
 
-_RES_DRAWN = ("pasa", "pasa:script", "pasa:fp16_keymean", "fa_qk", "fa_q", "smooth_k", "pasa:bf16", "fa_hybrid")
-RESONANCE_ACCURACY_COLUMNS = ("phase", "method", "amplitude", "seeds", "overflowed", "rel_rmse_median", "ratio_median",
-                              "ratio_min", "ratio_max")
+_RES_DRAWN = (
+    "pasa",
+    "pasa:script",
+    "pasa:fp16_keymean",
+    "fa_qk",
+    "fa_q",
+    "smooth_k",
+    "pasa:bf16",
+    "fa_hybrid",
+)
+RESONANCE_ACCURACY_COLUMNS = (
+    "phase",
+    "method",
+    "amplitude",
+    "seeds",
+    "overflowed",
+    "rel_rmse_median",
+    "ratio_median",
+    "ratio_min",
+    "ratio_max",
+)
 
 
 @dataclass(frozen=True)
@@ -613,7 +911,9 @@ class ResonanceAccuracySummary:
 
 def _res_acc_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
     _, _, recs = _resonance_runs(quick)
-    naive = {(r["phase"], r["amplitude"], r["seed"]): r["rel_rmse"] for r in recs if r["method"] == "fa_naive"}
+    naive = {
+        (r["phase"], r["amplitude"], r["seed"]): r["rel_rmse"] for r in recs if r["method"] == "fa_naive"
+    }
     groups: dict[tuple[str, str, float], list[Row]] = {}
     for r in recs:
         groups.setdefault((r["phase"], r["method"], r["amplitude"]), []).append(r)
@@ -622,9 +922,19 @@ def _res_acc_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
         fin = [r for r in rs if not r["nonfinite"]]
         ratios = [r["rel_rmse"] / naive[(ph, amp, r["seed"])] for r in fin if naive[(ph, amp, r["seed"])] > 0]
         r_min, r_med, r_max = spread(ratios)
-        rows.append(dict(phase=ph, method=meth, amplitude=amp, seeds=len(rs), overflowed=len(rs) - len(fin),
-                         rel_rmse_median=statistics.median(r["rel_rmse"] for r in fin) if fin else None,
-                         ratio_median=r_med, ratio_min=r_min, ratio_max=r_max))
+        rows.append(
+            dict(
+                phase=ph,
+                method=meth,
+                amplitude=amp,
+                seeds=len(rs),
+                overflowed=len(rs) - len(fin),
+                rel_rmse_median=statistics.median(r["rel_rmse"] for r in fin) if fin else None,
+                ratio_median=r_med,
+                ratio_min=r_min,
+                ratio_max=r_max,
+            )
+        )
     setup = _resonance_setup(quick) | dict(
         methods=", ".join(RESONANCE_METHODS),
         ratio="relative RMSE / that of fa_naive on the same input, against the float64 golden (measurement)",
@@ -634,7 +944,11 @@ def _res_acc_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
 
 def _res_acc_summarize(rows: list[Row]) -> ResonanceAccuracySummary:
     def med(ph: str, meth: str) -> float | None:
-        vals = [r["ratio_median"] for r in rows if r["phase"] == ph and r["method"] == meth and r["ratio_median"] is not None]
+        vals = [
+            r["ratio_median"]
+            for r in rows
+            if r["phase"] == ph and r["method"] == meth and r["ratio_median"] is not None
+        ]
         return statistics.median(vals) if vals else None
 
     return ResonanceAccuracySummary(
@@ -655,8 +969,16 @@ def _res_acc_draw(rows: list[Row], summary: ResonanceAccuracySummary) -> Any:
             xs = [a for a, r in pts if r["ratio_median"] is not None]
             ys = [r["ratio_median"] for _, r in pts if r["ratio_median"] is not None]
             fill = st.color if ph == "aligned" else "white"
-            ax.plot(xs, ys, color=st.color, marker=st.marker, linestyle=_PHASE_STYLE[ph], markerfacecolor=fill,
-                    markeredgecolor=edge_colour(st.color), label=label if ph == "aligned" else None)
+            ax.plot(
+                xs,
+                ys,
+                color=st.color,
+                marker=st.marker,
+                linestyle=_PHASE_STYLE[ph],
+                markerfacecolor=fill,
+                markeredgecolor=edge_colour(st.color),
+                label=label if ph == "aligned" else None,
+            )
     ax.axhline(1.0, color=OKABE_ITO["black"], linewidth=0.7)
     ax.plot([], [], color=OKABE_ITO["black"], linestyle="-", label="aligned phase (filled)")
     ax.plot([], [], color=OKABE_ITO["black"], linestyle=":", label="random phase (open)")
@@ -667,16 +989,25 @@ def _res_acc_draw(rows: list[Row], summary: ResonanceAccuracySummary) -> Any:
     return fig
 
 
-def resonance_accuracy(*, quick: bool | None = None, out: str | Path | None = None,
-                       from_csv: str | Path | None = None) -> FigureResult[ResonanceAccuracySummary]:
+def resonance_accuracy(
+    *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
+) -> FigureResult[ResonanceAccuracySummary]:
     """Same runs as :func:`resonance_statistics`. For every input, each method's relative RMSE divided
     by that of naive fp16 attention on the same input (a paired ratio of measurements, so the seeds'
     very different softmax sharpness cancels); drawn: the median over seeds against the amplitude, for
     phase-aligned (solid, filled) and random-phase (dotted, open) inputs. Runs with inf/NaN are
     counted (in the legend), not averaged.
     """
-    return run_figure("resonance_accuracy", columns=RESONANCE_ACCURACY_COLUMNS, compute=_res_acc_compute,
-                      summarize=_res_acc_summarize, draw=_res_acc_draw, quick=quick, out=out, from_csv=from_csv)
+    return run_figure(
+        "resonance_accuracy",
+        columns=RESONANCE_ACCURACY_COLUMNS,
+        compute=_res_acc_compute,
+        summarize=_res_acc_summarize,
+        draw=_res_acc_draw,
+        quick=quick,
+        out=out,
+        from_csv=from_csv,
+    )
 
 
 for _f in (overflow_frontier, accumulator_overflow, resonance_statistics, resonance_accuracy):

@@ -2,6 +2,7 @@
 
 The method itself (the shifting matrix, the online recovery) is described in docs/method.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,8 @@ from typing import Any
 import torch
 
 from .. import data
-from ..harness import run_case
 from ..golden import golden_attention
+from ..harness import run_case
 from ._common import METHOD_DOC, U64
 from ._io import FigureResult, Row, run_figure
 from ._style import legend_below, method_style, new_figure
@@ -36,7 +37,9 @@ class Fp64ExactnessSummary:
 
 
 def _compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
-    shape = dict(batch=1, heads=2, kv_heads=1, seq_q=64 if quick else 300, seq_kv=300 if quick else 1000, head_dim=128)
+    shape = dict(
+        batch=1, heads=2, kv_heads=1, seq_q=64 if quick else 300, seq_kv=300 if quick else 1000, head_dim=128
+    )
     q, k, v = data.make_qkv("uniform", mean=2.0, amplitude=1.0, seed=0, dtype=torch.float64, **shape)
     golden = golden_attention(q, k, v)
     unit = U64 * float(golden.abs().max())
@@ -51,8 +54,16 @@ def _compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
             beta = 1.0 - 2.0**-kk
             (rec,) = run_case(q, k, v, ("pasa",), precision="fp64", beta=beta, block_kv=n, golden=golden)
             err = rec["max_abs_err"]
-            rows.append(dict(method="pasa:fp64", block_kv=n, beta=beta, c=beta / (1 - beta), max_abs_err=err,
-                             err_units=err / unit))
+            rows.append(
+                dict(
+                    method="pasa:fp64",
+                    block_kv=n,
+                    beta=beta,
+                    c=beta / (1 - beta),
+                    max_abs_err=err,
+                    err_units=err / unit,
+                )
+            )
     setup = dict(
         data="make_qkv uniform, mean 2, amplitude 1, seed 0, float64 inputs",
         shape=f"batch 1, heads 2, kv_heads 1, S1 {shape['seq_q']}, S2 {shape['seq_kv']}, d 128",
@@ -88,12 +99,28 @@ def _draw(rows: list[Row], summary: Fp64ExactnessSummary) -> Any:
     markers = {16: "o", 64: "s", 128: "D", 256: "^"}
     styles = {16: "-", 64: "--", 128: "-.", 256: ":"}
     for n in sorted({r["block_kv"] for r in rows if r["method"] == "pasa:fp64"}):
-        pts = sorted((r["c"], max(r["err_units"], 0.5)) for r in rows if r["method"] == "pasa:fp64" and r["block_kv"] == n)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=st.color, marker=markers.get(n, "o"),
-                linestyle=styles.get(n, "-"), label=f"PASA fp64, n = {n}", markerfacecolor="white")
+        pts = sorted(
+            (r["c"], max(r["err_units"], 0.5))
+            for r in rows
+            if r["method"] == "pasa:fp64" and r["block_kv"] == n
+        )
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            color=st.color,
+            marker=markers.get(n, "o"),
+            linestyle=styles.get(n, "-"),
+            label=f"PASA fp64, n = {n}",
+            markerfacecolor="white",
+        )
     r = next(r for r in rows if r["method"] == "fa_q")
     fa = method_style("fa_q")
-    ax.axhline(max(r["err_units"], 0.5), color=fa.color, linestyle=fa.linestyle, label="FA fp64, Q pre-scaled (n = 128)")
+    ax.axhline(
+        max(r["err_units"], 0.5),
+        color=fa.color,
+        linestyle=fa.linestyle,
+        label="FA fp64, Q pre-scaled (n = 128)",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"recovery coefficient $c = \beta/(1-\beta)$")
@@ -102,8 +129,9 @@ def _draw(rows: list[Row], summary: Fp64ExactnessSummary) -> Any:
     return fig
 
 
-def fp64_exactness(*, quick: bool | None = None, out: str | Path | None = None,
-                   from_csv: str | Path | None = None) -> FigureResult[Fp64ExactnessSummary]:
+def fp64_exactness(
+    *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
+) -> FigureResult[Fp64ExactnessSummary]:
     """PASA computed entirely in float64 against the float64 golden, over β and the block size n.
 
     Data: uniform, mean 2, amplitude 1 (a bias of about 45 in every score and a soft softmax: the
@@ -114,8 +142,16 @@ def fp64_exactness(*, quick: bool | None = None, out: str | Path | None = None,
     order different from the golden's. The error is max|out − golden| in units of u64·max|golden|
     (u64 = 2^-53), a measurement; values below 0.5 are drawn at 0.5.
     """
-    return run_figure("fp64_exactness", columns=FP64_EXACTNESS_COLUMNS, compute=_compute, summarize=_summarize,
-                      draw=_draw, quick=quick, out=out, from_csv=from_csv)
+    return run_figure(
+        "fp64_exactness",
+        columns=FP64_EXACTNESS_COLUMNS,
+        compute=_compute,
+        summarize=_summarize,
+        draw=_draw,
+        quick=quick,
+        out=out,
+        from_csv=from_csv,
+    )
 
 
 fp64_exactness.__doc__ = (fp64_exactness.__doc__ or "") + METHOD_DOC

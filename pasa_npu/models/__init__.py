@@ -10,6 +10,7 @@ passes are this package's own plain torch code; see :mod:`pasa_npu.models.smollm
 >>> m = load("smollm2-135m")
 >>> m.evaluate("It was the best of times, it was the worst of times.", method="fa_qk")   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from ._attention import GOLDEN, AttentionHook, parse_method
@@ -18,8 +19,17 @@ from .minilm import load_minilm
 from .smollm2 import load_smollm2
 from .texts import long_text, text, text_names
 
-__all__ = ["load", "MODEL_NAMES", "Model", "AttentionHook", "parse_method", "GOLDEN", "text", "text_names",
-           "long_text"]
+__all__ = [
+    "load",
+    "MODEL_NAMES",
+    "Model",
+    "AttentionHook",
+    "parse_method",
+    "GOLDEN",
+    "text",
+    "text_names",
+    "long_text",
+]
 
 MODEL_NAMES = ("smollm2-135m", "minilm-l6")
 

@@ -19,6 +19,7 @@ the largest absolute error of the method against it (the *local* error of that l
 inputs are the ones this run produced, so the error does not include what earlier layers passed on) and
 the number of non-finite outputs with the first pipeline stage that produced one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -26,9 +27,9 @@ from collections.abc import Callable
 import torch
 
 from .. import metrics
+from ..golden import golden_attention
 from ..methods import get_method, run_method
 from ..precision import PRESETS
-from ..golden import golden_attention
 
 __all__ = ["AttentionHook", "parse_method", "GOLDEN"]
 
@@ -63,9 +64,17 @@ def parse_method(method: str, precision: str | None = None) -> tuple[str, str | 
 class AttentionHook:
     """Routes every attention call of a forward pass through one method (see the module docstring)."""
 
-    def __init__(self, method: str = GOLDEN, precision: str | None = None, *, beta: float | None = None,
-                 block_kv: int = 128, record: bool = False, inject: Inject | None = None,
-                 keep_inputs: bool = False) -> None:
+    def __init__(
+        self,
+        method: str = GOLDEN,
+        precision: str | None = None,
+        *,
+        beta: float | None = None,
+        block_kv: int = 128,
+        record: bool = False,
+        inject: Inject | None = None,
+        keep_inputs: bool = False,
+    ) -> None:
         self.method, self.precision = parse_method(method, precision)
         self.beta = beta
         self.block_kv = block_kv
@@ -92,10 +101,21 @@ class AttentionHook:
                 dt = PRESETS[self.precision].matmul_in
                 q, k, v = q.to(dt), k.to(dt), v.to(dt)
             return golden_attention(q, k, v, is_causal=is_causal).to(act)
-        return run_method(self.method, q, k, v, precision=self.precision or "npu_fp16", beta=self.beta,
-                          block_kv=self.block_kv, is_causal=is_causal, out_dtype=q.dtype)
+        return run_method(
+            self.method,
+            q,
+            k,
+            v,
+            precision=self.precision or "npu_fp16",
+            beta=self.beta,
+            block_kv=self.block_kv,
+            is_causal=is_causal,
+            out_dtype=q.dtype,
+        )
 
-    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, is_causal: bool) -> torch.Tensor:
+    def __call__(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, is_causal: bool
+    ) -> torch.Tensor:
         if self.inject is not None:
             q, k = self.inject(layer, q, k)
         if self.keep_inputs:

@@ -1,4 +1,5 @@
 """What both models share: locating packaged files, capture and evaluate on top of a forward pass."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -49,7 +50,9 @@ class Model:
     def encode(self, text: str) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, ids: torch.Tensor, attention: AttentionHook | None = None) -> torch.Tensor:  # pragma: no cover
+    def forward(
+        self, ids: torch.Tensor, attention: AttentionHook | None = None
+    ) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     # -- shared ------------------------------------------------------------------------------------------
@@ -57,7 +60,9 @@ class Model:
         if isinstance(text, torch.Tensor):
             ids = text
             if ids.dim() != 1 or ids.dtype not in (torch.int64, torch.int32):
-                raise ValueError(f"token ids must be a 1-D integer tensor, got shape {tuple(ids.shape)} {ids.dtype}")
+                raise ValueError(
+                    f"token ids must be a 1-D integer tensor, got shape {tuple(ids.shape)} {ids.dtype}"
+                )
             ids = ids.to(torch.int64)
         elif isinstance(text, str):
             if not text:
@@ -68,30 +73,58 @@ class Model:
         if ids.numel() < 2:
             raise ValueError(f"text must give at least 2 tokens, got {ids.numel()}")
         if ids.numel() > self.max_tokens:
-            raise ValueError(f"text must give at most {self.max_tokens} tokens for {self.name}, got {ids.numel()}")
+            raise ValueError(
+                f"text must give at most {self.max_tokens} tokens for {self.name}, got {ids.numel()}"
+            )
         return ids.to(self.device)
 
-    def run(self, text: str | torch.Tensor, method: str = GOLDEN, precision: str | None = None, *,
-            record: bool = False, inject: Inject | None = None, keep_inputs: bool = False,
-            beta: float | None = None, block_kv: int = 128) -> tuple[torch.Tensor, AttentionHook]:
+    def run(
+        self,
+        text: str | torch.Tensor,
+        method: str = GOLDEN,
+        precision: str | None = None,
+        *,
+        record: bool = False,
+        inject: Inject | None = None,
+        keep_inputs: bool = False,
+        beta: float | None = None,
+        block_kv: int = 128,
+    ) -> tuple[torch.Tensor, AttentionHook]:
         """One forward pass with every attention call routed through ``method``; returns the output
         (decoder: logits (S, vocab); encoder: last hidden states (S, hidden)) and the hook with what it
         recorded."""
-        hook = AttentionHook(method, precision, beta=beta, block_kv=block_kv, record=record, inject=inject,
-                             keep_inputs=keep_inputs)
+        hook = AttentionHook(
+            method,
+            precision,
+            beta=beta,
+            block_kv=block_kv,
+            record=record,
+            inject=inject,
+            keep_inputs=keep_inputs,
+        )
         with torch.no_grad():
             out = self.forward(self._ids(text), attention=hook)
         return out, hook
 
-    def capture(self, text: str | torch.Tensor, *, inject: Inject | None = None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def capture(
+        self, text: str | torch.Tensor, *, inject: Inject | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per layer, the attention inputs ``(q, k, v)`` as BNSD tensors (batch 1) exactly as the attention
         receives them (after RoPE for SmolLM2, before the softmax scale), in the activation dtype, from a
         run with golden (float64) attention."""
         _, hook = self.run(text, GOLDEN, keep_inputs=True, inject=inject)
         return hook.inputs
 
-    def evaluate(self, text: str | torch.Tensor, method: str = "pasa", precision: str | None = None, *,
-                 inject: Inject | None = None, beta: float | None = None, block_kv: int = 128) -> dict:
+    def evaluate(
+        self,
+        text: str | torch.Tensor,
+        method: str = "pasa",
+        precision: str | None = None,
+        *,
+        inject: Inject | None = None,
+        beta: float | None = None,
+        block_kv: int = 128,
+    ) -> dict:
         """End-to-end effect of running every attention call with ``method`` (at ``precision``).
 
         Returns a dict with ``method``, ``tokens``, ``perplexity`` (decoder; None for the encoder),
@@ -108,15 +141,24 @@ class Model:
         ids = self._ids(text)
         gold = self.golden(ids, inject=inject)
         out, hook = self.run(ids, method, precision, record=True, inject=inject, beta=beta, block_kv=block_kv)
-        res = dict(method=hook.label, tokens=int(ids.numel()),
-                   max_abs_err_per_layer=list(hook.max_abs_err), nonfinite_per_layer=list(hook.nonfinite),
-                   first_stage_per_layer=list(hook.first_stage),
-                   nonfinite_output=int((~torch.isfinite(out)).sum()))
+        res = dict(
+            method=hook.label,
+            tokens=int(ids.numel()),
+            max_abs_err_per_layer=list(hook.max_abs_err),
+            nonfinite_per_layer=list(hook.nonfinite),
+            first_stage_per_layer=list(hook.first_stage),
+            nonfinite_output=int((~torch.isfinite(out)).sum()),
+        )
         if self.kind == "decoder":
             res.update(self._lm_metrics(ids, out, gold))
         else:
-            res.update(perplexity=None, golden_perplexity=None, kl_to_golden=None, top1_agreement=None,
-                       embedding_cosine=self._embedding_cosine(out, gold))
+            res.update(
+                perplexity=None,
+                golden_perplexity=None,
+                kl_to_golden=None,
+                top1_agreement=None,
+                embedding_cosine=self._embedding_cosine(out, gold),
+            )
         return res
 
     def golden(self, text: str | torch.Tensor, *, inject: Inject | None = None) -> torch.Tensor:
@@ -133,7 +175,7 @@ class Model:
             cache[key] = (ids.clone(), self.run(ids, GOLDEN)[0])
         return cache[key][1]
 
-    def to(self, device: str | torch.device) -> "Model":
+    def to(self, device: str | torch.device) -> Model:
         """Move the weights to ``device`` (in place; returns self). Token ids follow the weights."""
         dev = torch.device(device)
         for k, t in self.w.items():

@@ -10,6 +10,7 @@
   size; K-only bias adds q·c to every score of a row, so exact attention (and the golden run) is unchanged
   and any change is numerical.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,22 +22,37 @@ import torch
 import pasa_theory.bounds as pb
 
 from .. import metrics
-from ..precision import PRESETS
 from ..golden import golden_attention
 from ..kernel import shift_parameters
 from ..methods import run_method
+from ..precision import PRESETS
 from ._attention import AttentionHook, parse_method
 from ._base import Model
 from .texts import long_text
 
 __all__ = [
-    "DEFAULT_METHODS", "layer_errors", "prediction_summary", "activation_stats", "end_to_end", "channel_bias",
-    "bias_sweep", "head_rel_rmse",
+    "DEFAULT_METHODS",
+    "layer_errors",
+    "prediction_summary",
+    "activation_stats",
+    "end_to_end",
+    "channel_bias",
+    "bias_sweep",
+    "head_rel_rmse",
 ]
 
 #: Methods compared on the real models (``<method>@<preset>`` runs a method at a preset).
-DEFAULT_METHODS = ("pasa", "pasa:script", "fa_qk", "fa_q", "fa_hybrid", "smooth_k", "sdpa", "pasa@bf16",
-                   "sdpa@bf16")
+DEFAULT_METHODS = (
+    "pasa",
+    "pasa:script",
+    "fa_qk",
+    "fa_q",
+    "fa_hybrid",
+    "smooth_k",
+    "sdpa",
+    "pasa@bf16",
+    "sdpa@bf16",
+)
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -53,9 +69,16 @@ def head_rel_rmse(out: torch.Tensor, gold: torch.Tensor, v: torch.Tensor) -> tor
     return err / rv
 
 
-def layer_errors(captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], methods: Sequence[str] = DEFAULT_METHODS,
-                 *, is_causal: bool, layers: Sequence[int] | None = None, predict: bool = True,
-                 input_precision: str = "npu_fp16", block_kv: int = 128) -> list[dict]:
+def layer_errors(
+    captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    methods: Sequence[str] = DEFAULT_METHODS,
+    *,
+    is_causal: bool,
+    layers: Sequence[int] | None = None,
+    predict: bool = True,
+    input_precision: str = "npu_fp16",
+    block_kv: int = 128,
+) -> list[dict]:
     """Every method on the captured attention inputs of each layer; one record per (layer, method, head).
 
     The inputs are first rounded to ``input_precision``'s matrix-input format (fp16): the golden is float64
@@ -65,7 +88,6 @@ def layer_errors(captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tens
     ``pred_bound`` (bound on max|err|) and ``pred_overflow`` on the same rounded tensors, with the
     measured ``rmse`` of the whole layer beside them (records with ``head = -1``).
     """
-
 
     dt = PRESETS[input_precision].matmul_in
     layers = range(len(captures)) if layers is None else layers
@@ -80,27 +102,47 @@ def layer_errors(captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tens
                 name, prec = _split(m)
                 by_prec.setdefault(prec, []).append((m, name))
             for prec, pairs in by_prec.items():
-                got = pb.predict_many([n for _, n in pairs], q.cpu(), k.cpu(), v.cpu(), precision=prec,
-                                      block_kv=block_kv, is_causal=is_causal)
+                got = pb.predict_many(
+                    [n for _, n in pairs],
+                    q.cpu(),
+                    k.cpu(),
+                    v.cpu(),
+                    precision=prec,
+                    block_kv=block_kv,
+                    is_causal=is_causal,
+                )
                 preds.update({m: p for (m, _), p in zip(pairs, got)})
         for m in methods:
             name, prec = _split(m)
             t0 = time.perf_counter()
             with metrics.census() as cen:
-                out = run_method(name, q, k, v, precision=prec, is_causal=is_causal, block_kv=block_kv,
-                                 out_dtype=q.dtype)
+                out = run_method(
+                    name, q, k, v, precision=prec, is_causal=is_causal, block_kv=block_kv, out_dtype=q.dtype
+                )
             sec = time.perf_counter() - t0
             nf = metrics.nonfinite_count(out)
             rr = head_rel_rmse(out, gold, v)[0]
-            base = dict(layer=li, method=m, nonfinite=nf, stage=cen.first_stage if (nf or cen.total) else None)
+            base = dict(
+                layer=li, method=m, nonfinite=nf, stage=cen.first_stage if (nf or cen.total) else None
+            )
             for h in range(rr.numel()):
                 recs.append(dict(base, head=h, rel_rmse=float(rr[h])))
-            whole = dict(base, head=-1, rel_rmse=metrics.relative_rmse(out, gold, v), rmse=metrics.rmse(out, gold),
-                         max_abs_err=metrics.max_abs_error(out, gold), seconds=sec)
+            whole = dict(
+                base,
+                head=-1,
+                rel_rmse=metrics.relative_rmse(out, gold, v),
+                rmse=metrics.rmse(out, gold),
+                max_abs_err=metrics.max_abs_error(out, gold),
+                seconds=sec,
+            )
             p = preds.get(m)
             if p is not None:
-                whole.update(pred_rmse=p.rmse_estimate, pred_bound=p.max_abs_bound, pred_overflow=p.overflow,
-                             pred_dominant=p.dominant)
+                whole.update(
+                    pred_rmse=p.rmse_estimate,
+                    pred_bound=p.max_abs_bound,
+                    pred_overflow=p.overflow,
+                    pred_dominant=p.dominant,
+                )
             recs.append(whole)
     return recs
 
@@ -117,12 +159,14 @@ def prediction_summary(records: Sequence[dict]) -> dict:
         fin = [r for r in rs if not r["nonfinite"] and not r["pred_overflow"] and r["rmse"] > 0]
         ratios = sorted(r["pred_rmse"] / r["rmse"] for r in fin)
         return dict(
-            cases=len(rs), compared=len(fin),
+            cases=len(rs),
+            compared=len(fin),
             bound_ok=sum(r["max_abs_err"] <= r["pred_bound"] for r in fin),
             within_3x=sum(1 / 3 <= r["pred_rmse"] / r["rmse"] <= 3 for r in fin),
             overflow_ok=sum(bool(r["nonfinite"]) == bool(r["pred_overflow"]) for r in rs),
             median_rmse_ratio=ratios[len(ratios) // 2] if ratios else math.nan,
-            min_rmse_ratio=ratios[0] if ratios else math.nan, max_rmse_ratio=ratios[-1] if ratios else math.nan,
+            min_rmse_ratio=ratios[0] if ratios else math.nan,
+            max_rmse_ratio=ratios[-1] if ratios else math.nan,
         )
 
     for m in dict.fromkeys(r["method"] for r in rows):
@@ -131,8 +175,13 @@ def prediction_summary(records: Sequence[dict]) -> dict:
     return out
 
 
-def activation_stats(captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], *, is_causal: bool,
-                     beta: float | None = None, block_kv: int = 128) -> list[dict]:
+def activation_stats(
+    captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    *,
+    is_causal: bool,
+    beta: float | None = None,
+    block_kv: int = 128,
+) -> list[dict]:
     """One record per (layer, query head), all in float64 on the captured (unrounded) inputs:
 
     ``max_abs_qk`` (max|q·k| over visible pairs, the quantity ``fa_qk`` rounds to fp16 before the scale),
@@ -146,14 +195,17 @@ def activation_stats(captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.
     """
 
     recs = []
-    for li, (q, k, v) in enumerate(captures):
+    for li, (q, k, _v) in enumerate(captures):
         q64, k64 = q.to(torch.float64)[0], k.to(torch.float64)[0]
         H, S, d = q64.shape
         g = H // k64.shape[0]
         tau = 1 / math.sqrt(d)
         b = beta if beta is not None else shift_parameters("npu_fp16", head_dim=d, block_kv=block_kv).beta
-        keep = (torch.ones(S, S, dtype=torch.bool, device=q.device).tril() if is_causal
-                else torch.ones(S, S, dtype=torch.bool, device=q.device))
+        keep = (
+            torch.ones(S, S, dtype=torch.bool, device=q.device).tril()
+            if is_causal
+            else torch.ones(S, S, dtype=torch.bool, device=q.device)
+        )
         cnt = keep.sum(-1).to(torch.float64)
         for h in range(H):
             qh, kh = q64[h], k64[h // g]
@@ -175,17 +227,28 @@ def activation_stats(captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.
 
             def bias(x):
                 mu = x.mean(0)
-                return float(mu.norm() / x.pow(2).mean(0).sum().sqrt()), float((mu.abs() / x.pow(2).mean(0).sqrt()).max())
+                return float(mu.norm() / x.pow(2).mean(0).sum().sqrt()), float(
+                    (mu.abs() / x.pow(2).mean(0).sqrt()).max()
+                )
 
             qb, qbc = bias(qh)
             kb_, kbc = bias(kh)
             mq, mk = qh.mean(0), kh.mean(0)
-            recs.append(dict(
-                layer=li, head=h, kv_head=h // g, max_abs_qk=float(s.masked_fill(~keep, 0.0).abs().max() / tau),
-                q_bias=qb, k_bias=kb_, q_bias_max_channel=qbc, k_bias_max_channel=kbc,
-                mean_alignment=float(mq @ mk / (mq.norm() * mk.norm())),
-                row_bias_to_spread=float(ratio.median()), shift_shrink=float(shrink[rows].median()),
-            ))
+            recs.append(
+                dict(
+                    layer=li,
+                    head=h,
+                    kv_head=h // g,
+                    max_abs_qk=float(s.masked_fill(~keep, 0.0).abs().max() / tau),
+                    q_bias=qb,
+                    k_bias=kb_,
+                    q_bias_max_channel=qbc,
+                    k_bias_max_channel=kbc,
+                    mean_alignment=float(mq @ mk / (mq.norm() * mk.norm())),
+                    row_bias_to_spread=float(ratio.median()),
+                    shift_shrink=float(shrink[rows].median()),
+                )
+            )
     return recs
 
 
@@ -199,19 +262,34 @@ def end_to_end(model: Model, texts: dict[str, str], methods: Sequence[str] = DEF
             r = model.evaluate(t, m)
             sec = time.perf_counter() - t0
             errs = r["max_abs_err_per_layer"]
-            recs.append(dict(
-                model=model.name, text=tname, method=m, tokens=r["tokens"], perplexity=r["perplexity"],
-                golden_perplexity=r["golden_perplexity"], kl_to_golden=r["kl_to_golden"],
-                top1_agreement=r["top1_agreement"], embedding_cosine=r.get("embedding_cosine"),
-                max_layer_err=max(errs), mean_layer_err=sum(errs) / len(errs),
-                nonfinite_layers=sum(1 for n in r["nonfinite_per_layer"] if n),
-                nonfinite_output=r["nonfinite_output"], seconds=sec,
-            ))
+            recs.append(
+                dict(
+                    model=model.name,
+                    text=tname,
+                    method=m,
+                    tokens=r["tokens"],
+                    perplexity=r["perplexity"],
+                    golden_perplexity=r["golden_perplexity"],
+                    kl_to_golden=r["kl_to_golden"],
+                    top1_agreement=r["top1_agreement"],
+                    embedding_cosine=r.get("embedding_cosine"),
+                    max_layer_err=max(errs),
+                    mean_layer_err=sum(errs) / len(errs),
+                    nonfinite_layers=sum(1 for n in r["nonfinite_per_layer"] if n),
+                    nonfinite_output=r["nonfinite_output"],
+                    seconds=sec,
+                )
+            )
     return recs
 
 
-def channel_bias(captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], layers: Sequence[int],
-                 size: float, *, on_q: bool = False):
+def channel_bias(
+    captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    layers: Sequence[int],
+    size: float,
+    *,
+    on_q: bool = False,
+):
     """An **injected** per-channel bias: for each chosen layer and KV head, c = size · sign(mean query of
     its group over tokens and heads), a constant vector over the sequence added to K after RoPE (and to
     Q too if ``on_q``). Returns an ``inject`` function for :meth:`Model.evaluate` / :meth:`Model.run`.
@@ -229,7 +307,7 @@ def channel_bias(captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tens
     for li in layers:
         q, k, _ = captures[li]
         g = q.shape[1] // k.shape[1]
-        mq = q.to(torch.float64)[0].mean(1).view(k.shape[1], g, -1).mean(1)   # (Hkv, d)
+        mq = q.to(torch.float64)[0].mean(1).view(k.shape[1], g, -1).mean(1)  # (Hkv, d)
         dirs[li] = torch.sign(mq)
 
     def inject(layer: int, q: torch.Tensor, k: torch.Tensor):
@@ -244,9 +322,15 @@ def channel_bias(captures: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tens
     return inject
 
 
-def bias_sweep(model: Model, text: str, sizes: Sequence[float], layers: Sequence[int],
-               methods: Sequence[str] = ("pasa", "fa_qk", "fa_q", "fa_hybrid", "smooth_k", "sdpa"), *,
-               on_q: bool = False) -> list[dict]:
+def bias_sweep(
+    model: Model,
+    text: str,
+    sizes: Sequence[float],
+    layers: Sequence[int],
+    methods: Sequence[str] = ("pasa", "fa_qk", "fa_q", "fa_hybrid", "smooth_k", "sdpa"),
+    *,
+    on_q: bool = False,
+) -> list[dict]:
     """:func:`channel_bias` of each size in ``layers``; every method evaluated end to end (golden run with
     the same injection). One record per (size, method) with perplexity, KL, top-1 (or embedding cosine),
     max|q·k| reached in the injected layers and which layers' attention produced inf/NaN."""
@@ -257,23 +341,45 @@ def bias_sweep(model: Model, text: str, sizes: Sequence[float], layers: Sequence
         hook = AttentionHook("golden", keep_inputs=True, inject=inj)
         with torch.no_grad():
             model.forward(model._ids(text), attention=hook)
-        mqk = max(float((q.double()[0] @ k.double()[0].repeat_interleave(q.shape[1] // k.shape[1], 0).transpose(-1, -2)).abs().max())
-                  for li, (q, k, _) in enumerate(hook.inputs) if li in set(layers))
+        mqk = max(
+            float(
+                (
+                    q.double()[0]
+                    @ k.double()[0].repeat_interleave(q.shape[1] // k.shape[1], 0).transpose(-1, -2)
+                )
+                .abs()
+                .max()
+            )
+            for li, (q, k, _) in enumerate(hook.inputs)
+            if li in set(layers)
+        )
         for m in methods:
             t0 = time.perf_counter()
             r = model.evaluate(text, m, inject=inj)
-            recs.append(dict(
-                model=model.name, size=float(sz), on_q=on_q, method=m, max_abs_qk=mqk, perplexity=r["perplexity"],
-                golden_perplexity=r["golden_perplexity"], kl_to_golden=r["kl_to_golden"],
-                top1_agreement=r["top1_agreement"], embedding_cosine=r.get("embedding_cosine"),
-                nonfinite_layers=[i for i, n in enumerate(r["nonfinite_per_layer"]) if n],
-                first_stage=next((s for s in r["first_stage_per_layer"] if s), None),
-                nonfinite_output=r["nonfinite_output"], seconds=time.perf_counter() - t0,
-            ))
+            recs.append(
+                dict(
+                    model=model.name,
+                    size=float(sz),
+                    on_q=on_q,
+                    method=m,
+                    max_abs_qk=mqk,
+                    perplexity=r["perplexity"],
+                    golden_perplexity=r["golden_perplexity"],
+                    kl_to_golden=r["kl_to_golden"],
+                    top1_agreement=r["top1_agreement"],
+                    embedding_cosine=r.get("embedding_cosine"),
+                    nonfinite_layers=[i for i, n in enumerate(r["nonfinite_per_layer"]) if n],
+                    first_stage=next((s for s in r["first_stage_per_layer"] if s), None),
+                    nonfinite_output=r["nonfinite_output"],
+                    seconds=time.perf_counter() - t0,
+                )
+            )
     return recs
 
 
-def long_context(model: Model, lengths: Sequence[int], methods: Sequence[str] = ("pasa", "fa_qk", "sdpa")) -> list[dict]:
+def long_context(
+    model: Model, lengths: Sequence[int], methods: Sequence[str] = ("pasa", "fa_qk", "sdpa")
+) -> list[dict]:
     """End-to-end metrics on the shipped texts joined and repeated (:func:`pasa_npu.models.long_text`)
     and cut to each of ``lengths`` tokens; one record per (length, method), with wall times."""
 
@@ -290,9 +396,19 @@ def long_context(model: Model, lengths: Sequence[int], methods: Sequence[str] = 
             t0 = time.perf_counter()
             r = model.evaluate(ids[:n], m)
             errs = r["max_abs_err_per_layer"]
-            recs.append(dict(model=model.name, tokens=n, method=m, perplexity=r["perplexity"],
-                             golden_perplexity=r["golden_perplexity"], kl_to_golden=r["kl_to_golden"],
-                             top1_agreement=r["top1_agreement"], max_layer_err=max(errs),
-                             nonfinite_output=r["nonfinite_output"], golden_seconds=g_sec,
-                             seconds=time.perf_counter() - t0))
+            recs.append(
+                dict(
+                    model=model.name,
+                    tokens=n,
+                    method=m,
+                    perplexity=r["perplexity"],
+                    golden_perplexity=r["golden_perplexity"],
+                    kl_to_golden=r["kl_to_golden"],
+                    top1_agreement=r["top1_agreement"],
+                    max_layer_err=max(errs),
+                    nonfinite_output=r["nonfinite_output"],
+                    golden_seconds=g_sec,
+                    seconds=time.perf_counter() - t0,
+                )
+            )
     return recs

@@ -7,6 +7,7 @@ LayerNorm]; the sentence embedding is the mean of the last hidden states over th
 ``tokenizer.json`` (WordPiece, lower case, ``[CLS] … [SEP]``) read by the ``tokenizers`` library with
 truncation and padding switched off: one unpadded sequence, so no attention mask is needed.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,9 @@ class MiniLM(Model):
         return torch.tensor(self.tokenizer.encode(text).ids, dtype=torch.int64)
 
     def _ln(self, x: torch.Tensor, p: str) -> torch.Tensor:
-        return torch.nn.functional.layer_norm(x, (self.hidden,), self.w[p + ".weight"], self.w[p + ".bias"], self.eps)
+        return torch.nn.functional.layer_norm(
+            x, (self.hidden,), self.w[p + ".weight"], self.w[p + ".bias"], self.eps
+        )
 
     def _lin(self, x: torch.Tensor, p: str) -> torch.Tensor:
         return x @ self.w[p + ".weight"].T + self.w[p + ".bias"]
@@ -58,16 +61,21 @@ class MiniLM(Model):
         """BNSD (1, 12, S, 32) q, k, v of ``layer`` from its input hidden states x (S, hidden)."""
         p = f"encoder.layer.{layer}.attention.self."
         S = x.shape[0]
-        return tuple(self._lin(x, p + n).view(S, self.n_head, self.head_dim).transpose(0, 1)[None].contiguous()
-                     for n in ("query", "key", "value"))
+        return tuple(
+            self._lin(x, p + n).view(S, self.n_head, self.head_dim).transpose(0, 1)[None].contiguous()
+            for n in ("query", "key", "value")
+        )
 
     def forward(self, ids: torch.Tensor, attention: AttentionHook | None = None) -> torch.Tensor:
         """Last hidden states (S, 384), float32."""
         attention = attention or AttentionHook()
         S = ids.numel()
         w = self.w
-        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:S]
-             + w["embeddings.token_type_embeddings.weight"][0])
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][:S]
+            + w["embeddings.token_type_embeddings.weight"][0]
+        )
         x = self._ln(x, "embeddings.LayerNorm")
         for i in range(self.n_layers):
             p = f"encoder.layer.{i}."
@@ -83,7 +91,9 @@ class MiniLM(Model):
         e = hidden.mean(0)
         return e / e.norm()
 
-    def sentence_embedding(self, text: str, method: str = "golden", precision: str | None = None) -> torch.Tensor:
+    def sentence_embedding(
+        self, text: str, method: str = "golden", precision: str | None = None
+    ) -> torch.Tensor:
         hidden, _ = self.run(text, method, precision)
         return self.embed(hidden)
 

@@ -1,6 +1,7 @@
 """Figures of notebook 07 (real models). Each function draws one figure from analysis records and, when
 ``save`` is true, writes ``figures/real_models_<stem>.{png,pdf,csv}`` in the repository (the folder is
 found from this package's location, not the working directory)."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["figures_dir", "write_csv", "layer_error_heatmap", "end_to_end_bars", "bias_sweep_plot",
-           "activation_histograms"]
+__all__ = [
+    "figures_dir",
+    "write_csv",
+    "layer_error_heatmap",
+    "end_to_end_bars",
+    "bias_sweep_plot",
+    "activation_histograms",
+]
 
 
 def figures_dir() -> Path:
@@ -81,12 +88,22 @@ def end_to_end_bars(records: Sequence[dict], *, save: bool = False):
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     kl = [mean([r for r in dec if r["method"] == m], lambda r: r["kl_to_golden"]) for m in methods]
-    pp = [mean([r for r in dec if r["method"] == m], lambda r: abs(r["perplexity"] / r["golden_perplexity"] - 1))
-          for m in methods]
+    pp = [
+        mean(
+            [r for r in dec if r["method"] == m], lambda r: abs(r["perplexity"] / r["golden_perplexity"] - 1)
+        )
+        for m in methods
+    ]
     cs = [mean([r for r in enc if r["method"] == m], lambda r: 1 - r["embedding_cosine"]) for m in methods]
-    for ax, vals, lab in zip(axes, (kl, pp, cs), ("SmolLM2: mean KL(golden ‖ method)",
-                                                  "SmolLM2: |perplexity / golden − 1|",
-                                                  "MiniLM: 1 − cosine(embedding, golden)")):
+    for ax, vals, lab in zip(
+        axes,
+        (kl, pp, cs),
+        (
+            "SmolLM2: mean KL(golden ‖ method)",
+            "SmolLM2: |perplexity / golden − 1|",
+            "MiniLM: 1 − cosine(embedding, golden)",
+        ),
+    ):
         ax.barh(range(len(methods)), [v if v and math.isfinite(v) and v > 0 else float("nan") for v in vals])
         ax.set_xscale("log")
         ax.set_yticks(range(len(methods)), methods, fontsize=8)
@@ -108,7 +125,7 @@ def bias_sweep_plot(records: Sequence[dict], *, layers: Sequence[int], save: boo
         x = [r["max_abs_qk"] for r in rs]
         for ax, key in zip(axes, ("perplexity", "kl_to_golden")):
             y = [r[key] if r[key] is not None and math.isfinite(r[key]) else float("nan") for r in rs]
-            line, = ax.plot(x, y, "o-", label=m, ms=3)
+            (line,) = ax.plot(x, y, "o-", label=m, ms=3)
             bad = [xx for xx, r in zip(x, rs) if r["nonfinite_output"]]
             if bad:
                 top = ax.get_ylim()[1]
@@ -123,11 +140,18 @@ def bias_sweep_plot(records: Sequence[dict], *, layers: Sequence[int], save: boo
     axes[0].set_ylabel("perplexity")
     axes[1].set_ylabel("mean KL(golden ‖ method)")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"SmolLM2 with an INJECTED per-channel K bias in layers {list(layers)} "
-                 "(exact attention unchanged); x: inf/NaN output", fontsize=9)
+    fig.suptitle(
+        f"SmolLM2 with an INJECTED per-channel K bias in layers {list(layers)} "
+        "(exact attention unchanged); x: inf/NaN output",
+        fontsize=9,
+    )
     fig.tight_layout()
-    return _finish(fig, "bias_sweep", [dict(r, nonfinite_layers=" ".join(map(str, r["nonfinite_layers"])))
-                                       for r in records], save)
+    return _finish(
+        fig,
+        "bias_sweep",
+        [dict(r, nonfinite_layers=" ".join(map(str, r["nonfinite_layers"]))) for r in records],
+        save,
+    )
 
 
 def activation_histograms(stats: dict[str, Sequence[dict]], *, save: bool = False):
@@ -135,8 +159,12 @@ def activation_histograms(stats: dict[str, Sequence[dict]], *, save: bool = Fals
     cosine of mean query and mean key (resonance), and the K per-channel bias, one curve per model."""
     import matplotlib.pyplot as plt
 
-    keys = (("max_abs_qk", "max |q·k| (fp16 max 65504)", True), ("row_bias_to_spread", "median |row mean| / row std", True),
-            ("mean_alignment", "cos(mean q, mean k)", False), ("k_bias", "‖mean k‖ / RMS k", False))
+    keys = (
+        ("max_abs_qk", "max |q·k| (fp16 max 65504)", True),
+        ("row_bias_to_spread", "median |row mean| / row std", True),
+        ("mean_alignment", "cos(mean q, mean k)", False),
+        ("k_bias", "‖mean k‖ / RMS k", False),
+    )
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.3))
     for ax, (k, lab, logx) in zip(axes, keys):
         for name, rs in stats.items():

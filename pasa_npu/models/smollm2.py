@@ -15,6 +15,7 @@ llama.cpp's converter stores the Q and K projections with the rows of each head 
 RoPE convention (pairs 2i, 2i+1); they are put back in the Hugging Face order (halves i, i + 32), so
 the captured q and k are in the layout of the original model's attention.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -135,12 +136,16 @@ class SmolLM2(Model):
             o = o[0].transpose(0, 1).reshape(S, c.n_head * c.head_dim).to(x.dtype)
             x = x + o @ self.w[p + "attn_output.weight"].T
             h = self._rms(x, self.w[p + "ffn_norm.weight"])
-            g = torch.nn.functional.silu(h @ self.w[p + "ffn_gate.weight"].T) * (h @ self.w[p + "ffn_up.weight"].T)
+            g = torch.nn.functional.silu(h @ self.w[p + "ffn_gate.weight"].T) * (
+                h @ self.w[p + "ffn_up.weight"].T
+            )
             x = x + g @ self.w[p + "ffn_down.weight"].T
         x = self._rms(x, self.w["output_norm.weight"])
         return x @ self.w["token_embd.weight"].T
 
-    def generate(self, prompt: str, max_new_tokens: int = 16, method: str = "golden", precision: str | None = None) -> str:
+    def generate(
+        self, prompt: str, max_new_tokens: int = 16, method: str = "golden", precision: str | None = None
+    ) -> str:
         """Greedy continuation of ``prompt`` (no KV cache: every step reruns the whole sequence)."""
         ids = self.encode(prompt).to(self.device)
         for _ in range(max_new_tokens):
@@ -158,10 +163,12 @@ def _tokenizer(tokens: list[str], merges: list[str], token_type: list[int]):
     vocab = {t: i for i, t in enumerate(tokens)}
     pairs = [tuple(m.split(" ", 1)) for m in merges]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     special = [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, token_type) if ty == 3]
     tok.add_special_tokens(special)
@@ -177,13 +184,16 @@ def load_smollm2() -> SmolLM2:
     if _field(reader, "general.architecture") != "llama":
         raise ValueError("expected a llama-architecture GGUF")
     cfg = Config(
-        n_layers=int(_field(reader, "llama.block_count")), hidden=int(_field(reader, "llama.embedding_length")),
-        ffn=int(_field(reader, "llama.feed_forward_length")), n_head=int(_field(reader, "llama.attention.head_count")),
+        n_layers=int(_field(reader, "llama.block_count")),
+        hidden=int(_field(reader, "llama.embedding_length")),
+        ffn=int(_field(reader, "llama.feed_forward_length")),
+        n_head=int(_field(reader, "llama.attention.head_count")),
         n_kv_head=int(_field(reader, "llama.attention.head_count_kv")),
         head_dim=int(_field(reader, "llama.rope.dimension_count")),
         rope_base=float(_field(reader, "llama.rope.freq_base")),
         eps=float(_field(reader, "llama.attention.layer_norm_rms_epsilon")),
-        context=int(_field(reader, "llama.context_length")), vocab=int(_field(reader, "llama.vocab_size")),
+        context=int(_field(reader, "llama.context_length")),
+        vocab=int(_field(reader, "llama.vocab_size")),
     )
     weights: dict[str, torch.Tensor] = {}
     for t in reader.tensors:

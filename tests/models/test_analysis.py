@@ -1,26 +1,29 @@
 """pasa_npu.models.analysis on constructed inputs (exact expectations), and the heavy real-model runs (slow)."""
+
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 models = pytest.importorskip("pasa_npu.models")
 A = pytest.importorskip("pasa_npu.models.analysis")
 
-from pasa_npu import metrics, golden_attention  # noqa: E402
+from pasa_npu import golden_attention, metrics  # noqa: E402
 
 
 def _qkv(seed=0, H=4, Hkv=2, S=40, d=16):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(1, H, S, d, generator=g), torch.randn(1, Hkv, S, d, generator=g),
-            torch.randn(1, Hkv, S, d, generator=g))
+    return (
+        torch.randn(1, H, S, d, generator=g),
+        torch.randn(1, Hkv, S, d, generator=g),
+        torch.randn(1, Hkv, S, d, generator=g),
+    )
 
 
 def test_injected_k_bias_leaves_exact_attention_unchanged_and_q_bias_does_not():
-    q, k, v = (t.double() for t in _qkv())   # float64 so that k + c itself is (nearly) exact
+    q, k, v = (t.double() for t in _qkv())  # float64 so that k + c itself is (nearly) exact
     caps = [(q, k, v)]
     for causal in (False, True):
         base = golden_attention(q, k, v, is_causal=causal)
@@ -46,10 +49,12 @@ def test_injected_k_bias_leaves_exact_attention_unchanged_and_q_bias_does_not():
 def test_head_rel_rmse_is_the_harness_metric_head_by_head():
     q, k, v = _qkv(1)
     gold = golden_attention(q, k, v)
-    out = (gold + 1e-3 * torch.randn(gold.shape, generator=torch.Generator().manual_seed(2), dtype=gold.dtype)).float()
+    out = (
+        gold + 1e-3 * torch.randn(gold.shape, generator=torch.Generator().manual_seed(2), dtype=gold.dtype)
+    ).float()
     per = A.head_rel_rmse(out, gold, v)[0]
     for h in range(4):
-        want = metrics.relative_rmse(out[:, h:h + 1], gold[:, h:h + 1], v[:, h // 2:h // 2 + 1])
+        want = metrics.relative_rmse(out[:, h : h + 1], gold[:, h : h + 1], v[:, h // 2 : h // 2 + 1])
         assert per[h].item() == pytest.approx(want, rel=1e-12)
 
 
@@ -58,7 +63,7 @@ def test_activation_stats_on_constructed_heads():
     g = torch.Generator().manual_seed(3)
     base = torch.randn(d, generator=g)
     noise = 1e-3 * torch.randn(1, 2, S, d, generator=g)
-    q = base + noise                                   # every token nearly the same vector
+    q = base + noise  # every token nearly the same vector
     k = torch.stack([base, -base])[None, :, None, :].expand(1, 2, S, d) + noise
     v = torch.randn(1, 2, S, d, generator=g)
     st = A.activation_stats([(q, k, v)], is_causal=True)
@@ -77,8 +82,9 @@ def test_activation_stats_on_constructed_heads():
 
 def test_layer_errors_plumbing_and_fp64_methods_are_exact():
     q, k, v = _qkv(4, S=70)
-    recs = A.layer_errors([(q, k, v)], ("pasa@fp64", "fa_qk@fp64", "sdpa"), is_causal=True, predict=False,
-                          block_kv=32)
+    recs = A.layer_errors(
+        [(q, k, v)], ("pasa@fp64", "fa_qk@fp64", "sdpa"), is_causal=True, predict=False, block_kv=32
+    )
     whole = {r["method"]: r for r in recs if r["head"] == -1}
     assert set(whole) == {"pasa@fp64", "fa_qk@fp64", "sdpa"}
     assert len([r for r in recs if r["head"] >= 0]) == 3 * 4
@@ -93,11 +99,39 @@ def test_layer_errors_plumbing_and_fp64_methods_are_exact():
 
 
 def test_prediction_summary_counts():
-    rows = [dict(head=-1, method="m", rmse=1.0, pred_rmse=2.0, max_abs_err=1.0, pred_bound=1.5, nonfinite=0, pred_overflow=False),
-            dict(head=-1, method="m", rmse=1.0, pred_rmse=5.0, max_abs_err=2.0, pred_bound=1.5, nonfinite=0, pred_overflow=False),
-            dict(head=-1, method="m", rmse=math.nan, pred_rmse=math.inf, max_abs_err=math.nan, pred_bound=math.inf,
-                 nonfinite=3, pred_overflow=True),
-            dict(head=0, method="m", rel_rmse=1.0)]
+    rows = [
+        dict(
+            head=-1,
+            method="m",
+            rmse=1.0,
+            pred_rmse=2.0,
+            max_abs_err=1.0,
+            pred_bound=1.5,
+            nonfinite=0,
+            pred_overflow=False,
+        ),
+        dict(
+            head=-1,
+            method="m",
+            rmse=1.0,
+            pred_rmse=5.0,
+            max_abs_err=2.0,
+            pred_bound=1.5,
+            nonfinite=0,
+            pred_overflow=False,
+        ),
+        dict(
+            head=-1,
+            method="m",
+            rmse=math.nan,
+            pred_rmse=math.inf,
+            max_abs_err=math.nan,
+            pred_bound=math.inf,
+            nonfinite=3,
+            pred_overflow=True,
+        ),
+        dict(head=0, method="m", rel_rmse=1.0),
+    ]
     s = A.prediction_summary(rows)["m"]
     assert (s["cases"], s["compared"], s["bound_ok"], s["within_3x"], s["overflow_ok"]) == (3, 2, 1, 1, 3)
     assert s["median_rmse_ratio"] == 5.0 and s["min_rmse_ratio"] == 2.0

@@ -5,6 +5,7 @@ GGUF's raw bytes (our own Q4_1/Q8_0 block decoding, llama.cpp's interleaved RoPE
 order); the tokenizer against a separately written byte-level BPE; the MiniLM sentence embedding against a
 numpy float64 BERT forward pass on the safetensors file.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,10 @@ models = pytest.importorskip("pasa_npu.models")
 pytest.importorskip("gguf")
 pytest.importorskip("tokenizers")
 
-SHORT = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
-         "foolishness, it was the epoch of belief, it was the epoch of incredulity.")
+SHORT = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+    "foolishness, it was the epoch of belief, it was the epoch of incredulity."
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +68,17 @@ def test_layer0_attention_inputs_match_an_independent_numpy_recomputation(smol):
 
     r = gguf.GGUFReader(str(gguf_path()))
     t = {x.name: x for x in r.tensors}
-    assert t["blk.0.attn_q.weight"].tensor_type.name == "Q4_1" and t["token_embd.weight"].tensor_type.name == "Q8_0"
+    assert (
+        t["blk.0.attn_q.weight"].tensor_type.name == "Q4_1"
+        and t["token_embd.weight"].tensor_type.name == "Q8_0"
+    )
     ids = smol.encode("The quick brown fox jumps over the lazy dog.")
     x = _q8_0_rows(np.asarray(t["token_embd.weight"].data), ids.numpy())
     w_norm = np.asarray(t["blk.0.attn_norm.weight"].data, dtype=np.float64)
     h = x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-5) * w_norm
     S, d, base = len(ids), 64, 100000.0
 
-    def heads(name, n):   # projections with the file's own (interleaved) row order, then interleaved RoPE
+    def heads(name, n):  # projections with the file's own (interleaved) row order, then interleaved RoPE
         y = (h @ _q4_1(np.asarray(t[name].data)).T).reshape(S, n, d).transpose(1, 0, 2)
         return y
 
@@ -104,7 +110,11 @@ def test_layer0_attention_inputs_match_an_independent_numpy_recomputation(smol):
 
 # -- tokenizer ---------------------------------------------------------------------------------------------------
 def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -122,7 +132,7 @@ def _plain_bpe(text: str, vocab: dict[str, int], ranks: dict[tuple[str, str], in
     pat = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+")
     out = []
     for piece in pat.findall(text):
-        if piece[:1] == " " and piece[1:2].isdigit():   # the digits pre-tokenizer splits " 1" into " " and "1"
+        if piece[:1] == " " and piece[1:2].isdigit():  # the digits pre-tokenizer splits " 1" into " " and "1"
             parts = [" ", piece[1:]]
         else:
             parts = [piece]
@@ -133,7 +143,7 @@ def _plain_bpe(text: str, vocab: dict[str, int], ranks: dict[tuple[str, str], in
                 best, i = min(pairs)
                 if best == math.inf:
                     break
-                word = word[:i] + [word[i] + word[i + 1]] + word[i + 2:]
+                word = word[:i] + [word[i] + word[i + 1]] + word[i + 2 :]
             out += [vocab[w] for w in word]
     return out
 
@@ -147,8 +157,12 @@ def test_tokenizer_matches_a_plain_bpe_and_round_trips(smol):
     tokens = _strings(r, "tokenizer.ggml.tokens")
     vocab = {t: i for i, t in enumerate(tokens)}
     ranks = {tuple(m.split(" ", 1)): i for i, m in enumerate(_strings(r, "tokenizer.ggml.merges"))}
-    for s in ("The capital of France is", "Four score and seven years ago, in 1863.", SHORT,
-              "don't stop -- it's 42!"):
+    for s in (
+        "The capital of France is",
+        "Four score and seven years ago, in 1863.",
+        SHORT,
+        "don't stop -- it's 42!",
+    ):
         assert smol.encode(s).tolist() == _plain_bpe(s, vocab, ranks), s
     # known ids read from the file's vocabulary
     assert smol.encode(" the").tolist() == [vocab["Ġthe"]]
@@ -165,14 +179,16 @@ def test_golden_perplexity_and_generation_are_those_of_a_working_model(smol):
     ids = smol.encode(text)
     nll = -torch.log_softmax(logits.double(), -1)[:-1].gather(-1, ids[1:, None]).mean()
     ppl = float(nll.exp())
-    assert 3.0 < ppl < 30.0, ppl          # measured 16.8 (a broken RoPE or layout gives hundreds)
+    assert 3.0 < ppl < 30.0, ppl  # measured 16.8 (a broken RoPE or layout gives hundreds)
     out = smol.generate("The capital of France is", max_new_tokens=4)
     assert "Paris" in out, out
 
 
 def test_evaluate_golden_is_exact_and_fp16_methods_are_close(smol):
     g = smol.evaluate(SHORT, "golden")
-    assert g["kl_to_golden"] == 0.0 and g["top1_agreement"] == 1.0 and g["perplexity"] == g["golden_perplexity"]
+    assert (
+        g["kl_to_golden"] == 0.0 and g["top1_agreement"] == 1.0 and g["perplexity"] == g["golden_perplexity"]
+    )
     assert len(g["max_abs_err_per_layer"]) == 30
     res = {m: smol.evaluate(SHORT, m) for m in ("pasa", "fa_qk", "sdpa")}
     for m, r in res.items():
@@ -210,14 +226,21 @@ def _numpy_bert_embedding(text_ids: np.ndarray) -> np.ndarray:
         return x @ w[p + ".weight"].T + w[p + ".bias"]
 
     S = len(text_ids)
-    x = ln(w["embeddings.word_embeddings.weight"][text_ids] + w["embeddings.position_embeddings.weight"][:S]
-           + w["embeddings.token_type_embeddings.weight"][0], "embeddings.LayerNorm")
+    x = ln(
+        w["embeddings.word_embeddings.weight"][text_ids]
+        + w["embeddings.position_embeddings.weight"][:S]
+        + w["embeddings.token_type_embeddings.weight"][0],
+        "embeddings.LayerNorm",
+    )
     from math import erf
 
     gelu = np.vectorize(lambda z: 0.5 * z * (1 + erf(z / math.sqrt(2))))
     for i in range(6):
         p = f"encoder.layer.{i}."
-        q, k, v = (lin(x, p + "attention.self." + n).reshape(S, 12, 32).transpose(1, 0, 2) for n in ("query", "key", "value"))
+        q, k, v = (
+            lin(x, p + "attention.self." + n).reshape(S, 12, 32).transpose(1, 0, 2)
+            for n in ("query", "key", "value")
+        )
         s = q @ k.transpose(0, 2, 1) / math.sqrt(32)
         a = np.exp(s - s.max(-1, keepdims=True))
         a /= a.sum(-1, keepdims=True)
@@ -230,12 +253,12 @@ def _numpy_bert_embedding(text_ids: np.ndarray) -> np.ndarray:
 
 def test_minilm_embedding_matches_a_numpy_bert(minilm):
     ids = minilm.encode("Hello world")
-    assert ids.tolist() == [101, 7592, 2088, 102]      # [CLS] hello world [SEP] in the uncased BERT vocabulary
+    assert ids.tolist() == [101, 7592, 2088, 102]  # [CLS] hello world [SEP] in the uncased BERT vocabulary
     ids = minilm.encode(SHORT)
     ref = _numpy_bert_embedding(ids.numpy())
     ours = minilm.sentence_embedding(SHORT).double().numpy()
     err = np.abs(ours - ref).max()
-    assert err < 1e-5, err                               # float32 forward against float64
+    assert err < 1e-5, err  # float32 forward against float64
     q, k, v = minilm.capture(ids)[0]
     assert q.shape == k.shape == v.shape == (1, 12, len(ids), 32)
     sim = lambda a, b: float(minilm.sentence_embedding(a) @ minilm.sentence_embedding(b))  # noqa: E731

@@ -1,4 +1,5 @@
 """Small helpers shared by the pasa_npu tests."""
+
 from __future__ import annotations
 
 import torch
@@ -6,7 +7,7 @@ import torch
 from pasa_npu.metrics import error_summary
 
 #: unit roundoff of fp16 (torch.finfo(torch.float16).eps is 2u).
-U16 = 2.0 ** -11
+U16 = 2.0**-11
 
 
 def assert_close_rel(out: torch.Tensor, golden: torch.Tensor, rtol: float, what: str = "") -> None:
@@ -21,7 +22,7 @@ def assert_close_rel(out: torch.Tensor, golden: torch.Tensor, rtol: float, what:
 
 def ulp16(x: torch.Tensor) -> torch.Tensor:
     """Spacing of fp16 numbers at |x| (normal range), as float64."""
-    x = x.double().abs().clamp_min(2.0 ** -14)
+    x = x.double().abs().clamp_min(2.0**-14)
     return torch.exp2(torch.floor(torch.log2(x)) - 10)
 
 

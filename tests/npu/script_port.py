@@ -8,6 +8,7 @@ off an NPU is changed: no ``torch_npu``, no ``compare.py``, and the matrix produ
 so the test can run it either as torch's own fp16 CPU matmul or as the fp16-in / fp32-accumulate /
 fp16-out model of the package.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,19 @@ def fp32_accumulate_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.matmul(a.float(), b.float()).half()
 
 
-def script_pasa(q_in, k_in, v_in, scalar, afa, *, s1=128, s2=128, matmul=torch_fp16_matmul,
-                attention_mask=None, out_dtype=F16):
+def script_pasa(
+    q_in,
+    k_in,
+    v_in,
+    scalar,
+    afa,
+    *,
+    s1=128,
+    s2=128,
+    matmul=torch_fp16_matmul,
+    attention_mask=None,
+    out_dtype=F16,
+):
     q = q_in.to(torch.float32).to(F16)
     k = k_in.to(torch.float32).to(F16)
     v = v_in.to(torch.float32).to(F16)
@@ -45,7 +57,9 @@ def script_pasa(q_in, k_in, v_in, scalar, afa, *, s1=128, s2=128, matmul=torch_f
         v = torch.cat((v, vp), dim=2)
         if attention_mask is None:
             attention_mask = torch.zeros((B, N, S1, S2), dtype=F16)
-        attention_mask = torch.cat((attention_mask, torch.ones((B, N, S1, pad), dtype=attention_mask.dtype)), dim=3)
+        attention_mask = torch.cat(
+            (attention_mask, torch.ones((B, N, S1, pad), dtype=attention_mask.dtype)), dim=3
+        )
     am = None
     if attention_mask is not None:
         am = torch.nan_to_num(attention_mask.to(F16) * (-torch.inf), nan=0.0)
@@ -57,8 +71,8 @@ def script_pasa(q_in, k_in, v_in, scalar, afa, *, s1=128, s2=128, matmul=torch_f
     m_mat = (torch.eye(s2) - torch.ones((s2, s2)) * afa / s2) * scalar
     m_mat = m_mat.to(F16)
     for j in range(nkv):  # the script does this while handling the first Q block
-        blk = k[:, :, j * s2:(j + 1) * s2, :]
-        k[:, :, j * s2:(j + 1) * s2, :] = matmul(blk.permute(0, 1, 3, 2), m_mat).permute(0, 1, 3, 2)
+        blk = k[:, :, j * s2 : (j + 1) * s2, :]
+        k[:, :, j * s2 : (j + 1) * s2, :] = matmul(blk.permute(0, 1, 3, 2), m_mat).permute(0, 1, 3, 2)
     out = torch.zeros((B, N, S1, D), dtype=F16)
     for i in range(loop_q):
         lo, hi = i * s1, min((i + 1) * s1, S1)
@@ -83,7 +97,9 @@ def script_pasa(q_in, k_in, v_in, scalar, afa, *, s1=128, s2=128, matmul=torch_f
             s_ave_0 = s_ave * r1 + s_ave_0 * r2
             ave_j = (s_ave - s_ave_0) * inv_pam
             ave_j_1 = inv_pam * (s_ave_temp - s_ave_0)
-            m_temp = torch.max(torch.cat((m_j + ave_j, m_prev + inv_pam * (s_ave_temp - s_ave_0)), -1), dim=-1, keepdim=True)[0]
+            m_temp = torch.max(
+                torch.cat((m_j + ave_j, m_prev + inv_pam * (s_ave_temp - s_ave_0)), -1), dim=-1, keepdim=True
+            )[0]
             if j == 0:
                 l_prev = torch.exp(m_j - m_temp + ave_j_1) * l_j
             else:
@@ -92,8 +108,10 @@ def script_pasa(q_in, k_in, v_in, scalar, afa, *, s1=128, s2=128, matmul=torch_f
             if j == 0:
                 o_acc = torch.tile(torch.exp(m_j - m_temp + ave_j_1), (1, 1, 1, D)) * t_o
             else:
-                o_acc = (torch.tile(torch.exp(m_prev - m_temp + ave_j_1), (1, 1, 1, D)) * o_acc
-                         + torch.tile(torch.exp(m_j - m_temp + ave_j), (1, 1, 1, D)) * t_o)
+                o_acc = (
+                    torch.tile(torch.exp(m_prev - m_temp + ave_j_1), (1, 1, 1, D)) * o_acc
+                    + torch.tile(torch.exp(m_j - m_temp + ave_j), (1, 1, 1, D)) * t_o
+                )
             m_prev = m_temp
         out[:, :, lo:hi, :] = o_acc / torch.tile(l_prev, (1, 1, 1, D))
     return out.to(torch.float32).to(out_dtype)
@@ -118,11 +136,19 @@ def script_gendata(batch, heads, kv_heads, s1, s2, d, mean, am, distype, dtype, 
         # `tensor * ndarray` goes through NumPy's __array_wrap__ fallback on NumPy 2 (a deprecation
         # warning); the values are the same (x * {0, 1} is exact).
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="__array_wrap__ must accept context", category=DeprecationWarning)
+            warnings.filterwarnings(
+                "ignore", message="__array_wrap__ must accept context", category=DeprecationWarning
+            )
             q = torch.normal(mean, 1, size=(batch, heads, s1, d), dtype=f32)
-            q += torch.normal(0, am, size=(batch, heads, s1, d), dtype=f32) * np.random.binomial(size=(batch, heads, s1, d), n=1, p=0.001)
+            q += torch.normal(0, am, size=(batch, heads, s1, d), dtype=f32) * np.random.binomial(
+                size=(batch, heads, s1, d), n=1, p=0.001
+            )
             k = torch.normal(mean, 1, size=(batch, kv_heads, s2, d), dtype=f32)
-            k += torch.normal(0, am, size=(batch, kv_heads, s2, d), dtype=f32) * np.random.binomial(size=(batch, kv_heads, s2, d), n=1, p=0.001)
+            k += torch.normal(0, am, size=(batch, kv_heads, s2, d), dtype=f32) * np.random.binomial(
+                size=(batch, kv_heads, s2, d), n=1, p=0.001
+            )
             v = torch.normal(mean, 1, size=(batch, kv_heads, s2, d), dtype=f32)
-            v += torch.normal(0, am, size=(batch, kv_heads, s2, d), dtype=f32) * np.random.binomial(size=(batch, kv_heads, s2, d), n=1, p=0.001)
+            v += torch.normal(0, am, size=(batch, kv_heads, s2, d), dtype=f32) * np.random.binomial(
+                size=(batch, kv_heads, s2, d), n=1, p=0.001
+            )
     return q.type(dtype), k.type(dtype), v.type(dtype)

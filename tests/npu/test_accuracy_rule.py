@@ -17,12 +17,13 @@ the naive baseline.
   block-mean direction is multiplied by c = β/(1−β) (κ₂(M) = 1/(1−β)); with one KV block (no
   offsets) or a small β the excess vanishes, and taking the offsets from the keys removes it.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pasa_npu import data, metrics, pasa_attention, golden_attention
+from pasa_npu import data, golden_attention, metrics, pasa_attention
 from pasa_npu.harness import GRID_AMPLITUDES, GRID_MEANS
 from pasa_npu.yardsticks import attention_ref
 
@@ -68,8 +69,11 @@ def test_npu_fp16_within_twice_the_naive_error_on_biased_data(cases, cell):
 
 
 def test_npu_fp16_beats_the_naive_baseline_on_the_median_biased_cell(cases):
-    ratios = sorted(metrics.rmse(pasa_attention(q, k, v), g) / metrics.rmse(naive, g)
-                    for (d, m, a), (q, k, v, g, naive) in cases.items() if m >= 10)
+    ratios = sorted(
+        metrics.rmse(pasa_attention(q, k, v), g) / metrics.rmse(naive, g)
+        for (d, m, a), (q, k, v, g, naive) in cases.items()
+        if m >= 10
+    )
     print("npu_fp16 / naive RMSE on biased cells:", " ".join(f"{r:.2f}" for r in ratios))
     assert ratios[len(ratios) // 2] < 0.5
 
@@ -85,8 +89,8 @@ def test_why_npu_fp16_exceeds_the_rule_on_unbiased_wide_data(cases):
         "key_mean": metrics.rmse(pasa_attention(q, k, v, precision="fp16_keymean"), g) / base,
     }
     print("RMSE / naive RMSE on uniform(0, 20):", {k_: round(r, 2) for k_, r in ratio.items()})
-    assert ratio["npu_fp16"] > 1.5                 # the excess is real ...
-    assert ratio["fp32 vector"] > 1.5              # ... not made by the fp16 vector unit,
-    assert ratio["one block"] < 1.2                # but by the per-block offsets,
-    assert ratio["beta=0.5"] < 1.2                 # grows with c = beta/(1-beta),
-    assert ratio["key_mean"] < 1.2                 # and goes when offsets come from the keys
+    assert ratio["npu_fp16"] > 1.5  # the excess is real ...
+    assert ratio["fp32 vector"] > 1.5  # ... not made by the fp16 vector unit,
+    assert ratio["one block"] < 1.2  # but by the per-block offsets,
+    assert ratio["beta=0.5"] < 1.2  # grows with c = beta/(1-beta),
+    assert ratio["key_mean"] < 1.2  # and goes when offsets come from the keys

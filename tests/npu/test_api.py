@@ -1,4 +1,5 @@
 """Bad input gets a clear error naming the argument; devices and the NPU path dispatch correctly."""
+
 from __future__ import annotations
 
 import types
@@ -9,13 +10,16 @@ import torch
 import pasa_npu
 import pasa_npu.device as device_mod
 import pasa_npu.methods as methods_mod
-from pasa_npu import Precision, flash_attention, get_precision, pasa_attention, golden_attention
+from pasa_npu import Precision, flash_attention, get_precision, golden_attention, pasa_attention
 
 
 def _qkv(h=4, hk=2, s1=8, s2=8, d=16, dtype=torch.float16):
     g = torch.Generator().manual_seed(0)
-    return (torch.randn((1, h, s1, d), generator=g).to(dtype), torch.randn((1, hk, s2, d), generator=g).to(dtype),
-            torch.randn((1, hk, s2, d), generator=g).to(dtype))
+    return (
+        torch.randn((1, h, s1, d), generator=g).to(dtype),
+        torch.randn((1, hk, s2, d), generator=g).to(dtype),
+        torch.randn((1, hk, s2, d), generator=g).to(dtype),
+    )
 
 
 BAD = [
@@ -34,9 +38,19 @@ BAD = [
     (lambda q, k, v: (q, k, v), dict(beta="0.9"), TypeError, "beta"),
     (lambda q, k, v: (q, k, v), dict(scale=0.0), ValueError, "scale"),
     (lambda q, k, v: (q, k, v), dict(scale=float("nan")), ValueError, "scale"),
-    (lambda q, k, v: (q, k, v), dict(attn_mask=torch.ones(3, 8, dtype=torch.bool)), ValueError, "broadcastable"),
+    (
+        lambda q, k, v: (q, k, v),
+        dict(attn_mask=torch.ones(3, 8, dtype=torch.bool)),
+        ValueError,
+        "broadcastable",
+    ),
     (lambda q, k, v: (q, k, v), dict(attn_mask=torch.ones(8, 8, dtype=torch.int64)), TypeError, "attn_mask"),
-    (lambda q, k, v: (q, k, v), dict(attn_mask=torch.ones(8, 8, dtype=torch.bool), is_causal=True), ValueError, "is_causal"),
+    (
+        lambda q, k, v: (q, k, v),
+        dict(attn_mask=torch.ones(8, 8, dtype=torch.bool), is_causal=True),
+        ValueError,
+        "is_causal",
+    ),
     (lambda q, k, v: (q, k, v), dict(precision="fp8"), ValueError, "precision"),
     (lambda q, k, v: (q, k, v), dict(out_dtype=torch.int8), TypeError, "out_dtype"),
     (lambda q, k, v: (q, k, v), dict(block_kv=1), ValueError, "block_kv"),
@@ -90,7 +104,9 @@ def test_device_auto_prefers_npu_then_cuda_then_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert device_mod.resolve_device("auto") == torch.device("cuda")
     monkeypatch.setattr(device_mod, "npu_available", lambda: True)
-    monkeypatch.setattr(device_mod, "_npu_device", lambda: "npu")  # torch only knows "npu" once torch_npu is loaded
+    monkeypatch.setattr(
+        device_mod, "_npu_device", lambda: "npu"
+    )  # torch only knows "npu" once torch_npu is loaded
     assert device_mod.resolve_device(None) == "npu"
     assert device_mod.resolve_device("cpu") == torch.device("cpu")  # explicit wins
 
@@ -137,7 +153,9 @@ def test_npu_fused_attention_dispatch(monkeypatch, ip):
         calls.append(kw)
         return (torch.zeros_like(q), None)
 
-    monkeypatch.setattr(methods_mod, "import_torch_npu", lambda: types.SimpleNamespace(npu_fused_infer_attention_score=fia))
+    monkeypatch.setattr(
+        methods_mod, "import_torch_npu", lambda: types.SimpleNamespace(npu_fused_infer_attention_score=fia)
+    )
     monkeypatch.setattr(methods_mod, "_on_npu", lambda t: True)
     q, k, v = _qkv(h=28, hk=4)
     out = methods_mod.run_method(f"npu_fia_ip{ip}", q, k, v)
@@ -145,7 +163,7 @@ def test_npu_fused_attention_dispatch(monkeypatch, ip):
     assert out.shape == q.shape
     assert kw["inner_precise"] == ip and kw["input_layout"] == "BNSD"
     assert kw["num_heads"] == 28 and kw["num_key_value_heads"] == 4
-    assert kw["scale"] == pytest.approx(16 ** -0.5) and kw["sparse_mode"] == 0
+    assert kw["scale"] == pytest.approx(16**-0.5) and kw["sparse_mode"] == 0
     methods_mod.run_method(f"npu_fia_ip{ip}", q, k, v, is_causal=True)
     assert calls[-1]["sparse_mode"] == 3 and calls[-1]["atten_mask"].shape == (2048, 2048)
     keep = torch.ones((8, 8), dtype=torch.bool)
@@ -169,8 +187,9 @@ def test_unknown_method_names():
 
 
 def test_torch_npu_is_only_an_optional_extra():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     meta = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
     assert not any("torch_npu" in d or "torch-npu" in d for d in meta["dependencies"])

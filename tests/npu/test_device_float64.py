@@ -19,6 +19,7 @@ computed on the CPU whatever the inputs' device.
 The presets ``fp32`` and ``fp64`` are excluded: ``fp64`` is float64 by definition, and ``fp32``
 reduces in float32 already (nothing to check beyond the fp16 presets, which share its code).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -26,7 +27,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from pasa_npu import data, flash_attention, metrics, pasa_attention, golden_attention
+from pasa_npu import data, flash_attention, golden_attention, metrics, pasa_attention
 from pasa_npu.kernel import shift_parameters, shifted_keys
 from pasa_npu.methods import METHODS, run_method
 from pasa_npu.precision import get_precision
@@ -60,8 +61,18 @@ def _run_forbidden(fn, *args, **kwargs):
 
 
 def _qkv(seq_q=70, seq_kv=300, heads=4, kv_heads=2, d=32, mean=30.0, amplitude=0.5, seed=7):
-    return data.make_qkv("uniform", batch=1, heads=heads, kv_heads=kv_heads, seq_q=seq_q, seq_kv=seq_kv,
-                         head_dim=d, mean=mean, amplitude=amplitude, seed=seed)
+    return data.make_qkv(
+        "uniform",
+        batch=1,
+        heads=heads,
+        kv_heads=kv_heads,
+        seq_q=seq_q,
+        seq_kv=seq_kv,
+        head_dim=d,
+        mean=mean,
+        amplitude=amplitude,
+        seed=seed,
+    )
 
 
 def test_the_mode_sees_float64():
@@ -89,12 +100,12 @@ def test_pasa_attention_without_float64(preset, case):
     elif case == "decode":
         q = q[:, :, :1]
     elif case == "ragged_short":
-        k, v = k[:, :, :37], v[:, :, :37]    # S2 < n: the tail rule pads inside one block
+        k, v = k[:, :, :37], v[:, :, :37]  # S2 < n: the tail rule pads inside one block
     if preset == "bf16":
         q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
         if isinstance(kw.get("attn_mask"), torch.Tensor) and kw["attn_mask"].dtype == torch.float16:
             kw["attn_mask"] = kw["attn_mask"].to(torch.bfloat16)
-    with metrics.census() as c:                     # the census runs inside the kernel too
+    with metrics.census() as c:  # the census runs inside the kernel too
         out = _run_forbidden(pasa_attention, q, k, v, **kw)
     assert out.dtype == q.dtype and c.total == 0 and torch.isfinite(out).all()
 
@@ -128,7 +139,9 @@ def test_shift_entries_are_representable_in_the_matrix_unit_format(preset, n, he
     consts = shift_parameters(prec, head_dim=head_dim, block_kv=n)
     for name, x in (("diag", consts.diag), ("off", consts.off)):
         back = float(torch.tensor(x, dtype=torch.float64).to(prec.matmul_in).double())
-        assert back == x, f"{preset} n={n} d={head_dim}: M's {name} entry {x!r} rounds to {back!r} in {prec.matmul_in}"
+        assert back == x, (
+            f"{preset} n={n} d={head_dim}: M's {name} entry {x!r} rounds to {back!r} in {prec.matmul_in}"
+        )
 
 
 def test_golden_is_computed_on_the_cpu():
@@ -137,5 +150,5 @@ def test_golden_is_computed_on_the_cpu():
     assert g.dtype == torch.float64 and g.device.type == "cpu"
     # and equals a plain float64 softmax attention written here (GQA: head h uses kv head h // 2)
     qd, kd, vd = q.double(), k.double().repeat_interleave(2, dim=1), v.double().repeat_interleave(2, dim=1)
-    p = torch.softmax(qd @ kd.transpose(-1, -2) / 32 ** 0.5, dim=-1)
+    p = torch.softmax(qd @ kd.transpose(-1, -2) / 32**0.5, dim=-1)
     assert float((g - p @ vd).abs().max()) <= 1e-12 * float(g.abs().max())

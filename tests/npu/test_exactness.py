@@ -5,12 +5,13 @@ This is the exactness half of the "global recovering" claim (docs/method.md §4)
 recovery and every padding rule cancel exactly in exact arithmetic, so in fp64 only fp64 rounding is
 left.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pasa_npu import PRESETS, data, flash_attention, pasa_attention, golden_attention
+from pasa_npu import PRESETS, data, flash_attention, golden_attention, pasa_attention
 from pasa_npu.methods import run_method
 
 from .helpers import assert_close_rel
@@ -20,8 +21,19 @@ F64 = torch.float64
 
 
 def _qkv(s1, s2, group, kv_heads=1, d=32, seed=0, mean=1.0, amp=1.0):
-    return data.make_qkv("uniform", batch=1, heads=group * kv_heads, kv_heads=kv_heads, seq_q=s1, seq_kv=s2,
-                         head_dim=d, mean=mean, amplitude=amp, seed=seed, dtype=F64)
+    return data.make_qkv(
+        "uniform",
+        batch=1,
+        heads=group * kv_heads,
+        kv_heads=kv_heads,
+        seq_q=s1,
+        seq_kv=s2,
+        head_dim=d,
+        mean=mean,
+        amplitude=amp,
+        seed=seed,
+        dtype=F64,
+    )
 
 
 def _mask(kind, s1, s2, heads, seed=1):
@@ -76,12 +88,24 @@ def test_every_harness_method_exact_in_fp64(method, causal):
     assert_close_rel(out, golden, RTOL, method)
 
 
-@pytest.mark.parametrize("variant", [
-    dict(kv_tail="zero"), dict(kv_tail="script"), dict(kv_tail="wrap"), dict(scale="q"), dict(scale="scores"),
-    dict(reduce="pairwise"), dict(accum="pow2"), dict(coef="beta"), dict(recovery="key_mean"),
-    dict(offset="running"), dict(pseudo_average="rounded"), dict(pseudo_average="rounded", offset="running"),
-    dict(recenter_at=1e-3),
-])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        dict(kv_tail="zero"),
+        dict(kv_tail="script"),
+        dict(kv_tail="wrap"),
+        dict(scale="q"),
+        dict(scale="scores"),
+        dict(reduce="pairwise"),
+        dict(accum="pow2"),
+        dict(coef="beta"),
+        dict(recovery="key_mean"),
+        dict(offset="running"),
+        dict(pseudo_average="rounded"),
+        dict(pseudo_average="rounded", offset="running"),
+        dict(recenter_at=1e-3),
+    ],
+)
 @pytest.mark.parametrize("s2", [1, 97, 1025])
 def test_policy_variants_exact_in_fp64(variant, s2):
     q, k, v = _qkv(97, s2, group=4)

@@ -13,6 +13,7 @@ Both distributions × mean {0, 10, 20, 30} × amplitude {0.5, 5, 10, 20}, seed 2
 
 Both tables are printed (run with ``-s`` to see them).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -32,10 +33,13 @@ SHAPES = {
 }
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param("one_group"),
-    pytest.param("reference", marks=pytest.mark.slow),
-])
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("one_group"),
+        pytest.param("reference", marks=pytest.mark.slow),
+    ],
+)
 def grid(request):
     shape = SHAPES[request.param]
     records = run_grid(["pasa", "pasa:script", "fa_qk"], shape=shape, progress=False)
@@ -62,7 +66,9 @@ def test_grid_is_complete(grid):
 
 
 def test_pasa_never_overflows_on_the_grid(grid):
-    bad = {c: row["pasa"]["first_nonfinite_stage"] for c, row in _cells(grid).items() if row["pasa"]["nonfinite"]}
+    bad = {
+        c: row["pasa"]["first_nonfinite_stage"] for c, row in _cells(grid).items() if row["pasa"]["nonfinite"]
+    }
     assert not bad, f"PASA produced inf/NaN on {bad}"
 
 
@@ -85,7 +91,9 @@ def test_vendor_style_fp16_flash_attention_overflows_exactly_where_qk_leaves_fp1
         predicted = peak >= FP16_OVERFLOW
         rec = row["fa_qk"]
         measured = rec["nonfinite"] > 0
-        assert measured == predicted, f"{dist} mean={mean} amp={amp}: max|QK^T| = {peak:.1f}, measured overflow {measured}"
+        assert measured == predicted, (
+            f"{dist} mean={mean} amp={amp}: max|QK^T| = {peak:.1f}, measured overflow {measured}"
+        )
         if measured:
             assert rec["first_nonfinite_stage"] == "scores"
         if mean == 30.0:

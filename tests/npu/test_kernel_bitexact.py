@@ -6,6 +6,7 @@ and the flash-attention baselines. Any change in a rounding step (an op order, a
 different dtype round trip) changes a digest. The digests depend on the floating-point kernels of
 the torch build (fp32 GEMM summation order), so they are checked only on the pinned CPU build.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,22 +17,111 @@ import torch
 from pasa_npu import data
 from pasa_npu.methods import run_method
 
-pytestmark = pytest.mark.skipif(torch.__version__ != "2.13.0+cpu",
-                                reason="digests recorded with the pinned torch 2.13.0 CPU build")
+pytestmark = pytest.mark.skipif(
+    torch.__version__ != "2.13.0+cpu", reason="digests recorded with the pinned torch 2.13.0 CPU build"
+)
 
 CASES = [
     # name, dist, mean, amp, shape, method, kw
-    ("ref_group_pasa", "uniform", 30.0, 0.5, dict(batch=1, heads=7, kv_heads=1, seq_q=300, seq_kv=1407, head_dim=128), "pasa", {}),
-    ("ragged_causal_gqa", "hybrid", 10.0, 10.0, dict(batch=2, heads=4, kv_heads=2, seq_q=77, seq_kv=333, head_dim=64), "pasa", dict(is_causal=True)),
-    ("reference_preset", "uniform", 20.0, 5.0, dict(batch=1, heads=2, kv_heads=1, seq_q=130, seq_kv=700, head_dim=128), "pasa:script", {}),
-    ("keymean", "uniform", 30.0, 0.5, dict(batch=1, heads=2, kv_heads=2, seq_q=65, seq_kv=520, head_dim=128), "pasa:fp16_keymean", {}),
-    ("strict_ragged", "hybrid", 0.0, 20.0, dict(batch=1, heads=3, kv_heads=1, seq_q=129, seq_kv=261, head_dim=96), "pasa:fp16_strict", dict(is_causal=True)),
-    ("bf16", "uniform", 10.0, 0.5, dict(batch=1, heads=2, kv_heads=1, seq_q=50, seq_kv=300, head_dim=128), "pasa:bf16", {}),
-    ("fa_qk", "uniform", 0.0, 5.0, dict(batch=1, heads=4, kv_heads=1, seq_q=100, seq_kv=500, head_dim=128), "fa_qk", {}),
-    ("fa_q_causal", "uniform", 20.0, 0.5, dict(batch=1, heads=2, kv_heads=2, seq_q=200, seq_kv=200, head_dim=128), "fa_q", dict(is_causal=True)),
-    ("fa_hybrid", "hybrid", 10.0, 10.0, dict(batch=1, heads=2, kv_heads=1, seq_q=64, seq_kv=384, head_dim=128), "fa_hybrid", {}),
-    ("hybrid_preset", "uniform", 30.0, 20.0, dict(batch=1, heads=2, kv_heads=1, seq_q=64, seq_kv=257, head_dim=128), "pasa:hybrid", {}),
-    ("overflow_fa_qk", "uniform", 30.0, 0.5, dict(batch=1, heads=1, kv_heads=1, seq_q=40, seq_kv=300, head_dim=128), "fa_qk", {}),
+    (
+        "ref_group_pasa",
+        "uniform",
+        30.0,
+        0.5,
+        dict(batch=1, heads=7, kv_heads=1, seq_q=300, seq_kv=1407, head_dim=128),
+        "pasa",
+        {},
+    ),
+    (
+        "ragged_causal_gqa",
+        "hybrid",
+        10.0,
+        10.0,
+        dict(batch=2, heads=4, kv_heads=2, seq_q=77, seq_kv=333, head_dim=64),
+        "pasa",
+        dict(is_causal=True),
+    ),
+    (
+        "reference_preset",
+        "uniform",
+        20.0,
+        5.0,
+        dict(batch=1, heads=2, kv_heads=1, seq_q=130, seq_kv=700, head_dim=128),
+        "pasa:script",
+        {},
+    ),
+    (
+        "keymean",
+        "uniform",
+        30.0,
+        0.5,
+        dict(batch=1, heads=2, kv_heads=2, seq_q=65, seq_kv=520, head_dim=128),
+        "pasa:fp16_keymean",
+        {},
+    ),
+    (
+        "strict_ragged",
+        "hybrid",
+        0.0,
+        20.0,
+        dict(batch=1, heads=3, kv_heads=1, seq_q=129, seq_kv=261, head_dim=96),
+        "pasa:fp16_strict",
+        dict(is_causal=True),
+    ),
+    (
+        "bf16",
+        "uniform",
+        10.0,
+        0.5,
+        dict(batch=1, heads=2, kv_heads=1, seq_q=50, seq_kv=300, head_dim=128),
+        "pasa:bf16",
+        {},
+    ),
+    (
+        "fa_qk",
+        "uniform",
+        0.0,
+        5.0,
+        dict(batch=1, heads=4, kv_heads=1, seq_q=100, seq_kv=500, head_dim=128),
+        "fa_qk",
+        {},
+    ),
+    (
+        "fa_q_causal",
+        "uniform",
+        20.0,
+        0.5,
+        dict(batch=1, heads=2, kv_heads=2, seq_q=200, seq_kv=200, head_dim=128),
+        "fa_q",
+        dict(is_causal=True),
+    ),
+    (
+        "fa_hybrid",
+        "hybrid",
+        10.0,
+        10.0,
+        dict(batch=1, heads=2, kv_heads=1, seq_q=64, seq_kv=384, head_dim=128),
+        "fa_hybrid",
+        {},
+    ),
+    (
+        "hybrid_preset",
+        "uniform",
+        30.0,
+        20.0,
+        dict(batch=1, heads=2, kv_heads=1, seq_q=64, seq_kv=257, head_dim=128),
+        "pasa:hybrid",
+        {},
+    ),
+    (
+        "overflow_fa_qk",
+        "uniform",
+        30.0,
+        0.5,
+        dict(batch=1, heads=1, kv_heads=1, seq_q=40, seq_kv=300, head_dim=128),
+        "fa_qk",
+        {},
+    ),
 ]
 
 EXPECTED = {
@@ -56,7 +146,8 @@ def test_output_bytes_match_the_unmodified_kernel(name, dist, mean, amp, shape, 
     digest = hashlib.sha256(out.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
     assert digest == EXPECTED[name], (
         f"{name}: output differs from the unmodified kernel ({method}, {shape}); non-finite: "
-        f"{int((~torch.isfinite(out)).sum())}")
+        f"{int((~torch.isfinite(out)).sum())}"
+    )
 
 
 def test_a_policy_with_wider_coefficients_keeps_the_unmodified_kernel_bytes():
@@ -65,8 +156,18 @@ def test_a_policy_with_wider_coefficients_keeps_the_unmodified_kernel_bytes():
     from pasa_npu import pasa_attention
     from pasa_npu.precision import get_precision
 
-    q, k, v = data.make_qkv("uniform", mean=20.0, amplitude=5.0, batch=1, heads=2, kv_heads=1, seq_q=70, seq_kv=300,
-                            head_dim=128, seed=3)
+    q, k, v = data.make_qkv(
+        "uniform",
+        mean=20.0,
+        amplitude=5.0,
+        batch=1,
+        heads=2,
+        kv_heads=1,
+        seq_q=70,
+        seq_kv=300,
+        head_dim=128,
+        seed=3,
+    )
     out = pasa_attention(q, k, v, precision=get_precision("npu_fp16").replace(coef_dtype=torch.float32))
     digest = hashlib.sha256(out.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
     assert digest == "9997873439f350fbd6e6f90ee17af0badaa28c052bd37f41e27a5e545aa864dc"

@@ -7,6 +7,7 @@
   overflows, and stay finite where the unnormalised ones overflow;
 * the same call twice gives the same bits.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,14 +16,24 @@ import pytest
 import torch
 
 import pasa_npu.kernel as kernel
-from pasa_npu import PRESETS, data, metrics, pasa_attention, flash_attention
+from pasa_npu import PRESETS, data, flash_attention, metrics, pasa_attention
 
 from .helpers import U16, ulp16
 
 
 def _qkv(s1=300, s2=700, heads=8, kv_heads=2, d=64, mean=10.0, amp=5.0, dist="uniform", seed=5):
-    return data.make_qkv(dist, batch=1, heads=heads, kv_heads=kv_heads, seq_q=s1, seq_kv=s2, head_dim=d,
-                         mean=mean, amplitude=amp, seed=seed)
+    return data.make_qkv(
+        dist,
+        batch=1,
+        heads=heads,
+        kv_heads=kv_heads,
+        seq_q=s1,
+        seq_kv=s2,
+        head_dim=d,
+        mean=mean,
+        amplitude=amp,
+        seed=seed,
+    )
 
 
 @pytest.mark.parametrize("preset", ["npu_fp16", "script", "fp16_strict", "bf16"])
@@ -144,13 +155,14 @@ def test_shifted_keys_are_the_rounded_product_of_the_rounded_matrix():
     from fractions import Fraction
 
     import pasa_theory
-
     from pasa_npu.kernel import shift_parameters, shifted_keys
 
-    k = data.make_qkv("uniform", batch=1, heads=2, kv_heads=2, seq_q=1, seq_kv=256, head_dim=16, mean=30, amplitude=5)[1]
+    k = data.make_qkv(
+        "uniform", batch=1, heads=2, kv_heads=2, seq_q=1, seq_kv=256, head_dim=16, mean=30, amplitude=5
+    )[1]
     sp = shift_parameters("npu_fp16", head_dim=16)
-    diag, off = pasa_theory.shifting_entries("fp16", 128, sp.beta, scale=16 ** -0.5)
-    assert (sp.diag, sp.off) == (float(diag), float(off))      # the entries come from the theory
+    diag, off = pasa_theory.shifting_entries("fp16", 128, sp.beta, scale=16**-0.5)
+    assert (sp.diag, sp.off) == (float(diag), float(off))  # the entries come from the theory
     kt = shifted_keys(k)
     # independent float64 product with the same rounded entries, rounded once to fp16
     kb = k.double().view(1, 2, 2, 128, 16)
@@ -159,24 +171,28 @@ def test_shifted_keys_are_the_rounded_product_of_the_rounded_matrix():
     # model: fp32 accumulation of n = 128 products (Higham: |error| <= gamma_n(u32)·Σ|terms|), then
     # one fp16 rounding (half an ulp)
     abs_terms = abs(float(diag)) * kb.abs() + abs(float(off)) * (kb.abs().sum(dim=3, keepdim=True) - kb.abs())
-    n_u32 = 128 * 2.0 ** -24
+    n_u32 = 128 * 2.0**-24
     bound = (n_u32 / (1 - n_u32)) * abs_terms.view(1, 2, 256, 16) + 0.5 * ulp16(exact.view(1, 2, 256, 16))
     err = (kt.double() - exact.view(1, 2, 256, 16)).abs()
     assert bool((err <= bound).all()), f"worst err/bound {float((err / bound).max()):.3f}"
-    assert float((kt != want).double().mean()) < 0.05           # usually the correctly rounded value
+    assert float((kt != want).double().mean()) < 0.05  # usually the correctly rounded value
     assert Fraction(float(diag)) == diag
 
 
 def test_shift_removes_the_bias_from_the_score_tile():
     from pasa_npu.kernel import shifted_keys
 
-    q, k, _ = data.make_qkv("uniform", batch=1, heads=1, kv_heads=1, seq_q=8, seq_kv=128, head_dim=128, mean=30, amplitude=0.5)
-    raw = (q.double() @ k.double().transpose(-1, -2)) / 128 ** 0.5
+    q, k, _ = data.make_qkv(
+        "uniform", batch=1, heads=1, kv_heads=1, seq_q=8, seq_kv=128, head_dim=128, mean=30, amplitude=0.5
+    )
+    raw = (q.double() @ k.double().transpose(-1, -2)) / 128**0.5
     shifted = q.double() @ shifted_keys(k).double().transpose(-1, -2)
     assert float(raw.abs().max()) > 10000 and float(shifted.abs().max()) < 0.05 * float(raw.abs().max())
 
 
-@pytest.mark.parametrize("vmax,expected", [(30.0, 512.0), (1e-3, 16384.0), (250.0, 2.0), (float("inf"), 2.0), (0.0, 16384.0)])
+@pytest.mark.parametrize(
+    "vmax,expected", [(30.0, 512.0), (1e-3, 16384.0), (250.0, 2.0), (float("inf"), 2.0), (0.0, 16384.0)]
+)
 def test_pow2_renormalisation_threshold(vmax, expected):
     v = torch.full((1, 1, 4, 8), vmax, dtype=torch.float16)
     t = kernel._renorm_threshold(v, PRESETS["npu_fp16"], 128)

@@ -18,6 +18,7 @@ the same-precision baseline on unbiased wide data (the recovery multiplies the K
 block-mean direction by c) but better on biased data, and that the reference script's error in biased
 cells is dominated by c times the rounding of the fp16 block mean.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,34 +31,61 @@ import pytest
 import torch
 
 from pasa_npu import cli, data, metrics
+from pasa_npu.golden import golden_attention
 from pasa_npu.harness import GRID_AMPLITUDES, GRID_MEANS
 from pasa_npu.methods import run_method
 from pasa_npu.precision import PRESETS
-from pasa_npu.golden import golden_attention
 from pasa_npu.predict_report import format_summary, format_table, predict_case, predict_grid, summary
 
 from .helpers import two_term_scores
 
 SHAPE = dict(batch=1, heads=7, kv_heads=1, seq_q=32, seq_kv=1407, head_dim=128)
 GRID_METHODS = ("pasa", "pasa:script", "fa_qk", "fa_q")
-OTHER_METHODS = ("pasa:fp16_keymean", "fa_hybrid", "fa_naive", "smooth_k", "sdpa", "pasa:hybrid", "pasa:fp16_strict",
-                 "pasa:bf16")
+OTHER_METHODS = (
+    "pasa:fp16_keymean",
+    "fa_hybrid",
+    "fa_naive",
+    "smooth_k",
+    "sdpa",
+    "pasa:hybrid",
+    "pasa:fp16_strict",
+    "pasa:bf16",
+)
 MODEL = dict(mc_samples=4)
 
 
 def _check(records: list[dict], what: str, min_rmse_fraction: float = 0.9) -> dict:
     s = summary(records)
     print(f"\n{what}\n{format_table(records)}\n{format_summary(s)}")
-    bad_bound = [(r.get("dist"), r.get("mean"), r.get("amplitude"), r["method"], r["max_abs_err"], r["pred_bound"])
-                 for r in records if r["bound_ok"] is False]
+    bad_bound = [
+        (r.get("dist"), r.get("mean"), r.get("amplitude"), r["method"], r["max_abs_err"], r["pred_bound"])
+        for r in records
+        if r["bound_ok"] is False
+    ]
     assert not bad_bound, f"{what}: bound below the measured max error in {bad_bound}"
-    bad_ovf = [(r.get("dist"), r.get("mean"), r.get("amplitude"), r["method"], r["first_nonfinite_stage"],
-                r["pred_overflow_stage"]) for r in records if not r["overflow_ok"]]
+    bad_ovf = [
+        (
+            r.get("dist"),
+            r.get("mean"),
+            r.get("amplitude"),
+            r["method"],
+            r["first_nonfinite_stage"],
+            r["pred_overflow_stage"],
+        )
+        for r in records
+        if not r["overflow_ok"]
+    ]
     assert not bad_ovf, f"{what}: overflow (measured stage, predicted stage) disagrees in {bad_ovf}"
     assert s["rmse_within_3x_fraction"] >= min_rmse_fraction, (
         f"{what}: RMSE within 3x in {s['rmse_within_3x']}/{s['compared']} cases; misses: "
-        + str([(r.get("dist"), r.get("mean"), r.get("amplitude"), r["method"], r["rmse"], r["pred_rmse"])
-               for r in records if r["rmse_within_3x"] is False]))
+        + str(
+            [
+                (r.get("dist"), r.get("mean"), r.get("amplitude"), r["method"], r["rmse"], r["pred_rmse"])
+                for r in records
+                if r["rmse_within_3x"] is False
+            ]
+        )
+    )
     return s
 
 
@@ -67,7 +95,9 @@ def grid():
 
 
 def _cell(records, dist, mean, amp, method):
-    return next(r for r in records if (r["dist"], r["mean"], r["amplitude"], r["method"]) == (dist, mean, amp, method))
+    return next(
+        r for r in records if (r["dist"], r["mean"], r["amplitude"], r["method"]) == (dist, mean, amp, method)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,15 +117,24 @@ def qk_overflow_cells():
 def test_grid_bound_rmse_and_overflow(grid, qk_overflow_cells):
     s = _check(grid, "reference grid, one GQA group, 32 query rows")
     # every record without a (measured) overflow is compared; only fa_qk's overflowing cells are not
-    assert s["compared"] == 32 * len(GRID_METHODS) - len(qk_overflow_cells), (s["compared"], sorted(qk_overflow_cells))
-    print(f"median bound/max ratio {s['median_bound_ratio']:.3g}, median RMSE ratio {s['median_rmse_ratio']:.3g}")
+    assert s["compared"] == 32 * len(GRID_METHODS) - len(qk_overflow_cells), (
+        s["compared"],
+        sorted(qk_overflow_cells),
+    )
+    print(
+        f"median bound/max ratio {s['median_bound_ratio']:.3g}, median RMSE ratio {s['median_rmse_ratio']:.3g}"
+    )
 
 
 def test_fa_qk_overflow_predicted_exactly_where_qk_leaves_fp16(grid, qk_overflow_cells):
     """fa_qk overflows (measured, and predicted, at the score stage) exactly on the cells where
     max|QKᵀ| >= 65520, computed independently in float64; at d = 128 that includes every mean-30 cell."""
-    pred = {(r["dist"], r["mean"], r["amplitude"]) for r in grid if r["method"] == "fa_qk" and r["pred_overflow"]}
-    meas = {(r["dist"], r["mean"], r["amplitude"]) for r in grid if r["method"] == "fa_qk" and r["meas_overflow"]}
+    pred = {
+        (r["dist"], r["mean"], r["amplitude"]) for r in grid if r["method"] == "fa_qk" and r["pred_overflow"]
+    }
+    meas = {
+        (r["dist"], r["mean"], r["amplitude"]) for r in grid if r["method"] == "fa_qk" and r["meas_overflow"]
+    }
     assert pred == meas == qk_overflow_cells, (sorted(pred), sorted(meas), sorted(qk_overflow_cells))
     assert {(d, 30.0, a) for d in data.DISTRIBUTIONS for a in GRID_AMPLITUDES} <= qk_overflow_cells
     for r in grid:
@@ -115,14 +154,22 @@ def test_model_explains_npu_fp16_against_the_baseline(grid):
         base = _cell(grid, *cell, "fa_q")
         q, k, v = data.make_qkv(cell[0], mean=cell[1], amplitude=cell[2], **SHAPE)
         km = predict_case(q, k, v, ["pasa:fp16_keymean"], **MODEL)[0]
-        print(cell, f"npu_fp16/fa_q RMSE predicted {p['pred_rmse'] / base['pred_rmse']:.2f} measured "
-              f"{p['rmse'] / base['rmse']:.2f}; fp16_keymean/fa_q predicted {km['pred_rmse'] / base['pred_rmse']:.2f} "
-              f"measured {km['rmse'] / base['rmse']:.2f}; npu_fp16 terms", p["dominant"])
+        print(
+            cell,
+            f"npu_fp16/fa_q RMSE predicted {p['pred_rmse'] / base['pred_rmse']:.2f} measured "
+            f"{p['rmse'] / base['rmse']:.2f}; fp16_keymean/fa_q predicted {km['pred_rmse'] / base['pred_rmse']:.2f} "
+            f"measured {km['rmse'] / base['rmse']:.2f}; npu_fp16 terms",
+            p["dominant"],
+        )
         assert p["dominant"].startswith("recovery"), p["dominant"]
         r_pred, r_meas = p["pred_rmse"] / base["pred_rmse"], p["rmse"] / base["rmse"]
-        assert r_pred > 1.5 and r_meas > 1.5, f"{cell}: npu_fp16/fa_q predicted {r_pred:.2f}, measured {r_meas:.2f}"
+        assert r_pred > 1.5 and r_meas > 1.5, (
+            f"{cell}: npu_fp16/fa_q predicted {r_pred:.2f}, measured {r_meas:.2f}"
+        )
         k_pred, k_meas = km["pred_rmse"] / base["pred_rmse"], km["rmse"] / base["rmse"]
-        assert k_pred < 1.3 and k_meas < 1.3, f"{cell}: fp16_keymean/fa_q predicted {k_pred:.2f}, measured {k_meas:.2f}"
+        assert k_pred < 1.3 and k_meas < 1.3, (
+            f"{cell}: fp16_keymean/fa_q predicted {k_pred:.2f}, measured {k_meas:.2f}"
+        )
     ratios_pred, ratios_meas = [], []
     for d in data.DISTRIBUTIONS:
         for m in GRID_MEANS[1:]:
@@ -130,10 +177,13 @@ def test_model_explains_npu_fp16_against_the_baseline(grid):
                 p, base = _cell(grid, d, m, a, "pasa"), _cell(grid, d, m, a, "fa_q")
                 ratios_pred.append(p["pred_rmse"] / base["pred_rmse"])
                 ratios_meas.append(p["rmse"] / base["rmse"])
-    print("npu_fp16 / fa_q RMSE on biased cells, predicted:", " ".join(f"{x:.2f}" for x in sorted(ratios_pred)))
+    print(
+        "npu_fp16 / fa_q RMSE on biased cells, predicted:", " ".join(f"{x:.2f}" for x in sorted(ratios_pred))
+    )
     assert statistics.median(ratios_pred) < 0.5 and statistics.median(ratios_meas) < 0.5, (
         f"median npu_fp16/fa_q on biased cells: predicted {statistics.median(ratios_pred):.2f}, "
-        f"measured {statistics.median(ratios_meas):.2f}")
+        f"measured {statistics.median(ratios_meas):.2f}"
+    )
 
 
 def test_reference_preset_error_in_biased_cells_is_the_rounded_block_mean(grid):
@@ -180,24 +230,72 @@ def _normal_with_outliers(seed=7, s1=48, s2=700, d=128, h=4, hk=2, amp=25.0, p=0
 @pytest.fixture(scope="module")
 def shapes():
     out = []
-    q, k, v = data.make_qkv("uniform", mean=10.0, amplitude=5.0, batch=1, heads=4, kv_heads=2, seq_q=48, seq_kv=700, head_dim=64)
-    out += predict_case(q, k, v, GRID_METHODS, extra=dict(dist="uniform", mean=10.0, amplitude=5.0, case="d=64, n=64"),
-                        block_kv=64, **MODEL)
-    q, k, v = data.make_qkv("hybrid", mean=20.0, amplitude=10.0, batch=1, heads=4, kv_heads=2, seq_q=48, seq_kv=700, head_dim=64)
-    out += predict_case(q, k, v, GRID_METHODS, extra=dict(dist="hybrid", mean=20.0, amplitude=10.0, case="d=64, n=64"),
-                        block_kv=64, **MODEL)
+    q, k, v = data.make_qkv(
+        "uniform", mean=10.0, amplitude=5.0, batch=1, heads=4, kv_heads=2, seq_q=48, seq_kv=700, head_dim=64
+    )
+    out += predict_case(
+        q,
+        k,
+        v,
+        GRID_METHODS,
+        extra=dict(dist="uniform", mean=10.0, amplitude=5.0, case="d=64, n=64"),
+        block_kv=64,
+        **MODEL,
+    )
+    q, k, v = data.make_qkv(
+        "hybrid", mean=20.0, amplitude=10.0, batch=1, heads=4, kv_heads=2, seq_q=48, seq_kv=700, head_dim=64
+    )
+    out += predict_case(
+        q,
+        k,
+        v,
+        GRID_METHODS,
+        extra=dict(dist="hybrid", mean=20.0, amplitude=10.0, case="d=64, n=64"),
+        block_kv=64,
+        **MODEL,
+    )
     q, k, v = _normal_with_outliers()
-    out += predict_case(q, k, v, GRID_METHODS, extra=dict(dist="normal+outliers", mean=3.0, amplitude=25.0, case="outliers"),
-                        **MODEL)
-    q, k, v = data.make_qkv("uniform", mean=5.0, amplitude=10.0, batch=1, heads=4, kv_heads=2, seq_q=300, seq_kv=300, head_dim=128)
-    out += predict_case(q, k, v, GRID_METHODS, extra=dict(dist="uniform", mean=5.0, amplitude=10.0, case="causal S1=S2"),
-                        is_causal=True, **MODEL)
-    q, k, v = data.make_qkv("hybrid", mean=10.0, amplitude=20.0, batch=1, heads=4, kv_heads=2, seq_q=40, seq_kv=640, head_dim=128)
-    out += predict_case(q, k, v, GRID_METHODS, extra=dict(dist="hybrid", mean=10.0, amplitude=20.0, case="causal S1<S2"),
-                        is_causal=True, **MODEL)
+    out += predict_case(
+        q,
+        k,
+        v,
+        GRID_METHODS,
+        extra=dict(dist="normal+outliers", mean=3.0, amplitude=25.0, case="outliers"),
+        **MODEL,
+    )
+    q, k, v = data.make_qkv(
+        "uniform", mean=5.0, amplitude=10.0, batch=1, heads=4, kv_heads=2, seq_q=300, seq_kv=300, head_dim=128
+    )
+    out += predict_case(
+        q,
+        k,
+        v,
+        GRID_METHODS,
+        extra=dict(dist="uniform", mean=5.0, amplitude=10.0, case="causal S1=S2"),
+        is_causal=True,
+        **MODEL,
+    )
+    q, k, v = data.make_qkv(
+        "hybrid", mean=10.0, amplitude=20.0, batch=1, heads=4, kv_heads=2, seq_q=40, seq_kv=640, head_dim=128
+    )
+    out += predict_case(
+        q,
+        k,
+        v,
+        GRID_METHODS,
+        extra=dict(dist="hybrid", mean=10.0, amplitude=20.0, case="causal S1<S2"),
+        is_causal=True,
+        **MODEL,
+    )
     q, k, v = data.make_resonant(phase="aligned", amplitude=40.0, seq_q=32, seq_kv=400, heads=2, kv_heads=1)
-    out += predict_case(q, k, v, GRID_METHODS, extra=dict(dist="resonant", mean=0.0, amplitude=40.0, case="resonance"),
-                        **MODEL)
+    out += predict_case(
+        q,
+        k,
+        v,
+        GRID_METHODS,
+        extra=dict(dist="resonant", mean=0.0, amplitude=40.0, case="resonance"),
+        **MODEL,
+    )
     return out
 
 
@@ -226,7 +324,10 @@ def test_pasa_block_offset_overflow_is_predicted():
     """PASA's own envelope: block means of the scores 70000 apart (keys biased per block) leave the shifted
     tile in range but make the offset c·(μ_j − A) overflow fp16: the census says 'shift', so does the model."""
     d, n = 128, 128
-    q = torch.full((1, 1, 8, d), 80.0, dtype=torch.float16) + torch.randn((1, 1, 8, d), generator=torch.Generator().manual_seed(1)).half() * 0.1
+    q = (
+        torch.full((1, 1, 8, d), 80.0, dtype=torch.float16)
+        + torch.randn((1, 1, 8, d), generator=torch.Generator().manual_seed(1)).half() * 0.1
+    )
     k = torch.randn((1, 1, 2 * n, d), generator=torch.Generator().manual_seed(2)).half() * 0.1
     k[0, 0, n:] += 80.0
     v = torch.randn((1, 1, 2 * n, d), generator=torch.Generator().manual_seed(3)).half()
@@ -239,13 +340,26 @@ def test_raw_accumulators_on_a_long_biased_v():
     """Flat attention over V ≈ 30 and S2 = 4096: raw fp16 O (reference script) and the one-block P·V tile
     (fa_naive) overflow; npu_fp16's power-of-two renormalised accumulators and fp32 (hybrid) do not."""
     q, k, v = data.make_biased_v(seq_kv=4096, seq_q=16, heads=2, kv_heads=1)
-    recs = {r["method"]: r for r in predict_case(q, k, v, ["pasa", "pasa:script", "pasa:hybrid", "fa_naive"], **MODEL)}
-    for m, stage in (("pasa:script", "accumulator"), ("fa_naive", "accumulator"), ("pasa", None), ("pasa:hybrid", None)):
-        assert recs[m]["pred_overflow_stage"] == stage == recs[m]["first_nonfinite_stage"], (m, recs[m]["first_nonfinite_stage"])
+    recs = {
+        r["method"]: r
+        for r in predict_case(q, k, v, ["pasa", "pasa:script", "pasa:hybrid", "fa_naive"], **MODEL)
+    }
+    for m, stage in (
+        ("pasa:script", "accumulator"),
+        ("fa_naive", "accumulator"),
+        ("pasa", None),
+        ("pasa:hybrid", None),
+    ):
+        assert recs[m]["pred_overflow_stage"] == stage == recs[m]["first_nonfinite_stage"], (
+            m,
+            recs[m]["first_nonfinite_stage"],
+        )
 
 
 def test_predicted_errors_of_torch_and_numpy_inputs_agree():
-    q, k, v = data.make_qkv("uniform", mean=10.0, amplitude=5.0, batch=1, heads=2, kv_heads=1, seq_q=16, seq_kv=300, head_dim=128)
+    q, k, v = data.make_qkv(
+        "uniform", mean=10.0, amplitude=5.0, batch=1, heads=2, kv_heads=1, seq_q=16, seq_kv=300, head_dim=128
+    )
     import pasa_theory as pt
 
     a = pt.predict("pasa", q, k, v)
@@ -260,20 +374,48 @@ def test_predicted_errors_of_torch_and_numpy_inputs_agree():
 
 
 def test_cli_predict_writes_the_table(tmp_path, capsys):
-    rc = cli.main(["--predict", "--heads", "2", "--kv-heads", "1", "--seq-q", "16", "--seq-kv", "300",
-                   "--methods", "pasa,fa_qk,fa_q", "--out", str(tmp_path)])
+    rc = cli.main(
+        [
+            "--predict",
+            "--heads",
+            "2",
+            "--kv-heads",
+            "1",
+            "--seq-q",
+            "16",
+            "--seq-kv",
+            "300",
+            "--methods",
+            "pasa,fa_qk,fa_q",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "bound >= measured max error" in text and "RMSE estimate within 3x" in text
     with (tmp_path / "predict.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [r["method"] for r in rows] == ["pasa", "fa_qk", "fa_q"]
-    for col in ("rmse", "max_abs_err", "pred_rmse", "pred_bound", "pred_overflow_stage", "rmse_ratio", "bound_ratio",
-                "bound_ok", "overflow_ok", "dominant", "regime", "rms.recovery.kt"):
+    for col in (
+        "rmse",
+        "max_abs_err",
+        "pred_rmse",
+        "pred_bound",
+        "pred_overflow_stage",
+        "rmse_ratio",
+        "bound_ratio",
+        "bound_ok",
+        "overflow_ok",
+        "dominant",
+        "regime",
+        "rms.recovery.kt",
+    ):
         assert col in rows[0]
     payload = json.loads((tmp_path / "predict.json").read_text())
     assert payload["meta"]["summary"]["cases"] == 3
     fa = rows[1]
-    assert fa["pred_overflow_stage"] == "scores" == fa["first_nonfinite_stage"]          # mean 30: QKᵀ overflows
-    assert math.isfinite(float(rows[0]["pred_rmse"])) and np.isclose(float(rows[0]["rmse_ratio"]),
-                                                                     float(rows[0]["pred_rmse"]) / float(rows[0]["rmse"]))
+    assert fa["pred_overflow_stage"] == "scores" == fa["first_nonfinite_stage"]  # mean 30: QKᵀ overflows
+    assert math.isfinite(float(rows[0]["pred_rmse"])) and np.isclose(
+        float(rows[0]["rmse_ratio"]), float(rows[0]["pred_rmse"]) / float(rows[0]["rmse"])
+    )

@@ -1,9 +1,9 @@
 """pasa_theory.policies and pasa_npu agree: pasa_npu.Precision is the torch view of the one schema
 (pasa_theory.schema), each harness method's arrangement, and the shift constants (β, stored entries of
 M, c) the kernel really uses."""
+
 from __future__ import annotations
 
-import dataclasses
 import math
 import typing
 import warnings
@@ -41,9 +41,9 @@ def test_method_names_match_the_harness():
 
 #: (matmul in, accumulate, out, vector) of the named presets, as the package's issue specifies them.
 _UNITS = {
-    "npu_fp16": ("fp16", "fp32", "fp16", "fp16"),    # the NPU Cube and a fp16 vector unit
+    "npu_fp16": ("fp16", "fp32", "fp16", "fp16"),  # the NPU Cube and a fp16 vector unit
     "script": ("fp16", "fp32", "fp16", "fp16"),
-    "hybrid": ("fp16", "fp32", "fp16", "fp32"),      # fp32 vector unit
+    "hybrid": ("fp16", "fp32", "fp16", "fp32"),  # fp32 vector unit
     "bf16": ("bf16", "fp32", "bf16", "bf16"),
     "fp64": ("fp64", "fp64", "fp64", "fp64"),
 }
@@ -90,8 +90,11 @@ def test_schema_is_typed_and_validated_on_construction():
     with pytest.raises(ValueError, match="Precision.beta"):
         schema.PrecisionSpec("x", "fp16", "fp32", "fp16", "fp16", beta=1.5)
     with pytest.raises(TypeError, match="no field"):
-        schema.PrecisionSpec.from_fields(dict(name="x", matmul_in="fp16", matmul_acc="fp32", matmul_out="fp16",
-                                              vector="fp16", reduse="acc"))
+        schema.PrecisionSpec.from_fields(
+            dict(
+                name="x", matmul_in="fp16", matmul_acc="fp32", matmul_out="fp16", vector="fp16", reduse="acc"
+            )
+        )
 
 
 def test_renamed_spellings_work_with_a_deprecation_warning():
@@ -131,9 +134,14 @@ _CHANGES = {
     "smooth_k": lambda f: dict(name=f"fa_qk[{f['name']}]", scale="scores"),
     "fa_q": lambda f: dict(name=f"fa_q[{f['name']}]", scale="q"),
     "fa_naive": lambda f: dict(name=f"fa_q[{f['name']}]", scale="q"),
-    "fa_hybrid": lambda f: dict(name=f"fa_hybrid[{f['name']}]", matmul_out=_widen(f["matmul_out"]),
-                                vector=_widen(f["vector"]), coef_dtype=_widen(f["vector"]), scale="scores",
-                                accum="raw"),
+    "fa_hybrid": lambda f: dict(
+        name=f"fa_hybrid[{f['name']}]",
+        matmul_out=_widen(f["matmul_out"]),
+        vector=_widen(f["vector"]),
+        coef_dtype=_widen(f["vector"]),
+        scale="scores",
+        accum="raw",
+    ),
 }
 
 
@@ -142,8 +150,8 @@ _CHANGES = {
 def test_method_arrangements_change_only_what_they_say(method, preset):
     base = _fields(PRESETS[preset])
     expected = dict(base, **_CHANGES[method](base))
-    assert _fields(get_method(method).precision(PRESETS[preset])) == expected      # what the kernels run
-    assert _policy_fields(policies.resolve(method, preset)) == expected             # what the model assumes
+    assert _fields(get_method(method).precision(PRESETS[preset])) == expected  # what the kernels run
+    assert _policy_fields(policies.resolve(method, preset)) == expected  # what the model assumes
     # a Precision object is read field by field, with the same result as its preset name
     assert _policy_fields(policies.resolve(method, PRESETS[preset])) == expected
 
@@ -153,9 +161,15 @@ def test_every_arranged_method_is_covered():
 
 
 def test_arrangement_flags():
-    flags = {m: policies.resolve(m) for m in ("fa_naive", "fa_q", "smooth_k", "sdpa", "npu_fia_ip0", "npu_fia_ip1")}
+    flags = {
+        m: policies.resolve(m) for m in ("fa_naive", "fa_q", "smooth_k", "sdpa", "npu_fia_ip0", "npu_fia_ip1")
+    }
     assert flags["fa_naive"].untiled and not flags["fa_q"].untiled and flags["smooth_k"].smooth_k
-    assert [flags[m].modelled_as for m in ("sdpa", "npu_fia_ip0", "npu_fia_ip1")] == ["fa_hybrid", "fa_hybrid", "fa_qk"]
+    assert [flags[m].modelled_as for m in ("sdpa", "npu_fia_ip0", "npu_fia_ip1")] == [
+        "fa_hybrid",
+        "fa_hybrid",
+        "fa_qk",
+    ]
 
 
 def test_pasa_preset_methods_ignore_the_run_precision():
@@ -176,7 +190,11 @@ def test_shift_constants_are_the_kernels(preset, d, n):
         # (float64 carries 53 bits, far more than the 11/8 kept, so only the final rounding matters)
         tau = 1 / math.sqrt(d)
         dt = {"fp16": torch.float16, "bf16": torch.bfloat16}[f["matmul_in"]]
-        want = torch.tensor([tau * (1 - kern.beta / n), -tau * kern.beta / n], dtype=torch.float64).to(dt).tolist()
+        want = (
+            torch.tensor([tau * (1 - kern.beta / n), -tau * kern.beta / n], dtype=torch.float64)
+            .to(dt)
+            .tolist()
+        )
         assert [kern.diag, kern.off] == want, (preset, d, n, kern, want)
 
 

@@ -8,6 +8,7 @@ reference shape's rows, at a fraction of its cost (the kernels alone need 36-220
 cell at S1 = S2 on two cores). Set ``PASA_PREDICT_OUT`` to a directory to keep the table
 (``predict_<S2>.csv``/``.json``, the ``pasa-verify --predict`` schema).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,20 @@ from .test_predict import _check
 
 pytestmark = pytest.mark.slow
 
-METHODS = ("pasa", "pasa:script", "pasa:fp16_keymean", "pasa:fp16_strict", "pasa:hybrid", "pasa:bf16",
-           "fa_qk", "fa_q", "fa_naive", "fa_hybrid", "smooth_k", "sdpa")
+METHODS = (
+    "pasa",
+    "pasa:script",
+    "pasa:fp16_keymean",
+    "pasa:fp16_strict",
+    "pasa:hybrid",
+    "pasa:bf16",
+    "fa_qk",
+    "fa_q",
+    "fa_naive",
+    "fa_hybrid",
+    "smooth_k",
+    "sdpa",
+)
 
 
 @pytest.mark.parametrize("seq_kv", [1407, 4096])
@@ -39,4 +52,6 @@ def test_reference_heads_full_grid(seq_kv, tmp_path):
     assert s["cases"] == 32 * len(METHODS)
     # only fa_qk (QKᵀ rounded before the scale) may overflow on this grid: everything else is compared
     assert s["compared"] >= 32 * (len(METHODS) - 1), (s["compared"], s["overflow_cases"])
-    print(f"S2 = {seq_kv}: median bound/max {s['median_bound_ratio']:.3g}, median RMSE ratio {s['median_rmse_ratio']:.3g}")
+    print(
+        f"S2 = {seq_kv}: median bound/max {s['median_bound_ratio']:.3g}, median RMSE ratio {s['median_rmse_ratio']:.3g}"
+    )

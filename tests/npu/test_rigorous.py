@@ -8,6 +8,7 @@ flips), block offsets at the re-centring threshold, rounding ties in the score p
 (absorption), large V (near-overflow accumulators), causal rows, decode, ragged tails, d = 32…256,
 n = 16…512. Hypothesis H2 (the exponential) is checked exhaustively on fp16 arguments.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,9 +18,9 @@ import pytest
 import torch
 
 from pasa_npu import data
+from pasa_npu.golden import golden_attention
 from pasa_npu.kernel import shifted_keys
 from pasa_npu.methods import run_method
-from pasa_npu.golden import golden_attention
 from pasa_theory import rigorous
 
 METHODS = ("pasa", "fa_qk", "fa_q", "fa_hybrid")
@@ -30,7 +31,9 @@ def _check(q, k, v, method, *, block_kv=128, is_causal=False, rows=None, observe
     out = run_method(method, q, k, v, block_kv=block_kv, is_causal=is_causal).double()
     gold = golden_attention(q, k, v, is_causal=is_causal)
     kt = shifted_keys(k, block_kv=block_kv) if observed else None
-    cert = rigorous.certify(method, q, k, v, block_kv=block_kv, is_causal=is_causal, rows=rows, shifted_keys=kt)
+    cert = rigorous.certify(
+        method, q, k, v, block_kv=block_kv, is_causal=is_causal, rows=rows, shifted_keys=kt
+    )
     sel = cert.rows
     err = (out - gold).abs()[:, :, sel].amax(dim=-1).numpy()
     finite = np.isfinite(err)
@@ -53,13 +56,16 @@ def test_exp_hypothesis_exhaustive_on_fp16_arguments():
     f16 = rigorous._FORMATS["fp16"]
     with np.errstate(over="ignore"):
         e = np.exp(x.double().numpy())
-        lo = f16.rnd(e * (1 - rigorous.EXP32_REL) * (1 - 2.0 ** -50))
-        hi = f16.rnd(e * (1 + rigorous.EXP32_REL) * (1 + 2.0 ** -50))
+        lo = f16.rnd(e * (1 - rigorous.EXP32_REL) * (1 - 2.0**-50))
+        hi = f16.rnd(e * (1 + rigorous.EXP32_REL) * (1 + 2.0**-50))
     bad = ~((got >= lo) & (got <= hi))
     assert not bad.any(), f"{int(bad.sum())} fp16 arguments outside H2, e.g. x={x.numpy()[bad][:5]}"
     # the kernel calls exp on 5-D tiles, (rows, 1) columns and in place: the same values on every path
-    for other in (torch.exp(x.reshape(-1, 1)).reshape(-1), torch.exp(x.reshape(-1, 31)[:, 3:4].contiguous()).reshape(-1),
-                  torch.exp_(x.clone().reshape(31, -1).t().contiguous()).t().reshape(-1)):
+    for other in (
+        torch.exp(x.reshape(-1, 1)).reshape(-1),
+        torch.exp(x.reshape(-1, 31)[:, 3:4].contiguous()).reshape(-1),
+        torch.exp_(x.clone().reshape(31, -1).t().contiguous()).t().reshape(-1),
+    ):
         ref = torch.exp(x)
         if other.numel() != ref.numel():
             ref = torch.exp(x.reshape(-1, 31)[:, 3:4].reshape(-1))
@@ -72,11 +78,13 @@ def test_exp_hypothesis_on_a_million_fp32_arguments():
     """H2 for the fp32 vector unit (fa_hybrid): 10^6 seeded arguments in the normal range plus the
     neighbourhood of 0, against float64 exp; the measured worst relative error is printed."""
     g = torch.Generator().manual_seed(2024)
-    x = torch.cat([torch.rand(900_000, generator=g) * 175 - 87, (torch.rand(100_000, generator=g) - 0.5) * 1e-3])
+    x = torch.cat(
+        [torch.rand(900_000, generator=g) * 175 - 87, (torch.rand(100_000, generator=g) - 0.5) * 1e-3]
+    )
     got = torch.exp(x).double().numpy()
     e = np.exp(x.double().numpy())
     rel = np.abs(got - e) / e
-    print(f"fp32 exp: max relative error {rel.max():.3e} = {rel.max() / 2.0 ** -24:.2f} units of 2^-24")
+    print(f"fp32 exp: max relative error {rel.max():.3e} = {rel.max() / 2.0**-24:.2f} units of 2^-24")
     assert rel.max() <= rigorous.EXP32_REL * (1 - 1e-3)
 
 
@@ -84,7 +92,12 @@ def test_exp_hypothesis_on_a_million_fp32_arguments():
 def test_grid_corners_hold(method):
     """Four grid cells at a reduced shape (S = 300, d = 64, 4/1 heads): bound >= error everywhere."""
     shape = dict(batch=1, heads=4, kv_heads=1, seq_q=300, seq_kv=300, head_dim=64)
-    for dist, mean, amp in [("uniform", 0.0, 0.5), ("uniform", 20.0, 10.0), ("hybrid", 30.0, 0.5), ("hybrid", 0.0, 20.0)]:
+    for dist, mean, amp in [
+        ("uniform", 0.0, 0.5),
+        ("uniform", 20.0, 10.0),
+        ("hybrid", 30.0, 0.5),
+        ("hybrid", 0.0, 20.0),
+    ]:
         q, k, v = data.make_qkv(dist, mean=mean, amplitude=amp, seed=11, **shape)
         _check(q, k, v, method, rows=np.arange(0, 300, 7), what=f"{dist} {mean} {amp}")
 
@@ -101,7 +114,7 @@ def _two_block_max(delta_ulps: int, n: int = 16):
     k = (torch.rand((1, 1, 2 * n, d), generator=g) - 0.5) * 0.5
     k[0, 0, :, 0] = torch.rand(2 * n, generator=g) * 4
     k[0, 0, 3, 0] = 8.0
-    k[0, 0, n + 5, 0] = 8.0 + delta_ulps * 2.0 ** -7
+    k[0, 0, n + 5, 0] = 8.0 + delta_ulps * 2.0**-7
     v = torch.randn((1, 1, 2 * n, d), generator=g)
     return q.half(), k.half(), v.half()
 
@@ -123,7 +136,7 @@ def test_recentring_threshold(offset):
     q[..., 0] = 4.0
     k = torch.randn((1, 1, 4 * n, d), generator=g) * 0.3
     for j in range(1, 4):
-        k[0, 0, j * n:(j + 1) * n, 0] += offset * j
+        k[0, 0, j * n : (j + 1) * n, 0] += offset * j
     v = torch.randn((1, 1, 4 * n, d), generator=g) + 5
     q, k, v = q.half(), k.half(), v.half()
     for obs in (False, True):
@@ -138,8 +151,8 @@ def test_rounding_ties_in_the_scores():
     k = torch.zeros((1, 1, s2, d))
     base = torch.tensor([1.0, 2.0, 4.0, 8.0]).repeat(s2 // 4)
     k[0, 0, :, 0] = base
-    k[0, 0, :, 1] = base * 2.0 ** -11                     # the midpoint above base
-    k[0, 0, ::3, 1] *= 3                                  # and odd multiples of it
+    k[0, 0, :, 1] = base * 2.0**-11  # the midpoint above base
+    k[0, 0, ::3, 1] *= 3  # and odd multiples of it
     v = torch.randn((1, 1, s2, d), generator=torch.Generator().manual_seed(1))
     for m in METHODS:
         _check(q.half(), k.half(), v.half(), m, block_kv=16, what="ties")
@@ -165,7 +178,9 @@ def test_causal_decode_ragged(method):
         k = (torch.randn((1, 2, s2, 32), generator=g) * 3 + 1).half()
         v = torch.randn((1, 2, s2, 48), generator=g).half()
         for causal in (False, True):
-            _check(q, k, v, method, block_kv=n, is_causal=causal, what=f"S1={s1} S2={s2} n={n} causal={causal}")
+            _check(
+                q, k, v, method, block_kv=n, is_causal=causal, what=f"S1={s1} S2={s2} n={n} causal={causal}"
+            )
 
 
 @pytest.mark.parametrize("d,n,s2", [(32, 16, 100), (96, 512, 700), (256, 64, 190), (128, 256, 512)])
@@ -182,8 +197,18 @@ def test_bound_is_informative_on_a_benign_cell():
     """Not only sound but useful: on uniform(0, 0.5) the bound is far below the hull cap and within
     a factor 500 of the measured error for every method (the worst-case constants of Lemma 7 make
     it 20–200x above the measured error, docs/bounds.md §10)."""
-    q, k, v = data.make_qkv("uniform", mean=0.0, amplitude=0.5, seed=2, batch=1, heads=2, kv_heads=1,
-                            seq_q=64, seq_kv=600, head_dim=64)
+    q, k, v = data.make_qkv(
+        "uniform",
+        mean=0.0,
+        amplitude=0.5,
+        seed=2,
+        batch=1,
+        heads=2,
+        kv_heads=1,
+        seq_q=64,
+        seq_kv=600,
+        head_dim=64,
+    )
     for m in METHODS:
         err, cert = _check(q, k, v, m, what="benign")
         assert cert.max_abs_bound < 0.05 * cert.hull_cap, cert
@@ -208,10 +233,29 @@ def test_a_priori_bound_holds_on_attacked_cases(method):
     """Theorem 2 (docs/bounds.md §11) >= measured error, on the same constructed cases."""
     cases = [_two_block_max(1), _two_block_max(0)]
     g = torch.Generator().manual_seed(21)
-    cases.append(((torch.randn((1, 2, 5, 64), generator=g)).half(), (torch.randn((1, 1, 300, 64), generator=g)).half(),
-                  (30 + 0.01 * torch.randn((1, 1, 300, 64), generator=g)).half()))
-    cases.append(tuple(data.make_qkv("uniform", mean=0.0, amplitude=0.5, seed=4, batch=1, heads=2, kv_heads=1,
-                                     seq_q=16, seq_kv=300, head_dim=64)))
+    cases.append(
+        (
+            (torch.randn((1, 2, 5, 64), generator=g)).half(),
+            (torch.randn((1, 1, 300, 64), generator=g)).half(),
+            (30 + 0.01 * torch.randn((1, 1, 300, 64), generator=g)).half(),
+        )
+    )
+    cases.append(
+        tuple(
+            data.make_qkv(
+                "uniform",
+                mean=0.0,
+                amplitude=0.5,
+                seed=4,
+                batch=1,
+                heads=2,
+                kv_heads=1,
+                seq_q=16,
+                seq_kv=300,
+                head_dim=64,
+            )
+        )
+    )
     for q, k, v in cases:
         n = 16 if k.shape[2] == 32 else 128
         out = run_method(method, q, k, v, block_kv=n).double()
@@ -246,8 +290,10 @@ def _prob_draws(n_draws: int, seed: int):
 def _check_prob(n_draws: int, seed: int) -> None:
     viol, total, gaps = _prob_draws(n_draws, seed=seed)
     rate = viol / total
-    print(f"probabilistic bound: {viol} violations in {total} elements (rate {rate:.2e}); "
-          f"prob/rigorous median {np.median(gaps):.3f}, min {gaps.min():.3f}")
+    print(
+        f"probabilistic bound: {viol} violations in {total} elements (rate {rate:.2e}); "
+        f"prob/rigorous median {np.median(gaps):.3f}, min {gaps.min():.3f}"
+    )
     assert total >= n_draws * 32 * 0.9
     assert rate <= 0.01
     assert np.all(gaps <= 1.0)
@@ -269,8 +315,18 @@ def test_a_priori_and_certificate_are_infinite_where_the_kernel_overflows():
     """fa_qk rounds QKᵀ to fp16 before scaling: with q, k ≈ 30 and d = 128 the product passes 65504
     and the output is NaN. Both bounds must say +inf there (an earlier a-priori version checked the
     scaled scores only and claimed a finite bound)."""
-    q, k, v = data.make_qkv("hybrid", mean=30.0, amplitude=0.5, seed=3, batch=1, heads=2, kv_heads=1,
-                            seq_q=8, seq_kv=200, head_dim=128)
+    q, k, v = data.make_qkv(
+        "hybrid",
+        mean=30.0,
+        amplitude=0.5,
+        seed=3,
+        batch=1,
+        heads=2,
+        kv_heads=1,
+        seq_q=8,
+        seq_kv=200,
+        head_dim=128,
+    )
     out = run_method("fa_qk", q, k, v)
     assert not torch.isfinite(out).all()
     assert rigorous.a_priori("fa_qk", rigorous.stats_of(q, k, v)).bound == math.inf
@@ -296,5 +352,13 @@ def test_random_fuzz_of_shapes_and_distributions():
         k = (torch.randn((1, 1, s2, d), generator=g) * ka + km).half()
         v = (torch.randn((1, 1, s2, d), generator=g) * va + vm).half()
         method = METHODS[i % len(METHODS)]
-        _check(q, k, v, method, block_kv=n, is_causal=causal, observed=(method == "pasa" and i % 8 == 0),
-               what=f"fuzz {i}: d={d} n={n} S1={s1} S2={s2} causal={causal}")
+        _check(
+            q,
+            k,
+            v,
+            method,
+            block_kv=n,
+            is_causal=causal,
+            observed=(method == "pasa" and i % 8 == 0),
+            what=f"fuzz {i}: d={d} n={n} S1={s1} S2={s2} causal={causal}",
+        )

@@ -5,6 +5,7 @@ without loss or duplicates.
 The executors run a tiny sweep (1 x 2/1 heads, S1 = 32, S2 = 160, d = 128) so that the module stays within seconds;
 the Dask test starts a LocalCluster of two worker processes.
 """
+
 from __future__ import annotations
 
 import csv
@@ -74,7 +75,10 @@ def test_spec_expands_grid_then_cases(tiny_spec):
     pts = sweep.load_spec(tiny_spec).points()
     assert len(pts) == 2 * 2 * 2 + 2
     assert [(p["dist"], p["mean"], p["method"]) for p in pts[:3]] == [
-        ("uniform", 0.0, "pasa"), ("uniform", 0.0, "fa_qk"), ("uniform", 30.0, "pasa")]
+        ("uniform", 0.0, "pasa"),
+        ("uniform", 0.0, "fa_qk"),
+        ("uniform", 30.0, "pasa"),
+    ]
     assert pts[8]["method"] == "pasa:script" and pts[8]["seed"] == 7
     assert all(p["heads"] == 2 and p["seq_kv"] == 160 for p in pts)
     # defaults of the parameters nobody set: the reference script's case
@@ -88,7 +92,9 @@ def test_a_point_given_twice_is_swept_once():
 
 
 def test_explicit_seed_is_used_as_is_and_derived_seeds_follow_the_data():
-    pts = sweep.parse_spec({"grid": {"mean": [0, 30], "method": ["pasa", "fa_qk"], "replicate": [0, 1]}}).points()
+    pts = sweep.parse_spec(
+        {"grid": {"mean": [0, 30], "method": ["pasa", "fa_qk"], "replicate": [0, 1]}}
+    ).points()
     by = {(p["mean"], p["method"], p["replicate"]): p["seed"] for p in pts}
     # every method of a cell sees the same inputs; means and replicates draw different ones
     assert by[(0.0, "pasa", 0)] == by[(0.0, "fa_qk", 0)]
@@ -98,18 +104,21 @@ def test_explicit_seed_is_used_as_is_and_derived_seeds_follow_the_data():
     assert [p["seed"] for p in explicit] == [2024724, 2024724]
 
 
-@pytest.mark.parametrize("doc, exc, words", [
-    ({"grid": {"meen": [1]}}, ValueError, "unknown parameter 'meen'"),
-    ({"grid": {"heads": [2.5]}}, TypeError, "'heads' must be an integer"),
-    ({"grid": {"causal": [1]}}, TypeError, "'causal' must be true or false"),
-    ({"grid": {"mean": []}}, ValueError, "'mean' has an empty list"),
-    ({"grid": {"dist": ["gauss"]}}, ValueError, "'dist' must be one of"),
-    ({"grid": {"method": ["nope"]}}, ValueError, "parameter 'method'"),
-    ({"grid": {"heads": [3], "kv_heads": [2]}}, ValueError, "multiple of 'kv_heads'"),
-    ({"grids": {}}, ValueError, "unknown table 'grids'"),
-    ({"sweep": {"name": "x"}}, ValueError, "no points"),
-    ({"case": [{"seq_q": 0}]}, ValueError, "'seq_q' must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "doc, exc, words",
+    [
+        ({"grid": {"meen": [1]}}, ValueError, "unknown parameter 'meen'"),
+        ({"grid": {"heads": [2.5]}}, TypeError, "'heads' must be an integer"),
+        ({"grid": {"causal": [1]}}, TypeError, "'causal' must be true or false"),
+        ({"grid": {"mean": []}}, ValueError, "'mean' has an empty list"),
+        ({"grid": {"dist": ["gauss"]}}, ValueError, "'dist' must be one of"),
+        ({"grid": {"method": ["nope"]}}, ValueError, "parameter 'method'"),
+        ({"grid": {"heads": [3], "kv_heads": [2]}}, ValueError, "multiple of 'kv_heads'"),
+        ({"grids": {}}, ValueError, "unknown table 'grids'"),
+        ({"sweep": {"name": "x"}}, ValueError, "no points"),
+        ({"case": [{"seq_q": 0}]}, ValueError, "'seq_q' must be >= 1"),
+    ],
+)
 def test_bad_specs_name_the_parameter(doc, exc, words):
     with pytest.raises(exc, match=words):
         sweep.parse_spec(doc).points()
@@ -118,24 +127,37 @@ def test_bad_specs_name_the_parameter(doc, exc, words):
 def test_reference_grid_spec_has_the_committed_cells_and_reproduces_their_numbers():
     pts = sweep.load_spec(ROOT / "examples" / "reference_grid.toml").points()
     with (ROOT / "figures" / "method_comparison.csv").open() as fh:
-        committed = {(r["dist"], float(r["mean"]), float(r["amplitude"]), r["method"]): r for r in csv.DictReader(ln for ln in fh if not ln.startswith("#"))}
+        committed = {
+            (r["dist"], float(r["mean"]), float(r["amplitude"]), r["method"]): r
+            for r in csv.DictReader(ln for ln in fh if not ln.startswith("#"))
+        }
     assert len(pts) == 384 == len(committed)
     assert {(p["dist"], p["mean"], p["amplitude"], p["method"]) for p in pts} == set(committed)
     # three points: an ordinary one, the reference preset on hybrid data, and an overflowing baseline
-    chosen = [("uniform", 30.0, 0.5, "pasa"), ("hybrid", 10.0, 20.0, "pasa:script"), ("uniform", 30.0, 5.0, "fa_qk")]
+    chosen = [
+        ("uniform", 30.0, 0.5, "pasa"),
+        ("hybrid", 10.0, 20.0, "pasa:script"),
+        ("uniform", 30.0, 5.0, "fa_qk"),
+    ]
     for key in chosen:
         p = next(p for p in pts if (p["dist"], p["mean"], p["amplitude"], p["method"]) == key)
         row, ref = sweep.run_point(p), committed[key]
         assert row["status"] == "ok", row["error"]
         assert (p["heads"], p["kv_heads"], p["seq_q"], p["head_dim"], p["seed"]) == (
-            int(ref["heads"]), int(ref["kv_heads"]), int(ref["seq_q"]), int(ref["head_dim"]), 2024724)
+            int(ref["heads"]),
+            int(ref["kv_heads"]),
+            int(ref["seq_q"]),
+            int(ref["head_dim"]),
+            2024724,
+        )
         assert row["nonfinite"] == int(ref["nonfinite"])
         assert (row["first_nonfinite_stage"] or "") == ref["first_nonfinite_stage"]
         for col in ("rmse", "rel_rmse", "rel_rmse_out", "max_abs_err"):
             want = float(ref[col])
             # the CSV holds 10 significant digits
-            assert (math.isnan(want) and math.isnan(row[col])) or row[col] == pytest.approx(want, rel=6e-10, abs=0), (
-                f"{key} {col}: {row[col]!r} vs committed {want!r}")
+            assert (math.isnan(want) and math.isnan(row[col])) or row[col] == pytest.approx(
+                want, rel=6e-10, abs=0
+            ), f"{key} {col}: {row[col]!r} vs committed {want!r}"
 
 
 def test_serial_run_writes_one_row_per_point_and_records_the_failure(serial_run):
@@ -148,7 +170,11 @@ def test_serial_run_writes_one_row_per_point_and_records_the_failure(serial_run)
     assert len(bad) == 1 and int(bad["block_kv"].iloc[0]) == 1
     assert "block_kv must be >= 2" in bad["error"].iloc[0]
     ok = df[df["status"] == "ok"]
-    assert ok[ok["nonfinite"] == 0]["rel_rmse"].notna().all() and (ok["wall_s"] > 0).all() and (ok["peak_rss_bytes"] > 0).all()
+    assert (
+        ok[ok["nonfinite"] == 0]["rel_rmse"].notna().all()
+        and (ok["wall_s"] > 0).all()
+        and (ok["peak_rss_bytes"] > 0).all()
+    )
     # the vendor-style baseline overflows at mean 30 and the census names the stage; PASA does not
     fa = ok[(ok["method"] == "fa_qk") & (ok["mean"] == 30.0)]
     assert (fa["nonfinite"] > 0).all() and set(fa["first_nonfinite_stage"]) == {"scores"}
@@ -204,10 +230,21 @@ method = ["pasa", "pasa:script", "fa_q"]
 """)
     out = tmp_path / "out"
     pts = sweep.load_spec(spec).points()
-    cmd = [sys.executable, "-m", "pasa_npu.sweep", str(spec), "--out", str(out), "--executor", "serial", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pasa_npu.sweep",
+        str(spec),
+        "--out",
+        str(out),
+        "--executor",
+        "serial",
+        "--no-progress",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while len(sweep.done_hashes(out)) < 3:
@@ -260,8 +297,10 @@ def test_command_line_errors_name_the_problem(capsys, tmp_path):
 def test_predicted_vs_measured_spec_reproduces_the_committed_rows():
     pts = sweep.load_spec(ROOT / "examples" / "predicted_vs_measured.toml").points()
     with (ROOT / "figures" / "predicted_vs_measured.csv").open() as fh:
-        committed = {(r["dist"], float(r["mean"]), float(r["amplitude"]), int(r["seq_kv"]), r["method"]): r
-                     for r in csv.DictReader(ln for ln in fh if not ln.startswith("#"))}
+        committed = {
+            (r["dist"], float(r["mean"]), float(r["amplitude"]), int(r["seq_kv"]), r["method"]): r
+            for r in csv.DictReader(ln for ln in fh if not ln.startswith("#"))
+        }
     assert len(pts) == len(committed) == 864
     assert {(p["dist"], p["mean"], p["amplitude"], p["seq_kv"], p["method"]) for p in pts} == set(committed)
     for key in [("uniform", 0.0, 0.5, 256, "pasa"), ("hybrid", 30.0, 20.0, 256, "fa_qk")]:
@@ -274,5 +313,6 @@ def test_predicted_vs_measured_spec_reproduces_the_committed_rows():
         assert row["bound_dominant"] == ref["bound_dominant"] and row["regime"] == ref["regime"]
         for col in ("rmse", "max_abs_err", "pred_rmse", "pred_bound"):
             want = float(ref[col])
-            assert (math.isnan(want) and math.isnan(row[col])) or row[col] == pytest.approx(want, rel=6e-10, abs=0), (
-                f"{key} {col}: {row[col]!r} vs committed {want!r}")
+            assert (math.isnan(want) and math.isnan(row[col])) or row[col] == pytest.approx(
+                want, rel=6e-10, abs=0
+            ), f"{key} {col}: {row[col]!r} vs committed {want!r}"

@@ -14,6 +14,7 @@ rounding, checked in test_rounding_oracles.py), so for bf16 and fp8 the float64 
 rounded to float32 by numpy, which is exact enough here because the neighbours' test above is then
 made in float32 instead.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction

@@ -7,6 +7,7 @@ Oracles are independent of the code under test: exact rational rounding
 test_rounding_oracles.py), numpy's IEEE float16 arithmetic, and softmax attention evaluated in float64
 on explicitly perturbed logits.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,10 +22,10 @@ import pasa_theory as pt
 from pasa_theory import _errormodel as em
 from pasa_theory import bounds as pb
 from pasa_theory import policies
-from pasa_theory.formats import get_format, round_array, round_to_format
+from pasa_theory.formats import get_format, round_array
 
 F16 = get_format("fp16")
-U16 = 2.0 ** -11
+U16 = 2.0**-11
 
 
 def _att(z: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -43,17 +44,17 @@ def test_every_derivation_verifies_symbolically():
 
 # -- standard model -------------------------------------------------------------------------------------------------
 def test_standard_model_constants():
-    assert pb.unit_roundoff("fp16") == Fraction(1, 2 ** 11)
-    assert pb.unit_roundoff("bf16") == Fraction(1, 2 ** 8)
-    assert pb.gamma_n(128, "fp16") == Fraction(128, 2 ** 11 - 128)          # nu/(1 − nu), exactly
+    assert pb.unit_roundoff("fp16") == Fraction(1, 2**11)
+    assert pb.unit_roundoff("bf16") == Fraction(1, 2**8)
+    assert pb.gamma_n(128, "fp16") == Fraction(128, 2**11 - 128)  # nu/(1 − nu), exactly
     assert pb.gamma_n(0, "fp32") == 0
     with pytest.raises(ValueError, match="no deterministic bound"):
-        pb.gamma_n(2 ** 11, "fp16")
+        pb.gamma_n(2**11, "fp16")
     # Higham–Mary: λ√n·u to first order
     gt = float(pb.gamma_tilde(4096, "fp16", lam=1.0))
-    closed = math.expm1(64 * U16 + 4096 * U16 ** 2 / (1 - U16))     # exp(λ√n·u + n·u²/(1 − u)) − 1
+    closed = math.expm1(64 * U16 + 4096 * U16**2 / (1 - U16))  # exp(λ√n·u + n·u²/(1 − u)) − 1
     assert gt == pytest.approx(closed, rel=1e-14), (gt, closed)
-    assert gt == pytest.approx(64 * U16, rel=0.05)                    # ≈ λ√n·u to first order
+    assert gt == pytest.approx(64 * U16, rel=0.05)  # ≈ λ√n·u to first order
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp32"])
@@ -63,10 +64,24 @@ def test_rounding_primitives_against_exact_rounding(fmt):
     F = get_format(fmt)
     ms, mn, mx = float(F.min_subnormal), float(F.min_normal), float(F.max_finite)
     rng = np.random.default_rng(1)
-    x = np.concatenate([
-        rng.uniform(-1, 1, 2000) * 10.0 ** rng.integers(-8, 5, 2000),
-        [0.0, ms / 2, ms / 2 * 1.0000001, ms, 1.5 * ms, mn, mn * (1 - 2.0 ** -30), 1.0, 1 + float(F.u), mx, -mx],
-    ])
+    x = np.concatenate(
+        [
+            rng.uniform(-1, 1, 2000) * 10.0 ** rng.integers(-8, 5, 2000),
+            [
+                0.0,
+                ms / 2,
+                ms / 2 * 1.0000001,
+                ms,
+                1.5 * ms,
+                mn,
+                mn * (1 - 2.0**-30),
+                1.0,
+                1 + float(F.u),
+                mx,
+                -mx,
+            ],
+        ]
+    )
     fl = round_array(x, F)
     err = np.abs(fl - x)
     b = em.rbound(x, F)
@@ -79,7 +94,9 @@ def test_rounding_primitives_against_exact_rounding(fmt):
     q = em.ulp(rep, F)
     exact_q = np.array([float(pt.ulp(Fraction(float(r)), F)) for r in rep])
     bad = np.flatnonzero(q != exact_q)
-    assert bad.size == 0, f"{fmt}: ulp differs at {rep[bad[:5]]!r}: {q[bad[:5]]!r} vs exact {exact_q[bad[:5]]!r}"
+    assert bad.size == 0, (
+        f"{fmt}: ulp differs at {rep[bad[:5]]!r}: {q[bad[:5]]!r} vs exact {exact_q[bad[:5]]!r}"
+    )
     # variance: the exact spacing of the grid around x (its binade's quantum) squared over 12; 0 for
     # values that flush to zero. (The tie x = min_subnormal/2 also rounds to 0 but is modelled as an
     # ordinary rounding of variance ulp²/12.)
@@ -87,7 +104,9 @@ def test_rounding_primitives_against_exact_rounding(fmt):
     nz = ~flushed & (x != 0) & (np.abs(x) <= mx)
     want = np.array([float(pt.ulp(Fraction(float(r)), F)) ** 2 / 12 for r in x[nz]])
     assert np.array_equal(v[nz], want), f"{fmt}: variance differs at x = {x[nz][v[nz] != want][:5]!r}"
-    assert np.all(v[flushed] == 0) and np.all(v[x == 0] == 0), f"{fmt}: nonzero variance for x = {x[flushed & (v != 0)]!r}"
+    assert np.all(v[flushed] == 0) and np.all(v[x == 0] == 0), (
+        f"{fmt}: nonzero variance for x = {x[flushed & (v != 0)]!r}"
+    )
 
 
 def test_exact_subtraction_claims_are_true():
@@ -110,24 +129,24 @@ def test_erf_and_grid_quantisation():
     xs = np.linspace(-5, 5, 2001)
     assert np.max(np.abs(em.erf(xs) - np.array([math.erf(t) for t in xs]))) < 2e-7
     rng = np.random.default_rng(3)
-    x = rng.uniform(1100, 1200, (1, 5000))                 # one binade of fp16, quantum 1
+    x = rng.uniform(1100, 1200, (1, 5000))  # one binade of fp16, quantum 1
     errs = np.concatenate([em.grid_round(x, F16, rng.uniform(0, 1, (1, 1))) - x for _ in range(200)], axis=1)
-    assert abs(errs.mean()) < 0.01 and abs(errs.var() - 1 / 12) < 0.003   # uniform marginal on one quantum
+    assert abs(errs.mean()) < 0.01 and abs(errs.var() - 1 / 12) < 0.003  # uniform marginal on one quantum
     y = em.grid_round(np.sort(x), F16, np.array([[0.37]]))
-    assert np.all(np.diff(y) >= 0)                           # quantisation keeps the order
+    assert np.all(np.diff(y) >= 0)  # quantisation keeps the order
 
 
 def test_rounded_mean_square_limits():
     o = np.array([[1000.3, 1000.3, 1000.3]])
     ref = np.array([[1000.25, 1000.25, 1000.25]])
-    q = em.ulp(o, F16)                                        # 0.5
+    q = em.ulp(o, F16)  # 0.5
     tiny = em._rounded_ms(o, np.array([[0.0, 1e-6, 1e-6]]), q, ref, F16)
     det = (round_array(o, F16) - ref) ** 2
-    assert np.allclose(tiny, det, rtol=1e-6)                  # known to far better than a quantum: deterministic
+    assert np.allclose(tiny, det, rtol=1e-6)  # known to far better than a quantum: deterministic
     # every regime, including the middle one (spread comparable to a quantum), against Monte Carlo:
     # E[(fl16(o + N(0, s²)) − ref)²] from 2·10⁶ draws, within 5 standard errors
     rng = np.random.default_rng(4)
-    for s_ in (0.25, 0.5, 1.0, 50.0):                          # q/2, q, 2q, 100q
+    for s_ in (0.25, 0.5, 1.0, 50.0):  # q/2, q, 2q, 100q
         sq = (round_array(o[:, :1] + rng.normal(0.0, s_, (1, 2_000_000)), F16) - ref[:, :1]) ** 2
         mc, se = float(sq.mean()), float(sq.std() / math.sqrt(sq.size))
         got = float(em._rounded_ms(o[:, :1], np.array([[s_]]), q[:, :1], ref[:, :1], F16)[0, 0])
@@ -220,10 +239,10 @@ def test_envelope_at_the_fp16_overflow_threshold(product, overflows):
 
 def test_envelope_of_the_accumulators_on_a_long_biased_v():
     """Flat attention over V ≈ 30: unnormalised fp16 O reaches ≈ 30·S2 (docs/precision.md §2.4)."""
-    for s2, over in ((2100, False), (2300, True)):               # 30.3·S2 crosses 65520 at S2 ≈ 2160
+    for s2, over in ((2100, False), (2300, True)):  # 30.3·S2 crosses 65520 at S2 ≈ 2160
         st = pb.InputStats(0.0, 0.05, 0.0, 0.05, 30.0, 0.5, head_dim=128, seq_kv=s2, seq_q=128, heads=4)
         assert (pb.overflow_envelope("pasa:script", st).overflow_stage == "accumulator") == over
-        assert pb.overflow_envelope("pasa", st).overflow_stage is None        # pow2 accumulators
+        assert pb.overflow_envelope("pasa", st).overflow_stage is None  # pow2 accumulators
         assert pb.overflow_envelope("pasa:hybrid", st).overflow_stage is None  # fp32 accumulators
 
 
@@ -237,10 +256,15 @@ def test_envelope_row_sum_of_a_peaked_softmax_is_its_maximum():
     k = 150.0 + rng.uniform(-0.5, 0.5, (1407, 128))
     s = q @ k.T / np.sqrt(128)
     ell = np.exp(s - s.max(axis=1, keepdims=True)).sum(axis=1)
-    print(f"envelope row_sum {env.peaks['row_sum']:.3g}, sampled ℓ median {np.median(ell):.3g} max {ell.max():.3g}")
+    print(
+        f"envelope row_sum {env.peaks['row_sum']:.3g}, sampled ℓ median {np.median(ell):.3g} max {ell.max():.3g}"
+    )
     # an estimate, not a bound: within a factor 2 of every sampled row (it was S2 = 1407 before)
     assert env.peaks["row_sum"] / 2 <= np.median(ell) and ell.max() <= 2 * env.peaks["row_sum"], (
-        env.peaks["row_sum"], float(np.median(ell)), float(ell.max()))
+        env.peaks["row_sum"],
+        float(np.median(ell)),
+        float(ell.max()),
+    )
     assert env.overflow_stage is None
 
 
@@ -260,10 +284,12 @@ def test_term_scales_show_the_recovery_amplification():
     s = pb.term_scales("pasa", st)
     assert s["recovery"] > 3 * max(s["scores.round"], s["scores.kt"])
     s_small = pb.term_scales("pasa", st, beta=0.5)
-    c_opt = policies.shift_constants(policies.resolve("pasa"), 128, None, 128 ** -0.5).c
-    c_half = policies.shift_constants(policies.resolve("pasa"), 128, 0.5, 128 ** -0.5).c
+    c_opt = policies.shift_constants(policies.resolve("pasa"), 128, None, 128**-0.5).c
+    c_half = policies.shift_constants(policies.resolve("pasa"), 128, 0.5, 128**-0.5).c
     assert s["recovery"] / s_small["recovery"] == pytest.approx(c_opt / c_half, rel=1e-9), (
-        s["recovery"] / s_small["recovery"], c_opt / c_half)
+        s["recovery"] / s_small["recovery"],
+        c_opt / c_half,
+    )
 
 
 # -- predict on numpy arrays: contract --------------------------------------------------------------------------------
@@ -295,7 +321,9 @@ def test_predict_never_imports_torch_for_numpy_inputs():
         "p = pt.predict('pasa:script', q, k, k); pt.predict('fa_qk', q, k, k)\n"
         "print('torch' in sys.modules, 'sympy' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
     assert out.stdout.strip() == "False False"
 
 
@@ -314,8 +342,15 @@ BAD = [
     (dict(q=[[1.0]]), TypeError, "q"),
     (dict(q=np.ones((2, 3), np.float16)), ValueError, "4-D"),
     (dict(q=np.ones((1, 2, 8, 32), np.int32)), TypeError, "floating"),
-    (dict(q=np.ones((1, 3, 8, 32), np.float16), k=np.ones((1, 2, 200, 32), np.float16),
-          v=np.ones((1, 2, 200, 32), np.float16)), ValueError, "multiple"),
+    (
+        dict(
+            q=np.ones((1, 3, 8, 32), np.float16),
+            k=np.ones((1, 2, 200, 32), np.float16),
+            v=np.ones((1, 2, 200, 32), np.float16),
+        ),
+        ValueError,
+        "multiple",
+    ),
     (dict(k=np.ones((1, 1, 200, 16), np.float16)), ValueError, "head dims"),
 ]
 
@@ -338,21 +373,26 @@ def test_nonfinite_inputs_predict_an_input_stage_overflow():
     assert p.overflow and p.overflow_stage == "input" and math.isinf(p.max_abs_bound)
 
 
-@pytest.mark.parametrize("method, precision", [("fa_qk", "fp64"), ("pasa", "fp64"), ("pasa:fp64", "npu_fp16")])
+@pytest.mark.parametrize(
+    "method, precision", [("fa_qk", "fp64"), ("pasa", "fp64"), ("pasa:fp64", "npu_fp16")]
+)
 def test_predict_in_fp64_reports_no_overflow(method, precision):
     """fp64 policies (overflow threshold beyond float64's range) predict a finite error of order u_64 on
     small float64 inputs."""
     rng = np.random.default_rng(7)
     q, k, v = (rng.uniform(-1.0, 1.0, (1, 2, 8, 32)) for _ in range(3))
     p = pt.predict(method, q, k, v, precision=precision)
-    u64 = 2.0 ** -53
+    u64 = 2.0**-53
     assert p.overflow is False and p.overflow_stage is None, f"{method}: overflow at {p.overflow_stage}"
-    assert 0 < p.rmse_estimate <= p.max_abs_bound <= 2 ** 12 * u64, (
+    assert 0 < p.rmse_estimate <= p.max_abs_bound <= 2**12 * u64, (
         f"{method}: rmse {p.rmse_estimate!r} ({p.rmse_estimate / u64:.3g} u), bound {p.max_abs_bound!r} "
         f"({p.max_abs_bound / u64:.3g} u), expected 0 < rmse <= bound <= 4096 u"
     )
-    env = pb.overflow_envelope(method, pb.InputStats(0.0, 1.0, 0.0, 1.0, 0.0, 1.0, head_dim=32, seq_kv=8,
-                                                      seq_q=8, heads=2), precision=precision)
+    env = pb.overflow_envelope(
+        method,
+        pb.InputStats(0.0, 1.0, 0.0, 1.0, 0.0, 1.0, head_dim=32, seq_kv=8, seq_q=8, heads=2),
+        precision=precision,
+    )
     assert env.overflow_stage is None and env.thresholds["scores"] == math.inf, env.thresholds
 
 

@@ -1,4 +1,5 @@
 """The Examples sections of the docstrings are executed (they are documentation and must stay true)."""
+
 from __future__ import annotations
 
 import doctest
@@ -6,7 +7,13 @@ import importlib
 
 import pytest
 
-MODULES = ["pasa_theory", "pasa_theory.formats", "pasa_theory.shifting", "pasa_theory.roots", "pasa_theory.selection"]
+MODULES = [
+    "pasa_theory",
+    "pasa_theory.formats",
+    "pasa_theory.shifting",
+    "pasa_theory.roots",
+    "pasa_theory.selection",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -3,6 +3,7 @@
 Expected constants come from the IEEE 754-2019 and OCP 8-bit floating point (OFP8, 2023) definitions and from numpy/ml_dtypes ``finfo``,
 never from the code under test.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,9 +70,18 @@ def test_overflow_threshold_float():
 
 @pytest.mark.parametrize(
     "alias, name",
-    [("float16", "fp16"), ("half", "fp16"), ("bfloat16", "bf16"), ("float32", "fp32"),
-     ("float64", "fp64"), ("double", "fp64"), ("FP16", "fp16"), (" bf16 ", "bf16"),
-     ("float8_e4m3fn", "fp8_e4m3"), ("e5m2", "fp8_e5m2")],
+    [
+        ("float16", "fp16"),
+        ("half", "fp16"),
+        ("bfloat16", "bf16"),
+        ("float32", "fp32"),
+        ("float64", "fp64"),
+        ("double", "fp64"),
+        ("FP16", "fp16"),
+        (" bf16 ", "bf16"),
+        ("float8_e4m3fn", "fp8_e4m3"),
+        ("e5m2", "fp8_e5m2"),
+    ],
 )
 def test_aliases(alias, name):
     assert pt.get_format(alias) is pt.get_format(name)
@@ -81,7 +91,11 @@ def test_get_format_accepts_dtypes():
     import torch
 
     assert pt.get_format(np.float16) is pt.get_format(np.dtype("float16")) is pt.get_format("fp16")
-    assert pt.get_format(ml_dtypes.bfloat16) is pt.get_format(np.dtype(ml_dtypes.bfloat16)) is pt.get_format("bf16")
+    assert (
+        pt.get_format(ml_dtypes.bfloat16)
+        is pt.get_format(np.dtype(ml_dtypes.bfloat16))
+        is pt.get_format("bf16")
+    )
     assert pt.get_format(ml_dtypes.float8_e4m3fn) is pt.get_format("fp8_e4m3")
     assert pt.get_format(torch.float16).name == "fp16" and pt.get_format(torch.bfloat16).name == "bf16"
     assert pt.get_format(torch.float8_e5m2).name == "fp8_e5m2"

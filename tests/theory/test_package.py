@@ -1,4 +1,5 @@
 """Package-level contract: lazy imports, import time, public names, signatures used by pasa_npu."""
+
 from __future__ import annotations
 
 import inspect
@@ -18,7 +19,9 @@ print(dt, ",".join(heavy))
 
 
 def _probe(code: str) -> str:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     return out.stdout.strip()
 
 
@@ -91,4 +94,6 @@ def test_moved_names_still_import_from_their_old_modules_with_a_warning():
 def test_fixed_point_prints_short():
     fp = pt.optimal_beta("fp16", 128, start="31/32")
     assert str(fp) == fp.summary() and len(str(fp)) < 160
-    assert repr(fp) == "FixedPoint('fp16', n=128, form='paper', beta=0.9689939059, c_repr=125/4, kappa=-6.1e-5)"
+    assert (
+        repr(fp) == "FixedPoint('fp16', n=128, form='paper', beta=0.9689939059, c_repr=125/4, kappa=-6.1e-5)"
+    )

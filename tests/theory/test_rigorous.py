@@ -3,6 +3,7 @@
 The oracles are exact rational arithmetic (fractions) and float64 computed independently of
 pasa_theory.rigorous; the kernel-against-bound checks live in tests/npu/test_rigorous.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ def test_rounding_is_round_to_nearest_even_in_exact_arithmetic():
     rng = np.random.default_rng(7)
     x = rng.standard_normal(3000) * np.exp(rng.uniform(-19, 11, 3000))
     grid = _all_fp16()
-    ties = (grid[:-1] + grid[1:]) / 2                  # exact midpoints (float64 holds them)
+    ties = (grid[:-1] + grid[1:]) / 2  # exact midpoints (float64 holds them)
     x = np.concatenate([x[np.abs(x) < 65000], ties[::37]])
     f = get_format("fp16")
     got = F16.rnd(x)
@@ -67,8 +68,13 @@ def test_sub_err_is_zero_only_for_exact_differences():
     # concentrate on near pairs too (Sterbenz range), where exactness holds
     y[:10000] = F16.rnd(x[:10000] * rng.uniform(0.4, 2.5, 10000))
     bound = F16.sub_err(x, x, y, y)
-    true = np.array([abs(Fraction(float(F16.rnd(np.float64(a - b)))) - (Fraction(float(a)) - Fraction(float(b))))
-                     for a, b in zip(x, y)], dtype=object)
+    true = np.array(
+        [
+            abs(Fraction(float(F16.rnd(np.float64(a - b)))) - (Fraction(float(a)) - Fraction(float(b))))
+            for a, b in zip(x, y)
+        ],
+        dtype=object,
+    )
     truef = np.array([float(t) for t in true])
     assert np.all(truef <= bound), np.max(truef - bound)
     # exact cases are recognised often (a test that the rule is not vacuous)
@@ -76,7 +82,7 @@ def test_sub_err_is_zero_only_for_exact_differences():
 
 
 def test_gamma_is_the_closed_form_and_exceeds_first_order():
-    u = 2.0 ** -11
+    u = 2.0**-11
     for m in (1, 10, 128, 1407, 2047):
         assert rigorous.gamma(m, u) == pytest.approx(m * u / (1 - m * u), rel=1e-15)
         assert rigorous.gamma(m, u) > m * u

@@ -19,6 +19,7 @@ log-uniform random values (seeded, 200 000 per format). About 2.5 million constr
 random comparisons; the readable Fraction implementation is compared with its vectorised twin on
 about 160 000 of the constructed values in all four modes.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,7 +67,9 @@ def constructed(name: str) -> np.ndarray:
     dtype, _, carrier = TARGET[name]
     fmt = pt.get_format(name)
     v = all_values(name)
-    nxt = np.append(v[1:], float(fmt.max_finite + Fraction(2) ** (fmt.emax - fmt.p + 1)))  # top's grid successor
+    nxt = np.append(
+        v[1:], float(fmt.max_finite + Fraction(2) ** (fmt.emax - fmt.p + 1))
+    )  # top's grid successor
     mids = (v + nxt) / 2  # exact in float64
     specials = [
         float(fmt.overflow_threshold),
@@ -143,8 +146,10 @@ def explain(x, got, want, mask, label):
     if bad.size == 0:
         return ""
     i = bad[0]
-    return (f"{label}: {bad.size} of {mask.size} differ; first at x={x[i]!r} ({Fraction(float(x[i]))}): "
-            f"got {got[i]!r}, oracle {want[i]!r}")
+    return (
+        f"{label}: {bad.size} of {mask.size} differ; first at x={x[i]!r} ({Fraction(float(x[i]))}): "
+        f"got {got[i]!r}, oracle {want[i]!r}"
+    )
 
 
 @pytest.mark.parametrize("name", list(TARGET))
@@ -183,7 +188,12 @@ def test_scalar_exact_matches_vectorised_on_all_ties(name):
         vec = pt.round_array(x, fmt, mode)
         for xi, vi in zip(x.tolist(), vec.tolist()):
             si = pt.round_to_format(xi, fmt, mode)
-            assert (math.isnan(vi) and isinstance(si, float) and math.isnan(si)) or si == vi, (xi, mode, si, vi)
+            assert (math.isnan(vi) and isinstance(si, float) and math.isnan(si)) or si == vi, (
+                xi,
+                mode,
+                si,
+                vi,
+            )
 
 
 def test_oracles_agree_with_each_other():
@@ -234,8 +244,10 @@ def test_random_log_uniform_values(name):
 
 def test_e4m3_overflow_is_nan_like_ml_dtypes():
     fmt = pt.get_format("fp8_e4m3")
-    x = np.array([448.0, 456.0, 464.0, np.nextafter(464.0, np.inf), 479.0, 480.0, 1e6, np.inf, -464.0, -465.0],
-                 dtype=np.float32)
+    x = np.array(
+        [448.0, 456.0, 464.0, np.nextafter(464.0, np.inf), 479.0, 480.0, 1e6, np.inf, -464.0, -465.0],
+        dtype=np.float32,
+    )
     want = rne_oracle(x, "fp8_e4m3")
     assert same_bits(pt.round_array(x, fmt), want).all()
     assert [pt.round_to_format(float(v), fmt) for v in (464.0, -464.0)] == [448, -448]
@@ -259,7 +271,10 @@ def _ties_fp64(rng):
         half = Fraction(2) ** (max(e, -1074) - 1)
         for x in (v + half, v - half, v + half + Fraction(1, 10**400), v + half - Fraction(1, 10**400)):
             out.append(x)
-        out.append(Fraction(int(rng.integers(1, 10**12)), int(rng.integers(1, 10**12))) * Fraction(2) ** int(rng.integers(-1100, 1000)))
+        out.append(
+            Fraction(int(rng.integers(1, 10**12)), int(rng.integers(1, 10**12)))
+            * Fraction(2) ** int(rng.integers(-1100, 1000))
+        )
     return out
 
 

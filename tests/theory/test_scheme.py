@@ -4,6 +4,7 @@ The negative controls are plausible mistakes (c = β instead of β/(1−β); a l
 history to the new reference; the paper form taken for κ = 0) that must *not* verify, so the checks
 are shown to be able to fail.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -25,9 +26,18 @@ def test_identity_verifies(identity):
 
 def test_catalogue_is_complete():
     names = " | ".join(i.name for i in IDENTITIES)
-    for needed in ["Sherman–Morrison", "recovery identity (M3)", "M_r·M_r⁻¹", "recovery error split",
-                   "κ = 0 at c = F", "online step lemma", "online output = softmax attention, 2 blocks",
-                   "online output = softmax attention, 3 blocks", "σ folded in", "element by element"]:
+    for needed in [
+        "Sherman–Morrison",
+        "recovery identity (M3)",
+        "M_r·M_r⁻¹",
+        "recovery error split",
+        "κ = 0 at c = F",
+        "online step lemma",
+        "online output = softmax attention, 2 blocks",
+        "online output = softmax attention, 3 blocks",
+        "σ folded in",
+        "element by element",
+    ]:
         assert needed in names
     assert scheme.verify_all(online_blocks=(2,)) and all(scheme.verify_all(online_blocks=(2,)).values())
 
@@ -80,13 +90,18 @@ def test_expressions_lambdify_and_match_the_exact_solver():
         for fmt, n, start in (("fp16", 128, "31/32"), ("bf16", 256, "15/16"), ("fp16", 64, "63/64")):
             fp = pt.optimal_beta(fmt, n, start=start, form=form)
             assert f(fp.a, fp.b, n, Fraction(1)) == fp.beta_exact  # Fractions in, exact Fraction out
-            subs = {S.a: sympy.Rational(fp.a.numerator, fp.a.denominator),
-                    S.b: sympy.Rational(fp.b.numerator, fp.b.denominator), S.n: n, S.sigma: 1}
+            subs = {
+                S.a: sympy.Rational(fp.a.numerator, fp.a.denominator),
+                S.b: sympy.Rational(fp.b.numerator, fp.b.denominator),
+                S.n: n,
+                S.sigma: 1,
+            }
             assert expr.subs(subs) == sympy.Rational(fp.beta_exact.numerator, fp.beta_exact.denominator)
     # κ with the exact c at the paper fixed point: the closed form equals the solver's field
     fp = pt.optimal_beta("fp16", 128, start="31/32")
-    k = scheme.kappa_at_paper_solution().subs({S.a: sympy.Rational(4095, 4096), S.b: sympy.Rational(31, 4096),
-                                               S.n: 128, S.sigma: 1})
+    k = scheme.kappa_at_paper_solution().subs(
+        {S.a: sympy.Rational(4095, 4096), S.b: sympy.Rational(31, 4096), S.n: 128, S.sigma: 1}
+    )
     assert abs(float(k) - float(fp.kappa_exact_c)) < 1e-18
     # a numeric lambdify with numpy works too
     import numpy as np

@@ -3,6 +3,7 @@
 κ of each candidate is recomputed here from the casts (tests/theory/oracles.py), not taken from the
 package.
 """
+
 from __future__ import annotations
 
 import re
@@ -115,7 +116,10 @@ def test_no_admissible_beta_says_why_and_which_call_works():
 def test_optimal_beta_budgets_only_without_start():
     with pytest.raises(ValueError, match="max_bias, max_gain"):
         pt.optimal_beta("fp16", 128, start="31/32", max_gain=128)
-    assert pt.optimal_beta("fp16", 128, max_bias="1/32", max_gain=64).beta_exact == pt.optimal_beta("fp16", 128).beta_exact
+    assert (
+        pt.optimal_beta("fp16", 128, max_bias="1/32", max_gain=64).beta_exact
+        == pt.optimal_beta("fp16", 128).beta_exact
+    )
 
 
 def test_rank_is_by_abs_kappa_then_beta():

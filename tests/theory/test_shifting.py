@@ -3,6 +3,7 @@
 Routes: numpy/ml_dtypes casts (tests/theory/oracles.py), explicit n×n matrices in Fractions, mpmath at
 high precision, and the values printed in docs/method.md §2.2 and §6.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,14 @@ def test_beta_as_string_is_exact_decimal():
     # "0.9689939" is the decimal, the float 0.9689939 its binary neighbour: both fine, both exact
     e1 = pt.shifting_entries("fp16", 128, "0.9689939")
     e2 = pt.shifting_entries("fp16", 128, 0.9689939)
-    assert e1 == e2 == (cast_round(1 - Fraction("0.9689939") / 128, "fp16"), cast_round(-Fraction("0.9689939") / 128, "fp16"))
+    assert (
+        e1
+        == e2
+        == (
+            cast_round(1 - Fraction("0.9689939") / 128, "fp16"),
+            cast_round(-Fraction("0.9689939") / 128, "fp16"),
+        )
+    )
 
 
 @pytest.mark.parametrize("beta", [Fraction(15, 16), Fraction(31, 32), Fraction(63, 64), Fraction("0.984497")])
@@ -131,7 +139,9 @@ def _explicit_recovery_error(fmt, n, beta, c, scale=1):
     return [s_hat[i] - scale * s[i] for i in range(n)], s, diag, off
 
 
-@pytest.mark.parametrize("fmt, n, beta", [("fp16", 16, "0.9689939"), ("bf16", 32, "0.7"), ("fp16", 24, "0.984497")])
+@pytest.mark.parametrize(
+    "fmt, n, beta", [("fp16", 16, "0.9689939"), ("bf16", 32, "0.7"), ("fp16", 24, "0.984497")]
+)
 def test_kappa_is_the_constant_part_of_the_recovery_error(fmt, n, beta):
     beta = Fraction(beta)
     c = Fraction(123, 4)
@@ -143,8 +153,10 @@ def test_kappa_is_the_constant_part_of_the_recovery_error(fmt, n, beta):
     assert all(e == (a - 1) * (x - mu) + mu * k for e, x in zip(err, s))
 
 
-@pytest.mark.parametrize("fmt, n, beta, scale", [("fp16", 16, "0.9689939", 1), ("bf16", 32, "0.7", 1),
-                                                 ("fp16", 16, "0.9", Fraction(1, 3))])
+@pytest.mark.parametrize(
+    "fmt, n, beta, scale",
+    [("fp16", 16, "0.9689939", 1), ("bf16", 32, "0.7", 1), ("fp16", 16, "0.9", Fraction(1, 3))],
+)
 def test_rounded_m_coefficient_removes_the_constant_error(fmt, n, beta, scale):
     beta = Fraction(beta)
     c = pt.recovery_coefficient(fmt, n, beta, scale=scale)

@@ -1,4 +1,5 @@
 """Public-domain passages shipped with the package (sources in ``SOURCES.md`` beside this file)."""
+
 from __future__ import annotations
 
 from importlib import resources
