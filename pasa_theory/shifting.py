@@ -55,7 +55,7 @@ from __future__ import annotations
 import importlib
 import warnings
 from fractions import Fraction
-from typing import Any
+from typing import Any, overload
 
 from ._real import (
     Num,
@@ -249,8 +249,13 @@ def fixed_point_map(
     return _to_output(cell_solution(a, b, n, sigma, form), dps)
 
 
-def kappa_of(a: Fraction | float, b: Fraction | float, n: int, sigma: Num | float, c: Num | float) -> Num:
-    """κ of (B3) for given a, b, σ and c (no validation): κ = ((a − σ) + c(a − bn) − bn)/σ."""
+@overload
+def kappa_of(a: float, b: float, n: int, sigma: float, c: float) -> float: ...
+@overload
+def kappa_of(a: Fraction, b: Fraction, n: int, sigma: Num, c: Num) -> Num: ...
+def kappa_of(a: Fraction | float, b: Fraction | float, n: int, sigma: Num | float, c: Num | float) -> Num | float:
+    """κ of (B3) for given a, b, σ and c (no validation): κ = ((a − σ) + c(a − bn) − bn)/σ; floats give a
+    float, Fractions and Reals an exact or certified value."""
     bn = b * n
     return ((a - sigma) + c * (a - bn) - bn) / sigma
 
