@@ -246,7 +246,13 @@ def round_real(x: Real, fmt: FloatFormat, mode: str = "nearest_even", *, what: s
 
 
 # -- input coercion -------------------------------------------------------------------------------------
-def as_real(x: object, argname: str) -> Real:  # any input: validated below
+#: A user-supplied real number before :func:`as_real` validates it: int, Fraction, float, a numpy floating
+#: scalar, mpmath.mpf or mpmath.mpi, a sympy number, an expression str or a Real. Anything else raises
+#: TypeError there, so the static type is ``object`` (any input: validated by as_real).
+RealInput: TypeAlias = object
+
+
+def as_real(x: RealInput, argname: str) -> Real:
     """Coerce a user value to a :class:`Real` (see the module docstring); TypeError/ValueError name
     ``argname``."""
     if isinstance(x, Real):
@@ -581,4 +587,6 @@ __all__ = [
     "rnd",
     "exact_of",
     "to_mpf",
+    "Num",
+    "RealInput",
 ]
