@@ -113,6 +113,7 @@ from typing import Any
 
 import mpmath
 import numpy as np
+import numpy.typing as npt
 
 from . import _errormodel as em
 from .formats import FloatFormat, get_format, round_array, ulp
@@ -694,14 +695,14 @@ def term_scales(method: str, stats: InputStats, *, precision: Any = "npu_fp16", 
 
 def sample_inputs(
     stats: InputStats, *, rows: int | None = None, seed: int = 0, dtype: str = "fp16"
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating]]:
     """A synthetic (q, k, v) with the given statistics (numpy, BNSD, rounded to ``dtype``), for
     :func:`predict_a_priori`. ``rows`` query rows (default ``min(stats.seq_q, 64)``)."""
     rng = np.random.default_rng(seed)
     rows = min(stats.seq_q, 64) if rows is None else rows
     shapes = {"q": (1, stats.heads, rows, stats.head_dim), "k": (1, 1, stats.seq_kv, stats.head_dim),
               "v": (1, 1, stats.seq_kv, stats.head_dim)}
-    out = []
+    out: list[npt.NDArray[np.floating]] = []
     for w in "qkv":
         m, sp, shp = getattr(stats, f"mean_{w}"), getattr(stats, f"spread_{w}"), shapes[w]
         if stats.dist == "uniform":
@@ -711,7 +712,7 @@ def sample_inputs(
         else:
             x = m + rng.standard_normal(shp) + sp * rng.standard_normal(shp) * (rng.uniform(size=shp) < _OUTLIER_P)
         out.append(round_array(x, dtype).astype(np.float32 if dtype != "fp16" else np.float16))
-    return tuple(out)
+    return out[0], out[1], out[2]
 
 
 def predict_a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", beta: float | None = None,
