@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeAlias
 
 from .formats import FloatFormat, get_format, round_to_format
 from .schema import FIELDS, FORMAT_FIELDS, PRESET_SPECS, SCRIPT_BETA, PrecisionSpec, check_scale, preset_name
@@ -111,7 +111,13 @@ class Policy:
         return self.scale
 
 
-def _fields_of(precision: Any) -> dict[str, Any]:
+#: A run's precision as given: a preset name, a :class:`~pasa_theory.schema.PrecisionSpec`, a
+#: ``pasa_npu.Precision`` or any object with the Precision fields. Anything else raises TypeError in
+#: :func:`_fields_of`, so the static type is ``object`` (any input: validated there).
+PrecisionInput: TypeAlias = object
+
+
+def _fields_of(precision: PrecisionInput) -> dict[str, Any]:
     """Field dict of a preset name, a :class:`~pasa_theory.schema.PrecisionSpec`, a ``pasa_npu.Precision``
     (its ``spec``) or any Precision-like object read field by field (dtypes as format names)."""
     if isinstance(precision, str):
@@ -145,7 +151,7 @@ def _policy(fields: dict[str, Any], *, shift: bool, **extra: Any) -> Policy:
     return Policy(shift=shift, **f, **extra)
 
 
-def arranged_fields(method: str, precision: Any = "npu_fp16") -> tuple[dict[str, Any], dict[str, Any]]:
+def arranged_fields(method: str, precision: PrecisionInput = "npu_fp16") -> tuple[dict[str, Any], dict[str, Any]]:
     """How the harness method ``method`` rearranges the run's ``precision``: the field values of the
     precision it runs at (formats as names, the fields of ``pasa_npu.Precision``) and the arrangement
     flags (``shift``, and where set ``untiled``, ``smooth_k``, ``modelled_as``).
@@ -185,7 +191,7 @@ def arranged_fields(method: str, precision: Any = "npu_fp16") -> tuple[dict[str,
     return hyb, dict(shift=False, modelled_as=None if method == "fa_hybrid" else "fa_hybrid")
 
 
-def resolve(method: str, precision: Any = "npu_fp16") -> Policy:
+def resolve(method: str, precision: PrecisionInput = "npu_fp16") -> Policy:
     """The :class:`Policy` the harness method ``method`` runs at, given the run's ``precision``
     (the arrangement of :func:`arranged_fields`, with formats as :class:`FloatFormat` objects)."""
     fields, flags = arranged_fields(method, precision)
@@ -287,6 +293,6 @@ def with_fields(policy: Policy, **changes: Any) -> Policy:
     return replace(policy, **changes)
 
 
-def tau_of(scale: Any, head_dim: int) -> float:
+def tau_of(scale: object, head_dim: int) -> float:
     """The softmax scale τ (``None``: 1/√head_dim, as the kernels): :func:`pasa_theory.schema.check_scale`."""
     return check_scale(scale, head_dim)
