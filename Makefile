@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml requirements-dev.txt
 demo: $(STAMP)
 	$(PY) -m pasa_npu
 
-test: $(STAMP)
+# lint and type checks first, so CI (.ci/run calls `make test`) runs them too
+test: $(STAMP) lint
 	$(PY) -m pytest
 
 # ruff (lint + format check, config in pyproject.toml) and mypy (strict on pasa_theory)

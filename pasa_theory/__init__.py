@@ -117,7 +117,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> Any:  # a lazily loaded public name or submodule, whatever it is
     if name in _EXPORTS:
         module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
         value = getattr(module, name)

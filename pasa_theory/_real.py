@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Protocol, TypeAlias, TypeVar
 
 import mpmath
 from mpmath import iv
@@ -38,6 +38,16 @@ from .formats import FloatFormat, exact_value, round_fraction, round_to_format
 #: Precision schedule (bits) used to decide questions about irrational numbers.
 BITS_SCHEDULE = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
 MAX_BITS = BITS_SCHEDULE[-1]
+
+
+#: The values Real's exact arithmetic combines: Fractions (an exact Real) and Intervals (enclosures).
+_Operand = TypeVar("_Operand", Fraction, "Interval")
+
+
+class _BinOp(Protocol):
+    """A binary operation applied alike to two Fractions or to two Intervals."""
+
+    def __call__(self, a: _Operand, b: _Operand, /) -> _Operand: ...
 
 
 class NeedMorePrecision(Exception):
@@ -82,6 +92,10 @@ class Interval:
         return self.hi - self.lo
 
 
+#: What Real's arithmetic and comparisons take as the other operand (a float is its exact binary value).
+Operand: TypeAlias = "Real | Fraction | int | float"
+
+
 class Real:
     """An exact rational or a certified irrational real (see the module docstring)."""
 
@@ -116,36 +130,36 @@ class Real:
             self._cache[bits] = self._enc(bits)
         return self._cache[bits]
 
-    # -- arithmetic (exact when both operands are) -------------------------------------------------
-    def _combine(self, other: Any, op: Callable[[Any, Any], Any], sym: str, swap: bool = False) -> Real:
+    # -- arithmetic (exact when both operands are; an int, Fraction or float operand is its exact value) --
+    def _combine(self, other: Operand, op: _BinOp, sym: str, swap: bool = False) -> Real:
         o = other if isinstance(other, Real) else Real.rational(Fraction(other))
         x, y = (o, self) if swap else (self, o)
         if x._exact is not None and y._exact is not None:
             return Real.rational(op(x._exact, y._exact))
         return Real(None, lambda bits: op(x.enclosure(bits), y.enclosure(bits)), f"({x.text}){sym}({y.text})")
 
-    def __add__(self, o: Any) -> Real:
+    def __add__(self, o: Operand) -> Real:
         return self._combine(o, lambda a, b: a + b, "+")
 
-    def __radd__(self, o: Any) -> Real:
+    def __radd__(self, o: Operand) -> Real:
         return self._combine(o, lambda a, b: a + b, "+", swap=True)
 
-    def __sub__(self, o: Any) -> Real:
+    def __sub__(self, o: Operand) -> Real:
         return self._combine(o, lambda a, b: a - b, "-")
 
-    def __rsub__(self, o: Any) -> Real:
+    def __rsub__(self, o: Operand) -> Real:
         return self._combine(o, lambda a, b: a - b, "-", swap=True)
 
-    def __mul__(self, o: Any) -> Real:
+    def __mul__(self, o: Operand) -> Real:
         return self._combine(o, lambda a, b: a * b, "*")
 
-    def __rmul__(self, o: Any) -> Real:
+    def __rmul__(self, o: Operand) -> Real:
         return self._combine(o, lambda a, b: a * b, "*", swap=True)
 
-    def __truediv__(self, o: Any) -> Real:
+    def __truediv__(self, o: Operand) -> Real:
         return self._combine(o, _div, "/")
 
-    def __rtruediv__(self, o: Any) -> Real:
+    def __rtruediv__(self, o: Operand) -> Real:
         return self._combine(o, _div, "/", swap=True)
 
     def __neg__(self) -> Real:
@@ -169,11 +183,11 @@ class Real:
                 return -1
         raise ValueError(f"{what}: cannot decide the sign of {self.text} with {MAX_BITS} bits")
 
-    def compare(self, other: Any, what: str = "value") -> int:
+    def compare(self, other: Operand, what: str = "value") -> int:
         """Sign of ``self - other`` (certified)."""
         return (self - other).sign(what)
 
-    def to_mpf(self, dps: int) -> Any:
+    def to_mpf(self, dps: int) -> mpmath.mpf:
         """The value as an mpmath.mpf with ``dps`` significant digits (correctly rounded for rationals;
         within one unit of the last place for irrationals)."""
         with mpmath.workdps(dps):
@@ -191,6 +205,13 @@ class Real:
             m = iv.mid
             return mpmath.mpf(m.numerator) / m.denominator
 
+    def __float__(self) -> float:
+        """The nearest float64 of a rational; of an irrational, the float of its 20-digit value (within one
+        unit in the last place)."""
+        if self._exact is not None:
+            return float(self._exact)
+        return float(self.to_mpf(20))
+
     def __repr__(self) -> str:
         return f"Real({self.text})"
 
@@ -198,7 +219,7 @@ class Real:
         return self.text
 
 
-def _div(a: Any, b: Any) -> Any:
+def _div(a: _Operand, b: _Operand) -> _Operand:
     if isinstance(b, Fraction) and b == 0:
         raise ZeroDivisionError("division by zero")
     return a / b
@@ -225,7 +246,13 @@ def round_real(x: Real, fmt: FloatFormat, mode: str = "nearest_even", *, what: s
 
 
 # -- input coercion -------------------------------------------------------------------------------------
-def as_real(x: Any, argname: str) -> Real:
+#: A user-supplied real number before :func:`as_real` validates it: int, Fraction, float, a numpy floating
+#: scalar, mpmath.mpf or mpmath.mpi, a sympy number, an expression str or a Real. Anything else raises
+#: TypeError there, so the static type is ``object`` (any input: validated by as_real).
+RealInput: TypeAlias = object
+
+
+def as_real(x: RealInput, argname: str) -> Real:
     """Coerce a user value to a :class:`Real` (see the module docstring); TypeError/ValueError name
     ``argname``."""
     if isinstance(x, Real):
@@ -262,7 +289,7 @@ def as_real(x: Any, argname: str) -> Real:
     return Real.rational(value)
 
 
-def _raw_to_rational(t: Any) -> tuple[int, int]:
+def _raw_to_rational(t: tuple[int, int, int, int]) -> tuple[int, int]:
     if t in (finf, fninf, fnan):
         raise ValueError("expression is not finite")
     p, q = to_rational(t)
@@ -426,7 +453,7 @@ def _exact_eval(node: ast.AST, src: str) -> Fraction:
     raise _NotRational  # pragma: no cover - _validate rejects everything else
 
 
-def _iv_eval(node: ast.AST, src: str, iv: Any) -> Any:
+def _iv_eval(node: ast.AST, src: str, iv: mpmath.ctx_iv.MPIntervalContext) -> mpmath.ctx_iv.ivmpf:
     try:
         v = _exact_eval(node, src)
         return iv.mpf(v.numerator) / iv.mpf(v.denominator)
@@ -476,7 +503,8 @@ def _iv_eval(node: ast.AST, src: str, iv: Any) -> Any:
 
 
 # -- generic helpers on Num = Fraction | Real (Fractions take the fast exact path) ----------------------
-Num = Any  # Fraction | Real
+#: An exact rational (the fast path) or a certified real.
+Num: TypeAlias = "Fraction | Real"
 
 
 def num(x: Real) -> Num:
@@ -490,7 +518,7 @@ def sign(x: Num, what: str = "value") -> int:
     return x.sign(what)
 
 
-def cmp(x: Num, y: Num, what: str = "value") -> int:
+def cmp(x: Num, y: Num | int, what: str = "value") -> int:
     """Sign of ``x - y`` (exact for Fractions, certified for Reals)."""
     if isinstance(x, Fraction) and isinstance(y, (Fraction, int)):
         return (x > y) - (x < y)
@@ -510,7 +538,7 @@ def exact_of(x: Num) -> Fraction | None:
     return x if isinstance(x, Fraction) else x.exact
 
 
-def to_mpf(x: Num, dps: int) -> Any:
+def to_mpf(x: Num, dps: int) -> mpmath.mpf:
     """An mpmath.mpf of ``x`` at ``dps`` digits (correctly rounded for a Fraction)."""
     if isinstance(x, Fraction):
         prec = max(int(dps * 3.3219280948873626) + 4, 10)
@@ -533,7 +561,7 @@ def check_positive(x: Real, argname: str) -> None:
         raise ValueError(f"{argname}: expected a positive number, got {x.text}")
 
 
-def check_int(n: Any, argname: str, minimum: int) -> int:
+def check_int(n: object, argname: str, minimum: int) -> int:  # any input: validated below
     """A plain int >= minimum (bool and float rejected with TypeError)."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"{argname}: expected an int, got {type(n).__name__} {n!r}")
@@ -559,4 +587,6 @@ __all__ = [
     "rnd",
     "exact_of",
     "to_mpf",
+    "Num",
+    "RealInput",
 ]

@@ -109,16 +109,21 @@ import math
 import time
 from dataclasses import dataclass, field
 from dataclasses import replace as _replace
-from typing import Any
+from fractions import Fraction
+from typing import TYPE_CHECKING, TypeAlias, TypedDict
 
 import mpmath
 import numpy as np
+import numpy.typing as npt
 
 from . import _errormodel as em
 from .formats import FloatFormat, get_format, round_array, ulp
-from .policies import METHOD_NAMES, resolve, shift_constants, tau_of
+from .policies import METHOD_NAMES, PrecisionInput, resolve, shift_constants, tau_of
 from .schema import STAGES, check_beta, check_block, check_bnsd, format_name
 from .shifting import kappa_of
+
+if TYPE_CHECKING:  # sympy-based, imported by derivations() on first use
+    from .scheme import Identity
 
 __all__ = [
     "Prediction",
@@ -181,8 +186,8 @@ class Prediction:
     #: largest per-row standard deviation of the random log-weight perturbation
     max_log_std: float = 0.0
     #: per-row bound (max over the output columns) and per-row predicted RMS, shape (B, H, S1)
-    row_bound: Any = None
-    row_rmse: Any = None
+    row_bound: npt.NDArray[np.float64] | None = None
+    row_rmse: npt.NDArray[np.float64] | None = None
     modelled_as: str | None = None
     seconds: float = 0.0
 
@@ -190,9 +195,9 @@ class Prediction:
     def regime(self) -> str:
         return "monte_carlo" if self.mc_rows else "linear"
 
-    def as_record(self) -> dict[str, Any]:
+    def as_record(self) -> dict[str, str | float | bool | None]:
         """Flat dict of the scalar fields (plus ``rms.<term>`` for every term), for CSV/JSON."""
-        rec = dict(
+        rec: dict[str, str | float | bool | None] = dict(
             method=self.method, policy=self.policy, beta=self.beta, c=self.c, kappa=self.kappa,
             pred_rmse=self.rmse_estimate, pred_bound=self.max_abs_bound, pred_overflow=self.overflow,
             pred_overflow_stage=self.overflow_stage, dominant=self.dominant, bound_dominant=self.bound_dominant,
@@ -205,7 +210,12 @@ class Prediction:
 
 
 # -- input handling ------------------------------------------------------------------------------------------
-def _as_array(x: Any, name: str) -> tuple[np.ndarray[Any, Any], FloatFormat]:
+#: q, k or v as given: a numpy ndarray or a torch tensor in BNSD layout. Anything else raises TypeError in
+#: :func:`_as_array`, so the static type is ``object`` (any input: validated there; torch is not imported).
+ArrayInput: TypeAlias = object
+
+
+def _as_array(x: ArrayInput, name: str) -> tuple[npt.NDArray[np.float64], FloatFormat]:
     """float64 numpy copy of a numpy array or torch tensor, and the name of its format."""
     mod = type(x).__module__.split(".")[0]
     if mod == "torch":
@@ -231,8 +241,9 @@ def _as_array(x: Any, name: str) -> tuple[np.ndarray[Any, Any], FloatFormat]:
 
 
 # -- prediction ------------------------------------------------------------------------------------------------
-def predict(method: str, q: Any, k: Any, v: Any, *, precision: Any = "npu_fp16", beta: float | None = None,
-            block_kv: int = 128, scale: float | None = None, is_causal: bool = False, out_dtype: Any = None,
+def predict(method: str, q: ArrayInput, k: ArrayInput, v: ArrayInput, *, precision: PrecisionInput = "npu_fp16",
+            beta: float | None = None, block_kv: int = 128, scale: float | None = None, is_causal: bool = False,
+            out_dtype: object = None,
             mc_samples: int = 8, seed: int = 0, mc_rows: int = 2048) -> Prediction:
     """Predict the error of harness method ``method`` on ``q, k, v`` (BNSD, numpy or torch).
 
@@ -252,9 +263,25 @@ def predict(method: str, q: Any, k: Any, v: Any, *, precision: Any = "npu_fp16",
                         is_causal=is_causal, out_dtype=out_dtype, mc_samples=mc_samples, seed=seed, mc_rows=mc_rows)[0]
 
 
-def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *, precision: Any = "npu_fp16",
-                 beta: float | None = None, block_kv: int = 128, scale: float | None = None,
-                 is_causal: bool = False, out_dtype: Any = None, mc_samples: int = 8,
+class _Acc(TypedDict):
+    """What predict_many accumulates per method over the row chunks."""
+
+    bound_max: float
+    ms_sum: float
+    count: int
+    terms_var: dict[str, float]
+    terms_bound: dict[str, float]
+    ovf: dict[str, bool]
+    nl: int
+    mc: int
+    mls: float
+    row_bound: npt.NDArray[np.float64]
+    row_ms: npt.NDArray[np.float64]
+
+
+def predict_many(methods: list[str] | tuple[str, ...], q: ArrayInput, k: ArrayInput, v: ArrayInput, *,
+                 precision: PrecisionInput = "npu_fp16", beta: float | None = None, block_kv: int = 128,
+                 scale: float | None = None, is_causal: bool = False, out_dtype: object = None, mc_samples: int = 8,
                  seed: int = 0, mc_rows: int = 2048, row_elements: int = 2_500_000) -> list[Prediction]:
     """:func:`predict` for several methods on the same inputs, sharing the exact quantities.
 
@@ -288,7 +315,7 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
         plans.append((m, pol, n, consts))
 
     # inputs as the kernels see them (rounded to each policy's operand format)
-    rounded: dict[str, tuple[Any, ...]] = {}
+    rounded: dict[str, tuple[npt.NDArray[np.float64], ...]] = {}
     for _, pol, _, _ in plans:
         F = pol.matmul_in
         if F.name not in rounded:
@@ -300,7 +327,7 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
                            c=consts.c if consts else None, modelled_as=pol.modelled_as)
                 for m, pol, n, consts in plans]
     chunk_rows = max(1, row_elements // max(1, G * S2))
-    acc: list[dict[str, Any]] = [dict(bound_max=0.0, ms_sum=0.0, count=0, terms_var={}, terms_bound={}, ovf={s: False for s in STAGES},
+    acc: list[_Acc] = [_Acc(bound_max=0.0, ms_sum=0.0, count=0, terms_var={}, terms_bound={}, ovf={s: False for s in STAGES},
                             nl=0, mc=0, mls=0.0, row_bound=np.zeros((B, H, S1)), row_ms=np.zeros((B, H, S1)))
                        for _ in plans]
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0:
@@ -323,8 +350,8 @@ def predict_many(methods: list[str] | tuple[str, ...], q: Any, k: Any, v: Any, *
                 qg = qa[b, h * G:(h + 1) * G, i0:i1].reshape(-1, D)
                 with np.errstate(over="ignore", under="ignore"):
                     golden = em.Exact(qg, ka[b, h], va[b, h], pos, tau, S1, is_causal)
-                exacts: dict[str, Any] = {}       # the exact solution on the inputs rounded to each format
-                blocks: dict[tuple[Any, ...], Any] = {}      # its block statistics, by (format, block size, tail rule)
+                exacts: dict[str, em.Exact] = {}       # the exact solution on the inputs rounded to each format
+                blocks: dict[tuple[str, int, str], em.Blocks] = {}  # its block statistics, by (format, block size, tail rule)
                 for pi, (_m, pol, n, consts) in enumerate(plans):
                     fname = pol.matmul_in.name
                     if fname not in exacts:
@@ -401,7 +428,7 @@ def method_names() -> list[str]:
 
 
 # -- symbolic derivations (sympy, imported on first use) ---------------------------------------------------------
-def derivations() -> list[Any]:
+def derivations() -> list[Identity]:
     """The identities the model rests on, each a :class:`pasa_theory.scheme.Identity` verified by sympy.
 
     E1  matrix product with accumulation error θ and one output rounding δ:
@@ -482,12 +509,12 @@ def derivations() -> list[Any]:
 
 
 # -- standard model -------------------------------------------------------------------------------------------------
-def unit_roundoff(fmt: Any) -> Any:
+def unit_roundoff(fmt: str | FloatFormat) -> Fraction:
     """u = 2^-p of a format (exact Fraction)."""
     return get_format(fmt).u
 
 
-def gamma_n(n: int, fmt: Any) -> Any:
+def gamma_n(n: int, fmt: str | FloatFormat) -> Fraction:
     """Higham's γ_n = nu/(1 − nu) (Lemma 3.1), exact; ValueError when nu >= 1 (no bound)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
@@ -497,7 +524,7 @@ def gamma_n(n: int, fmt: Any) -> Any:
     return n * u / (1 - n * u)
 
 
-def gamma_tilde(n: int, fmt: Any, lam: float = 1.0) -> Any:
+def gamma_tilde(n: int, fmt: str | FloatFormat, lam: float = 1.0) -> mpmath.mpf:
     """Higham & Mary's probabilistic constant exp(λ√n·u + n·u²/(1 − u)) − 1 (SISC 41, 2019, Thm 2.4),
     which bounds |θ_n| with probability at least 1 − 2exp(−λ²(1 − u)²/2); mpmath value."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -583,7 +610,7 @@ class Envelope:
         return self.overflow_stage is not None
 
 
-def overflow_envelope(method: str, stats: InputStats, *, precision: Any = "npu_fp16", beta: float | None = None,
+def overflow_envelope(method: str, stats: InputStats, *, precision: PrecisionInput = "npu_fp16", beta: float | None = None,
                       block_kv: int = 128, scale: float | None = None) -> Envelope:
     """Closed-form overflow envelope of ``method`` for inputs with statistics ``stats``.
 
@@ -651,7 +678,7 @@ def overflow_envelope(method: str, stats: InputStats, *, precision: Any = "npu_f
     return Envelope(method, pol.name, peaks, thr, stage)
 
 
-def term_scales(method: str, stats: InputStats, *, precision: Any = "npu_fp16", beta: float | None = None,
+def term_scales(method: str, stats: InputStats, *, precision: PrecisionInput = "npu_fp16", beta: float | None = None,
                 block_kv: int = 128, scale: float | None = None) -> dict[str, float]:
     """A priori standard deviation of the main logit perturbations (score units), from the statistics.
 
@@ -694,14 +721,14 @@ def term_scales(method: str, stats: InputStats, *, precision: Any = "npu_fp16", 
 
 def sample_inputs(
     stats: InputStats, *, rows: int | None = None, seed: int = 0, dtype: str = "fp16"
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating]]:
     """A synthetic (q, k, v) with the given statistics (numpy, BNSD, rounded to ``dtype``), for
     :func:`predict_a_priori`. ``rows`` query rows (default ``min(stats.seq_q, 64)``)."""
     rng = np.random.default_rng(seed)
     rows = min(stats.seq_q, 64) if rows is None else rows
     shapes = {"q": (1, stats.heads, rows, stats.head_dim), "k": (1, 1, stats.seq_kv, stats.head_dim),
               "v": (1, 1, stats.seq_kv, stats.head_dim)}
-    out = []
+    out: list[npt.NDArray[np.floating]] = []
     for w in "qkv":
         m, sp, shp = getattr(stats, f"mean_{w}"), getattr(stats, f"spread_{w}"), shapes[w]
         if stats.dist == "uniform":
@@ -711,10 +738,10 @@ def sample_inputs(
         else:
             x = m + rng.standard_normal(shp) + sp * rng.standard_normal(shp) * (rng.uniform(size=shp) < _OUTLIER_P)
         out.append(round_array(x, dtype).astype(np.float32 if dtype != "fp16" else np.float16))
-    return tuple(out)
+    return out[0], out[1], out[2]
 
 
-def predict_a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", beta: float | None = None,
+def predict_a_priori(method: str, stats: InputStats, *, precision: PrecisionInput = "npu_fp16", beta: float | None = None,
                      block_kv: int = 128, scale: float | None = None, rows: int | None = None, seed: int = 0,
                      dtype: str = "fp16") -> Prediction:
     """The model from input statistics alone: the a posteriori model on a synthetic sample with those

@@ -31,12 +31,12 @@ import io
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from fractions import Fraction
 
 import mpmath
 
-from ._real import as_real, check_open_unit, check_positive
-from .formats import get_format
+from ._real import RealInput, as_real, check_open_unit, check_positive
+from .formats import FloatFormat, get_format
 from .roots import DEFAULT_STARTS, fixed_point_from
 from .selection import DEFAULT_MAX_BIAS, DEFAULT_MAX_GAIN, select_beta, selection_window
 from .shifting import normalize_form
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _round_decimal(x: Any, digits: int) -> str:
+def _round_decimal(x: mpmath.mpf, digits: int) -> str:
     """β to ``digits`` decimal places, correctly rounded (half away from zero) from the mpf."""
     with mpmath.workdps(digits + 20):
         scaled = mpmath.mpf(x) * mpmath.mpf(10) ** digits
@@ -170,7 +170,7 @@ def _round_decimal(x: Any, digits: int) -> str:
     return f"{s[:-digits]}.{s[-digits:]}" if digits else s
 
 
-def _sci(x: Any) -> str:
+def _sci(x: mpmath.mpf) -> str:
     v = float(x)
     if v != v:
         return "nan"
@@ -182,13 +182,13 @@ def compute_rows(
     blocks: Sequence[int],
     forms: Sequence[str],
     *,
-    scale: Any = None,
-    starts: Sequence[Any] | None = None,
-    vector_format: Any = None,
+    scale: RealInput = None,
+    starts: Sequence[RealInput] | None = None,
+    vector_format: str | FloatFormat | None = None,
     digits: int = 10,
     select: bool = True,
-    max_bias: Any = None,
-    max_gain: Any = None,
+    max_bias: RealInput = None,
+    max_gain: RealInput = None,
 ) -> list[dict[str, str]]:
     """The table as a list of rows (dicts keyed by :data:`COLUMNS`), all values as text."""
     max_bias = DEFAULT_MAX_BIAS if max_bias is None else max_bias
@@ -199,7 +199,7 @@ def compute_rows(
     for fmt in formats:
         for n in blocks:
             for form in forms:
-                jobs: list[tuple[str, Any]] = [(str(s), s) for s in starts]
+                jobs: list[tuple[str, RealInput]] = [(str(s), s) for s in starts]
                 if select:
                     jobs.append(("selected", None))
                 for label, start in jobs:
@@ -216,6 +216,7 @@ def compute_rows(
                         row.update({k: "—" for k in _VALUES})
                         row[NOTE_COLUMN] = _reason(exc, fmt, n, start)
                     else:
+                        assert fp.bias is not None  # the solver always sets it
                         row.update(
                             beta=_round_decimal(fp.beta, digits),
                             a=f"{float(fp.a):.10g}",
@@ -228,7 +229,7 @@ def compute_rows(
     return rows
 
 
-def _reason(exc: ValueError, fmt: str, n: int, start: Any) -> str:
+def _reason(exc: ValueError, fmt: str, n: int, start: RealInput) -> str:
     """The reason a row has no β, in one line (the solver's message without its argument prefix)."""
     text = str(exc)
     for prefix in ("fmt, n: ", "start: "):
@@ -354,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         formats = args.formats or ["fp16"]
         blocks = args.blocks or [128]
         forms = args.forms or ["paper"]
-    starts: list[Any] | None = None
+    starts: list[Fraction | str] | None = None
     if args.starts:
         starts = []
         for s in args.starts:

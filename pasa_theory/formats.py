@@ -48,9 +48,10 @@ import numbers
 import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import SupportsFloat, cast
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "FloatFormat",
@@ -288,7 +289,7 @@ def get_format(fmt: str | FloatFormat, *, argname: str = "fmt") -> FloatFormat:
         raise ValueError(f"{argname}: unknown format name {fmt!r}; valid names: {valid}") from None
 
 
-def _dtype_name(obj: Any) -> str | None:
+def _dtype_name(obj: object) -> str | None:
     """The name of a numpy/ml_dtypes dtype or scalar type, or of a torch dtype (``"torch.float16"``)."""
     mod = type(obj).__module__.split(".")[0]
     if mod == "torch":
@@ -302,7 +303,7 @@ def _dtype_name(obj: Any) -> str | None:
 
 
 # -- exact values -------------------------------------------------------------------------------------
-def exact_value(x: Any, *, argname: str = "x") -> Fraction | float:
+def exact_value(x: object, *, argname: str = "x") -> Fraction | float:  # any input: validated below
     """The exact value of a number as a Fraction (or the float ``inf``/``-inf``/``nan``).
 
     Accepts int, :class:`~fractions.Fraction` (any :class:`numbers.Rational`), float and numpy floating
@@ -318,7 +319,7 @@ def exact_value(x: Any, *, argname: str = "x") -> Fraction | float:
     if isinstance(x, float) or (
         hasattr(x, "as_integer_ratio") and hasattr(x, "dtype") and getattr(x.dtype, "kind", "") == "f"
     ):
-        xf = float(x)
+        xf = float(cast(SupportsFloat, x))  # a float or a numpy floating scalar here
         if math.isnan(xf) or math.isinf(xf):
             return xf
         return Fraction(*xf.as_integer_ratio())
@@ -330,7 +331,7 @@ def exact_value(x: Any, *, argname: str = "x") -> Fraction | float:
     )
 
 
-def _mpf_exact(x: Any) -> Fraction | float | None:
+def _mpf_exact(x: object) -> Fraction | float | None:
     """Exact value of an mpmath.mpf without importing mpmath when it is not loaded."""
     mpmath = sys.modules.get("mpmath")
     if mpmath is None or not isinstance(x, mpmath.mpf):
@@ -369,7 +370,7 @@ def _overflow(negative: bool, toward: bool, fmt: FloatFormat) -> Fraction | floa
     return -math.inf if negative else math.inf
 
 
-def round_to_format(x: Any, fmt: str | FloatFormat, mode: str = "nearest_even") -> Fraction | float:
+def round_to_format(x: object, fmt: str | FloatFormat, mode: str = "nearest_even") -> Fraction | float:
     """Round the exact value of ``x`` to ``fmt`` (IEEE 754-2019 sections 4.3, 7.4, 7.5).
 
     With ``x = N/D > 0`` and ``E = max(floor(log2 x), emin)`` the quantum is ``q = 2**(E - p + 1)``
@@ -451,7 +452,7 @@ def round_fraction(value: Fraction, fmt: FloatFormat, mode: str = "nearest_even"
     return -result if negative else result
 
 
-def is_representable(x: Any, fmt: str | FloatFormat) -> bool:
+def is_representable(x: object, fmt: str | FloatFormat) -> bool:
     """Whether the exact value of ``x`` is a finite value of ``fmt``."""
     fmt = get_format(fmt)
     value = exact_value(x)
@@ -469,7 +470,7 @@ def _quantum_exponent(v: Fraction, fmt: FloatFormat) -> int:
     return max(e, fmt.emin) - (fmt.p - 1)
 
 
-def _require_representable(v: Any, fmt: FloatFormat, argname: str) -> Fraction:
+def _require_representable(v: object, fmt: FloatFormat, argname: str) -> Fraction:
     value = exact_value(v, argname=argname)
     if isinstance(value, float) or round_fraction(value, fmt) != value:
         raise ValueError(f"{argname}: expected a finite value of {fmt.name}, got {v!r}")
@@ -498,7 +499,7 @@ def next_down_unbounded(v: Fraction, fmt: FloatFormat) -> Fraction:
     return v - Fraction(2) ** qe
 
 
-def next_up(v: Any, fmt: str | FloatFormat) -> Fraction | float:
+def next_up(v: object, fmt: str | FloatFormat) -> Fraction | float:
     """The least value of ``fmt`` greater than the representable ``v`` (``inf``/``nan`` past the top).
 
     Equivalent to IEEE 754-2019 nextUp (section 5.3.1) with zeros unsigned.
@@ -510,7 +511,7 @@ def next_up(v: Any, fmt: str | FloatFormat) -> Fraction | float:
     return next_up_unbounded(value, fmt)
 
 
-def next_down(v: Any, fmt: str | FloatFormat) -> Fraction | float:
+def next_down(v: object, fmt: str | FloatFormat) -> Fraction | float:
     """The greatest value of ``fmt`` less than the representable ``v`` (IEEE 754-2019 nextDown)."""
     fmt = get_format(fmt)
     value = _require_representable(v, fmt, "v")
@@ -519,7 +520,7 @@ def next_down(v: Any, fmt: str | FloatFormat) -> Fraction | float:
     return next_down_unbounded(value, fmt)
 
 
-def ulp(v: Any, fmt: str | FloatFormat) -> Fraction:
+def ulp(v: object, fmt: str | FloatFormat) -> Fraction:
     """The quantum of ``fmt`` at ``v``: the spacing ``2**(E - p + 1)`` of the binade containing ``|v|``
     (``E = max(floor(log2|v|), emin)``; ``min_subnormal`` at 0). ``v`` need not be representable."""
     fmt = get_format(fmt)
@@ -531,7 +532,7 @@ def ulp(v: Any, fmt: str | FloatFormat) -> Fraction:
     return Fraction(2) ** _quantum_exponent(value, fmt)
 
 
-def rounding_preimage(v: Any, fmt: str | FloatFormat) -> tuple[Fraction, Fraction, bool, bool]:
+def rounding_preimage(v: object, fmt: str | FloatFormat) -> tuple[Fraction, Fraction, bool, bool]:
     """The set of reals that round to the representable ``v`` under round-to-nearest-even.
 
     Returns ``(lo, hi, lo_closed, hi_closed)``: the set is the interval from ``lo`` to ``hi``, each end
@@ -553,7 +554,7 @@ def preimage_of(value: Fraction, fmt: FloatFormat) -> tuple[Fraction, Fraction, 
     return lo, hi, round_fraction(lo, fmt) == value, round_fraction(hi, fmt) == value
 
 
-def _quantum_exponent_array(mag: Any, fmt: FloatFormat) -> Any:
+def _quantum_exponent_array(mag: npt.NDArray[np.float64], fmt: FloatFormat) -> npt.NDArray[np.int64]:
     """Vectorised :func:`_quantum_exponent`: int64 exponents of the quantum at the finite magnitudes
     ``mag >= 0`` (float64 ndarray; 0 counts as the smallest binade, so its quantum is ``min_subnormal``)."""
     _, e2 = np.frexp(mag)
@@ -563,7 +564,7 @@ def _quantum_exponent_array(mag: Any, fmt: FloatFormat) -> Any:
     return np.where(e < fmt.emin, fmt.emin, e - (fmt.p - 1))
 
 
-def quantum_array(x: Any, fmt: str | FloatFormat) -> Any:
+def quantum_array(x: npt.ArrayLike, fmt: str | FloatFormat) -> npt.NDArray[np.float64]:
     """Vectorised twin of :func:`ulp`: the quantum of ``fmt`` at each element of the real array ``x``, as
     a C-ordered float64 ndarray (exact: a power of two). ``min_subnormal`` at 0, ``inf`` at ``±inf``,
     ``nan`` at ``nan``. Requires the smallest quantum of the format to be a float64 (every built-in
@@ -577,7 +578,9 @@ def quantum_array(x: Any, fmt: str | FloatFormat) -> Any:
     return np.where(finite, q, mag)
 
 
-def round_array(x: Any, fmt: str | FloatFormat, mode: str = "nearest_even") -> Any:
+def round_array(
+    x: npt.ArrayLike, fmt: str | FloatFormat, mode: str = "nearest_even"
+) -> npt.NDArray[np.float64]:
     """Vectorised twin of :func:`round_to_format` for float arrays: returns a float64 ndarray.
 
     The same rule (quantum ``2**(E - p + 1)``, integer rounding of ``x / q`` by ``numpy.rint`` (ties to

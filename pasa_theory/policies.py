@@ -25,12 +25,22 @@ performance). Those two predictions are unvalidated.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeAlias
 
 from .formats import FloatFormat, get_format, round_to_format
-from .schema import FIELDS, FORMAT_FIELDS, PRESET_SPECS, SCRIPT_BETA, PrecisionSpec, check_scale, preset_name
+from .schema import (
+    FIELDS,
+    FORMAT_FIELDS,
+    PRESET_SPECS,
+    SCRIPT_BETA,
+    FieldValue,
+    PrecisionSpec,
+    check_scale,
+    preset_name,
+)
 from .selection import optimal_beta
 from .shifting import recovery_coefficient_at, shifting_entries
 
@@ -50,7 +60,7 @@ __all__ = [
 REFERENCE_SCRIPT_BETA = SCRIPT_BETA  # the former name
 
 #: Field values of every preset (formats as names), from :data:`pasa_theory.schema.PRESET_SPECS`.
-PRESET_FIELDS: dict[str, dict[str, Any]] = {name: spec.fields() for name, spec in PRESET_SPECS.items()}
+PRESET_FIELDS: dict[str, dict[str, FieldValue]] = {name: spec.fields() for name, spec in PRESET_SPECS.items()}
 
 #: The harness's method names (pasa_npu.methods.METHODS), in its order.
 _BASE_METHODS = ("pasa", "fa_qk", "fa_q", "fa_naive", "fa_hybrid", "smooth_k", "sdpa", "npu_fia_ip0", "npu_fia_ip1")
@@ -111,7 +121,17 @@ class Policy:
         return self.scale
 
 
-def _fields_of(precision: Any) -> dict[str, Any]:
+#: An arrangement flag of :func:`arranged_fields`: ``shift``, ``untiled``, ``smooth_k`` (bool) or
+#: ``modelled_as`` (a method name or None).
+Flag: TypeAlias = bool | str | None
+
+#: A run's precision as given: a preset name, a :class:`~pasa_theory.schema.PrecisionSpec`, a
+#: ``pasa_npu.Precision`` or any object with the Precision fields. Anything else raises TypeError in
+#: :func:`_fields_of`, so the static type is ``object`` (any input: validated there).
+PrecisionInput: TypeAlias = object
+
+
+def _fields_of(precision: PrecisionInput) -> dict[str, FieldValue]:
     """Field dict of a preset name, a :class:`~pasa_theory.schema.PrecisionSpec`, a ``pasa_npu.Precision``
     (its ``spec``) or any Precision-like object read field by field (dtypes as format names)."""
     if isinstance(precision, str):
@@ -135,17 +155,21 @@ def _wider(name: str, floor: str) -> str:
     return name if _ORDER[name] >= _ORDER[floor] else floor
 
 
-def _policy(fields: dict[str, Any], *, shift: bool, **extra: Any) -> Policy:
-    f = dict(fields)
+def _policy(fields: Mapping[str, FieldValue], flags: Mapping[str, Flag]) -> Policy:
+    # Policy's keyword arguments: field values (formats converted below) and the arrangement flags
+    f: dict[str, Any] = dict(fields)
+    g: dict[str, Any] = dict(flags)
     for key in _DTYPE_FIELDS:
         f[key] = get_format(f[key])
     f["recenter_at"] = float(f["recenter_at"])
     if f["beta"] is not None:
         f["beta"] = float(f["beta"])
-    return Policy(shift=shift, **f, **extra)
+    return Policy(**f, **g)
 
 
-def arranged_fields(method: str, precision: Any = "npu_fp16") -> tuple[dict[str, Any], dict[str, Any]]:
+def arranged_fields(
+    method: str, precision: PrecisionInput = "npu_fp16"
+) -> tuple[dict[str, FieldValue], dict[str, Flag]]:
     """How the harness method ``method`` rearranges the run's ``precision``: the field values of the
     precision it runs at (formats as names, the fields of ``pasa_npu.Precision``) and the arrangement
     flags (``shift``, and where set ``untiled``, ``smooth_k``, ``modelled_as``).
@@ -179,17 +203,17 @@ def arranged_fields(method: str, precision: Any = "npu_fp16") -> tuple[dict[str,
         return qk, dict(shift=False, smooth_k=True)
     if method in ("fa_q", "fa_naive"):
         return dict(base, name=f"fa_q[{base['name']}]", scale="q"), dict(shift=False, untiled=method == "fa_naive")
-    wide = _wider(base["vector"], "fp32")
-    hyb = dict(base, name=f"fa_hybrid[{base['name']}]", matmul_out=_wider(base["matmul_out"], "fp32"),
+    wide = _wider(str(base["vector"]), "fp32")
+    hyb = dict(base, name=f"fa_hybrid[{base['name']}]", matmul_out=_wider(str(base["matmul_out"]), "fp32"),
                vector=wide, coef_dtype=wide, scale="scores", accum="raw")
     return hyb, dict(shift=False, modelled_as=None if method == "fa_hybrid" else "fa_hybrid")
 
 
-def resolve(method: str, precision: Any = "npu_fp16") -> Policy:
+def resolve(method: str, precision: PrecisionInput = "npu_fp16") -> Policy:
     """The :class:`Policy` the harness method ``method`` runs at, given the run's ``precision``
     (the arrangement of :func:`arranged_fields`, with formats as :class:`FloatFormat` objects)."""
     fields, flags = arranged_fields(method, precision)
-    return _policy(fields, **flags)
+    return _policy(fields, flags)
 
 
 # -- shift constants ----------------------------------------------------------------------------------
@@ -279,7 +303,7 @@ def shift_constants(policy: Policy, n: int, beta: float | None, scale: float) ->
     return ShiftConstants(beta, float(diag), float(off), float(c), sigma)
 
 
-def with_fields(policy: Policy, **changes: Any) -> Policy:
+def with_fields(policy: Policy, **changes: Any) -> Policy:  # any Policy field: dataclasses.replace checks names
     """A copy of ``policy`` with ``changes`` (format fields may be given by name)."""
     for key in _DTYPE_FIELDS:
         if key in changes and not isinstance(changes[key], FloatFormat):
@@ -287,6 +311,6 @@ def with_fields(policy: Policy, **changes: Any) -> Policy:
     return replace(policy, **changes)
 
 
-def tau_of(scale: Any, head_dim: int) -> float:
+def tau_of(scale: object, head_dim: int) -> float:
     """The softmax scale τ (``None``: 1/√head_dim, as the kernels): :func:`pasa_theory.schema.check_scale`."""
     return check_scale(scale, head_dim)

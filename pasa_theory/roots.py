@@ -37,7 +37,20 @@ from typing import Any
 
 import mpmath
 
-from ._real import Num, as_real, as_text, check_int, check_open_unit, cmp, exact_of, num, rnd, sign, to_mpf
+from ._real import (
+    Num,
+    RealInput,
+    as_real,
+    as_text,
+    check_int,
+    check_open_unit,
+    cmp,
+    exact_of,
+    num,
+    rnd,
+    sign,
+    to_mpf,
+)
 from .formats import (
     FloatFormat,
     floor_log2,
@@ -78,8 +91,8 @@ class Cell:
 
     diag: Fraction
     off: Fraction
-    lo: Any
-    hi: Any
+    lo: Num
+    hi: Num
     lo_closed: bool
     hi_closed: bool
 
@@ -136,7 +149,7 @@ def _limit_from_below(y: Num, fmt: FloatFormat) -> Fraction:
     return v
 
 
-def cell_of(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = None) -> Cell:
+def cell_of(fmt: str | FloatFormat, n: int, beta: RealInput, *, scale: RealInput = None) -> Cell:
     """The rounding cell containing ``beta``: the β-interval on which the entries (B1) keep their values
     at ``beta``, from the rounding preimages of both entries (module docstring; :class:`Cell`)."""
     fmt = get_format(fmt)
@@ -165,7 +178,7 @@ class FixedPoint:
     #: Folded scale: None (σ = 1), a Fraction, or the expression str of an irrational scale.
     scale: Fraction | str | None
     #: β as an mpf at ``dps`` digits.
-    beta: Any
+    beta: mpmath.mpf
     #: β exactly (Fraction), or None for an irrational scale.
     beta_exact: Fraction | None
     #: a and b of M_r = a·I − b·J (B2), exact.
@@ -175,19 +188,19 @@ class FixedPoint:
     diag: Fraction
     off: Fraction
     #: c = β/(1 − β): mpf and exact.
-    c: Any
+    c: mpmath.mpf
     c_exact: Fraction | None
     #: Format the recovery coefficient is stored in (the vector unit's format).
     vector_format: FloatFormat
     #: c rounded to nearest-even in ``vector_format`` (``inf``/``nan`` if it overflows).
     c_repr: Fraction | float
     #: κ of (B3) with ``c_repr``: mpf and exact.
-    kappa: Any
+    kappa: mpmath.mpf
     kappa_exact: Fraction | None
     #: κ of (B3) with the exact c: 0 for form "kappa", (a − σ)(a − bn)/(aσ) for form "paper".
-    kappa_exact_c: Any
+    kappa_exact_c: mpmath.mpf
     #: The cell (lo, hi): Fractions, or mpf at ``dps`` digits for an irrational scale.
-    interval: tuple[Any, Any]
+    interval: tuple[Fraction | mpmath.mpf, Fraction | mpmath.mpf]
     #: Whether lo and hi belong to the cell (ties).
     interval_closed: tuple[bool, bool]
     #: Start of the iteration that found it (None if found by a cell walk or selection).
@@ -197,7 +210,7 @@ class FixedPoint:
     #: Working precision of the mpf fields.
     dps: int = 50
     #: Bias (1 − β) as an mpf: the fraction of the block mean left in the shifted scores (docs/method.md §2).
-    bias: Any = field(default=None)
+    bias: mpmath.mpf | None = field(default=None)
 
     def __float__(self) -> float:
         return float(self.beta)
@@ -229,7 +242,7 @@ class FixedPoint:
         )
 
 
-def _scale_key(scale: Any, sigma: Num) -> Fraction | str | None:
+def _scale_key(scale: RealInput, sigma: Num) -> Fraction | str | None:
     if scale is None:
         return None
     return exact_of(sigma) if exact_of(sigma) is not None else as_text(sigma)
@@ -300,7 +313,7 @@ def _make_fixed_point(
 
 
 def _common(
-    fmt: Any, n: Any, form: Any, scale: Any, dps: Any, vector_format: Any
+    fmt: str | FloatFormat, n: int, form: str, scale: RealInput, dps: int, vector_format: str | FloatFormat | None
 ) -> tuple[FloatFormat, int, str, Num, int, FloatFormat]:
     f = get_format(fmt)
     vfmt = optional_format(vector_format) or f
@@ -310,12 +323,12 @@ def _common(
 def fixed_point_from(
     fmt: str | FloatFormat,
     n: int,
-    start: Any,
+    start: RealInput,
     *,
     form: str = "paper",
-    scale: Any = None,
+    scale: RealInput = None,
     dps: int = 50,
-    vector_format: Any = None,
+    vector_format: str | FloatFormat | None = None,
     max_iterations: int = 64,
 ) -> FixedPoint:
     """The fixed point of the β equation reached from ``start`` by the reference iteration.
@@ -420,8 +433,8 @@ def _ordinal(v: Fraction, fmt: FloatFormat) -> int:
 
 
 def _walk_bounds(
-    fmt: FloatFormat, n: int, sigma: Num, interval: Any
-) -> tuple[Any, Any, Fraction, Fraction, int] | None:
+    fmt: FloatFormat, n: int, sigma: Num, interval: object  # any input: validated below
+) -> tuple[Num, Num, Fraction, Fraction, int] | None:
     """Validated interval ends, the entries of the first cell and the number of cells to walk
     (None if the interval holds no β in (0, 1))."""
     if not (isinstance(interval, (tuple, list)) and len(interval) == 2):
@@ -454,7 +467,7 @@ def _walk_bounds(
 
 
 def cell_count(
-    fmt: str | FloatFormat, n: int, *, scale: Any = None, interval: tuple[Any, Any] = (0, 1)
+    fmt: str | FloatFormat, n: int, *, scale: RealInput = None, interval: tuple[RealInput, RealInput] = (0, 1)
 ) -> int:
     """An upper bound (exact up to coinciding boundaries) on the number of rounding cells that meet
     ``interval``: the number of distinct values each entry (B1) takes there, summed, plus one."""
@@ -469,9 +482,9 @@ def fixed_points(
     n: int,
     *,
     form: str = "paper",
-    scale: Any = None,
-    interval: tuple[Any, Any] = (0, 1),
-    vector_format: Any = None,
+    scale: RealInput = None,
+    interval: tuple[RealInput, RealInput] = (0, 1),
+    vector_format: str | FloatFormat | None = None,
     dps: int = 50,
     max_cells: int = MAX_CELLS,
 ) -> list[FixedPoint]:
@@ -602,7 +615,7 @@ def reference_iteration(
     raise ValueError(f"no convergence in {max_iterations} iterations")
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> Any:  # a moved public name, whatever it is
     # ``optimal_beta`` (start = None: the selected optimum) lives in the top layer, pasa_theory.selection;
     # importing it from here still works, with a warning.
     if name == "optimal_beta":

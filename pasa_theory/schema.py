@@ -27,7 +27,7 @@ import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeAlias, get_args
 
 __all__ = [
     "FormatName",
@@ -107,7 +107,7 @@ def _renamed(old: str, new: str, what: str) -> None:
     warnings.warn(f"{what} {old!r} is now called {new!r}", DeprecationWarning, stacklevel=4)
 
 
-def format_name(value: Any, argname: str = "format") -> FormatName:
+def format_name(value: object, argname: str = "format") -> FormatName:  # any input: validated below
     """The format name of ``value``: a format name, a ``pasa_theory.FloatFormat`` of one of the four
     formats, a torch dtype or a numpy dtype (by its name); ``ValueError`` naming ``argname`` otherwise."""
     text = getattr(value, "name", None) if not isinstance(value, str) else value
@@ -124,7 +124,7 @@ def format_name(value: Any, argname: str = "format") -> FormatName:
 # -- argument rules shared by every entry point -------------------------------------------------------------
 
 
-def _real(value: Any, argname: str, expected: str) -> float:
+def _real(value: object, argname: str, expected: str) -> float:  # any input: validated below
     """``value`` as a float if it is a real number (Python, numpy scalar, 0-d array, one-element tensor)."""
     if (
         not isinstance(value, numbers.Real)
@@ -137,7 +137,7 @@ def _real(value: Any, argname: str, expected: str) -> float:
     return float(value)
 
 
-def check_scale(scale: Any, head_dim: int, argname: str = "scale") -> float:
+def check_scale(scale: object, head_dim: int, argname: str = "scale") -> float:
     """The softmax scale τ as a float: ``None`` means ``1/sqrt(head_dim)``; any real number (numpy
     scalars included) that is finite and > 0. ``TypeError`` for a non-number (e.g. the string "0.5"),
     ``ValueError`` for a bad value."""
@@ -149,7 +149,7 @@ def check_scale(scale: Any, head_dim: int, argname: str = "scale") -> float:
     return tau
 
 
-def check_beta(beta: Any, argname: str = "beta") -> float | None:
+def check_beta(beta: object, argname: str = "beta") -> float | None:
     """β as a float in (0, 1), or None (the default β). Any real number (numpy scalars, 0-d arrays and
     one-element tensors included); ``TypeError`` for a non-number, ``ValueError`` outside (0, 1)."""
     if beta is None:
@@ -160,7 +160,7 @@ def check_beta(beta: Any, argname: str = "beta") -> float | None:
     return b
 
 
-def check_block(value: Any, argname: str = "block_kv") -> int:
+def check_block(value: object, argname: str = "block_kv") -> int:
     """A block size: a positive int (numpy integers included). ``TypeError`` for a non-integer,
     ``ValueError`` for a value < 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -199,6 +199,11 @@ def check_bnsd(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequence
 
 
 # -- the precision schema ------------------------------------------------------------------------------------
+
+
+#: The value of one PrecisionSpec field: a format name or another choice (str), ``recenter_at`` or a pinned
+#: ``beta`` (float), or None (``beta``, ``beta_format`` unset).
+FieldValue: TypeAlias = str | float | None
 
 
 @dataclass(frozen=True)
@@ -259,16 +264,16 @@ class PrecisionSpec:
             )
 
     @classmethod
-    def from_fields(cls, fields: Mapping[str, Any]) -> PrecisionSpec:
+    def from_fields(cls, fields: Mapping[str, object]) -> PrecisionSpec:
         """A spec from field values; formats may be names or dtypes, renamed spellings are accepted with
         a ``DeprecationWarning``."""
         return cls(**normalize_fields(fields))
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, FieldValue]:
         """Field values by name (formats as names)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
-    def replace(self, **changes: Any) -> PrecisionSpec:
+    def replace(self, **changes: object) -> PrecisionSpec:
         """A copy with ``changes`` applied (validated)."""
         return PrecisionSpec.from_fields({**self.fields(), **changes})
 
@@ -277,10 +282,10 @@ class PrecisionSpec:
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(PrecisionSpec))
 
 
-def normalize_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+def normalize_fields(fields: Mapping[str, Any]) -> dict[str, Any]:  # any values: PrecisionSpec validates them
     """Field values with formats as names and renamed spellings mapped (with a DeprecationWarning);
     unknown fields raise ``TypeError``."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {}  # values still unchecked: PrecisionSpec validates them on construction
     for key, value in fields.items():
         if key in _RENAMED_FIELDS:
             _renamed(key, _RENAMED_FIELDS[key], "Precision field")
@@ -298,7 +303,7 @@ def normalize_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _preset(
-    name: str, mi: FormatName, acc: FormatName, out: FormatName, vec: FormatName, **kw: Any
+    name: str, mi: FormatName, acc: FormatName, out: FormatName, vec: FormatName, **kw: Any  # other fields: validated by PrecisionSpec
 ) -> PrecisionSpec:
     return PrecisionSpec(name, mi, acc, out, vec, **kw)
 

@@ -62,11 +62,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from fractions import Fraction
+from typing import TypeAlias
 
 import sympy
 
 from . import symbols as S
+
+# sympy ships no type information, so to mypy ``sympy.Expr`` and everything built from it are ``Any``;
+# the annotations below still say what each value is.
+
+#: An entry or factor before ``sympy.sympify``: a sympy expression or a Python number.
+ExprLike: TypeAlias = "sympy.Expr | int | Fraction"
 
 __all__ = [
     "IJMatrix",
@@ -112,13 +119,13 @@ class IJMatrix:
 
     __slots__ = ("alpha", "gamma", "n")
 
-    def __init__(self, alpha: Any, gamma: Any, n: Any = None):
+    def __init__(self, alpha: ExprLike, gamma: ExprLike, n: ExprLike | None = None):
         self.alpha = sympy.sympify(alpha)
         self.gamma = sympy.sympify(gamma)
         self.n = S.n if n is None else sympy.sympify(n)
 
     @classmethod
-    def identity(cls, n: Any = None) -> IJMatrix:
+    def identity(cls, n: ExprLike | None = None) -> IJMatrix:
         return cls(1, 0, n)
 
     def __matmul__(self, other: IJMatrix) -> IJMatrix:
@@ -132,7 +139,7 @@ class IJMatrix:
     def __sub__(self, other: IJMatrix) -> IJMatrix:
         return IJMatrix(self.alpha - other.alpha, self.gamma - other.gamma, self.n)
 
-    def __mul__(self, k: Any) -> IJMatrix:
+    def __mul__(self, k: ExprLike) -> IJMatrix:
         return IJMatrix(self.alpha * k, self.gamma * k, self.n)
 
     __rmul__ = __mul__
@@ -142,19 +149,19 @@ class IJMatrix:
         a, g = self.alpha, self.gamma
         return IJMatrix(1 / a, -g / (a * (a + self.n * g)), self.n)
 
-    def eigenvalues(self) -> dict[Any, Any]:
+    def eigenvalues(self) -> dict[sympy.Expr, sympy.Expr | int]:
         """``{α + nγ: 1, α: n − 1}`` (on **1** and on its orthogonal complement)."""
         return {self.alpha + self.n * self.gamma: 1, self.alpha: self.n - 1}
 
-    def det(self) -> Any:
+    def det(self) -> sympy.Expr:
         """``α^(n−1)·(α + nγ)``, the product of the eigenvalues."""
         return self.alpha ** (self.n - 1) * (self.alpha + self.n * self.gamma)
 
-    def mean_factor(self) -> Any:
+    def mean_factor(self) -> sympy.Expr:
         """``mean((αI + γJ)s) = (α + nγ)·mean(s)``."""
         return self.alpha + self.n * self.gamma
 
-    def apply(self, s_k: Any = None, mu: Any = None) -> Any:
+    def apply(self, s_k: ExprLike | None = None, mu: ExprLike | None = None) -> sympy.Expr:
         """Entry k of ``(αI + γJ)s`` for a vector with entry ``s_k`` and mean ``mu``: ``αs_k + γnμ``."""
         s_k = S.s_k if s_k is None else s_k
         mu = S.mu if mu is None else mu
@@ -167,7 +174,7 @@ class IJMatrix:
         g = self.gamma.subs(sub)
         return a * sympy.eye(size) + g * sympy.ones(size, size)
 
-    def components(self) -> tuple[Any, Any]:
+    def components(self) -> tuple[sympy.Expr, sympy.Expr]:
         return self.alpha, self.gamma
 
     def simplify(self) -> IJMatrix:
@@ -179,7 +186,7 @@ class IJMatrix:
     def _repr_latex_(self) -> str:
         return f"$\\left({sympy.latex(self.alpha)}\\right) I + \\left({sympy.latex(self.gamma)}\\right) J$"
 
-    def _sympystr(self, printer: Any) -> str:  # pragma: no cover - used by sympy printers
+    def _sympystr(self, printer: sympy.printing.printer.Printer) -> str:  # pragma: no cover - used by sympy printers
         return f"({printer.doprint(self.alpha)})*I + ({printer.doprint(self.gamma)})*J"
 
 
@@ -189,18 +196,18 @@ class Identity:
 
     #: Short identifier.
     name: str
-    lhs: Any
-    rhs: Any
+    lhs: sympy.Expr | IJMatrix | int
+    rhs: sympy.Expr | IJMatrix | int
     #: What the identity states and where it is used or derived.
     statement: str = ""
     #: Extra substitutions/assumptions applied before simplifying (e.g. a lemma's hypothesis).
-    subs: dict[Any, Any] = field(default_factory=dict)
+    subs: dict[sympy.Expr, sympy.Expr] = field(default_factory=dict)
 
-    def residuals(self) -> tuple[Any, ...]:
+    def residuals(self) -> tuple[sympy.Expr, ...]:
         if isinstance(self.lhs, IJMatrix) or isinstance(self.rhs, IJMatrix):
             l_ = self.lhs if isinstance(self.lhs, IJMatrix) else IJMatrix(self.lhs, 0)
             r_ = self.rhs if isinstance(self.rhs, IJMatrix) else IJMatrix(self.rhs, 0)
-            res: tuple[Any, ...] = (l_.alpha - r_.alpha, l_.gamma - r_.gamma)
+            res: tuple[sympy.Expr, ...] = (l_.alpha - r_.alpha, l_.gamma - r_.gamma)
         else:
             res = (sympy.sympify(self.lhs) - sympy.sympify(self.rhs),)
         return tuple(r.subs(self.subs) if self.subs else r for r in res)
@@ -209,7 +216,7 @@ class Identity:
         """``simplify(lhs − rhs) == 0`` (componentwise for matrices)."""
         return all(_is_zero(r) for r in self.residuals())
 
-    def as_eq(self) -> Any:
+    def as_eq(self) -> sympy.Equality:
         """A sympy ``Eq`` for display (matrices shown by their (α, γ) components)."""
         if isinstance(self.lhs, IJMatrix) or isinstance(self.rhs, IJMatrix):
             l_ = self.lhs if isinstance(self.lhs, IJMatrix) else IJMatrix(self.lhs, 0)
@@ -221,7 +228,7 @@ class Identity:
         return f"$\\text{{{self.name}}}:\\quad {sympy.latex(self.as_eq())}$"
 
 
-def _is_zero(expr: Any) -> bool:
+def _is_zero(expr: ExprLike) -> bool:
     expr = sympy.sympify(expr)
     if expr == 0:
         return True
@@ -244,34 +251,34 @@ def shifting_inverse(scaled: bool = False) -> IJMatrix:
     return IJMatrix(1 / sig, S.beta / (sig * S.n * (1 - S.beta)))
 
 
-def shifting_eigenvalues(scaled: bool = False) -> dict[Any, Any]:
+def shifting_eigenvalues(scaled: bool = False) -> dict[sympy.Expr, sympy.Expr | int]:
     """``{σ(1 − β): 1, σ: n − 1}``: M is invertible iff β ≠ 1 (docs/method.md §2)."""
     sig = S.sigma if scaled else sympy.Integer(1)
     return {sig * (1 - S.beta): 1, sig: S.n - 1}
 
 
-def shifting_determinant(scaled: bool = False) -> Any:
+def shifting_determinant(scaled: bool = False) -> sympy.Expr:
     """``det M = σⁿ(1 − β)``."""
     sig = S.sigma if scaled else sympy.Integer(1)
     return sig**S.n * (1 - S.beta)
 
 
-def shifted_score(scaled: bool = False) -> Any:
+def shifted_score(scaled: bool = False) -> sympy.Expr:
     """``s̃_k = (Ms)_k = σ(s_k − βμ)``: each score loses β times the block mean (docs/method.md §2)."""
     return shifting_matrix(scaled).apply()
 
 
-def shifted_mean(scaled: bool = False) -> Any:
+def shifted_mean(scaled: bool = False) -> sympy.Expr:
     """``mean(s̃) = σ(1 − β)μ``."""
     return sympy.factor(shifting_matrix(scaled).mean_factor() * S.mu)
 
 
-def recovery_coefficient_expr() -> Any:
+def recovery_coefficient_expr() -> sympy.Expr:
     """``c = β/(1 − β)`` (docs/method.md §2; ``Inv_Pam`` of the reference implementation)."""
     return S.beta / (1 - S.beta)
 
 
-def recovered_score(c: Any = None, scaled: bool = False) -> Any:
+def recovered_score(c: ExprLike | None = None, scaled: bool = False) -> sympy.Expr:
     """``ŝ_k = s̃_k + c·mean(s̃)`` with the exact M (c defaults to β/(1 − β); then ŝ_k = σ s_k, M3)."""
     c = recovery_coefficient_expr() if c is None else c
     return shifted_score(scaled) + c * shifted_mean(scaled)
@@ -288,70 +295,70 @@ def rounded_inverse() -> IJMatrix:
     return IJMatrix(1 / S.a, S.b / (S.a * (S.a - S.b * S.n)))
 
 
-def rounded_shifted_score() -> Any:
+def rounded_shifted_score() -> sympy.Expr:
     """``s̃_k = a·s_k − b·n·μ`` (docs/method.md §5.3)."""
     return rounded_matrix().apply()
 
 
-def rounded_shifted_mean() -> Any:
+def rounded_shifted_mean() -> sympy.Expr:
     """``mean(s̃) = (a − bn)μ``."""
     return rounded_matrix().mean_factor() * S.mu
 
 
-def recovery_error(c: Any = None) -> Any:
+def recovery_error(c: ExprLike | None = None) -> sympy.Expr:
     """``e_k = ŝ_k − σs_k`` with ``ŝ = s̃ + c·mean(s̃)`` on the rounded matrix (B3 before splitting)."""
     c = S.c if c is None else c
     return rounded_shifted_score() + c * rounded_shifted_mean() - S.sigma * S.s_k
 
 
-def temperature_error() -> Any:
+def temperature_error() -> sympy.Expr:
     """The part of (B3) no c can cancel: ``(a − σ)(s_k − μ)``."""
     return (S.a - S.sigma) * (S.s_k - S.mu)
 
 
-def kappa_abs(c: Any = None) -> Any:
+def kappa_abs(c: ExprLike | None = None) -> sympy.Expr:
     """``κ_abs = (a − σ) + c(a − bn) − bn`` (B3; docs/method.md §5.5 at σ = 1)."""
     c = S.c if c is None else c
     return (S.a - S.sigma) + c * (S.a - S.b * S.n) - S.b * S.n
 
 
-def kappa(c: Any = None) -> Any:
+def kappa(c: ExprLike | None = None) -> sympy.Expr:
     """``κ = κ_abs/σ``, per unit of the scaled block mean σμ (B3)."""
     return kappa_abs(c) / S.sigma
 
 
-def c_star() -> Any:
+def c_star() -> sympy.Expr:
     """The c with κ = 0: ``(bn + σ − a)/(a − bn)`` (source "rounded_m" of recovery_coefficient)."""
     return (S.b * S.n + S.sigma - S.a) / (S.a - S.b * S.n)
 
 
-def paper_rhs() -> Any:
+def paper_rhs() -> sympy.Expr:
     """``f = σbn/(a(a − bn))`` (B4; the comment of optimal_para.py at σ = 1)."""
     return S.sigma * S.b * S.n / (S.a * (S.a - S.b * S.n))
 
 
-def kappa_rhs() -> Any:
+def kappa_rhs() -> sympy.Expr:
     """``F = f + (σ − a)/a`` (B5; the code of optimal_para.py at σ = 1)."""
     return paper_rhs() + (S.sigma - S.a) / S.a
 
 
-def paper_solution() -> Any:
+def paper_solution() -> sympy.Expr:
     """β solving ``β/(1 − β) = f`` on a cell: ``σbn/(σbn + a(a − bn))`` (R1)."""
     return S.sigma * S.b * S.n / (S.sigma * S.b * S.n + S.a * (S.a - S.b * S.n))
 
 
-def kappa_solution() -> Any:
+def kappa_solution() -> sympy.Expr:
     """β solving ``β/(1 − β) = F`` on a cell: ``1 − (a − bn)/σ`` (R1)."""
     return 1 - (S.a - S.b * S.n) / S.sigma
 
 
-def kappa_at_paper_solution() -> Any:
+def kappa_at_paper_solution() -> sympy.Expr:
     """κ with the exact ``c = f`` (paper form): ``(a − σ)(a − bn)/(aσ)`` — the price of neglecting the
     1/a factor of M_r⁻¹ (docs/method.md §6: −7.6e-6 at the published β)."""
     return (S.a - S.sigma) * (S.a - S.b * S.n) / (S.a * S.sigma)
 
 
-def exact_entries() -> dict[Any, Any]:
+def exact_entries() -> dict[sympy.Expr, sympy.Expr]:
     """The substitution of no rounding: ``a = σ``, ``b = σβ/n``."""
     return {S.a: S.sigma, S.b: S.sigma * S.beta / S.n}
 
@@ -369,22 +376,22 @@ class OnlineRecovery:
     """
 
     blocks: int
-    E: tuple[Any, ...]
-    W: tuple[Any, ...]
-    mt: tuple[Any, ...]
-    m: tuple[Any, ...]
-    M: tuple[Any, ...]
-    A: tuple[Any, ...]
-    ell: tuple[Any, ...]
-    out: tuple[Any, ...]
-    target_ell: tuple[Any, ...]
-    target_out: tuple[Any, ...]
+    E: tuple[sympy.Expr, ...]
+    W: tuple[sympy.Expr, ...]
+    mt: tuple[sympy.Expr, ...]
+    m: tuple[sympy.Expr, ...]
+    M: tuple[sympy.Expr, ...]
+    A: tuple[sympy.Expr, ...]
+    ell: tuple[sympy.Expr, ...]
+    out: tuple[sympy.Expr, ...]
+    target_ell: tuple[sympy.Expr, ...]
+    target_out: tuple[sympy.Expr, ...]
 
-    def output(self) -> Any:
+    def output(self) -> sympy.Expr:
         """``O/ℓ`` after the last block."""
         return self.out[-1] / self.ell[-1]
 
-    def target_output(self) -> Any:
+    def target_output(self) -> sympy.Expr:
         """softmax(s)·V for the recovered scores: ``Σ e^{cμ̃_i} W_i / Σ e^{cμ̃_i} E_i``."""
         return self.target_out[-1] / self.target_ell[-1]
 
@@ -485,10 +492,10 @@ def _element_level_two_blocks() -> Identity:
     M = sympy.symbols("M_0 M_1", real=True)
     blocks = [(st[0:2], v[0:2]), (st[2:4], v[2:4])]
     mts = [sum(x) / 2 for x, _ in blocks]
-    ell: Any = None
-    out: Any = None
-    A: Any = None
-    m_run: Any = None
+    ell: sympy.Expr | None = None  # each set in the loop's first pass
+    out: sympy.Expr | None = None
+    A: sympy.Expr | None = None
+    m_run: sympy.Expr | None = None
     for jj, ((x, vv), mt) in enumerate(zip(blocks, mts)):
         P = [exp(xi - m[jj]) for xi in x]
         ell_j, pv_j = sum(P), sum(p * vi for p, vi in zip(P, vv))
@@ -502,6 +509,7 @@ def _element_level_two_blocks() -> Identity:
             ell = exp(m_run - M[jj] + d_prev) * ell + exp(m[jj] - M[jj] + d_j) * ell_j
             out = exp(m_run - M[jj] + d_prev) * out + exp(m[jj] - M[jj] + d_j) * pv_j
         m_run = M[jj]
+    assert out is not None and ell is not None  # the loop ran over both blocks
     s = [xi + c * mt for (x, _), mt in zip(blocks, mts) for xi in x]  # recovered scores
     target = sum(exp(si) * vi for si, vi in zip(s, v)) / sum(exp(si) for si in s)
     return Identity("online recovery element by element (2 blocks × 2)", out / ell, target, "Theorem (M4)")

@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Any
 
-from ._real import as_real, check_positive, cmp, num
+import mpmath
+
+from ._real import Num, RealInput, as_real, check_positive, cmp, num
 from .formats import FloatFormat, get_format
 from .roots import MAX_CELLS, FixedPoint, cell_count, fixed_point_from, fixed_points
 from .shifting import coefficient_from_entries, optional_format, recovery_coefficient_at, scale_value
@@ -66,7 +67,9 @@ DEFAULT_MAX_BIAS = Fraction(1, 32)
 DEFAULT_MAX_GAIN = Fraction(64)
 
 
-def selection_window(max_bias: Any = DEFAULT_MAX_BIAS, max_gain: Any = DEFAULT_MAX_GAIN) -> tuple[Any, Any]:
+def selection_window(
+    max_bias: RealInput = DEFAULT_MAX_BIAS, max_gain: RealInput = DEFAULT_MAX_GAIN
+) -> tuple[Num, Num]:
     """The β-interval ``[1 − ρ_max, g_max/(1 + g_max)]`` of (C1) (exact when the budgets are rational)."""
     rho = as_real(max_bias, "max_bias")
     check_positive(rho, "max_bias")
@@ -83,7 +86,7 @@ def selection_window(max_bias: Any = DEFAULT_MAX_BIAS, max_gain: Any = DEFAULT_M
     return lo, hi
 
 
-def _abs_kappa_key(fp: FixedPoint) -> Any:
+def _abs_kappa_key(fp: FixedPoint) -> Fraction | mpmath.mpf:
     if fp.kappa_exact is not None:
         return abs(fp.kappa_exact)
     return abs(fp.kappa)
@@ -104,14 +107,14 @@ def rank_fixed_points(candidates: list[FixedPoint]) -> list[FixedPoint]:
 
 
 def select_beta(
-    fmt: Any = "fp16",
+    fmt: str | FloatFormat = "fp16",
     n: int = 128,
     *,
     form: str = "paper",
-    scale: Any = None,
-    vector_format: Any = None,
-    max_bias: Any = DEFAULT_MAX_BIAS,
-    max_gain: Any = DEFAULT_MAX_GAIN,
+    scale: RealInput = None,
+    vector_format: str | FloatFormat | None = None,
+    max_bias: RealInput = DEFAULT_MAX_BIAS,
+    max_gain: RealInput = DEFAULT_MAX_GAIN,
     dps: int = 50,
     max_cells: int = 20_000,
 ) -> FixedPoint:
@@ -142,8 +145,8 @@ def select_beta(
 
 
 def _select(
-    fmt: Any, n: int, form: str, scale: Any, vector_format: Any, max_bias: Any, max_gain: Any, dps: int,
-    max_cells: int, *, explain: bool,
+    fmt: str | FloatFormat, n: int, form: str, scale: RealInput, vector_format: str | FloatFormat | None,
+    max_bias: RealInput, max_gain: RealInput, dps: int, max_cells: int, *, explain: bool,
 ) -> FixedPoint:
     lo, hi = selection_window(max_bias, max_gain)
     if cell_count(fmt, n, scale=scale, interval=(lo, hi)) <= min(max_cells, MAX_CELLS):
@@ -170,7 +173,7 @@ def _select(
     return ranked[0]
 
 
-def _budget_call(fmt: str, n: int, form: str, scale: Any, max_bias: Any, max_gain: Any) -> str:
+def _budget_call(fmt: str, n: int, form: str, scale: RealInput, max_bias: RealInput, max_gain: RealInput) -> str:
     args = [repr(fmt), str(n)]
     if form != "paper":
         args.append(f"form={form!r}")
@@ -184,8 +187,8 @@ def _budget_call(fmt: str, n: int, form: str, scale: Any, max_bias: Any, max_gai
 
 
 def _no_beta_reason(
-    fmt: Any, n: int, form: str, scale: Any, vector_format: Any, max_bias: Any, max_gain: Any, lo: Any, hi: Any,
-    dps: int,
+    fmt: str | FloatFormat, n: int, form: str, scale: RealInput, vector_format: str | FloatFormat | None,
+    max_bias: RealInput, max_gain: RealInput, lo: Num, hi: Num, dps: int,
 ) -> str:
     """Why no β is admissible, and the calls that give one (each tried before it is suggested)."""
     f = get_format(fmt)
@@ -216,7 +219,7 @@ def _no_beta_reason(
         if cmp(bias, num(as_real(max_bias, "max_bias"))) > 0:
             new_bias = Fraction(1, 2 ** max(1, math.floor(-math.log2(float(bias)))))
         new_gain = max_gain
-        if float(gain) > float(max_gain):
+        if float(gain) > float(as_real(max_gain, "max_gain")):
             new_gain = 2 ** math.ceil(math.log2(float(gain)))
         try:
             got = _select(f, n, form, scale, vector_format, new_bias, new_gain, dps, 20_000, explain=False)
@@ -235,14 +238,14 @@ def optimal_beta(
     fmt: str | FloatFormat = "fp16",
     n: int = 128,
     *,
-    start: Any = None,
+    start: RealInput = None,
     form: str = "paper",
-    scale: Any = None,
+    scale: RealInput = None,
     dps: int = 50,
-    vector_format: Any = None,
+    vector_format: str | FloatFormat | None = None,
     max_iterations: int = 64,
-    max_bias: Any = None,
-    max_gain: Any = None,
+    max_bias: RealInput = None,
+    max_gain: RealInput = None,
 ) -> FixedPoint:
     """The optimal β: the fixed point reached from ``start``, or the selected one if ``start`` is None.
 
@@ -310,10 +313,10 @@ def optimal_beta(
 def recovery_coefficient(
     fmt: str | FloatFormat = "fp16",
     n: int = 128,
-    beta: Any = None,
+    beta: RealInput = None,
     *,
-    scale: Any = None,
-    vector_format: Any = None,
+    scale: RealInput = None,
+    vector_format: str | FloatFormat | None = None,
     source: str = "rounded_m",
 ) -> Fraction:
     """The recovery coefficient ``c`` of ``ŝ = s̃ + c·mean(s̃)`` (docs/method.md §2, §5 and docs/design.md §4).

@@ -55,10 +55,13 @@ from __future__ import annotations
 import importlib
 import warnings
 from fractions import Fraction
-from typing import Any
+from typing import Any, overload
+
+import mpmath
 
 from ._real import (
     Num,
+    RealInput,
     as_real,
     as_text,
     check_int,
@@ -120,7 +123,7 @@ def normalize_form(form: str) -> str:
         ) from None
 
 
-def scale_value(scale: Any) -> Num:
+def scale_value(scale: RealInput) -> Num:
     """The folded scale σ, validated > 0, as a Fraction (rational) or a Real (irrational); 1 if ``scale``
     is None."""
     if scale is None:
@@ -130,7 +133,7 @@ def scale_value(scale: Any) -> Num:
     return num(sigma)
 
 
-def beta_value(beta: Any, argname: str = "beta") -> Num:
+def beta_value(beta: RealInput, argname: str = "beta") -> Num:
     """β validated to lie in (0, 1): a Fraction, or a Real if irrational (accepts numbers, numpy scalars
     and expression strings)."""
     b = as_real(beta, argname)
@@ -148,7 +151,7 @@ def rounded_entries(fmt: FloatFormat, n: int, beta: Num, sigma: Num) -> tuple[Fr
     return diag, off
 
 
-def shifting_entries(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = None) -> tuple[Fraction, Fraction]:
+def shifting_entries(fmt: str | FloatFormat, n: int, beta: RealInput, *, scale: RealInput = None) -> tuple[Fraction, Fraction]:
     """The stored entries ``(diag, off)`` of the shifting matrix, eq. (B1) of this module.
 
     ``diag = fl(σ(1 − β/n))`` and ``off = fl(−σβ/n)``, rounded to nearest-even in ``fmt`` exactly (no
@@ -187,7 +190,7 @@ def shifting_entries(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = 
     return rounded_entries(fmt, n, beta_value(beta), scale_value(scale))
 
 
-def rounded_ab(fmt: str | FloatFormat, n: int, beta: Any, *, scale: Any = None) -> tuple[Fraction, Fraction]:
+def rounded_ab(fmt: str | FloatFormat, n: int, beta: RealInput, *, scale: RealInput = None) -> tuple[Fraction, Fraction]:
     """``(a, b)`` with ``M_r = a·I − b·J`` exactly, eq. (B2): ``b = −off``, ``a = diag + b``."""
     diag, off = shifting_entries(fmt, n, beta, scale=scale)
     return diag - off, -off
@@ -213,13 +216,13 @@ def cell_solution(a: Fraction, b: Fraction, n: int, sigma: Num, form: str) -> Nu
     return 1 - (a - bn) / sigma
 
 
-def _to_output(x: Num, dps: int) -> Fraction | Any:
+def _to_output(x: Num, dps: int) -> Fraction | mpmath.mpf:
     e = exact_of(x)
     return e if e is not None else to_mpf(x, dps)
 
 
 def _equation_args(
-    fmt: str | FloatFormat, n: int, beta: Any, form: str, scale: Any, dps: int
+    fmt: str | FloatFormat, n: int, beta: RealInput, form: str, scale: RealInput, dps: int
 ) -> tuple[Fraction, Fraction, int, Num, str, int]:
     """Validated arguments of the β equation at ``beta``: a = diag − off and b = −off of the rounded
     (scaled) matrix, n, σ, the normalised form and dps."""
@@ -232,8 +235,8 @@ def _equation_args(
 
 
 def equation_rhs(
-    fmt: str | FloatFormat, n: int, beta: Any, *, form: str = "paper", scale: Any = None, dps: int = 50
-) -> Fraction | Any:
+    fmt: str | FloatFormat, n: int, beta: RealInput, *, form: str = "paper", scale: RealInput = None, dps: int = 50
+) -> Fraction | mpmath.mpf:
     """Right-hand side of the β equation at ``beta``: ``f(β)`` (B4, form="paper") or ``F(β)`` (B5,
     form="kappa"), with a, b from the rounded matrix (B1–B2). Fraction, or mpf if irrational."""
     a, b, n, sigma, form, dps = _equation_args(fmt, n, beta, form, scale, dps)
@@ -241,21 +244,26 @@ def equation_rhs(
 
 
 def fixed_point_map(
-    fmt: str | FloatFormat, n: int, beta: Any, *, form: str = "paper", scale: Any = None, dps: int = 50
-) -> Fraction | Any:
+    fmt: str | FloatFormat, n: int, beta: RealInput, *, form: str = "paper", scale: RealInput = None, dps: int = 50
+) -> Fraction | mpmath.mpf:
     """One step ``G(β) = R/(1 + R)`` of the fixed-point iteration, ``R`` = :func:`equation_rhs`
     (docs/method.md §6: ``β_{k+1} = F(β_k)/(1 + F(β_k))``), evaluated exactly."""
     a, b, n, sigma, form, dps = _equation_args(fmt, n, beta, form, scale, dps)
     return _to_output(cell_solution(a, b, n, sigma, form), dps)
 
 
-def kappa_of(a: Fraction | float, b: Fraction | float, n: int, sigma: Num | float, c: Num | float) -> Num:
-    """κ of (B3) for given a, b, σ and c (no validation): κ = ((a − σ) + c(a − bn) − bn)/σ."""
+@overload
+def kappa_of(a: float, b: float, n: int, sigma: float, c: float) -> float: ...
+@overload
+def kappa_of(a: Fraction, b: Fraction, n: int, sigma: Num, c: Num) -> Num: ...
+def kappa_of(a: Fraction | float, b: Fraction | float, n: int, sigma: Num | float, c: Num | float) -> Num | float:
+    """κ of (B3) for given a, b, σ and c (no validation): κ = ((a − σ) + c(a − bn) − bn)/σ; floats give a
+    float, Fractions and Reals an exact or certified value."""
     bn = b * n
     return ((a - sigma) + c * (a - bn) - bn) / sigma
 
 
-def optional_format(vector_format: Any) -> FloatFormat | None:
+def optional_format(vector_format: str | FloatFormat | None) -> FloatFormat | None:
     """``get_format(vector_format)`` (argument name ``vector_format`` in errors), or None."""
     if vector_format is None:
         return None
@@ -265,13 +273,13 @@ def optional_format(vector_format: Any) -> FloatFormat | None:
 def kappa(
     fmt: str | FloatFormat,
     n: int,
-    beta: Any,
+    beta: RealInput,
     *,
-    c: Any = None,
-    scale: Any = None,
-    vector_format: Any = None,
+    c: RealInput = None,
+    scale: RealInput = None,
+    vector_format: str | FloatFormat | None = None,
     dps: int = 50,
-) -> Fraction | Any:
+) -> Fraction | mpmath.mpf:
     """Per-block constant error κ of PASA's recovery, eq. (B3) (docs/method.md §5.5; per unit of σμ).
 
     ``κ = ((a − σ) + c·(a − b·n) − b·n)/σ`` with a, b of the matrix rounded at ``beta`` (B1–B2) and
@@ -314,7 +322,7 @@ def c_star(a: Fraction, b: Fraction, n: int, sigma: Num) -> Num:
 
 def coefficient_from_entries(
     a: Fraction, b: Fraction, n: int, sigma: Num, beta: Num, *, source: str = "rounded_m",
-    vector_format: FloatFormat | None = None, scale: Any = None,
+    vector_format: FloatFormat | None = None, scale: RealInput = None,
 ) -> Fraction:
     """The recovery coefficient for validated arguments: ``c* = (b·n + σ − a)/(a − b·n)`` (``source=
     "rounded_m"``) or ``β/(1 − β)`` (``"beta"``), rounded to ``vector_format`` if given, else exact.
@@ -342,10 +350,10 @@ def coefficient_from_entries(
 def recovery_coefficient_at(
     fmt: str | FloatFormat,
     n: int,
-    beta: Any,
+    beta: RealInput,
     *,
-    scale: Any = None,
-    vector_format: Any = None,
+    scale: RealInput = None,
+    vector_format: str | FloatFormat | None = None,
     source: str = "rounded_m",
 ) -> Fraction:
     """The recovery coefficient ``c`` of ``ŝ = s̃ + c·mean(s̃)`` at a given ``beta`` (docs/method.md §2, §5
@@ -389,7 +397,7 @@ def recovery_coefficient_at(
     )
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> Any:  # a moved public name, whatever it is
     # ``recovery_coefficient`` (β = None: the selected optimum) lives in the top layer,
     # pasa_theory.selection; importing it from here still works, with a warning.
     if name == "recovery_coefficient":

@@ -6,6 +6,7 @@ package.
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 
@@ -34,6 +35,15 @@ def test_window():
         selection_window(Fraction(1, 32), 0)
     with pytest.raises(ValueError, match="empty window"):
         selection_window(Fraction(1, 32), 2)
+
+
+def test_empty_window_with_irrational_budgets_names_both_ends():
+    # 1 − 1/√2 and (√2/1000)/(1 + √2/1000), printed from float64 here, not by the package
+    lo = 1 - 1 / math.sqrt(2)
+    g = math.sqrt(2) / 1000
+    hi = g / (1 + g)
+    with pytest.raises(ValueError, match=re.escape(f"= {lo:.6g} > max_gain/(1 + max_gain) = {hi:.6g}")):
+        selection_window("1/sqrt(2)", "sqrt(2)/1000")
 
 
 @pytest.mark.parametrize("fmt, n", [("fp16", 128), ("fp16", 256), ("bf16", 64), ("bf16", 512)])
