@@ -51,6 +51,7 @@ Quick start::
     >>> round(float(fp), 10), fp.c_repr
     (0.9689939059, Fraction(125, 4))
 """
+
 from __future__ import annotations
 
 import importlib
@@ -58,7 +59,16 @@ import importlib.util
 from typing import Any
 
 _SUBMODULES = (
-    "formats", "shifting", "roots", "selection", "schema", "symbols", "scheme", "policies", "bounds", "cli",
+    "formats",
+    "shifting",
+    "roots",
+    "selection",
+    "schema",
+    "symbols",
+    "scheme",
+    "policies",
+    "bounds",
+    "cli",
 )
 
 _EXPORTS = {

@@ -21,6 +21,7 @@ key-level and block-level perturbations of the log-weights (consistent in numera
 denominator), prefix-level ones (a rescaling of the whole history), numerator-only and
 denominator-only relative errors, and the final rounding.
 """
+
 from __future__ import annotations
 
 import math
@@ -124,9 +125,11 @@ def erf(x: np.ndarray) -> np.ndarray:
     """Vectorised error function (Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7), for probabilities."""
     x = np.asarray(x, dtype=np.float64)
     sgn = np.sign(x)
-    a = np.minimum(np.abs(x), 30.0)                          # erf(30) = 1 to double precision
+    a = np.minimum(np.abs(x), 30.0)  # erf(30) = 1 to double precision
     t_ = 1.0 / (1.0 + 0.3275911 * a)
-    y = 1.0 - (((((1.061405429 * t_ - 1.453152027) * t_) + 1.421413741) * t_ - 0.284496736) * t_ + 0.254829592) * t_ * np.exp(-a * a)
+    y = 1.0 - (
+        ((((1.061405429 * t_ - 1.453152027) * t_) + 1.421413741) * t_ - 0.284496736) * t_ + 0.254829592
+    ) * t_ * np.exp(-a * a)
     return sgn * y
 
 
@@ -153,18 +156,18 @@ def log_rel(rel: np.ndarray) -> np.ndarray:
 class Exact:
     """Exact quantities of one (batch, KV head, query-row chunk): R rows, S2 keys."""
 
-    q: np.ndarray          # (R, d) queries as fed to the kernel (rounded to the matmul format)
-    k: np.ndarray          # (S2, d)
-    v: np.ndarray          # (S2, dv)
-    pos: np.ndarray        # (R,) query positions (for the causal rule)
+    q: np.ndarray  # (R, d) queries as fed to the kernel (rounded to the matmul format)
+    k: np.ndarray  # (S2, d)
+    v: np.ndarray  # (S2, dv)
+    pos: np.ndarray  # (R,) query positions (for the causal rule)
     tau: float
     seq_q: int
     causal: bool
-    s: np.ndarray = field(init=False)      # (R, S2) τ·q·k
+    s: np.ndarray = field(init=False)  # (R, S2) τ·q·k
     vis: np.ndarray | None = field(init=False)
-    p: np.ndarray = field(init=False)      # softmax weights
+    p: np.ndarray = field(init=False)  # softmax weights
     lse: np.ndarray = field(init=False)
-    o: np.ndarray = field(init=False)      # exact output (R, dv)
+    o: np.ndarray = field(init=False)  # exact output (R, dv)
 
     def __post_init__(self) -> None:
         S2 = self.k.shape[0]
@@ -191,14 +194,14 @@ class Blocks:
 
     n: int
     T: int
-    idx: np.ndarray        # (L,) real key index of each padded column, −1 for zero padding
-    real: np.ndarray       # (L,) column is a real key
-    s: np.ndarray          # (R, L) scores of padded columns (pads: their source key's, or 0)
-    vis: np.ndarray        # (R, L) visible (real and not masked)
-    kpad: np.ndarray       # (L, d)
-    vpad: np.ndarray       # (L, dv)
-    mu: np.ndarray         # (R, T) block means of s over all n columns (before masks)
-    mhat: np.ndarray       # (R, T) block max of visible scores (−inf if none)
+    idx: np.ndarray  # (L,) real key index of each padded column, −1 for zero padding
+    real: np.ndarray  # (L,) column is a real key
+    s: np.ndarray  # (R, L) scores of padded columns (pads: their source key's, or 0)
+    vis: np.ndarray  # (R, L) visible (real and not masked)
+    kpad: np.ndarray  # (L, d)
+    vpad: np.ndarray  # (L, dv)
+    mu: np.ndarray  # (R, T) block means of s over all n columns (before masks)
+    mhat: np.ndarray  # (R, T) block max of visible scores (−inf if none)
 
 
 def make_blocks(ex: Exact, n: int, tail: str) -> Blocks:
@@ -232,8 +235,8 @@ def make_blocks(ex: Exact, n: int, tail: str) -> Blocks:
 class Options:
     out_format: FloatFormat
     mc_samples: int = 8
-    mc_threshold: float = 0.1     # rows whose random log-weight std exceeds this go to Monte Carlo
-    mc_max_rows: int = 1024       # at most this many Monte Carlo rows per chunk (evenly strided)
+    mc_threshold: float = 0.1  # rows whose random log-weight std exceeds this go to Monte Carlo
+    mc_max_rows: int = 1024  # at most this many Monte Carlo rows per chunk (evenly strided)
     seed: int = 0
 
 
@@ -241,10 +244,10 @@ class Options:
 class ChunkOut:
     """Per-chunk results: per-element bound, per-element predicted mean square, diagnostics."""
 
-    bound: np.ndarray                 # (R, dv)
-    ms: np.ndarray                    # (R, dv) predicted mean-square error
-    terms_var: dict[str, float]       # Σ over elements of each term's linearised variance
-    terms_bound: dict[str, float]     # max over elements of each term's first-order bound
+    bound: np.ndarray  # (R, dv)
+    ms: np.ndarray  # (R, dv) predicted mean-square error
+    terms_var: dict[str, float]  # Σ over elements of each term's linearised variance
+    terms_bound: dict[str, float]  # max over elements of each term's first-order bound
     overflow: dict[str, bool]
     nonlinear_rows: int
     mc_rows: int
@@ -309,18 +312,18 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     place = pol.placement
     tau_v = _tau_v(pol, tau) if place in ("q", "scores") else tau
     rho = tau_v / tau
-    blk = np.repeat(np.arange(T), n)                      # block of each padded column
+    blk = np.repeat(np.arange(T), n)  # block of each padded column
     vis = bl.vis
     s = bl.s
     acc = _Acc(R, L, T)
     ovf = {st: False for st in ("input", "scores", "shift", "exp", "row_sum", "accumulator", "output")}
     thr = lambda F: F.overflow_threshold_float  # noqa: E731
-    qn = np.sqrt((ex.q ** 2).sum(axis=1))              # ‖q‖ per row
-    kn = np.sqrt((bl.kpad ** 2).sum(axis=1))            # ‖k‖ per padded column
+    qn = np.sqrt((ex.q**2).sum(axis=1))  # ‖q‖ per row
+    kn = np.sqrt((bl.kpad**2).sum(axis=1))  # ‖k‖ per padded column
 
     # ---- score formation: the score the vector unit sees (sv) and the recovered logits (z_sys) -----------
     shift = pol.shift and consts is not None
-    mS = None                                             # frame-local block maxima of the vector-unit score
+    mS = None  # frame-local block maxima of the vector-unit score
     if not shift:
         if pol.smooth_k:
             # K' = fl(K − fl(mean K)) in the vector format; the mean's offset is a row constant (harmless)
@@ -328,28 +331,32 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
             kbar = round_array(ex.k.mean(axis=0, keepdims=True), Fv)
             kprime = bl.kpad - kbar
             kprime = np.where(bl.idx[:, None] >= 0, kprime, 0.0)
-            raw = ex.q @ kprime.T                        # unscaled score of the smoothed keys
-            acc.key("scores.input", tau_v ** 2 * ((ex.q ** 2) @ rvar(kprime, Fv).T),
-                    tau_v * (np.abs(ex.q) @ rbound(kprime, Fv).T))
-            kpn = np.sqrt((kprime ** 2).sum(axis=1))
+            raw = ex.q @ kprime.T  # unscaled score of the smoothed keys
+            acc.key(
+                "scores.input",
+                tau_v**2 * ((ex.q**2) @ rvar(kprime, Fv).T),
+                tau_v * (np.abs(ex.q) @ rbound(kprime, Fv).T),
+            )
+            kpn = np.sqrt((kprime**2).sum(axis=1))
         else:
             raw = s / tau if place == "scores" else None
             kpn = kn
         if place == "scores":
-            sv = rho * tau * raw                          # fl_v(raw·τ_v) exact value
+            sv = rho * tau * raw  # fl_v(raw·τ_v) exact value
             v_, b_ = rvb(raw, Fo)
-            acc.key("scores.round", tau_v ** 2 * v_, tau_v * b_, grid=(raw, Fo, tau_v))
+            acc.key("scores.round", tau_v**2 * v_, tau_v * b_, grid=(raw, Fo, tau_v))
             if narrower(Fv, Fo):
-                acc.key("scores.round", tau_v ** 2 * rvar(raw, Fv), tau_v * rbound(raw, Fv))
+                acc.key("scores.round", tau_v**2 * rvar(raw, Fv), tau_v * rbound(raw, Fv))
             acc.key("scores.scale", *rvb(sv, Fv), grid=(sv, Fv, 1.0))
             acc.key("scores.acc", 0.0, gamma(d, Fa) * tau_v * np.outer(qn, kpn))
-            if np.nanmax(np.abs(raw), initial=0.0) >= thr(Fo) or (narrower(Fv, Fo) and np.nanmax(np.abs(raw), initial=0.0) >= thr(Fv)):
+            if np.nanmax(np.abs(raw), initial=0.0) >= thr(Fo) or (
+                narrower(Fv, Fo) and np.nanmax(np.abs(raw), initial=0.0) >= thr(Fv)
+            ):
                 ovf["scores"] = True
             elif np.nanmax(np.abs(sv), initial=0.0) >= thr(Fv):
                 ovf["exp"] = True
             z_sys = rho * bl.s if not pol.smooth_k else rho * tau * raw
         else:  # "q": Q pre-scaled on the vector unit, then an operand
-
             qs = ex.q * tau_v
             vq = rvar(qs, Fv)
             bq = rbound(qs, Fv)
@@ -358,12 +365,12 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
                 bq = bq + rbound(qs, Fm)
             kbar = ex.k.mean(axis=0, keepdims=True)
             kc = np.where(bl.idx[:, None] >= 0, bl.kpad - kbar, 0.0)
-            acc.key("scores.input", vq @ (kc ** 2).T, bq @ np.abs(kc).T)
+            acc.key("scores.input", vq @ (kc**2).T, bq @ np.abs(kc).T)
             sv = rho * s
             acc.key("scores.round", *rvb(sv, Fo), grid=(sv, Fo, 1.0))
             if narrower(Fv, Fo):
                 acc.key("scores.round", rvar(sv, Fv), rbound(sv, Fv))
-            acc.key("scores.acc", 0.0, gamma(d, Fa) * np.outer(np.sqrt((qs ** 2).sum(axis=1)), kn))
+            acc.key("scores.acc", 0.0, gamma(d, Fa) * np.outer(np.sqrt((qs**2).sum(axis=1)), kn))
             qq = round_array(round_array(qs, Fv), Fm)
             if not np.all(np.isfinite(qq)) or np.max(np.abs(qq @ ex.k.T), initial=0.0) >= thr(Fo):
                 ovf["scores"] = True
@@ -373,40 +380,42 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     else:
         a, b, c, sigma = consts.a, consts.b, consts.c, consts.sigma
         bn = b * n
-        mu_hat = bl.mu                                     # block means of τq·k over the padded block
+        mu_hat = bl.mu  # block means of τq·k over the padded block
         mu_col = mu_hat[:, blk]
-        f = tau_v if place == "scores" else 1.0             # factor from the matmul output to score units
-        kb = bl.kpad.reshape(T, n, d).mean(axis=1)          # block means of the keys
-        kt = a * bl.kpad - bn * kb[blk]                     # K̃ = M_r K, exact (M_r = aI − bJ)
+        f = tau_v if place == "scores" else 1.0  # factor from the matmul output to score units
+        kb = bl.kpad.reshape(T, n, d).mean(axis=1)  # block means of the keys
+        kt = a * bl.kpad - bn * kb[blk]  # K̃ = M_r K, exact (M_r = aI − bJ)
         vk = rvar(kt, Fo)
         bk = rbound(kt, Fo)
         if narrower(Fm, Fo):
             vk = vk + rvar(kt, Fm)
             bk = bk + rbound(kt, Fm)
         absk = np.abs(bl.kpad).reshape(T, n, d)
-        bk = bk + gamma(n, Fa) * (abs(consts.diag) * np.abs(bl.kpad) + abs(consts.off) * absk.sum(axis=1)[blk])
+        bk = bk + gamma(n, Fa) * (
+            abs(consts.diag) * np.abs(bl.kpad) + abs(consts.off) * absk.sum(axis=1)[blk]
+        )
         if place == "q":
             qs = ex.q * tau_v
             vq = rvar(qs, Fv)
             bq = rbound(qs, Fv)
             if narrower(Fm, Fv):
                 vq, bq = vq + rvar(qs, Fm), bq + rbound(qs, Fm)
-            acc.key("scores.input", vq @ (kt ** 2).T, bq @ np.abs(kt).T)
+            acc.key("scores.input", vq @ (kt**2).T, bq @ np.abs(kt).T)
             qq = qs
         else:
             qq = ex.q
-        acc.key("scores.kt", f ** 2 * ((qq ** 2) @ vk.T), f * (np.abs(qq) @ bk.T))
+        acc.key("scores.kt", f**2 * ((qq**2) @ vk.T), f * (np.abs(qq) @ bk.T))
         # S̃ in score units: ρ·(a·s − bn·μ)/σ; for "scores" the matmul output is S̃/τ_v
         st = rho * (a * s - bn * mu_col) / sigma
         st_raw = st / f
         v_, b_ = rvb(st_raw, Fo)
-        acc.key("scores.round", f ** 2 * v_, f * b_, grid=(st_raw, Fo, f))
+        acc.key("scores.round", f**2 * v_, f * b_, grid=(st_raw, Fo, f))
         if narrower(Fv, Fo):
-            acc.key("scores.round", f ** 2 * rvar(st_raw, Fv), f * rbound(st_raw, Fv))
+            acc.key("scores.round", f**2 * rvar(st_raw, Fv), f * rbound(st_raw, Fv))
         if place == "scores":
             acc.key("scores.scale", *rvb(st, Fv), grid=(st, Fv, 1.0))
-        ktn = np.sqrt((kt ** 2).sum(axis=1))
-        acc.key("scores.acc", 0.0, gamma(d, Fa) * f * np.outer(np.sqrt((qq ** 2).sum(axis=1)), ktn))
+        ktn = np.sqrt((kt**2).sum(axis=1))
+        acc.key("scores.acc", 0.0, gamma(d, Fa) * f * np.outer(np.sqrt((qq**2).sum(axis=1)), ktn))
         # overflow of K̃ and of the score tile (operands as the kernel rounds them)
 
         kt_r = round_array(round_array(kt, Fo), Fm)
@@ -420,7 +429,7 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
                 ovf["exp"] = True
         s_err_names = ("scores.input", "scores.kt", "scores.round", "scores.scale", "scores.acc")
         mS = np.where(vis, st, -np.inf).reshape(R, T, n).max(axis=2)
-        mu_t = st.reshape(R, T, n).mean(axis=2)             # block means of S̃ (the pseudo-averages)
+        mu_t = st.reshape(R, T, n).mean(axis=2)  # block means of S̃ (the pseudo-averages)
         if pol.recovery == "key_mean":
             z_sys = rho * (a * s - bn * mu_hat[:, :1]) / sigma
         else:
@@ -428,9 +437,9 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
 
     # ---- exp argument and P ------------------------------------------------------------------------------------
     mcol = mS[:, blk]
-    sv_col = (st if shift else sv)
+    sv_col = st if shift else sv
     with np.errstate(invalid="ignore"):
-        x = np.where(vis, sv_col - mcol, -np.inf)          # argument of exp (<= 0)
+        x = np.where(vis, sv_col - mcol, -np.inf)  # argument of exp (<= 0)
     xf = np.where(vis, x, 0.0)
     e1_, e4_ = exact_sub2(sv_col, mcol, Fv)
     v_, b_ = rvb(xf, Fv)
@@ -440,19 +449,19 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     P = np.where(vis, np.exp(xf), 0.0)
     ms_v = float(Fv.min_subnormal)
     flush_v = vis & (P < 0.5 * ms_v)
-    fn_err = 2.0 * float(F32.u) if narrower(Fv, F32) else 2.0 * uv     # exp's own error (fp32 libm or 1 ulp)
+    fn_err = 2.0 * float(F32.u) if narrower(Fv, F32) else 2.0 * uv  # exp's own error (fp32 libm or 1 ulp)
     live = vis & ~flush_v & (xf != 0)
     Ps = np.where(live, P, 1.0)
-    relv = np.where(live, rvar(Ps, Fv) / Ps ** 2 + (fn_err ** 2) / 3.0, 0.0)
+    relv = np.where(live, rvar(Ps, Fv) / Ps**2 + (fn_err**2) / 3.0, 0.0)
     relb = np.where(live, (uv * Ps + 0.5 * ms_v) / Ps + fn_err, 0.0)
     acc.key("exp.p", relv, log_rel(relb))
-    p_cast = Fv is not Fm and narrower(Fm, Fv)             # P rounded again for P·V (numerator only)
+    p_cast = Fv is not Fm and narrower(Fm, Fv)  # P rounded again for P·V (numerator only)
     if p_cast:
         msm = float(Fm.min_subnormal)
         flush_m = vis & ~flush_v & (P < 0.5 * msm)
         livem = vis & ~flush_v & ~flush_m & (xf != 0)
         Pm = np.where(livem, P, 1.0)
-        num_relv = np.where(livem, rvar(Pm, Fm) / Pm ** 2, 0.0)
+        num_relv = np.where(livem, rvar(Pm, Fm) / Pm**2, 0.0)
         num_relb = np.where(livem, (float(Fm.u) * Pm + 0.5 * msm) / Pm, 0.0)
     else:
         flush_m = None
@@ -468,7 +477,7 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
                 tgt = "recovery.kt" if name == "scores.kt" else "recovery.scores"
                 vsum = sv_keys[name].reshape(R, T, n).sum(axis=2)
                 bsum = sb_keys[name].reshape(R, T, n).sum(axis=2)
-                acc.blk(tgt, c * c * vsum / n ** 2, c * bsum / n)
+                acc.blk(tgt, c * c * vsum / n**2, c * bsum / n)
             absmean = np.abs(st).reshape(R, T, n).mean(axis=2)
             acc.blk("recovery.mean", 0.0, c * gamma(n, Fr) * absmean)
             if pol.pseudo_average == "rounded":
@@ -476,19 +485,23 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
             if pol.reduce == "pairwise":
                 levels = max(1, math.ceil(math.log2(n)))
                 dev = st.reshape(R, T, n) - (mu_t[:, :, None] if pol.pseudo_average == "centered" else 0.0)
-                sq = (dev ** 2).sum(axis=2)
+                sq = (dev**2).sum(axis=2)
                 ab = np.abs(dev).sum(axis=2)
-                acc.blk("recovery.mean", c * c * levels * (uv ** 2 / 3.0) * sq / n ** 2, c * levels * uv * ab / n)
+                acc.blk("recovery.mean", c * c * levels * (uv**2 / 3.0) * sq / n**2, c * levels * uv * ab / n)
                 if pol.pseudo_average == "centered":
-                    acc.blk("recovery.mean", c * c * rvar(dev, Fv).sum(axis=2) / n ** 2, c * rbound(dev, Fv).sum(axis=2) / n)
+                    acc.blk(
+                        "recovery.mean",
+                        c * c * rvar(dev, Fv).sum(axis=2) / n**2,
+                        c * rbound(dev, Fv).sum(axis=2) / n,
+                    )
         else:  # key_mean: δ_j = fl(q·Δk_j), Δk_j = fl(b·n·(k̄_j − k̄_0))
             dk = bn * (kb - kb[:1])
             vdk = rvar(dk, Fm) + rvar(dk, F32)
             bdk = rbound(dk, Fm) + rbound(dk, F32) + gamma(n, Fr) * bn * absk.mean(axis=1)
-            vblk = f ** 2 * ((qq ** 2) @ vdk.T)
+            vblk = f**2 * ((qq**2) @ vdk.T)
             bblk = f * (np.abs(qq) @ bdk.T)
             dkey = rho * bn * (mu_hat - mu_hat[:, :1]) / sigma
-            acc.blk("recovery.keymean", vblk + f ** 2 * rvar(dkey / f, Fo), bblk + f * rbound(dkey / f, Fo))
+            acc.blk("recovery.keymean", vblk + f**2 * rvar(dkey / f, Fo), bblk + f * rbound(dkey / f, Fo))
             if place == "scores":
                 acc.blk("recovery.keymean", rvar(dkey, Fv), rbound(dkey, Fv))
             if np.max(np.abs(dkey / f), initial=0.0) >= thr(Fo):
@@ -496,7 +509,7 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
 
     # ---- bookkeeping trajectory (exact arithmetic), flushes, step roundings ---------------------------------------
     mhat = bl.mhat
-    M_run = np.maximum.accumulate(mhat, axis=1)            # running max of the recovered scores
+    M_run = np.maximum.accumulate(mhat, axis=1)  # running max of the recovered scores
     take = np.zeros((R, T), dtype=bool)
     take[:, 0] = True
     with np.errstate(invalid="ignore"):
@@ -512,13 +525,19 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
         ref = np.maximum.accumulate(Rb, axis=1) - c * A
         # block level: μ̃ − A, ×c, mj − ref, + dj ; prefix level: A_prev − A, ×c, m − ref, + dp
         e1 = mu_t - A
-        acc.blk("bookkeeping", c * c * np.where(exact_sub(mu_t, A, Fv), 0.0, rvar(e1, Fv)) + rvar(dj, Fv),
-                c * np.where(exact_sub(mu_t, A, Fv, 4.0), 0.0, rbound(e1, Fv)) + rbound(dj, Fv))
+        acc.blk(
+            "bookkeeping",
+            c * c * np.where(exact_sub(mu_t, A, Fv), 0.0, rvar(e1, Fv)) + rvar(dj, Fv),
+            c * np.where(exact_sub(mu_t, A, Fv, 4.0), 0.0, rbound(e1, Fv)) + rbound(dj, Fv),
+        )
         with np.errstate(invalid="ignore"):
             g1 = np.where(np.isfinite(mS), mS - ref, 0.0)
             g2 = g1 + dj
-        acc.blk("bookkeeping", np.where(exact_sub(mS, ref, Fv), 0.0, rvar(g1, Fv)) + rvar(g2, Fv),
-                np.where(exact_sub(mS, ref, Fv, 4.0), 0.0, rbound(g1, Fv)) + rbound(g2, Fv))
+        acc.blk(
+            "bookkeeping",
+            np.where(exact_sub(mS, ref, Fv), 0.0, rvar(g1, Fv)) + rvar(g2, Fv),
+            np.where(exact_sub(mS, ref, Fv, 4.0), 0.0, rbound(g1, Fv)) + rbound(g2, Fv),
+        )
         a1 = np.zeros((R, T))
         a1[:, 1:] = A[:, :-1] - A[:, 1:]
         r1 = np.zeros((R, T))
@@ -526,10 +545,18 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
         r2 = r1 + dp
         pv_ = np.zeros((R, T))
         pb_ = np.zeros((R, T))
-        pv_[:, 1:] = (c * c * np.where(exact_sub(A[:, :-1], A[:, 1:], Fv), 0.0, rvar(a1[:, 1:], Fv)) + rvar(dp[:, 1:], Fv)
-                      + np.where(exact_sub(ref[:, :-1], ref[:, 1:], Fv), 0.0, rvar(r1[:, 1:], Fv)) + rvar(r2[:, 1:], Fv))
-        pb_[:, 1:] = (c * np.where(exact_sub(A[:, :-1], A[:, 1:], Fv, 4.0), 0.0, rbound(a1[:, 1:], Fv)) + rbound(dp[:, 1:], Fv)
-                      + np.where(exact_sub(ref[:, :-1], ref[:, 1:], Fv, 4.0), 0.0, rbound(r1[:, 1:], Fv)) + rbound(r2[:, 1:], Fv))
+        pv_[:, 1:] = (
+            c * c * np.where(exact_sub(A[:, :-1], A[:, 1:], Fv), 0.0, rvar(a1[:, 1:], Fv))
+            + rvar(dp[:, 1:], Fv)
+            + np.where(exact_sub(ref[:, :-1], ref[:, 1:], Fv), 0.0, rvar(r1[:, 1:], Fv))
+            + rvar(r2[:, 1:], Fv)
+        )
+        pb_[:, 1:] = (
+            c * np.where(exact_sub(A[:, :-1], A[:, 1:], Fv, 4.0), 0.0, rbound(a1[:, 1:], Fv))
+            + rbound(dp[:, 1:], Fv)
+            + np.where(exact_sub(ref[:, :-1], ref[:, 1:], Fv, 4.0), 0.0, rbound(r1[:, 1:], Fv))
+            + rbound(r2[:, 1:], Fv)
+        )
         acc.pre("bookkeeping", pv_, pb_)
         alpha_on = np.zeros((R, T), dtype=bool)
         alpha_on[:, 1:] = True
@@ -585,8 +612,16 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
             cb = np.where(live_t & ~exact_sub(mS[:, t], mh, Fv, 4.0), rbound(md, Fv), 0.0)
             if shift:
                 xx = md + off
-                cv = cv + np.where(exact_sub(dd, phi, Fv), 0.0, rvar(off, Fv)) + np.where(exact_sub(md, -off, Fv), 0.0, rvar(xx, Fv))
-                cb = cb + np.where(exact_sub(dd, phi, Fv, 4.0), 0.0, rbound(off, Fv)) + np.where(exact_sub(md, -off, Fv, 4.0), 0.0, rbound(xx, Fv))
+                cv = (
+                    cv
+                    + np.where(exact_sub(dd, phi, Fv), 0.0, rvar(off, Fv))
+                    + np.where(exact_sub(md, -off, Fv), 0.0, rvar(xx, Fv))
+                )
+                cb = (
+                    cb
+                    + np.where(exact_sub(dd, phi, Fv, 4.0), 0.0, rbound(off, Fv))
+                    + np.where(exact_sub(md, -off, Fv, 4.0), 0.0, rbound(xx, Fv))
+                )
             cv = np.where(live_t, cv, 0.0)
             cb = np.where(live_t, cb, 0.0)
             tk = take[:, t] & live_t
@@ -615,10 +650,16 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     a_live = alpha_on & ~a_flush & (afac < 1.0)
     gs = np.where(g_live, gfac, 1.0)
     as_ = np.where(a_live, afac, 1.0)
-    acc.blk("exp.rescale", np.where(g_live, rvar(gs, Fv) / gs ** 2 + fn_err ** 2 / 3, 0.0),
-            np.where(g_live, log_rel((uv * gs + 0.5 * ms_v) / gs + fn_err), 0.0))
-    acc.pre("exp.rescale", np.where(a_live, rvar(as_, Fv) / as_ ** 2 + fn_err ** 2 / 3, 0.0),
-            np.where(a_live, log_rel((uv * as_ + 0.5 * ms_v) / as_ + fn_err), 0.0))
+    acc.blk(
+        "exp.rescale",
+        np.where(g_live, rvar(gs, Fv) / gs**2 + fn_err**2 / 3, 0.0),
+        np.where(g_live, log_rel((uv * gs + 0.5 * ms_v) / gs + fn_err), 0.0),
+    )
+    acc.pre(
+        "exp.rescale",
+        np.where(a_live, rvar(as_, Fv) / as_**2 + fn_err**2 / 3, 0.0),
+        np.where(a_live, log_rel((uv * as_ + 0.5 * ms_v) / as_ + fn_err), 0.0),
+    )
 
     # ---- systematic weights (constants and deterministic flushes), sensitivities ----------------------------------
     keep = vis & ~flush_v
@@ -628,7 +669,7 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
         # α_t flushes: every block before t is dropped
         dead = np.zeros((R, T), dtype=bool)
         for t in range(1, T):
-            dead[:, :t] |= a_flush[:, t:t + 1]
+            dead[:, :t] |= a_flush[:, t : t + 1]
         keep &= ~dead[:, blk]
     zs = np.where(keep, z_sys, -np.inf)
     zmax = zs.max(axis=1)
@@ -669,7 +710,7 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     m1 = wkey @ Vsq
     m2 = wkey @ V
     m0 = wkey.sum(axis=1)
-    key_var = np.maximum(m1 - 2 * o_cons * m2 + (o_cons ** 2) * m0[:, None], 0.0)   # Σ p²σ²(v − o)²
+    key_var = np.maximum(m1 - 2 * o_cons * m2 + (o_cons**2) * m0[:, None], 0.0)  # Σ p²σ²(v − o)²
     blk_var = np.einsum("rt,rtd->rd", bv_tot, B * B)
     prev = np.zeros_like(Pref)
     prev[:, 1:] = Pref[:, :-1]
@@ -685,7 +726,9 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     for name in acc.blk_v:
         terms_var[name] = terms_var.get(name, 0.0) + float(np.einsum("rt,rtd->", acc.blk_v[name], B * B))
     for name in acc.pre_v:
-        terms_var[name] = terms_var.get(name, 0.0) + float(np.einsum("rt,rtd->", acc.pre_v[name], prev * prev))
+        terms_var[name] = terms_var.get(name, 0.0) + float(
+            np.einsum("rt,rtd->", acc.pre_v[name], prev * prev)
+        )
 
     # ---- consistent terms: deterministic bound (rigorous in the log-weights, capped by the hull) ----------------
     # Bound relative to the dominant block j* (a perturbation common to all keys is harmless): block j
@@ -702,11 +745,15 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
         Xrow = np.where(pw > 0, pw * np.expm1(np.minimum(Ecol, 700.0)), 0.0).sum(axis=1)
     vbar = ex.v.mean(axis=0)
     with np.errstate(over="ignore", invalid="ignore"):
-        avr = np.where(pw > 0, pw * np.exp(np.minimum(Zb, 700.0)[:, blk]) * np.expm1(np.minimum(kb_tot, 700.0)), 0.0)
+        avr = np.where(
+            pw > 0, pw * np.exp(np.minimum(Zb, 700.0)[:, blk]) * np.expm1(np.minimum(kb_tot, 700.0)), 0.0
+        )
     key_b = avr @ np.abs(V - vbar) + avr.sum(axis=1)[:, None] * np.abs(vbar - o_cons)
-    blk_b = np.einsum("rt,rtd->rd", np.where(np.abs(B).max(axis=2) > 0, np.expm1(np.minimum(Zb, 700.0)), 0.0), np.abs(B))
+    blk_b = np.einsum(
+        "rt,rtd->rd", np.where(np.abs(B).max(axis=2) > 0, np.expm1(np.minimum(Zb, 700.0)), 0.0), np.abs(B)
+    )
     cons_b = np.exp(Ebar)[:, None] * (key_b + blk_b)
-    cons_b = np.where(np.isfinite(cons_b), cons_b, np.inf)   # overflowed exponentials: no better than the cap
+    cons_b = np.where(np.isfinite(cons_b), cons_b, np.inf)  # overflowed exponentials: no better than the cap
     # hull cap: the perturbed output is a convex combination of the visible values (a prefix of the keys)
     vmax, vmin = _hull(ex, keep.any(axis=1), o_cons)
     cap = np.maximum(vmax - o_cons, o_cons - vmin)
@@ -720,15 +767,22 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
         sh = (pw * np.where(keep, acc.key_b[name], 0.0)).sum(axis=1) / np.where(kden > 0, kden, 1.0)
         terms_bound[name] = max(terms_bound.get(name, 0.0), float(np.max(key_b1 * sh[:, None], initial=0.0)))
     for name in acc.blk_b:
-        terms_bound[name] = max(terms_bound.get(name, 0.0), float(np.max(np.einsum("rt,rtd->rd", acc.blk_b[name], np.abs(B)), initial=0.0)))
+        terms_bound[name] = max(
+            terms_bound.get(name, 0.0),
+            float(np.max(np.einsum("rt,rtd->rd", acc.blk_b[name], np.abs(B)), initial=0.0)),
+        )
     for name in acc.pre_b:
-        terms_bound[name] = max(terms_bound.get(name, 0.0), float(np.max(np.einsum("rt,rtd->rd", acc.pre_b[name], np.abs(prev)), initial=0.0)))
+        terms_bound[name] = max(
+            terms_bound.get(name, 0.0),
+            float(np.max(np.einsum("rt,rtd->rd", acc.pre_b[name], np.abs(prev)), initial=0.0)),
+        )
 
     # ---- non-consistent terms (first order): numerator-only, denominator-only, output ------------------------------
     nc_var = np.zeros((R, dv))
     nc_b = np.zeros((R, dv))
     vabs_max = np.abs(V).max(axis=0)
     lse = ex.lse
+
     def add(name: str, var: np.ndarray, bnd: np.ndarray) -> None:
         nonlocal nc_var, nc_b
         nc_var = nc_var + var
@@ -741,8 +795,12 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
         an = pw * num_relb
         add("pv.p_cast", wn @ Vsq, an @ np.abs(V))
     with np.errstate(over="ignore", invalid="ignore"):
-        fblk = np.where(np.isfinite(mhat), np.exp(np.clip(lse[:, None] - mhat, -700, 700)), 0.0)   # block frame
-        frun = np.where(np.isfinite(M_run), np.exp(np.clip(lse[:, None] - M_run, -700, 700)), 0.0)  # running frame
+        fblk = np.where(
+            np.isfinite(mhat), np.exp(np.clip(lse[:, None] - mhat, -700, 700)), 0.0
+        )  # block frame
+        frun = np.where(
+            np.isfinite(M_run), np.exp(np.clip(lse[:, None] - M_run, -700, 700)), 0.0
+        )  # running frame
     fblk = np.where(Wb > 0, fblk, 0.0)
     # Block row sums ℓ_j (den) and tiles P·V_j (num); contributions below half a quantum are dropped
     # deterministically (see _absorption), the other roundings are random but never larger than the rest.
@@ -751,25 +809,32 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     det, am_ = _absorption(pw, V, n, T, step, Fv, Fo, Y=Y, Wb=Wb, o=o_cons, prev=(prevN, prevL))
     rest, delta, live_b = am_["rest"], am_["delta"], Wb > 0
     l_abs, pv_abs, absl, abso = am_["l_abs"], am_["pv_abs"], am_["absl"], am_["abso"]
-    hist_small_l, hist_small_o, small_l, small_o = am_["hist_small_l"], am_["hist_small_o"], am_["small_l"], am_["small_o"]
+    hist_small_l, hist_small_o, small_l, small_o = (
+        am_["hist_small_l"],
+        am_["hist_small_o"],
+        am_["small_l"],
+        am_["small_o"],
+    )
     lj = Wb * fblk
     lj_s = np.where(lj > 0, lj, 1.0)
     lrel_b = uv + gamma(n, Fr) + (max(1, math.ceil(math.log2(n))) * uv if pol.reduce == "pairwise" else 0.0)
-    lrel_v = np.where(lj > 0, rvar(lj_s, Fv) / lj_s ** 2, 0.0)
+    lrel_v = np.where(lj > 0, rvar(lj_s, Fv) / lj_s**2, 0.0)
     if pol.reduce == "pairwise":
-        lrel_v = lrel_v + 2.0 * uv ** 2 / 3.0
-    dvar = np.where(l_abs, 0.0, np.minimum((Wb ** 2) * lrel_v, rest ** 2))
+        lrel_v = lrel_v + 2.0 * uv**2 / 3.0
+    dvar = np.where(l_abs, 0.0, np.minimum((Wb**2) * lrel_v, rest**2))
     dbnd = np.minimum(Wb * lrel_b, rest * (1 + gamma(n, Fr)))
     pvf = Y * fblk[:, :, None]
     fb1 = np.where(fblk > 0, fblk, 1.0)[:, :, None]
     pv_v, pv_b = rvb(pvf, Fo)
-    pv_v = pv_v / fb1 ** 2
+    pv_v = pv_v / fb1**2
     pv_b = pv_b / np.where(fblk > 0, fblk, np.inf)[:, :, None]
     if narrower(Fv, Fo):
-        pv_v = pv_v + rvar(pvf, Fv) / fb1 ** 2
+        pv_v = pv_v + rvar(pvf, Fv) / fb1**2
         pv_b = pv_b + rbound(pvf, Fv) / np.where(fblk > 0, fblk, np.inf)[:, :, None]
-    pv_v = np.where(pv_abs | ~live_b[:, :, None], 0.0, np.minimum(pv_v, delta ** 2))
-    pv_b = np.where(live_b[:, :, None], np.minimum(pv_b, np.abs(delta)) + gamma(n, Fa) * Wb[:, :, None] * vabs_max, 0.0)
+    pv_v = np.where(pv_abs | ~live_b[:, :, None], 0.0, np.minimum(pv_v, delta**2))
+    pv_b = np.where(
+        live_b[:, :, None], np.minimum(pv_b, np.abs(delta)) + gamma(n, Fa) * Wb[:, :, None] * vabs_max, 0.0
+    )
     add("pv.round", pv_v.sum(axis=1), pv_b.sum(axis=1))
     # Step products and sums of the online recurrence (t >= 1), in the running frame. In the lazy/flash
     # bookkeeping one factor is exactly 1; a sum of two stored values drops the smaller addend when it is
@@ -783,8 +848,8 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
         v_, b_ = rvb(vals_norm * frame, Fv)
         return v_ / (frame * frame), b_ / frame
 
-    am = (alpha_on & step & ~a_flush)
-    gm = (gamma_on & step & ~g_flush)
+    am = alpha_on & step & ~a_flush
+    gm = gamma_on & step & ~g_flush
     # running reference: α (and γ of the holding block) round to exactly 1 when the bookkeeping residue
     # is below u/2, and then the product is exact
     if running:
@@ -803,24 +868,28 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     dvar += np.where(am & ~(absl & hist_small_l), lv_ * (1 - p1_a), 0.0)
     dbnd += np.where(am, lb_, 0.0)
     nv_, nb_ = rel_of(prevN, fr3)
-    ns_var += np.where((am[:, :, None] & ~(abso & hist_small_o)), nv_ * (1 - p1_a)[:, :, None], 0.0).sum(axis=1)
+    ns_var += np.where((am[:, :, None] & ~(abso & hist_small_o)), nv_ * (1 - p1_a)[:, :, None], 0.0).sum(
+        axis=1
+    )
     ns_b += np.where(am[:, :, None], nb_, 0.0).sum(axis=1)
     lv_, lb_ = rel_of(Wb, fr)
     dvar += np.where(gm & ~(absl & ~hist_small_l), lv_ * (1 - p1_g), 0.0)
     dbnd += np.where(gm, lb_, 0.0)
     nv_, nb_ = rel_of(Y, fr3)
-    ns_var += np.where((gm[:, :, None] & ~(abso & ~hist_small_o)), nv_ * (1 - p1_g)[:, :, None], 0.0).sum(axis=1)
+    ns_var += np.where((gm[:, :, None] & ~(abso & ~hist_small_o)), nv_ * (1 - p1_g)[:, :, None], 0.0).sum(
+        axis=1
+    )
     ns_b += np.where(gm[:, :, None], nb_, 0.0).sum(axis=1)
     # the sums ℓ_t and O_t
     lv_, lb_ = rel_of(Lcum, fr)
-    dvar += np.where(step & ~absl, np.minimum(lv_, small_l ** 2), 0.0)
+    dvar += np.where(step & ~absl, np.minimum(lv_, small_l**2), 0.0)
     dbnd += np.where(step, np.minimum(lb_, small_l), 0.0)
     nv_, nb_ = rel_of(Ncum, fr3)
-    ns_var += np.where(step[:, :, None] & ~abso, np.minimum(nv_, small_o ** 2), 0.0).sum(axis=1)
+    ns_var += np.where(step[:, :, None] & ~abso, np.minimum(nv_, small_o**2), 0.0).sum(axis=1)
     ns_b += np.where(step[:, :, None], np.minimum(nb_, np.abs(small_o)), 0.0).sum(axis=1)
-    if pol.accum == "pow2":     # power-of-two renormalisation and scaled contributions: exact unless subnormal
+    if pol.accum == "pow2":  # power-of-two renormalisation and scaled contributions: exact unless subnormal
         ns_b += 2.0 * T * 0.5 * ms_v
-    den_var_o = (o_cons ** 2) * dvar.sum(axis=1)[:, None]
+    den_var_o = (o_cons**2) * dvar.sum(axis=1)[:, None]
     den_b_o = np.abs(o_cons) * dbnd.sum(axis=1)[:, None]
     add("row_sum", den_var_o, den_b_o)
     add("accumulator", ns_var, ns_b)
@@ -833,21 +902,30 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     # row is absorbed into one key, whose value is representable), for s above it s² + q²/12.
     F_last = opts.out_format if narrower(opts.out_format, Fv) else Fv
     o_pred = o_sys + det
-    nc_pre_var = nc_var.copy()                              # random non-consistent errors before the final rounding
+    nc_pre_var = nc_var.copy()  # random non-consistent errors before the final rounding
     pre_sd = np.sqrt(nc_var + key_var + blk_var + pre_var)
     q_last = ulp(o_pred, F_last)
     final_ms = _rounded_ms(o_pred, pre_sd, q_last, ex.o_ref, F_last)
-    outv = np.maximum(final_ms - (o_pred - ex.o_ref) ** 2 - pre_sd ** 2, 0.0)   # the rounding's own share
+    outv = np.maximum(final_ms - (o_pred - ex.o_ref) ** 2 - pre_sd**2, 0.0)  # the rounding's own share
     outb = rbound(np.abs(o_sys) + cons_b, Fv)
     if narrower(opts.out_format, Fv):
         outb = outb + rbound(np.abs(o_sys) + cons_b, opts.out_format)
     add("output", outv, outb)
     # error of the float64 golden itself
-    gold_b = 4 * float(F64.u) * ((L + d + 4) * np.abs(V).max(axis=0)[None, :] + np.outer(qn * tau * kn.max(initial=0.0), np.ones(dv)) * cap)
+    gold_b = (
+        4
+        * float(F64.u)
+        * (
+            (L + d + 4) * np.abs(V).max(axis=0)[None, :]
+            + np.outer(qn * tau * kn.max(initial=0.0), np.ones(dv)) * cap
+        )
+    )
     terms_bound["golden"] = float(np.max(gold_b, initial=0.0))
 
     # overflow of the block tiles, ℓ and O (raw accumulators), output
-    if np.max(np.abs(pvf), initial=0.0) >= thr(Fo) or (narrower(Fv, Fo) and np.max(np.abs(pvf), initial=0.0) >= thr(Fv)):
+    if np.max(np.abs(pvf), initial=0.0) >= thr(Fo) or (
+        narrower(Fv, Fo) and np.max(np.abs(pvf), initial=0.0) >= thr(Fv)
+    ):
         ovf["accumulator"] = True
     if pol.accum == "raw":
         if np.max(Lcum * frun, initial=0.0) >= thr(Fv):
@@ -870,17 +948,22 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     infl = np.exp(Ebar) * (1.0 + Xrow)
     nc_b_total = np.minimum(nc_b * infl[:, None] + (infl - 1.0)[:, None] * crude, np.maximum(crude, nc_b))
     sys_err = sys_err + det
-    terms_var["absorption"] = float((det ** 2).sum())
+    terms_var["absorption"] = float((det**2).sum())
     terms_bound["absorption"] = float(np.max(np.abs(det), initial=0.0))
     bound = np.abs(sys_err) + cons_b + nc_b_total + gold_b
     terms_bound["systematic"] = float(np.max(np.abs(sys_err), initial=0.0))
-    terms_var["systematic"] = float((sys_err ** 2).sum())
+    terms_var["systematic"] = float((sys_err**2).sum())
 
     # ---- mean square: analytic (linear) or Monte Carlo (nonlinear rows) -----------------------------------------------
     # Per-row random log-weight spread relative to the dominant block (a common shift is harmless),
     # weighted by the keys' weights: rows above ``mc_threshold`` are in the nonlinear regime.
-    Vb_rel = np.where(np.arange(T)[None, :] == jstar[:, None], 0.0,
-                      bv_tot + bv_tot[rr, jstar][:, None] + np.abs(np.cumsum(pv_tot, axis=1) - np.cumsum(pv_tot, axis=1)[rr, jstar][:, None]))
+    Vb_rel = np.where(
+        np.arange(T)[None, :] == jstar[:, None],
+        0.0,
+        bv_tot
+        + bv_tot[rr, jstar][:, None]
+        + np.abs(np.cumsum(pv_tot, axis=1) - np.cumsum(pv_tot, axis=1)[rr, jstar][:, None]),
+    )
     log_std = np.sqrt((pw * np.where(keep, kv_tot + Vb_rel[:, blk], 0.0)).sum(axis=1))
     ms = final_ms
     nl = log_std > opts.mc_threshold
@@ -896,7 +979,7 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
             pot = cons_b[cand].max(axis=1)
             order = cand[np.argsort(-pot, kind="stable")]
             top = order[: budget // 2]
-            others = np.sort(order[budget // 2:])
+            others = np.sort(order[budget // 2 :])
             strided = others[np.linspace(0, others.size - 1, budget - top.size).round().astype(int)]
             rows = np.unique(np.concatenate([top, strided]))
         else:
@@ -905,8 +988,23 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
             rows = cand
         mc_rows = rows.size
         ctx = dict(step=step[rows], nc_var=nc_pre_var[rows], F_last=F_last, Fv=Fv, Fo=Fo)
-        ms_mc = _monte_carlo(rows, z_sys, keep, acc, s_err_names if shift else (), pol, consts, blk, n, T, V,
-                             ex.o_ref, flush_m if p_cast else None, opts, ctx)
+        ms_mc = _monte_carlo(
+            rows,
+            z_sys,
+            keep,
+            acc,
+            s_err_names if shift else (),
+            pol,
+            consts,
+            blk,
+            n,
+            T,
+            V,
+            ex.o_ref,
+            flush_m if p_cast else None,
+            opts,
+            ctx,
+        )
         ms_rows = ms.copy()
         ms_rows[rows] = ms_mc
         if others.size > strided.size:
@@ -917,7 +1015,9 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
             rest = np.setdiff1d(others, strided)
             ms_rows[rest] = (sys_err[rest] ** 2) + np.maximum(ms[rest] - sys_err[rest] ** 2, 0.0) * ratio
         ms = ms_rows
-    return ChunkOut(bound, ms, terms_var, terms_bound, ovf, n_nl, mc_rows, float(np.max(log_std, initial=0.0)))
+    return ChunkOut(
+        bound, ms, terms_var, terms_bound, ovf, n_nl, mc_rows, float(np.max(log_std, initial=0.0))
+    )
 
 
 def _rounded_ms(o: np.ndarray, s: np.ndarray, q: np.ndarray, ref: np.ndarray, F: FloatFormat) -> np.ndarray:
@@ -929,6 +1029,7 @@ def _rounded_ms(o: np.ndarray, s: np.ndarray, q: np.ndarray, ref: np.ndarray, F:
     if small.any():
         os_, ss, qs, rs, g = o[small], s[small], q[small], ref[small], g0[small]
         K = int(min(17, np.ceil(4 * np.max(ss / qs, initial=0.0)) + 1))
+
         def phi(x: np.ndarray) -> np.ndarray:
             return 0.5 * (1.0 + erf(x))
 
@@ -957,10 +1058,20 @@ def _running_sums(Y: np.ndarray, Wb: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return Ncum, Lcum, prevN, prevL
 
 
-def _absorption(pw: np.ndarray, V: np.ndarray, n: int, T: int, step: np.ndarray, Fv: FloatFormat,
-                Fo: FloatFormat, *, Y: np.ndarray | None = None, Wb: np.ndarray | None = None,
-                o: np.ndarray | None = None, prev: tuple[np.ndarray, np.ndarray] | None = None
-                ) -> tuple[np.ndarray, dict]:
+def _absorption(
+    pw: np.ndarray,
+    V: np.ndarray,
+    n: int,
+    T: int,
+    step: np.ndarray,
+    Fv: FloatFormat,
+    Fo: FloatFormat,
+    *,
+    Y: np.ndarray | None = None,
+    Wb: np.ndarray | None = None,
+    o: np.ndarray | None = None,
+    prev: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, dict]:
     """Deterministic error of o from contributions that are dropped because they lie below half a quantum.
 
     A tile P·V_j is its top key's value (P = 1 exactly) plus the rest, ℓ_j is 1 plus the rest: the rest is
@@ -988,9 +1099,9 @@ def _absorption(pw: np.ndarray, V: np.ndarray, n: int, T: int, step: np.ndarray,
     vt = V3[np.arange(T)[None, :], targ]
     rest = np.maximum(Wb - ptop, 0.0)
     live_b = Wb > 0
-    l_abs = live_b & (rest < uv * ptop)                      # ℓ_j stored as exactly 1 (block frame)
+    l_abs = live_b & (rest < uv * ptop)  # ℓ_j stored as exactly 1 (block frame)
     det = o * np.where(l_abs, rest, 0.0).sum(axis=1)[:, None]
-    delta = Y - ptop[:, :, None] * vt                        # the tile minus its top value (normalised)
+    delta = Y - ptop[:, :, None] * vt  # the tile minus its top value (normalised)
     Fpv = Fo if float(Fo.u) >= uv else Fv
     pv_abs = live_b[:, :, None] & (np.abs(delta) < 0.5 * ulp(vt, Fpv) * ptop[:, :, None])
     det = det - np.where(pv_abs, delta, 0.0).sum(axis=1)
@@ -1009,8 +1120,18 @@ def _absorption(pw: np.ndarray, V: np.ndarray, n: int, T: int, step: np.ndarray,
     fr3 = fr[:, :, None]
     abso = step[:, :, None] & (np.abs(small_o) < 0.5 * ulp(np.abs(large_o) * fr3, Fv) / fr3)
     det = det - np.where(abso, small_o, 0.0).sum(axis=1)
-    masks = dict(rest=rest, delta=delta, l_abs=l_abs, pv_abs=pv_abs, absl=absl, abso=abso,
-                 hist_small_l=hist_small_l, hist_small_o=hist_small_o, small_l=small_l, small_o=small_o)
+    masks = dict(
+        rest=rest,
+        delta=delta,
+        l_abs=l_abs,
+        pv_abs=pv_abs,
+        absl=absl,
+        abso=abso,
+        hist_small_l=hist_small_l,
+        hist_small_o=hist_small_o,
+        small_l=small_l,
+        small_o=small_o,
+    )
     return det, masks
 
 
@@ -1046,7 +1167,9 @@ def _crude_nc(pol: Policy, T: int, n: int, vabs_max: np.ndarray, R: int) -> np.n
     ua = float(pol.matmul_acc.u)
     lv = max(1, math.ceil(math.log2(n))) if pol.reduce == "pairwise" else 1
     per = (uo + uv) + (lv * uv + n * ua) + 6 * max(T - 1, 0) * uv + um + 2 * uv + n * ua
-    return np.broadcast_to(1.01 * per * vabs_max[None, :], (R, vabs_max.shape[0])) + 2.0 * T * float(pol.vector.min_subnormal)
+    return np.broadcast_to(1.01 * per * vabs_max[None, :], (R, vabs_max.shape[0])) + 2.0 * T * float(
+        pol.vector.min_subnormal
+    )
 
 
 def _hull(ex: Exact, any_visible: np.ndarray, o: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1090,9 +1213,23 @@ def _pairwise_peak(st: np.ndarray, n: int, T: int, mu_t: np.ndarray, pol: Policy
     return peak
 
 
-def _monte_carlo(rows: np.ndarray, z_sys: np.ndarray, keep: np.ndarray, acc: _Acc, s_err_names: tuple,
-                 pol: Policy, consts: ShiftConstants | None, blk: np.ndarray, n: int, T: int, V: np.ndarray,
-                 o_ref: np.ndarray, flush_m: np.ndarray | None, opts: Options, ctx: dict) -> np.ndarray:
+def _monte_carlo(
+    rows: np.ndarray,
+    z_sys: np.ndarray,
+    keep: np.ndarray,
+    acc: _Acc,
+    s_err_names: tuple,
+    pol: Policy,
+    consts: ShiftConstants | None,
+    blk: np.ndarray,
+    n: int,
+    T: int,
+    V: np.ndarray,
+    o_ref: np.ndarray,
+    flush_m: np.ndarray | None,
+    opts: Options,
+    ctx: dict,
+) -> np.ndarray:
     """Mean square error over random rounding outcomes, without linearisation (nonlinear rows).
 
     Per sample: one rounding of many values on one grid (the score tile, the rounded pseudo-averages) is

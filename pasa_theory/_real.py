@@ -19,6 +19,7 @@ Input accepted by :func:`as_real` (``argname`` is used in error messages):
   parentheses, ``pi``, ``e``/``E`` and the functions ``sqrt``, ``exp``, ``log``;
 * a sympy number (if sympy is loaded): its exact value if rational, else its printed expression.
 """
+
 from __future__ import annotations
 
 import ast
@@ -225,7 +226,9 @@ def _div(a: _Operand, b: _Operand) -> _Operand:
     return a / b
 
 
-def round_real(x: Real, fmt: FloatFormat, mode: str = "nearest_even", *, what: str = "value") -> Fraction | float:
+def round_real(
+    x: Real, fmt: FloatFormat, mode: str = "nearest_even", *, what: str = "value"
+) -> Fraction | float:
     """Round a :class:`Real` to ``fmt``: exact for rationals; for irrationals the rounding of an
     enclosure whose two ends round to the same value (rounding is monotone), refined up to MAX_BITS."""
     if x.exact is not None:

@@ -103,6 +103,7 @@ pred_overflow, pred_overflow_stage, dominant, bound_dominant, regime`` (``linear
 pred_bound/max_abs_err``. Checks: ``bound_ok``, ``rmse_within_3x``, ``overflow_ok``. Breakdown:
 ``rms.<term>`` (RMS contribution of each term, linearised) for the terms of :data:`TERMS`.
 """
+
 from __future__ import annotations
 
 import math
@@ -149,9 +150,26 @@ __all__ = [
 
 #: Error terms of the breakdown (see the module docstring), in pipeline order.
 TERMS = (
-    "systematic", "scores.input", "scores.kt", "scores.round", "scores.scale", "scores.acc",
-    "recovery.kt", "recovery.scores", "recovery.mean", "recovery.keymean", "bookkeeping",
-    "exp.arg", "exp.p", "exp.rescale", "pv.p_cast", "pv.round", "row_sum", "accumulator", "absorption", "output",
+    "systematic",
+    "scores.input",
+    "scores.kt",
+    "scores.round",
+    "scores.scale",
+    "scores.acc",
+    "recovery.kt",
+    "recovery.scores",
+    "recovery.mean",
+    "recovery.keymean",
+    "bookkeeping",
+    "exp.arg",
+    "exp.p",
+    "exp.rescale",
+    "pv.p_cast",
+    "pv.round",
+    "row_sum",
+    "accumulator",
+    "absorption",
+    "output",
 )
 
 
@@ -198,11 +216,22 @@ class Prediction:
     def as_record(self) -> dict[str, str | float | bool | None]:
         """Flat dict of the scalar fields (plus ``rms.<term>`` for every term), for CSV/JSON."""
         rec: dict[str, str | float | bool | None] = dict(
-            method=self.method, policy=self.policy, beta=self.beta, c=self.c, kappa=self.kappa,
-            pred_rmse=self.rmse_estimate, pred_bound=self.max_abs_bound, pred_overflow=self.overflow,
-            pred_overflow_stage=self.overflow_stage, dominant=self.dominant, bound_dominant=self.bound_dominant,
-            regime=self.regime, nonlinear_rows=self.nonlinear_rows, max_log_std=self.max_log_std,
-            modelled_as=self.modelled_as, pred_seconds=self.seconds,
+            method=self.method,
+            policy=self.policy,
+            beta=self.beta,
+            c=self.c,
+            kappa=self.kappa,
+            pred_rmse=self.rmse_estimate,
+            pred_bound=self.max_abs_bound,
+            pred_overflow=self.overflow,
+            pred_overflow_stage=self.overflow_stage,
+            dominant=self.dominant,
+            bound_dominant=self.bound_dominant,
+            regime=self.regime,
+            nonlinear_rows=self.nonlinear_rows,
+            max_log_std=self.max_log_std,
+            modelled_as=self.modelled_as,
+            pred_seconds=self.seconds,
         )
         for t in TERMS:
             rec[f"rms.{t}"] = self.terms_rms.get(t, 0.0)
@@ -229,22 +258,40 @@ def _as_array(x: ArrayInput, name: str) -> tuple[npt.NDArray[np.float64], FloatF
         arr = x.detach().to(device="cpu", dtype=torch.float64).numpy()
     elif isinstance(x, np.ndarray):
         if x.dtype.kind not in "fV" or x.dtype.name not in ("float16", "float32", "float64", "bfloat16"):
-            raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), got {x.dtype}")
+            raise TypeError(
+                f"{name} must have a floating dtype (float16/bfloat16/float32/float64), got {x.dtype}"
+            )
         fmt = x.dtype.name
         arr = np.asarray(x, dtype=np.float64)
     else:
-        raise TypeError(f"{name} must be a numpy array or torch tensor in BNSD layout, got {type(x).__name__}")
+        raise TypeError(
+            f"{name} must be a numpy array or torch tensor in BNSD layout, got {type(x).__name__}"
+        )
     if arr.ndim != 4:
-        raise ValueError(f"{name} must be 4-D in BNSD layout (batch, heads, seq, head_dim), got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be 4-D in BNSD layout (batch, heads, seq, head_dim), got shape {arr.shape}"
+        )
 
     return arr, get_format(fmt, argname=name)
 
 
 # -- prediction ------------------------------------------------------------------------------------------------
-def predict(method: str, q: ArrayInput, k: ArrayInput, v: ArrayInput, *, precision: PrecisionInput = "npu_fp16",
-            beta: float | None = None, block_kv: int = 128, scale: float | None = None, is_causal: bool = False,
-            out_dtype: object = None,
-            mc_samples: int = 8, seed: int = 0, mc_rows: int = 2048) -> Prediction:
+def predict(
+    method: str,
+    q: ArrayInput,
+    k: ArrayInput,
+    v: ArrayInput,
+    *,
+    precision: PrecisionInput = "npu_fp16",
+    beta: float | None = None,
+    block_kv: int = 128,
+    scale: float | None = None,
+    is_causal: bool = False,
+    out_dtype: object = None,
+    mc_samples: int = 8,
+    seed: int = 0,
+    mc_rows: int = 2048,
+) -> Prediction:
     """Predict the error of harness method ``method`` on ``q, k, v`` (BNSD, numpy or torch).
 
     Args:
@@ -259,8 +306,21 @@ def predict(method: str, q: ArrayInput, k: ArrayInput, v: ArrayInput, *, precisi
     Returns:
         A :class:`Prediction`. torch is imported only if tensors are given.
     """
-    return predict_many([method], q, k, v, precision=precision, beta=beta, block_kv=block_kv, scale=scale,
-                        is_causal=is_causal, out_dtype=out_dtype, mc_samples=mc_samples, seed=seed, mc_rows=mc_rows)[0]
+    return predict_many(
+        [method],
+        q,
+        k,
+        v,
+        precision=precision,
+        beta=beta,
+        block_kv=block_kv,
+        scale=scale,
+        is_causal=is_causal,
+        out_dtype=out_dtype,
+        mc_samples=mc_samples,
+        seed=seed,
+        mc_rows=mc_rows,
+    )[0]
 
 
 class _Acc(TypedDict):
@@ -279,10 +339,23 @@ class _Acc(TypedDict):
     row_ms: npt.NDArray[np.float64]
 
 
-def predict_many(methods: list[str] | tuple[str, ...], q: ArrayInput, k: ArrayInput, v: ArrayInput, *,
-                 precision: PrecisionInput = "npu_fp16", beta: float | None = None, block_kv: int = 128,
-                 scale: float | None = None, is_causal: bool = False, out_dtype: object = None, mc_samples: int = 8,
-                 seed: int = 0, mc_rows: int = 2048, row_elements: int = 2_500_000) -> list[Prediction]:
+def predict_many(
+    methods: list[str] | tuple[str, ...],
+    q: ArrayInput,
+    k: ArrayInput,
+    v: ArrayInput,
+    *,
+    precision: PrecisionInput = "npu_fp16",
+    beta: float | None = None,
+    block_kv: int = 128,
+    scale: float | None = None,
+    is_causal: bool = False,
+    out_dtype: object = None,
+    mc_samples: int = 8,
+    seed: int = 0,
+    mc_rows: int = 2048,
+    row_elements: int = 2_500_000,
+) -> list[Prediction]:
     """:func:`predict` for several methods on the same inputs, sharing the exact quantities.
 
     ``mc_rows`` is the Monte Carlo budget (rows in the nonlinear regime evaluated without linearisation)
@@ -301,7 +374,9 @@ def predict_many(methods: list[str] | tuple[str, ...], q: ArrayInput, k: ArrayIn
     if not isinstance(is_causal, bool):
         raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
     tau = tau_of(scale, D)
-    out_fmt = fq if out_dtype is None else get_format(format_name(out_dtype, "out_dtype"), argname="out_dtype")
+    out_fmt = (
+        fq if out_dtype is None else get_format(format_name(out_dtype, "out_dtype"), argname="out_dtype")
+    )
     G = H // Hkv
     t0 = time.perf_counter()
 
@@ -321,15 +396,38 @@ def predict_many(methods: list[str] | tuple[str, ...], q: ArrayInput, k: ArrayIn
         if F.name not in rounded:
             rounded[F.name] = tuple(round_array(x, F) for x in (qa, ka, va))
 
-    if nonfinite_input:   # inf/NaN inputs: the census records them at its first stage; nothing to model
-        return [Prediction(method=m, policy=pol.name, max_abs_bound=math.inf, rmse_estimate=math.inf, overflow=True,
-                           overflow_stage="input", beta=consts.beta if consts else None,
-                           c=consts.c if consts else None, modelled_as=pol.modelled_as)
-                for m, pol, n, consts in plans]
+    if nonfinite_input:  # inf/NaN inputs: the census records them at its first stage; nothing to model
+        return [
+            Prediction(
+                method=m,
+                policy=pol.name,
+                max_abs_bound=math.inf,
+                rmse_estimate=math.inf,
+                overflow=True,
+                overflow_stage="input",
+                beta=consts.beta if consts else None,
+                c=consts.c if consts else None,
+                modelled_as=pol.modelled_as,
+            )
+            for m, pol, n, consts in plans
+        ]
     chunk_rows = max(1, row_elements // max(1, G * S2))
-    acc: list[_Acc] = [_Acc(bound_max=0.0, ms_sum=0.0, count=0, terms_var={}, terms_bound={}, ovf={s: False for s in STAGES},
-                            nl=0, mc=0, mls=0.0, row_bound=np.zeros((B, H, S1)), row_ms=np.zeros((B, H, S1)))
-                       for _ in plans]
+    acc: list[_Acc] = [
+        _Acc(
+            bound_max=0.0,
+            ms_sum=0.0,
+            count=0,
+            terms_var={},
+            terms_bound={},
+            ovf={s: False for s in STAGES},
+            nl=0,
+            mc=0,
+            mls=0.0,
+            row_bound=np.zeros((B, H, S1)),
+            row_ms=np.zeros((B, H, S1)),
+        )
+        for _ in plans
+    ]
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0:
         raise ValueError(f"mc_samples must be an int >= 0, got {mc_samples!r}")
     if isinstance(mc_rows, bool) or not isinstance(mc_rows, int) or mc_rows < 1:
@@ -347,17 +445,23 @@ def predict_many(methods: list[str] | tuple[str, ...], q: ArrayInput, k: ArrayIn
                 opts = _replace(base_opts, mc_max_rows=budget, seed=seed + 1000003 * chunk_no)
                 pos = np.tile(np.arange(i0, i1), G)
                 heads = np.repeat(np.arange(h * G, (h + 1) * G), i1 - i0)
-                qg = qa[b, h * G:(h + 1) * G, i0:i1].reshape(-1, D)
+                qg = qa[b, h * G : (h + 1) * G, i0:i1].reshape(-1, D)
                 with np.errstate(over="ignore", under="ignore"):
                     golden = em.Exact(qg, ka[b, h], va[b, h], pos, tau, S1, is_causal)
-                exacts: dict[str, em.Exact] = {}       # the exact solution on the inputs rounded to each format
-                blocks: dict[tuple[str, int, str], em.Blocks] = {}  # its block statistics, by (format, block size, tail rule)
+                exacts: dict[str, em.Exact] = {}  # the exact solution on the inputs rounded to each format
+                blocks: dict[
+                    tuple[str, int, str], em.Blocks
+                ] = {}  # its block statistics, by (format, block size, tail rule)
                 for pi, (_m, pol, n, consts) in enumerate(plans):
                     fname = pol.matmul_in.name
                     if fname not in exacts:
                         qr, kr, vr = rounded[fname]
-                        qgr = qr[b, h * G:(h + 1) * G, i0:i1].reshape(-1, D)
-                        if np.array_equal(qgr, qg) and np.array_equal(kr[b, h], ka[b, h]) and np.array_equal(vr[b, h], va[b, h]):
+                        qgr = qr[b, h * G : (h + 1) * G, i0:i1].reshape(-1, D)
+                        if (
+                            np.array_equal(qgr, qg)
+                            and np.array_equal(kr[b, h], ka[b, h])
+                            and np.array_equal(vr[b, h], va[b, h])
+                        ):
                             exacts[fname] = golden
                         else:
                             with np.errstate(over="ignore", under="ignore"):
@@ -408,17 +512,34 @@ def predict_many(methods: list[str] | tuple[str, ...], q: ArrayInput, k: ArrayIn
         rows = B * H * S1
         kappa = None
         if consts is not None and pol.recovery == "pseudo_average":
-            kappa = kappa_of(consts.a, consts.b, n, consts.sigma, consts.c)   # eq. (B3), a, b, σ of M_r = a·I − b·J
+            kappa = kappa_of(
+                consts.a, consts.b, n, consts.sigma, consts.c
+            )  # eq. (B3), a, b, σ of M_r = a·I − b·J
         over = stage is not None
-        preds.append(Prediction(
-            method=m, policy=pol.name, max_abs_bound=math.inf if over else a["bound_max"],
-            rmse_estimate=math.inf if over else math.sqrt(a["ms_sum"] / N), overflow=over, overflow_stage=stage,
-            terms_rms=terms_rms, terms_bound=dict(a["terms_bound"]), dominant=dom, bound_dominant=bdom,
-            beta=consts.beta if consts else None, c=consts.c if consts else None, kappa=kappa,
-            nonlinear_rows=a["nl"] / rows, mc_rows=a["mc"], max_log_std=a["mls"],
-            row_bound=a["row_bound"], row_rmse=np.sqrt(a["row_ms"]), modelled_as=pol.modelled_as,
-            seconds=seconds / len(plans),
-        ))
+        preds.append(
+            Prediction(
+                method=m,
+                policy=pol.name,
+                max_abs_bound=math.inf if over else a["bound_max"],
+                rmse_estimate=math.inf if over else math.sqrt(a["ms_sum"] / N),
+                overflow=over,
+                overflow_stage=stage,
+                terms_rms=terms_rms,
+                terms_bound=dict(a["terms_bound"]),
+                dominant=dom,
+                bound_dominant=bdom,
+                beta=consts.beta if consts else None,
+                c=consts.c if consts else None,
+                kappa=kappa,
+                nonlinear_rows=a["nl"] / rows,
+                mc_rows=a["mc"],
+                max_log_std=a["mls"],
+                row_bound=a["row_bound"],
+                row_rmse=np.sqrt(a["row_ms"]),
+                modelled_as=pol.modelled_as,
+                seconds=seconds / len(plans),
+            )
+        )
     return preds
 
 
@@ -455,8 +576,14 @@ def derivations() -> list[Identity]:
 
     out = []
     s, th, de = sympy.symbols("s theta delta", real=True)
-    out.append(Identity("E1 matmul: accumulation plus one output rounding", (s + th) * (1 + de) - s,
-                        de * s + th + de * th, "fl_out(s + θ) = (s + θ)(1 + δ)"))
+    out.append(
+        Identity(
+            "E1 matmul: accumulation plus one output rounding",
+            (s + th) * (1 + de) - s,
+            de * s + th + de * th,
+            "fl_out(s + θ) = (s + θ)(1 + δ)",
+        )
+    )
     z = sympy.symbols("z0:3", real=True)
     v = sympy.symbols("v0:3", real=True)
     e = [sympy.exp(zi) for zi in z]
@@ -464,47 +591,88 @@ def derivations() -> list[Identity]:
     p = [ei / Z for ei in e]
     o = sum(pi * vi for pi, vi in zip(p, v))
     for k_ in range(3):
-        out.append(Identity(f"E2 softmax sensitivity dz_{k_}", sympy.diff(o, z[k_]), p[k_] * (v[k_] - o),
-                            "∂o/∂z_k = p_k(v_k − o)"))
+        out.append(
+            Identity(
+                f"E2 softmax sensitivity dz_{k_}",
+                sympy.diff(o, z[k_]),
+                p[k_] * (v[k_] - o),
+                "∂o/∂z_k = p_k(v_k − o)",
+            )
+        )
     zeta = sympy.Symbol("zeta", real=True)
     ob = o.subs({z[0]: z[0] + zeta, z[1]: z[1] + zeta})
-    out.append(Identity("E3 block-common perturbation", sympy.diff(ob, zeta).subs(zeta, 0),
-                        p[0] * (v[0] - o) + p[1] * (v[1] - o), "∂o/∂ζ_j = B_j"))
+    out.append(
+        Identity(
+            "E3 block-common perturbation",
+            sympy.diff(ob, zeta).subs(zeta, 0),
+            p[0] * (v[0] - o) + p[1] * (v[1] - o),
+            "∂o/∂ζ_j = B_j",
+        )
+    )
     oa = o.subs({zi: zi + zeta for zi in z}, simultaneous=True)
     out.append(Identity("E3 shift invariance", oa, o, "a perturbation common to all keys does nothing"))
     h = sympy.symbols("h1:3", positive=True)
     Bs = sympy.symbols("B0:3", real=True)
-    Pi = [h[0] * h[1], h[1], sympy.Integer(1)]            # Π_j = ∏_{t>j} h_t, t = 1, 2
+    Pi = [h[0] * h[1], h[1], sympy.Integer(1)]  # Π_j = ∏_{t>j} h_t, t = 1, 2
     P = [Bs[0], Bs[0] + Bs[1], Bs[0] + Bs[1] + Bs[2]]
     lhs = sum((Pi[j] - 1) * Bs[j] for j in range(3))
     rhs = (h[0] - 1) * Pi[1] * P[0] + (h[1] - 1) * Pi[2] * P[1]
-    out.append(Identity("E4 telescoping of history rescalings", lhs, rhs, "Σ_j(Π_j − 1)B_j = Σ_t(h_t − 1)Π_t P_{t−1}"))
+    out.append(
+        Identity(
+            "E4 telescoping of history rescalings", lhs, rhs, "Σ_j(Π_j − 1)B_j = Σ_t(h_t − 1)Π_t P_{t−1}"
+        )
+    )
     N, ell, dN, dl, eps = sympy.symbols("N ell dN dl epsilon", real=True)
     first = sympy.series((N + eps * dN) / (ell + eps * dl), eps, 0, 2).removeO().coeff(eps, 1)
     out.append(Identity("E5 first-order error of a ratio", first, dN / ell - (N / ell) * dl / ell, "Δ(N/ℓ)"))
-    rec = IJMatrix(sympy.Integer(1), Sy.c / Sy.n)           # e ↦ e + c·mean(e)
+    rec = IJMatrix(sympy.Integer(1), Sy.c / Sy.n)  # e ↦ e + c·mean(e)
     eig1 = rec.alpha + Sy.n * rec.gamma
-    out.append(Identity("E6 recovery eigenvalue on the block mean", eig1, 1 + Sy.c, "(I + (c/n)J)1 = (1 + c)1"))
+    out.append(
+        Identity("E6 recovery eigenvalue on the block mean", eig1, 1 + Sy.c, "(I + (c/n)J)1 = (1 + c)1")
+    )
     cb = Sy.beta / (1 - Sy.beta)
-    out.append(Identity("E6 amplification 1 + c = 1/(1 − β)", (1 + Sy.c).subs(Sy.c, cb), 1 / (1 - Sy.beta),
-                        "c = β/(1 − β)"))
+    out.append(
+        Identity(
+            "E6 amplification 1 + c = 1/(1 − β)",
+            (1 + Sy.c).subs(Sy.c, cb),
+            1 / (1 - Sy.beta),
+            "c = β/(1 − β)",
+        )
+    )
     from .scheme import shifting_inverse
 
     Minv = shifting_inverse()
-    out.append(Identity("E6 = eigenvalue of M⁻¹ on 1 = κ₂(M)", Minv.alpha + Sy.n * Minv.gamma, 1 / (1 - Sy.beta),
-                        "‖M‖₂ = 1, ‖M⁻¹‖₂ = 1/(1 − β)"))
+    out.append(
+        Identity(
+            "E6 = eigenvalue of M⁻¹ on 1 = κ₂(M)",
+            Minv.alpha + Sy.n * Minv.gamma,
+            1 / (1 - Sy.beta),
+            "‖M‖₂ = 1, ‖M⁻¹‖₂ = 1/(1 − β)",
+        )
+    )
     phi = sympy.symbols("phi0:3", positive=True)
     w = [pi * fi for pi, fi in zip(p, phi)]
     o2 = sum(wi * vi for wi, vi in zip(w, v)) / sum(w)
     rhs7 = sum(pi * (fi - 1) * (vi - o) for pi, fi, vi in zip(p, phi, v)) / sum(w)
     out.append(Identity("E7 exact perturbation identity", o2 - o, rhs7, "o' − o = Σp(φ − 1)(v − o)/Σpφ"))
     x, q = sympy.symbols("x q", positive=True)
-    out.append(Identity("E8 variance of a uniform rounding error", sympy.integrate(x ** 2, (x, -q / 2, q / 2)) / q,
-                        q ** 2 / 12, "∫ x² dx/q over one quantum"))
+    out.append(
+        Identity(
+            "E8 variance of a uniform rounding error",
+            sympy.integrate(x**2, (x, -q / 2, q / 2)) / q,
+            q**2 / 12,
+            "∫ x² dx/q over one quantum",
+        )
+    )
     t = sympy.Symbol("t", positive=True)
-    out.append(Identity("E9 mean of (2^e/x)² over a log-uniform binade",
-                        sympy.integrate(t ** -2 / (t * sympy.log(2)), (t, 1, 2)), sympy.Rational(3, 8) / sympy.log(2),
-                        "E[ulp²/(12x²)] = 0.18·u²"))
+    out.append(
+        Identity(
+            "E9 mean of (2^e/x)² over a log-uniform binade",
+            sympy.integrate(t**-2 / (t * sympy.log(2)), (t, 1, 2)),
+            sympy.Rational(3, 8) / sympy.log(2),
+            "E[ulp²/(12x²)] = 0.18·u²",
+        )
+    )
     return out
 
 
@@ -520,7 +688,9 @@ def gamma_n(n: int, fmt: str | FloatFormat) -> Fraction:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     u = get_format(fmt).u
     if n * u >= 1:
-        raise ValueError(f"gamma_n: n·u = {float(n * u)} >= 1 for n = {n} in {get_format(fmt).name}: no deterministic bound")
+        raise ValueError(
+            f"gamma_n: n·u = {float(n * u)} >= 1 for n = {n} in {get_format(fmt).name}: no deterministic bound"
+        )
     return n * u / (1 - n * u)
 
 
@@ -534,7 +704,7 @@ def gamma_tilde(n: int, fmt: str | FloatFormat, lam: float = 1.0) -> mpmath.mpf:
 
 
 # -- a priori: statistics of the inputs -------------------------------------------------------------------------------
-_OUTLIER_P = 0.001   # Bernoulli rate of the "hybrid" distribution (pasa_npu.data.make_qkv)
+_OUTLIER_P = 0.001  # Bernoulli rate of the "hybrid" distribution (pasa_npu.data.make_qkv)
 
 
 @dataclass(frozen=True)
@@ -587,12 +757,14 @@ def _score_stats(st: InputStats, tau: float) -> dict[str, float]:
     mq, mk = st.mean_q, st.mean_k
     sq, sk = st.std("q"), st.std("k")
     mu = tau * d * mq * mk
-    var_all = tau ** 2 * d * (sq * sq * sk * sk + mq * mq * sk * sk + mk * mk * sq * sq)
-    var_row = tau ** 2 * d * (mq * mq + sq * sq) * sk * sk          # across keys, one query
-    var_rowmean = tau ** 2 * d * mk * mk * sq * sq                  # of the row's mean, across queries
+    var_all = tau**2 * d * (sq * sq * sk * sk + mq * mq * sk * sk + mk * mk * sq * sq)
+    var_row = tau**2 * d * (mq * mq + sq * sq) * sk * sk  # across keys, one query
+    var_rowmean = tau**2 * d * mk * mk * sq * sq  # of the row's mean, across queries
     pairs = max(2, st.seq_q * st.seq_kv * st.heads)
     z = math.sqrt(2.0 * math.log(pairs))
-    return dict(mu=mu, sd_all=math.sqrt(var_all), sd_row=math.sqrt(var_row), sd_rowmean=math.sqrt(var_rowmean), z=z)
+    return dict(
+        mu=mu, sd_all=math.sqrt(var_all), sd_row=math.sqrt(var_row), sd_rowmean=math.sqrt(var_rowmean), z=z
+    )
 
 
 @dataclass(frozen=True)
@@ -610,8 +782,15 @@ class Envelope:
         return self.overflow_stage is not None
 
 
-def overflow_envelope(method: str, stats: InputStats, *, precision: PrecisionInput = "npu_fp16", beta: float | None = None,
-                      block_kv: int = 128, scale: float | None = None) -> Envelope:
+def overflow_envelope(
+    method: str,
+    stats: InputStats,
+    *,
+    precision: PrecisionInput = "npu_fp16",
+    beta: float | None = None,
+    block_kv: int = 128,
+    scale: float | None = None,
+) -> Envelope:
     """Closed-form overflow envelope of ``method`` for inputs with statistics ``stats``.
 
     Peaks (z = √(2 ln N) for the N score pairs, CLT over d; docs/error-model.md §6):
@@ -642,7 +821,9 @@ def overflow_envelope(method: str, stats: InputStats, *, precision: PrecisionInp
     if pol.shift:
         consts = shift_constants(pol, n, beta, tau)
         b_ = consts.beta
-        peaks["scores"] = (1 - b_) * abs(sc["mu"]) + sc["z"] * math.sqrt(sc["sd_row"] ** 2 + (1 - b_) ** 2 * sc["sd_rowmean"] ** 2)
+        peaks["scores"] = (1 - b_) * abs(sc["mu"]) + sc["z"] * math.sqrt(
+            sc["sd_row"] ** 2 + (1 - b_) ** 2 * sc["sd_rowmean"] ** 2
+        )
         if pol.placement == "scores":
             peaks["scores"] /= tau
         drift = tau * stats.head_dim * abs(stats.mean_q) * stats.kv_block_drift
@@ -651,7 +832,9 @@ def overflow_envelope(method: str, stats: InputStats, *, precision: PrecisionInp
         mu, sd = sc["mu"], sc["sd_all"]
         if pol.smooth_k:
             mu = 0.0
-            sd = math.sqrt(tau ** 2 * stats.head_dim * (stats.std("q") ** 2 + stats.mean_q ** 2) * stats.std("k") ** 2)
+            sd = math.sqrt(
+                tau**2 * stats.head_dim * (stats.std("q") ** 2 + stats.mean_q**2) * stats.std("k") ** 2
+            )
         peak = abs(mu) + sc["z"] * sd
         peaks["scores"] = peak / tau if pol.placement == "scores" else peak
     sr = sc["sd_row"]
@@ -665,12 +848,12 @@ def overflow_envelope(method: str, stats: InputStats, *, precision: PrecisionInp
         return min(float(m), max(1.0, m * math.exp(expo)))
 
     vmag = abs(stats.mean_v) + stats.std("v")
-    tile = ell(n) * vmag                                   # the P·V tile, rounded to the matmul output format
+    tile = ell(n) * vmag  # the P·V tile, rounded to the matmul output format
     t_tile = pol.matmul_out.overflow_threshold_float
     peaks["accumulator"], thr["accumulator"] = tile, t_tile
     if pol.accum == "raw":
         peaks["row_sum"] = ell(stats.seq_kv)
-        acc_o = ell(stats.seq_kv) * vmag                   # the unnormalised O, in the vector format
+        acc_o = ell(stats.seq_kv) * vmag  # the unnormalised O, in the vector format
         if acc_o / thr["row_sum"] > tile / t_tile:
             peaks["accumulator"], thr["accumulator"] = acc_o, pol.vector.overflow_threshold_float
     peaks["output"] = abs(stats.mean_v) + sc["z"] * stats.std("v")
@@ -678,8 +861,15 @@ def overflow_envelope(method: str, stats: InputStats, *, precision: PrecisionInp
     return Envelope(method, pol.name, peaks, thr, stage)
 
 
-def term_scales(method: str, stats: InputStats, *, precision: PrecisionInput = "npu_fp16", beta: float | None = None,
-                block_kv: int = 128, scale: float | None = None) -> dict[str, float]:
+def term_scales(
+    method: str,
+    stats: InputStats,
+    *,
+    precision: PrecisionInput = "npu_fp16",
+    beta: float | None = None,
+    block_kv: int = 128,
+    scale: float | None = None,
+) -> dict[str, float]:
     """A priori standard deviation of the main logit perturbations (score units), from the statistics.
 
     ``scores.round``: ulp(|s|)/√12 at the typical magnitude of the rounded score (q·k for ``fa_qk``, the
@@ -726,8 +916,11 @@ def sample_inputs(
     :func:`predict_a_priori`. ``rows`` query rows (default ``min(stats.seq_q, 64)``)."""
     rng = np.random.default_rng(seed)
     rows = min(stats.seq_q, 64) if rows is None else rows
-    shapes = {"q": (1, stats.heads, rows, stats.head_dim), "k": (1, 1, stats.seq_kv, stats.head_dim),
-              "v": (1, 1, stats.seq_kv, stats.head_dim)}
+    shapes = {
+        "q": (1, stats.heads, rows, stats.head_dim),
+        "k": (1, 1, stats.seq_kv, stats.head_dim),
+        "v": (1, 1, stats.seq_kv, stats.head_dim),
+    }
     out: list[npt.NDArray[np.floating]] = []
     for w in "qkv":
         m, sp, shp = getattr(stats, f"mean_{w}"), getattr(stats, f"spread_{w}"), shapes[w]
@@ -736,14 +929,27 @@ def sample_inputs(
         elif stats.dist == "normal":
             x = m + sp * rng.standard_normal(shp)
         else:
-            x = m + rng.standard_normal(shp) + sp * rng.standard_normal(shp) * (rng.uniform(size=shp) < _OUTLIER_P)
+            x = (
+                m
+                + rng.standard_normal(shp)
+                + sp * rng.standard_normal(shp) * (rng.uniform(size=shp) < _OUTLIER_P)
+            )
         out.append(round_array(x, dtype).astype(np.float32 if dtype != "fp16" else np.float16))
     return out[0], out[1], out[2]
 
 
-def predict_a_priori(method: str, stats: InputStats, *, precision: PrecisionInput = "npu_fp16", beta: float | None = None,
-                     block_kv: int = 128, scale: float | None = None, rows: int | None = None, seed: int = 0,
-                     dtype: str = "fp16") -> Prediction:
+def predict_a_priori(
+    method: str,
+    stats: InputStats,
+    *,
+    precision: PrecisionInput = "npu_fp16",
+    beta: float | None = None,
+    block_kv: int = 128,
+    scale: float | None = None,
+    rows: int | None = None,
+    seed: int = 0,
+    dtype: str = "fp16",
+) -> Prediction:
     """The model from input statistics alone: the a posteriori model on a synthetic sample with those
     statistics (``rows`` query rows, all S2 keys; seeded), with overflow from the closed-form
     :func:`overflow_envelope` (which covers all S1·S2 pairs, unlike the sample). ``max_abs_bound``
@@ -752,6 +958,11 @@ def predict_a_priori(method: str, stats: InputStats, *, precision: PrecisionInpu
     pred = predict(method, q, k, v, precision=precision, beta=beta, block_kv=block_kv, scale=scale, seed=seed)
     env = overflow_envelope(method, stats, precision=precision, beta=beta, block_kv=block_kv, scale=scale)
     if env.overflow:
-        return _replace(pred, overflow=True, overflow_stage=env.overflow_stage, max_abs_bound=math.inf,
-                        rmse_estimate=math.inf)
+        return _replace(
+            pred,
+            overflow=True,
+            overflow_stage=env.overflow_stage,
+            max_abs_bound=math.inf,
+            rmse_estimate=math.inf,
+        )
     return _replace(pred, overflow=False, overflow_stage=None)

@@ -23,6 +23,7 @@ Examples::
     pasa-alpha --all --output-format latex --caption "Optimal beta" > beta_table.tex
     python -m pasa_theory --all --output-format csv
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,7 +69,9 @@ def _blocks(text: str) -> list[int]:
         try:
             n = int(part)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected block sizes such as 128 or 64,128, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected block sizes such as 128 or 64,128, got {text!r}"
+            ) from None
         if n < 2:
             raise argparse.ArgumentTypeError(f"block sizes must be >= 2, got {n}")
         out.append(n)
@@ -129,34 +132,94 @@ def build_parser() -> argparse.ArgumentParser:
             "without beta (the reason is printed on stderr); 2 for bad arguments"
         ),
     )
-    p.add_argument("--format", dest="formats", type=_formats, default=None, metavar="FMT[,FMT]",
-                   help="storage format(s) of M: fp16, bf16, fp32, fp64, fp8_e4m3, fp8_e5m2 (default fp16)")
-    p.add_argument("--block", dest="blocks", type=_blocks, default=None, metavar="N[,N]",
-                   help="KV block size(s) n >= 2 (default 128)")
-    p.add_argument("--form", dest="forms", type=_forms, default=None, metavar="FORM",
-                   help="paper, kappa (alias code) or both (default paper)")
-    p.add_argument("--scale", default=None, metavar="EXPR",
-                   help="softmax scale folded into M, e.g. '1/sqrt(128)' (exact) or 0.0883883476 (decimal); "
-                        "default: not folded")
-    p.add_argument("--start", dest="starts", action="append", default=None, metavar="BETA0",
-                   help="start of the iteration, e.g. 31/32 (repeatable; default 15/16, 31/32, 63/64)")
-    p.add_argument("--vector-format", default=None, metavar="FMT",
-                   help="format the recovery coefficient c is stored in (default: the --format)")
-    p.add_argument("--digits", type=_digits, default=10, metavar="D",
-                   help="decimal places of beta in the table (default 10)")
-    p.add_argument("--no-select", dest="select", action="store_false",
-                   help="omit the row chosen by the selection criterion")
-    p.add_argument("--max-bias", default="1/32", metavar="RHO",
-                   help="selection: largest admissible bias 1-beta (default 1/32)")
-    p.add_argument("--max-gain", default="64", metavar="G",
-                   help="selection: largest admissible gain c = beta/(1-beta) (default 64)")
-    p.add_argument("--all", action="store_true",
-                   help="table for formats fp16, bf16, fp8_e4m3, fp8_e5m2 x blocks 16..1024 x both forms")
-    p.add_argument("--output-format", choices=("text", "csv", "latex"), default="text",
-                   help="text (aligned columns, notes below), csv (with a note column), or latex (booktabs "
-                        "longtable with caption and footnotes)")
-    p.add_argument("--caption", default=None, metavar="TEXT",
-                   help="caption of the table (LaTeX: \\caption; text: a title line)")
+    p.add_argument(
+        "--format",
+        dest="formats",
+        type=_formats,
+        default=None,
+        metavar="FMT[,FMT]",
+        help="storage format(s) of M: fp16, bf16, fp32, fp64, fp8_e4m3, fp8_e5m2 (default fp16)",
+    )
+    p.add_argument(
+        "--block",
+        dest="blocks",
+        type=_blocks,
+        default=None,
+        metavar="N[,N]",
+        help="KV block size(s) n >= 2 (default 128)",
+    )
+    p.add_argument(
+        "--form",
+        dest="forms",
+        type=_forms,
+        default=None,
+        metavar="FORM",
+        help="paper, kappa (alias code) or both (default paper)",
+    )
+    p.add_argument(
+        "--scale",
+        default=None,
+        metavar="EXPR",
+        help="softmax scale folded into M, e.g. '1/sqrt(128)' (exact) or 0.0883883476 (decimal); "
+        "default: not folded",
+    )
+    p.add_argument(
+        "--start",
+        dest="starts",
+        action="append",
+        default=None,
+        metavar="BETA0",
+        help="start of the iteration, e.g. 31/32 (repeatable; default 15/16, 31/32, 63/64)",
+    )
+    p.add_argument(
+        "--vector-format",
+        default=None,
+        metavar="FMT",
+        help="format the recovery coefficient c is stored in (default: the --format)",
+    )
+    p.add_argument(
+        "--digits",
+        type=_digits,
+        default=10,
+        metavar="D",
+        help="decimal places of beta in the table (default 10)",
+    )
+    p.add_argument(
+        "--no-select",
+        dest="select",
+        action="store_false",
+        help="omit the row chosen by the selection criterion",
+    )
+    p.add_argument(
+        "--max-bias",
+        default="1/32",
+        metavar="RHO",
+        help="selection: largest admissible bias 1-beta (default 1/32)",
+    )
+    p.add_argument(
+        "--max-gain",
+        default="64",
+        metavar="G",
+        help="selection: largest admissible gain c = beta/(1-beta) (default 64)",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="table for formats fp16, bf16, fp8_e4m3, fp8_e5m2 x blocks 16..1024 x both forms",
+    )
+    p.add_argument(
+        "--output-format",
+        choices=("text", "csv", "latex"),
+        default="text",
+        help="text (aligned columns, notes below), csv (with a note column), or latex (booktabs "
+        "longtable with caption and footnotes)",
+    )
+    p.add_argument(
+        "--caption",
+        default=None,
+        metavar="TEXT",
+        help="caption of the table (LaTeX: \\caption; text: a title line)",
+    )
     p.add_argument("--time", action="store_true", help="report the computation time on stderr")
     return p
 
@@ -203,15 +266,29 @@ def compute_rows(
                 if select:
                     jobs.append(("selected", None))
                 for label, start in jobs:
-                    row = {"format": fmt, "n": str(n), "form": form, "scale": "1" if scale is None else str(scale),
-                           "start": label}
+                    row = {
+                        "format": fmt,
+                        "n": str(n),
+                        "form": form,
+                        "scale": "1" if scale is None else str(scale),
+                        "start": label,
+                    }
                     try:
                         if start is None:
-                            fp = select_beta(fmt, n, form=form, scale=scale, vector_format=vector_format, dps=dps,
-                                             max_bias=max_bias, max_gain=max_gain)
+                            fp = select_beta(
+                                fmt,
+                                n,
+                                form=form,
+                                scale=scale,
+                                vector_format=vector_format,
+                                dps=dps,
+                                max_bias=max_bias,
+                                max_gain=max_gain,
+                            )
                         else:
-                            fp = fixed_point_from(fmt, n, start, form=form, scale=scale,
-                                                  vector_format=vector_format, dps=dps)
+                            fp = fixed_point_from(
+                                fmt, n, start, form=form, scale=scale, vector_format=vector_format, dps=dps
+                            )
                     except ValueError as exc:
                         row.update({k: "—" for k in _VALUES})
                         row[NOTE_COLUMN] = _reason(exc, fmt, n, start)
@@ -260,8 +337,12 @@ def _render_text(rows: list[dict[str, str]], caption: str | None = None) -> str:
     lines.append("  ".join(c.ljust(widths[c]) for c in COLUMNS))
     lines.append("  ".join("-" * widths[c] for c in COLUMNS))
     for r in shown:
-        lines.append("  ".join(r[c].rjust(widths[c]) if c in ("n", "beta", "kappa") else r[c].ljust(widths[c])
-                               for c in COLUMNS))
+        lines.append(
+            "  ".join(
+                r[c].rjust(widths[c]) if c in ("n", "beta", "kappa") else r[c].ljust(widths[c])
+                for c in COLUMNS
+            )
+        )
     if reasons:
         lines.append("")
         lines += [f"[{k}] {text}" for k, text in enumerate(reasons, 1)]
@@ -304,8 +385,19 @@ def _render_latex(rows: list[dict[str, str]], caption: str | None = None) -> str
     """A booktabs + longtable table (``\\usepackage{booktabs,longtable}``) with a caption; rows without β
     carry a footnote mark, and the notes follow the table's last rule."""
     reasons, marks = _notes(rows)
-    head = ["format", "$n$", "form", "$\\sigma$", "$\\beta_0$", "$\\beta^\\ast$", "$a$", "$b$",
-            "$c_{\\mathrm{repr}}$", "$\\kappa$", "$1-\\beta$"]
+    head = [
+        "format",
+        "$n$",
+        "form",
+        "$\\sigma$",
+        "$\\beta_0$",
+        "$\\beta^\\ast$",
+        "$a$",
+        "$b$",
+        "$c_{\\mathrm{repr}}$",
+        "$\\kappa$",
+        "$1-\\beta$",
+    ]
     ncol = len(head)
     header = " & ".join(head) + " \\\\"
     lines = [
@@ -329,16 +421,26 @@ def _render_latex(rows: list[dict[str, str]], caption: str | None = None) -> str
         beta = r["beta"] if r["beta"] != "—" else "--"
         if i in marks:
             beta = f"--\\textsuperscript{{{marks[i]}}}"
-        cells = [_latex_escape(r["format"]), r["n"], r["form"], _latex_escape(r["scale"]),
-                 _latex_escape(r["start"]), beta,
-                 r["a"] if r["a"] != "—" else "--", r["b"] if r["b"] != "—" else "--",
-                 {"—": "--", "nan": "NaN", "inf": "$\\infty$"}.get(r["c_repr"], r["c_repr"]), _latex_sci(r["kappa"]),
-                 r["bias"] if r["bias"] != "—" else "--"]
+        cells = [
+            _latex_escape(r["format"]),
+            r["n"],
+            r["form"],
+            _latex_escape(r["scale"]),
+            _latex_escape(r["start"]),
+            beta,
+            r["a"] if r["a"] != "—" else "--",
+            r["b"] if r["b"] != "—" else "--",
+            {"—": "--", "nan": "NaN", "inf": "$\\infty$"}.get(r["c_repr"], r["c_repr"]),
+            _latex_sci(r["kappa"]),
+            r["bias"] if r["bias"] != "—" else "--",
+        ]
         lines.append(" & ".join(cells) + " \\\\")
     lines.append("\\bottomrule")
     for k, text in enumerate(reasons, 1):
-        lines.append(f"\\multicolumn{{{ncol}}}{{p{{0.95\\linewidth}}}}{{\\footnotesize\\textsuperscript{{{k}}} "
-                     f"{_latex_escape(text)}}}\\\\")
+        lines.append(
+            f"\\multicolumn{{{ncol}}}{{p{{0.95\\linewidth}}}}{{\\footnotesize\\textsuperscript{{{k}}} "
+            f"{_latex_escape(text)}}}\\\\"
+        )
     lines.append("\\end{longtable}")
     return "\n".join(lines) + "\n"
 
@@ -378,8 +480,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TypeError, ValueError) as exc:
         parser.error(str(exc).replace("max_bias", "--max-bias").replace("max_gain", "--max-gain"))
     t0 = time.perf_counter()
-    rows = compute_rows(formats, blocks, forms, scale=scale, starts=starts, vector_format=args.vector_format,
-                        digits=args.digits, select=args.select, max_bias=args.max_bias, max_gain=args.max_gain)
+    rows = compute_rows(
+        formats,
+        blocks,
+        forms,
+        scale=scale,
+        starts=starts,
+        vector_format=args.vector_format,
+        digits=args.digits,
+        select=args.select,
+        max_bias=args.max_bias,
+        max_gain=args.max_gain,
+    )
     elapsed = time.perf_counter() - t0
     render = {"text": _render_text, "csv": _render_csv, "latex": _render_latex}[args.output_format]
     sys.stdout.write(render(rows, args.caption))
@@ -389,8 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [r for r in rows if r.get(NOTE_COLUMN)]
     if single and missing:
         for row in missing:
-            sys.stderr.write(f"pasa-alpha: no beta for {row['format']}, n = {row['n']}, start {row['start']}: "
-                             f"{row[NOTE_COLUMN]}\n")
+            sys.stderr.write(
+                f"pasa-alpha: no beta for {row['format']}, n = {row['n']}, start {row['start']}: "
+                f"{row[NOTE_COLUMN]}\n"
+            )
         return 1
     return 0
-

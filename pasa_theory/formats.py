@@ -40,6 +40,7 @@ Sources:
        max 448) and E5M2 (IEEE-like, max 57344).
     3. bfloat16: 8 exponent bits and 8 significand bits, the exponent range of binary32.
 """
+
 from __future__ import annotations
 
 import functools
@@ -294,7 +295,7 @@ def _dtype_name(obj: object) -> str | None:
     mod = type(obj).__module__.split(".")[0]
     if mod == "torch":
         text = str(obj)
-        return text[len("torch."):] if text.startswith("torch.") else None
+        return text[len("torch.") :] if text.startswith("torch.") else None
     if mod == "numpy" and hasattr(obj, "kind") and hasattr(obj, "name"):  # a numpy dtype
         return str(obj.name) if obj.kind in "fV" else None
     if isinstance(obj, type) and obj.__module__.split(".")[0] in ("numpy", "ml_dtypes"):

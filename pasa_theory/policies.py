@@ -23,6 +23,7 @@ cast to the input format) is modelled as ``fa_hybrid``; the Ascend vendor kernel
 here, as ``fa_hybrid`` (``npu_fia_ip0``, high precision) and ``fa_qk`` (``npu_fia_ip1``, high
 performance). Those two predictions are unvalidated.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -63,7 +64,17 @@ REFERENCE_SCRIPT_BETA = SCRIPT_BETA  # the former name
 PRESET_FIELDS: dict[str, dict[str, FieldValue]] = {name: spec.fields() for name, spec in PRESET_SPECS.items()}
 
 #: The harness's method names (pasa_npu.methods.METHODS), in its order.
-_BASE_METHODS = ("pasa", "fa_qk", "fa_q", "fa_naive", "fa_hybrid", "smooth_k", "sdpa", "npu_fia_ip0", "npu_fia_ip1")
+_BASE_METHODS = (
+    "pasa",
+    "fa_qk",
+    "fa_q",
+    "fa_naive",
+    "fa_hybrid",
+    "smooth_k",
+    "sdpa",
+    "npu_fia_ip0",
+    "npu_fia_ip1",
+)
 METHOD_NAMES: tuple[str, ...] = _BASE_METHODS + tuple(f"pasa:{p}" for p in PRESET_SPECS)
 
 _DTYPE_FIELDS = FORMAT_FIELDS
@@ -189,7 +200,9 @@ def arranged_fields(
         try:
             preset = preset_name(preset, "method")
         except ValueError:
-            raise ValueError(f"unknown PASA preset in method {method!r}; presets: {sorted(PRESET_SPECS)}") from None
+            raise ValueError(
+                f"unknown PASA preset in method {method!r}; presets: {sorted(PRESET_SPECS)}"
+            ) from None
         return PRESET_SPECS[preset].fields(), dict(shift=True)
     if method not in _BASE_METHODS:
         raise ValueError(f"method must be one of {method_names()}, got {method!r}")
@@ -202,10 +215,19 @@ def arranged_fields(
     if method == "smooth_k":
         return qk, dict(shift=False, smooth_k=True)
     if method in ("fa_q", "fa_naive"):
-        return dict(base, name=f"fa_q[{base['name']}]", scale="q"), dict(shift=False, untiled=method == "fa_naive")
+        return dict(base, name=f"fa_q[{base['name']}]", scale="q"), dict(
+            shift=False, untiled=method == "fa_naive"
+        )
     wide = _wider(str(base["vector"]), "fp32")
-    hyb = dict(base, name=f"fa_hybrid[{base['name']}]", matmul_out=_wider(str(base["matmul_out"]), "fp32"),
-               vector=wide, coef_dtype=wide, scale="scores", accum="raw")
+    hyb = dict(
+        base,
+        name=f"fa_hybrid[{base['name']}]",
+        matmul_out=_wider(str(base["matmul_out"]), "fp32"),
+        vector=wide,
+        coef_dtype=wide,
+        scale="scores",
+        accum="raw",
+    )
     return hyb, dict(shift=False, modelled_as=None if method == "fa_hybrid" else "fa_hybrid")
 
 
@@ -241,7 +263,9 @@ class ShiftConstants:
         return -self.off
 
 
-def _script_fp32_constants(n: int, beta: float, sigma: float, mi: FloatFormat, coef: FloatFormat) -> ShiftConstants:
+def _script_fp32_constants(
+    n: int, beta: float, sigma: float, mi: FloatFormat, coef: FloatFormat
+) -> ShiftConstants:
     """The reference script's setup, each fp32 operation rounded once (exact rational model).
 
     ``afa = fp32(β)``; ``M = eye(n) − ones·afa/n`` (``ones·afa`` exact, ``/n`` rounded, the subtraction
@@ -295,15 +319,21 @@ def shift_constants(policy: Policy, n: int, beta: float | None, scale: float) ->
     beta = resolve_beta(policy, n, beta, sigma)
     if policy.setup == "script_fp32":
         if policy.coef != "beta":
-            raise ValueError("setup='script_fp32' reproduces the reference script and supports coef='beta' only")
+            raise ValueError(
+                "setup='script_fp32' reproduces the reference script and supports coef='beta' only"
+            )
         return _script_fp32_constants(n, beta, sigma, fmt, policy.coef_dtype)
     s_arg = None if sigma == 1.0 else sigma
     diag, off = shifting_entries(fmt, n, beta, scale=s_arg)
-    c = recovery_coefficient_at(fmt, n, beta, scale=s_arg, vector_format=policy.coef_dtype, source=policy.coef)
+    c = recovery_coefficient_at(
+        fmt, n, beta, scale=s_arg, vector_format=policy.coef_dtype, source=policy.coef
+    )
     return ShiftConstants(beta, float(diag), float(off), float(c), sigma)
 
 
-def with_fields(policy: Policy, **changes: Any) -> Policy:  # any Policy field: dataclasses.replace checks names
+def with_fields(
+    policy: Policy, **changes: Any
+) -> Policy:  # any Policy field: dataclasses.replace checks names
     """A copy of ``policy`` with ``changes`` (format fields may be given by name)."""
     for key in _DTYPE_FIELDS:
         if key in changes and not isinstance(changes[key], FloatFormat):

@@ -41,6 +41,7 @@ fp16 or fp32 out; vector unit fp16 or fp32; row reductions ``reduce="acc"``; wit
 (``npu_fp16`` PASA); without it: flash attention with τ on the scores or on Q (``fa_qk``, ``fa_q``,
 ``fa_naive``, ``fa_hybrid``). Masks: the bottom-right causal mask and the padded tail.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -72,27 +73,27 @@ _F64 = npt.NDArray[np.float64]
 _Real = float | npt.NDArray[np.float64]
 
 #: H2: relative error bound of the fp32 exponential before its result is rounded to the vector format.
-EXP32_REL = 2.0 ** -22
+EXP32_REL = 2.0**-22
 
 #: Methods whose arrangement :func:`certify` handles at the ``npu_fp16`` precision.
 SUPPORTED_METHODS = ("pasa", "pasa:npu_fp16", "fa_qk", "fa_q", "fa_naive", "fa_hybrid")
 
-_SAFETY = 1.0 + 2.0 ** -30          # §9: float64 evaluation of a sum of non-negative terms
-_WIDEN = 2.0 ** -38                 # §9: float64 error of an enclosure endpoint, relative to its magnitude
-_EXP64 = 2.0 ** -50                 # H3
+_SAFETY = 1.0 + 2.0**-30  # §9: float64 evaluation of a sum of non-negative terms
+_WIDEN = 2.0**-38  # §9: float64 error of an enclosure endpoint, relative to its magnitude
+_EXP64 = 2.0**-50  # H3
 
 
 @dataclass(frozen=True)
 class _Fmt:
     name: str
-    p: int                 # significand bits, implicit bit included
+    p: int  # significand bits, implicit bit included
     emin: int
     maxf: float
     np_dtype: Any
 
     @property
     def u(self) -> float:
-        return 2.0 ** -self.p
+        return 2.0**-self.p
 
     @property
     def eta(self) -> float:
@@ -101,7 +102,7 @@ class _Fmt:
 
     @property
     def tiny(self) -> float:
-        return 2.0 ** self.emin
+        return 2.0**self.emin
 
     def rnd(self, x: _Real) -> _F64:
         """Round to nearest even (float64 → format → float64); monotone, overflow gives ±inf."""
@@ -129,7 +130,7 @@ class _Fmt:
         d = np.maximum(np.abs(np.asarray(xhi) - ylo), np.abs(np.asarray(xlo) - yhi))
         g = np.minimum(self.spacing_min(xlo, xhi), self.spacing_min(ylo, yhi))
         with np.errstate(invalid="ignore"):
-            exact = d <= (2.0 ** self.p) * g
+            exact = d <= (2.0**self.p) * g
         return np.where(exact, 0.0, self.hulp(d))
 
 
@@ -185,9 +186,12 @@ class Certificate:
 
 
 def _as_array(name: str, x: Any) -> _F64:
-    if hasattr(x, "detach"):                      # a torch tensor, without importing torch
-        x = (x.detach().cpu().float().numpy() if str(x.dtype) in ("torch.bfloat16",)
-             else x.detach().cpu().numpy())
+    if hasattr(x, "detach"):  # a torch tensor, without importing torch
+        x = (
+            x.detach().cpu().float().numpy()
+            if str(x.dtype) in ("torch.bfloat16",)
+            else x.detach().cpu().numpy()
+        )
     try:
         a = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
@@ -248,9 +252,7 @@ def _check_policy(pol: policies.Policy) -> None:
 # enclosures of the score tile (steps setup, a)
 
 
-def _shifted_keys(
-    kp: _F64, n: int, diag: float, off: float, mi: _Fmt, mo: _Fmt
-) -> tuple[_F64, _F64]:
+def _shifted_keys(kp: _F64, n: int, diag: float, off: float, mi: _Fmt, mo: _Fmt) -> tuple[_F64, _F64]:
     """Enclosure of K̃_j = fl(M̂ᵀ·K_j) (Lemma 3): exact value ± γ^{fp32}_n·Σ|M̂||K|, then rounded."""
     L, D = kp.shape
     kb = kp.reshape(L // n, n, D)
@@ -258,7 +260,7 @@ def _shifted_keys(
     colabs = np.abs(kb).sum(axis=1, keepdims=True)
     centre = (diag - off) * kb + off * colsum
     mag = abs(diag - off) * np.abs(kb) + abs(off) * colabs + abs(off) * np.abs(kb)
-    rad = gamma(n, 2.0 ** -24) * mag + _WIDEN * mag
+    rad = gamma(n, 2.0**-24) * mag + _WIDEN * mag
     lo = mi.rnd(mo.rnd(centre - rad)).reshape(L, D)
     hi = mi.rnd(mo.rnd(centre + rad)).reshape(L, D)
     return lo, hi
@@ -274,7 +276,7 @@ def _score_tile(qm: _F64, klo: _F64, khi: _F64) -> tuple[_F64, _F64]:
     dot = qm @ mid.T
     mag = aq @ np.maximum(np.abs(klo), np.abs(khi)).T
     spread = aq @ rad.T
-    e = gamma(D, 2.0 ** -24) * mag + _WIDEN * mag
+    e = gamma(D, 2.0**-24) * mag + _WIDEN * mag
     return dot - spread - e, dot + spread + e
 
 
@@ -283,9 +285,19 @@ def _score_tile(qm: _F64, klo: _F64, khi: _F64) -> tuple[_F64, _F64]:
 
 
 def certify(
-    method: str, q: Any, k: Any, v: Any, *, precision: Any = "npu_fp16", beta: float | None = None,
-    block_kv: int = 128, scale: float | None = None, is_causal: bool = False, rows: Any = None,
-    shifted_keys: Any = None, confidence: float = 0.99,
+    method: str,
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    precision: Any = "npu_fp16",
+    beta: float | None = None,
+    block_kv: int = 128,
+    scale: float | None = None,
+    is_causal: bool = False,
+    rows: Any = None,
+    shifted_keys: Any = None,
+    confidence: float = 0.99,
 ) -> Certificate:
     """Rigorous a-posteriori bound on max|O_computed − O_exact| for the harness method ``method``.
 
@@ -339,8 +351,11 @@ def certify(
     if pol.shift and n < 2:
         raise ValueError(f"block_kv must be >= 2 for PASA, got {n}")
 
-    if (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
-            or not (0.0 < confidence < 1.0)):
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, (int, float))
+        or not (0.0 < confidence < 1.0)
+    ):
         raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
     lam_p = math.sqrt(2.0 * math.log(6.0 / (1.0 - confidence)))
     kt_obs = None
@@ -363,24 +378,33 @@ def certify(
     overflow = False
     for b in range(B):
         for hk in range(Hkv):
-            kp = _pad(ka[b:b + 1, hk:hk + 1], n, pol.kv_tail)[0, 0]
-            vp = _pad(va[b:b + 1, hk:hk + 1], n, pol.kv_tail)[0, 0]
-            qg = qa[b, hk * G:(hk + 1) * G][:, sel].reshape(G * sel.size, D)
+            kp = _pad(ka[b : b + 1, hk : hk + 1], n, pol.kv_tail)[0, 0]
+            vp = _pad(va[b : b + 1, hk : hk + 1], n, pol.kv_tail)[0, 0]
+            qg = qa[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, D)
             ridx = np.tile(sel, G)
             res = eng.run(qg, ka[b, hk], kp, vp, ridx, None if kt_obs is None else kt_obs[b, hk])
-            row_bound[b, hk * G:(hk + 1) * G] = res["bound"].reshape(G, sel.size)
-            row_cap[b, hk * G:(hk + 1) * G] = res["cap"].reshape(G, sel.size)
-            row_prob[b, hk * G:(hk + 1) * G] = res["prob"].reshape(G, sel.size)
+            row_bound[b, hk * G : (hk + 1) * G] = res["bound"].reshape(G, sel.size)
+            row_cap[b, hk * G : (hk + 1) * G] = res["cap"].reshape(G, sel.size)
+            row_prob[b, hk * G : (hk + 1) * G] = res["prob"].reshape(G, sel.size)
             overflow |= bool(res["overflow"])
             for key, val in res["terms"].items():
                 terms_max[key] = max(terms_max.get(key, 0.0), val)
             if res["worst"][0] > worst[0]:
                 worst = res["worst"]
     return Certificate(
-        method=method, precision=pol.name, max_abs_bound=float(row_bound.max()),
-        hull_cap=float(row_cap.max()), rows=sel, row_bound=row_bound, row_hull_cap=row_cap, terms=terms_max,
-        dominant=worst[1], overflow=overflow,
-        prob_abs_bound=float(row_prob.max()), row_prob_bound=row_prob, confidence=float(confidence),
+        method=method,
+        precision=pol.name,
+        max_abs_bound=float(row_bound.max()),
+        hull_cap=float(row_cap.max()),
+        rows=sel,
+        row_bound=row_bound,
+        row_hull_cap=row_cap,
+        terms=terms_max,
+        dominant=worst[1],
+        overflow=overflow,
+        prob_abs_bound=float(row_prob.max()),
+        row_prob_bound=row_prob,
+        confidence=float(confidence),
     )
 
 
@@ -391,7 +415,14 @@ class _Engine:
     lam_p: float
 
     def __init__(
-        self, pol: policies.Policy, tau: float, n: int, S1: int, S2: int, D: int, beta: float | None,
+        self,
+        pol: policies.Policy,
+        tau: float,
+        n: int,
+        S1: int,
+        S2: int,
+        D: int,
+        beta: float | None,
         is_causal: bool,
     ) -> None:
         self.pol = pol
@@ -405,7 +436,7 @@ class _Engine:
         self.mo = _FORMATS[pol.matmul_out.name]
         self.vd = _FORMATS[pol.vector.name]
         self.f32 = _FORMATS["fp32"]
-        self.out = _FORMATS["fp16"]             # the result is cast to the input dtype (fp16)
+        self.out = _FORMATS["fp16"]  # the result is cast to the input dtype (fp16)
         self.c: float | None = None
         if pol.shift:
             consts = policies.shift_constants(pol, n, beta, tau)
@@ -416,7 +447,7 @@ class _Engine:
         vd = self.vd
         # ρ_exp: |log(p / e^y)| for a result in the normal range (H2 and one rounding)
         self.rho_exp = -math.log1p(-EXP32_REL) - math.log1p(-vd.u)
-        self.eta_exp = vd.eta + _FORMATS["fp32"].eta     # absolute part (underflow) of one exp result
+        self.eta_exp = vd.eta + _FORMATS["fp32"].eta  # absolute part (underflow) of one exp result
 
     # -- step a: scores ------------------------------------------------------------------------
     def scores(self, qg: _F64, kp: _F64, kt_obs: _F64 | None) -> tuple[_F64, _F64]:
@@ -449,7 +480,12 @@ class _Engine:
 
     # -- the whole row group -------------------------------------------------------------------
     def run(
-        self, qg: _F64, k_real: _F64, kp: _F64, vp: _F64, ridx: npt.NDArray[np.int64],
+        self,
+        qg: _F64,
+        k_real: _F64,
+        kp: _F64,
+        vp: _F64,
+        ridx: npt.NDArray[np.int64],
         kt_obs: _F64 | None = None,
     ) -> dict[str, Any]:
         pol, tau = self.pol, self.tau
@@ -458,7 +494,7 @@ class _Engine:
         vis = self.visible(ridx)
         # exact scores s' (float64) and their error σ (Lemma 8)
         s64 = tau * (qg @ kp.T)
-        sig = (gamma(self.D + 2, 2.0 ** -53) * tau) * (np.abs(qg) @ np.abs(kp).T)
+        sig = (gamma(self.D + 2, 2.0**-53) * tau) * (np.abs(qg) @ np.abs(kp).T)
         nonempty = cast("npt.NDArray[np.bool_]", vis.any(axis=1))
         overflow = np.zeros(R, dtype=bool)
         overflow |= ~np.all(np.isfinite(slo) | ~vis, axis=1) | ~np.all(np.isfinite(shi) | ~vis, axis=1)
@@ -475,18 +511,18 @@ class _Engine:
     def recurrence(self, slo: _F64, shi: _F64, vis: npt.NDArray[np.bool_]) -> dict[str, Any]:
         pol, vd, f32, n, T = self.pol, self.vd, self.f32, self.n, self.T
         R = slo.shape[0]
-        c = cast(float, self.c)                     # a float whenever it is used (pol.shift)
+        c = cast(float, self.c)  # a float whenever it is used (pol.shift)
         ninf = np.full(R, -np.inf)
         m_lo = m_hi = ninf
         phi_lo = phi_hi = np.zeros(R)
         a_lo = a_hi = np.zeros(R)
         started = np.zeros(R, dtype=bool)
-        G_lo_off = np.zeros((R, T))       # c·mean32 lower end (0 without shift)
+        G_lo_off = np.zeros((R, T))  # c·mean32 lower end (0 without shift)
         G_hi_off = np.zeros((R, T))
         errD = np.zeros((R, T))
-        notake_err = np.zeros((R, T))      # ε_j + ρ_j if block j may not take over
-        take_err = np.zeros((R, T))        # ε_k + ρ_k if block k may take over
-        tau_err = np.zeros((R, T))         # |τ_k|: re-centring jump of the stored frame
+        notake_err = np.zeros((R, T))  # ε_j + ρ_j if block j may not take over
+        take_err = np.zeros((R, T))  # ε_k + ρ_k if block k may take over
+        tau_err = np.zeros((R, T))  # |τ_k|: re-centring jump of the stored frame
         may_take = np.zeros((R, T), dtype=bool)
         may_stay = np.zeros((R, T), dtype=bool)
         uf_gamma = np.zeros((R, T), dtype=bool)
@@ -539,8 +575,9 @@ class _Engine:
                     ed_lo, ed_hi = vd.rnd(-gap), vd.rnd(gap)
                     err_ed = vd.sub_err(e_lo, e_hi, de_lo, de_hi)
                     d1_lo, d1_hi = vd.rnd(ed_lo * c), vd.rnd(ed_hi * c)
-                    errD1 = (c * (err_e + err_de + err_ed)
-                             + vd.hulp(np.maximum(np.abs(ed_lo), np.abs(ed_hi)) * c))
+                    errD1 = c * (err_e + err_de + err_ed) + vd.hulp(
+                        np.maximum(np.abs(ed_lo), np.abs(ed_hi)) * c
+                    )
                     dc_lo, dc_hi = vd.rnd(de_lo * c), vd.rnd(de_hi * c)
                     err_dc = vd.hulp(np.maximum(np.abs(de_lo), np.abs(de_hi)) * c)
                     p1_lo, p1_hi = vd.rnd(phi_lo - dc_hi), vd.rnd(phi_hi - dc_lo)
@@ -554,10 +591,15 @@ class _Engine:
                     phi_hi = np.where(far_cert, p1_hi, np.where(far_pos, np.maximum(phi_hi, p1_hi), phi_hi))
                     a_lo = np.where(far_cert, an_lo, np.where(far_pos, np.minimum(a_lo, an_lo), a_lo))
                     a_hi = np.where(far_cert, an_hi, np.where(far_pos, np.maximum(a_hi, an_hi), a_hi))
-                if not (np.all(np.isfinite(dj_lo)) and np.all(np.isfinite(dj_hi))
-                        and np.all(np.isfinite(a_lo)) and np.all(np.isfinite(a_hi))):
-                    overflow |= ~(np.isfinite(dj_lo) & np.isfinite(dj_hi)
-                                  & np.isfinite(a_lo) & np.isfinite(a_hi))
+                if not (
+                    np.all(np.isfinite(dj_lo))
+                    and np.all(np.isfinite(dj_hi))
+                    and np.all(np.isfinite(a_lo))
+                    and np.all(np.isfinite(a_hi))
+                ):
+                    overflow |= ~(
+                        np.isfinite(dj_lo) & np.isfinite(dj_hi) & np.isfinite(a_lo) & np.isfinite(a_hi)
+                    )
             else:
                 dj_lo = dj_hi = np.zeros(R)
             # steps f–g: x = fl(fl(m_j − m) + fl(δ_j − φ)); take-over when x > 0
@@ -596,24 +638,43 @@ class _Engine:
                 phi_lo = np.where(take_cert, dj_lo, np.where(take_pos, np.minimum(phi_lo, dj_lo), phi_lo))
                 phi_hi = np.where(take_cert, dj_hi, np.where(take_pos, np.maximum(phi_hi, dj_hi), phi_hi))
             started = started | anyvis
-        return dict(G_lo_off=G_lo_off, G_hi_off=G_hi_off, errD=errD, notake_err=notake_err,
-                    take_err=take_err, tau_err=tau_err, may_take=may_take, may_stay=may_stay,
-                    uf_gamma=uf_gamma, uf_alpha=uf_alpha, mj_lo=mj_lo_all, mj_hi=mj_hi_all,
-                    overflow=overflow)
+        return dict(
+            G_lo_off=G_lo_off,
+            G_hi_off=G_hi_off,
+            errD=errD,
+            notake_err=notake_err,
+            take_err=take_err,
+            tau_err=tau_err,
+            may_take=may_take,
+            may_stay=may_stay,
+            uf_gamma=uf_gamma,
+            uf_alpha=uf_alpha,
+            mj_lo=mj_lo_all,
+            mj_hi=mj_hi_all,
+            overflow=overflow,
+        )
 
     # -- steps d, h, end: weights, accumulators, output (Lemmas 6–9) ------------------------------
     def combine(
-        self, slo: _F64, shi: _F64, vis: npt.NDArray[np.bool_], s64: _F64, sig: _F64, vp: _F64,
-        rec: dict[str, Any], nonempty: npt.NDArray[np.bool_], overflow: npt.NDArray[np.bool_],
+        self,
+        slo: _F64,
+        shi: _F64,
+        vis: npt.NDArray[np.bool_],
+        s64: _F64,
+        sig: _F64,
+        vp: _F64,
+        rec: dict[str, Any],
+        nonempty: npt.NDArray[np.bool_],
+        overflow: npt.NDArray[np.bool_],
     ) -> dict[str, Any]:
         pol, vd, mo, n, T, S2 = self.pol, self.vd, self.mo, self.n, self.T, self.S2
         R, L = slo.shape
         Dv = vp.shape[1]
-        blk = np.repeat(np.arange(T), n)                                   # block of each column
+        blk = np.repeat(np.arange(T), n)  # block of each column
         # chain error of block j: its own non-take-over exp, later take-overs and re-centrings (Lemma 5)
         later = rec["take_err"] + rec["tau_err"]
         rev = np.cumsum(later[:, ::-1], axis=1)[:, ::-1]
-        after = np.concatenate([rev[:, 1:], np.zeros((R, 1))], axis=1)      # Σ_{k>j}
+        after = np.concatenate([rev[:, 1:], np.zeros((R, 1))], axis=1)  # Σ_{k>j}
         chain = rec["notake_err"] + after
         # underflowing factors of the chain of block j (absolute parts, Lemma 6)
         ufa = rec["uf_alpha"].astype(float)
@@ -634,17 +695,20 @@ class _Engine:
         Rr = rho_p + chain[:, blk]
         M = np.max(np.where(vis, s64, -np.inf), axis=1, keepdims=True)
         M = np.where(np.isfinite(M), M, 0.0)
-        opmag = (np.abs(slo) + np.abs(shi)
-                 + (np.abs(rec["G_lo_off"]) + np.abs(rec["G_hi_off"]) + rec["errD"])[:, blk])
+        opmag = (
+            np.abs(slo)
+            + np.abs(shi)
+            + (np.abs(rec["G_lo_off"]) + np.abs(rec["G_hi_off"]) + rec["errD"])[:, blk]
+        )
         with np.errstate(invalid="ignore", over="ignore"):
-            argerr = 4 * 2.0 ** -53 * (np.where(vis, opmag, 0.0) + np.abs(M) + Rr)
+            argerr = 4 * 2.0**-53 * (np.where(vis, opmag, 0.0) + np.abs(M) + Rr)
             Wlo = np.where(vis, np.exp(G_lo - M - Rr - argerr) * (1 - _EXP64), 0.0)
             Whi = np.where(vis, np.exp(G_hi - M + Rr + argerr) * (1 + _EXP64), 0.0)
             # §12: the exponential's own rounding of p_r as a random relative error θ_r (not enclosed)
             Rd = Rr - self.rho_exp
             Whi_d = np.where(vis, np.exp(G_hi - M + Rd + argerr) * (1 + _EXP64), 0.0)
             Wlo_d = np.where(vis, np.exp(G_lo - M - Rd - argerr) * (1 - _EXP64), 0.0)
-            a64 = 4 * 2.0 ** -53 * (np.abs(s64) + np.abs(M))
+            a64 = 4 * 2.0**-53 * (np.abs(s64) + np.abs(M))
             wmid = np.where(vis, np.exp(s64 - M), 0.0)
             wlo = np.where(vis, np.exp(s64 - M - sig - a64) * (1 - _EXP64), 0.0)
             whi = np.where(vis, np.exp(s64 - M + sig + a64) * (1 + _EXP64), 0.0)
@@ -657,8 +721,9 @@ class _Engine:
         o64 = (wmid @ vp) / sw
         lam64 = np.max(np.where(vis, sig + a64, 0.0), axis=1) + _EXP64
         vabs = np.abs(vp).max() if vp.size else 0.0
-        eps_o = (np.expm1(2 * lam64) * 1.01)[:, None] * (np.abs(vp).max() + np.abs(o64)) \
-            + 2.1 * gamma(S2 + 2, 2.0 ** -53) * vabs
+        eps_o = (np.expm1(2 * lam64) * 1.01)[:, None] * (np.abs(vp).max() + np.abs(o64)) + 2.1 * gamma(
+            S2 + 2, 2.0**-53
+        ) * vabs
         eps_o = eps_o * np.ones((1, Dv))
         # Lemma 6 (ratio lemma) per row and column, rows in chunks to bound memory
         SWlo = Wlo.sum(axis=1)
@@ -682,10 +747,10 @@ class _Engine:
         for r0 in range(0, R, chunk):
             r1 = min(R, r0 + chunk)
             vis3 = vis[r0:r1, :, None]
-            dv0 = np.where(vis3, np.abs(vp[None, :, :] - o64[r0:r1, None, :]), 0.0)        # |v_r − o'|
+            dv0 = np.where(vis3, np.abs(vp[None, :, :] - o64[r0:r1, None, :]), 0.0)  # |v_r − o'|
             capd[r0:r1] = dv0.max(axis=1)
             vmax[r0:r1] = np.where(vis3, absvp[None], 0.0).max(axis=1)
-            dv = np.where(vis3, dv0 + eps_o[r0:r1, None, :], 0.0)                             # ≥ |v_r − o|
+            dv = np.where(vis3, dv0 + eps_o[r0:r1, None, :], 0.0)  # ≥ |v_r − o|
             num, absn, num_d = np.einsum("krl,rld->krd", stackw[:, r0:r1], dv)
             with np.errstate(divide="ignore", invalid="ignore"):
                 ba = (1 + Z[r0:r1, None]) * num / SWlo[r0:r1, None] + absn
@@ -699,64 +764,102 @@ class _Engine:
         with np.errstate(divide="ignore"):
             # κ/ΣW ≤ frac (per normalised weight)
             frac = np.where(SWlo > 0, (1 + Z) / np.where(SWlo > 0, SWlo, 1.0), np.inf)
-        Bj = np.add.reduceat(Whi, np.arange(0, L, n), axis=1)               # Σ_{r∈j} W_hi
+        Bj = np.add.reduceat(Whi, np.arange(0, L, n), axis=1)  # Σ_{r∈j} W_hi
         Zj = np.add.reduceat(a_r, np.arange(0, L, n), axis=1)
-        Uj = frac[:, None] * Bj + Zj                                          # ≥ Σ_{r∈j} W_r / ΣW
+        Uj = frac[:, None] * Bj + Zj  # ≥ Σ_{r∈j} W_r / ΣW
         absv = np.abs(vp)
-        UVj = np.stack([frac[:, None] * (Whi[:, j * n:(j + 1) * n] @ absv[j * n:(j + 1) * n])
-                        + (a_r[:, j * n:(j + 1) * n] @ absv[j * n:(j + 1) * n]) for j in range(T)], axis=1)
+        UVj = np.stack(
+            [
+                frac[:, None] * (Whi[:, j * n : (j + 1) * n] @ absv[j * n : (j + 1) * n])
+                + (a_r[:, j * n : (j + 1) * n] @ absv[j * n : (j + 1) * n])
+                for j in range(T)
+            ],
+            axis=1,
+        )
         u = vd.u
-        u32 = 2.0 ** -24
+        u32 = 2.0**-24
         eta = vd.eta
         pow2 = pol.accum == "pow2"
-        big = 2.0 * S2 if pow2 else 1.0                                       # 2^t ≤ 2·S2 (Lemma 7)
-        gr = 1.0 / (1.0 - (3 * T + 8) * u - 2.0 ** -20)                      # growth of partial sums
+        big = 2.0 * S2 if pow2 else 1.0  # 2^t ≤ 2·S2 (Lemma 7)
+        gr = 1.0 / (1.0 - (3 * T + 8) * u - 2.0**-20)  # growth of partial sums
         PU = np.cumsum(Uj, axis=1) * gr
         PUV = np.cumsum(UVj, axis=1) * gr
         lj_rel = gamma(n, u32) * (1 + (u if vd.name != "fp32" else 0.0)) + (u if vd.name != "fp32" else 0.0)
         mo_round = 0.0 if mo.name == "fp32" else mo.u
         to_vd = 0.0 if (vd.name == mo.name or vd.name == "fp32") else vd.u
         pv_rel = gamma(n, u32) * (1 + mo_round) * (1 + to_vd) + mo_round + to_vd
-        p_cast = vd.name != self.mi.name                                      # P rounded to fp16 before P·V
+        p_cast = vd.name != self.mi.name  # P rounded to fp16 before P·V
         if p_cast:
             pv_rel += self.mi.u
         may_take = rec["may_take"]
         may_stay = rec["may_stay"]
         first_col = np.zeros((R, T), dtype=bool)
         first_col[:, 0] = True
-        ntk = np.where(first_col, 0.0, may_take.astype(float))               # α ≠ 1 possible (j > 0)
+        ntk = np.where(first_col, 0.0, may_take.astype(float))  # α ≠ 1 possible (j > 0)
         stay = may_stay.astype(float)
         PUprev = np.concatenate([np.zeros((R, 1)), PU[:, :-1]], axis=1)
         PUVprev = np.concatenate([np.zeros((R, 1, Dv)), PUV[:, :-1]], axis=1)
         addf = np.where(first_col, 0.0, 1.0)
-        El = (lj_rel * Uj + stay * (u * (1 + lj_rel) * Uj + eta) + (eta * big if pow2 else 0.0)
-              + ntk * (u * PUprev + eta * big) + addf * u * PU + (eta * big if pow2 else 0.0)).sum(axis=1)
+        El = (
+            lj_rel * Uj
+            + stay * (u * (1 + lj_rel) * Uj + eta)
+            + (eta * big if pow2 else 0.0)
+            + ntk * (u * PUprev + eta * big)
+            + addf * u * PU
+            + (eta * big if pow2 else 0.0)
+        ).sum(axis=1)
         eta_mo = 0.0 if mo.name == "fp32" else mo.eta
         pv_abs = eta_mo + (eta if to_vd else 0.0)
         pv_abs_v: _Real
         if p_cast:
-            pv_abs_v = self.mi.eta * np.stack([np.where(vis[:, j * n:(j + 1) * n], 1.0, 0.0)
-                                               @ absv[j * n:(j + 1) * n] for j in range(T)], axis=1)
+            pv_abs_v = self.mi.eta * np.stack(
+                [
+                    np.where(vis[:, j * n : (j + 1) * n], 1.0, 0.0) @ absv[j * n : (j + 1) * n]
+                    for j in range(T)
+                ],
+                axis=1,
+            )
         else:
             pv_abs_v = 0.0
-        EO = (pv_rel * UVj + pv_abs + pv_abs_v + stay[:, :, None] * (u * (1 + pv_rel) * UVj + eta)
-              + (eta * big if pow2 else 0.0) + ntk[:, :, None] * (u * PUVprev + eta * big)
-              + addf[:, :, None] * u * PUV
-              + (eta * big if pow2 else 0.0)).sum(axis=1)
+        EO = (
+            pv_rel * UVj
+            + pv_abs
+            + pv_abs_v
+            + stay[:, :, None] * (u * (1 + pv_rel) * UVj + eta)
+            + (eta * big if pow2 else 0.0)
+            + ntk[:, :, None] * (u * PUVprev + eta * big)
+            + addf[:, :, None] * u * PUV
+            + (eta * big if pow2 else 0.0)
+        ).sum(axis=1)
         El = np.where(np.isnan(El), np.inf, El)
         EO = np.where(np.isnan(EO), np.inf, EO)
         # §12: the same roundings as a martingale (Azuma): Σ δ_k X_k with |δ_k X_k| ≤ M_k, mean zero
         # given the past → |Σ| ≤ λ·sqrt(Σ M_k²) w.p. ≥ 1 − 2e^{−λ²/2}; fp32 sums and η parts stay worst-case.
         ul = u if vd.name != "fp32" else 0.0
-        ml2 = ((ul * Uj) ** 2 + (stay * u * (1 + lj_rel) * Uj) ** 2 + (ntk * u * PUprev) ** 2
-               + (addf * u * PU) ** 2).sum(axis=1)
-        l_det = (gamma(n, u32) * (1 + ul) * Uj + stay * eta + 2 * (eta * big if pow2 else 0.0)
-                 + ntk * eta * big).sum(axis=1)
+        ml2 = (
+            (ul * Uj) ** 2
+            + (stay * u * (1 + lj_rel) * Uj) ** 2
+            + (ntk * u * PUprev) ** 2
+            + (addf * u * PU) ** 2
+        ).sum(axis=1)
+        l_det = (
+            gamma(n, u32) * (1 + ul) * Uj + stay * eta + 2 * (eta * big if pow2 else 0.0) + ntk * eta * big
+        ).sum(axis=1)
         pv_r = mo_round + to_vd + (self.mi.u if p_cast else 0.0)
-        mo2 = ((pv_r * UVj) ** 2 + (stay[:, :, None] * u * (1 + pv_rel) * UVj) ** 2
-               + (ntk[:, :, None] * u * PUVprev) ** 2 + (addf[:, :, None] * u * PUV) ** 2).sum(axis=1)
-        o_det = (gamma(n, u32) * (1 + pv_r) * UVj + pv_abs + pv_abs_v + stay[:, :, None] * eta
-                 + 2 * (eta * big if pow2 else 0.0) + ntk[:, :, None] * eta * big).sum(axis=1)
+        mo2 = (
+            (pv_r * UVj) ** 2
+            + (stay[:, :, None] * u * (1 + pv_rel) * UVj) ** 2
+            + (ntk[:, :, None] * u * PUVprev) ** 2
+            + (addf[:, :, None] * u * PUV) ** 2
+        ).sum(axis=1)
+        o_det = (
+            gamma(n, u32) * (1 + pv_r) * UVj
+            + pv_abs
+            + pv_abs_v
+            + stay[:, :, None] * eta
+            + 2 * (eta * big if pow2 else 0.0)
+            + ntk[:, :, None] * eta * big
+        ).sum(axis=1)
         Elp = self.lam_p * np.sqrt(ml2) + l_det
         EOp = self.lam_p * np.sqrt(mo2) + o_det
         Elp = np.where(np.isnan(Elp), np.inf, Elp)
@@ -770,9 +873,9 @@ class _Engine:
         eta_all = (4 * T + 4) * eta * big + T * (eta + pv_abs) + (self.mi.eta * n if p_cast else 0.0) * T
         ZA = Z[:, None] * (capd + eps_o)
         with np.errstate(invalid="ignore", over="ignore"):
-            fb = (capd + eps_o + ZA + eps_O * vmax + eta_all * vmax
-                  + (np.abs(o64) + eps_o) * (eps_l + eta_all)) \
-                / (1 - eps_l - eta_all)
+            fb = (
+                capd + eps_o + ZA + eps_O * vmax + eta_all * vmax + (np.abs(o64) + eps_o) * (eps_l + eta_all)
+            ) / (1 - eps_l - eta_all)
         fb = np.where((1 - eps_l - eta_all > 0) & ~np.isnan(fb), fb, np.inf)
         BAC = BA + BC
         BAC = np.where(np.isfinite(BAC) & (BAC < fb), BAC, fb)
@@ -800,26 +903,44 @@ class _Engine:
         # attribution (largest part at the worst element)
         BA = np.where(fallback, np.nan, BA)
         BC = np.where(fallback, np.nan, BC)
-        parts = dict(weights=BA, accumulators=BC, output_rounding=Bend, golden=eps_o,
-                     hull_fallback=np.where(fallback, fb, 0.0))
-        terms = {k_: (float(np.nanmax(np.where(nonempty[:, None], val, 0.0)))
-                      if np.any(np.isfinite(val)) else math.inf)
-                 for k_, val in parts.items()}
+        parts = dict(
+            weights=BA,
+            accumulators=BC,
+            output_rounding=Bend,
+            golden=eps_o,
+            hull_fallback=np.where(fallback, fb, 0.0),
+        )
+        terms = {
+            k_: (
+                float(np.nanmax(np.where(nonempty[:, None], val, 0.0)))
+                if np.any(np.isfinite(val))
+                else math.inf
+            )
+            for k_, val in parts.items()
+        }
         if R:
             r_w, d_w = np.unravel_index(
-                np.argmax(np.where(np.isfinite(total), total, np.finfo(float).max)), total.shape)
+                np.argmax(np.where(np.isfinite(total), total, np.finfo(float).max)), total.shape
+            )
             name = max(parts, key=lambda k_: np.nan_to_num(parts[k_][r_w, d_w], nan=-1.0, posinf=np.inf))
             if name == "weights":
                 name = "weights:" + self._weight_part(rec, slo, shi, rho_p, chain, blk, r_w)
             worst = (float(total[r_w, d_w]), name)
         else:
             worst = (0.0, "")
-        return dict(bound=bound, cap=cap, terms=terms, worst=worst, overflow=overflow.any(),
-                    prob=totp.max(axis=1))
+        return dict(
+            bound=bound, cap=cap, terms=terms, worst=worst, overflow=overflow.any(), prob=totp.max(axis=1)
+        )
 
     def _weight_part(
-        self, rec: dict[str, Any], slo: _F64, shi: _F64, rho_p: _F64, chain: _F64,
-        blk: npt.NDArray[np.intp], r: int | np.integer[Any],
+        self,
+        rec: dict[str, Any],
+        slo: _F64,
+        shi: _F64,
+        rho_p: _F64,
+        chain: _F64,
+        blk: npt.NDArray[np.intp],
+        r: int | np.integer[Any],
     ) -> str:
         """Which part of the exponent enclosure is widest on row r: score/offset enclosure, exp, chain."""
         width_scores = float(np.max(shi[r] - slo[r] + (rec["G_hi_off"][r] - rec["G_lo_off"][r])[blk]))
@@ -854,8 +975,14 @@ def stats_of(q: Any, k: Any, v: Any) -> InputStats:
     """The :class:`InputStats` of concrete inputs (for tests and tables)."""
     qa, ka, va = _as_array("q", q), _as_array("k", k), _as_array("v", v)
     spread = float(np.max(va.max(axis=2) - va.min(axis=2))) if va.size else 0.0
-    return InputStats(float(np.abs(qa).max()), float(np.abs(ka).max()), float(np.abs(va).max()), spread,
-                      int(qa.shape[3]), int(ka.shape[2]))
+    return InputStats(
+        float(np.abs(qa).max()),
+        float(np.abs(ka).max()),
+        float(np.abs(va).max()),
+        spread,
+        int(qa.shape[3]),
+        int(ka.shape[2]),
+    )
 
 
 @dataclass(frozen=True)
@@ -865,13 +992,20 @@ class APrioriBound:
     method: str
     precision: str
     bound: float
-    exponent_error: float           # Λ: every weight's relative error is within e^{±Λ} (Lemma 11.1)
+    exponent_error: float  # Λ: every weight's relative error is within e^{±Λ} (Lemma 11.1)
     terms: dict[str, float] = field(default_factory=dict)
     overflow_possible: bool = False
 
 
-def a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", beta: float | None = None,
-             block_kv: int = 128, scale: float | None = None) -> APrioriBound:
+def a_priori(
+    method: str,
+    stats: InputStats,
+    *,
+    precision: Any = "npu_fp16",
+    beta: float | None = None,
+    block_kv: int = 128,
+    scale: float | None = None,
+) -> APrioriBound:
     """A-priori forward error bound: max|O_computed − O_exact| ≤ ``bound`` for every input (q, k, v)
     with max|q| ≤ q_max, max|k| ≤ k_max, max|v| ≤ v_abs, column spread of V ≤ v_spread, head dim d
     and S2 keys, under hypotheses H1–H3 (docs/bounds.md §1); the stage-by-stage statement and proof are
@@ -890,7 +1024,7 @@ def a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", bet
     T = -(-S2 // n)
     tau = 1.0 / math.sqrt(d) if scale is None else float(scale)
     vd, mo, mi = _FORMATS[pol.vector.name], _FORMATS[pol.matmul_out.name], _FORMATS[pol.matmul_in.name]
-    u, u32 = vd.u, 2.0 ** -24
+    u, u32 = vd.u, 2.0**-24
     um = 0.0 if mo.name == "fp32" else mo.u
     g32d = gamma(d, u32)
     Qm, Km = stats.q_max, stats.k_max
@@ -900,12 +1034,12 @@ def a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", bet
         consts = policies.shift_constants(pol, n, beta, tau)
         diag, off, c = float(mi.rnd(consts.diag)), float(mi.rnd(consts.off)), float(consts.c)
         a, b = diag - off, -off
-        Kt = (abs(a) + abs(b) * n) * Km                                   # |M̂ᵀk| (Lemma 11.2)
+        Kt = (abs(a) + abs(b) * n) * Km  # |M̂ᵀk| (Lemma 11.2)
         EK = gamma(n, u32) * (abs(diag) + abs(off) * (n - 1)) * Km * (1 + mi.u) + mi.u * Kt + mi.eta
         Ktm = Kt + EK
-        St = d * Qm * Ktm * (1 + g32d) * (1 + um)                          # |s̃| ≤ St
-        es = d * Qm * EK + g32d * d * Qm * Ktm + um * St + mo.eta          # |s̃ − q·M̂ᵀk|
-        kappa = c * (a - b * n) - b * n                                    # recovery residual (Lemma 11.3)
+        St = d * Qm * Ktm * (1 + g32d) * (1 + um)  # |s̃| ≤ St
+        es = d * Qm * EK + g32d * d * Qm * Ktm + um * St + mo.eta  # |s̃ − q·M̂ᵀk|
+        kappa = c * (a - b * n) - b * n  # recovery residual (Lemma 11.3)
         Pq = d * Qm * Km
         sysm = abs(a - tau) * Pq + abs(kappa) * Pq
         errE = (u32 + u) * 2 * St * (1 + u32)
@@ -913,13 +1047,24 @@ def a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", bet
         Phi = 4 * c * St * (1 + u)
         tau_k = u * (Phi + 6 * c * St) * (1 + u) ** 2
         eps_k = u * (4 * St + 4 * Phi) * (1 + u) ** 2
-        lam = (sysm + (1 + c) * es + c * gamma(n + 1, u32) * St + errD + (u * 2 * St + rho)
-               + T * (eps_k + rho + tau_k))
+        lam = (
+            sysm
+            + (1 + c) * es
+            + c * gamma(n + 1, u32) * St
+            + errD
+            + (u * 2 * St + rho)
+            + T * (eps_k + rho + tau_k)
+        )
         Smax = St
-        acc_max = St                                                       # the rounded score product itself
-        vec_max = (4 * St + 4 * Phi) * (1 + u) ** 2                        # largest vector-unit operand (f)
-        terms.update(systematic=sysm, scores=(1 + c) * es, offsets=errD + c * gamma(n + 1, u32) * St,
-                     exp=u * 2 * St + rho, recurrence=T * (eps_k + rho + tau_k))
+        acc_max = St  # the rounded score product itself
+        vec_max = (4 * St + 4 * Phi) * (1 + u) ** 2  # largest vector-unit operand (f)
+        terms.update(
+            systematic=sysm,
+            scores=(1 + c) * es,
+            offsets=errD + c * gamma(n + 1, u32) * St,
+            exp=u * 2 * St + rho,
+            recurrence=T * (eps_k + rho + tau_k),
+        )
     else:
         tv = float(vd.rnd(tau))
         if pol.placement == "q":
@@ -931,7 +1076,7 @@ def a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", bet
         else:
             Pq = d * Qm * Km
             Smax = tv * Pq * (1 + g32d) * (1 + um) * (1 + u)
-            acc_max = Pq * (1 + g32d) * (1 + um)                           # QKᵀ is rounded before τ
+            acc_max = Pq * (1 + g32d) * (1 + um)  # QKᵀ is rounded before τ
             es = tv * (g32d * Pq + um * Pq * (1 + g32d)) * (1 + u) + u * Smax + abs(tv - tau) * Pq + vd.eta
         lam = es + (u * 2 * Smax + rho) + T * (u * 2 * Smax + rho)
         terms.update(scores=es, exp=u * 2 * Smax + rho, recurrence=T * (u * 2 * Smax + rho))
@@ -947,16 +1092,20 @@ def a_priori(method: str, stats: InputStats, *, precision: Any = "npu_fp16", bet
     to_vd = 0.0 if (vd.name == mo.name or vd.name == "fp32") else vd.u
     pv_rel = gamma(n, u32) * (1 + um) * (1 + to_vd) + um + to_vd + (mi.u if vd.name != mi.name else 0.0)
     big = 2.0 * S2 if pol.accum == "pow2" else 1.0
-    eta_all = (4 * T + 4) * vd.eta * big + T * (vd.eta + (0.0 if mo.name == "fp32" else mo.eta)) \
+    eta_all = (
+        (4 * T + 4) * vd.eta * big
+        + T * (vd.eta + (0.0 if mo.name == "fp32" else mo.eta))
         + (mi.eta * n * T if vd.name != mi.name else 0.0)
+    )
     eps_l = (1 + lj_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all
     eps_O = (1 + pv_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all
     BC = (eps_O * Va + (Va + BA) * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf
-    fb = (Vs * (1 + Z) + eps_O * Va + Va * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf   # Lemma 9
+    fb = (Vs * (1 + Z) + eps_O * Va + Va * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf  # Lemma 9
     main = min(BA + BC, fb)
     ymax = Va + main
-    Bend = float(vd.hulp(ymax)) + (float(_FORMATS["fp16"].hulp(ymax * (1 + vd.u)))
-                                   if vd.name != "fp16" else 0.0)
+    Bend = float(vd.hulp(ymax)) + (
+        float(_FORMATS["fp16"].hulp(ymax * (1 + vd.u))) if vd.name != "fp16" else 0.0
+    )
     bound = (main + Bend) * _SAFETY
     if overflow:
         bound = math.inf
@@ -1025,8 +1174,10 @@ def sympy_checks() -> dict[str, bool]:
     mean_qk = sum(qk) / nn
     st = [a_ * x - b_ * sum(qk) for x in qk]
     mean_st = sum(st) / nn
-    ok = all(sp.simplify(st[r] + c_ * mean_st - (a_ * qk[r] + (c_ * (a_ - b_ * nn) - b_ * nn) * mean_qk)) == 0
-             for r in range(nn))
+    ok = all(
+        sp.simplify(st[r] + c_ * mean_st - (a_ * qk[r] + (c_ * (a_ - b_ * nn) - b_ * nn) * mean_qk)) == 0
+        for r in range(nn)
+    )
     resid = (c_ * (a_ - b_ * nn) - b_ * nn).subs(c_, b_ * nn / (a_ - b_ * nn))
     out["recovery"] = bool(ok and sp.simplify(resid) == 0)
     SO, SL, EO, EL = sp.symbols("S_O S_l E_O E_l", real=True)

@@ -27,6 +27,7 @@ start and applies the selection criterion without one.
 Sources: docs/method.md §5, §6 (the reference solver ``optimal_para.py``: float64 with entries rounded in
 ``torch.float16``, relative stopping tolerance 1e-8, starts ``1 − 2**-m``), §7 (scale folded in).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -271,7 +272,10 @@ def _make_fixed_point(
     if not _contains(cell, beta):
         return None
     # verification: rounding at β* reproduces the cell's entries (certified for an irrational σ)
-    if rounded_entries(fmt, n, beta, sigma) != (cell.diag, cell.off):  # pragma: no cover - cell logic guards it
+    if rounded_entries(fmt, n, beta, sigma) != (
+        cell.diag,
+        cell.off,
+    ):  # pragma: no cover - cell logic guards it
         raise AssertionError(f"fixed point verification failed for {fmt.name}, n={n}, cell={cell}")
     c = beta / (1 - beta)
     c_repr = rnd(c, vfmt, what="c = β/(1−β)")
@@ -313,7 +317,12 @@ def _make_fixed_point(
 
 
 def _common(
-    fmt: str | FloatFormat, n: int, form: str, scale: RealInput, dps: int, vector_format: str | FloatFormat | None
+    fmt: str | FloatFormat,
+    n: int,
+    form: str,
+    scale: RealInput,
+    dps: int,
+    vector_format: str | FloatFormat | None,
 ) -> tuple[FloatFormat, int, str, Num, int, FloatFormat]:
     f = get_format(fmt)
     vfmt = optional_format(vector_format) or f
@@ -404,7 +413,15 @@ def fixed_point_from(
         cell = _cell(f, n, sigma, diag, off)
         if _contains(cell, nxt):
             fp = _make_fixed_point(
-                f, n, sigma, _scale_key(scale, sigma), form, cell, vfmt, dps, start_key,
+                f,
+                n,
+                sigma,
+                _scale_key(scale, sigma),
+                form,
+                cell,
+                vfmt,
+                dps,
+                start_key,
                 k if _is_same(nxt, beta) else k + 1,
             )
             assert fp is not None
@@ -433,7 +450,10 @@ def _ordinal(v: Fraction, fmt: FloatFormat) -> int:
 
 
 def _walk_bounds(
-    fmt: FloatFormat, n: int, sigma: Num, interval: object  # any input: validated below
+    fmt: FloatFormat,
+    n: int,
+    sigma: Num,
+    interval: object,  # any input: validated below
 ) -> tuple[Num, Num, Fraction, Fraction, int] | None:
     """Validated interval ends, the entries of the first cell and the number of cells to walk
     (None if the interval holds no β in (0, 1))."""

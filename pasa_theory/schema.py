@@ -303,7 +303,12 @@ def normalize_fields(fields: Mapping[str, Any]) -> dict[str, Any]:  # any values
 
 
 def _preset(
-    name: str, mi: FormatName, acc: FormatName, out: FormatName, vec: FormatName, **kw: Any  # other fields: validated by PrecisionSpec
+    name: str,
+    mi: FormatName,
+    acc: FormatName,
+    out: FormatName,
+    vec: FormatName,
+    **kw: Any,  # other fields: validated by PrecisionSpec
 ) -> PrecisionSpec:
     return PrecisionSpec(name, mi, acc, out, vec, **kw)
 

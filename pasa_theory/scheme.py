@@ -58,6 +58,7 @@ are free symbols here. The proof is the step lemma (M4 at ``j − 1`` ⇒ M4 at 
 and arbitrary ``A_j``) plus the running-mean lemma; the 2- and 3-block cases are also checked in
 full, and one case element by element.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -186,7 +187,9 @@ class IJMatrix:
     def _repr_latex_(self) -> str:
         return f"$\\left({sympy.latex(self.alpha)}\\right) I + \\left({sympy.latex(self.gamma)}\\right) J$"
 
-    def _sympystr(self, printer: sympy.printing.printer.Printer) -> str:  # pragma: no cover - used by sympy printers
+    def _sympystr(
+        self, printer: sympy.printing.printer.Printer
+    ) -> str:  # pragma: no cover - used by sympy printers
         return f"({printer.doprint(self.alpha)})*I + ({printer.doprint(self.gamma)})*J"
 
 
@@ -399,15 +402,39 @@ class OnlineRecovery:
         ids = []
         for j in range(self.blocks):
             pref = sympy.exp(S.c * self.A[j] + self.M[j])
-            ids.append(Identity(f"online invariant ℓ, {self.blocks} blocks, after block {j}",
-                                self.ell[j] * pref, self.target_ell[j], "M4"))
-            ids.append(Identity(f"online invariant O, {self.blocks} blocks, after block {j}",
-                                self.out[j] * pref, self.target_out[j], "M4"))
-        ids.append(Identity(f"online output = softmax attention, {self.blocks} blocks",
-                            self.output(), self.target_output(), "Theorem (M4)"))
+            ids.append(
+                Identity(
+                    f"online invariant ℓ, {self.blocks} blocks, after block {j}",
+                    self.ell[j] * pref,
+                    self.target_ell[j],
+                    "M4",
+                )
+            )
+            ids.append(
+                Identity(
+                    f"online invariant O, {self.blocks} blocks, after block {j}",
+                    self.out[j] * pref,
+                    self.target_out[j],
+                    "M4",
+                )
+            )
+        ids.append(
+            Identity(
+                f"online output = softmax attention, {self.blocks} blocks",
+                self.output(),
+                self.target_output(),
+                "Theorem (M4)",
+            )
+        )
         mean = sum(self.mt, sympy.Integer(0)) / self.blocks
-        ids.append(Identity(f"running mean = mean of block means, {self.blocks} blocks", self.A[-1], mean,
-                            "running-mean lemma"))
+        ids.append(
+            Identity(
+                f"running mean = mean of block means, {self.blocks} blocks",
+                self.A[-1],
+                mean,
+                "running-mean lemma",
+            )
+        )
         return ids
 
 
@@ -444,8 +471,9 @@ def online_recovery(blocks: int = 2) -> OnlineRecovery:
         out_list.append(out)
         t_ell.append(sum((exp(c * mt[i]) * E[i] for i in range(jj + 1)), sympy.Integer(0)))
         t_out.append(sum((exp(c * mt[i]) * W[i] for i in range(jj + 1)), sympy.Integer(0)))
-    return OnlineRecovery(blocks, E, W, mt, m, M, tuple(A_list), tuple(ell_list), tuple(out_list),
-                          tuple(t_ell), tuple(t_out))
+    return OnlineRecovery(
+        blocks, E, W, mt, m, M, tuple(A_list), tuple(ell_list), tuple(out_list), tuple(t_ell), tuple(t_out)
+    )
 
 
 def online_step_lemma() -> list[Identity]:
@@ -466,10 +494,18 @@ def online_step_lemma() -> list[Identity]:
     ell_new = exp(m - M + d_prev) * ell + exp(m_j - M + d_j) * E_j * exp(-m_j)
     out_new = exp(m - M + d_prev) * out + exp(m_j - M + d_j) * W_j * exp(-m_j)
     return [
-        Identity("online step lemma, ℓ", ell_new, exp(-c * A - M) * (Sig + exp(c * mt_j) * E_j),
-                 "M4 at j−1 ⇒ M4 at j, any reference A and any maximum M"),
-        Identity("online step lemma, O", out_new, exp(-c * A - M) * (U + exp(c * mt_j) * W_j),
-                 "M4 at j−1 ⇒ M4 at j, any reference A and any maximum M"),
+        Identity(
+            "online step lemma, ℓ",
+            ell_new,
+            exp(-c * A - M) * (Sig + exp(c * mt_j) * E_j),
+            "M4 at j−1 ⇒ M4 at j, any reference A and any maximum M",
+        ),
+        Identity(
+            "online step lemma, O",
+            out_new,
+            exp(-c * A - M) * (U + exp(c * mt_j) * W_j),
+            "M4 at j−1 ⇒ M4 at j, any reference A and any maximum M",
+        ),
     ]
 
 
@@ -521,8 +557,12 @@ def global_reference_identity(blocks: int = 3) -> Identity:
     mus = S.block_symbols("mu", blocks, real=True)
     mts = [S.sigma * (1 - S.beta) * x for x in mus]
     A = sum(mts, sympy.Integer(0)) / blocks
-    return Identity(f"global reference c·A = σβ·mean, {blocks} blocks", recovery_coefficient_expr() * A,
-                    S.sigma * S.beta * sum(mus, sympy.Integer(0)) / blocks, "docs/method.md §4")
+    return Identity(
+        f"global reference c·A = σβ·mean, {blocks} blocks",
+        recovery_coefficient_expr() * A,
+        S.sigma * S.beta * sum(mus, sympy.Integer(0)) / blocks,
+        "docs/method.md §4",
+    )
 
 
 # -- the catalogue -------------------------------------------------------------------------------------------
@@ -533,9 +573,15 @@ def identities(online_blocks: tuple[int, ...] = (2, 3)) -> list[Identity]:
     G = IJMatrix(alpha, gamma)
     out = [
         Identity("Sherman–Morrison (M2)", G @ G.inverse(), I_, "(αI + γJ)(αI + γJ)⁻¹ = I"),
-        Identity("M1 is commutative", G @ rounded_matrix(), rounded_matrix() @ G, "the algebra is commutative"),
-        Identity("det = product of eigenvalues", G.det(),
-                 sympy.Mul(*[ev**mult for ev, mult in G.eigenvalues().items()]), "M1"),
+        Identity(
+            "M1 is commutative", G @ rounded_matrix(), rounded_matrix() @ G, "the algebra is commutative"
+        ),
+        Identity(
+            "det = product of eigenvalues",
+            G.det(),
+            sympy.Mul(*[ev**mult for ev, mult in G.eigenvalues().items()]),
+            "M1",
+        ),
     ]
     for scaled in (False, True):
         tag = " (σ folded in)" if scaled else ""
@@ -543,42 +589,94 @@ def identities(online_blocks: tuple[int, ...] = (2, 3)) -> list[Identity]:
         sig = S.sigma if scaled else 1
         out += [
             Identity(f"M·M⁻¹ = I{tag}", Mx @ shifting_inverse(scaled), I_, "docs/method.md §2, inverse"),
-            Identity(f"M⁻¹ closed form = Sherman–Morrison{tag}", shifting_inverse(scaled), Mx.inverse(), "M2"),
+            Identity(
+                f"M⁻¹ closed form = Sherman–Morrison{tag}", shifting_inverse(scaled), Mx.inverse(), "M2"
+            ),
             Identity(f"eigenvalue on 1{tag}", Mx.mean_factor(), sig * (1 - S.beta), "docs/method.md §2"),
             Identity(f"det M{tag}", Mx.det(), shifting_determinant(scaled), "product of eigenvalues"),
-            Identity(f"shifted score{tag}", shifted_score(scaled), sig * (S.s_k - S.beta * S.mu), "docs/method.md §2"),
-            Identity(f"shifted mean{tag}", shifted_mean(scaled), sig * (1 - S.beta) * S.mu, "docs/method.md §2"),
-            Identity(f"recovery identity (M3){tag}", recovered_score(scaled=scaled), sig * S.s_k,
-                     "s = s̃ + β/(1−β)·mean(s̃)"),
+            Identity(
+                f"shifted score{tag}",
+                shifted_score(scaled),
+                sig * (S.s_k - S.beta * S.mu),
+                "docs/method.md §2",
+            ),
+            Identity(
+                f"shifted mean{tag}", shifted_mean(scaled), sig * (1 - S.beta) * S.mu, "docs/method.md §2"
+            ),
+            Identity(
+                f"recovery identity (M3){tag}",
+                recovered_score(scaled=scaled),
+                sig * S.s_k,
+                "s = s̃ + β/(1−β)·mean(s̃)",
+            ),
         ]
     out += [
         Identity("M_r·M_r⁻¹ = I", rounded_matrix() @ rounded_inverse(), I_, "docs/method.md §5.4"),
         Identity("M_r⁻¹ closed form = Sherman–Morrison", rounded_inverse(), rounded_matrix().inverse(), "M2"),
-        Identity("mean of the rounded shifted scores", rounded_matrix().mean_factor(), S.a - S.b * S.n,
-                 "docs/method.md §5.3"),
-        Identity("exact inverse recovers s", rounded_shifted_score() / S.a
-                 + S.b * S.n / (S.a * (S.a - S.b * S.n)) * rounded_shifted_mean(), S.s_k,
-                 "s = (1/a)s̃ + bn/(a(a−bn))·mean(s̃), docs/method.md §5.4"),
-        Identity("recovery error split (B3)", recovery_error(), temperature_error() + S.mu * kappa_abs(),
-                 "e_k = (a−σ)(s_k−μ) + μκ_abs"),
+        Identity(
+            "mean of the rounded shifted scores",
+            rounded_matrix().mean_factor(),
+            S.a - S.b * S.n,
+            "docs/method.md §5.3",
+        ),
+        Identity(
+            "exact inverse recovers s",
+            rounded_shifted_score() / S.a + S.b * S.n / (S.a * (S.a - S.b * S.n)) * rounded_shifted_mean(),
+            S.s_k,
+            "s = (1/a)s̃ + bn/(a(a−bn))·mean(s̃), docs/method.md §5.4",
+        ),
+        Identity(
+            "recovery error split (B3)",
+            recovery_error(),
+            temperature_error() + S.mu * kappa_abs(),
+            "e_k = (a−σ)(s_k−μ) + μκ_abs",
+        ),
         Identity("kappa form of F (B5)", kappa_rhs(), c_star(), "F = (bn + σ − a)/(a − bn)"),
         Identity("κ = 0 at c = F", kappa_abs(kappa_rhs()), 0, "B5 is exactly κ = 0"),
-        Identity("κ at c = f (paper form)", kappa(paper_rhs()), kappa_at_paper_solution(),
-                 "κ = (a − σ)(a − bn)/(aσ)"),
+        Identity(
+            "κ at c = f (paper form)",
+            kappa(paper_rhs()),
+            kappa_at_paper_solution(),
+            "κ = (a − σ)(a − bn)/(aσ)",
+        ),
         Identity("paper solution solves B4", paper_solution() / (1 - paper_solution()), paper_rhs(), "R1"),
         Identity("kappa solution solves B5", kappa_solution() / (1 - kappa_solution()), kappa_rhs(), "R1"),
-        Identity("paper form at σ = 1", paper_rhs().subs(S.sigma, 1), S.b * S.n / (S.a * (S.a - S.b * S.n)),
-                 "the optimal_para.py comment"),
-        Identity("kappa form at σ = 1", kappa_rhs().subs(S.sigma, 1),
-                 S.b * S.n / (S.a * (S.a - S.b * S.n)) + (1 - S.a) / S.a, "the optimal_para.py code"),
-        Identity("no rounding: f = β/(1−β)", paper_rhs().subs(exact_entries()), recovery_coefficient_expr(),
-                 "every β is a fixed point without rounding"),
-        Identity("no rounding: F = β/(1−β)", kappa_rhs().subs(exact_entries()), recovery_coefficient_expr(),
-                 "every β is a fixed point without rounding"),
-        Identity("no rounding: κ = 0 at c = β/(1−β)", kappa(recovery_coefficient_expr()).subs(exact_entries()), 0,
-                 "the exact scheme has no per-block error"),
-        Identity("no rounding: M_r = σM", rounded_matrix().components()[1].subs(exact_entries()),
-                 shifting_matrix(True).components()[1], "a = σ, b = σβ/n"),
+        Identity(
+            "paper form at σ = 1",
+            paper_rhs().subs(S.sigma, 1),
+            S.b * S.n / (S.a * (S.a - S.b * S.n)),
+            "the optimal_para.py comment",
+        ),
+        Identity(
+            "kappa form at σ = 1",
+            kappa_rhs().subs(S.sigma, 1),
+            S.b * S.n / (S.a * (S.a - S.b * S.n)) + (1 - S.a) / S.a,
+            "the optimal_para.py code",
+        ),
+        Identity(
+            "no rounding: f = β/(1−β)",
+            paper_rhs().subs(exact_entries()),
+            recovery_coefficient_expr(),
+            "every β is a fixed point without rounding",
+        ),
+        Identity(
+            "no rounding: F = β/(1−β)",
+            kappa_rhs().subs(exact_entries()),
+            recovery_coefficient_expr(),
+            "every β is a fixed point without rounding",
+        ),
+        Identity(
+            "no rounding: κ = 0 at c = β/(1−β)",
+            kappa(recovery_coefficient_expr()).subs(exact_entries()),
+            0,
+            "the exact scheme has no per-block error",
+        ),
+        Identity(
+            "no rounding: M_r = σM",
+            rounded_matrix().components()[1].subs(exact_entries()),
+            shifting_matrix(True).components()[1],
+            "a = σ, b = σβ/n",
+        ),
     ]
     out += online_step_lemma()
     out.append(running_mean_lemma())
@@ -604,7 +702,11 @@ def explicit_matrix_checks(sizes: tuple[int, ...] = (2, 3, 4, 5)) -> Iterator[tu
         want = {sympy.factor(S.sigma * (1 - S.beta)): 1, S.sigma: size - 1}
         yield size, "eigenvalues of σM", ev == want
         yield size, "det σM", _is_zero(Mx.det() - shifting_determinant(True).subs(S.n, size))
-        yield size, "inverse of σM", all(_is_zero(x) for x in (Mx.inv() - shifting_inverse(True).as_matrix(size)))
+        yield (
+            size,
+            "inverse of σM",
+            all(_is_zero(x) for x in (Mx.inv() - shifting_inverse(True).as_matrix(size))),
+        )
         Mr = rounded_matrix().as_matrix(size)
         yield size, "inverse of M_r", all(_is_zero(x) for x in (Mr.inv() - rounded_inverse().as_matrix(size)))
         s = sympy.Matrix(sympy.symbols(f"s_0:{size}", real=True))

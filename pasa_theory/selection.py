@@ -35,6 +35,7 @@ reached from the starts ``β₀ = 1 − 2**-m`` (m = 1, …, 12) that lie in the
 The criterion is a choice, stated so it can be changed: pass other budgets, or call
 :func:`pasa_theory.fixed_points` and rank the candidates yourself (:func:`rank_fixed_points`).
 """
+
 from __future__ import annotations
 
 import math
@@ -145,8 +146,17 @@ def select_beta(
 
 
 def _select(
-    fmt: str | FloatFormat, n: int, form: str, scale: RealInput, vector_format: str | FloatFormat | None,
-    max_bias: RealInput, max_gain: RealInput, dps: int, max_cells: int, *, explain: bool,
+    fmt: str | FloatFormat,
+    n: int,
+    form: str,
+    scale: RealInput,
+    vector_format: str | FloatFormat | None,
+    max_bias: RealInput,
+    max_gain: RealInput,
+    dps: int,
+    max_cells: int,
+    *,
+    explain: bool,
 ) -> FixedPoint:
     lo, hi = selection_window(max_bias, max_gain)
     if cell_count(fmt, n, scale=scale, interval=(lo, hi)) <= min(max_cells, MAX_CELLS):
@@ -157,7 +167,9 @@ def _select(
         candidates, seen = [], set()
         for start in FALLBACK_STARTS:
             try:
-                fp = fixed_point_from(fmt, n, start, form=form, scale=scale, vector_format=vector_format, dps=dps)
+                fp = fixed_point_from(
+                    fmt, n, start, form=form, scale=scale, vector_format=vector_format, dps=dps
+                )
             except ValueError:
                 continue
             key = (fp.diag, fp.off)
@@ -173,7 +185,9 @@ def _select(
     return ranked[0]
 
 
-def _budget_call(fmt: str, n: int, form: str, scale: RealInput, max_bias: RealInput, max_gain: RealInput) -> str:
+def _budget_call(
+    fmt: str, n: int, form: str, scale: RealInput, max_bias: RealInput, max_gain: RealInput
+) -> str:
     args = [repr(fmt), str(n)]
     if form != "paper":
         args.append(f"form={form!r}")
@@ -187,8 +201,16 @@ def _budget_call(fmt: str, n: int, form: str, scale: RealInput, max_bias: RealIn
 
 
 def _no_beta_reason(
-    fmt: str | FloatFormat, n: int, form: str, scale: RealInput, vector_format: str | FloatFormat | None,
-    max_bias: RealInput, max_gain: RealInput, lo: Num, hi: Num, dps: int,
+    fmt: str | FloatFormat,
+    n: int,
+    form: str,
+    scale: RealInput,
+    vector_format: str | FloatFormat | None,
+    max_bias: RealInput,
+    max_gain: RealInput,
+    lo: Num,
+    hi: Num,
+    dps: int,
 ) -> str:
     """Why no β is admissible, and the calls that give one (each tried before it is suggested)."""
     f = get_format(fmt)
@@ -198,8 +220,11 @@ def _no_beta_reason(
     )
     if cell_count(f, n, scale=scale, interval=(0, 1)) > MAX_CELLS:
         return head + "; widen max_bias/max_gain, or call pasa_theory.optimal_beta(..., start=...)"
-    everywhere = [fp for fp in fixed_points(f, n, form=form, scale=scale, vector_format=vector_format, dps=dps)
-                  if not isinstance(fp.c_repr, float)]
+    everywhere = [
+        fp
+        for fp in fixed_points(f, n, form=form, scale=scale, vector_format=vector_format, dps=dps)
+        if not isinstance(fp.c_repr, float)
+    ]
     below = [fp for fp in everywhere if cmp(fp.beta_real(), lo) < 0]
     above = [fp for fp in everywhere if cmp(fp.beta_real(), hi) > 0]
     sigma = scale_value(scale)
@@ -212,7 +237,7 @@ def _no_beta_reason(
             f"to fall inside the window"
         )
     suggestions = []
-    for fp in (below[-1:] + above[:1]):
+    for fp in below[-1:] + above[:1]:
         bias = 1 - fp.beta_real()
         gain = fp.c_exact if fp.c_exact is not None else fp.c
         new_bias = max_bias
@@ -230,7 +255,9 @@ def _no_beta_reason(
             f"(bias 1 − β = {float(1 - got.beta):.3g}, gain c = {float(got.c):.4g})"
         )
     if not suggestions:
-        return head + reason + "; no fixed point has a usable c: call pasa_theory.fixed_points(...) to list them"
+        return (
+            head + reason + "; no fixed point has a usable c: call pasa_theory.fixed_points(...) to list them"
+        )
     return head + reason + ". Admissible with wider budgets: " + "; ".join(suggestions)
 
 
@@ -297,14 +324,27 @@ def optimal_beta(
     """
     if start is not None:
         if max_bias is not None or max_gain is not None:
-            raise ValueError("max_bias, max_gain: the selection budgets apply only without a start (start=None)")
+            raise ValueError(
+                "max_bias, max_gain: the selection budgets apply only without a start (start=None)"
+            )
         return fixed_point_from(
-            fmt, n, start, form=form, scale=scale, dps=dps, vector_format=vector_format,
+            fmt,
+            n,
+            start,
+            form=form,
+            scale=scale,
+            dps=dps,
+            vector_format=vector_format,
             max_iterations=max_iterations,
         )
     fmt = get_format(fmt)
     return select_beta(
-        fmt, n, form=form, scale=scale, vector_format=optional_format(vector_format) or fmt, dps=dps,
+        fmt,
+        n,
+        form=form,
+        scale=scale,
+        vector_format=optional_format(vector_format) or fmt,
+        dps=dps,
         max_bias=DEFAULT_MAX_BIAS if max_bias is None else max_bias,
         max_gain=DEFAULT_MAX_GAIN if max_gain is None else max_gain,
     )
@@ -336,6 +376,12 @@ def recovery_coefficient(
         return recovery_coefficient_at(fmt, n, beta, scale=scale, vector_format=vector_format, source=source)
     fp = optimal_beta(fmt, n, scale=scale)
     return coefficient_from_entries(
-        fp.a, fp.b, fp.n, scale_value(scale), fp.beta_real(), source=source,
-        vector_format=optional_format(vector_format), scale=scale,
+        fp.a,
+        fp.b,
+        fp.n,
+        scale_value(scale),
+        fp.beta_real(),
+        source=source,
+        vector_format=optional_format(vector_format),
+        scale=scale,
     )

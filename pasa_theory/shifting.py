@@ -50,6 +50,7 @@ All functions are exact (Fractions); with an irrational scale (e.g. ``scale="1/s
 roundings are decided by certified interval enclosures (:mod:`pasa_theory._real`), and values that are
 then irrational are returned as :class:`mpmath.mpf` at ``dps`` digits.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -151,7 +152,9 @@ def rounded_entries(fmt: FloatFormat, n: int, beta: Num, sigma: Num) -> tuple[Fr
     return diag, off
 
 
-def shifting_entries(fmt: str | FloatFormat, n: int, beta: RealInput, *, scale: RealInput = None) -> tuple[Fraction, Fraction]:
+def shifting_entries(
+    fmt: str | FloatFormat, n: int, beta: RealInput, *, scale: RealInput = None
+) -> tuple[Fraction, Fraction]:
     """The stored entries ``(diag, off)`` of the shifting matrix, eq. (B1) of this module.
 
     ``diag = fl(σ(1 − β/n))`` and ``off = fl(−σβ/n)``, rounded to nearest-even in ``fmt`` exactly (no
@@ -190,7 +193,9 @@ def shifting_entries(fmt: str | FloatFormat, n: int, beta: RealInput, *, scale: 
     return rounded_entries(fmt, n, beta_value(beta), scale_value(scale))
 
 
-def rounded_ab(fmt: str | FloatFormat, n: int, beta: RealInput, *, scale: RealInput = None) -> tuple[Fraction, Fraction]:
+def rounded_ab(
+    fmt: str | FloatFormat, n: int, beta: RealInput, *, scale: RealInput = None
+) -> tuple[Fraction, Fraction]:
     """``(a, b)`` with ``M_r = a·I − b·J`` exactly, eq. (B2): ``b = −off``, ``a = diag + b``."""
     diag, off = shifting_entries(fmt, n, beta, scale=scale)
     return diag - off, -off
@@ -235,7 +240,13 @@ def _equation_args(
 
 
 def equation_rhs(
-    fmt: str | FloatFormat, n: int, beta: RealInput, *, form: str = "paper", scale: RealInput = None, dps: int = 50
+    fmt: str | FloatFormat,
+    n: int,
+    beta: RealInput,
+    *,
+    form: str = "paper",
+    scale: RealInput = None,
+    dps: int = 50,
 ) -> Fraction | mpmath.mpf:
     """Right-hand side of the β equation at ``beta``: ``f(β)`` (B4, form="paper") or ``F(β)`` (B5,
     form="kappa"), with a, b from the rounded matrix (B1–B2). Fraction, or mpf if irrational."""
@@ -244,7 +255,13 @@ def equation_rhs(
 
 
 def fixed_point_map(
-    fmt: str | FloatFormat, n: int, beta: RealInput, *, form: str = "paper", scale: RealInput = None, dps: int = 50
+    fmt: str | FloatFormat,
+    n: int,
+    beta: RealInput,
+    *,
+    form: str = "paper",
+    scale: RealInput = None,
+    dps: int = 50,
 ) -> Fraction | mpmath.mpf:
     """One step ``G(β) = R/(1 + R)`` of the fixed-point iteration, ``R`` = :func:`equation_rhs`
     (docs/method.md §6: ``β_{k+1} = F(β_k)/(1 + F(β_k))``), evaluated exactly."""
@@ -256,7 +273,9 @@ def fixed_point_map(
 def kappa_of(a: float, b: float, n: int, sigma: float, c: float) -> float: ...
 @overload
 def kappa_of(a: Fraction, b: Fraction, n: int, sigma: Num, c: Num) -> Num: ...
-def kappa_of(a: Fraction | float, b: Fraction | float, n: int, sigma: Num | float, c: Num | float) -> Num | float:
+def kappa_of(
+    a: Fraction | float, b: Fraction | float, n: int, sigma: Num | float, c: Num | float
+) -> Num | float:
     """κ of (B3) for given a, b, σ and c (no validation): κ = ((a − σ) + c(a − bn) − bn)/σ; floats give a
     float, Fractions and Reals an exact or certified value."""
     bn = b * n
@@ -321,8 +340,15 @@ def c_star(a: Fraction, b: Fraction, n: int, sigma: Num) -> Num:
 
 
 def coefficient_from_entries(
-    a: Fraction, b: Fraction, n: int, sigma: Num, beta: Num, *, source: str = "rounded_m",
-    vector_format: FloatFormat | None = None, scale: RealInput = None,
+    a: Fraction,
+    b: Fraction,
+    n: int,
+    sigma: Num,
+    beta: Num,
+    *,
+    source: str = "rounded_m",
+    vector_format: FloatFormat | None = None,
+    scale: RealInput = None,
 ) -> Fraction:
     """The recovery coefficient for validated arguments: ``c* = (b·n + σ − a)/(a − b·n)`` (``source=
     "rounded_m"``) or ``β/(1 − β)`` (``"beta"``), rounded to ``vector_format`` if given, else exact.

@@ -18,6 +18,7 @@ symbol      meaning
 Online recovery (:func:`pasa_theory.scheme.online_recovery`) uses indexed families made by
 :func:`block_symbols`.
 """
+
 from __future__ import annotations
 
 import sympy
