@@ -53,6 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import policies
+from .formats import get_format, quantum_array
 
 __all__ = [
     "Certificate",
@@ -110,19 +111,21 @@ class _Fmt:
             return np.asarray(x, dtype=np.float64).astype(self.np_dtype).astype(np.float64)
 
     def hulp(self, mag: _Real) -> _F64:
-        """Half an ulp at magnitude ``mag``: |fl(y) − y| ≤ hulp(M) for every |y| ≤ M (Lemma 1)."""
+        """Half an ulp at magnitude ``mag``: |fl(y) − y| ≤ hulp(M) for every |y| ≤ M (Lemma 1).
+
+        Half the quantum of :func:`pasa_theory.formats.quantum_array` (the package's one ulp), inf
+        where ``mag`` is not finite."""
         mag = np.asarray(mag, dtype=np.float64)
-        _, e = np.frexp(np.where(np.isfinite(mag), mag, 0.0))
-        out = np.ldexp(1.0, np.maximum(e - 1, self.emin) - self.p)
-        return np.where(np.isfinite(mag), out, np.inf)
+        finite = np.isfinite(mag)
+        return np.where(finite, 0.5 * quantum_array(np.where(finite, mag, 0.0), self.name), np.inf)
 
     def spacing_min(self, lo: _Real, hi: _Real) -> _F64:
-        """Smallest spacing of the format over the values in [lo, hi]."""
+        """Smallest spacing of the format over the values in [lo, hi]: the quantum at the smallest
+        magnitude in the interval (the subnormal spacing when it contains 0 or is not finite)."""
         lo = np.asarray(lo, dtype=np.float64)
         hi = np.asarray(hi, dtype=np.float64)
         m = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(np.abs(lo), np.abs(hi)))
-        _, e = np.frexp(np.where(np.isfinite(m), m, 0.0))
-        return np.ldexp(1.0, np.maximum(e - 1, self.emin) - self.p + 1)
+        return quantum_array(np.where(np.isfinite(m), m, 0.0), self.name)
 
     def sub_err(self, xlo: _Real, xhi: _Real, ylo: _Real, yhi: _Real) -> _F64:
         """Error bound of fl(x − y) for x ∈ [xlo, xhi], y ∈ [ylo, yhi] both in this format: 0 when
@@ -134,10 +137,16 @@ class _Fmt:
         return np.where(exact, 0.0, self.hulp(d))
 
 
+def _fmt(name: str, np_dtype: Any) -> _Fmt:
+    """The constants of ``name`` read from :func:`pasa_theory.formats.get_format` (one definition)."""
+    f = get_format(name)
+    return _Fmt(name, f.p, f.emin, float(f.max_finite), np_dtype)
+
+
 _FORMATS = {
-    "fp16": _Fmt("fp16", 11, -14, 65504.0, np.float16),
-    "fp32": _Fmt("fp32", 24, -126, float(np.finfo(np.float32).max), np.float32),
-    "fp64": _Fmt("fp64", 53, -1022, float(np.finfo(np.float64).max), np.float64),
+    "fp16": _fmt("fp16", np.float16),
+    "fp32": _fmt("fp32", np.float32),
+    "fp64": _fmt("fp64", np.float64),
 }
 
 

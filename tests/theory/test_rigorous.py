@@ -149,3 +149,17 @@ def test_a_priori_reports_possible_overflow():
     assert b.overflow_possible and b.bound == math.inf
     with pytest.raises(TypeError, match="InputStats"):
         rigorous.a_priori("pasa", {"q_max": 1})
+
+
+def test_subtraction_exactness_when_an_enclosure_contains_zero():
+    """Lemma 2 must not declare fl(y − x) exact when x may be a subnormal: an enclosure holding 0 has the
+    subnormal spacing, not that of its endpoints. A zero magnitude once took the spacing 2⁻¹¹ and
+    declared this subtraction exact (error bound 0) although fl16 rounds it."""
+    f = rigorous._FORMATS["fp16"]
+    y = float(np.float16(0.7))
+    for x in (3 * 2.0**-24, -(2.0**-20), 2.0**-15 + 2.0**-24):
+        actual = abs(float(np.float16(y - x)) - (y - x))
+        bound = float(f.sub_err(-0.25, 0.25, y, y))
+        assert actual > 0 and bound >= actual, (x, actual, bound)
+    # and a rounding at magnitude 0 has error 0 ≤ hulp(0), the half subnormal spacing
+    assert float(f.hulp(0.0)) == 2.0**-25
