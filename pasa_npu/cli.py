@@ -30,12 +30,12 @@ from . import data as _data
 from .device import resolve_device
 from .harness import GRID_AMPLITUDES, GRID_MEANS, environment_info, run_case, run_grid, write_records
 from .methods import DEFAULT_METHODS, METHODS, get_method, run_method
-from .precision import PRESETS
+from .precision import DTYPES, PRESETS
 from .predict_report import main as predict_main
 
 __all__ = ["build_parser", "main", "format_table", "legend", "conclusion"]
 
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+_DTYPES = {name: DTYPES[name] for name in ("fp16", "bf16", "fp32")}  # the input formats offered
 
 #: what each census stage means, for the legend (pipeline order, see :mod:`pasa_npu.metrics`)
 STAGE_MEANING = {

@@ -222,8 +222,9 @@ def sample_rows(q: torch.Tensor, rows: int | None) -> torch.Tensor:
     """The query rows :func:`row_indices` picks (BNSD, along S1).
 
     Without a mask every query row's output depends only on that row of Q and on all of K and V,
-    and the kernels' results do not depend on how rows are chunked, so the sampled rows' outputs,
-    errors and predictions are those of the same rows in the full case. Causal masks tie a row to its
+    and the kernels' results do not depend on how rows are chunked (up to the CPU matrix product's
+    shape-dependent fp32 summation order, see :mod:`pasa_npu.kernel`), so the sampled rows' outputs,
+    errors and predictions are those of the same rows in the full case (tested bit for bit). Causal masks tie a row to its
     position relative to S1, so callers must not sample them.
     """
     idx = row_indices(q.shape[2], rows)

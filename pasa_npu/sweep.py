@@ -77,7 +77,7 @@ from pasa_theory.bounds import TERMS
 from . import data as _data
 from .harness import run_case
 from .methods import get_method
-from .precision import PRESETS
+from .precision import DTYPES, PRESETS
 from .predict_report import predict_case
 
 __all__ = [
@@ -408,7 +408,7 @@ def run_point(point: Mapping[str, Any]) -> dict:
     _reset_peak_rss()
     t0 = time.perf_counter()
     try:
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[point["input_dtype"]]
+        dtype = DTYPES[point["input_dtype"]]
         q, k, v = _data.make_qkv(
             point["dist"],
             mean=point["mean"],

@@ -100,7 +100,7 @@ class AttentionHook:
             if self.precision is not None:
                 dt = PRESETS[self.precision].matmul_in
                 q, k, v = q.to(dt), k.to(dt), v.to(dt)
-            return golden_attention(q, k, v, is_causal=is_causal).to(act)
+            return golden_attention(q, k, v, is_causal=is_causal).to(device=q.device, dtype=act)
         return run_method(
             self.method,
             q,

@@ -2,7 +2,7 @@
 
 * :func:`layer_errors`: every method on every layer's real attention inputs (measured, emulated), with the
   error model's prediction on the same tensors (:func:`pasa_theory.bounds.predict_many`, an *estimate*
-  and a *bound*) beside it.
+  of the RMSE and a *first-order evaluation* of the max error, not a theorem) beside it.
 * :func:`activation_stats`: where each layer and head sits relative to the overflow envelope (max|q·k|,
   per-channel bias of Q and K, and the row statistics of the scores that the resonance argument is about).
 * :func:`end_to_end`: perplexity, KL to golden, top-1 agreement (SmolLM2) or embedding cosine (MiniLM).
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Sequence
 
@@ -85,7 +86,7 @@ def layer_errors(
     attention on those rounded inputs, as in the harness, so the errors are those of the attention
     arithmetic. Measured: ``rel_rmse`` (per head, :func:`head_rel_rmse`), ``max_abs_err``, ``nonfinite``,
     ``stage``. With ``predict``, per (layer, method) the error model's ``pred_rmse`` (estimate) and
-    ``pred_bound`` (bound on max|err|) and ``pred_overflow`` on the same rounded tensors, with the
+    ``pred_bound`` (first-order evaluation of max|err|, not a proven bound) and ``pred_overflow`` on the same rounded tensors, with the
     measured ``rmse`` of the whole layer beside them (records with ``head = -1``).
     """
 
@@ -164,7 +165,7 @@ def prediction_summary(records: Sequence[dict]) -> dict:
             bound_ok=sum(r["max_abs_err"] <= r["pred_bound"] for r in fin),
             within_3x=sum(1 / 3 <= r["pred_rmse"] / r["rmse"] <= 3 for r in fin),
             overflow_ok=sum(bool(r["nonfinite"]) == bool(r["pred_overflow"]) for r in rs),
-            median_rmse_ratio=ratios[len(ratios) // 2] if ratios else math.nan,
+            median_rmse_ratio=statistics.median(ratios) if ratios else math.nan,
             min_rmse_ratio=ratios[0] if ratios else math.nan,
             max_rmse_ratio=ratios[-1] if ratios else math.nan,
         )

@@ -134,7 +134,7 @@ def test_prediction_summary_counts():
     ]
     s = A.prediction_summary(rows)["m"]
     assert (s["cases"], s["compared"], s["bound_ok"], s["within_3x"], s["overflow_ok"]) == (3, 2, 1, 1, 3)
-    assert s["median_rmse_ratio"] == 5.0 and s["min_rmse_ratio"] == 2.0
+    assert s["median_rmse_ratio"] == 3.5 and s["min_rmse_ratio"] == 2.0  # median of {2, 5}
 
 
 def test_shipped_texts_and_long_text():
@@ -182,7 +182,6 @@ def test_injected_bias_overflows_fa_qk_past_fp16_max_and_not_pasa(smol):
     assert by[(1024.0, "fa_qk")]["max_abs_qk"] > 65504 and by[(1024.0, "fa_qk")]["nonfinite_output"] > 0
     assert by[(1024.0, "fa_qk")]["first_stage"] == "scores"
     assert all(by[(s, "pasa")]["nonfinite_output"] == 0 for s in (256.0, 1024.0))
-    assert len({r["golden_perplexity"] for r in recs}) >= 1
     g = [r["golden_perplexity"] for r in recs]
     assert max(g) - min(g) < 1e-3 * min(g)
 

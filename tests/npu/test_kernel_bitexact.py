@@ -170,4 +170,5 @@ def test_a_policy_with_wider_coefficients_keeps_the_unmodified_kernel_bytes():
     )
     out = pasa_attention(q, k, v, precision=get_precision("npu_fp16").replace(coef_dtype=torch.float32))
     digest = hashlib.sha256(out.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+    # recorded by running this case on the kernel as it was before the speed work (commit e4ad218)
     assert digest == "9997873439f350fbd6e6f90ee17af0badaa28c052bd37f41e27a5e545aa864dc"

@@ -163,3 +163,24 @@ def test_subtraction_exactness_when_an_enclosure_contains_zero():
         assert actual > 0 and bound >= actual, (x, actual, bound)
     # and a rounding at magnitude 0 has error 0 ≤ hulp(0), the half subnormal spacing
     assert float(f.hulp(0.0)) == 2.0**-25
+
+
+def test_ratio_lemma_inequality_sampled():
+    """Lemma 11.1 itself (not only its ingredients): perturbing the weights by factors e^λ, |λ| ≤ Λ,
+    moves the weighted mean by at most e^Λ(e^Λ − 1)·max|v − o|. Sampled in float64, with constructed
+    worst cases (λ = +Λ on the largest deviations, −Λ elsewhere)."""
+    rng = np.random.default_rng(11)
+    for _ in range(2000):
+        m = int(rng.integers(2, 40))
+        w = rng.exponential(size=m) ** 3
+        v = rng.normal(size=m) * 10.0 ** rng.uniform(-3, 3)
+        lam_max = 10.0 ** rng.uniform(-6, 0.5)
+        o = float(w @ v / w.sum())
+        if rng.random() < 0.3:
+            lam = np.where(v > o, lam_max, -lam_max)
+        else:
+            lam = rng.uniform(-lam_max, lam_max, size=m)
+        wp = w * np.exp(lam)
+        moved = abs(float(wp @ v / wp.sum()) - o)
+        bound = math.exp(lam_max) * math.expm1(lam_max) * float(np.abs(v - o).max())
+        assert moved <= bound * (1 + 1e-9) + 1e-300, (m, lam_max, moved, bound)

@@ -113,6 +113,8 @@ def test_no_admissible_beta_says_why_and_which_call_works():
     assert "rounds to σ itself" in msg and "fp8_e4m3, n = 128" in msg
     calls = re.findall(r"(pasa_theory\.optimal_beta\([^)]*\)) gives β = ([0-9.]+)", msg)
     assert len(calls) == 2, msg
+    # the two admissible fixed points, as pasa-alpha lists them (not read back from the message)
+    assert {b for _, b in calls} == {"0.7445214013", "0.9921879731"}, calls
     for call, beta in calls:
         fp = eval(call, {"pasa_theory": pt})  # noqa: S307 - the call text is ours
         assert f"{float(fp):.10g}" == beta
