@@ -1190,6 +1190,7 @@ class NonConsistent:
     step: Mask  # (R, T) block t >= 1 is folded into a live history
     running_frame: Arr  # (R, T) e^{lse − M_t}: the normalised running sums times this are the stored ones
     tile_stored: Arr  # (R, T, dv) P·V_j as stored (block frame)
+    dropped: AbsorptionMasks  # what the exact weights drop, and the sizes that decide it
 
 
 def non_consistent(
@@ -1318,7 +1319,82 @@ def non_consistent(
     den_b_o = np.abs(o_cons) * dbnd.sum(axis=1)[:, None]
     add("row_sum", den_var_o, den_b_o)
     add("accumulator", ns_var, ns_b)
-    return NonConsistent(nc, det, step, frun, pvf)
+    return NonConsistent(nc, det, step, frun, pvf, am_)
+
+
+def _normal_tail(z: Arr) -> Arr:
+    """P(Z > z) for a standard normal Z (math.erfc, exact to double precision)."""
+    return np.asarray(_erfc(z / math.sqrt(2.0)), dtype=np.float64) * 0.5
+
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def marginal_absorption(cx: Chunk, w: Weights, cons: Consistent, nc: NonConsistent) -> Arr:
+    """Mean square of o from block-level absorption decisions that the random errors of the weights can
+    flip (docs/error-model.md §8.9).
+
+    :func:`_absorption` decides on the exact weights. In the block frame (top key P = 1 exactly) the rest
+    of a tile, y = Σ_{r≠top} P_r v_r, and of a row sum, Σ_{r≠top} P_r, carry the key-level log-weight
+    errors σ_r² of their keys and of the top key: y + e with e ~ N(0, σ_y²). A dropped rest within a few
+    σ_y of half a quantum h crosses it with probability P₊ = P(Z > (h − |y|)/σ_y) (and the far side with
+    P₋ = P(Z > (h + |y|)/σ_y)); the stored tile (ℓ_j) then moves by one quantum q, which moves o by
+    δ = ±q·p_top (−o·q·p_top for ℓ_j) on top of its deterministic error e₀ and survives the final
+    rounding. Returned: Σ P·((e₀ + δ)² − e₀²) per element (R, dv); exactly 0 where every such decision
+    is certain (half a quantum more than 8 σ_y away, probability < 1e-15).
+    """
+    pol, uv = cx.pol, cx.uv
+    Fv, Fo = pol.vector, pol.matmul_out
+    R, T, n, dv = cx.R, cx.T, cx.n, cx.dv
+    am = nc.dropped
+    out = np.zeros((R, dv))
+    if not (am["pv_abs"].any() or am["l_abs"].any()):
+        return out
+    pw, V = w.p, w.V
+    e0 = w.o_sys + nc.absorption - cx.ex.o_ref  # the deterministic error of o
+    kv3 = cons.key_tot_var.reshape(R, T, n)
+    top = am["top_index"]
+    ptop, vt = am["top_weight"], am["top_value"]
+    kv_top = np.take_along_axis(kv3, top[:, :, None], axis=2)[:, :, 0]
+    a3 = (pw * pw * cons.key_tot_var).reshape(R, T, n)  # p_r² σ_r²
+    a_top = ptop * ptop * kv_top
+    pt = np.where(ptop > 0, ptop, 1.0)
+    z_certain = 8.0
+    # tiles P·V_j, rounded to the coarser of the matrix output and vector formats
+    Fpv = Fo if float(Fo.u) >= uv else Fv
+    delta = am["delta"]
+    var_y = (
+        np.matmul(a3.transpose(1, 0, 2), (V * V).reshape(T, n, dv)).transpose(1, 0, 2)
+        - a_top[:, :, None] * vt * vt
+        + delta * delta * kv_top[:, :, None]
+    )
+    sd = np.sqrt(np.maximum(var_y, 0.0)) / pt[:, :, None]  # block frame
+    h = 0.5 * ulp(vt, Fpv)
+    y = np.abs(delta) / pt[:, :, None]
+    sel = am["pv_abs"] & (sd > 0) & (h - y < z_certain * sd)
+    if sel.any():
+        r_, t_, c_ = np.nonzero(sel)
+        sdv, hv, yv = sd[sel], h[sel], y[sel]
+        step_ = 2.0 * hv * pt[r_, t_] * np.sign(delta[sel])  # the flip's move of o (normalised)
+        p_up = _normal_tail((hv - yv) / sdv)
+        p_dn = _normal_tail((hv + yv) / sdv)
+        e = e0[r_, c_]
+        contrib = p_up * ((e + step_) ** 2 - e * e) + p_dn * ((e - step_) ** 2 - e * e)
+        np.add.at(out, (r_, c_), contrib)
+    # row sums ℓ_j = fl(1 + rest) in the vector format (stored as 1 where dropped)
+    rest = am["rest"]
+    var_r = np.maximum(a3.sum(axis=2) - a_top + rest * rest * kv_top, 0.0)
+    sdl = np.sqrt(var_r) / pt
+    hl = 0.5 * ulp(np.ones((R, T)), Fv)
+    yl = rest / pt
+    sel_l = am["l_abs"] & (sdl > 0) & (hl - yl < z_certain * sdl)
+    if sel_l.any():
+        r_, t_ = np.nonzero(sel_l)
+        p_up = _normal_tail((hl[sel_l] - yl[sel_l]) / sdl[sel_l])
+        dl = -(w.o[r_] * (2.0 * hl[sel_l] * pt[r_, t_])[:, None])  # ℓ one quantum larger: o moves by −o·q
+        e = e0[r_]
+        np.add.at(out, r_, p_up[:, None] * ((e + dl) ** 2 - e * e))
+    return out
 
 
 # -- the end: O/ℓ and the output cast; the golden's own error ----------------------------------------------------------
@@ -1330,9 +1406,12 @@ class Output:
     pre_rounding_var: Arr  # (R, dv) random non-consistent variance before the final rounding
     mean_square: Arr  # (R, dv) E[(fl(o_pred + e) − O_exact)²]
     golden_bound: Arr  # (R, dv) error of the float64 golden itself
+    flip_var: Arr  # (R, dv) variance from marginal absorption decisions (:func:`marginal_absorption`)
 
 
-def output_stage(cx: Chunk, w: Weights, cons: Consistent, nc: NonConsistent, brk: Breakdown) -> Output:
+def output_stage(
+    cx: Chunk, w: Weights, cons: Consistent, nc: NonConsistent, flip_var: Arr, brk: Breakdown
+) -> Output:
     """End: fl(O/ℓ) and the cast to the output format, rounded exactly around the predicted value.
 
     docs/error-model.md §8.10: one rounding of o_pred = o_sys + (absorption) onto the grid of the coarser
@@ -1364,7 +1443,9 @@ def output_stage(cx: Chunk, w: Weights, cons: Consistent, nc: NonConsistent, brk
         )
     )
     brk.max_bound("golden", float(np.max(gold_b, initial=0.0)))
-    return Output(F_last, nc_pre_var, final_ms, gold_b)
+    # a flipped absorption moves a tile or ℓ_j by one quantum of a value on the output grid: it survives
+    # the final rounding unchanged
+    return Output(F_last, nc_pre_var, np.maximum(final_ms + flip_var, 0.0), gold_b, flip_var)
 
 
 def accumulator_overflow(cx: Chunk, w: Weights, nc: NonConsistent) -> None:
@@ -1409,7 +1490,7 @@ def total_bound(
     nc_b_total = np.minimum(nc_b * infl[:, None] + (infl - 1.0)[:, None] * crude, np.maximum(crude, nc_b))
     det = nc.absorption
     sys_err = w.sys_err + det
-    brk.var["absorption"] = float((det**2).sum())
+    brk.var["absorption"] = float((det**2).sum()) + float(out.flip_var.sum())
     brk.bound["absorption"] = float(np.max(np.abs(det), initial=0.0))
     bound = np.abs(sys_err) + cons.bound + nc_b_total + out.golden_bound
     brk.bound["systematic"] = float(np.max(np.abs(sys_err), initial=0.0))
@@ -1530,7 +1611,8 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     w = systematic_weights(cx, tile, expo, traj, flushes)
     cons = consistent_variance(cx, w, brk)
     nc = non_consistent(cx, expo, traj, flushes, w, brk)
-    out = output_stage(cx, w, cons, nc, brk)
+    flip_var = marginal_absorption(cx, w, cons, nc)
+    out = output_stage(cx, w, cons, nc, flip_var, brk)
     accumulator_overflow(cx, w, nc)
     bound, sys_err = total_bound(cx, w, cons, nc, out, brk)
     ms, n_nl, mc_rows, max_log_std = mean_square(cx, consts, tile, expo, w, cons, nc, out, sys_err)
@@ -1588,6 +1670,9 @@ class AbsorptionMasks(TypedDict):
     hist_small_o: Mask  # (R, T, dv) the same in O
     small_l: Arr  # (R, T) the smaller addend of ℓ
     small_o: Arr  # (R, T, dv) the smaller addend of O
+    top_index: IntArr  # (R, T) the block's key of largest weight (P = 1 exactly in the block frame)
+    top_weight: Arr  # (R, T) its weight
+    top_value: Arr  # (R, T, dv) its value
 
 
 def _absorption(
@@ -1663,6 +1748,9 @@ def _absorption(
         hist_small_o=hist_small_o,
         small_l=small_l,
         small_o=small_o,
+        top_index=targ,
+        top_weight=ptop,
+        top_value=vt,
     )
     return det, masks
 
