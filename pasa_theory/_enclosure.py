@@ -257,12 +257,12 @@ def enclose_run(eng: Any, slo: _F64, shi: _F64, vis: _B, vp: _F64, center: _F64)
     """
     pol, vd = eng.pol, eng.vd
     if not pol.shift:
-        return _run(eng, slo, shi, vis, vp, center, None, None)
+        return _cases(eng, slo, shi, vis, vp, center, None, None)
     n = eng.n
     mu_lo, mu_hi = mean_enclosure(slo[:, :n], shi[:, :n], vd, eng.f32, 2.0**-38)
     a_lo, a_hi = vd.rnd(mu_lo), vd.rnd(mu_hi)
     if np.array_equal(a_lo, a_hi):
-        return _run(eng, slo, shi, vis, vp, center, None, None)
+        return _cases(eng, slo, shi, vis, vp, center, None, None)
     with np.errstate(over="ignore"):
         up = np.nextafter(a_lo.astype(vd.np_dtype), vd.np_dtype(np.inf)).astype(np.float64)
         dn = np.nextafter(a_hi.astype(vd.np_dtype), vd.np_dtype(-np.inf)).astype(np.float64)
@@ -276,9 +276,60 @@ def enclose_run(eng: Any, slo: _F64, shi: _F64, vis: _B, vp: _F64, center: _F64)
         (np.where(two, a_lo, nan), np.full_like(mu_lo, -np.inf), np.where(two, (a_lo + up) / 2, np.inf)),
         (np.where(two, a_hi, nan), np.where(two, (dn + a_hi) / 2, -np.inf), np.full_like(mu_hi, np.inf)),
     ):
-        r_lo, r_hi, b = _run(eng, slo, shi, vis, vp, center, a0, (m_lo, m_hi))
+        r_lo, r_hi, b = _cases(eng, slo, shi, vis, vp, center, a0, (m_lo, m_hi))
         out_lo, out_hi, bad = np.minimum(out_lo, r_lo), np.maximum(out_hi, r_hi), bad | b
     return out_lo, out_hi, bad
+
+
+#: Depth of the case split on undecided take-overs (2^depth cases per row at most); deeper undecided
+#: blocks are enclosed by the hull of both outcomes.
+SPLIT_DEPTH = 4
+
+
+def _cases(
+    eng: Any,
+    slo: _F64,
+    shi: _F64,
+    vis: _B,
+    vp: _F64,
+    center: _F64,
+    a0: _F64 | None,
+    mu0: tuple[_F64, _F64] | None,
+    force: npt.NDArray[np.int8] | None = None,
+    depth: int = 0,
+) -> tuple[_F64, _F64, _B]:
+    """Lemma 14.1: the first undecided take-over of a row splits it into the two cases (take, stay),
+    each enclosed with the decision given, recursively up to :data:`SPLIT_DEPTH`; the row's enclosure
+    is the hull of its cases. Every run takes one of the two decisions, so it lies in one case, and a
+    case keeps the frame (m, φ) and the accumulators consistent, which the hull of both outcomes
+    inside one enclosure does not (the take-over rescales ℓ and O by e^{−x} and moves the frame by x)."""
+    r_lo, r_hi, bad, first = _run(eng, slo, shi, vis, vp, center, a0, mu0, force)
+    rows = np.flatnonzero(first >= 0)
+    if depth >= SPLIT_DEPTH or rows.size == 0:
+        return r_lo, r_hi, bad
+    T = eng.T
+    base = np.full((slo.shape[0], T), -1, dtype=np.int8) if force is None else force
+    sub_lo = np.full((rows.size, vp.shape[1]), np.inf)
+    sub_hi = np.full((rows.size, vp.shape[1]), -np.inf)
+    sub_bad = np.zeros(rows.size, dtype=bool)
+    for decision in (1, 0):
+        f = base[rows].copy()
+        f[np.arange(rows.size), first[rows]] = decision
+        c_lo, c_hi, c_bad = _cases(
+            eng,
+            slo[rows],
+            shi[rows],
+            vis[rows],
+            vp,
+            center[rows],
+            None if a0 is None else a0[rows],
+            None if mu0 is None else (mu0[0][rows], mu0[1][rows]),
+            f,
+            depth + 1,
+        )
+        sub_lo, sub_hi, sub_bad = np.minimum(sub_lo, c_lo), np.maximum(sub_hi, c_hi), sub_bad | c_bad
+    r_lo[rows], r_hi[rows], bad[rows] = sub_lo, sub_hi, sub_bad
+    return r_lo, r_hi, bad
 
 
 def _run(
@@ -290,7 +341,8 @@ def _run(
     center: _F64,
     a0: _F64 | None,
     mu0: tuple[_F64, _F64] | None,
-) -> tuple[_F64, _F64, _B]:
+    force: npt.NDArray[np.int8] | None = None,
+) -> tuple[_F64, _F64, _B, npt.NDArray[np.int64]]:
     """One enclosed run; ``a0`` pins the reference of the rows where it is not NaN and ``mu0`` restricts
     the enclosure of the first block mean (a case of :func:`enclose_run`)."""
     pol, vd, f32, n, T = eng.pol, eng.vd, eng.f32, eng.n, eng.T
@@ -322,6 +374,8 @@ def _run(
         return np.where(mag_min < vd.tiny * b, vd.eta * b, 0.0)
 
     bad = np.zeros(R, dtype=bool)
+    dead = np.zeros(R, dtype=bool)  # rows whose given decisions no run can take
+    first = np.full(R, -1)
     m_lo = np.full(R, -np.inf)
     m_hi = np.full(R, -np.inf)
     l_lo = np.zeros(R)
@@ -396,7 +450,15 @@ def _run(
         bad |= act & ~(np.isfinite(x_lo) & np.isfinite(x_hi))
         take = (~started & anyvis) | (act & (x_lo > 0))
         stay = act & (x_hi <= 0)
-        amb = act & ~(take | stay)  # x̂ may be on either side of 0: the hull of both outcomes
+        amb = act & ~(take | stay)  # x̂ may be on either side of 0
+        if force is not None:  # a case of the split (Lemma 14.1): the decision of this block is given
+            fj = force[:, j]
+            dead |= act & (((fj == 1) & stay) | ((fj == 0) & take))
+            ftake, fstay = amb & (fj == 1), amb & (fj == 0)
+            x_lo = np.where(ftake, np.maximum(x_lo, 2.0**-24), x_lo)  # x̂ > 0 is at least the least fp16
+            x_hi = np.where(fstay, np.minimum(x_hi, 0.0), x_hi)
+            take, stay, amb = take | ftake, stay | fstay, amb & ~(ftake | fstay)
+        first = np.where(amb & (first < 0), j, first)  # an undecided block left: the hull of both outcomes
         # α = E(−x) on take-over (else 1), γ = E(x) if the block stays (else 1); x > 0 ⇒ E(−x) ≤ 1
         al_lo, al_hi = exp_enclosure(-x_hi, -x_lo, vd, rel)
         al_lo = np.where(act & (take | amb), al_lo, np.where(take, 0.0, 1.0))  # first block: α·ℓ = 0·0
@@ -494,6 +556,9 @@ def _run(
         t_lo, t_hi = add(t_lo, t_hi, ro_lo, ro_hi)
         u_lo, u_hi = mul(c0, c0, rl4_lo[:, None], rl4_hi[:, None])
         nd_lo, nd_hi = add(t_lo, t_hi, -u_hi, -u_lo)
+        # ℓ ≥ 1 once a block was seen: a take-over adds fl(ℓ_j) ≥ 1, a stay adds to the stored ℓ ≥ 1
+        # (roundings are monotone and the terms non-negative; a renormalisation scales unscaled ℓ by 1)
+        nl_lo = np.maximum(nl_lo, 1.0)
         l_lo, l_hi = np.where(upd, nl_lo, l_lo), np.where(upd, nl_hi, l_hi)
         o_lo, o_hi = np.where(upd[:, None], no_lo, o_lo), np.where(upd[:, None], no_hi, o_hi)
         dd_lo, dd_hi = np.where(upd[:, None], nd_lo, dd_lo), np.where(upd[:, None], nd_hi, dd_hi)
@@ -528,4 +593,6 @@ def _run(
     r_lo = np.where(nothing[:, None], 0.0, r_lo)
     r_hi = np.where(nothing[:, None], 0.0, r_hi)
     bad |= ~np.all(np.isfinite(r_lo) & np.isfinite(r_hi), axis=1)
-    return r_lo, r_hi, bad
+    r_lo = np.where(dead[:, None], np.inf, r_lo)
+    r_hi = np.where(dead[:, None], -np.inf, r_hi)
+    return r_lo, r_hi, bad & ~dead, first

@@ -257,10 +257,10 @@ def test_reference_split_at_an_fp16_rounding_boundary(monkeypatch):
     calls = {"split": 0}
     orig = _enclosure._run
 
-    def counting(eng, slo, shi, vis, vp, center, a0, mu0):
+    def counting(eng, slo, shi, vis, vp, center, a0, mu0, *rest):
         if a0 is not None and np.any(np.isfinite(a0)):
             calls["split"] += 1
-        return orig(eng, slo, shi, vis, vp, center, a0, mu0)
+        return orig(eng, slo, shi, vis, vp, center, a0, mu0, *rest)
 
     monkeypatch.setattr(_enclosure, "_run", counting)
     rng = np.random.default_rng(77)
