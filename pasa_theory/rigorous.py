@@ -34,7 +34,12 @@ How it is made rigorous (``docs/bounds.md`` §1):
   trajectory";
 * the float64 evaluation of the bound is accounted for: enclosure endpoints are widened by 2⁻³⁸ of
   the magnitude of what was summed, exponentials by 2⁻⁵⁰ plus their argument's error, and the final
-  sum of non-negative terms is multiplied by 1 + 2⁻³⁰ (§9).
+  sum of non-negative terms is multiplied by 1 + 2⁻³⁰ (§9);
+* besides this worst-case composition (Theorem 1), the run itself is enclosed element by element
+  (``docs/bounds.md`` §14, Theorem 4, :mod:`pasa_theory._enclosure`): every stored quantity as an
+  interval that holds its value in every run allowed by H1–H3, so that operations on known operands
+  stay known and the bound is close to the kernel's own error; per output element the smaller of the
+  two bounds is returned (``dominant`` starts with ``enclosure`` where Theorem 4 is the smaller).
 
 Supported arrangements (others raise ``ValueError``): matrix unit fp16 in / fp32 accumulate /
 fp16 or fp32 out; vector unit fp16 or fp32; row reductions ``reduce="acc"``; with the shift:
@@ -326,7 +331,8 @@ def certify(
     entry of K̃ sums n terms of size |β·τ·k̄|/n·n that cancel); with it the bound is conditional on
     that observed setup product (everything after it is still enclosed).
 
-    A theorem under the hypotheses H1–H3 of ``docs/bounds.md`` §1 (proof §2–§9), not an estimate.
+    A theorem under the hypotheses H1–H3 of ``docs/bounds.md`` §1 (proof §2–§9 and §14), not an
+    estimate: per element the smaller of Theorem 1 (§9) and the enclosure of the run (Theorem 4, §14).
     """
     pol = policies.resolve(method, precision)
     _check_policy(pol)

@@ -63,7 +63,7 @@ class Emulator:
     def run(self, method, q, k, v, *, n, causal=False):
         """q (R, d), k (S2, d), v (S2, dv) with fp16 values; rows are the last R query positions of
         S1 = R (bottom-right causal mask)."""
-        pol = policies.resolve(method, "npu_fp16")
+        pol = policies.resolve(method) if ":" in method else policies.resolve(method, "npu_fp16")
         vd = f32 if pol.vector.name == "fp32" else f16
         mo = f32 if pol.matmul_out.name == "fp32" else f16
         R, D = q.shape
@@ -82,7 +82,7 @@ class Emulator:
         c = None
         if pol.shift:
             cs = policies.shift_constants(pol, n, None, tau)
-            diag, off, c = float(f16(cs.diag)), float(f16(cs.off)), float(f16(cs.c))
+            diag, off, c = float(f16(cs.diag)), float(f16(cs.off)), float(vd(cs.c))
             M = np.full((n, n), off)
             np.fill_diagonal(M, diag)
             kb = kp.reshape(T, n, D)
@@ -199,6 +199,8 @@ def _case(rng, kind, R, S2, D, Dv):
         ("fa_qk", "tiny_v", 300, 16, 32, True),
         ("fa_q", "biased", 120, 32, 16, False),
         ("fa_hybrid", "biased", 120, 32, 32, True),
+        ("pasa:hybrid", "wide", 100, 16, 32, False),
+        ("pasa:hybrid", "biased", 160, 32, 32, True),
     ],
 )
 def test_bound_holds_for_random_summation_orders_and_exponentials(
