@@ -34,7 +34,12 @@ How it is made rigorous (``docs/bounds.md`` §1):
   trajectory";
 * the float64 evaluation of the bound is accounted for: enclosure endpoints are widened by 2⁻³⁸ of
   the magnitude of what was summed, exponentials by 2⁻⁵⁰ plus their argument's error, and the final
-  sum of non-negative terms is multiplied by 1 + 2⁻³⁰ (§9).
+  sum of non-negative terms is multiplied by 1 + 2⁻³⁰ (§9);
+* besides this worst-case composition (Theorem 1), the run itself is enclosed element by element
+  (``docs/bounds.md`` §14, Theorem 4, :mod:`pasa_theory._enclosure`): every stored quantity as an
+  interval that holds its value in every run allowed by H1–H3, so that operations on known operands
+  stay known and the bound is close to the kernel's own error; per output element the smaller of the
+  two bounds is returned (``dominant`` starts with ``enclosure`` where Theorem 4 is the smaller).
 
 Supported arrangements (others raise ``ValueError``): matrix unit fp16 in / fp32 accumulate /
 fp16 or fp32 out; vector unit fp16 or fp32; row reductions ``reduce="acc"``; with the shift:
@@ -53,7 +58,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from . import policies
+from . import _enclosure, policies
 from .formats import get_format, quantum_array
 from .schema import check_block, check_bnsd, check_scale
 
@@ -326,7 +331,8 @@ def certify(
     entry of K̃ sums n terms of size |β·τ·k̄|/n·n that cancel); with it the bound is conditional on
     that observed setup product (everything after it is still enclosed).
 
-    A theorem under the hypotheses H1–H3 of ``docs/bounds.md`` §1 (proof §2–§9), not an estimate.
+    A theorem under the hypotheses H1–H3 of ``docs/bounds.md`` §1 (proof §2–§9 and §14), not an
+    estimate: per element the smaller of Theorem 1 (§9) and the enclosure of the run (Theorem 4, §14).
     """
     pol = policies.resolve(method, precision)
     _check_policy(pol)
@@ -447,6 +453,9 @@ class _Engine:
         # ρ_exp: |log(p / e^y)| for a result in the normal range (H2 and one rounding)
         self.rho_exp = -math.log1p(-EXP32_REL) - math.log1p(-vd.u)
         self.eta_exp = vd.eta + _FORMATS["fp32"].eta  # absolute part (underflow) of one exp result
+        self.exp_rel = EXP32_REL
+        #: §14: also enclose the run element-wise and keep the smaller bound per element
+        self.use_enclosure = True
 
     # -- step a: scores ------------------------------------------------------------------------
     def scores(self, qg: _F64, kp: _F64, kt_obs: _F64 | None) -> tuple[_F64, _F64]:
@@ -504,7 +513,46 @@ class _Engine:
             rec = self.recurrence(slo, shi, vis)
             overflow |= rec["overflow"]
             # NaN produced by inf − inf in a bound is mapped to inf (never to a finite value) below
-            return self.combine(slo, shi, vis, s64, sig, vp, rec, nonempty, overflow)
+            res = self.combine(slo, shi, vis, s64, sig, vp, rec, nonempty, overflow)
+            if self.use_enclosure:
+                self._tighten(res, slo, shi, vis, vp, nonempty)
+            return res
+
+    # -- §14: the element-wise enclosure of the run; the smaller of two valid bounds is valid ----------
+    def _tighten(
+        self,
+        res: dict[str, Any],
+        slo: _F64,
+        shi: _F64,
+        vis: npt.NDArray[np.bool_],
+        vp: _F64,
+        nonempty: npt.NDArray[np.bool_],
+    ) -> None:
+        r_lo, r_hi, bad = _enclosure.enclose_run(self, slo, shi, vis, vp, res["o64"])
+        o64, eps_o = res["o64"], res["eps_o"]
+        with np.errstate(invalid="ignore"):
+            dev = np.maximum(r_hi - o64, o64 - r_lo)
+            enc = (dev + eps_o) * _SAFETY
+        enc = np.where(bad[:, None] | np.isnan(enc), np.inf, enc)
+        enc = np.where(nonempty[:, None], enc, 0.0)
+        total, totp = res["total"], res["totp"]
+        better = enc < total
+        total = np.where(better, enc, total)
+        totp = np.minimum(totp, total)
+        res["bound"] = total.max(axis=1)
+        res["prob"] = totp.max(axis=1)
+        res["terms"]["enclosure"] = float(np.max(np.where(better, enc, 0.0))) if enc.size else 0.0
+        res["enclosed_rows"] = int((~bad & nonempty).sum())
+        if total.size and np.any(better):
+            r_w, d_w = np.unravel_index(
+                np.argmax(np.where(np.isfinite(total), total, np.finfo(float).max)), total.shape
+            )
+            if better[r_w, d_w]:
+                half = 0.5 * (r_hi[r_w, d_w] - r_lo[r_w, d_w])
+                off = abs(0.5 * (r_hi[r_w, d_w] + r_lo[r_w, d_w]) - o64[r_w, d_w])
+                res["worst"] = (float(total[r_w, d_w]), "enclosure:" + ("error" if off >= half else "width"))
+            else:
+                res["worst"] = (float(total[r_w, d_w]), res["worst"][1])
 
     # -- steps b, e–g: block offsets, reference, running maximum (Lemmas 4–5) ---------------------
     def recurrence(self, slo: _F64, shi: _F64, vis: npt.NDArray[np.bool_]) -> dict[str, Any]:
@@ -928,7 +976,16 @@ class _Engine:
         else:
             worst = (0.0, "")
         return dict(
-            bound=bound, cap=cap, terms=terms, worst=worst, overflow=overflow.any(), prob=totp.max(axis=1)
+            bound=bound,
+            cap=cap,
+            terms=terms,
+            worst=worst,
+            overflow=overflow.any(),
+            prob=totp.max(axis=1),
+            total=total,
+            totp=totp,
+            o64=o64,
+            eps_o=eps_o,
         )
 
     def _weight_part(
