@@ -42,8 +42,8 @@ SAVE = False
 # %%
 import pasa_theory as pt
 from pasa_npu import data, figures
-from pasa_npu.kernel import shifted_keys
 from pasa_npu.harness import run_case
+from pasa_npu.kernel import shifted_keys
 
 OUT = figures.FIGURES_DIR if SAVE else None  # the repository's figures/, wherever the notebook runs
 print("quick mode" if QUICK else "full mode")

@@ -1,13 +1,19 @@
-r"""Rounding-error model of PASA and its flash-attention baselines: bounds, predicted error, overflow.
+r"""The four error products of PASA and its flash-attention baselines, and overflow.
 
 :func:`predict` takes a harness method name (``pasa``, ``pasa:<preset>``, ``fa_qk``, ``fa_q``,
 ``fa_naive``, ``fa_hybrid``, ``smooth_k``, ``sdpa``, ``npu_fia_ip0/1``; see
 :mod:`pasa_theory.policies`), the actual Q, K, V (numpy arrays or torch tensors, BNSD) and the
-precision, and returns a :class:`Prediction`: a deterministic bound on max|O − O_exact|, a
-probabilistic estimate of the RMSE, whether and at which stage the pipeline overflows, and the
-breakdown by error term. :func:`predict_a_priori` and :func:`overflow_envelope` do the same from
-input statistics alone (mean and spread of Q, K, V; d; n; S2; β; format). :func:`derivations` lists
-the symbolic identities the model rests on, each verified by sympy.
+precision, and returns a :class:`Prediction` with four products, each named for what it is
+(docs/error-model.md §8): the **rigorous a-posteriori bound** on max|O − O_exact| (``max_abs_bound``,
+Theorem 1 of docs/bounds.md, from :func:`pasa_theory.rigorous.certify`), the **probabilistic bound**
+(``prob_abs_bound`` at ``confidence``), the **a-priori bound** (``a_priori_bound``,
+:func:`pasa_theory.rigorous.a_priori`), the **RMSE estimate** (``rmse_estimate``, the stochastic shadow
+simulation described below — a model, not a bound), the hull cap max|v − o|, whether and at which stage
+the pipeline overflows, and the estimate's breakdown by error term. The first-order evaluation below,
+formerly returned as ``max_abs_bound``, is ``first_order_estimate`` (not a bound).
+:func:`predict_a_priori` and :func:`overflow_envelope` do the same from input statistics alone (mean
+and spread of Q, K, V; d; n; S2; β; format). :func:`derivations` lists the symbolic identities the
+estimate rests on, each verified by sympy.
 
 Model (docs/error-model.md; the algorithm is docs/method.md §3; Higham, *Accuracy and Stability of Numerical Algorithms*,
 2nd ed. 2002, §2.2 and Lemma 3.1 for the standard model; Higham & Mary, SISC 41 (2019) for the
@@ -64,7 +70,8 @@ offsets; ``fa_qk`` rounds q·k before τ (``scores.round`` at the magnitude of q
 row constant), ``fa_hybrid``/``sdpa`` round P to the operand format for P·V only (``pv.p_cast``, a
 numerator-only error of size u·|v|).
 
-**Composition.** (a) *Deterministic bound* per output element: the systematic error exactly, plus the
+**Composition.** (a) *First-order evaluation* (``first_order_estimate``; formerly called the
+deterministic bound, not a theorem) per output element: the systematic error exactly, plus the
 consistent perturbations bounded without linearisation,
 ``e^{E_max}[Σ_j (e^{Z_j} − 1)e^{H_{>j}}|B_j| + Σ_t (e^{H_t} − 1)e^{H_{>t}}|P_{t−1}| +
 Σ_r p_r e^{Z_j + H_{>j}}(e^{E_r} − 1)|v_r − o|]`` (from the exact identity E7, with
@@ -79,12 +86,11 @@ linearisation overestimates what the softmax can do.
 *A posteriori* (:func:`predict`) every magnitude is the exact value on the actual tensors;
 *a priori* (:func:`predict_a_priori`) magnitudes come from the input statistics.
 
-**Where the bound is loose.** The deterministic bound adds the moduli of n rounding errors where the
+**Where the first-order evaluation is loose.** It adds the moduli of n rounding errors where the
 typical error adds them in quadrature (×√n), and every element's bound assumes all signs aligned;
 ``recovery.*`` sums the |errors| of 128 scores before multiplying by c, so it is loose by about √(3n)
 ≈ 20 against the typical error and more against the median; near-tied rows (two keys within the
-score error) make the bound saturate at the hull cap, which is O(spread of V). Bounds more than 100x
-above the measured maximum are reported by :mod:`pasa_npu.predict_report` with the dominating term.
+score error) make it saturate at the hull cap, which is O(spread of V).
 
 **Overflow** (closed form per stage, :func:`overflow_envelope`; exact on the tensors in
 :func:`predict`): scores ``max|q·k| >= t_out`` (``fa_qk``: t_out = 65520 in fp16 under
@@ -93,15 +99,9 @@ round-to-nearest), ``τ·max|q·k| >= t_out`` (``fa_q``), ``max|q·K̃| >= t_out
 O up to S2·max|v| for flat attention); P·V tiles ``|P·V_j| >= t_out``. ``overflow_stage`` names the
 first stage in the order of ``pasa_npu.metrics.STAGES``.
 
-CSV/JSON schema of the report table (``pasa-verify --predict``, :mod:`pasa_npu.predict_report`)
-------------------------------------------------------------------------------------------------------
-One row per (case, method). Case: ``dist, mean, amplitude, seq_q, seq_kv, head_dim, heads, kv_heads,
-block_kv, causal, seed``. Method: ``method, policy, beta, c``. Measured: ``rmse, max_abs_err,
-nonfinite, first_nonfinite_stage`` (the harness's fields). Predicted: ``pred_rmse, pred_bound,
-pred_overflow, pred_overflow_stage, dominant, bound_dominant, regime`` (``linear`` or ``monte_carlo``),
-``nonlinear_rows`` (fraction). Ratios: ``rmse_ratio = pred_rmse/rmse``, ``bound_ratio =
-pred_bound/max_abs_err``. Checks: ``bound_ok``, ``rmse_within_3x``, ``overflow_ok``. Breakdown:
-``rms.<term>`` (RMS contribution of each term, linearised) for the terms of :data:`TERMS`.
+CSV/JSON schema of the report table (``pasa-verify --predict``, :mod:`pasa_npu.predict_report`):
+docs/error-model.md §7 (one row per case and method: the measurement, the four products, the hull
+cap, ratios, hits and costs, and ``rms.<term>`` for the terms of :data:`TERMS`).
 """
 
 from __future__ import annotations
