@@ -483,14 +483,14 @@ def _pvm_draw(rows: list[Row], summary: PredictedVsMeasuredSummary) -> Any:
         else:
             below = f"{100 * st_ok.below_cap:.0f} %" if st_ok.below_cap is not None else "-"
             title = (
-                f"({'abc'[[p[0] for p in PVM_PRODUCTS].index(key)]}) {label}\nholds {hit}, below cap {below}"
+                f"({'abc'[[p[0] for p in PVM_PRODUCTS].index(key)]}) {label}\nholds {hit}, < hull cap {below}"
             )
             ax.set_xlabel("measured max|error|", fontsize=6)
         ax.set_title(title, loc="left", pad=2, fontsize=6)
     panels[0].set_ylabel("bound", fontsize=6)
     panels[2].set_ylabel("bound (∞ at the top edge)", fontsize=6)
     panels[3].set_ylabel("estimated RMSE", fontsize=6)
-    legend_below(fig, ncols=3, fontsize=5.4)
+    legend_below(fig, ncols=2, fontsize=5.4)
     return fig
 
 
