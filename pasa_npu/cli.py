@@ -198,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--predict",
         action="store_true",
-        help="also predict every error with the rounding-error model (pasa_theory.bounds) and print "
-        "predicted and measured side by side",
+        help="also compute the four error products of pasa_theory.predict (rigorous, probabilistic and "
+        "a-priori bounds, RMSE estimate) and the hull cap, and print them beside the measured errors",
     )
     g.add_argument(
         "--predict-rows",
@@ -208,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --predict: query rows per head that are measured and predicted, evenly spaced "
         "(rows are independent without a mask, so they sample the case; causal runs use every "
         "row); 0 = every row (minutes at the default shape)",
+    )
+    g.add_argument(
+        "--no-rigorous",
+        action="store_true",
+        help="with --predict: skip the rigorous and probabilistic bounds (pasa_theory.rigorous.certify, "
+        "about 100-150 kernel runs' worth of work per row); the a-priori bound and the estimate remain",
     )
     g.add_argument(
         "--repeat",

@@ -24,8 +24,8 @@ A sweep is described by a TOML file (full guide: ``docs/sweeps.md``)::
 A *point* is one complete parameter set (:data:`PARAMETERS`, unknown names are an error) and gives
 one result row: the metrics of ``pasa-verify`` for one method (:func:`pasa_npu.harness.run_case`:
 errors against the float64 golden, non-finite count and the census's first non-finite stage), the
-rounding-error model's prediction if ``predict = true`` (:func:`pasa_npu.predict_report.predict_case`,
-i.e. :func:`pasa_theory.bounds.predict_many`), the wall time, the peak resident memory, the package
+four error products of :func:`pasa_theory.predict` (rigorous, probabilistic and a-priori bounds, RMSE
+estimate, hull cap) if ``predict = true`` (:func:`pasa_npu.predict_report.predict_case`), the wall time, the peak resident memory, the package
 version and the *point hash* (SHA-256 of the canonical JSON of the resolved parameters).
 
 A point is a pure function of its parameters: the inputs are drawn by :func:`pasa_npu.data.make_qkv`
@@ -135,7 +135,7 @@ PARAMETERS: dict[str, _Param] = {
     "block_kv": _Param(int, 128, help="KV block length n"),
     "scale": _Param(float, None, True, help="softmax scale; default 1/sqrt(head_dim)"),
     "causal": _Param(bool, False, help="bottom-right causal mask"),
-    "predict": _Param(bool, False, help="also run the rounding-error model (pasa_theory.bounds)"),
+    "predict": _Param(bool, False, help="also compute the four error products of pasa_theory.predict"),
     "device": _Param(str, "cpu", help="device the method runs on (cpu, cuda, npu)"),
 }
 
@@ -469,6 +469,18 @@ _RESULT_COLUMNS: dict[str, str] = {
     "kappa": "float64",
     "pred_rmse": "float64",
     "pred_bound": "float64",
+    "pred_prob": "float64",
+    "pred_a_priori": "float64",
+    "pred_first_order": "float64",
+    "hull_cap": "float64",
+    "confidence": "float64",
+    "bound_status": "string",
+    "first_order_dominant": "string",
+    "bound_seconds": "float64",
+    "a_priori_seconds": "float64",
+    "bound_cost": "float64",
+    "a_priori_cost": "float64",
+    "estimate_cost": "float64",
     "pred_overflow": "bool_",
     "pred_overflow_stage": "string",
     "dominant": "string",
@@ -483,6 +495,17 @@ _RESULT_COLUMNS: dict[str, str] = {
     "rmse_ratio": "float64",
     "bound_ratio": "float64",
     "bound_ok": "bool_",
+    "bound_below_cap": "bool_",
+    "prob_ratio": "float64",
+    "prob_ok": "bool_",
+    "prob_below_cap": "bool_",
+    "a_priori_ratio": "float64",
+    "a_priori_ok": "bool_",
+    "a_priori_below_cap": "bool_",
+    "first_order_ratio": "float64",
+    "first_order_ok": "bool_",
+    "first_order_below_cap": "bool_",
+    "rmse_within_1_5x": "bool_",
     "rmse_within_3x": "bool_",
     "loose_because": "string",
     "seed_model": "int64",

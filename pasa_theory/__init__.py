@@ -26,10 +26,11 @@ that import only downwards (docs/design.md §15; tests/test_architecture.py):
 ``policies``
     Where each harness method rounds, and to what; the shift constants a run uses.
 ``bounds``
-    The rounding-error model: :func:`predict` (bound, RMSE estimate, overflow stage and per-term
-    breakdown for a method on actual tensors), :func:`predict_a_priori`, :func:`overflow_envelope` and
-    :func:`term_scales` from input statistics, :func:`derivations`. An estimate, described in
-    docs/error-model.md.
+    :func:`predict`: the four error products for a method on actual tensors (rigorous a-posteriori,
+    probabilistic and a-priori bounds from ``rigorous`` — theorems, docs/bounds.md —, the RMSE
+    estimate — a model, docs/error-model.md —, the hull cap), the overflow stage and the estimate's
+    per-term breakdown; :func:`predict_a_priori`, :func:`overflow_envelope` and :func:`term_scales`
+    from input statistics, :func:`derivations`.
 ``symbols``, ``scheme``
     sympy derivations, each verified symbolically (M, its inverse, the recovery identity, online
     global recovery, the rounded matrix, κ, both forms, the folded scale).

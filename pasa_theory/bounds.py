@@ -1,13 +1,19 @@
-r"""Rounding-error model of PASA and its flash-attention baselines: bounds, predicted error, overflow.
+r"""The four error products of PASA and its flash-attention baselines, and overflow.
 
 :func:`predict` takes a harness method name (``pasa``, ``pasa:<preset>``, ``fa_qk``, ``fa_q``,
 ``fa_naive``, ``fa_hybrid``, ``smooth_k``, ``sdpa``, ``npu_fia_ip0/1``; see
 :mod:`pasa_theory.policies`), the actual Q, K, V (numpy arrays or torch tensors, BNSD) and the
-precision, and returns a :class:`Prediction`: a deterministic bound on max|O − O_exact|, a
-probabilistic estimate of the RMSE, whether and at which stage the pipeline overflows, and the
-breakdown by error term. :func:`predict_a_priori` and :func:`overflow_envelope` do the same from
-input statistics alone (mean and spread of Q, K, V; d; n; S2; β; format). :func:`derivations` lists
-the symbolic identities the model rests on, each verified by sympy.
+precision, and returns a :class:`Prediction` with four products, each named for what it is
+(docs/error-model.md §9): the **rigorous a-posteriori bound** on max|O − O_exact| (``max_abs_bound``,
+Theorem 1 of docs/bounds.md, from :func:`pasa_theory.rigorous.certify`), the **probabilistic bound**
+(``prob_abs_bound`` at ``confidence``), the **a-priori bound** (``a_priori_bound``,
+:func:`pasa_theory.rigorous.a_priori`), the **RMSE estimate** (``rmse_estimate``, the stochastic shadow
+simulation described below — a model, not a bound), the hull cap max|v − o|, whether and at which stage
+the pipeline overflows, and the estimate's breakdown by error term. The first-order evaluation below,
+formerly returned as ``max_abs_bound``, is ``first_order_estimate`` (not a bound).
+:func:`predict_a_priori` and :func:`overflow_envelope` do the same from input statistics alone (mean
+and spread of Q, K, V; d; n; S2; β; format). :func:`derivations` lists the symbolic identities the
+estimate rests on, each verified by sympy.
 
 Model (docs/error-model.md; the algorithm is docs/method.md §3; Higham, *Accuracy and Stability of Numerical Algorithms*,
 2nd ed. 2002, §2.2 and Lemma 3.1 for the standard model; Higham & Mary, SISC 41 (2019) for the
@@ -64,7 +70,8 @@ offsets; ``fa_qk`` rounds q·k before τ (``scores.round`` at the magnitude of q
 row constant), ``fa_hybrid``/``sdpa`` round P to the operand format for P·V only (``pv.p_cast``, a
 numerator-only error of size u·|v|).
 
-**Composition.** (a) *Deterministic bound* per output element: the systematic error exactly, plus the
+**Composition.** (a) *First-order evaluation* (``first_order_estimate``; formerly called the
+deterministic bound, not a theorem) per output element: the systematic error exactly, plus the
 consistent perturbations bounded without linearisation,
 ``e^{E_max}[Σ_j (e^{Z_j} − 1)e^{H_{>j}}|B_j| + Σ_t (e^{H_t} − 1)e^{H_{>t}}|P_{t−1}| +
 Σ_r p_r e^{Z_j + H_{>j}}(e^{E_r} − 1)|v_r − o|]`` (from the exact identity E7, with
@@ -79,12 +86,11 @@ linearisation overestimates what the softmax can do.
 *A posteriori* (:func:`predict`) every magnitude is the exact value on the actual tensors;
 *a priori* (:func:`predict_a_priori`) magnitudes come from the input statistics.
 
-**Where the bound is loose.** The deterministic bound adds the moduli of n rounding errors where the
+**Where the first-order evaluation is loose.** It adds the moduli of n rounding errors where the
 typical error adds them in quadrature (×√n), and every element's bound assumes all signs aligned;
 ``recovery.*`` sums the |errors| of 128 scores before multiplying by c, so it is loose by about √(3n)
 ≈ 20 against the typical error and more against the median; near-tied rows (two keys within the
-score error) make the bound saturate at the hull cap, which is O(spread of V). Bounds more than 100x
-above the measured maximum are reported by :mod:`pasa_npu.predict_report` with the dominating term.
+score error) make it saturate at the hull cap, which is O(spread of V).
 
 **Overflow** (closed form per stage, :func:`overflow_envelope`; exact on the tensors in
 :func:`predict`): scores ``max|q·k| >= t_out`` (``fa_qk``: t_out = 65520 in fp16 under
@@ -93,21 +99,16 @@ round-to-nearest), ``τ·max|q·k| >= t_out`` (``fa_q``), ``max|q·K̃| >= t_out
 O up to S2·max|v| for flat attention); P·V tiles ``|P·V_j| >= t_out``. ``overflow_stage`` names the
 first stage in the order of ``pasa_npu.metrics.STAGES``.
 
-CSV/JSON schema of the report table (``pasa-verify --predict``, :mod:`pasa_npu.predict_report`)
-------------------------------------------------------------------------------------------------------
-One row per (case, method). Case: ``dist, mean, amplitude, seq_q, seq_kv, head_dim, heads, kv_heads,
-block_kv, causal, seed``. Method: ``method, policy, beta, c``. Measured: ``rmse, max_abs_err,
-nonfinite, first_nonfinite_stage`` (the harness's fields). Predicted: ``pred_rmse, pred_bound,
-pred_overflow, pred_overflow_stage, dominant, bound_dominant, regime`` (``linear`` or ``monte_carlo``),
-``nonlinear_rows`` (fraction). Ratios: ``rmse_ratio = pred_rmse/rmse``, ``bound_ratio =
-pred_bound/max_abs_err``. Checks: ``bound_ok``, ``rmse_within_3x``, ``overflow_ok``. Breakdown:
-``rms.<term>`` (RMS contribution of each term, linearised) for the terms of :data:`TERMS`.
+CSV/JSON schema of the report table (``pasa-verify --predict``, :mod:`pasa_npu.predict_report`):
+docs/error-model.md §7 (one row per case and method: the measurement, the four products, the hull
+cap, ratios, hits and costs, and ``rms.<term>`` for the terms of :data:`TERMS`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from dataclasses import replace as _replace
 from fractions import Fraction
@@ -118,8 +119,9 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _errormodel as em
+from . import rigorous as _rig
 from .formats import FloatFormat, get_format, round_array, ulp
-from .policies import METHOD_NAMES, PrecisionInput, resolve, shift_constants, tau_of
+from .policies import METHOD_NAMES, Policy, PrecisionInput, resolve, shift_constants, tau_of
 from .schema import STAGES, check_beta, check_block, check_bnsd, format_name
 from .shifting import kappa_of
 
@@ -175,23 +177,44 @@ TERMS = (
 
 @dataclass(frozen=True)
 class Prediction:
-    """What the rounding-error model predicts for one method on one input."""
+    """The four error products for one method on one input (docs/error-model.md §9), plus overflow.
+
+    * ``max_abs_bound`` — **rigorous a-posteriori bound** (a theorem: Theorem 1 of docs/bounds.md §9,
+      :func:`pasa_theory.rigorous.certify`): max|O_computed − O_exact| ≤ it for every element of the
+      inputs as given, under the hypotheses H1–H3 of docs/bounds.md §1; ``inf`` where an overflow cannot
+      be excluded; ``None`` where it was not computed (``bound_status`` says why: a method/preset outside
+      the theorem's scope, inputs not representable in the matrix unit's format, or ``rigorous=False``);
+    * ``a_priori_bound`` — **a-priori forward bound** (Theorem 2, docs/bounds.md §11,
+      :func:`pasa_theory.rigorous.a_priori`) for every input with the same max|q|, max|k|, max|v| and
+      column spread of V; ``None`` with ``bound_status`` where not covered;
+    * ``prob_abs_bound`` — **probabilistic bound** (Proposition 3, docs/bounds.md §12): each output
+      element's error is below it with probability ≥ ``confidence`` under the stated model; ``None``
+      when the rigorous bound was not computed;
+    * ``rmse_estimate`` — **estimate** of the RMSE: the stochastic shadow simulation of
+      docs/error-model.md (a model, not a bound).
+
+    ``hull_cap`` = max over rows of max_r |v_r − o| (exact o): every convex combination of the rows of
+    V is within it of o, so a bound at or above it says nothing. ``first_order_estimate`` is the former
+    ``max_abs_bound``: the first-order evaluation along the exact trajectory (docs/error-model.md §5),
+    **not** a bound (it can be below the measured error).
+    """
 
     #: harness method name and the policy it was resolved to
     method: str
     policy: str
-    #: a bound on max|O − O_exact| over all output elements (inf if an overflow is predicted)
-    max_abs_bound: float
-    #: estimate of sqrt(mean((O − O_exact)²)) (inf if an overflow is predicted)
+    #: rigorous a-posteriori bound on max|O − O_exact| (Theorem 1); None if not computed (see bound_status)
+    max_abs_bound: float | None
+    #: estimate of sqrt(mean((O − O_exact)²)) (stochastic shadow simulation; inf if an overflow is predicted)
     rmse_estimate: float
     overflow: bool
     #: first stage (in :data:`STAGES` order) predicted to produce inf/NaN, or None
     overflow_stage: str | None
-    #: RMS contribution of each error term (linearised; they add in quadrature)
+    #: RMS contribution of each error term of the estimate (linearised; they add in quadrature)
     terms_rms: dict[str, float] = field(default_factory=dict)
-    #: largest first-order bound contribution of each term over the output elements
+    #: largest first-order contribution of each term to ``first_order_estimate`` over the output elements
     terms_bound: dict[str, float] = field(default_factory=dict)
-    #: the term with the largest RMS contribution, and the one with the largest bound contribution
+    #: the term with the largest RMS contribution to the estimate, and the part of the rigorous bound
+    #: that is largest at its worst row (the first-order evaluation's own is ``first_order_dominant``)
     dominant: str | None = None
     bound_dominant: str | None = None
     #: β and c of the shift (None for flash attention), κ of the stored constants (B3)
@@ -203,18 +226,40 @@ class Prediction:
     mc_rows: int = 0
     #: largest per-row standard deviation of the random log-weight perturbation
     max_log_std: float = 0.0
-    #: per-row bound (max over the output columns) and per-row predicted RMS, shape (B, H, S1)
+    #: per-row rigorous bound (max over the output columns; None where not computed) and per-row
+    #: estimated RMS, shape (B, H, S1)
     row_bound: npt.NDArray[np.float64] | None = None
     row_rmse: npt.NDArray[np.float64] | None = None
     modelled_as: str | None = None
+    #: wall seconds of the estimate (and of the first-order evaluation, computed alongside it)
     seconds: float = 0.0
+    #: the former ``max_abs_bound``: first-order evaluation along the exact trajectory (not a bound)
+    first_order_estimate: float = math.nan
+    first_order_dominant: str | None = None
+    row_first_order: npt.NDArray[np.float64] | None = None
+    #: a-priori forward bound (Theorem 2) for every input with the same maxima; None if not covered
+    a_priori_bound: float | None = None
+    #: probabilistic bound (Proposition 3) at ``confidence``; None if not computed
+    prob_abs_bound: float | None = None
+    confidence: float = 0.99
+    #: max over rows of max_r |v_r − o| (the trivial bound), per row in ``row_hull_cap``
+    hull_cap: float = math.nan
+    row_hull_cap: npt.NDArray[np.float64] | None = None
+    #: what the theorems computed: "theorem 1: …" or "not computed: <why>"
+    bound_status: str = ""
+    #: wall seconds of the rigorous/probabilistic bound (one call) and of the a-priori bound
+    seconds_bound: float = 0.0
+    seconds_a_priori: float = 0.0
 
     @property
     def regime(self) -> str:
         return "monte_carlo" if self.mc_rows else "linear"
 
     def as_record(self) -> dict[str, str | float | bool | None]:
-        """Flat dict of the scalar fields (plus ``rms.<term>`` for every term), for CSV/JSON."""
+        """Flat dict of the scalar fields (plus ``rms.<term>`` for every term), for CSV/JSON.
+
+        ``pred_bound`` is the rigorous bound, ``pred_prob`` the probabilistic, ``pred_a_priori`` the
+        a-priori bound, ``pred_rmse`` the estimate, ``pred_first_order`` the first-order evaluation."""
         rec: dict[str, str | float | bool | None] = dict(
             method=self.method,
             policy=self.policy,
@@ -223,15 +268,24 @@ class Prediction:
             kappa=self.kappa,
             pred_rmse=self.rmse_estimate,
             pred_bound=self.max_abs_bound,
+            pred_prob=self.prob_abs_bound,
+            pred_a_priori=self.a_priori_bound,
+            pred_first_order=self.first_order_estimate,
+            hull_cap=self.hull_cap,
+            confidence=self.confidence,
+            bound_status=self.bound_status,
             pred_overflow=self.overflow,
             pred_overflow_stage=self.overflow_stage,
             dominant=self.dominant,
             bound_dominant=self.bound_dominant,
+            first_order_dominant=self.first_order_dominant,
             regime=self.regime,
             nonlinear_rows=self.nonlinear_rows,
             max_log_std=self.max_log_std,
             modelled_as=self.modelled_as,
             pred_seconds=self.seconds,
+            bound_seconds=self.seconds_bound,
+            a_priori_seconds=self.seconds_a_priori,
         )
         for t in TERMS:
             rec[f"rms.{t}"] = self.terms_rms.get(t, 0.0)
@@ -291,8 +345,13 @@ def predict(
     mc_samples: int = 8,
     seed: int = 0,
     mc_rows: int = 2048,
+    confidence: float = 0.99,
+    rigorous: bool = True,
+    shifted_keys: ArrayInput | None = None,
 ) -> Prediction:
-    """Predict the error of harness method ``method`` on ``q, k, v`` (BNSD, numpy or torch).
+    """The four error products of harness method ``method`` on ``q, k, v`` (BNSD, numpy or torch):
+    rigorous a-posteriori bound, a-priori bound, probabilistic bound and RMSE estimate (see
+    :class:`Prediction` for which is a theorem and which a model), the hull cap and overflow.
 
     Args:
         method: a harness method name (:data:`pasa_theory.policies.METHOD_NAMES`).
@@ -302,6 +361,15 @@ def predict(
         out_dtype: the output format (default: q's dtype, as the kernels).
         mc_samples, seed, mc_rows: Monte Carlo samples for rows in the nonlinear regime, their seed, and
             the number of such rows evaluated by Monte Carlo (the others are scaled, see predict_many).
+        confidence: probability in (0, 1) of the probabilistic bound (default 0.99, δ = 0.01).
+        rigorous: compute the rigorous and probabilistic bounds (:func:`pasa_theory.rigorous.certify`,
+            about 100–150 kernel runs' worth of float64 work per row; False leaves them None with
+            ``bound_status`` "not computed: rigorous=False"). The a-priori bound, the hull cap and the
+            estimate are always computed. Sample query rows first to make it cheap (rows are
+            independent without a mask).
+        shifted_keys: PASA only, the K̃ the run used (``pasa_npu.shifted_keys``): the rigorous bound is
+            then conditional on that observed setup product; without it K̃ is enclosed for every
+            summation order (docs/bounds.md §3).
 
     Returns:
         A :class:`Prediction`. torch is imported only if tensors are given.
@@ -320,6 +388,9 @@ def predict(
         mc_samples=mc_samples,
         seed=seed,
         mc_rows=mc_rows,
+        confidence=confidence,
+        rigorous=rigorous,
+        shifted_keys=None if shifted_keys is None else {method: shifted_keys},
     )[0]
 
 
@@ -355,15 +426,25 @@ def predict_many(
     seed: int = 0,
     mc_rows: int = 2048,
     row_elements: int = 2_500_000,
+    confidence: float = 0.99,
+    rigorous: bool = True,
+    shifted_keys: Mapping[str, ArrayInput] | None = None,
 ) -> list[Prediction]:
     """:func:`predict` for several methods on the same inputs, sharing the exact quantities.
 
     ``mc_rows`` is the Monte Carlo budget (rows in the nonlinear regime evaluated without linearisation)
     per method and input, shared among the row chunks in proportion to their size; ``row_elements`` the
-    size (rows × keys) of a chunk.
+    size (rows × keys) of a chunk; ``shifted_keys`` maps a PASA method name to the K̃ its run used.
     """
     if isinstance(methods, str):
         raise TypeError("methods must be a list of method names, not a str")
+    confidence = _check_confidence(confidence)
+    if not isinstance(rigorous, bool):
+        raise TypeError(f"rigorous must be a bool, got {type(rigorous).__name__}")
+    if shifted_keys is not None and not isinstance(shifted_keys, Mapping):
+        raise TypeError(
+            f"shifted_keys must map a method name to its K̃ (predict_many), got {type(shifted_keys).__name__}"
+        )
     pols = [resolve(m, precision) for m in methods]
     qa, fq = _as_array(q, "q")
     ka, fk = _as_array(k, "k")
@@ -408,6 +489,11 @@ def predict_many(
                 beta=consts.beta if consts else None,
                 c=consts.c if consts else None,
                 modelled_as=pol.modelled_as,
+                first_order_estimate=math.inf,
+                a_priori_bound=math.inf,
+                prob_abs_bound=math.inf,
+                confidence=confidence,
+                bound_status="non-finite input: no finite bound",
             )
             for m, pol, n, consts in plans
         ]
@@ -428,6 +514,7 @@ def predict_many(
         )
         for _ in plans
     ]
+    row_cap = np.zeros((B, H, S1))
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0:
         raise ValueError(f"mc_samples must be an int >= 0, got {mc_samples!r}")
     if isinstance(mc_rows, bool) or not isinstance(mc_rows, int) or mc_rows < 1:
@@ -448,6 +535,7 @@ def predict_many(
                 qg = qa[b, h * G : (h + 1) * G, i0:i1].reshape(-1, D)
                 with np.errstate(over="ignore", under="ignore"):
                     golden = em.Exact(qg, ka[b, h], va[b, h], pos, tau, S1, is_causal)
+                row_cap[b, heads, pos] = _row_hull_cap(golden.o, va[b, h], golden.vis)
                 exacts: dict[str, em.Exact] = {}  # the exact solution on the inputs rounded to each format
                 blocks: dict[
                     tuple[str, int, str], em.Blocks
@@ -516,31 +604,176 @@ def predict_many(
                 consts.a, consts.b, n, consts.sigma, consts.c
             )  # eq. (B3), a, b, σ of M_r = a·I − b·J
         over = stage is not None
+        thm = _theorems(
+            m,
+            pol,
+            (qa, ka, va),
+            rounded[pol.matmul_in.name],
+            precision=precision,
+            beta=beta,
+            block_kv=n_req,
+            scale=scale,
+            is_causal=is_causal,
+            confidence=confidence,
+            rigorous=rigorous,
+            shifted_keys=None if shifted_keys is None else shifted_keys.get(m),
+        )
         preds.append(
             Prediction(
                 method=m,
                 policy=pol.name,
-                max_abs_bound=math.inf if over else a["bound_max"],
+                max_abs_bound=thm.bound,
                 rmse_estimate=math.inf if over else math.sqrt(a["ms_sum"] / N),
                 overflow=over,
                 overflow_stage=stage,
                 terms_rms=terms_rms,
                 terms_bound=dict(a["terms_bound"]),
                 dominant=dom,
-                bound_dominant=bdom,
+                bound_dominant=thm.dominant,
                 beta=consts.beta if consts else None,
                 c=consts.c if consts else None,
                 kappa=kappa,
                 nonlinear_rows=a["nl"] / rows,
                 mc_rows=a["mc"],
                 max_log_std=a["mls"],
-                row_bound=a["row_bound"],
+                row_bound=thm.row_bound,
                 row_rmse=np.sqrt(a["row_ms"]),
                 modelled_as=pol.modelled_as,
                 seconds=seconds / len(plans),
+                first_order_estimate=math.inf if over else a["bound_max"],
+                first_order_dominant=bdom,
+                row_first_order=a["row_bound"],
+                a_priori_bound=thm.a_priori,
+                prob_abs_bound=thm.prob,
+                confidence=confidence,
+                hull_cap=float(row_cap.max(initial=0.0)),
+                row_hull_cap=row_cap,
+                bound_status=thm.status,
+                seconds_bound=thm.seconds_bound,
+                seconds_a_priori=thm.seconds_a_priori,
             )
         )
     return preds
+
+
+def _check_confidence(confidence: object) -> float:
+    """``confidence`` of the probabilistic bound: a probability strictly between 0 and 1."""
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.floating)):
+        raise TypeError(f"confidence must be a float in (0, 1), got {type(confidence).__name__}")
+    if not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
+    return float(confidence)
+
+
+def _row_hull_cap(
+    o: npt.NDArray[np.float64], v: npt.NDArray[np.float64], vis: npt.NDArray[np.bool_] | None
+) -> npt.NDArray[np.float64]:
+    """max over columns of max over the visible keys r of |v_r − o| per row (the trivial bound: the
+    output is a convex combination of the visible rows of V). The bottom-right causal mask makes each
+    row's visible keys a prefix, so the column extremes are running extremes; a row without a visible
+    key gets 0."""
+    if v.shape[0] == 0 or v.shape[1] == 0:
+        return np.zeros(o.shape[0])
+    if vis is None:
+        hi, lo = v.max(axis=0)[None, :], v.min(axis=0)[None, :]
+        return np.asarray(np.maximum(hi - o, o - lo).max(axis=1), dtype=np.float64)
+    last = vis.sum(axis=1) - 1
+    idx = np.clip(last, 0, None)
+    hi = np.maximum.accumulate(v, axis=0)[idx]
+    lo = np.minimum.accumulate(v, axis=0)[idx]
+    cap = np.maximum(hi - o, o - lo).max(axis=1)
+    return np.asarray(np.where(last >= 0, cap, 0.0), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class _Theorems:
+    """The theorem products of one method: rigorous, probabilistic, a-priori, and why any is None."""
+
+    bound: float | None
+    prob: float | None
+    a_priori: float | None
+    dominant: str | None
+    row_bound: npt.NDArray[np.float64] | None
+    status: str
+    seconds_bound: float
+    seconds_a_priori: float
+
+
+def _theorems(
+    method: str,
+    pol: Policy,
+    given: tuple[npt.NDArray[np.float64], ...],
+    rounded: tuple[npt.NDArray[np.float64], ...],
+    *,
+    precision: PrecisionInput,
+    beta: float | None,
+    block_kv: int,
+    scale: float | None,
+    is_causal: bool,
+    confidence: float,
+    rigorous: bool,
+    shifted_keys: ArrayInput | None,
+) -> _Theorems:
+    """Theorems 1 and 2 and Proposition 3 of docs/bounds.md for one method, or None with the reason.
+
+    They bound the error against exact attention on the inputs as the kernel sees them (rounded to
+    the matrix unit's format); the golden of :func:`predict` is attention on the inputs as given, so
+    they are reported only when the two coincide (the inputs are representable)."""
+
+    def none(why: str, t_a: float = 0.0) -> _Theorems:
+        return _Theorems(None, None, None, None, None, f"not computed: {why}", 0.0, t_a)
+
+    if method.split(":")[0] not in ("pasa", "fa_qk", "fa_q", "fa_naive", "fa_hybrid") or pol.modelled_as:
+        return none(f"{method} is outside the theorems' scope (docs/bounds.md §13)")
+    if not all(np.array_equal(g, r) for g, r in zip(given, rounded)):
+        return none(
+            f"inputs not representable in {pol.matmul_in.name} (the theorems bound the error against "
+            "attention on the rounded inputs; round them first)"
+        )
+    q, k, v = given
+    t0 = time.perf_counter()
+    try:
+        apri = _rig.a_priori(
+            method, _rig.stats_of(q, k, v), precision=precision, beta=beta, block_kv=block_kv, scale=scale
+        )
+    except ValueError as e:  # the policy outside Theorem 2's arrangements (the message names the fields)
+        if "certify supports" not in str(e):
+            raise
+        return none(str(e), time.perf_counter() - t0)
+    t_a = time.perf_counter() - t0
+    if not rigorous:
+        return _Theorems(
+            None, None, apri.bound, None, None, "not computed: rigorous=False (a-priori only)", 0.0, t_a
+        )
+    t0 = time.perf_counter()
+    cert = _rig.certify(
+        method,
+        q,
+        k,
+        v,
+        precision=precision,
+        beta=beta,
+        block_kv=block_kv,
+        scale=scale,
+        is_causal=is_causal,
+        shifted_keys=shifted_keys,
+        confidence=confidence,
+    )
+    t_b = time.perf_counter() - t0
+    how = (
+        "conditional on the observed K̃" if shifted_keys is not None else "K̃ enclosed for any summation order"
+    )
+    status = "theorem 1 (" + (how if pol.shift else "flash attention") + ")"
+    return _Theorems(
+        math.inf if cert.overflow else cert.max_abs_bound,
+        math.inf if cert.overflow else cert.prob_abs_bound,
+        apri.bound,
+        cert.dominant or None,
+        cert.row_bound,
+        status,
+        t_b,
+        t_a,
+    )
 
 
 def method_names() -> list[str]:
@@ -952,17 +1185,36 @@ def predict_a_priori(
 ) -> Prediction:
     """The model from input statistics alone: the a posteriori model on a synthetic sample with those
     statistics (``rows`` query rows, all S2 keys; seeded), with overflow from the closed-form
-    :func:`overflow_envelope` (which covers all S1·S2 pairs, unlike the sample). ``max_abs_bound``
-    then bounds the sampled rows, a typical row of the distribution, not a worst case over S1 rows."""
+    :func:`overflow_envelope` (which covers all S1·S2 pairs, unlike the sample). ``max_abs_bound`` (and
+    the probabilistic bound) then bound the sampled inputs only, a typical draw of the distribution, not
+    a worst case. ``a_priori_bound`` is Theorem 2 (docs/bounds.md §11) for every input of the
+    distribution's support when ``dist`` is ``"uniform"`` (|x| <= |mean| + spread); for the unbounded
+    ``"normal"``/``"hybrid"`` it is Theorem 2 for inputs no larger than the sample's."""
     q, k, v = sample_inputs(stats, rows=rows, seed=seed, dtype=dtype)
     pred = predict(method, q, k, v, precision=precision, beta=beta, block_kv=block_kv, scale=scale, seed=seed)
+    if stats.dist == "uniform" and pred.a_priori_bound is not None:
+        # Theorem 2 for every input of the distribution's support: |x| <= |mean| + spread, and rounding to
+        # nearest is monotone, so the rounded inputs obey the rounded limits.
+        def lim(x: float) -> float:
+            return float(round_array(np.array([x]), dtype)[0])
+
+        st = _rig.InputStats(
+            q_max=lim(abs(stats.mean_q) + stats.spread_q),
+            k_max=lim(abs(stats.mean_k) + stats.spread_k),
+            v_abs=lim(abs(stats.mean_v) + stats.spread_v),
+            v_spread=lim(stats.mean_v + stats.spread_v) - lim(stats.mean_v - stats.spread_v),
+            head_dim=stats.head_dim,
+            seq_kv=stats.seq_kv,
+        )
+        apri = _rig.a_priori(method, st, precision=precision, beta=beta, block_kv=block_kv, scale=scale)
+        pred = _replace(pred, a_priori_bound=apri.bound)
     env = overflow_envelope(method, stats, precision=precision, beta=beta, block_kv=block_kv, scale=scale)
     if env.overflow:
         return _replace(
             pred,
             overflow=True,
             overflow_stage=env.overflow_stage,
-            max_abs_bound=math.inf,
             rmse_estimate=math.inf,
+            first_order_estimate=math.inf,
         )
     return _replace(pred, overflow=False, overflow_stage=None)

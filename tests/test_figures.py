@@ -313,18 +313,28 @@ def _committed_rows(name: str) -> list[dict]:
 
 
 def test_readme_numbers_of_predicted_vs_measured_follow_from_its_csv():
+    """The README's table of the four products is what pvm_readme_table computes from the committed
+    CSV (numbers read, not retyped), and the CSV's own columns are consistent with its raw values."""
     import math
 
-    rows = _committed_rows("predicted_vs_measured")
-    assert len(rows) == 864  # 2 dists x 4 means x 4 amplitudes x 3 S2 x 9 methods
-    ratios = [float(r["rmse_ratio"]) for r in rows if r["rmse_ratio"] != ""]
-    assert all(math.isfinite(x) for x in ratios)
-    assert len(ratios) == 837
-    assert sum(1 / 3 <= x <= 3 for x in ratios) == 828
-    compared = [r for r in rows if r["rmse_ratio"] != ""]
-    assert all(r["bound_ok"] in ("1", "True") for r in compared)
-    assert all(float(r["pred_bound"]) >= float(r["max_abs_err"]) for r in compared)
-    assert all(r["overflow_ok"] in ("1", "True") for r in rows)
+    from pasa_npu.figures import predicted
+
+    setup, _, rows = figures.read_csv(ROOT / "figures" / "predicted_vs_measured.csv")
+    assert len(rows) == 576  # 2 dists x 4 means x 4 amplitudes x 2 S2 x 9 methods
+    assert "S1 16 (a row sample" in setup["shape"], setup["shape"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- pvm-table -->\n", 1)[1].split("\n<!-- /pvm-table -->", 1)[0]
+    assert table == predicted.pvm_readme_table(rows), "README table differs from the committed CSV's"
+    # the hit columns follow from the raw values (theorems: no exception on the committed data)
+    for r in rows:
+        for key, col in (("bound", "pred_bound"), ("prob", "pred_prob"), ("a_priori", "pred_a_priori")):
+            if r[f"{key}_ok"] is not None:
+                assert r[f"{key}_ok"] == (r[col] >= r["max_abs_err"]) is True, (key, r)
+                assert r[f"{key}_below_cap"] == (r[col] < r["hull_cap"]), (key, r)
+        if r["rmse_ratio"] is not None:
+            assert math.isclose(r["rmse_ratio"], r["pred_rmse"] / r["rmse"], rel_tol=1e-8)
+        assert r["overflow_ok"]
+        assert (r["pred_bound"] is None) == (r["theorem"] == "none")
 
 
 @pytest.mark.parametrize("method, lo, hi", [("fa_qk", 19, 23), ("fa_q", 72, 77), ("pasa", 410, 475)])

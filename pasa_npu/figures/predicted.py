@@ -1,18 +1,26 @@
-"""Figures of notebook 04 (predicted against measured): the rounding-error model of
-:mod:`pasa_theory.bounds` against the harness's measurements.
+"""Figures of notebook 04 (predicted against measured): the four error products of
+:func:`pasa_theory.predict` against the harness's measurements.
 
-The model's two numbers are named for what they are (see docs/error-model.md): the
-**first-order a-posteriori evaluation** ("deterministic bound", ``pred_bound``) sums the moduli of
-the linearised rounding-error terms evaluated on the actual tensors (a worst-case alignment of the
-first-order terms, not a theorem about every input), and the **RMSE estimate** (``pred_rmse``) adds
-the same terms in quadrature under an independence model.
+Each product is named for what it is (docs/error-model.md §9):
+
+* ``pred_bound`` — the **rigorous a-posteriori bound** (Theorem 1 of docs/bounds.md §9, a theorem;
+  PASA's conditional on the K̃ the run computed);
+* ``pred_prob`` — the **probabilistic bound** (Proposition 3, §12: holds per element with
+  probability ≥ 0.99 under its stated model);
+* ``pred_a_priori`` — the **a-priori bound** (Theorem 2, §11: every input with the same maxima);
+* ``pred_rmse`` — the **RMSE estimate**, a stochastic shadow simulation (a model, not a bound);
+* ``hull_cap`` — max_r |v_r − o|, what any convex combination of V guarantees: a bound at or above it
+  says nothing.
+
+Methods outside the theorems' scope (``pasa:script``, ``pasa:fp16_keymean``, ``pasa:bf16``,
+``smooth_k``) have the estimate only (their bound columns are empty, ``theorem`` says so).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +29,6 @@ import numpy as np
 from pasa_theory.bounds import TERMS
 
 from .. import data
-from ..harness import GRID_AMPLITUDES, GRID_MEANS
 from ..predict_report import predict_case
 from ._common import METHOD_DOC, spread
 from ._io import FigureResult, Row, run_figure
@@ -33,6 +40,12 @@ __all__ = [
     "MethodPrediction",
     "PredictionTotals",
     "PredictedVsMeasuredSummary",
+    "ProductStats",
+    "PVM_PRODUCTS",
+    "pvm_products",
+    "rows_from_sweep",
+    "pvm_readme_table",
+    "PVM_README_ROWS",
     "predicted_vs_measured",
     "BudgetEntry",
     "error_budget",
@@ -63,24 +76,65 @@ PVM_COLUMNS = (
     "max_abs_err",
     "nonfinite",
     "first_nonfinite_stage",
-    "pred_rmse",
+    "hull_cap",
     "pred_bound",
+    "pred_prob",
+    "pred_a_priori",
+    "pred_rmse",
+    "pred_first_order",
+    "theorem",
     "pred_overflow_stage",
-    "dominant",
     "bound_dominant",
+    "dominant",
     "regime",
-    "rmse_ratio",
     "bound_ratio",
+    "prob_ratio",
+    "a_priori_ratio",
+    "rmse_ratio",
     "bound_ok",
+    "prob_ok",
+    "a_priori_ok",
+    "bound_below_cap",
+    "prob_below_cap",
+    "a_priori_below_cap",
+    "rmse_within_1_5x",
     "overflow_ok",
+    "seconds",
+    "bound_cost",
+    "a_priori_cost",
+    "estimate_cost",
 )
+
+#: The four products as the figure and the README table name them: (key, column, measured column, label).
+PVM_PRODUCTS = (
+    ("bound", "pred_bound", "max_abs_err", "rigorous (Thm 1)"),
+    ("prob", "pred_prob", "max_abs_err", "probabilistic (Prop 3)"),
+    ("a_priori", "pred_a_priori", "max_abs_err", "a-priori (Thm 2)"),
+    ("estimate", "pred_rmse", "rmse", "RMSE estimate"),
+)
+
+#: The sweep specification whose points are the figure's data.
+PVM_SPEC = Path(__file__).resolve().parents[2] / "examples" / "predicted_vs_measured.toml"
+
+
+def _theorem(status: Any) -> str:
+    """Short form of ``bound_status``: which theorem was evaluated and how, or ``none``."""
+    s = str(status or "")
+    if "observed" in s:
+        return "observed K̃"
+    if "any summation order" in s:
+        return "any-order K̃"
+    if s.startswith("theorem 1"):
+        return "flash attention"
+    return "none"
 
 
 def _predicted_and_measured(q: Any, k: Any, v: Any, methods: tuple[str, ...], **kw: Any) -> list[Row]:
     """One record per method from :func:`pasa_npu.predict_report.predict_case`: the harness's
     measurement against the float64 golden beside :func:`pasa_theory.bounds.predict_many` on the same
-    tensors (the ``pasa-verify --predict`` schema)."""
-    recs = predict_case(q, k, v, list(methods), **kw)
+    tensors (the ``pasa-verify --predict`` schema), without the rigorous bound (these figures show the
+    estimate)."""
+    recs = predict_case(q, k, v, list(methods), rigorous=False, **kw)
     for r in recs:
         r["first_nonfinite_stage"] = r["first_nonfinite_stage"] or ""
         r["pred_overflow_stage"] = r["pred_overflow_stage"] or ""
@@ -100,6 +154,8 @@ class MethodPrediction:
     rmse_within_3x: float | None
     bound_holds: float | None
     bound_ratio_median: float | None
+    rmse_within_1_5x: float | None = None
+    bound_below_cap: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +173,9 @@ class PredictionTotals:
     overflow_cases: int
     median_bound_ratio: float
     median_rmse_ratio: float
+    #: cases with a rigorous bound computed, and the estimate within 1.5x
+    bounded: int = 0
+    rmse_within_1_5x: int = 0
 
 
 @dataclass(frozen=True)
@@ -125,57 +184,86 @@ class PredictedVsMeasuredSummary:
 
     methods: dict[str, MethodPrediction]
     all: PredictionTotals
+    #: per product over every method it covers (:func:`pvm_products`)
+    products: dict[str, ProductStats] = field(default_factory=dict)
+
+
+def rows_from_sweep(out: str | Path) -> list[Row]:
+    """The figure's rows from a sweep dataset (``pasa-sweep examples/predicted_vs_measured.toml
+    --out DIR``, :func:`pasa_npu.sweep.load`): one per point, the columns of :data:`PVM_COLUMNS`, NaN and
+    nulls as empty cells, sorted by (dist, mean, amplitude, S2, method order)."""
+    from .. import sweep
+
+    df = sweep.load(out)
+    bad = df[df["status"] != "ok"]
+    if len(bad):
+        raise RuntimeError(f"{len(bad)} failed sweep points under {out}: {bad['error'].iloc[0]}")
+    order = {m: i for i, m in enumerate(PREDICT_METHODS)}
+    rows: list[Row] = []
+    for rec in df.to_dict("records"):
+        row: Row = {}
+        for c in PVM_COLUMNS:
+            x = rec.get(c)
+            if c == "theorem":
+                x = _theorem(rec.get("bound_status"))
+            elif isinstance(x, float) and math.isnan(x):
+                x = None
+            elif c in ("first_nonfinite_stage", "pred_overflow_stage", "bound_dominant") and x is None:
+                x = ""
+            elif hasattr(x, "item"):
+                x = x.item()
+            row[c] = x
+        rows.append(row)
+    rows.sort(key=lambda r: (r["dist"], r["mean"], r["amplitude"], r["seq_kv"], order.get(r["method"], 99)))
+    return rows
+
+
+def _pvm_points(quick: bool) -> list[dict]:
+    from .. import sweep
+
+    pts = sweep.load_spec(PVM_SPEC).points()
+    if quick:
+        keep = dict(mean=(0.0, 30.0), amplitude=(0.5, 20.0), seq_kv=(256,))
+        pts = [p for p in pts if all(p[k_] in v_ for k_, v_ in keep.items())]
+        pts = [dict(p, seq_q=8) for p in pts if p["method"] in ("pasa", "pasa:script", "fa_q", "fa_hybrid")]
+    return pts
 
 
 def _pvm_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
-    means, amps = ((0.0, 30.0), (0.5, 20.0)) if quick else (GRID_MEANS, GRID_AMPLITUDES)
-    seqs = (256, 768) if quick else (256, 1024, 4096)
-    s1 = 32 if quick else 128
-    rows: list[Row] = []
-    for dist in data.DISTRIBUTIONS:
-        for m in means:
-            for a in amps:
-                for s2 in seqs:
-                    q, k, v = data.make_qkv(
-                        dist,
-                        mean=m,
-                        amplitude=a,
-                        batch=1,
-                        heads=1,
-                        kv_heads=1,
-                        seq_q=s1,
-                        seq_kv=s2,
-                        head_dim=128,
-                    )
-                    for r in _predicted_and_measured(q, k, v, PREDICT_METHODS):
-                        # the CSV leaves the ratios of overflowing cases empty (None), not NaN
-                        rows.append(
-                            {c: r.get(c) for c in PVM_COLUMNS}
-                            | dict(dist=dist, mean=m, amplitude=a)
-                            | {
-                                key: r[key] if math.isfinite(r[key]) else None
-                                for key in ("rmse_ratio", "bound_ratio")
-                            }
-                        )
+    import tempfile
+
+    from .. import sweep
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep.run(_pvm_points(quick), tmp, executor="serial", progress=False)
+        rows = rows_from_sweep(tmp)
     return rows, _pvm_setup(quick)
 
 
 def _pvm_setup(quick: bool) -> dict[str, str]:
-    means, amps = ((0.0, 30.0), (0.5, 20.0)) if quick else (GRID_MEANS, GRID_AMPLITUDES)
-    seqs = (256, 768) if quick else (256, 1024, 4096)
-    s1 = 32 if quick else 128
+    pts = _pvm_points(quick)
+
+    def vals(key: str) -> str:
+        return ", ".join(
+            f"{x:g}" if isinstance(x, float) else str(x) for x in dict.fromkeys(p[key] for p in pts)
+        )
+
     return dict(
-        data="make_qkv, seed 2024724, dist uniform and hybrid x mean "
-        + ", ".join(f"{x:g}" for x in means)
-        + " x amplitude "
-        + ", ".join(f"{x:g}" for x in amps)
-        + "; fp16 inputs",
-        shape=f"batch 1, heads 1, kv_heads 1, S1 {s1}, S2 {', '.join(map(str, seqs))}, d 128, block_kv 128",
-        methods=", ".join(PREDICT_METHODS),
-        measured="rmse, max_abs_err against the float64 golden; inf/NaN and its first stage (measurement)",
-        pred_rmse="RMSE estimate of pasa_theory.bounds.predict: first-order terms in quadrature (estimate)",
-        pred_bound="first-order a-posteriori evaluation on the actual tensors, moduli of the linearised terms "
-        "summed (called the deterministic bound in pasa_theory.bounds; not a theorem for all inputs)",
+        data=f"make_qkv, seed 2024724, dist {vals('dist')} x mean {vals('mean')} x amplitude {vals('amplitude')}; "
+        "fp16 inputs; the points of examples/predicted_vs_measured.toml (pasa-sweep, predict = true)",
+        shape=f"batch 1, heads 1, kv_heads 1, S1 {vals('seq_q')} (a row sample: rows are i.i.d. without a mask), "
+        f"S2 {vals('seq_kv')}, d 128, block_kv 128",
+        methods=vals("method"),
+        measured="rmse, max_abs_err against the float64 golden on the sampled rows; inf/NaN and its first stage",
+        pred_bound="rigorous a-posteriori bound, Theorem 1 of docs/bounds.md (a theorem; PASA conditional on the "
+        "K-tilde the run computed); empty where not covered (theorem = none)",
+        pred_prob="probabilistic bound, Proposition 3 of docs/bounds.md, confidence 0.99 (a theorem under its model)",
+        pred_a_priori="a-priori bound, Theorem 2 of docs/bounds.md, for every input with the same maxima (a theorem)",
+        pred_rmse="RMSE estimate: stochastic shadow simulation of pasa_theory.bounds (a model, not a bound)",
+        pred_first_order="first-order evaluation along the exact trajectory (the former max_abs_bound; not a bound)",
+        hull_cap="max over rows of max_r |v_r - o|: a bound at or above it is vacuous",
+        cost="bound_cost, a_priori_cost, estimate_cost: seconds of the product / seconds of the method's kernel "
+        "run on the same rows, single-threaded, one run each (noisy)",
     )
 
 
@@ -197,15 +285,23 @@ def _pvm_summarize(rows: list[Row]) -> PredictedVsMeasuredSummary:
             rmse_within_3x=sum(1 for x in ratios if 1 / 3 <= x <= 3) / len(ratios) if ratios else None,
             bound_holds=sum(bounds_) / len(bounds_) if bounds_ else None,
             bound_ratio_median=statistics.median(bratios) if bratios else None,
+            rmse_within_1_5x=sum(1 for x in ratios if 1 / 1.5 <= x <= 1.5) / len(ratios) if ratios else None,
+            bound_below_cap=(
+                sum(bool(r["bound_below_cap"]) for r in sub if r["bound_below_cap"] is not None)
+                / len(bounds_)
+                if bounds_
+                else None
+            ),
         )
-    ok = [r for r in rows if r["bound_ok"] is not None]
-    rr = [r["rmse_ratio"] for r in ok if r["rmse_ratio"] is not None]
-    br = [r["bound_ratio"] for r in ok if r["bound_ratio"] is not None]
+    ok = [r for r in rows if r["rmse_ratio"] is not None]
+    rr = [r["rmse_ratio"] for r in ok]
+    bounded = [r for r in rows if r["bound_ok"] is not None]
+    br = [r["bound_ratio"] for r in bounded if r["bound_ratio"] is not None]
     within3 = sum(1 for x in rr if 1 / 3 <= x <= 3)
     totals = PredictionTotals(
         cases=len(rows),
         compared=len(ok),
-        bound_ok=sum(bool(r["bound_ok"]) for r in ok),
+        bound_ok=sum(bool(r["bound_ok"]) for r in bounded),
         rmse_within_3x=within3,
         rmse_within_3x_fraction=within3 / len(ok) if ok else math.nan,
         rmse_within_2x=sum(1 for x in rr if 0.5 <= x <= 2),
@@ -213,69 +309,206 @@ def _pvm_summarize(rows: list[Row]) -> PredictedVsMeasuredSummary:
         overflow_cases=sum(bool(r["nonfinite"]) for r in rows),
         median_bound_ratio=statistics.median(br) if br else math.nan,
         median_rmse_ratio=statistics.median(rr) if rr else math.nan,
+        bounded=len(bounded),
+        rmse_within_1_5x=sum(1 for x in rr if 1 / 1.5 <= x <= 1.5),
     )
-    return PredictedVsMeasuredSummary(methods, totals)
+    return PredictedVsMeasuredSummary(methods, totals, products=pvm_products(rows))
+
+
+def _q90(xs: list[float]) -> float:
+    ys = sorted(xs)
+    if not ys:
+        return math.nan
+    pos = 0.9 * (len(ys) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ys) - 1)
+    return ys[lo] + (ys[hi] - ys[lo]) * (pos - lo) if math.isfinite(ys[hi]) or pos == lo else ys[hi]
+
+
+@dataclass(frozen=True)
+class ProductStats:
+    """One product over the figure's compared cases (no overflow measured or predicted, product computed):
+    ``holds`` is the fraction of bounds >= the measured max|err| (estimate: within 1.5x of the measured
+    RMSE), ``below_cap`` the fraction of bounds below the hull cap, ratios product/measured, and the
+    median cost as a ratio to one kernel run on the same rows."""
+
+    product: str
+    methods: tuple[str, ...]
+    cases: int
+    holds: float
+    below_cap: float | None
+    median_ratio: float
+    p90_ratio: float
+    median_cost: float
+
+
+def pvm_products(rows: list[Row], methods: tuple[str, ...] | None = None) -> dict[str, ProductStats]:
+    """:class:`ProductStats` of each product of :data:`PVM_PRODUCTS` over ``rows`` (restricted to
+    ``methods`` if given); the README's table is this, read from the committed CSV."""
+    sub = [r for r in rows if methods is None or r["method"] in methods]
+    out = {}
+    for key, _col, _ref, _label in PVM_PRODUCTS:
+        if key == "estimate":
+            ok = [r for r in sub if r["rmse_within_1_5x"] is not None]
+            hits = [bool(r["rmse_within_1_5x"]) for r in ok]
+            ratios = [r["rmse_ratio"] for r in ok]
+            below = None
+            cost_col = "estimate_cost"
+        else:
+            ok = [r for r in sub if r[f"{key}_ok"] is not None]
+            hits = [bool(r[f"{key}_ok"]) for r in ok]
+            ratios = [r[f"{key}_ratio"] for r in ok]
+            below = sum(bool(r[f"{key}_below_cap"]) for r in ok) / len(ok) if ok else None
+            cost_col = "bound_cost" if key == "prob" else f"{key}_cost"
+        costs = [r[cost_col] for r in ok if r[cost_col] is not None]
+        out[key] = ProductStats(
+            product=key,
+            methods=tuple(dict.fromkeys(r["method"] for r in ok)),
+            cases=len(ok),
+            holds=sum(hits) / len(hits) if hits else math.nan,
+            below_cap=below,
+            median_ratio=statistics.median(ratios) if ratios else math.nan,
+            p90_ratio=_q90(ratios),
+            median_cost=statistics.median(costs) if costs else math.nan,
+        )
+    return out
+
+
+#: Rows of the README's table: (product key, methods or None for every method the product covers).
+PVM_README_ROWS = (
+    ("bound", None),
+    ("bound", ("pasa",)),
+    ("prob", None),
+    ("a_priori", None),
+    ("a_priori", ("pasa",)),
+    ("estimate", None),
+    ("estimate", ("pasa",)),
+)
+_PRODUCT_NAMES = {
+    "bound": "rigorous a-posteriori bound (theorem)",
+    "prob": "probabilistic bound, δ = 0.01 (theorem under its model)",
+    "a_priori": "a-priori bound (theorem, every input with the same maxima)",
+    "estimate": "RMSE estimate (model)",
+}
+
+
+def pvm_readme_table(rows: list[Row]) -> str:
+    """The README's markdown table of the four products over ``rows`` (the committed CSV's): per product
+    (over every method it covers, and for ``pasa``) the compared cases, how often it holds (bounds: >=
+    the measured max|err|; estimate: within 1.5x of the measured RMSE), how often a bound is below the
+    hull cap, the median and 90th percentile of product/measured and the median cost per kernel run."""
+
+    def pc(x: float | None) -> str:
+        return "—" if x is None or not math.isfinite(x) else f"{100 * x:.0f} %"
+
+    def num(x: float) -> str:
+        if not math.isfinite(x):
+            return "∞" if x > 0 else "—"
+        return f"{x:.3g}" if x < 1000 else f"{x:.2g}".replace("e+0", "·10^").replace("e+", "·10^")
+
+    lines = [
+        "| product | methods | cases | holds | below hull cap | median ratio | p90 ratio | cost ÷ kernel run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, meths in PVM_README_ROWS:
+        st = pvm_products(rows, meths)[key]
+        who = "`pasa` (npu_fp16)" if meths else ", ".join(f"`{m}`" for m in st.methods)
+        lines.append(
+            f"| {_PRODUCT_NAMES[key]} | {who} | {st.cases} | {pc(st.holds)} | {pc(st.below_cap)} | "
+            f"{num(st.median_ratio)} | {num(st.p90_ratio)} | {num(st.median_cost)} |"
+        )
+    return "\n".join(lines)
 
 
 def _pvm_draw(rows: list[Row], summary: PredictedVsMeasuredSummary) -> Any:
-    fig, axes = new_figure(5.6, 2, 1)
-    ax, bx = axes[:, 0]
-    for meth in PREDICT_METHODS:
-        st = method_style(meth)
-        sub = [r for r in rows if r["method"] == meth and r["rmse_ratio"] is not None]
-        kw = dict(
-            linestyle="none",
-            marker=st.marker,
-            color=st.color,
-            markeredgecolor=edge_colour(st.color),
-            markersize=2.6,
-            markeredgewidth=0.5,
-            alpha=0.85,
-        )
-        ax.plot([r["rmse"] for r in sub], [r["pred_rmse"] for r in sub], label=st.label, **kw)
-        sub = [r for r in rows if r["method"] == meth and r["bound_ratio"] is not None]
-        bx.plot([r["max_abs_err"] for r in sub], [r["pred_bound"] for r in sub], **kw)
-    for axis, (mx, my) in ((ax, ("rmse", "pred_rmse")), (bx, ("max_abs_err", "pred_bound"))):
-        vals = [r[c] for r in rows for c in (mx, my) if r["rmse_ratio"] is not None and r[c] > 0]
-        a, b = min(vals) / 2, max(vals) * 2
-        xs = np.array([a, b])
-        axis.plot(xs, xs, color=OKABE_ITO["black"], linewidth=0.8, label="y = x" if axis is ax else None)
-        if axis is ax:
-            axis.plot(xs, 3 * xs, color=GREY, linestyle="--", linewidth=0.6, label="×3, ÷3")
-            axis.plot(xs, xs / 3, color=GREY, linestyle="--", linewidth=0.6)
-        axis.set_xscale("log")
-        axis.set_yscale("log")
-        axis.set_xlim(a, b)
-        axis.set_ylim(a, b)
-    s = summary.all
-    ax.set_title(
-        f"(a) RMSE estimate: {100 * s.rmse_within_3x_fraction:.0f} % of {s.compared} within 3×",
-        loc="left",
-        pad=2,
-    )
-    ax.set_xlabel("measured RMSE")
-    ax.set_ylabel("estimated RMSE")
-    bx.set_title(
-        f"(b) first-order evaluation ≥ max|error| in {100 * s.bound_ok / s.compared:.0f} %", loc="left", pad=2
-    )
-    bx.set_xlabel("measured max|error|")
-    bx.set_ylabel("first-order a-posteriori bound")
-    legend_below(fig, ncols=2, fontsize=5.8)
+    fig, axes = new_figure(5.6, 2, 2)
+    panels = [axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]]
+    finite_vals = [
+        r[c]
+        for r in rows
+        for c in ("max_abs_err", "rmse", "hull_cap", "pred_bound", "pred_prob", "pred_a_priori", "pred_rmse")
+        if r["rmse_ratio"] is not None and r[c] is not None and 0 < r[c] < math.inf
+    ]
+    lo, hi = min(finite_vals) / 2, max(finite_vals) * 2
+    top = hi / 1.4  # infinite (vacuous) bounds are drawn at the top edge
+    for ax, (key, col, ref, label) in zip(panels, PVM_PRODUCTS):
+        st_ok = summary.products[key]
+        for meth in PREDICT_METHODS:
+            st = method_style(meth)
+            sub = [
+                r for r in rows if r["method"] == meth and r["rmse_ratio"] is not None and r[col] is not None
+            ]
+            if not sub:
+                continue
+            ys = [min(r[col], top) for r in sub]
+            ax.plot(
+                [r[ref] for r in sub],
+                ys,
+                linestyle="none",
+                marker=st.marker,
+                color=st.color,
+                markeredgecolor=edge_colour(st.color),
+                markersize=2.4,
+                markeredgewidth=0.4,
+                alpha=0.85,
+                label=st.label if key == "estimate" else None,
+            )
+        if key != "estimate":
+            cap = [r for r in rows if r["rmse_ratio"] is not None and r[col] is not None]
+            ax.plot(
+                [r[ref] for r in cap],
+                [r["hull_cap"] for r in cap],
+                linestyle="none",
+                marker="_",
+                color=GREY,
+                markersize=4,
+                markeredgewidth=0.6,
+                zorder=0,
+                label="hull cap max|v − o|" if key == "bound" else None,
+            )
+        xs = np.array([lo, hi])
+        ax.plot(xs, xs, color=OKABE_ITO["black"], linewidth=0.7, label="y = x" if key == "bound" else None)
+        if key == "estimate":
+            ax.plot(xs, 1.5 * xs, color=GREY, linestyle="--", linewidth=0.6, label="×1.5, ÷1.5")
+            ax.plot(xs, xs / 1.5, color=GREY, linestyle="--", linewidth=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.tick_params(labelsize=5.5)
+        hit = f"{100 * st_ok.holds:.0f} %"
+        if key == "estimate":
+            title = f"(d) {label} (model)\n{hit} within 1.5×"
+            ax.set_xlabel("measured RMSE", fontsize=6)
+        else:
+            below = f"{100 * st_ok.below_cap:.0f} %" if st_ok.below_cap is not None else "-"
+            title = (
+                f"({'abc'[[p[0] for p in PVM_PRODUCTS].index(key)]}) {label}\nholds {hit}, < hull cap {below}"
+            )
+            ax.set_xlabel("measured max|error|", fontsize=6)
+        ax.set_title(title, loc="left", pad=2, fontsize=6)
+    panels[0].set_ylabel("bound", fontsize=6)
+    panels[2].set_ylabel("bound (∞ at the top edge)", fontsize=6)
+    panels[3].set_ylabel("estimated RMSE", fontsize=6)
+    legend_below(fig, ncols=2, fontsize=5.4)
     return fig
 
 
 def predicted_vs_measured(
     *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
 ) -> FigureResult[PredictedVsMeasuredSummary]:
-    """The rounding-error model of :mod:`pasa_theory.bounds` against the harness, input by input:
-    (a) the RMSE estimate (first-order terms in quadrature, an estimate) against the measured RMSE,
-    (b) the first-order a-posteriori evaluation (``pred_bound``, the moduli of the linearised terms on
-    the actual tensors; the module calls it the deterministic bound) against the measured max|error|,
-    both measured against the float64 golden, for every method of :data:`PREDICT_METHODS`. Inputs:
+    """The four error products of :func:`pasa_theory.predict` against the harness, input by input
+    (measured on x): (a) the rigorous a-posteriori bound (Theorem 1, a theorem), (b) the probabilistic
+    bound (Proposition 3, confidence 0.99), (c) the a-priori bound (Theorem 2; ∞ drawn at the top
+    edge) against the measured max|error|, each with the hull cap max|v − o| (grey dashes: a bound
+    above them is vacuous), and (d) the RMSE estimate (a stochastic shadow simulation, a model)
+    against the measured RMSE, all measured against the float64 golden, for every method of
+    :data:`PREDICT_METHODS` (the bounds where the theorems cover the method). Data: the points of
+    ``examples/predicted_vs_measured.toml`` run by :mod:`pasa_npu.sweep` (:func:`rows_from_sweep`):
     the reference grid (uniform and hybrid × mean {0, 10, 20, 30} × amplitude {0.5, 5, 10, 20}, seed
-    2024724), one head, S1 = 128, S2 ∈ {256, 1024, 4096}, d = 128 (quick: means {0, 30} × amplitudes
-    {0.5, 20}, S1 = 32, S2 ∈ {256, 768}). Overflows are compared separately: predicted inf/NaN against
-    measured inf/NaN.
+    2024724), one head, a row sample of S1 = 16 query rows, S2 ∈ {256, 1024}, d = 128 (quick:
+    means {0, 30} × amplitudes {0.5, 20}, S2 = 256, S1 = 8, four methods). Overflows are compared
+    separately: predicted inf/NaN against measured inf/NaN.
     """
     return run_figure(
         "predicted_vs_measured",
@@ -448,7 +681,15 @@ def error_budget(
 # -- against the sequence length -------------------------------------------------------------------
 
 _LENGTH_METHODS = ("pasa:script", "pasa", "pasa:fp16_keymean", "fa_q", "fa_hybrid")
-ERROR_VS_LENGTH_COLUMNS = ("seq_kv", "method", "rmse", "pred_rmse", "max_abs_err", "pred_bound", "nonfinite")
+ERROR_VS_LENGTH_COLUMNS = (
+    "seq_kv",
+    "method",
+    "rmse",
+    "pred_rmse",
+    "max_abs_err",
+    "pred_first_order",
+    "nonfinite",
+)
 
 
 @dataclass(frozen=True)
@@ -483,7 +724,7 @@ def _length_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
                     rmse=r["rmse"],
                     pred_rmse=r["pred_rmse"],
                     max_abs_err=r["max_abs_err"],
-                    pred_bound=r["pred_bound"],
+                    pred_first_order=r["pred_first_order"],
                     nonfinite=r["nonfinite"],
                 )
             )
@@ -492,8 +733,8 @@ def _length_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
         shape=f"batch 1, heads 1, kv_heads 1, S1 {16 if quick else 64}, S2 {', '.join(map(str, seqs))}, d 128, "
         "block_kv 128",
         methods=", ".join(_LENGTH_METHODS),
-        rmse="measured against the float64 golden; pred_rmse: RMSE estimate; pred_bound: first-order a-posteriori "
-        "evaluation",
+        rmse="measured against the float64 golden; pred_rmse: RMSE estimate; pred_first_order: first-order "
+        "evaluation along the exact trajectory (not a bound)",
     )
     return rows, setup
 
@@ -544,7 +785,7 @@ def error_vs_length(
     """Measured RMSE (markers) and the model's RMSE estimate (lines) against the KV length S2 = 2^7 …
     2^14 (quick: 2^7 … 2^10) on a biased case with a soft softmax (uniform, mean 10, amplitude 0.5,
     seed 2024724; one head, S1 = 64, d = 128; quick: S1 = 16), for PASA's presets, fp16 flash
-    attention and the hybrid. The first-order a-posteriori evaluations are in the CSV (``pred_bound``).
+    attention and the hybrid. The first-order evaluations (not bounds) are in the CSV (``pred_first_order``).
     """
     return run_figure(
         "error_vs_length",

@@ -111,6 +111,7 @@ def layer_errors(
                     precision=prec,
                     block_kv=block_kv,
                     is_causal=is_causal,
+                    rigorous=False,
                 )
                 preds.update({m: p for (m, _), p in zip(pairs, got)})
         for m in methods:
@@ -140,7 +141,7 @@ def layer_errors(
             if p is not None:
                 whole.update(
                     pred_rmse=p.rmse_estimate,
-                    pred_bound=p.max_abs_bound,
+                    pred_bound=p.first_order_estimate,
                     pred_overflow=p.overflow,
                     pred_dominant=p.dominant,
                 )

@@ -295,13 +295,17 @@ def test_command_line_errors_name_the_problem(capsys, tmp_path):
 
 
 def test_predicted_vs_measured_spec_reproduces_the_committed_rows():
+    """The figure's data are the sweep's points: the spec gives exactly the committed rows, and two
+    points rerun give the committed measurements and all four products."""
+    from pasa_npu.figures.predicted import PVM_COLUMNS, _theorem
+
     pts = sweep.load_spec(ROOT / "examples" / "predicted_vs_measured.toml").points()
     with (ROOT / "figures" / "predicted_vs_measured.csv").open() as fh:
         committed = {
             (r["dist"], float(r["mean"]), float(r["amplitude"]), int(r["seq_kv"]), r["method"]): r
             for r in csv.DictReader(ln for ln in fh if not ln.startswith("#"))
         }
-    assert len(pts) == len(committed) == 864
+    assert len(pts) == len(committed) == 576
     assert {(p["dist"], p["mean"], p["amplitude"], p["seq_kv"], p["method"]) for p in pts} == set(committed)
     for key in [("uniform", 0.0, 0.5, 256, "pasa"), ("hybrid", 30.0, 20.0, 256, "fa_qk")]:
         p = next(p for p in pts if (p["dist"], p["mean"], p["amplitude"], p["seq_kv"], p["method"]) == key)
@@ -310,9 +314,20 @@ def test_predicted_vs_measured_spec_reproduces_the_committed_rows():
         assert row["nonfinite"] == int(ref["nonfinite"])
         assert (row["first_nonfinite_stage"] or "") == ref["first_nonfinite_stage"]
         assert (row["pred_overflow_stage"] or "") == ref["pred_overflow_stage"]
-        assert row["bound_dominant"] == ref["bound_dominant"] and row["regime"] == ref["regime"]
-        for col in ("rmse", "max_abs_err", "pred_rmse", "pred_bound"):
-            want = float(ref[col])
-            assert (math.isnan(want) and math.isnan(row[col])) or row[col] == pytest.approx(
-                want, rel=6e-10, abs=0
-            ), f"{key} {col}: {row[col]!r} vs committed {want!r}"
+        assert (row["bound_dominant"] or "") == ref["bound_dominant"] and row["regime"] == ref["regime"]
+        assert _theorem(row["bound_status"]) == ref["theorem"]
+        for col in (
+            "rmse",
+            "max_abs_err",
+            "pred_rmse",
+            "pred_bound",
+            "pred_prob",
+            "pred_a_priori",
+            "hull_cap",
+        ):
+            assert col in PVM_COLUMNS
+            want = float(ref[col]) if ref[col] != "" else math.nan
+            got = math.nan if row[col] is None else row[col]
+            assert (math.isnan(want) and math.isnan(got)) or got == pytest.approx(want, rel=6e-10, abs=0), (
+                f"{key} {col}: {got!r} vs committed {want!r}"
+            )
