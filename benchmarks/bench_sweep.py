@@ -175,7 +175,14 @@ def main(argv=None) -> int:
         )
         rows = []
         for s in seqs:
-            r = long_sequence(s)
+            try:
+                r = long_sequence(s)
+            except subprocess.CalledProcessError as exc:  # e.g. SIGKILL from the OOM killer
+                print(
+                    f"   {s:6d} failed: exit status {exc.returncode}; {exc.stderr.strip()[-200:]}", flush=True
+                )
+                result.setdefault("long_sequence_failed", []).append(dict(seq=s, returncode=exc.returncode))
+                break
             r["load_average"] = os.getloadavg()[0]
             rows.append(r)
             print(
