@@ -3,7 +3,9 @@
 The two are timed interleaved in the same run (SDPA, PASA, SDPA, PASA, ...) so that load from
 other processes on a shared machine hits both alike; the figure is the ratio of the best times
 (best of ``--repeats``), repeated ``--rounds`` times. ``--threads`` sets torch's intra-op threads
-(default 1: the ratio then compares single-core work).
+(default 1: the ratio then compares single-core work). The ratio of the best CPU times of the
+process is printed too: on a loaded machine the wall time also measures the scheduler's share,
+the CPU time only the work (both still suffer from caches and memory bandwidth shared with others).
 
 Usage: python benchmarks/bench_kernel.py [--repeats 7] [--rounds 3] [--threads 1] [--heads 28 --kv-heads 4]
 """
@@ -11,13 +13,15 @@ Usage: python benchmarks/bench_kernel.py [--repeats 7] [--rounds 3] [--threads 1
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
 import torch
 
 
-def ratio_run(q, k, v, repeats: int, methods=("pasa",)) -> dict:
+def ratio_run(q, k, v, repeats: int, methods=("pasa",), cpu: dict | None = None) -> dict:
+    """Best wall time per method (and, into ``cpu`` if given, best CPU time of this process)."""
     from pasa_npu.methods import run_method
 
     q32, k32, v32 = q.float(), k.float(), v.float()
@@ -31,11 +35,15 @@ def ratio_run(q, k, v, repeats: int, methods=("pasa",)) -> dict:
     for fn in fns.values():  # warm-up
         fn()
     times = {name: [] for name in fns}
+    cpu_times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - t0)
+            cpu_times[name].append(time.process_time() - c0)
+    if cpu is not None:
+        cpu.update({name: min(ts) for name, ts in cpu_times.items()})
     best = {name: min(ts) for name, ts in times.items()}
     return best
 
@@ -70,17 +78,22 @@ def main(argv=None) -> int:
         f"{args.threads} thread(s), best of {args.repeats}, interleaved"
     )
     ratios = {m: [] for m in methods}
+    cpu_ratios = {m: [] for m in methods}
     for r in range(args.rounds):
-        best = ratio_run(q, k, v, args.repeats, methods)
-        line = f"  round {r + 1}: sdpa fp32 {best['sdpa_fp32']:.3f} s"
+        cpu: dict = {}
+        best = ratio_run(q, k, v, args.repeats, methods, cpu=cpu)
+        line = f"  round {r + 1}: sdpa fp32 {best['sdpa_fp32']:.3f} s (CPU {cpu['sdpa_fp32']:.3f} s)"
         for m in methods:
             ratios[m].append(best[m] / best["sdpa_fp32"])
-            line += f" | {m} {best[m]:.3f} s ratio {ratios[m][-1]:.3f}"
+            cpu_ratios[m].append(cpu[m] / cpu["sdpa_fp32"])
+            line += f" | {m} {best[m]:.3f} s ratio {ratios[m][-1]:.3f} (CPU ratio {cpu_ratios[m][-1]:.3f})"
         print(line, flush=True)
     for m in methods:
-        print(
-            f"  {m}/sdpa_fp32: min {min(ratios[m]):.3f}, median {statistics.median(ratios[m]):.3f}, max {max(ratios[m]):.3f}"
-        )
+        for what, rs in (("wall", ratios[m]), ("CPU", cpu_ratios[m])):
+            print(
+                f"  {m}/sdpa_fp32 ({what}): min {min(rs):.3f}, median {statistics.median(rs):.3f}, max {max(rs):.3f}"
+            )
+    print(f"  load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 
