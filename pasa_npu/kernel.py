@@ -255,6 +255,8 @@ def _renorm_threshold(v: torch.Tensor, prec: Precision, n: int) -> float:
     room = torch.finfo(prec.vector).max / 2 / max(vmax, 1e-30) - n
     if room < 2:
         return 2.0
+    if not math.isfinite(room):  # V = 0 in a wide format: no bound from V
+        return float(2**14)
     return float(2 ** min(14, math.floor(math.log2(room))))
 
 
@@ -883,10 +885,10 @@ class _RefState:
                 t = torch.where(move & ~first, t_old + x, t)
         else:
             t = self._convert(a)
-        if masker is not None:
-            t = masker(t)
         if self.census is not None:
             self.census.record("scores", t)
+        if masker is not None:
+            t = masker(t)
         p = torch.exp(t)  # masked entries: exp(−inf) = 0
         if self.census is not None:
             self.census.record("exp", p)
@@ -904,7 +906,7 @@ class _RefState:
     def _flush(self, sel: torch.Tensor, x: torch.Tensor) -> None:
         """Rows ``sel``: O ← fl(fl(α·O) + fl(α·pend)), ℓ likewise, α = fl(e^x) (x = 0: α = 1), the
         pending accumulator converted once with the factor α·2^−E′ (a power of two times α: one
-        rounding); E′ chosen so that the new ℓ lies in [1, 2) (``accum="pow2"``)."""
+        rounding); E′ = ⌊log2 max(ℓ_new, 1)⌋ (``accum="pow2"``), so that ℓ < 2 after a flush."""
         prec, vd, acc = self.prec, self.prec.vector, self.prec.matmul_acc
         alpha = torch.exp(x)
         alpha_acc = alpha.to(acc)
@@ -913,8 +915,10 @@ class _RefState:
             tot = alpha_acc * (self.lsum.to(acc) * torch.exp2(self.e))
             if prec.row_sum == "matrix":
                 tot = tot + alpha_acc * self.pend[..., self.dv :]
-            _, ex = torch.frexp(tot)
-            e_new = torch.where(tot > 0, (ex - 1).to(acc), self.e)
+            # ℓ >= 1 after the first visible block (R is placed at a block maximum, whose weight is 1),
+            # so ℓ < 1 is transient (a move flushes before the new block adds its mass): E′ >= 0
+            _, ex = torch.frexp(torch.clamp(tot, min=1.0))
+            e_new = (ex - 1).to(acc)
         f_old = alpha_acc * torch.exp2(self.e - e_new)
         f_in = alpha_acc * torch.exp2(-e_new)
         inc = (self.pend * f_in).to(prec.matmul_out).to(vd)
@@ -1004,7 +1008,7 @@ def _ref_attention(
     v_acc = v_acc.view(B, Hkv, T, n, -1)
     e_hi, e_lo = _ref_exponents(qm, km, prec)
     k_acc = km.to(acc)
-    renorm_at = _renorm_threshold(vc, prec, n)
+    renorm_at = _renorm_threshold(vc, prec, n) if prec.accum == "pow2" else math.inf
     masked = is_causal or mask is not None
     if mask is not None:
         mask = mask.expand(B, H, S1, S2)
