@@ -29,7 +29,9 @@ Steps e–h follow ``Precision.offset`` (docs/precision.md §2.1, §2.2):
   holder of the maximum gets weight exactly 1, and A moves only when |δ_j| exceeds ``recenter_at``.
 
 With ``recovery="key_mean"`` the offsets δ_j come from one extra score column per block instead of
-from μ_j. Without the shift, the same ``"lazy"`` path with δ = 0 is block-local flash attention
+from μ_j. With ``score_ref="hi_lo"`` (the ``fp16_accurate`` preset) the call goes to
+:func:`_ref_attention` instead, a separate loop keyed on the fields of docs/precision.md §6: the stale
+row maximum is subtracted inside the accumulator through two augmented columns, no shift. Without the shift, the same ``"lazy"`` path with δ = 0 is block-local flash attention
 (exponentials against the block maximum, then rescaled: the FA-1 arrangement).
 
 Vectorisation: all heads of a GQA group share one matrix product (no per-head Python loop, K and V
@@ -96,7 +98,10 @@ def pasa_attention(
         attn_mask: bool (True = attend) or additive float mask broadcastable to (B, H, S1, S2).
             Rows with no visible key return 0, as torch SDPA does.
         precision: preset name (``"npu_fp16"``, ``"script"``, ``"fp16_strict"``, ``"fp16_keymean"``,
-            ``"hybrid"``, ``"bf16"``, ``"fp32"``, ``"fp64"``) or a :class:`~pasa_npu.Precision`.
+            ``"hybrid"``, ``"bf16"``, ``"fp32"``, ``"fp64"``, ``"fp16_accurate"``) or a
+            :class:`~pasa_npu.Precision`. A precision with ``score_ref="hi_lo"`` (``"fp16_accurate"``)
+            subtracts a running reference inside the accumulator instead of shifting (docs/precision.md
+            §6): no shifting matrix, so ``beta`` is not used.
         out_dtype: dtype of the result; ``None`` means ``q.dtype``.
 
     Returns:
