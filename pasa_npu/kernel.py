@@ -786,16 +786,18 @@ def _center_v(v: torch.Tensor, prec: Precision) -> tuple[torch.Tensor, torch.Ten
     return (vm.to(prec.vector) - vbar).to(prec.matmul_in), vbar
 
 
-def _ref_exponents(qm: torch.Tensor, km: torch.Tensor, prec: Precision) -> tuple[int, int]:
+def _ref_exponents(
+    qm: torch.Tensor, km: torch.Tensor, prec: Precision, extra: float = 0.0
+) -> tuple[int, int]:
     """Exponents (e_hi, e_lo) of the two augmented columns: R = 2^e_hi·h + 2^e_lo·l with h, l in
     ``matmul_in``. e_hi is the smallest >= 0 for which |R|/2^e_hi stays below 2^emax for any score
-    (|S| <= max_i Σ|q_i|·max|k|); e_lo = e_hi − p puts the residual R − 2^e_hi·h (at most
-    2^e_hi·ulp(h)/2) near the top of the format again."""
+    (|S| <= max_i Σ|q_i|·max|k|, plus ``extra`` for an additive mask); e_lo = e_hi − p puts the residual
+    R − 2^e_hi·h (at most 2^e_hi·ulp(h)/2) near the top of the format again."""
     fi = torch.finfo(prec.matmul_in)
     emax = math.floor(math.log2(fi.max))
     p = 1 - round(math.log2(fi.eps))
     wide = prec.reduce_dtype
-    bound = float(qm.abs().sum(dim=-1, dtype=wide).amax()) * float(km.abs().amax().to(wide))
+    bound = float(qm.abs().sum(dim=-1, dtype=wide).amax()) * float(km.abs().amax().to(wide)) + extra
     e_hi = max(0, math.ceil(math.log2(bound)) - emax) if bound > 0 and math.isfinite(bound) else 0
     return e_hi, e_hi - p
 
@@ -1011,7 +1013,11 @@ def _ref_attention(
     if prec.row_sum == "matrix":  # ℓ from a ones column of the same product
         v_acc = torch.cat((v_acc, torch.ones_like(v_acc[..., :1])), dim=-1)
     v_acc = v_acc.view(B, Hkv, T, n, -1)
-    e_hi, e_lo = _ref_exponents(qm, km, prec)
+    bias = 0.0  # an additive mask moves the maxima, hence R, by up to max|mask| (in score units)
+    if mask is not None and mask.dtype != torch.bool:
+        finite = mask.abs()[torch.isfinite(mask)]  # −inf entries mask, they do not move R
+        bias = float(finite.amax()) / tau_ref if finite.numel() else 0.0
+    e_hi, e_lo = _ref_exponents(qm, km, prec, bias)
     k_acc = km.to(acc)
     renorm_at = _renorm_threshold(vc, prec, n) if prec.accum == "pow2" else math.inf
     masked = is_causal or mask is not None

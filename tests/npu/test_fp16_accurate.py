@@ -320,6 +320,22 @@ def test_a_block_masked_entirely_and_a_late_first_reference():
     assert err <= 3 * ref, (float(err), float(ref))
 
 
+def test_additive_mask_with_infinities_and_large_entries():
+    """An additive mask with −inf entries (masking) and entries up to 3000 (moving R by that much): R's
+    columns are sized for it, the output stays finite and within 2x fa_hybrid's error."""
+    q, k, v = _qkv(16, 300, 2, d=128, mean=30.0, amp=5.0, dtype=torch.float16)
+    g = torch.Generator().manual_seed(2)
+    bias = torch.randn((1, 1, 16, 300), generator=g) * 3
+    bias[..., 5, :100] = float("-inf")
+    bias[..., 7, 200] = 3000.0
+    gold = golden_attention(q, k, v, attn_mask=bias)
+    out = pasa_attention(q, k, v, precision="fp16_accurate", attn_mask=bias)
+    hyb = run_method("fa_hybrid", q, k, v, attn_mask=bias)
+    assert torch.isfinite(out).all()
+    err, ref = (out.double() - gold).abs().max(), (hyb.double() - gold).abs().max()
+    assert err <= 2 * ref + float(ulp16(gold.abs().max())), (float(err), float(ref))
+
+
 def test_v_column_with_a_large_mean():
     """One V column at 1000 ± 0.5, the others mean 0: centring on the grid of ulp(max|V|) leaves no
     per-column bias; each column's error within 2x fa_hybrid's (+ one output ulp)."""
