@@ -121,7 +121,15 @@ import numpy.typing as npt
 from . import _errormodel as em
 from . import rigorous as _rig
 from .formats import FloatFormat, get_format, round_array, ulp
-from .policies import METHOD_NAMES, Policy, PrecisionInput, resolve, shift_constants, tau_of
+from .policies import (
+    METHOD_NAMES,
+    Policy,
+    PrecisionInput,
+    require_modelled,
+    resolve,
+    shift_constants,
+    tau_of,
+)
 from .schema import STAGES, check_beta, check_block, check_bnsd, format_name
 from .shifting import kappa_of
 
@@ -445,7 +453,7 @@ def predict_many(
         raise TypeError(
             f"shifted_keys must map a method name to its K̃ (predict_many), got {type(shifted_keys).__name__}"
         )
-    pols = [resolve(m, precision) for m in methods]
+    pols = [require_modelled(resolve(m, precision)) for m in methods]
     qa, fq = _as_array(q, "q")
     ka, fk = _as_array(k, "k")
     va, fv = _as_array(v, "v")
@@ -1039,7 +1047,7 @@ def overflow_envelope(
     The first stage whose peak reaches its threshold (the format's round-to-nearest overflow threshold,
     65520 for fp16) is ``overflow_stage``.
     """
-    pol = resolve(method, precision)
+    pol = require_modelled(resolve(method, precision))
     beta = check_beta(beta)
     if not isinstance(stats, InputStats):
         raise TypeError(f"stats must be an InputStats, got {type(stats).__name__}")
@@ -1111,7 +1119,7 @@ def term_scales(
     for the reference script's rounded pseudo-average, μ̃ ≈ (1 − β)μ_s. These explain which stage
     dominates where (the measured breakdown is :attr:`Prediction.terms_rms`).
     """
-    pol = resolve(method, precision)
+    pol = require_modelled(resolve(method, precision))
     beta = check_beta(beta)
     tau = tau_of(scale, stats.head_dim)
     n = stats.seq_kv if pol.untiled else check_block(block_kv, "block_kv")
