@@ -53,7 +53,7 @@ import torch
 from . import _checks
 from ._setup import ShiftConstants, shift_constants
 from .metrics import Census, active_census
-from .precision import Precision, get_precision
+from .precision import Precision, get_precision, round_accumulator
 
 __all__ = ["pasa_attention", "flash_attention", "shift_parameters", "shifted_keys"]
 
@@ -238,9 +238,32 @@ def _row_mean(x: torch.Tensor, prec: Precision) -> torch.Tensor:
     return _row_sum(x, prec) / torch.tensor(n, dtype=prec.vector, device=x.device)
 
 
+def _mma(a: torch.Tensor, b: torch.Tensor, prec: Precision, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Matrix unit, up to its output rounding: ``a @ b`` for operands already in ``matmul_acc``, returned
+    as the accumulator's values in ``a``'s dtype (into ``out`` if given).
+
+    ``prec.mma_acc="wide"`` (every preset): accumulate in ``matmul_acc`` (torch's matmul). ``"fp16"`` or
+    ``"fp22"`` (docs/beyond.md §1): the contraction dimension is cut into chunks of ``prec.mma_chunk``; each
+    chunk's products are summed in ``a``'s dtype (fp32 for every fp16-operand preset: the products are
+    exact, their sum of k terms carries a relative error <= (k−1)·2^−24, far below the accumulator's
+    quantum), added to the running accumulator in that dtype, and the sum is rounded to the accumulator
+    format (:func:`pasa_npu.precision.round_accumulator`) after every chunk, the first included.
+    """
+    if prec.mma_acc == "wide":
+        return torch.matmul(a, b, out=out)
+    k = prec.mma_chunk
+    acc: torch.Tensor | None = None
+    for c0 in range(0, a.shape[-1], k):
+        part = torch.matmul(a[..., c0 : c0 + k], b[..., c0 : c0 + k, :])
+        acc = round_accumulator(part if acc is None else acc.add_(part), prec)
+    assert acc is not None
+    return acc if out is None else out.copy_(acc)
+
+
 def _matmul(a: torch.Tensor, b: torch.Tensor, prec: Precision) -> torch.Tensor:
-    """Matrix unit: operands already in ``matmul_acc``; accumulate there and round once to ``matmul_out``."""
-    return torch.matmul(a, b).to(prec.matmul_out)
+    """Matrix unit: operands already in ``matmul_acc``; accumulate (:func:`_mma`) and round once to
+    ``matmul_out``."""
+    return _mma(a, b, prec).to(prec.matmul_out)
 
 
 def _renorm_threshold(v: torch.Tensor, prec: Precision, n: int) -> float:
@@ -620,8 +643,11 @@ def _tiled_attention(
             nb = j1 - j0
             c0, c1 = j0 * n, j1 * n
             # a: S̃ = Q·K̃ᵀ on the matrix unit, rounded once to matmul_out (then to the vector dtype)
-            s_acc = torch.matmul(
-                qi, kt_acc[:, :, c0:c1].transpose(-1, -2), out=bufs.get("s_acc", (B, Hkv, rows, nb * n), acc)
+            s_acc = _mma(
+                qi,
+                kt_acc[:, :, c0:c1].transpose(-1, -2),
+                prec,
+                out=bufs.get("s_acc", (B, Hkv, rows, nb * n), acc),
             )
             s = bufs.get("s_out", s_acc.shape, prec.matmul_out).copy_(s_acc)
             if vd != prec.matmul_out:
@@ -664,7 +690,7 @@ def _tiled_attention(
                 cen.record("row_sum", lj)
             p_acc = bufs.get("p_acc", (B, Hkv, nb, rows, n), acc)
             p_acc.copy_((p if vd == mi else p.to(mi)).transpose(2, 3))
-            pv = torch.matmul(p_acc, v_acc[:, :, j0:j1], out=bufs.get("pv_acc", (B, Hkv, nb, rows, Dv), acc))
+            pv = _mma(p_acc, v_acc[:, :, j0:j1], prec, out=bufs.get("pv_acc", (B, Hkv, nb, rows, Dv), acc))
             pv = bufs.get("pv_out", pv.shape, prec.matmul_out).copy_(pv)
             if vd != prec.matmul_out:
                 pv = pv.to(vd)  # P·V_j

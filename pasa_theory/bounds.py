@@ -365,6 +365,12 @@ def predict_many(
     if isinstance(methods, str):
         raise TypeError("methods must be a list of method names, not a str")
     pols = [resolve(m, precision) for m in methods]
+    for pol in pols:
+        if pol.mma_acc != "wide":
+            raise ValueError(
+                f"precision: the error model does not cover the matrix-unit accumulation model "
+                f"mma_acc={pol.mma_acc!r} (docs/beyond.md §1); only 'wide' is modelled"
+            )
     qa, fq = _as_array(q, "q")
     ka, fk = _as_array(k, "k")
     va, fv = _as_array(v, "v")

@@ -118,6 +118,9 @@ class Policy:
     untiled: bool = False
     smooth_k: bool = False
     modelled_as: str | None = None
+    mma_acc: str = "wide"
+    mma_round: str = "nearest"
+    mma_chunk: int = 16
 
     @property
     def reduce_format(self) -> FloatFormat:
