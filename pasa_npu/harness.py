@@ -69,6 +69,8 @@ def _beta_of(method: str, precision, block_kv: int, head_dim: int, scale, beta) 
     if not m.name.startswith("pasa"):
         return None
     prec = m.precision(get_precision(precision))
+    if prec.score_ref != "none":  # no shifting matrix (docs/precision.md §6)
+        return None
     return shift_parameters(prec, head_dim=head_dim, block_kv=block_kv, scale=scale, beta=beta).beta
 
 

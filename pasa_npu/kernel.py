@@ -46,6 +46,7 @@ and memory only, not a bit of the result (tests/npu/test_kernel_properties.py).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -238,7 +239,13 @@ def _row_mean(x: torch.Tensor, prec: Precision) -> torch.Tensor:
     return _row_sum(x, prec) / torch.tensor(n, dtype=prec.vector, device=x.device)
 
 
-def _mma(a: torch.Tensor, b: torch.Tensor, prec: Precision, out: torch.Tensor | None = None) -> torch.Tensor:
+def _mma(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    prec: Precision,
+    out: torch.Tensor | None = None,
+    init: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Matrix unit, up to its output rounding: ``a @ b`` for operands already in ``matmul_acc``, returned
     as the accumulator's values in ``a``'s dtype (into ``out`` if given).
 
@@ -248,16 +255,26 @@ def _mma(a: torch.Tensor, b: torch.Tensor, prec: Precision, out: torch.Tensor | 
     exact, their sum of k terms carries a relative error <= (k−1)·2^−24, far below the accumulator's
     quantum), added to the running accumulator in that dtype, and the sum is rounded to the accumulator
     format (:func:`pasa_npu.precision.round_accumulator`) after every chunk, the first included.
+    ``init``: the accumulator's value before the product (D = A·B + C; ``out`` is not used then).
     """
     if prec.mma_acc == "wide":
-        return torch.matmul(a, b, out=out)
+        r = torch.matmul(a, b, out=out)
+        return r if init is None else init + r
     k = prec.mma_chunk
-    acc: torch.Tensor | None = None
+    acc: torch.Tensor | None = None if init is None else init.clone()
     for c0 in range(0, a.shape[-1], k):
         part = torch.matmul(a[..., c0 : c0 + k], b[..., c0 : c0 + k, :])
         acc = round_accumulator(part if acc is None else acc.add_(part), prec)
     assert acc is not None
-    return acc if out is None else out.copy_(acc)
+    return acc if out is None or init is not None else out.copy_(acc)
+
+
+def _mma_add(acc: torch.Tensor, part: torch.Tensor, prec: Precision) -> torch.Tensor:
+    """One more chunk ``part`` (its products already summed) added to the accumulator values ``acc``
+    and rounded to a narrow accumulator (:func:`_mma`); ``acc + part`` for ``mma_acc="wide"``."""
+    if prec.mma_acc == "wide":
+        return acc + part
+    return round_accumulator(acc + part, prec)
 
 
 def _matmul(a: torch.Tensor, b: torch.Tensor, prec: Precision) -> torch.Tensor:
@@ -584,6 +601,20 @@ def _tiled_attention(
     n = _checks.check_positive_int("block_kv", block_kv)
     mask = _checks.check_mask(attn_mask, is_causal, sh, q.device)
     out_dtype = _checks.check_out_dtype(out_dtype, q.dtype)
+    if prec.score_ref != "none":  # the reference in the accumulator, no shifting matrix (§6)
+        return _ref_attention(
+            q,
+            k,
+            v,
+            tau=tau,
+            block_q=block_q,
+            n=n,
+            sh=sh,
+            prec=prec,
+            is_causal=is_causal,
+            mask=mask,
+            out_dtype=out_dtype,
+        )
     if shift and n < 2:
         raise ValueError(f"block_kv must be >= 2 for PASA (the shifting matrix is n x n), got {n}")
 
@@ -603,7 +634,8 @@ def _tiled_attention(
     if place == "q":
         qm = (qm.to(vd) * torch.tensor(tau, dtype=vd, device=dev)).to(mi)
     km = _pad_rows(k.to(mi), n, prec.kv_tail)
-    vm = _pad_rows(v.to(mi), n, prec.kv_tail)
+    vc, vbar = _center_v(v, prec)  # V itself unless v_center is set
+    vm = _pad_rows(vc, n, prec.kv_tail)
 
     c: torch.Tensor | None = None
     dk_acc: torch.Tensor | None = None
@@ -621,6 +653,7 @@ def _tiled_attention(
         kt_acc = km.to(acc)
     v_acc = vm.to(acc).view(B, Hkv, T, n, Dv)
     tau_v = torch.tensor(tau, dtype=vd, device=dev) if place == "scores" else None
+    tau_acc = torch.tensor(tau, dtype=acc, device=dev) if place == "acc" else None
 
     masked = is_causal or mask is not None
     if mask is not None:
@@ -629,7 +662,7 @@ def _tiled_attention(
     out = torch.empty((B, H, S1, Dv), dtype=out_dtype, device=dev)
     out5 = out.view(B, Hkv, G, S1, Dv)
 
-    renorm_at = _renorm_threshold(v, prec, n) if prec.accum == "pow2" else math.inf
+    renorm_at = _renorm_threshold(vc, prec, n) if prec.accum == "pow2" else math.inf
     bufs = _Buffers(dev)
     for i0 in range(0, S1, block_q):
         r = min(block_q, S1 - i0)
@@ -649,6 +682,8 @@ def _tiled_attention(
                 prec,
                 out=bufs.get("s_acc", (B, Hkv, rows, nb * n), acc),
             )
+            if tau_acc is not None:  # scale="acc": τ applied at the conversion of the accumulator
+                s_acc.mul_(tau_acc)
             s = bufs.get("s_out", s_acc.shape, prec.matmul_out).copy_(s_acc)
             if vd != prec.matmul_out:
                 s = s.to(vd)
@@ -669,7 +704,10 @@ def _tiled_attention(
             if tau_v is not None:
                 s.mul_(tau_v)
             if dk_acc is not None:  # b (key_mean)
-                offs = _matmul(qi, dk_acc[:, :, j0:j1].transpose(-1, -2), prec).to(vd)
+                offs_acc = _mma(qi, dk_acc[:, :, j0:j1].transpose(-1, -2), prec)
+                if tau_acc is not None:
+                    offs_acc = offs_acc * tau_acc
+                offs = offs_acc.to(prec.matmul_out).to(vd)
                 means = _KeyOffsets(offs if tau_v is None else offs * tau_v)
             else:
                 means = _BlockMeans(s, prec, wide) if shift else None  # b
@@ -697,6 +735,8 @@ def _tiled_attention(
             for jj in range(nb):
                 state.update(j0 + jj, means, jj, mj[:, :, :, jj], lj[:, :, :, jj], pv[:, :, jj])
         o = state.result()
+        if vbar is not None:  # v_center: add v̄ back (vector unit); rows that saw no key stay 0
+            o = torch.where(state.l == 0, torch.zeros_like(o), o + vbar)
         out5[:, :, :, i0 : i0 + r] = o.view(B, Hkv, G, r, Dv).to(out_dtype)
     if cen is not None:
         cen.record("output", out)
@@ -745,3 +785,298 @@ def _apply_masks(
     if bias is not None:
         s = s + bias
     return s
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference in the accumulator (Precision.score_ref = "hi_lo"; docs/precision.md §6)
+
+
+def _spacing(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """ulp(x) in ``dtype`` (the spacing of the binade of |x|; the subnormal spacing below the normal
+    range), in x's dtype. x >= 0."""
+    fi = torch.finfo(dtype)
+    p = 1 - round(math.log2(fi.eps))  # digits, implicit bit included
+    _, e = torch.frexp(x)  # x = f·2^e, f in [0.5, 1): ulp = 2^(e − p)
+    tiny = fi.smallest_normal * fi.eps
+    return torch.clamp(torch.exp2((e - p).to(x.dtype)), min=tiny)
+
+
+def _center_v(v: torch.Tensor, prec: Precision) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``Precision.v_center``: V − v̄ as a matrix-unit operand and v̄ (vector dtype, (B, Hkv, 1, Dv)).
+
+    v̄ is V's per-column mean over the sequence (wide accumulator), rounded once to the vector format
+    (``"mean"``) or to a multiple of ulp(max|V|) of its column (``"grid"``): then V − v̄ is exact for
+    every entry in the binade of max|V| (a mean off that grid shifts all of them by the same rounding,
+    a per-column bias). The subtraction is a vector operation; softmax rows sum to 1, so adding v̄
+    back at the end restores the output exactly in real arithmetic."""
+    vm = v.to(prec.matmul_in)
+    if prec.v_center == "none":
+        return vm, None
+    wide = prec.reduce_dtype
+    mean = vm.mean(dim=2, keepdim=True, dtype=wide)
+    if prec.v_center == "grid":
+        quantum = _spacing(vm.abs().amax(dim=2, keepdim=True).to(wide), prec.vector)
+        mean = torch.round(mean / quantum) * quantum  # powers of two: exact scalings
+    vbar = mean.to(prec.vector)
+    return (vm.to(prec.vector) - vbar).to(prec.matmul_in), vbar
+
+
+def _ref_exponents(qm: torch.Tensor, km: torch.Tensor, prec: Precision) -> tuple[int, int]:
+    """Exponents (e_hi, e_lo) of the two augmented columns: R = 2^e_hi·h + 2^e_lo·l with h, l in
+    ``matmul_in``. e_hi is the smallest >= 0 for which |R|/2^e_hi stays below 2^emax for any score
+    (|S| <= max_i Σ|q_i|·max|k|); e_lo = e_hi − p puts the residual R − 2^e_hi·h (at most
+    2^e_hi·ulp(h)/2) near the top of the format again."""
+    fi = torch.finfo(prec.matmul_in)
+    emax = math.floor(math.log2(fi.max))
+    p = 1 - round(math.log2(fi.eps))
+    wide = prec.reduce_dtype
+    bound = float(qm.abs().sum(dim=-1, dtype=wide).amax()) * float(km.abs().amax().to(wide))
+    e_hi = max(0, math.ceil(math.log2(bound)) - emax) if bound > 0 and math.isfinite(bound) else 0
+    return e_hi, e_hi - p
+
+
+class _RefState:
+    """Running state of one Q row chunk for ``score_ref="hi_lo"`` (docs/precision.md §6).
+
+    The reference R = 2^e_hi·h + 2^e_lo·l (h, l in ``matmul_in``, the entries of the two augmented
+    columns of Q; K holds the constants 2^e_hi, 2^e_lo) is subtracted inside the accumulator, so the
+    converted tile holds t = τ·(S − R). O and ℓ (vector dtype) are kept in R's frame, times 2^−E (E
+    per row, exact power-of-two renormalisation for ``accum="pow2"``); ``pend`` is the matrix unit's
+    accumulator of P·[V, 1] since the last flush (``pv_accum="matrix"``).
+    """
+
+    def __init__(self, qi, prec, tau_ref, e_hi, e_lo, dv, renorm_at, census) -> None:
+        rows = qi.shape[:-1]
+        acc, vd = prec.matmul_acc, prec.vector
+        dev = qi.device
+        self.prec, self.census, self.renorm_at = prec, census, renorm_at
+        self.tau_ref = tau_ref  # factor from S − R (acc units) to tile units: τ, or 1 for scale="q"
+        self.place = prec.scale if prec.scale != "m" else "scores"  # no shifting matrix here
+        self.tau_acc = torch.tensor(tau_ref, dtype=acc, device=dev)
+        self.tau_vd = torch.tensor(tau_ref, dtype=vd, device=dev)
+        self.theta = torch.tensor(prec.ref_move_at, dtype=vd, device=dev)
+        self.f_hi, self.f_lo = 2.0**e_hi, 2.0**e_lo
+        self.hi = torch.zeros((*rows, 1), dtype=acc, device=dev)  # values representable in matmul_in
+        self.lo = torch.zeros_like(self.hi)
+        self.seen = torch.zeros((*rows, 1), dtype=torch.bool, device=dev)  # R set (a key was visible)
+        self.o = torch.zeros((*rows, dv), dtype=vd, device=dev)
+        self.lsum = torch.zeros((*rows, 1), dtype=vd, device=dev)
+        self.e = torch.zeros((*rows, 1), dtype=acc, device=dev)  # O, ℓ stored times 2^−E
+        width = dv + (prec.row_sum == "matrix")
+        self.pend = torch.zeros((*rows, width), dtype=acc, device=dev)
+        self.dv = dv
+        self.moves = 0  # reference moves after the first (emulation statistics)
+
+    # -- the matrix unit -------------------------------------------------------------------------
+    def _minus_ref(self, s: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+        """S − R in the accumulator: the two augmented columns' products (exact) added last (with a
+        narrow accumulator, as one more chunk after the d columns of Q·Kᵀ: docs/beyond.md §1)."""
+        if self.prec.mma_acc != "wide":
+            return _mma_add(s, -(hi * self.f_hi + lo * self.f_lo), self.prec)
+        return (s - hi * self.f_hi) - lo * self.f_lo
+
+    def _convert(self, a: torch.Tensor) -> torch.Tensor:
+        """Accumulator values (S − R) to the vector dtype as the scale placement says: τ at the
+        conversion (``"acc"``), on the rounded scores (``"scores"``), or already in Q (``"q"``)."""
+        prec = self.prec
+        if self.place == "acc":
+            return (a * self.tau_acc).to(prec.matmul_out).to(prec.vector)
+        t = a.to(prec.matmul_out).to(prec.vector)
+        return t * self.tau_vd if self.place == "scores" else t
+
+    def _pair(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, l) in ``matmul_in`` with 2^e_hi·h + 2^e_lo·l ≈ target (acc units). Any pair is exact
+        attention; only how close R lies to the row maximum depends on this choice."""
+        mi, acc = self.prec.matmul_in, self.prec.matmul_acc
+        hi = (target / self.f_hi).to(mi).to(acc)
+        lo = ((target - hi * self.f_hi) / self.f_lo).to(mi).to(acc)
+        return hi, lo
+
+    # -- one KV block ------------------------------------------------------------------------------
+    def block(self, s: torch.Tensor, masker, v_blk: torch.Tensor) -> None:
+        """Fold one KV block: ``s`` its accumulator scores (rows, n), ``masker`` applies the masks
+        to a tile (or None), ``v_blk`` the block of [V − v̄, 1] in the accumulator dtype."""
+        prec, vd = self.prec, self.prec.vector
+        a = self._minus_ref(s, self.hi, self.lo)
+        # the row maximum that places R, from the accumulator with the masks (any R is exact; reading
+        # it before the conversion keeps an overflowing first tile from placing R at inf)
+        am = a * self.tau_acc if self.place != "q" else a.clone()
+        if masker is not None:
+            am = masker(am)
+        mb = am.amax(dim=-1, keepdim=True)
+        first = ~self.seen & torch.isfinite(mb)
+        move = first | (self.seen & (mb.to(vd) > self.theta))
+        t_old = None
+        if bool(move.any()):
+            target = self.hi * self.f_hi + self.lo * self.f_lo + mb / self.tau_acc
+            target = torch.where(move, target, torch.zeros_like(target))
+            hi, lo = self._pair(target)
+            hi = torch.where(move, hi, self.hi)
+            lo = torch.where(move, lo, self.lo)
+            # x = τ·(R_old − R_new), computed like one more score (two columns, converted once)
+            x = self._convert((self.hi - hi) * self.f_hi + (self.lo - lo) * self.f_lo)
+            x = torch.where(move & self.seen, x, torch.zeros_like(x))
+            self.moves += int((move & self.seen).sum())
+            self._flush(move & self.seen, x)
+            if prec.ref_move == "rebase":
+                t_old = self._convert(a)
+            self.hi, self.lo = hi, lo
+            self.seen = self.seen | first
+            a = self._minus_ref(s, self.hi, self.lo)  # the tile against the new reference
+            t = self._convert(a)
+            if t_old is not None:  # rebase: moved rows shift their old tile on the vector unit
+                t = torch.where(move & ~first, t_old + x, t)
+        else:
+            t = self._convert(a)
+        if masker is not None:
+            t = masker(t)
+        if self.census is not None:
+            self.census.record("scores", t)
+        p = torch.exp(t)  # masked entries: exp(−inf) = 0
+        if self.census is not None:
+            self.census.record("exp", p)
+        if prec.row_sum == "vector":
+            lj = _row_sum(p, prec) * torch.exp2(-self.e).to(vd)  # O, ℓ are kept times 2^−E
+            self.lsum = self.lsum + lj
+            self._renormalise()
+        pm = p if vd == prec.matmul_in else p.to(prec.matmul_in)
+        # P·[V, 1] on the matrix unit, into its accumulator
+        self.pend = _mma(pm.to(prec.matmul_acc), v_blk, prec, init=self.pend)
+        if prec.pv_accum == "vector":  # rounded into O after every block
+            self._flush(torch.ones_like(self.seen), torch.zeros_like(self.lsum))
+
+    # -- accumulators --------------------------------------------------------------------------
+    def _flush(self, sel: torch.Tensor, x: torch.Tensor) -> None:
+        """Rows ``sel``: O ← fl(fl(α·O) + fl(α·pend)), ℓ likewise, α = fl(e^x) (x = 0: α = 1), the
+        pending accumulator converted once with the factor α·2^−E′ (a power of two times α: one
+        rounding); E′ chosen so that the new ℓ lies in [1, 2) (``accum="pow2"``)."""
+        prec, vd, acc = self.prec, self.prec.vector, self.prec.matmul_acc
+        alpha = torch.exp(x)
+        alpha_acc = alpha.to(acc)
+        e_new = self.e
+        if prec.accum == "pow2":
+            tot = alpha_acc * (self.lsum.to(acc) * torch.exp2(self.e))
+            if prec.row_sum == "matrix":
+                tot = tot + alpha_acc * self.pend[..., self.dv :]
+            _, ex = torch.frexp(tot)
+            e_new = torch.where(tot > 0, (ex - 1).to(acc), self.e)
+        f_old = alpha_acc * torch.exp2(self.e - e_new)
+        f_in = alpha_acc * torch.exp2(-e_new)
+        inc = (self.pend * f_in).to(prec.matmul_out).to(vd)
+        o = (self.o.to(acc) * f_old).to(vd) + inc[..., : self.dv]
+        lsum = (self.lsum.to(acc) * f_old).to(vd)
+        if prec.row_sum == "matrix":
+            lsum = lsum + inc[..., self.dv :]
+        self.o = torch.where(sel, o, self.o)
+        self.lsum = torch.where(sel, lsum, self.lsum)
+        self.e = torch.where(sel, e_new, self.e)
+        self.pend = torch.where(sel, torch.zeros_like(self.pend), self.pend)
+        if self.census is not None:
+            self.census.record("row_sum", self.lsum)
+            self.census.record("accumulator", self.o)
+
+    def _renormalise(self) -> None:
+        """``row_sum="vector"``, ``accum="pow2"``: rows whose ℓ reached the threshold are scaled by
+        2^−s, s = floor(log2 ℓ) (exact), so that ℓ and O cannot overflow between flushes."""
+        if self.prec.accum != "pow2" or not bool((self.lsum >= self.renorm_at).any()):
+            return
+        acc = self.prec.matmul_acc
+        big = self.lsum >= self.renorm_at
+        _, ex = torch.frexp(self.lsum.to(acc))
+        s = torch.where(big, (ex - 1).to(acc), torch.zeros_like(self.e))
+        f = torch.exp2(-s)
+        self.lsum = (self.lsum.to(acc) * f).to(self.prec.vector)
+        self.o = (self.o.to(acc) * f).to(self.prec.vector)
+        self.e = self.e + s
+
+    def result(self) -> torch.Tensor:
+        self._flush(torch.ones_like(self.seen), torch.zeros_like(self.lsum))
+        out = self.o / self.lsum
+        return torch.where(self.lsum == 0, torch.zeros_like(out), out)  # rows that saw no key: 0
+
+
+def _mask_block(
+    x: torch.Tensor,
+    *,
+    at: tuple[int, int, int, int],
+    sh: _checks.Shapes,
+    causal: bool,
+    mask: torch.Tensor | None,
+    vd: torch.dtype,
+) -> torch.Tensor:
+    """Step c on one block's tile (rows, n) of the chunk at rows i0:i0+r, columns c0:c1 (an additive
+    mask rounded to the vector dtype ``vd``, then added in the tile's dtype)."""
+    i0, r, c0, c1 = at
+    B, Hkv = x.shape[:2]
+    x5 = x.reshape(B, Hkv, x.shape[2], 1, c1 - c0)
+    return _apply_masks(x5, i0, r, c0, c1, sh, causal, mask, vd).view(x.shape)
+
+
+def _ref_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    tau: float,
+    block_q: int,
+    n: int,
+    sh: _checks.Shapes,
+    prec: Precision,
+    is_causal: bool,
+    mask: torch.Tensor | None,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """Attention with the reference in the accumulator (``score_ref="hi_lo"``, docs/precision.md §6):
+    per query row chunk and KV block, S − R on the matrix unit (the augmented columns), τ at the
+    conversion, P = exp(t) on the vector unit, P·[V − v̄, 1] on the matrix unit; no shifting matrix."""
+    B, H, Hkv, G = sh.batch, sh.heads, sh.kv_heads, sh.group
+    S1, S2, D, Dv = sh.seq_q, sh.seq_kv, sh.head_dim, sh.v_dim
+    dev = q.device
+    vd, mi, acc = prec.vector, prec.matmul_in, prec.matmul_acc
+    cen = active_census()
+    if cen is not None:
+        cen.record("input", q, k, v)
+    T = -(-S2 // n)
+    qm = q.to(mi)
+    if prec.scale == "q":
+        qm = (qm.to(vd) * torch.tensor(tau, dtype=vd, device=dev)).to(mi)
+    tau_ref = 1.0 if prec.scale == "q" else tau
+    km = _pad_rows(k.to(mi), n, prec.kv_tail)
+    vc, vbar = _center_v(v, prec)
+    v_acc = _pad_rows(vc, n, prec.kv_tail).to(acc)
+    if prec.row_sum == "matrix":  # ℓ from a ones column of the same product
+        v_acc = torch.cat((v_acc, torch.ones_like(v_acc[..., :1])), dim=-1)
+    v_acc = v_acc.view(B, Hkv, T, n, -1)
+    e_hi, e_lo = _ref_exponents(qm, km, prec)
+    k_acc = km.to(acc)
+    renorm_at = _renorm_threshold(vc, prec, n)
+    masked = is_causal or mask is not None
+    if mask is not None:
+        mask = mask.expand(B, H, S1, S2)
+    q5 = qm.view(B, Hkv, G, S1, D)
+    out = torch.empty((B, H, S1, Dv), dtype=out_dtype, device=dev)
+    out5 = out.view(B, Hkv, G, S1, Dv)
+    for i0 in range(0, S1, block_q):
+        r = min(block_q, S1 - i0)
+        rows = G * r
+        qi = q5[:, :, :, i0 : i0 + r].reshape(B, Hkv, rows, D).to(acc)
+        state = _RefState(qi, prec, tau_ref, e_hi, e_lo, Dv, renorm_at, cen)
+        nb_max = max(1, _TILE_ELEMENTS // (B * Hkv * rows * n))
+        for j0 in range(0, T, nb_max):
+            j1 = min(T, j0 + nb_max)
+            s_acc = _mma(qi, k_acc[:, :, j0 * n : j1 * n].transpose(-1, -2), prec)
+            for j in range(j0, j1):
+                c0, c1 = j * n, (j + 1) * n
+                masker = None
+                if masked or c1 > S2:
+                    masker = functools.partial(
+                        _mask_block, at=(i0, r, c0, c1), sh=sh, causal=is_causal, mask=mask, vd=vd
+                    )
+                state.block(s_acc[..., c0 - j0 * n : c1 - j0 * n], masker, v_acc[:, :, j])
+        o = state.result()
+        if vbar is not None:  # add v̄ back (vector unit); rows that saw no key stay 0
+            o = torch.where(state.lsum == 0, torch.zeros_like(o), o + vbar)
+        out5[:, :, :, i0 : i0 + r] = o.view(B, Hkv, G, r, Dv).to(out_dtype)
+    if cen is not None:
+        cen.record("output", out)
+    return out

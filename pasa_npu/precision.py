@@ -39,6 +39,11 @@ hybrid     fp16 matrix unit, fp32 vector unit (the reference script's ``vec_tp=f
 bf16       every fp16 of npu_fp16 replaced by bf16.
 fp32       everything in fp32 (an "upcast" reference in the style of FlashAttention's tests).
 fp64       everything in fp64; used to check that every method is exact attention.
+fp16_accurate fully fp16 (matrix unit fp16 in / fp32 accumulate / fp16 out, vector unit fp16)
+           with the reference in the accumulator: the stale row maximum subtracted inside the
+           fp32 accumulator (two augmented columns), τ applied at the conversion, moved
+           references recomputed, P·V and ℓ summed in the accumulator, V centred
+           (docs/precision.md §6). No shifting matrix.
 ========== ================================================================================
 """
 
@@ -62,10 +67,15 @@ from pasa_theory.schema import (
     Offset,
     PrecisionSpec,
     PseudoAverage,
+    PVAccum,
     Recovery,
     Reduce,
+    RefMove,
+    RowSum,
     ScalePlacement,
+    ScoreRef,
     Setup,
+    VCenter,
 )
 
 __all__ = [
@@ -225,6 +235,30 @@ class Precision:
     @property
     def mma_chunk(self) -> int:
         return self.spec.mma_chunk
+
+    @property
+    def score_ref(self) -> ScoreRef:
+        return self.spec.score_ref
+
+    @property
+    def ref_move(self) -> RefMove:
+        return self.spec.ref_move
+
+    @property
+    def ref_move_at(self) -> float:
+        return self.spec.ref_move_at
+
+    @property
+    def pv_accum(self) -> PVAccum:
+        return self.spec.pv_accum
+
+    @property
+    def row_sum(self) -> RowSum:
+        return self.spec.row_sum
+
+    @property
+    def v_center(self) -> VCenter:
+        return self.spec.v_center
 
     def fields(self) -> dict[str, Any]:
         """Field values by name, formats as torch dtypes."""

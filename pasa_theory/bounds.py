@@ -119,7 +119,7 @@ import numpy.typing as npt
 
 from . import _errormodel as em
 from .formats import FloatFormat, get_format, round_array, ulp
-from .policies import METHOD_NAMES, PrecisionInput, resolve, shift_constants, tau_of
+from .policies import METHOD_NAMES, PrecisionInput, require_modelled, resolve, shift_constants, tau_of
 from .schema import STAGES, check_beta, check_block, check_bnsd, format_name
 from .shifting import kappa_of
 
@@ -364,13 +364,7 @@ def predict_many(
     """
     if isinstance(methods, str):
         raise TypeError("methods must be a list of method names, not a str")
-    pols = [resolve(m, precision) for m in methods]
-    for pol in pols:
-        if pol.mma_acc != "wide":
-            raise ValueError(
-                f"precision: the error model does not cover the matrix-unit accumulation model "
-                f"mma_acc={pol.mma_acc!r} (docs/beyond.md §1); only 'wide' is modelled"
-            )
+    pols = [require_modelled(resolve(m, precision)) for m in methods]
     qa, fq = _as_array(q, "q")
     ka, fk = _as_array(k, "k")
     va, fv = _as_array(v, "v")
@@ -812,7 +806,7 @@ def overflow_envelope(
     The first stage whose peak reaches its threshold (the format's round-to-nearest overflow threshold,
     65520 for fp16) is ``overflow_stage``.
     """
-    pol = resolve(method, precision)
+    pol = require_modelled(resolve(method, precision))
     beta = check_beta(beta)
     if not isinstance(stats, InputStats):
         raise TypeError(f"stats must be an InputStats, got {type(stats).__name__}")
@@ -884,7 +878,7 @@ def term_scales(
     for the reference script's rounded pseudo-average, μ̃ ≈ (1 − β)μ_s. These explain which stage
     dominates where (the measured breakdown is :attr:`Prediction.terms_rms`).
     """
-    pol = resolve(method, precision)
+    pol = require_modelled(resolve(method, precision))
     beta = check_beta(beta)
     tau = tau_of(scale, stats.head_dim)
     n = stats.seq_kv if pol.untiled else check_block(block_kv, "block_kv")

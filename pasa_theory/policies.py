@@ -55,6 +55,9 @@ __all__ = [
     "shift_constants",
     "resolve_beta",
     "method_names",
+    "PLAIN_ATTENTION",
+    "unmodelled_steps",
+    "require_modelled",
 ]
 
 #: The reference script's final β (commit 14f5c6f of the public PASA implementation).
@@ -78,6 +81,14 @@ _BASE_METHODS = (
 METHOD_NAMES: tuple[str, ...] = _BASE_METHODS + tuple(f"pasa:{p}" for p in PRESET_SPECS)
 
 _DTYPE_FIELDS = FORMAT_FIELDS
+
+#: The fields of the reference-in-the-accumulator arrangement (docs/precision.md §6) at their defaults
+#: (switched off): the flash attention baselines (``fa_*``, ``smooth_k``) set them so.
+_PLAIN_SPEC = PrecisionSpec("plain", "fp16", "fp32", "fp16", "fp16")
+PLAIN_ATTENTION: dict[str, FieldValue] = {
+    f: getattr(_PLAIN_SPEC, f)
+    for f in ("score_ref", "ref_move", "ref_move_at", "pv_accum", "row_sum", "v_center")
+}
 _ORDER = {"fp16": 0, "bf16": 0, "fp32": 1, "fp64": 2}
 
 
@@ -114,6 +125,12 @@ class Policy:
     kv_tail: str
     beta: float | None
     beta_format: str | None
+    score_ref: str
+    ref_move: str
+    ref_move_at: float
+    pv_accum: str
+    row_sum: str
+    v_center: str
     shift: bool
     untiled: bool = False
     smooth_k: bool = False
@@ -176,6 +193,7 @@ def _policy(fields: Mapping[str, FieldValue], flags: Mapping[str, Flag]) -> Poli
     for key in _DTYPE_FIELDS:
         f[key] = get_format(f[key])
     f["recenter_at"] = float(f["recenter_at"])
+    f["ref_move_at"] = float(f["ref_move_at"])
     if f["beta"] is not None:
         f["beta"] = float(f["beta"])
     return Policy(**f, **g)
@@ -194,7 +212,8 @@ def arranged_fields(
     (``fa_q`` with one KV block), ``fa_hybrid`` (matmul output, vector unit and coefficient widened to
     at least fp32, ``scale="scores"``, raw accumulators), ``smooth_k`` (``fa_qk`` after subtracting K's
     sequence mean in the vector format), and the modelled ``sdpa``/``npu_fia_ip0`` (as
-    ``fa_hybrid``) and ``npu_fia_ip1`` (as ``fa_qk``).
+    ``fa_hybrid``) and ``npu_fia_ip1`` (as ``fa_qk``). Every method but ``pasa`` runs with the
+    fields of :data:`PLAIN_ATTENTION` at their defaults (plain flash attention).
     """
     if not isinstance(method, str):
         raise TypeError(f"method must be a str, got {type(method).__name__}")
@@ -212,6 +231,8 @@ def arranged_fields(
     base = _fields_of(precision)
     if method == "pasa":
         return base, dict(shift=True)
+    # the flash attention baselines run without the reference-in-accumulator steps of the run's precision
+    base = dict(base, **PLAIN_ATTENTION)
     qk = dict(base, name=f"fa_qk[{base['name']}]", scale="scores")
     if method in ("fa_qk", "npu_fia_ip1"):
         return qk, dict(shift=False, modelled_as="fa_qk" if method == "npu_fia_ip1" else None)
@@ -232,6 +253,26 @@ def arranged_fields(
         accum="raw",
     )
     return hyb, dict(shift=False, modelled_as=None if method == "fa_hybrid" else "fa_hybrid")
+
+
+def unmodelled_steps(pol: Policy) -> list[str]:
+    """The steps of ``pol`` that the rounding-error model does not describe yet (docs/precision.md §6):
+    the reference-in-the-accumulator fields away from their defaults, ``scale="acc"`` and a narrow
+    matrix-unit accumulator (``mma_acc`` other than "wide")."""
+    out = [f"{k}={getattr(pol, k)!r}" for k, v in PLAIN_ATTENTION.items() if getattr(pol, k) != v]
+    if pol.scale == "acc":
+        out.append("scale='acc'")
+    if pol.mma_acc != "wide":  # the matrix unit's narrow accumulators (docs/beyond.md §1)
+        out.append(f"mma_acc={pol.mma_acc!r}")
+    return out
+
+
+def require_modelled(pol: Policy) -> Policy:
+    """``pol`` if the error model describes it; ``ValueError`` naming the steps it does not."""
+    steps = unmodelled_steps(pol)
+    if steps:
+        raise ValueError(f"the error model does not describe policy {pol.name!r} yet: " + ", ".join(steps))
+    return pol
 
 
 def resolve(method: str, precision: PrecisionInput = "npu_fp16") -> Policy:

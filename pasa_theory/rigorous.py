@@ -245,6 +245,8 @@ def _check_policy(pol: policies.Policy) -> None:
         why.append("reduce='acc'")
     if pol.smooth_k or pol.modelled_as is not None:
         why.append("one of the package's own kernels without K smoothing")
+    if policies.unmodelled_steps(pol):
+        why.append("none of the steps " + ", ".join(policies.unmodelled_steps(pol)))
     if pol.shift:
         if pol.offset != "lazy" or pol.recovery != "pseudo_average" or pol.pseudo_average != "centered":
             why.append("reference='lazy', recovery='pseudo_average', pseudo_average='centered'")

@@ -43,6 +43,11 @@ __all__ = [
     "MmaAcc",
     "MmaRound",
     "MMA_FORMATS",
+    "ScoreRef",
+    "RefMove",
+    "PVAccum",
+    "RowSum",
+    "VCenter",
     "CHOICES",
     "FORMAT_FIELDS",
     "FIELDS",
@@ -61,7 +66,7 @@ __all__ = [
 
 FormatName = Literal["fp16", "bf16", "fp32", "fp64"]
 Reduce = Literal["acc", "pairwise"]
-ScalePlacement = Literal["m", "q", "scores"]
+ScalePlacement = Literal["m", "q", "scores", "acc"]
 Coef = Literal["rounded_m", "beta"]
 Setup = Literal["exact", "script_fp32"]
 Accum = Literal["raw", "pow2"]
@@ -80,6 +85,12 @@ MMA_FORMATS: dict[str, tuple[int, int, int]] = {
     "fp16": (11, -14, 15),
     "fp22": (14, -126, 127),
 }
+# The fully fp16 "reference in the accumulator" arrangement (docs/precision.md §6); defaults = off.
+ScoreRef = Literal["none", "hi_lo"]
+RefMove = Literal["recompute", "rebase"]
+PVAccum = Literal["vector", "matrix"]
+RowSum = Literal["vector", "matrix"]
+VCenter = Literal["none", "mean", "grid"]
 
 #: Allowed values of every enumerated field.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -94,6 +105,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "kv_tail": get_args(KVTail),
     "mma_acc": get_args(MmaAcc),
     "mma_round": get_args(MmaRound),
+    "score_ref": get_args(ScoreRef),
+    "ref_move": get_args(RefMove),
+    "pv_accum": get_args(PVAccum),
+    "row_sum": get_args(RowSum),
+    "v_center": get_args(VCenter),
 }
 FORMATS: tuple[str, ...] = get_args(FormatName)
 #: Fields whose value is a format (a torch dtype in ``pasa_npu.Precision``).
@@ -236,8 +252,19 @@ class PrecisionSpec:
     the format whose optimal β is the default; ``mma_acc``, ``mma_round``, ``mma_chunk`` the matrix unit's
     accumulation model (docs/beyond.md §1): ``"wide"`` (the default, every preset) accumulates in
     ``matmul_acc`` and rounds once; ``"fp16"`` or ``"fp22"`` sums each chunk of ``mma_chunk`` products
-    exactly and rounds the running accumulator to that format (``mma_round``: to nearest, ties to even, or
+    in ``matmul_acc`` and rounds the running accumulator to that format (``mma_round``: to nearest, ties to even, or
     toward zero) after every chunk.
+
+    The reference-in-the-accumulator arrangement (docs/precision.md §6; the defaults switch it off):
+    ``score_ref`` ("hi_lo": a per-row reference R, the stale running maximum, subtracted inside the
+    matrix unit's accumulator through two augmented columns, so the rounded score tile holds S − R;
+    no shifting matrix is applied then), ``ref_move`` (a block whose maximum passes R by more than
+    ``ref_move_at``, in scaled score units, moves R: its tile is recomputed against the new R, or rebased
+    on the vector unit), ``pv_accum`` ("matrix": P·V summed in the matrix unit's accumulator across
+    blocks and rounded into O only when R moves), ``row_sum`` ("matrix": ℓ from a ones column of the
+    P·V product), ``v_center`` (V minus its per-column sequence mean, added back at the end; "grid":
+    the mean rounded to the spacing of max|V| of its column). ``scale="acc"`` applies τ at the
+    conversion of the accumulator to ``matmul_out``.
     """
 
     name: str
@@ -261,6 +288,12 @@ class PrecisionSpec:
     mma_acc: MmaAcc = "wide"
     mma_round: MmaRound = "nearest"
     mma_chunk: int = 16
+    score_ref: ScoreRef = "none"
+    ref_move: RefMove = "recompute"
+    ref_move_at: float = 2.0
+    pv_accum: PVAccum = "vector"
+    row_sum: RowSum = "vector"
+    v_center: VCenter = "none"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -279,6 +312,16 @@ class PrecisionSpec:
             )
         if not (self.recenter_at > 0):
             raise ValueError(f"Precision.recenter_at must be > 0, got {self.recenter_at!r}")
+        if isinstance(self.ref_move_at, bool) or not isinstance(self.ref_move_at, numbers.Real):
+            raise TypeError(
+                f"Precision.ref_move_at must be a real number, got {type(self.ref_move_at).__name__}"
+            )
+        if not (math.isfinite(self.ref_move_at) and self.ref_move_at >= 0):
+            raise ValueError(f"Precision.ref_move_at must be finite and >= 0, got {self.ref_move_at!r}")
+        if self.score_ref == "none":
+            for f in ("pv_accum", "row_sum"):
+                if self.__dict__[f] != "vector":
+                    raise ValueError(f"Precision.{f}={self.__dict__[f]!r} needs score_ref='hi_lo'")
         if self.beta is not None:
             check_beta(self.beta, "Precision.beta")
         if isinstance(self.mma_chunk, bool) or not isinstance(self.mma_chunk, numbers.Integral):
@@ -343,6 +386,17 @@ def _preset(
     return PrecisionSpec(name, mi, acc, out, vec, **kw)
 
 
+#: The fully fp16 arrangement of docs/precision.md §6 (matrix unit fp16/fp32/fp16, vector unit fp16).
+_ACCURATE: dict[str, Any] = dict(
+    scale="acc",
+    score_ref="hi_lo",
+    ref_move="recompute",
+    ref_move_at=2.0,
+    pv_accum="matrix",
+    row_sum="matrix",
+    v_center="grid",
+)
+
 #: The presets (docs/precision.md §4).
 PRESET_SPECS: dict[str, PrecisionSpec] = {
     "npu_fp16": _preset("npu_fp16", "fp16", "fp32", "fp16", "fp16", coef_dtype="fp16"),
@@ -375,6 +429,7 @@ PRESET_SPECS: dict[str, PrecisionSpec] = {
     "fp64": _preset(
         "fp64", "fp64", "fp64", "fp64", "fp64", coef_dtype="fp64", accum="raw", beta_format="fp16"
     ),
+    "fp16_accurate": _preset("fp16_accurate", "fp16", "fp32", "fp16", "fp16", coef_dtype="fp16", **_ACCURATE),
 }
 
 
