@@ -83,6 +83,7 @@ NOTEBOOK_MODULES = {
     "03_overflow_resonance": "overflow",
     "04_predicted_vs_measured": "predicted",
     "05_method_comparison": "comparison",
+    "06_beyond_pasa": "beyond",
 }
 
 
