@@ -29,7 +29,9 @@ Steps e–h follow ``Precision.offset`` (docs/precision.md §2.1, §2.2):
   holder of the maximum gets weight exactly 1, and A moves only when |δ_j| exceeds ``recenter_at``.
 
 With ``recovery="key_mean"`` the offsets δ_j come from one extra score column per block instead of
-from μ_j. Without the shift, the same ``"lazy"`` path with δ = 0 is block-local flash attention
+from μ_j. With ``score_ref="hi_lo"`` (the ``fp16_accurate`` preset) the call goes to
+:func:`_ref_attention` instead, a separate loop keyed on the fields of docs/precision.md §6: the stale
+row maximum is subtracted inside the accumulator through two augmented columns, no shift. Without the shift, the same ``"lazy"`` path with δ = 0 is block-local flash attention
 (exponentials against the block maximum, then rescaled: the FA-1 arrangement).
 
 Vectorisation: all heads of a GQA group share one matrix product (no per-head Python loop, K and V
@@ -96,7 +98,10 @@ def pasa_attention(
         attn_mask: bool (True = attend) or additive float mask broadcastable to (B, H, S1, S2).
             Rows with no visible key return 0, as torch SDPA does.
         precision: preset name (``"npu_fp16"``, ``"script"``, ``"fp16_strict"``, ``"fp16_keymean"``,
-            ``"hybrid"``, ``"bf16"``, ``"fp32"``, ``"fp64"``) or a :class:`~pasa_npu.Precision`.
+            ``"hybrid"``, ``"bf16"``, ``"fp32"``, ``"fp64"``, ``"fp16_accurate"``) or a
+            :class:`~pasa_npu.Precision`. A precision with ``score_ref="hi_lo"`` (``"fp16_accurate"``)
+            subtracts a running reference inside the accumulator instead of shifting (docs/precision.md
+            §6): no shifting matrix, so ``beta`` is not used.
         out_dtype: dtype of the result; ``None`` means ``q.dtype``.
 
     Returns:
@@ -294,6 +299,8 @@ def _renorm_threshold(v: torch.Tensor, prec: Precision, n: int) -> float:
     room = torch.finfo(prec.vector).max / 2 / max(vmax, 1e-30) - n
     if room < 2:
         return 2.0
+    if not math.isfinite(room):  # V = 0 in a wide format: no bound from V
+        return float(2**14)
     return float(2 ** min(14, math.floor(math.log2(room))))
 
 
@@ -821,16 +828,18 @@ def _center_v(v: torch.Tensor, prec: Precision) -> tuple[torch.Tensor, torch.Ten
     return (vm.to(prec.vector) - vbar).to(prec.matmul_in), vbar
 
 
-def _ref_exponents(qm: torch.Tensor, km: torch.Tensor, prec: Precision) -> tuple[int, int]:
+def _ref_exponents(
+    qm: torch.Tensor, km: torch.Tensor, prec: Precision, extra: float = 0.0
+) -> tuple[int, int]:
     """Exponents (e_hi, e_lo) of the two augmented columns: R = 2^e_hi·h + 2^e_lo·l with h, l in
     ``matmul_in``. e_hi is the smallest >= 0 for which |R|/2^e_hi stays below 2^emax for any score
-    (|S| <= max_i Σ|q_i|·max|k|); e_lo = e_hi − p puts the residual R − 2^e_hi·h (at most
-    2^e_hi·ulp(h)/2) near the top of the format again."""
+    (|S| <= max_i Σ|q_i|·max|k|, plus ``extra`` for an additive mask); e_lo = e_hi − p puts the residual
+    R − 2^e_hi·h (at most 2^e_hi·ulp(h)/2) near the top of the format again."""
     fi = torch.finfo(prec.matmul_in)
     emax = math.floor(math.log2(fi.max))
     p = 1 - round(math.log2(fi.eps))
     wide = prec.reduce_dtype
-    bound = float(qm.abs().sum(dim=-1, dtype=wide).amax()) * float(km.abs().amax().to(wide))
+    bound = float(qm.abs().sum(dim=-1, dtype=wide).amax()) * float(km.abs().amax().to(wide)) + extra
     e_hi = max(0, math.ceil(math.log2(bound)) - emax) if bound > 0 and math.isfinite(bound) else 0
     return e_hi, e_hi - p
 
@@ -928,10 +937,10 @@ class _RefState:
                 t = torch.where(move & ~first, t_old + x, t)
         else:
             t = self._convert(a)
-        if masker is not None:
-            t = masker(t)
         if self.census is not None:
             self.census.record("scores", t)
+        if masker is not None:
+            t = masker(t)
         p = torch.exp(t)  # masked entries: exp(−inf) = 0
         if self.census is not None:
             self.census.record("exp", p)
@@ -949,7 +958,7 @@ class _RefState:
     def _flush(self, sel: torch.Tensor, x: torch.Tensor) -> None:
         """Rows ``sel``: O ← fl(fl(α·O) + fl(α·pend)), ℓ likewise, α = fl(e^x) (x = 0: α = 1), the
         pending accumulator converted once with the factor α·2^−E′ (a power of two times α: one
-        rounding); E′ chosen so that the new ℓ lies in [1, 2) (``accum="pow2"``)."""
+        rounding); E′ = ⌊log2 max(ℓ_new, 1)⌋ (``accum="pow2"``), so that ℓ < 2 after a flush."""
         prec, vd, acc = self.prec, self.prec.vector, self.prec.matmul_acc
         alpha = torch.exp(x)
         alpha_acc = alpha.to(acc)
@@ -958,8 +967,10 @@ class _RefState:
             tot = alpha_acc * (self.lsum.to(acc) * torch.exp2(self.e))
             if prec.row_sum == "matrix":
                 tot = tot + alpha_acc * self.pend[..., self.dv :]
-            _, ex = torch.frexp(tot)
-            e_new = torch.where(tot > 0, (ex - 1).to(acc), self.e)
+            # ℓ >= 1 after the first visible block (R is placed at a block maximum, whose weight is 1),
+            # so ℓ < 1 is transient (a move flushes before the new block adds its mass): E′ >= 0
+            _, ex = torch.frexp(torch.clamp(tot, min=1.0))
+            e_new = (ex - 1).to(acc)
         f_old = alpha_acc * torch.exp2(self.e - e_new)
         f_in = alpha_acc * torch.exp2(-e_new)
         inc = (self.pend * f_in).to(prec.matmul_out).to(vd)
@@ -1047,9 +1058,13 @@ def _ref_attention(
     if prec.row_sum == "matrix":  # ℓ from a ones column of the same product
         v_acc = torch.cat((v_acc, torch.ones_like(v_acc[..., :1])), dim=-1)
     v_acc = v_acc.view(B, Hkv, T, n, -1)
-    e_hi, e_lo = _ref_exponents(qm, km, prec)
+    bias = 0.0  # an additive mask moves the maxima, hence R, by up to max|mask| (in score units)
+    if mask is not None and mask.dtype != torch.bool:
+        finite = mask.abs()[torch.isfinite(mask)]  # −inf entries mask, they do not move R
+        bias = float(finite.amax()) / tau_ref if finite.numel() else 0.0
+    e_hi, e_lo = _ref_exponents(qm, km, prec, bias)
     k_acc = km.to(acc)
-    renorm_at = _renorm_threshold(vc, prec, n)
+    renorm_at = _renorm_threshold(vc, prec, n) if prec.accum == "pow2" else math.inf
     masked = is_causal or mask is not None
     if mask is not None:
         mask = mask.expand(B, H, S1, S2)
