@@ -20,17 +20,17 @@
 # vector unit)? Three things, described in docs/beyond.md:
 #
 # 1. every arrangement's relative RMSE ÷ `fa_hybrid`'s on the reference grid (uniform and hybrid data ×
-#    mean {0, 10, 20, 30} × amplitude {0.5, 5, 10, 20}, seed 2024724; one GQA group of the reference
-#    benchmark, 7 query heads on one KV head, S = 1407, d = 128), including the `fp16_accurate` preset (the reference in the
+#    mean {0, 10, 20, 30} × amplitude {0.5, 5, 10, 20}, seed 2024724; one query head, 128 query rows
+#    against the reference 1407 keys, d = 128), including the `fp16_accurate` preset (the reference in the
 #    matrix unit's accumulator, docs/precision.md §6), with the **floor** of any fully fp16 vector
 #    unit, an estimate from a rounding model (`pasa_theory.floor`);
-# 2. the same (on one query head) under two narrower matrix-unit accumulators: fp16 accumulation (NVIDIA's fp16-accumulate
+# 2. the same under two narrower matrix-unit accumulators: fp16 accumulation (NVIDIA's fp16-accumulate
 #    MMA) and the 13-mantissa-bit "FP22" accumulator of FP8 MMA (docs/beyond.md §1);
 # 3. a cost model per tile (`pasa_theory.cost`): matrix-unit FLOPs with extra columns padded to 16,
 #    vector-unit operations, bytes from the matrix unit to the vector unit.
 
 # %% tags=["parameters"]
-# Run settings. QUICK: small shapes (seconds); False: the shapes of the committed figure (an hour on 2 cores).
+# Run settings. QUICK: small shapes (seconds); False: the shapes of the committed figure (minutes).
 # SAVE: write the figure (PDF, PNG and the CSV behind it) into the repository's figures/ folder.
 QUICK = True
 SAVE = False

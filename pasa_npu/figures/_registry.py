@@ -110,7 +110,7 @@ FIGURES: dict[str, FigureSpec] = {
             "06_beyond_pasa",
             "each arrangement ÷ fa_hybrid per grid cell with the fully fp16 floor, under the accumulation "
             "models, and the cost model",
-            cited=False,  # the full-mode CSV is not committed yet (docs/beyond.md §4)
+            cited=True,
         ),
     )
 }
