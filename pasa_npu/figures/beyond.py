@@ -375,7 +375,10 @@ def _draw(rows: list[Row], summary: BeyondSummary) -> Any:
         for a, c in cost.items()
     ]
     tab = tx.table(
-        cellText=text, colLabels=["per tile", "MFLOP", "k vec ops", "kB to vec", "÷ fa_fp16"], loc="center"
+        cellText=text,
+        colLabels=["per tile", "MFLOP", "k vec ops", "kB to vec", "÷ fa_fp16 (each)"],
+        colWidths=[0.22, 0.13, 0.15, 0.15, 0.35],
+        loc="center",
     )
     tab.auto_set_font_size(False)
     tab.set_fontsize(5.5)
