@@ -56,7 +56,7 @@ import torch
 from . import _checks
 from ._setup import ShiftConstants, shift_constants
 from .metrics import Census, active_census
-from .precision import Precision, get_precision
+from .precision import Precision, get_precision, round_accumulator
 
 __all__ = ["pasa_attention", "flash_attention", "shift_parameters", "shifted_keys"]
 
@@ -244,9 +244,48 @@ def _row_mean(x: torch.Tensor, prec: Precision) -> torch.Tensor:
     return _row_sum(x, prec) / torch.tensor(n, dtype=prec.vector, device=x.device)
 
 
+def _mma(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    prec: Precision,
+    out: torch.Tensor | None = None,
+    init: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Matrix unit, up to its output rounding: ``a @ b`` for operands already in ``matmul_acc``, returned
+    as the accumulator's values in ``a``'s dtype (into ``out`` if given).
+
+    ``prec.mma_acc="wide"`` (every preset): accumulate in ``matmul_acc`` (torch's matmul). ``"fp16"`` or
+    ``"fp22"`` (docs/beyond.md §1): the contraction dimension is cut into chunks of ``prec.mma_chunk``; each
+    chunk's products are summed in ``a``'s dtype (fp32 for every fp16-operand preset: the products are
+    exact, their sum of k terms carries a relative error <= (k−1)·2^−24, far below the accumulator's
+    quantum), added to the running accumulator in that dtype, and the sum is rounded to the accumulator
+    format (:func:`pasa_npu.precision.round_accumulator`) after every chunk, the first included.
+    ``init``: the accumulator's value before the product (D = A·B + C; ``out`` is not used then).
+    """
+    if prec.mma_acc == "wide":
+        r = torch.matmul(a, b, out=out)
+        return r if init is None else init + r
+    k = prec.mma_chunk
+    acc: torch.Tensor | None = None if init is None else init.clone()
+    for c0 in range(0, a.shape[-1], k):
+        part = torch.matmul(a[..., c0 : c0 + k], b[..., c0 : c0 + k, :])
+        acc = round_accumulator(part if acc is None else acc.add_(part), prec)
+    assert acc is not None
+    return acc if out is None or init is not None else out.copy_(acc)
+
+
+def _mma_add(acc: torch.Tensor, part: torch.Tensor, prec: Precision) -> torch.Tensor:
+    """One more chunk ``part`` (its products already summed) added to the accumulator values ``acc``
+    and rounded to a narrow accumulator (:func:`_mma`); ``acc + part`` for ``mma_acc="wide"``."""
+    if prec.mma_acc == "wide":
+        return acc + part
+    return round_accumulator(acc + part, prec)
+
+
 def _matmul(a: torch.Tensor, b: torch.Tensor, prec: Precision) -> torch.Tensor:
-    """Matrix unit: operands already in ``matmul_acc``; accumulate there and round once to ``matmul_out``."""
-    return torch.matmul(a, b).to(prec.matmul_out)
+    """Matrix unit: operands already in ``matmul_acc``; accumulate (:func:`_mma`) and round once to
+    ``matmul_out``."""
+    return _mma(a, b, prec).to(prec.matmul_out)
 
 
 def _renorm_threshold(v: torch.Tensor, prec: Precision, n: int) -> float:
@@ -644,8 +683,11 @@ def _tiled_attention(
             nb = j1 - j0
             c0, c1 = j0 * n, j1 * n
             # a: S̃ = Q·K̃ᵀ on the matrix unit, rounded once to matmul_out (then to the vector dtype)
-            s_acc = torch.matmul(
-                qi, kt_acc[:, :, c0:c1].transpose(-1, -2), out=bufs.get("s_acc", (B, Hkv, rows, nb * n), acc)
+            s_acc = _mma(
+                qi,
+                kt_acc[:, :, c0:c1].transpose(-1, -2),
+                prec,
+                out=bufs.get("s_acc", (B, Hkv, rows, nb * n), acc),
             )
             if tau_acc is not None:  # scale="acc": τ applied at the conversion of the accumulator
                 s_acc.mul_(tau_acc)
@@ -669,7 +711,7 @@ def _tiled_attention(
             if tau_v is not None:
                 s.mul_(tau_v)
             if dk_acc is not None:  # b (key_mean)
-                offs_acc = torch.matmul(qi, dk_acc[:, :, j0:j1].transpose(-1, -2))
+                offs_acc = _mma(qi, dk_acc[:, :, j0:j1].transpose(-1, -2), prec)
                 if tau_acc is not None:
                     offs_acc = offs_acc * tau_acc
                 offs = offs_acc.to(prec.matmul_out).to(vd)
@@ -693,7 +735,7 @@ def _tiled_attention(
                 cen.record("row_sum", lj)
             p_acc = bufs.get("p_acc", (B, Hkv, nb, rows, n), acc)
             p_acc.copy_((p if vd == mi else p.to(mi)).transpose(2, 3))
-            pv = torch.matmul(p_acc, v_acc[:, :, j0:j1], out=bufs.get("pv_acc", (B, Hkv, nb, rows, Dv), acc))
+            pv = _mma(p_acc, v_acc[:, :, j0:j1], prec, out=bufs.get("pv_acc", (B, Hkv, nb, rows, Dv), acc))
             pv = bufs.get("pv_out", pv.shape, prec.matmul_out).copy_(pv)
             if vd != prec.matmul_out:
                 pv = pv.to(vd)  # P·V_j
@@ -836,7 +878,10 @@ class _RefState:
 
     # -- the matrix unit -------------------------------------------------------------------------
     def _minus_ref(self, s: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
-        """S − R in the accumulator: the two augmented columns' products (exact) added last."""
+        """S − R in the accumulator: the two augmented columns' products (exact) added last (with a
+        narrow accumulator, as one more chunk after the d columns of Q·Kᵀ: docs/beyond.md §1)."""
+        if self.prec.mma_acc != "wide":
+            return _mma_add(s, -(hi * self.f_hi + lo * self.f_lo), self.prec)
         return (s - hi * self.f_hi) - lo * self.f_lo
 
     def _convert(self, a: torch.Tensor) -> torch.Tensor:
@@ -904,8 +949,8 @@ class _RefState:
             self.lsum = self.lsum + lj
             self._renormalise()
         pm = p if vd == prec.matmul_in else p.to(prec.matmul_in)
-        pv = torch.matmul(pm.to(prec.matmul_acc), v_blk)  # P·[V, 1] on the matrix unit
-        self.pend = self.pend + pv
+        # P·[V, 1] on the matrix unit, into its accumulator
+        self.pend = _mma(pm.to(prec.matmul_acc), v_blk, prec, init=self.pend)
         if prec.pv_accum == "vector":  # rounded into O after every block
             self._flush(torch.ones_like(self.seen), torch.zeros_like(self.lsum))
 
@@ -1034,7 +1079,7 @@ def _ref_attention(
         nb_max = max(1, _TILE_ELEMENTS // (B * Hkv * rows * n))
         for j0 in range(0, T, nb_max):
             j1 = min(T, j0 + nb_max)
-            s_acc = torch.matmul(qi, k_acc[:, :, j0 * n : j1 * n].transpose(-1, -2))
+            s_acc = _mma(qi, k_acc[:, :, j0 * n : j1 * n].transpose(-1, -2), prec)
             for j in range(j0, j1):
                 c0, c1 = j * n, (j + 1) * n
                 masker = None

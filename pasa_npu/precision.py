@@ -49,6 +49,7 @@ fp16_accurate fully fp16 (matrix unit fp16 in / fp32 accumulate / fp16 out, vect
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -61,6 +62,8 @@ from pasa_theory.schema import (
     Coef,
     FormatName,
     KVTail,
+    MmaAcc,
+    MmaRound,
     Offset,
     PrecisionSpec,
     PseudoAverage,
@@ -75,7 +78,16 @@ from pasa_theory.schema import (
     VCenter,
 )
 
-__all__ = ["Precision", "PRESETS", "get_precision", "precision_from_fields", "theory_format_name", "DTYPES"]
+__all__ = [
+    "Precision",
+    "PRESETS",
+    "get_precision",
+    "precision_from_fields",
+    "theory_format_name",
+    "DTYPES",
+    "round_significand",
+    "round_accumulator",
+]
 
 #: Format name → torch dtype (the inverse of :data:`pasa_theory.schema.DTYPE_FORMATS` on torch's dtypes).
 DTYPES: dict[str, torch.dtype] = {
@@ -213,6 +225,18 @@ class Precision:
         return self.spec.beta_format
 
     @property
+    def mma_acc(self) -> MmaAcc:
+        return self.spec.mma_acc
+
+    @property
+    def mma_round(self) -> MmaRound:
+        return self.spec.mma_round
+
+    @property
+    def mma_chunk(self) -> int:
+        return self.spec.mma_chunk
+
+    @property
     def score_ref(self) -> ScoreRef:
         return self.spec.score_ref
 
@@ -302,3 +326,68 @@ def get_precision(precision: str | Precision) -> Precision:
     if isinstance(precision, str):
         return PRESETS[schema.preset_name(precision)]
     raise TypeError(f"precision must be a str or Precision, got {type(precision).__name__}")
+
+
+# -- the matrix unit's narrow accumulators (docs/beyond.md §1) --------------------------------------------
+
+
+def round_significand(x: torch.Tensor, p: int, emin: int, emax: int, mode: str = "nearest") -> torch.Tensor:
+    """``x`` (float64) rounded to a binary format with ``p`` significand bits (the implicit bit included),
+    exponent range [``emin``, ``emax``] and gradual underflow, computed exactly in float64.
+
+    ``mode="nearest"``: to nearest, ties to even; a result beyond the largest finite value
+    (2 − 2^(1−p))·2^emax is ±inf. ``mode="zero"``: toward zero (truncation); beyond the largest finite
+    value it saturates there. ±0, ±inf and NaN pass through. With p = 11, emin = −14, emax = 15 this is
+    IEEE binary16; with p = 14, emin = −126, emax = 127 the "FP22" accumulator (e8m13).
+
+    Exact because every step is: frexp, scaling by a power of two, ``round``/``trunc`` of a float64
+    of at most 53 bits, and scaling back.
+    """
+    if x.dtype != torch.float64:
+        raise TypeError(f"x must be a float64 tensor, got {x.dtype}")
+    if mode not in ("nearest", "zero"):
+        raise ValueError(f"mode must be 'nearest' or 'zero', got {mode!r}")
+    if not (1 <= p <= 52 and -1022 + p <= emin < emax <= 1023 - p):
+        raise ValueError(f"format (p={p}, emin={emin}, emax={emax}) is not inside float64's")
+    _, e = torch.frexp(x)  # x = m·2^e, 0.5 <= |m| < 1: the exponent of x is e − 1
+    quantum_exp = torch.clamp(e.to(torch.int64) - 1, min=emin) - (p - 1)
+    # x / quantum and back, by exact powers of two built from their bits (|exponent| <= 1022 here)
+    scaled = x * _pow2(torch.clamp(-quantum_exp, max=1022))
+    r = torch.round(scaled) if mode == "nearest" else torch.trunc(scaled)
+    y = r * _pow2(quantum_exp)
+    big = (2.0 - 2.0 ** (1 - p)) * 2.0**emax
+    over = y.abs() > big
+    if bool(over.any()):
+        limit = torch.full_like(y, math.inf if mode == "nearest" else big)
+        y = torch.where(over, torch.copysign(limit, y), y)
+    finite = torch.isfinite(x)
+    return torch.where(finite, y, x)
+
+
+def _pow2(k: torch.Tensor) -> torch.Tensor:
+    """2^k as float64 for integer k in [−1022, 1023], exactly (the IEEE bit pattern)."""
+    return ((k + 1023) << 52).view(torch.float64)
+
+
+def round_accumulator(x: torch.Tensor, prec: Precision) -> torch.Tensor:
+    """``x`` (float32 or float64) rounded to the accumulator format of ``prec.mma_acc`` with
+    ``prec.mma_round``, in ``x``'s dtype: :func:`round_significand` with the format constants of
+    :data:`pasa_theory.schema.MMA_FORMATS`.
+
+    Two exact fast paths for float32 input give the same bits (tests/npu/test_mma.py): "fp22" shares
+    float32's exponent range, so rounding is done on the bit pattern (drop the 10 low mantissa bits; for
+    "nearest" add half a quantum, plus the kept last bit for ties to even, first, letting the carry move
+    the exponent, to inf at the top); "fp16" to nearest is torch's float32 → float16 conversion
+    (round to nearest even, overflow to inf, gradual underflow).
+    """
+    fmt, mode = prec.mma_acc, prec.mma_round
+    if x.dtype == torch.float32 and fmt == "fp22":
+        bits = x.view(torch.int32)
+        if mode == "nearest":
+            bits = bits + (0x1FF + ((bits >> 10) & 1))
+        y = (bits & ~0x3FF).view(torch.float32)
+        return torch.where(torch.isnan(x), x, y)
+    if x.dtype == torch.float32 and fmt == "fp16" and mode == "nearest":
+        return x.to(torch.float16).to(torch.float32)
+    p, emin, emax = schema.MMA_FORMATS[fmt]
+    return round_significand(x.to(torch.float64), p, emin, emax, mode).to(x.dtype)

@@ -135,6 +135,9 @@ class Policy:
     untiled: bool = False
     smooth_k: bool = False
     modelled_as: str | None = None
+    mma_acc: str = "wide"
+    mma_round: str = "nearest"
+    mma_chunk: int = 16
 
     @property
     def reduce_format(self) -> FloatFormat:
@@ -254,10 +257,13 @@ def arranged_fields(
 
 def unmodelled_steps(pol: Policy) -> list[str]:
     """The steps of ``pol`` that the rounding-error model does not describe yet (docs/precision.md §6):
-    the reference-in-the-accumulator fields away from their defaults and ``scale="acc"``."""
+    the reference-in-the-accumulator fields away from their defaults, ``scale="acc"`` and a narrow
+    matrix-unit accumulator (``mma_acc`` other than "wide")."""
     out = [f"{k}={getattr(pol, k)!r}" for k, v in PLAIN_ATTENTION.items() if getattr(pol, k) != v]
     if pol.scale == "acc":
         out.append("scale='acc'")
+    if pol.mma_acc != "wide":  # the matrix unit's narrow accumulators (docs/beyond.md §1)
+        out.append(f"mma_acc={pol.mma_acc!r}")
     return out
 
 

@@ -40,6 +40,9 @@ __all__ = [
     "Offset",
     "Recovery",
     "KVTail",
+    "MmaAcc",
+    "MmaRound",
+    "MMA_FORMATS",
     "ScoreRef",
     "RefMove",
     "PVAccum",
@@ -71,6 +74,17 @@ PseudoAverage = Literal["rounded", "centered"]
 Offset = Literal["running", "lazy"]
 Recovery = Literal["pseudo_average", "key_mean"]
 KVTail = Literal["wrap", "zero", "script"]
+MmaAcc = Literal["wide", "fp16", "fp22"]
+MmaRound = Literal["nearest", "zero"]
+
+#: The matrix unit's accumulator formats of ``mma_acc`` (docs/beyond.md §1) as (precision p in bits with
+#: the implicit bit, e_min, e_max): IEEE binary16, and "FP22" (1 sign, 8 exponent and 13 stored mantissa
+#: bits: fp32's exponent range with p = 14), the accumulator found in FP8 matrix units of Ada/Hopper
+#: (arXiv:2411.10958, arXiv:2412.19437 §3.3.2). ``"wide"`` is not listed: it accumulates in ``matmul_acc``.
+MMA_FORMATS: dict[str, tuple[int, int, int]] = {
+    "fp16": (11, -14, 15),
+    "fp22": (14, -126, 127),
+}
 # The fully fp16 "reference in the accumulator" arrangement (docs/precision.md §6); defaults = off.
 ScoreRef = Literal["none", "hi_lo"]
 RefMove = Literal["recompute", "rebase"]
@@ -89,6 +103,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "offset": get_args(Offset),
     "recovery": get_args(Recovery),
     "kv_tail": get_args(KVTail),
+    "mma_acc": get_args(MmaAcc),
+    "mma_round": get_args(MmaRound),
     "score_ref": get_args(ScoreRef),
     "ref_move": get_args(RefMove),
     "pv_accum": get_args(PVAccum),
@@ -233,7 +249,11 @@ class PrecisionSpec:
     mean moved every block, or "lazy", re-centred past ``recenter_at``); ``recovery`` where the offsets
     come from; ``setup`` exact or the script's fp32 constants; ``accum`` raw or power-of-two
     renormalised O and ℓ; ``kv_tail`` how the last KV block is filled; ``beta`` a pinned β; ``beta_format``
-    the format whose optimal β is the default.
+    the format whose optimal β is the default; ``mma_acc``, ``mma_round``, ``mma_chunk`` the matrix unit's
+    accumulation model (docs/beyond.md §1): ``"wide"`` (the default, every preset) accumulates in
+    ``matmul_acc`` and rounds once; ``"fp16"`` or ``"fp22"`` sums each chunk of ``mma_chunk`` products
+    in ``matmul_acc`` and rounds the running accumulator to that format (``mma_round``: to nearest, ties to even, or
+    toward zero) after every chunk.
 
     The reference-in-the-accumulator arrangement (docs/precision.md §6; the defaults switch it off):
     ``score_ref`` ("hi_lo": a per-row reference R, the stale running maximum, subtracted inside the
@@ -265,6 +285,9 @@ class PrecisionSpec:
     kv_tail: KVTail = "wrap"
     beta: float | None = None
     beta_format: FormatName | None = None
+    mma_acc: MmaAcc = "wide"
+    mma_round: MmaRound = "nearest"
+    mma_chunk: int = 16
     score_ref: ScoreRef = "none"
     ref_move: RefMove = "recompute"
     ref_move_at: float = 2.0
@@ -301,6 +324,13 @@ class PrecisionSpec:
                     raise ValueError(f"Precision.{f}={self.__dict__[f]!r} needs score_ref='hi_lo'")
         if self.beta is not None:
             check_beta(self.beta, "Precision.beta")
+        if isinstance(self.mma_chunk, bool) or not isinstance(self.mma_chunk, numbers.Integral):
+            raise TypeError(
+                f"Precision.mma_chunk must be a positive int, got {type(self.mma_chunk).__name__}"
+            )
+        if int(self.mma_chunk) < 1:
+            raise ValueError(f"Precision.mma_chunk must be a positive int, got {self.mma_chunk!r}")
+        object.__setattr__(self, "mma_chunk", int(self.mma_chunk))
         if self.beta_format is not None and self.beta_format not in FORMATS:
             raise ValueError(
                 f"Precision.beta_format must be one of {list(FORMATS)} or None, got {self.beta_format!r}"

@@ -83,6 +83,7 @@ NOTEBOOK_MODULES = {
     "03_overflow_resonance": "overflow",
     "04_predicted_vs_measured": "predicted",
     "05_method_comparison": "comparison",
+    "06_beyond_pasa": "beyond",
 }
 
 
@@ -310,6 +311,43 @@ def _committed_rows(name: str) -> list[dict]:
     """The committed CSV's rows as text (the ``# key: value`` set-up lines skipped)."""
     with (ROOT / "figures" / f"{name}.csv").open(newline="") as fh:
         return list(csv.DictReader(line for line in fh if not line.startswith("#")))
+
+
+def _beyond_cell(rows: list[dict], panel: str, method: str, mma: str) -> str:
+    """One cell of the README's "Beyond PASA" table: max / median of the ratio to fa_hybrid over the
+    finite cells (integers from 100 up, else 3 significant digits), ", inf k" for k cells with inf/NaN."""
+    import statistics
+
+    def g(x: float) -> str:
+        return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
+
+    sel = [r for r in rows if (r["panel"], r["method"], r["mma"]) == (panel, method, mma)]
+    assert len(sel) == 32, (panel, method, mma, len(sel))
+    xs = [float(r["ratio_to_fa_hybrid"]) for r in sel if r["ratio_to_fa_hybrid"] != ""]
+    nf = sum(1 for r in sel if r["nonfinite"] != "0")
+    return f"{g(max(xs))} / {g(statistics.median(xs))}" + (f", inf {nf}" if nf else "")
+
+
+def test_readme_beyond_pasa_table_follows_from_its_csv():
+    rows = _committed_rows("beyond_pasa")
+    text = (
+        (ROOT / "README.md").read_text(encoding="utf-8").split("### Beyond PASA", 1)[1].split("\n## ", 1)[0]
+    )
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| `")}
+    for method, label in (
+        ("pasa:npu_fp16", "`pasa:npu_fp16`"),
+        ("pasa:fp16_keymean", "`pasa:fp16_keymean`"),
+        ("pasa:fp16_accurate", "`pasa:fp16_accurate` (docs/precision.md §6)"),
+        ("fa_fp16", "`fa_qk` (fp16 flash attention)"),
+        ("fa_hybrid", "`fa_hybrid`"),
+    ):
+        cells = [c.strip().strip("*") for c in lines[label].split("|")[2:5]]
+        assert cells[0] == _beyond_cell(rows, "grid", method, "wide"), (method, cells)
+        if method != "pasa:fp16_keymean":
+            assert cells[1] == _beyond_cell(rows, "mma", method, "fp16"), (method, cells)
+            assert cells[2] == _beyond_cell(rows, "mma", method, "fp22"), (method, cells)
+            # the accumulation panel's wide runs are the grid panel's (same shape and inputs)
+            assert _beyond_cell(rows, "mma", method, "wide") == cells[0]
 
 
 def test_readme_numbers_of_predicted_vs_measured_follow_from_its_csv():

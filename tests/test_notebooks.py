@@ -36,6 +36,7 @@ EXPECTED = [
     "03_overflow_resonance",
     "04_predicted_vs_measured",
     "05_method_comparison",
+    "06_beyond_pasa",
     "07_real_models",
 ]
 

@@ -10,6 +10,7 @@ One module per notebook, plus the shared style and I/O:
 :mod:`.predicted`              04 predicted against measured: ``predicted_vs_measured``,
                                ``error_budget``, ``error_vs_length``
 :mod:`.comparison`             05 method comparison: ``method_comparison``, ``beta_sweep``
+:mod:`.beyond`                 06 beyond PASA: ``beyond_pasa``
 :mod:`._style`, :mod:`._io`    style (palette, widths, one style per method); CSV, saving, the runner
 =============================  ======================================================================
 
@@ -55,6 +56,7 @@ from ._style import (
     MethodStyle,
     method_style,
 )
+from .beyond import BeyondSummary, MethodSpread, beyond_pasa
 from .comparison import (
     COMPARISON_METHODS,
     GRID_COLUMNS,
@@ -135,6 +137,7 @@ __all__ = [
     "predicted_vs_measured",
     "error_budget",
     "error_vs_length",
+    "beyond_pasa",
     # their summaries
     "Fp64ExactnessSummary",
     "BetaFixedPointsSummary",
@@ -153,6 +156,8 @@ __all__ = [
     "MethodComparisonSummary",
     "BetaSweepMethod",
     "BetaSweepSummary",
+    "BeyondSummary",
+    "MethodSpread",
     # constants
     "FP16_MAX",
     "FP16_OVERFLOW",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import FigureResult
+from .beyond import beyond_pasa
 from .comparison import beta_sweep, method_comparison
 from .optimal_beta import beta_fixed_points, kappa_landscape
 from .overflow import accumulator_overflow, overflow_frontier, resonance_accuracy, resonance_statistics
@@ -102,6 +103,13 @@ FIGURES: dict[str, FigureSpec] = {
             beta_sweep,
             "05_method_comparison",
             "error against β over several data draws, with the c·ulp(μ̃)/2 sawtooth of the script preset",
+            cited=True,
+        ),
+        _spec(
+            beyond_pasa,
+            "06_beyond_pasa",
+            "each arrangement ÷ fa_hybrid per grid cell with the fully fp16 floor, under the accumulation "
+            "models, and the cost model",
             cited=True,
         ),
     )
