@@ -36,6 +36,11 @@
 # SAVE: write the figures (PDF, PNG and the CSV behind each) into the repository's figures/ folder.
 QUICK = True
 SAVE = False
+# SWEEP_DATA: a folder keeping the kernel-run sweeps behind the figures (results/figures, as make figures),
+# so a rerun resumes; None: a temporary folder. SWEEP_SPECS: figure name -> a TOML spec run instead
+# of the committed one (the study at a larger size, e.g. run first on a cluster with pasa-sweep).
+SWEEP_DATA = None
+SWEEP_SPECS = {}
 
 # %%
 from pasa_npu import figures
@@ -68,7 +73,9 @@ for name, thr in (("fa_qk", (65520 / 128) ** 0.5), ("fa_q", (65520 * 128**0.5 / 
 # finite up to the largest mean tried, 1024 (K smoothing at A = 0.5, and on all hybrid cells).
 
 # %%
-res = figures.overflow_frontier(quick=QUICK, out=OUT)
+res = figures.overflow_frontier(
+    quick=QUICK, out=OUT, data=figures.SweepOptions(SWEEP_DATA, spec=SWEEP_SPECS.get("overflow_frontier"))
+)
 res
 
 # %%

@@ -28,6 +28,11 @@
 # SAVE: write the figures (PDF, PNG and the CSV behind each) into the repository's figures/ folder.
 QUICK = True
 SAVE = False
+# SWEEP_DATA: a folder keeping the kernel-run sweeps behind the figures (results/figures, as make figures),
+# so a rerun resumes; None: a temporary folder. SWEEP_SPECS: figure name -> a TOML spec run instead
+# of the committed one (the study at a larger size, e.g. run first on a cluster with pasa-sweep).
+SWEEP_DATA = None
+SWEEP_SPECS = {}
 
 # %%
 from pasa_npu import PRESETS, figures
@@ -57,7 +62,9 @@ for name in ("npu_fp16", "script"):
 # inf/NaN sit at the right.
 
 # %%
-res = figures.method_comparison(quick=QUICK, out=OUT)
+res = figures.method_comparison(
+    quick=QUICK, out=OUT, data=figures.SweepOptions(SWEEP_DATA, spec=SWEEP_SPECS.get("method_comparison"))
+)
 res
 
 # %%
@@ -138,7 +145,9 @@ print("\ncells won (ties count for each):", dict(sorted(wins.items(), key=lambda
 # smaller and its error 2–4 times lower; fp16_keymean takes the offsets from the keys' block means.
 
 # %%
-res = figures.beta_sweep(quick=QUICK, out=OUT)
+res = figures.beta_sweep(
+    quick=QUICK, out=OUT, data=figures.SweepOptions(SWEEP_DATA, spec=SWEEP_SPECS.get("beta_sweep"))
+)
 res
 
 # %%

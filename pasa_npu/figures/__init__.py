@@ -55,6 +55,7 @@ from ._style import (
     MethodStyle,
     method_style,
 )
+from ._sweep import SPECS_DIR, SWEEP_FIGURES, SweepOptions, figure_points, read_points, spec_path
 from .comparison import (
     COMPARISON_METHODS,
     GRID_COLUMNS,
@@ -118,6 +119,12 @@ __all__ = [
     "FigureSpec",
     "FIGURES",
     "make_figure",
+    "SweepOptions",
+    "SWEEP_FIGURES",
+    "SPECS_DIR",
+    "spec_path",
+    "figure_points",
+    "read_points",
     "save_figure",
     "write_csv",
     "read_csv",

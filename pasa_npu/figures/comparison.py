@@ -132,6 +132,7 @@ def _comparison_compute(quick: bool, options: SweepOptions) -> tuple[list[Row], 
     pts, custom = figure_points("method_comparison", quick, options.spec)
     if "fa_naive" not in values(pts, "method"):
         raise ValueError("spec: method_comparison needs the baseline method 'fa_naive' in its points")
+    setup = _comparison_setup(pts, custom)  # first: it checks the spec has one shape, seed and format
     with open_runner("method_comparison", options) as run:
         recs = run(pts)
     naive = {_cell(r): r["rel_rmse"] for r in recs if r["method"] == "fa_naive"}
@@ -145,7 +146,7 @@ def _comparison_compute(quick: bool, options: SweepOptions) -> tuple[list[Row], 
         ok = not r["nonfinite"] and math.isfinite(base) and base >= ONE_HOT_BELOW
         row["ratio_to_naive"] = r["rel_rmse"] / base if ok else None
         rows.append(row)
-    return rows, _comparison_setup(pts, custom)
+    return rows, setup
 
 
 def _comparison_setup(pts: list[dict], custom: str | None) -> dict[str, str]:
@@ -360,6 +361,9 @@ def _sweep_compute(quick: bool, options: SweepOptions) -> tuple[list[Row], dict[
     pts, custom = figure_points("beta_sweep", quick, options.spec)
     if "fa_naive" not in values(pts, "method"):
         raise ValueError("spec: beta_sweep needs the baseline method 'fa_naive' in its points")
+    shape = {k: one(pts, k) for k in ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim")}
+    cell = {k: one(pts, k) for k in ("dist", "mean", "amplitude")}
+    dtype = DTYPES[one(pts, "input_dtype")]
     with open_runner("beta_sweep", options) as run:
         recs = run(pts)
     per: dict[tuple[str, float], list[float]] = {}
@@ -369,10 +373,7 @@ def _sweep_compute(quick: bool, options: SweepOptions) -> tuple[list[Row], dict[
             naive.append(r["rel_rmse"])
         else:
             per.setdefault((r["method"], r["beta_requested"]), []).append(r["rel_rmse"])
-    shape = {k: one(pts, k) for k in ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim")}
-    cell = {k: one(pts, k) for k in ("dist", "mean", "amplitude")}
     seeds = values(pts, "seed")
-    dtype = DTYPES[one(pts, "input_dtype")]
     qkbar = [_median_q_kbar(*data.make_qkv(**cell, seed=s, dtype=dtype, **shape)[:2]) for s in seeds]
     med_qkbar = statistics.median(qkbar)
 
@@ -488,7 +489,7 @@ def _sweep_summarize(rows: list[Row]) -> BetaSweepSummary:
         naive_rel_rmse_median=base["rel_rmse_median"],
         teeth=tuple(teeth),
         draws=base["draws"],
-        methods={m: BetaSweepMethod(min(med(m)), max(med(m)), jump(m)) for m in _SWEEP_METHODS},
+        methods={m: BetaSweepMethod(min(med(m)), max(med(m)), jump(m)) for m in _SWEEP_METHODS if med(m)},
     )
 
 

@@ -182,6 +182,7 @@ def _frontier_compute(quick: bool, options: SweepOptions) -> tuple[list[Row], di
     (:func:`_frontier_search`), all searches advancing together, each round's probes one batch of
     sweep points (same seed at every mean: one draw, shifted); the predicted rows from theory."""
     pts, custom = figure_points("overflow_frontier", quick, options.spec)
+    setup = _frontier_setup(quick, pts, sorted(values(pts, "mean")), custom)  # checks one shape and seed
     means = sorted(values(pts, "mean"))
     groups: dict[tuple, dict] = {}  # every parameter but the mean → a template point
     for p in pts:
@@ -215,7 +216,7 @@ def _frontier_compute(quick: bool, options: SweepOptions) -> tuple[list[Row], di
     rows_out += _frontier_predicted_rows(
         quick, values(pts, "dist"), amps, values(pts, "method"), one(pts, "seq_q"), one(pts, "seq_kv")
     )
-    return rows_out, _frontier_setup(quick, pts, means, custom)
+    return rows_out, setup
 
 
 def _frontier_setup(quick: bool, pts: list[dict], means: list[float], custom: str | None) -> dict[str, str]:
