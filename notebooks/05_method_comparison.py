@@ -161,3 +161,19 @@ ref, npu = s.methods["pasa:script"], s.methods["pasa"]
 if not QUICK:  # the coarse quick sweep does not resolve the teeth
     assert ref.jump_at_teeth > npu.jump_at_teeth > 1
     assert npu.max < ref.min
+
+# %% [markdown]
+# ## 5.3 The same figures at a larger size
+#
+# Both figures' data are `pasa-sweep` runs of a TOML spec (`examples/reference_grid.toml` and
+# `examples/figures/beta_sweep.toml`; quick mode: `examples/figures/quick/`). To study them at the full
+# reference shape or with more draws, copy a spec, edit it (`heads = 28`, `kv_heads = 4`; more seeds),
+# run it on a cluster and point this notebook at the results:
+#
+# ```console
+# $ pasa-sweep big_grid.toml --out results/big/method_comparison --executor dask --scheduler tcp://HOST:8786
+# ```
+#
+# then set `SWEEP_DATA = "results/big"` and `SWEEP_SPECS = {"method_comparison": "big_grid.toml"}` in the
+# first cell (or run `python -m pasa_npu.figures --only method_comparison --spec big_grid.toml
+# --sweep-data results/big`). Finished points are read, not rerun; see docs/sweeps.md.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 from pasa_npu import data, figures
 from pasa_npu.figures._io import _fmt, as_written
@@ -416,3 +417,17 @@ def test_list_marks_the_sweep_figures(capsys):
     lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()}
     for name in figures.FIGURES:
         assert (" sweep " in lines[name]) == (name in figures.SWEEP_FIGURES), lines[name]
+
+
+def test_load_rows_keeps_null_apart_from_nan(tmp_path):
+    from pasa_npu import sweep
+
+    pts = sweep.parse_spec(tomllib.loads(TINY)).points()
+    sweep.run(pts, tmp_path, executor="serial", progress=False)
+    rows = sweep.load_rows(tmp_path, [sweep.point_hash(p) for p in pts])
+    assert [(r["mean"], r["method"]) for r in rows] == [(p["mean"], p["method"]) for p in pts]
+    over = next(r for r in rows if r["method"] == "fa_qk" and r["mean"] == 30.0)
+    assert over["beta"] is None and over["nonfinite"] > 0 and over["rel_rmse"] != over["rel_rmse"]  # NaN
+    assert isinstance(next(r for r in rows if r["method"] == "pasa")["beta"], float)
+    with pytest.raises(ValueError, match="1 of 1 points are not in"):
+        sweep.load_rows(tmp_path, ["0" * 20])

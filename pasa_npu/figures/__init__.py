@@ -26,6 +26,16 @@ package's location, not the working directory. ``make figures`` runs them all::
     python -m pasa_npu.figures --cited --from-csv figures --out figures   # redraw from the CSVs
     python -m pasa_npu.figures --list
 
+**Sweeps.** The figures whose data is a sweep of kernel runs (:data:`SWEEP_FIGURES`:
+``method_comparison``, ``beta_sweep``, ``overflow_frontier``) compute it with :mod:`pasa_npu.sweep`
+from a TOML spec in ``examples/`` (:func:`spec_path`) and take ``data=`` (a folder keeping the
+Parquet datasets, or :class:`SweepOptions` with a spec, an executor, workers, a Dask scheduler)::
+
+    python -m pasa_npu.figures --all --out figures --sweep-data results/figures --executor processes
+    python -m pasa_npu.figures --only method_comparison --spec big.toml --sweep-data results/big
+
+(guide: docs/sweeps.md §Figures).
+
 **Quick mode** (``quick=True``, or the environment variable ``PASA_QUICK=1`` when ``quick`` is not
 given) uses small shapes and coarse sweeps; the notebooks run in it under ``make test``.
 

@@ -100,37 +100,22 @@ def figure_points(name: str, quick: bool, spec: str | Path | None = None) -> tup
 
 
 def read_points(out: str | Path, points: Sequence[dict]) -> list[dict]:
-    """The result rows of ``points`` from the dataset under ``out``, in the order of ``points``.
-
-    Read with pyarrow into plain Python values, so that a null (a column that does not apply, e.g.
-    ``beta`` of a method without a shift) stays ``None`` and a measured NaN stays NaN (a pandas float
-    column, as :func:`pasa_npu.sweep.load` returns, holds both as NaN). Raises if a point is missing
-    or failed, naming the first failure.
-    """
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
+    """The result rows of ``points`` from the dataset under ``out``, in the order of ``points``
+    (:func:`pasa_npu.sweep.load_rows`: a null, e.g. ``beta`` of a method without a shift, stays
+    ``None`` and a measured NaN stays NaN). Raises if a point is missing or failed, naming the first
+    failure."""
     hashes = [_sweep.point_hash(p) for p in points]
-    files = [Path(out) / f"part-{h}.parquet" for h in hashes]
-    missing = [h for h, f in zip(hashes, files) if not f.is_file()]
-    if missing:
-        raise ValueError(
-            f"data: {len(missing)} of {len(points)} points are not in {out} (first {missing[0]})"
-        )
-    schema = pa.schema([(k, getattr(pa, t)()) for k, t in _sweep.columns().items()])
-    rows = (
-        ds.dataset([str(f) for f in files], format="parquet", schema=schema)
-        .to_table(use_threads=False)
-        .to_pylist()
-    )
-    by = {r["point_hash"]: r for r in rows}
-    bad = [by[h] for h in hashes if by[h]["status"] != "ok"]
+    try:
+        rows = _sweep.load_rows(out, hashes)
+    except ValueError as e:
+        raise ValueError(f"data: {e}") from None
+    bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         raise ValueError(
             f"data: {len(bad)} of {len(points)} points in {out} failed; first: {bad[0]['error']}"
             " (rerun with pasa-sweep --retry-failed)"
         )
-    return [by[h] for h in hashes]
+    return rows
 
 
 Runner = Callable[[Sequence[dict]], list[dict]]
