@@ -75,7 +75,7 @@ for name, thr in (("fa_qk", (65520 / 128) ** 0.5), ("fa_q", (65520 * 128**0.5 / 
 # The measured frontier is a search over `pasa-sweep` points (spec `examples/figures/overflow_frontier.toml`):
 # each round of the bisection is one batch of points, so `SWEEP_DATA` (first cell) keeps them for a rerun and
 # `python -m pasa_npu.figures --only overflow_frontier --spec SPEC --sweep-data DIR --executor dask
-# --scheduler tcp://HOST:8786` runs a larger version on a cluster (docs/sweeps.md §Figures).
+# --scheduler tcp://HOST:8786` runs a larger version on a cluster (docs/sweeps.md, "Figures").
 
 # %%
 res = figures.overflow_frontier(

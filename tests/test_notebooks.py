@@ -96,7 +96,7 @@ def test_first_code_cell_switches_quick_mode_and_saving_with_safe_defaults(path)
     for node in ast.parse(cell.source).body:
         assert isinstance(node, ast.Assign) and len(node.targets) == 1, ast.dump(node)
         values[node.targets[0].id] = ast.literal_eval(node.value)
-    # notebooks whose figures run sweeps also name where (docs/sweeps.md §Figures): a temporary folder
+    # notebooks whose figures run sweeps also name where (docs/sweeps.md, "Figures"): a temporary folder
     # and the committed specs by default
     sweeps = {"SWEEP_DATA": None, "SWEEP_SPECS": {}}
     assert values in ({"QUICK": True, "SAVE": False}, {"QUICK": True, "SAVE": False} | sweeps), values

@@ -34,7 +34,7 @@ Parquet datasets, or :class:`SweepOptions` with a spec, an executor, workers, a 
     python -m pasa_npu.figures --all --out figures --sweep-data results/figures --executor processes
     python -m pasa_npu.figures --only method_comparison --spec big.toml --sweep-data results/big
 
-(guide: docs/sweeps.md §Figures).
+(guide: docs/sweeps.md, "Figures").
 
 **Quick mode** (``quick=True``, or the environment variable ``PASA_QUICK=1`` when ``quick`` is not
 given) uses small shapes and coarse sweeps; the notebooks run in it under ``make test``.

@@ -7,7 +7,7 @@ comparison's full spec is ``examples/reference_grid.toml``). Its compute step ex
 the spec given by the caller), runs the points not yet in ``data/<name>/`` with the chosen executor
 (serial by default; joblib processes or Dask, as ``pasa-sweep``), reads the rows of exactly those
 points back and turns them into the figure's table. Without ``data`` the points go to a temporary
-folder that is deleted afterwards. Guide: docs/sweeps.md §Figures.
+folder that is deleted afterwards. Guide: docs/sweeps.md, "Figures".
 """
 
 from __future__ import annotations
