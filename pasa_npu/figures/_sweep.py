@@ -51,6 +51,14 @@ SWEEP_FIGURES: dict[str, tuple[Path, Path]] = {
 
 _EXECUTORS = ("serial", "processes", "dask")
 
+#: Appended to the docstrings of the sweep-backed figure functions.
+SWEEP_DOC = """
+    ``data``: the figure's data is a ``pasa-sweep`` run of its spec (:func:`spec_path`; quick or full
+    mode); ``data`` is a folder keeping the Parquet dataset (``<data>/<name>/``, resumable) or a
+    :class:`SweepOptions` (folder, a replacement spec, executor, workers, Dask scheduler); ``None``:
+    a temporary folder, serially. The CSV's set-up is read off the spec's points.
+"""
+
 
 @dataclass(frozen=True)
 class SweepOptions:

@@ -23,7 +23,7 @@ from ..precision import DTYPES
 from ._common import METHOD_DOC, PUBLISHED_BETAS, spread
 from ._io import FigureResult, Row, run_figure
 from ._style import GREY, OKABE_ITO, edge_colour, method_style, new_figure
-from ._sweep import SweepOptions, figure_points, fmt_list, one, open_runner, sweep_options, values
+from ._sweep import SWEEP_DOC, SweepOptions, figure_points, fmt_list, one, open_runner, sweep_options, values
 
 __all__ = [
     "COMPARISON_METHODS",
@@ -611,3 +611,5 @@ def beta_sweep(
 
 method_comparison.__doc__ = (method_comparison.__doc__ or "") + METHOD_DOC
 beta_sweep.__doc__ = (beta_sweep.__doc__ or "") + METHOD_DOC
+method_comparison.__doc__ = (method_comparison.__doc__ or "") + SWEEP_DOC
+beta_sweep.__doc__ = (beta_sweep.__doc__ or "") + SWEEP_DOC

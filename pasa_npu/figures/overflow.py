@@ -26,7 +26,7 @@ from ..sweep import resolve_point
 from ._common import FP16_MAX, FP16_OVERFLOW, METHOD_DOC, fp64_scores, spread
 from ._io import FigureResult, Row, run_figure
 from ._style import DARK_GREY, GREY, OKABE_ITO, edge_colour, legend_below, method_style, new_figure
-from ._sweep import SweepOptions, figure_points, one, open_runner, sweep_options, values
+from ._sweep import SWEEP_DOC, SweepOptions, figure_points, one, open_runner, sweep_options, values
 
 __all__ = [
     "predicted_overflow_mean",
@@ -1054,3 +1054,4 @@ def resonance_accuracy(
 for _f in (overflow_frontier, accumulator_overflow, resonance_statistics, resonance_accuracy):
     _f.__doc__ = (_f.__doc__ or "") + METHOD_DOC
 del _f
+overflow_frontier.__doc__ = (overflow_frontier.__doc__ or "") + SWEEP_DOC
