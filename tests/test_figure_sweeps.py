@@ -357,38 +357,57 @@ def test_bad_sweep_arguments_are_named(tmp_path):
 
 
 # -- the command line and make figures --------------------------------------------------------------------------
-def test_make_figures_runs_a_tiny_spec_with_processes_then_resumes(tmp_path):
-    spec = _spec(tmp_path, TINY, "tiny.toml")
+def _make_figures(tmp_path: Path, spec: Path, *extra: str) -> str:
+    """``make figures`` on ``spec`` into tmp_path/out and tmp_path/data, with this interpreter's
+    environment (VENV = sys.prefix; its install stamp is taken as done)."""
     venv = Path(sys.prefix)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [
+        "make",
+        "--no-print-directory",
+        "-C",
+        str(ROOT),
+        "figures",
+        f"VENV={venv}",
+        "-o",
+        f"{venv}/.installed",  # the environment is given: no install step
+        f"FIGURES=--only method_comparison --spec {spec}",
+        f"FIG_OUT={tmp_path / 'out'}",
+        f"FIG_DATA={tmp_path / 'data'}",
+        *extra,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
 
-    def make(*extra: str) -> str:
-        cmd = [
-            "make",
-            "--no-print-directory",
-            "-C",
-            str(ROOT),
-            "figures",
-            f"VENV={venv}",
-            "-o",
-            f"{venv}/.installed",  # the environment is given: no install step
-            f"FIGURES=--only method_comparison --spec {spec}",
-            f"FIG_OUT={tmp_path / 'out'}",
-            f"FIG_DATA={tmp_path / 'data'}",
-            *extra,
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout + done.stderr
 
-    make("EXECUTOR=processes", "WORKERS=2")
+def _check_tiny_output(tmp_path: Path) -> tuple[bytes, list[Path]]:
     parts = sorted((tmp_path / "data" / "method_comparison").glob("part-*.parquet"))
     assert len(parts) == 6
-    csv_bytes = (tmp_path / "out" / "method_comparison.csv").read_bytes()
     setup, _, rows = figures.read_csv(tmp_path / "out" / "method_comparison.csv")
     assert len(rows) == 6 and setup["spec"] == "tiny.toml"
     assert {r["method"] for r in rows if r["nonfinite"]} == {"fa_qk"}  # mean 30: fa_qk overflows
-    out = make("EXECUTOR=serial")  # resumes: every point already done, same table
+    return (tmp_path / "out" / "method_comparison.csv").read_bytes(), parts
+
+
+def test_make_figures_runs_a_tiny_spec_then_a_rerun_resumes(tmp_path, one_thread):
+    spec = _spec(tmp_path, TINY, "tiny.toml")
+    _make_figures(tmp_path, spec, "EXECUTOR=serial")
+    csv_bytes, parts = _check_tiny_output(tmp_path)
+    stamps = [p.stat().st_mtime_ns for p in parts]
+    # the same sweep from Python: every point is read, none rerun, the same table
+    figures.method_comparison(data=figures.SweepOptions(tmp_path / "data", spec=spec), out=tmp_path / "again")
+    assert (tmp_path / "again" / "method_comparison.csv").read_bytes() == csv_bytes
+    assert [p.stat().st_mtime_ns for p in parts] == stamps
+    assert sorted((tmp_path / "data" / "method_comparison").glob("part-*.parquet")) == parts
+
+
+@pytest.mark.slow
+def test_make_figures_with_two_worker_processes_then_resumes(tmp_path):
+    spec = _spec(tmp_path, TINY, "tiny.toml")
+    _make_figures(tmp_path, spec, "EXECUTOR=processes", "WORKERS=2")
+    csv_bytes, parts = _check_tiny_output(tmp_path)
+    out = _make_figures(tmp_path, spec, "EXECUTOR=serial")  # every point already done, same table
     assert "skipped=6" in out
     assert (tmp_path / "out" / "method_comparison.csv").read_bytes() == csv_bytes
     assert sorted((tmp_path / "data" / "method_comparison").glob("part-*.parquet")) == parts
