@@ -38,8 +38,21 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_sweep.py --max-seq $(BENCH_MAX_SEQ)
 	$(PY) benchmarks/bench_speed_memory.py --skip-long
 
+# make figures: run the sweep of every kernel-run figure (specs in examples/; finished points are kept
+# in FIG_DATA, git-ignored, and not rerun), then draw every figure into FIG_OUT. Options:
+#   make figures EXECUTOR=processes WORKERS=2          # joblib, 2 worker processes (default: all cores)
+#   make figures EXECUTOR=dask SCHEDULER=tcp://host:8786   # an existing Dask cluster
+#   make figures FIGURES="--only method_comparison --quick" FIG_OUT=/tmp/figs
+# Redraw from the committed CSVs without running anything: python -m pasa_npu.figures --all --from-csv figures
+FIGURES   ?= --all
+FIG_OUT   ?= figures
+FIG_DATA  ?= results/figures
+EXECUTOR  ?= processes
+WORKERS   ?=
+SCHEDULER ?=
 figures: $(STAMP)
-	$(PY) -m pasa_npu.figures --all --out figures
+	$(PY) -m pasa_npu.figures $(FIGURES) --out $(FIG_OUT) --sweep-data $(FIG_DATA) --executor $(EXECUTOR) \
+		$(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 # `make lab LAB_ARGS="--port 8899 --no-browser"` passes options to JupyterLab; as root it adds --allow-root.
 LAB_ARGS ?=

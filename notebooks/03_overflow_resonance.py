@@ -36,6 +36,11 @@
 # SAVE: write the figures (PDF, PNG and the CSV behind each) into the repository's figures/ folder.
 QUICK = True
 SAVE = False
+# SWEEP_DATA: a folder keeping the kernel-run sweeps behind the figures (results/figures, as make figures),
+# so a rerun resumes; None: a temporary folder. SWEEP_SPECS: figure name -> a TOML spec run instead
+# of the committed one (the study at a larger size, e.g. run first on a cluster with pasa-sweep).
+SWEEP_DATA = None
+SWEEP_SPECS = {}
 
 # %%
 from pasa_npu import figures
@@ -66,9 +71,16 @@ for name, thr in (("fa_qk", (65520 / 128) ** 0.5), ("fa_q", (65520 * 128**0.5 / 
 # constant, the softmax is exactly uniform, and the envelope names the raw accumulators instead (for the
 # script preset at μ = 65520/S2), a different regime that is not drawn. ▷ marks a cell that stayed
 # finite up to the largest mean tried, 1024 (K smoothing at A = 0.5, and on all hybrid cells).
+#
+# The measured frontier is a search over `pasa-sweep` points (spec `examples/figures/overflow_frontier.toml`):
+# each round of the bisection is one batch of points, so `SWEEP_DATA` (first cell) keeps them for a rerun and
+# `python -m pasa_npu.figures --only overflow_frontier --spec SPEC --sweep-data DIR --executor dask
+# --scheduler tcp://HOST:8786` runs a larger version on a cluster (docs/sweeps.md, "Figures").
 
 # %%
-res = figures.overflow_frontier(quick=QUICK, out=OUT)
+res = figures.overflow_frontier(
+    quick=QUICK, out=OUT, data=figures.SweepOptions(SWEEP_DATA, spec=SWEEP_SPECS.get("overflow_frontier"))
+)
 res
 
 # %%

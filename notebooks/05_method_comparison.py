@@ -28,6 +28,11 @@
 # SAVE: write the figures (PDF, PNG and the CSV behind each) into the repository's figures/ folder.
 QUICK = True
 SAVE = False
+# SWEEP_DATA: a folder keeping the kernel-run sweeps behind the figures (results/figures, as make figures),
+# so a rerun resumes; None: a temporary folder. SWEEP_SPECS: figure name -> a TOML spec run instead
+# of the committed one (the study at a larger size, e.g. run first on a cluster with pasa-sweep).
+SWEEP_DATA = None
+SWEEP_SPECS = {}
 
 # %%
 from pasa_npu import PRESETS, figures
@@ -57,7 +62,9 @@ for name in ("npu_fp16", "script"):
 # inf/NaN sit at the right.
 
 # %%
-res = figures.method_comparison(quick=QUICK, out=OUT)
+res = figures.method_comparison(
+    quick=QUICK, out=OUT, data=figures.SweepOptions(SWEEP_DATA, spec=SWEEP_SPECS.get("method_comparison"))
+)
 res
 
 # %%
@@ -138,7 +145,9 @@ print("\ncells won (ties count for each):", dict(sorted(wins.items(), key=lambda
 # smaller and its error 2–4 times lower; fp16_keymean takes the offsets from the keys' block means.
 
 # %%
-res = figures.beta_sweep(quick=QUICK, out=OUT)
+res = figures.beta_sweep(
+    quick=QUICK, out=OUT, data=figures.SweepOptions(SWEEP_DATA, spec=SWEEP_SPECS.get("beta_sweep"))
+)
 res
 
 # %%
@@ -152,3 +161,19 @@ ref, npu = s.methods["pasa:script"], s.methods["pasa"]
 if not QUICK:  # the coarse quick sweep does not resolve the teeth
     assert ref.jump_at_teeth > npu.jump_at_teeth > 1
     assert npu.max < ref.min
+
+# %% [markdown]
+# ## 5.3 The same figures at a larger size
+#
+# Both figures' data are `pasa-sweep` runs of a TOML spec (`examples/reference_grid.toml` and
+# `examples/figures/beta_sweep.toml`; quick mode: `examples/figures/quick/`). To study them at the full
+# reference shape or with more draws, copy a spec, edit it (`heads = 28`, `kv_heads = 4`; more seeds),
+# run it on a cluster and point this notebook at the results:
+#
+# ```console
+# $ pasa-sweep big_grid.toml --out results/big/method_comparison --executor dask --scheduler tcp://HOST:8786
+# ```
+#
+# then set `SWEEP_DATA = "results/big"` and `SWEEP_SPECS = {"method_comparison": "big_grid.toml"}` in the
+# first cell (or run `python -m pasa_npu.figures --only method_comparison --spec big_grid.toml
+# --sweep-data results/big`). Finished points are read, not rerun; see docs/sweeps.md.

@@ -92,6 +92,7 @@ __all__ = [
     "run_point",
     "run",
     "load",
+    "load_rows",
     "columns",
     "done_hashes",
     "estimate_seconds",
@@ -592,6 +593,29 @@ def load(out: str | Path, *, errors: bool = True):
     if not errors:
         df = df[df["status"] == "ok"]
     return df.sort_values("point_hash", kind="stable").reset_index(drop=True)
+
+
+def load_rows(out: str | Path, hashes: Sequence[str]) -> list[dict]:
+    """The rows of the points ``hashes`` under ``out`` as plain dicts, in the order given.
+
+    Unlike :func:`load` (a pandas float column holds a null and a NaN alike), a null stays ``None``
+    and a measured NaN stays NaN. Raises ValueError naming the first point whose row is missing.
+    """
+    import pyarrow.dataset as ds
+
+    files = [Path(out) / _part_name(h) for h in hashes]
+    missing = [h for h, f in zip(hashes, files) if not f.is_file()]
+    if missing:
+        raise ValueError(
+            f"out: {len(missing)} of {len(hashes)} points are not in {str(out)!r} (first {missing[0]})"
+        )
+    if not files:
+        return []
+    table = ds.dataset([str(f) for f in files], format="parquet", schema=_schema()).to_table(
+        use_threads=False
+    )
+    by = {r["point_hash"]: r for r in table.to_pylist()}
+    return [by[h] for h in hashes]
 
 
 # ---------------------------------------------------------------------------------------------

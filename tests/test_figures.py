@@ -96,7 +96,9 @@ def test_every_figure_is_a_plain_function_of_its_notebooks_module(name):
     # go-to-definition lands on a `def <name>(` line of that module
     lines, _ = inspect.getsourcelines(fn)
     assert lines[0].startswith(f"def {name}("), lines[0]
-    assert set(inspect.signature(fn).parameters) == {"quick", "out", "from_csv"}
+    # a figure whose data is a sweep of kernel runs also takes data= (where and how its sweep runs)
+    expected = {"quick", "out", "from_csv"} | ({"data"} if spec.sweep else set())
+    assert set(inspect.signature(fn).parameters) == expected
     assert "FigureResult[" in str(inspect.signature(fn).return_annotation)
 
 

@@ -27,6 +27,16 @@ package's location, not the working directory. ``make figures`` runs them all::
     python -m pasa_npu.figures --cited --from-csv figures --out figures   # redraw from the CSVs
     python -m pasa_npu.figures --list
 
+**Sweeps.** The figures whose data is a sweep of kernel runs (:data:`SWEEP_FIGURES`:
+``method_comparison``, ``beta_sweep``, ``overflow_frontier``) compute it with :mod:`pasa_npu.sweep`
+from a TOML spec in ``examples/`` (:func:`spec_path`) and take ``data=`` (a folder keeping the
+Parquet datasets, or :class:`SweepOptions` with a spec, an executor, workers, a Dask scheduler)::
+
+    python -m pasa_npu.figures --all --out figures --sweep-data results/figures --executor processes
+    python -m pasa_npu.figures --only method_comparison --spec big.toml --sweep-data results/big
+
+(guide: docs/sweeps.md, "Figures").
+
 **Quick mode** (``quick=True``, or the environment variable ``PASA_QUICK=1`` when ``quick`` is not
 given) uses small shapes and coarse sweeps; the notebooks run in it under ``make test``.
 
@@ -56,6 +66,7 @@ from ._style import (
     MethodStyle,
     method_style,
 )
+from ._sweep import SPECS_DIR, SWEEP_FIGURES, SweepOptions, figure_points, read_points, spec_path
 from .beyond import BeyondSummary, MethodSpread, beyond_pasa
 from .comparison import (
     COMPARISON_METHODS,
@@ -120,6 +131,12 @@ __all__ = [
     "FigureSpec",
     "FIGURES",
     "make_figure",
+    "SweepOptions",
+    "SWEEP_FIGURES",
+    "SPECS_DIR",
+    "spec_path",
+    "figure_points",
+    "read_points",
     "save_figure",
     "write_csv",
     "read_csv",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import FigureResult
+from ._sweep import SWEEP_FIGURES, SweepOptions
 from .beyond import beyond_pasa
 from .comparison import beta_sweep, method_comparison
 from .optimal_beta import beta_fixed_points, kappa_landscape
@@ -27,6 +28,12 @@ class FigureSpec:
     notebook: str
     description: str
     cited: bool
+
+    @property
+    def sweep(self) -> bool:
+        """Whether the figure's data is a sweep of kernel runs (a spec in ``examples/``, see
+        :data:`pasa_npu.figures.SWEEP_FIGURES`); such a figure takes ``data=``."""
+        return self.name in SWEEP_FIGURES
 
 
 def _spec(
@@ -117,9 +124,21 @@ FIGURES: dict[str, FigureSpec] = {
 
 
 def make_figure(
-    name: str, *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
+    name: str,
+    *,
+    quick: bool | None = None,
+    out: str | Path | None = None,
+    from_csv: str | Path | None = None,
+    data: str | Path | SweepOptions | None = None,
 ) -> FigureResult[Any]:
-    """Run the figure function called ``name`` (see :data:`FIGURES`)."""
+    """Run the figure function called ``name`` (see :data:`FIGURES`); ``data`` (where and how to run
+    its sweep) only for the sweep-backed figures."""
     if name not in FIGURES:
         raise ValueError(f"name: unknown figure {name!r}; figures: {', '.join(FIGURES)}")
-    return FIGURES[name].function(quick=quick, out=out, from_csv=from_csv)
+    if data is None:
+        return FIGURES[name].function(quick=quick, out=out, from_csv=from_csv)
+    if not FIGURES[name].sweep:
+        raise ValueError(
+            f"data: figure {name!r} is not computed by a sweep; those are {', '.join(SWEEP_FIGURES)}"
+        )
+    return FIGURES[name].function(quick=quick, out=out, from_csv=from_csv, data=data)

@@ -18,12 +18,12 @@ import torch
 import pasa_theory as pt
 
 from .. import data
-from ..golden import golden_attention
-from ..harness import run_case, run_grid
 from ..kernel import shift_parameters
+from ..precision import DTYPES
 from ._common import METHOD_DOC, PUBLISHED_BETAS, spread
 from ._io import FigureResult, Row, run_figure
 from ._style import GREY, OKABE_ITO, edge_colour, method_style, new_figure
+from ._sweep import SWEEP_DOC, SweepOptions, figure_points, fmt_list, one, open_runner, sweep_options, values
 
 __all__ = [
     "COMPARISON_METHODS",
@@ -117,7 +117,8 @@ class MethodComparisonSummary:
 
     methods: dict[str, MethodRatios]
     #: npu_fp16's relative RMSE ÷ the script preset's, (min, median, max) over the non-one-hot cells
-    pasa_over_reference: tuple[float, float, float]
+    #: (None where the sweep has no such cell)
+    pasa_over_reference: tuple[float | None, float | None, float | None]
     cells_one_hot: list[tuple[str, float, float]]
     fa_qk_overflow_cells: list[tuple[str, float, float]]
 
@@ -126,9 +127,14 @@ def _cell(r: Row) -> tuple[str, float, float]:
     return (r["dist"], r["mean"], r["amplitude"])
 
 
-def _comparison_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
-    shape = comparison_shape(quick)
-    recs = run_grid(COMPARISON_METHODS, shape=shape, progress=False)
+def _comparison_compute(quick: bool, options: SweepOptions) -> tuple[list[Row], dict[str, str]]:
+    """The grid's rows from its sweep (the committed spec of the mode, or ``options.spec``)."""
+    pts, custom = figure_points("method_comparison", quick, options.spec)
+    if "fa_naive" not in values(pts, "method"):
+        raise ValueError("spec: method_comparison needs the baseline method 'fa_naive' in its points")
+    setup = _comparison_setup(pts, custom)  # first: it checks the spec has one shape, seed and format
+    with open_runner("method_comparison", options) as run:
+        recs = run(pts)
     naive = {_cell(r): r["rel_rmse"] for r in recs if r["method"] == "fa_naive"}
     rows: list[Row] = []
     for r in recs:
@@ -140,21 +146,30 @@ def _comparison_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
         ok = not r["nonfinite"] and math.isfinite(base) and base >= ONE_HOT_BELOW
         row["ratio_to_naive"] = r["rel_rmse"] / base if ok else None
         rows.append(row)
-    return rows, _comparison_setup(quick)
+    return rows, setup
 
 
-def _comparison_setup(quick: bool) -> dict[str, str]:
-    shape = comparison_shape(quick)
-    return dict(
-        data="the reference grid: make_qkv uniform and hybrid x mean 0, 10, 20, 30 x amplitude 0.5, 5, 10, 20, "
-        "seed 2024724, fp16 inputs",
-        shape=f"batch {shape['batch']}, heads {shape['heads']}, kv_heads {shape['kv_heads']}, S1 {shape['seq_q']}, "
-        f"S2 {shape['seq_kv']}, d {shape['head_dim']}, block_kv 128",
-        methods=", ".join(COMPARISON_METHODS),
+def _comparison_setup(pts: list[dict], custom: str | None) -> dict[str, str]:
+    """The CSV set-up, read off the sweep's points (one shape, seed and input format per figure)."""
+    sh = {k: one(pts, k) for k in ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "block_kv")}
+    grid = (
+        f"make_qkv {' and '.join(values(pts, 'dist'))} x mean {fmt_list(values(pts, 'mean'))} x amplitude "
+        f"{fmt_list(values(pts, 'amplitude'))}, seed {one(pts, 'seed')}, {one(pts, 'input_dtype')} inputs"
+    )
+    setup = dict(
+        data=("the reference grid: " if custom is None else "") + grid,
+        shape=f"batch {sh['batch']}, heads {sh['heads']}, kv_heads {sh['kv_heads']}, S1 {sh['seq_q']}, "
+        f"S2 {sh['seq_kv']}, d {sh['head_dim']}, block_kv {sh['block_kv']}",
+        methods=", ".join(values(pts, "method")),
         rel_rmse="RMSE / RMS(V) against the float64 golden (measurement)",
         ratio_to_naive="rel_rmse / that of fa_naive on the same cell; empty where the method overflowed or "
         "fa_naive's rel_rmse < 2^-22 (one-hot softmax)",
     )
+    if one(pts, "precision") != "npu_fp16":
+        setup["precision"] = one(pts, "precision")
+    if custom is not None:
+        setup["spec"] = custom
+    return setup
 
 
 def _comparison_summarize(rows: list[Row]) -> MethodComparisonSummary:
@@ -167,8 +182,9 @@ def _comparison_summarize(rows: list[Row]) -> MethodComparisonSummary:
             if r["method"] == meth and r["ratio_to_naive"] is not None and ((r["mean"] > 0) == biased)
         ]
 
+    present = {r["method"] for r in rows}  # a spec may sweep fewer methods than the committed one
     methods = {}
-    for meth in COMPARISON_METHODS:
+    for meth in [m for m in COMPARISON_METHODS if m in present]:
         b, u = spread(ratios(meth, True)), spread(ratios(meth, False))
         methods[meth] = MethodRatios(
             overflow_cells=sum(1 for r in rows if r["method"] == meth and r["nonfinite"]),
@@ -186,11 +202,11 @@ def _comparison_summarize(rows: list[Row]) -> MethodComparisonSummary:
     vs_ref = [
         r["rel_rmse"] / ref[_cell(r)]
         for r in rows
-        if r["method"] == "pasa" and naive[_cell(r)] >= ONE_HOT_BELOW
+        if r["method"] == "pasa" and _cell(r) in ref and naive[_cell(r)] >= ONE_HOT_BELOW
     ]
     return MethodComparisonSummary(
         methods=methods,
-        pasa_over_reference=(min(vs_ref), statistics.median(vs_ref), max(vs_ref)),
+        pasa_over_reference=spread(vs_ref),
         cells_one_hot=sorted(c for c, x in naive.items() if x < ONE_HOT_BELOW),
         fa_qk_overflow_cells=sorted(_cell(r) for r in rows if r["method"] == "fa_qk" and r["nonfinite"]),
     )
@@ -199,7 +215,8 @@ def _comparison_summarize(rows: list[Row]) -> MethodComparisonSummary:
 def _comparison_draw(rows: list[Row], summary: MethodComparisonSummary) -> Any:
     fig, axes = new_figure(3.4, 1, 2, sharey=True, gridspec_kw=dict(width_ratios=[5.0, 1.0], wspace=0.02))
     ax, ox = axes[0, 0], axes[0, 1]
-    meths = list(_COMPARISON_DRAWN)
+    present = {r["method"] for r in rows}
+    meths = [m for m in _COMPARISON_DRAWN if m in present]
     cells = sorted({_cell(r) for r in rows})
     by = {(r["method"], _cell(r)): r for r in rows}
     for i, meth in enumerate(meths):
@@ -207,7 +224,9 @@ def _comparison_draw(rows: list[Row], summary: MethodComparisonSummary) -> Any:
         y0 = len(meths) - 1 - i
         n_over = 0
         for j, cell in enumerate(cells):
-            r = by[(meth, cell)]
+            r = by.get((meth, cell))
+            if r is None:  # a spec that does not run every method on every cell
+                continue
             jitter = ((j * 7) % 16 - 7.5) * 0.03
             fill = st.color if cell[1] > 0 else "white"
             if r["nonfinite"]:  # its own category, not a number on the ratio axis
@@ -254,7 +273,11 @@ def _comparison_draw(rows: list[Row], summary: MethodComparisonSummary) -> Any:
 
 
 def method_comparison(
-    *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
+    *,
+    quick: bool | None = None,
+    out: str | Path | None = None,
+    from_csv: str | Path | None = None,
+    data: str | Path | SweepOptions | None = None,
 ) -> FigureResult[MethodComparisonSummary]:
     """The reference benchmark's grid (uniform and hybrid × mean {0, 10, 20, 30} × amplitude
     {0.5, 5, 10, 20}, seed 2024724, fp16 inputs; shape :func:`comparison_shape`) for every method of
@@ -264,10 +287,11 @@ def method_comparison(
     "inf/NaN" column, with their count, not on the ratio axis; cells with a one-hot softmax (naive
     error below 2^-22) are left out.
     """
+    options = sweep_options(data, from_csv)
     return run_figure(
         "method_comparison",
         columns=GRID_COLUMNS,
-        compute=_comparison_compute,
+        compute=lambda q: _comparison_compute(q, options),
         summarize=_comparison_summarize,
         draw=_comparison_draw,
         quick=quick,
@@ -331,19 +355,26 @@ class BetaSweepSummary:
     methods: dict[str, BetaSweepMethod]
 
 
-def _sweep_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
-    shape, seeds, betas = _sweep_shape(quick)
+def _sweep_compute(quick: bool, options: SweepOptions) -> tuple[list[Row], dict[str, str]]:
+    """Measured rows from the sweep (the committed spec of the mode, or ``options.spec``); the
+    predicted rows from theory and the data's median q·k̄."""
+    pts, custom = figure_points("beta_sweep", quick, options.spec)
+    if "fa_naive" not in values(pts, "method"):
+        raise ValueError("spec: beta_sweep needs the baseline method 'fa_naive' in its points")
+    shape = {k: one(pts, k) for k in ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim")}
+    cell = {k: one(pts, k) for k in ("dist", "mean", "amplitude")}
+    dtype = DTYPES[one(pts, "input_dtype")]
+    with open_runner("beta_sweep", options) as run:
+        recs = run(pts)
     per: dict[tuple[str, float], list[float]] = {}
     naive: list[float] = []
-    qkbar: list[float] = []
-    for seed in seeds:
-        q, k, v = data.make_qkv("uniform", mean=30.0, amplitude=0.5, seed=seed, **shape)
-        golden = golden_attention(q, k, v)
-        naive += [r["rel_rmse"] for r in run_case(q, k, v, ["fa_naive"], golden=golden)]
-        for b in betas:
-            for r in run_case(q, k, v, list(_SWEEP_METHODS), beta=b, golden=golden):
-                per.setdefault((r["method"], b), []).append(r["rel_rmse"])
-        qkbar.append(_median_q_kbar(q, k))
+    for r in recs:
+        if r["method"] == "fa_naive":
+            naive.append(r["rel_rmse"])
+        else:
+            per.setdefault((r["method"], r["beta_requested"]), []).append(r["rel_rmse"])
+    seeds = values(pts, "seed")
+    qkbar = [_median_q_kbar(*data.make_qkv(**cell, seed=s, dtype=dtype, **shape)[:2]) for s in seeds]
     med_qkbar = statistics.median(qkbar)
 
     def mu_tilde(beta: float) -> float:
@@ -398,30 +429,33 @@ def _sweep_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
     rows.append(
         empty | dict(kind="selected", method="pasa", beta=shift_parameters("npu_fp16", head_dim=128).beta)
     )
-    return rows, _sweep_setup(quick, med_qkbar)
+    return rows, _sweep_setup(pts, custom, med_qkbar)
 
 
-def _sweep_setup(quick: bool, med_qkbar: float) -> dict[str, str]:
-    shape, seeds, betas = _sweep_shape(quick)
-    return dict(
-        data=f"make_qkv uniform, mean 30, amplitude 0.5 (the script's default case), seeds "
-        f"{seeds[0]}..{seeds[-1]} ({len(seeds)} draws); fp16 inputs",
-        shape=f"batch 1, heads 1, kv_heads 1, S1 {shape['seq_q']}, S2 1407, d 128, block_kv 128",
-        methods=", ".join(_SWEEP_METHODS) + " at each beta; fa_naive once per draw",
-        beta=f"{len(betas)} values in [0.90, 0.995]",
+def _sweep_setup(pts: list[dict], custom: str | None, med_qkbar: float) -> dict[str, str]:
+    """The CSV set-up, read off the sweep's points."""
+    cell = {k: one(pts, k) for k in ("dist", "mean", "amplitude")}
+    seeds = values(pts, "seed")
+    betas = [p["beta"] for p in pts if p["method"] != "fa_naive"]
+    script_case = cell == dict(dist="uniform", mean=30.0, amplitude=0.5)
+    pasa = [m for m in values(pts, "method") if m != "fa_naive"]
+    setup = dict(
+        data=f"make_qkv {cell['dist']}, mean {cell['mean']:g}, amplitude {cell['amplitude']:g}"
+        + (" (the script's default case)" if script_case else "")
+        + f", seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} draws); {one(pts, 'input_dtype')} inputs",
+        shape=f"batch {one(pts, 'batch')}, heads {one(pts, 'heads')}, kv_heads {one(pts, 'kv_heads')}, "
+        f"S1 {one(pts, 'seq_q')}, S2 {one(pts, 'seq_kv')}, d {one(pts, 'head_dim')}, block_kv {one(pts, 'block_kv')}",
+        methods=", ".join(pasa) + " at each beta; fa_naive once per draw",
+        beta=f"{len(set(betas))} values in [{min(betas):.2f}, {max(betas):.3f}]",
         measured="relative RMSE (RMSE / RMS(V)) against the float64 golden: median, min, max over the draws "
         "(measurement)",
         predicted=f"c * ulp(mu_tilde) / 2 with mu_tilde = (a - b n) * median(q . kbar) = (a - b n) * {med_qkbar:.6g}, "
         "a, b from the rounded tau-folded matrix of the script preset (a bound on one block offset's "
         "error, in score units)",
     )
-
-
-def _sweep_shape(quick: bool) -> tuple[dict[str, int], list[int], list[float]]:
-    shape = dict(batch=1, heads=1, kv_heads=1, seq_q=64 if quick else 256, seq_kv=1407, head_dim=128)
-    seeds = [data.REFERENCE_SEED + i for i in range(2 if quick else 8)]
-    betas = [float(b) for b in np.linspace(0.90, 0.995, 16 if quick else 64)]
-    return shape, seeds, betas
+    if custom is not None:
+        setup["spec"] = custom
+    return setup
 
 
 def _median_q_kbar(q: Any, k: Any) -> float:
@@ -455,7 +489,7 @@ def _sweep_summarize(rows: list[Row]) -> BetaSweepSummary:
         naive_rel_rmse_median=base["rel_rmse_median"],
         teeth=tuple(teeth),
         draws=base["draws"],
-        methods={m: BetaSweepMethod(min(med(m)), max(med(m)), jump(m)) for m in _SWEEP_METHODS},
+        methods={m: BetaSweepMethod(min(med(m)), max(med(m)), jump(m)) for m in _SWEEP_METHODS if med(m)},
     )
 
 
@@ -544,7 +578,11 @@ def _sweep_draw(rows: list[Row], summary: BetaSweepSummary) -> Any:
 
 
 def beta_sweep(
-    *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
+    *,
+    quick: bool | None = None,
+    out: str | Path | None = None,
+    from_csv: str | Path | None = None,
+    data: str | Path | SweepOptions | None = None,
 ) -> FigureResult[BetaSweepSummary]:
     """Relative RMSE against β ∈ [0.90, 0.995] (64 values; quick 16) for PASA at the script preset,
     npu_fp16 and fp16_keymean, with naive fp16 attention for comparison; (a) median and range over
@@ -558,10 +596,11 @@ def beta_sweep(
     halves (the teeth, dotted in both panels). npu_fp16 rounds only each block mean's deviation from
     a running reference, and fp16_keymean takes the offsets from the keys' block means.
     """
+    options = sweep_options(data, from_csv)
     return run_figure(
         "beta_sweep",
         columns=BETA_SWEEP_COLUMNS,
-        compute=_sweep_compute,
+        compute=lambda q: _sweep_compute(q, options),
         summarize=_sweep_summarize,
         draw=_sweep_draw,
         quick=quick,
@@ -572,3 +611,5 @@ def beta_sweep(
 
 method_comparison.__doc__ = (method_comparison.__doc__ or "") + METHOD_DOC
 beta_sweep.__doc__ = (beta_sweep.__doc__ or "") + METHOD_DOC
+method_comparison.__doc__ = (method_comparison.__doc__ or "") + SWEEP_DOC
+beta_sweep.__doc__ = (beta_sweep.__doc__ or "") + SWEEP_DOC

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ from pasa_theory.bounds import InputStats, overflow_envelope
 from .. import data
 from ..harness import run_case
 from ..kernel import shift_parameters
-from ._common import FP16_MAX, FP16_OVERFLOW, METHOD_DOC, fp64_scores, overflow_stage, spread
+from ..sweep import resolve_point
+from ._common import FP16_MAX, FP16_OVERFLOW, METHOD_DOC, fp64_scores, spread
 from ._io import FigureResult, Row, run_figure
 from ._style import DARK_GREY, GREY, OKABE_ITO, edge_colour, legend_below, method_style, new_figure
+from ._sweep import SWEEP_DOC, SweepOptions, figure_points, one, open_runner, sweep_options, values
 
 __all__ = [
     "predicted_overflow_mean",
@@ -107,13 +110,19 @@ _MEANS = tuple(2.0 ** (kk / 2) for kk in range(21))
 MAX_MEAN_SCANNED = _MEANS[-1]
 
 
-def _frontier_amplitudes(quick: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(measured amplitudes, predicted amplitudes). The prediction spans the measured range only:
+def _frontier_amplitudes(
+    quick: bool, measured: Sequence[float] | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(measured amplitudes, predicted amplitudes). The measured ones are the sweep's (default: those
+    of the committed spec of the mode); the prediction adds a finer set inside their range only:
     A = 0 (constant inputs, an exactly uniform softmax) is a different regime, where the envelope
     names the accumulators of the unnormalised presets."""
-    measured = (0.5, 10.0, 20.0) if quick else (0.5, 5.0, 10.0, 20.0)
+    if measured is None:
+        measured = (0.5, 10.0, 20.0) if quick else (0.5, 5.0, 10.0, 20.0)
+    measured = tuple(measured)
     extra = (10.0, 20.0) if quick else tuple(2.0 * i for i in range(1, 11))
-    return measured, tuple(sorted(set(measured) | set(extra)))
+    inside = {e for e in extra if min(measured) <= e <= max(measured)}
+    return measured, tuple(sorted(set(measured) | inside))
 
 
 @dataclass(frozen=True)
@@ -135,95 +144,122 @@ class OverflowFrontierSummary:
     max_mean_scanned: float
 
 
-def _frontier_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
-    shape = dict(
-        batch=1,
-        heads=1,
-        kv_heads=1,
-        seq_q=256 if quick else 1407,
-        seq_kv=256 if quick else 1407,
-        head_dim=128,
+def _frontier_search(means: Sequence[float]) -> Generator[float, str | None, Row]:
+    """One (dist, amplitude, method)'s search, as a generator: it yields the next mean to probe and is
+    sent the first overflowing stage there (None: finite); it returns the row's ``mean_finite``,
+    ``mean_overflow`` and ``stage``. Overflow is taken to be monotone in the mean: finite at the largest
+    mean counts as finite throughout; otherwise a binary search over ``means`` finds the first
+    overflowing one, then bisection narrows the step to 1 %."""
+    top = yield means[-1]
+    if top is None:  # finite at the largest mean: none in the range
+        return dict(mean_finite=means[-1], mean_overflow=None, stage="")
+    lo_i, hi_i, stage = -1, len(means) - 1, top
+    while hi_i - lo_i > 1:
+        mid = (lo_i + hi_i) // 2
+        s_mid = yield means[mid]
+        if s_mid is None:
+            lo_i = mid
+        else:
+            hi_i, stage = mid, s_mid
+    lo, hi = (means[lo_i] if lo_i >= 0 else 0.0), means[hi_i]
+    while hi - lo > 0.01 * hi:
+        mid = 0.5 * (lo + hi)
+        s_mid = yield mid
+        if s_mid is None:
+            lo = mid
+        else:
+            hi, stage = mid, s_mid
+    return dict(mean_finite=lo, mean_overflow=hi, stage=stage)
+
+
+def _first_stage(row: Row) -> str | None:
+    """The first pipeline stage with inf/NaN of a sweep row whose output is not finite, else None."""
+    return (row["first_nonfinite_stage"] or "output") if row["nonfinite"] else None
+
+
+def _frontier_compute(quick: bool, options: SweepOptions) -> tuple[list[Row], dict[str, str]]:
+    """The measured frontier: every (dist, amplitude, method) of the spec searched over the spec's means
+    (:func:`_frontier_search`), all searches advancing together, each round's probes one batch of
+    sweep points (same seed at every mean: one draw, shifted); the predicted rows from theory."""
+    pts, custom = figure_points("overflow_frontier", quick, options.spec)
+    setup = _frontier_setup(quick, pts, sorted(values(pts, "mean")), custom)  # checks one shape and seed
+    means = sorted(values(pts, "mean"))
+    groups: dict[tuple, dict] = {}  # every parameter but the mean → a template point
+    for p in pts:
+        groups.setdefault(tuple((k, v) for k, v in p.items() if k != "mean"), p)
+    searches = {key: _frontier_search(means) for key in groups}
+    probes = {key: next(g) for key, g in searches.items()}
+    found: dict[tuple, Row] = {}
+
+    def point(key: tuple, mean: float) -> dict:
+        # the template's seed for every mean: the same draw, shifted
+        return resolve_point(dict(groups[key], mean=mean), where="overflow_frontier probe")
+
+    with open_runner("overflow_frontier", options) as run:
+        while probes:
+            batch = {key: point(key, m) for key, m in probes.items()}
+            rows = run(list(batch.values()))
+            nxt = {}
+            for key, row in zip(batch, rows):
+                try:
+                    nxt[key] = searches[key].send(_first_stage(row))
+                except StopIteration as done:
+                    found[key] = done.value
+            probes = nxt
+    rows_out: list[Row] = []
+    for key, tmpl in groups.items():
+        rows_out.append(
+            dict(kind="measured", dist=tmpl["dist"], amplitude=tmpl["amplitude"], method=tmpl["method"])
+            | found[key]
+        )
+    amps = values(pts, "amplitude")
+    rows_out += _frontier_predicted_rows(
+        quick, values(pts, "dist"), amps, values(pts, "method"), one(pts, "seq_q"), one(pts, "seq_kv")
     )
-    amps, _ = _frontier_amplitudes(quick)
-    means = list(_MEANS)
-    rows: list[Row] = []
-    for dist in data.DISTRIBUTIONS:
-        for amp in amps:
-
-            def stage_at(meth: str, m: float, dist: str = dist, amp: float = amp) -> str | None:
-                return overflow_stage(meth, *data.make_qkv(dist, mean=m, amplitude=amp, **shape))
-
-            for meth in OVERFLOW_METHODS:
-                top = stage_at(meth, means[-1])
-                if top is None:  # finite at the largest mean: none in the range
-                    rows.append(
-                        dict(
-                            kind="measured",
-                            dist=dist,
-                            amplitude=amp,
-                            method=meth,
-                            mean_finite=means[-1],
-                            mean_overflow=None,
-                            stage="",
-                        )
-                    )
-                    continue
-                # binary search over the scan grid (the first overflowing grid mean), then to 1 %
-                lo_i, hi_i, stage = -1, len(means) - 1, top
-                while hi_i - lo_i > 1:
-                    mid = (lo_i + hi_i) // 2
-                    s_mid = stage_at(meth, means[mid])
-                    if s_mid is None:
-                        lo_i = mid
-                    else:
-                        hi_i, stage = mid, s_mid
-                lo, hi = (means[lo_i] if lo_i >= 0 else 0.0), means[hi_i]
-                while hi - lo > 0.01 * hi:
-                    mid = 0.5 * (lo + hi)
-                    s_mid = stage_at(meth, mid)
-                    if s_mid is None:
-                        lo = mid
-                    else:
-                        hi, stage = mid, s_mid
-                rows.append(
-                    dict(
-                        kind="measured",
-                        dist=dist,
-                        amplitude=amp,
-                        method=meth,
-                        mean_finite=lo,
-                        mean_overflow=hi,
-                        stage=stage,
-                    )
-                )
-    rows += _frontier_predicted_rows(quick)
-    return rows, _frontier_setup(quick)
+    return rows_out, setup
 
 
-def _frontier_setup(quick: bool) -> dict[str, str]:
-    shape = dict(seq_q=256 if quick else 1407, seq_kv=256 if quick else 1407)
-    amps, pred_amps = _frontier_amplitudes(quick)
+def _frontier_setup(quick: bool, pts: list[dict], means: list[float], custom: str | None) -> dict[str, str]:
+    amps, pred_amps = _frontier_amplitudes(quick, values(pts, "amplitude"))
+    dists = values(pts, "dist")
+    scan = (
+        "2^(k/2), k = 0..20" if tuple(means) == _MEANS else f"{len(means)} means {means[0]:g}..{means[-1]:g}"
+    )
     setup = dict(
-        data="make_qkv, seed 2024724, both distributions (uniform, hybrid); one draw shifted to each mean; "
-        "Q, K and V share mean and amplitude; fp16 inputs",
-        shape=f"batch 1, heads 1, kv_heads 1, S1 {shape['seq_q']}, S2 {shape['seq_kv']}, d 128, block_kv 128",
-        methods=", ".join(OVERFLOW_METHODS) + " (pasa = npu_fp16 preset; pasa:script = script preset)",
-        measured="first mean with inf/NaN in the output (binary search on 2^(k/2), k = 0..20, then bisection to 1 %); "
+        data=f"make_qkv, seed {one(pts, 'seed')}, "
+        + (
+            "both distributions (uniform, hybrid)"
+            if tuple(dists) == ("uniform", "hybrid")
+            else "distribution " + ", ".join(dists)
+        )
+        + f"; one draw shifted to each mean; Q, K and V share mean and amplitude; {one(pts, 'input_dtype')} inputs",
+        shape=f"batch {one(pts, 'batch')}, heads {one(pts, 'heads')}, kv_heads {one(pts, 'kv_heads')}, "
+        f"S1 {one(pts, 'seq_q')}, S2 {one(pts, 'seq_kv')}, d {one(pts, 'head_dim')}, block_kv {one(pts, 'block_kv')}",
+        methods=", ".join(values(pts, "method")) + " (pasa = npu_fp16 preset; pasa:script = script preset)",
+        measured=f"first mean with inf/NaN in the output (binary search on {scan}, then bisection to 1 %); "
         "amplitudes " + ", ".join(f"{a:g}" for a in amps) + " (measurement)",
         predicted="first mean at which pasa_theory.bounds.overflow_envelope names a stage, from the input statistics "
         "alone; amplitudes " + ", ".join(f"{a:g}" for a in pred_amps) + " (estimate)",
     )
+    if custom is not None:
+        setup["spec"] = custom
     return setup
 
 
-def _frontier_predicted_rows(quick: bool) -> list[Row]:
-    seq = 256 if quick else 1407
-    _, pred_amps = _frontier_amplitudes(quick)
+def _frontier_predicted_rows(
+    quick: bool,
+    dists: Sequence[str],
+    amplitudes: Sequence[float],
+    methods: Sequence[str],
+    seq_q: int,
+    seq_kv: int,
+) -> list[Row]:
+    _, pred_amps = _frontier_amplitudes(quick, amplitudes)
     rows: list[Row] = []
-    for dist in data.DISTRIBUTIONS:
+    for dist in dists:
         for amp in pred_amps:
-            for meth in OVERFLOW_METHODS:
-                fr, st_ = predicted_overflow_mean(meth, dist, amp, seq_q=seq, seq_kv=seq)
+            for meth in methods:
+                fr, st_ = predicted_overflow_mean(meth, dist, amp, seq_q=seq_q, seq_kv=seq_kv)
                 rows.append(
                     dict(
                         kind="predicted",
@@ -364,7 +400,11 @@ def _frontier_draw(rows: list[Row], summary: OverflowFrontierSummary) -> Any:
 
 
 def overflow_frontier(
-    *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
+    *,
+    quick: bool | None = None,
+    out: str | Path | None = None,
+    from_csv: str | Path | None = None,
+    data: str | Path | SweepOptions | None = None,
 ) -> FigureResult[OverflowFrontierSummary]:
     """The overflow frontier over (mean, amplitude): for each method, the smallest input mean at which
     its output contains inf/NaN (a measurement). Overflow is taken to be monotone in the mean (the
@@ -385,10 +425,11 @@ def overflow_frontier(
     posteriori, on the actual tensors, by :func:`pasa_theory.bounds.predict`), so its band is its
     score stage only.
     """
+    options = sweep_options(data, from_csv)
     return run_figure(
         "overflow_frontier",
         columns=OVERFLOW_FRONTIER_COLUMNS,
-        compute=_frontier_compute,
+        compute=lambda q: _frontier_compute(q, options),
         summarize=_frontier_summarize,
         draw=_frontier_draw,
         quick=quick,
@@ -1013,3 +1054,4 @@ def resonance_accuracy(
 for _f in (overflow_frontier, accumulator_overflow, resonance_statistics, resonance_accuracy):
     _f.__doc__ = (_f.__doc__ or "") + METHOD_DOC
 del _f
+overflow_frontier.__doc__ = (overflow_frontier.__doc__ or "") + SWEEP_DOC
