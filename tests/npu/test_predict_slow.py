@@ -19,7 +19,7 @@ from pasa_npu import data
 from pasa_npu.harness import write_records
 from pasa_npu.predict_report import predict_grid, summary
 
-from .test_predict import MODEL, _check, predict_case
+from .test_predict import GRID_WITHIN, MODEL, _check, predict_case
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,10 @@ def test_reference_heads_full_grid(seq_kv, tmp_path):
     s = summary(records)
     safe = {k: (str(v) if isinstance(v, float) and v != v else v) for k, v in s.items()}
     write_records(records, out, f"predict_{seq_kv}", dict(shape=shape, methods=METHODS, summary=safe))
-    s = _check(records, f"reference heads 28/4, S2 = {seq_kv}, {seq_q} query rows per head")
+    # the grid's achieved level (GRID_WITHIN, measured on one GQA group); not re-measured on 28/4 heads
+    s = _check(
+        records, f"reference heads 28/4, S2 = {seq_kv}, {seq_q} query rows per head", within=GRID_WITHIN
+    )
     assert s["cases"] == 32 * len(METHODS)
     # only fa_qk (QKᵀ rounded before the scale) may overflow on this grid: everything else is compared
     assert s["compared"] >= 32 * (len(METHODS) - 1), (s["compared"], s["overflow_cases"])
