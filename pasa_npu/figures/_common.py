@@ -11,15 +11,11 @@ import torch
 
 import pasa_theory as _pt
 
-from .. import metrics
-from ..methods import run_method
-
 __all__ = [
     "FP16_MAX",
     "FP16_OVERFLOW",
     "U64",
     "spread",
-    "overflow_stage",
     "fp64_scores",
     "PUBLISHED_BETAS",
     "FOLDED_BETAS",
@@ -53,17 +49,6 @@ def spread(xs: Iterable[float]) -> tuple[Any, Any, Any]:
 def finite(x: Any) -> bool:
     """Whether ``x`` is a number (not ``None``) and finite."""
     return x is not None and math.isfinite(x)
-
-
-def overflow_stage(
-    method: str, q: Any, k: Any, v: Any, *, precision: str = "npu_fp16", **kw: Any
-) -> str | None:
-    """Run ``method``; the first pipeline stage with inf/NaN if the output is not finite, else None."""
-    with metrics.census() as cen:
-        out = run_method(method, q, k, v, precision=precision, **kw)
-    if metrics.nonfinite_count(out) == 0:
-        return None
-    return cen.first_stage or "output"
 
 
 def fp64_scores(q: Any, k: Any, scale: float | None = None) -> Any:
