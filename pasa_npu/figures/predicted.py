@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 
 from pasa_theory.bounds import TERMS
 
-from .. import data
+from .. import data, sweep
 from ..predict_report import predict_case
 from ._common import METHOD_DOC, spread
 from ._io import FigureResult, Row, run_figure
@@ -192,8 +193,6 @@ def rows_from_sweep(out: str | Path) -> list[Row]:
     """The figure's rows from a sweep dataset (``pasa-sweep examples/predicted_vs_measured.toml
     --out DIR``, :func:`pasa_npu.sweep.load`): one per point, the columns of :data:`PVM_COLUMNS`, NaN and
     nulls as empty cells, sorted by (dist, mean, amplitude, S2, method order)."""
-    from .. import sweep
-
     df = sweep.load(out)
     bad = df[df["status"] != "ok"]
     if len(bad):
@@ -219,8 +218,6 @@ def rows_from_sweep(out: str | Path) -> list[Row]:
 
 
 def _pvm_points(quick: bool) -> list[dict]:
-    from .. import sweep
-
     pts = sweep.load_spec(PVM_SPEC).points()
     if quick:
         keep = dict(mean=(0.0, 30.0), amplitude=(0.5, 20.0), seq_kv=(256,))
@@ -230,10 +227,6 @@ def _pvm_points(quick: bool) -> list[dict]:
 
 
 def _pvm_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
-    import tempfile
-
-    from .. import sweep
-
     with tempfile.TemporaryDirectory() as tmp:
         sweep.run(_pvm_points(quick), tmp, executor="serial", progress=False)
         rows = rows_from_sweep(tmp)
