@@ -20,8 +20,8 @@
 # vector unit)? Three things, described in docs/beyond.md:
 #
 # 1. every arrangement's relative RMSE ÷ `fa_hybrid`'s on the reference grid (uniform and hybrid data ×
-#    mean {0, 10, 20, 30} × amplitude {0.5, 5, 10, 20}, seed 2024724; one query head, 128 query rows
-#    against the reference 1407 keys, d = 128), including the `fp16_accurate` preset (the reference in the
+#    mean {0, 10, 20, 30} × amplitude {0.5, 5, 10, 20}, seed 2024724; the reference group: 7 query heads on
+#    1 KV head, S = 1407, d = 128; quick mode: one head, S1 = 32, S2 = 256), including the `fp16_accurate` preset (the reference in the
 #    matrix unit's accumulator, docs/precision.md §6), with the **floor** of any fully fp16 vector
 #    unit, an estimate from a rounding model (`pasa_theory.floor`);
 # 2. the same under two narrower matrix-unit accumulators: fp16 accumulation (NVIDIA's fp16-accumulate

@@ -5,10 +5,11 @@ Four panels of one CSV (column ``panel``), on the 32 cells of the reference grid
 mean {0, 10, 20, 30} × amplitude {0.5, 5, 10, 20}, seed 2024724, fp16 inputs):
 
 * ``grid``: relative RMSE (a measurement against the float64 golden) of each method of
-  :data:`GRID_METHODS` with the wide (fp32) accumulator at :func:`grid_shape` (one query head, 128 query
-  rows against the reference 1407 keys), and its ratio to ``fa_hybrid`` on the same cell;
+  :data:`GRID_METHODS` with the wide (fp32) accumulator at :func:`grid_shape` (the reference GQA group:
+  7 query heads, 1 KV head, S = 1407, all rows), and its ratio to ``fa_hybrid`` on the same cell;
 * ``mma``: the same for :data:`MMA_METHODS` under every accumulation model of :data:`MMA_MODELS`
-  (docs/beyond.md §1), ratios to the wide ``fa_hybrid``;
+  (docs/beyond.md §1) at :func:`mma_shape` (one head, 128 query rows), ratios to the wide ``fa_hybrid``
+  of that panel;
 * ``floor``: the floor of a fully fp16 vector unit (:func:`pasa_theory.floor.fp16_vector_floor`, an
   estimate: a model, docs/beyond.md §3) on the grid panel's inputs, ÷ the measured ``fa_hybrid``;
 * ``cost``: the cost model per tile (:func:`pasa_theory.cost.tile_costs`, docs/beyond.md §2).
@@ -90,19 +91,23 @@ BEYOND_COLUMNS = (
 
 
 def grid_shape(quick: bool) -> dict[str, int]:
-    """The measured panels' shape: one query head on one KV head, 128 query rows against the reference
-    S2 = 1407 keys, d = 128. Rows are independent and identically distributed, so 128 of them sample a
-    reference-length row's error (the emulation of a narrow accumulator costs one rounding pass per
-    chunk, and the full 7/1-head group of figures/method_comparison.csv is 77 times larger); quick:
+    """The grid and floor panels' shape: the reference GQA group of figures/method_comparison.csv, seven
+    query heads on one KV head, all 1407 query rows against S2 = 1407 keys, d = 128; quick: one head,
     S1 = 32, S2 = 256."""
     if quick:
         return dict(batch=1, heads=1, kv_heads=1, seq_q=32, seq_kv=256, head_dim=128)
-    return dict(batch=1, heads=1, kv_heads=1, seq_q=128, seq_kv=1407, head_dim=128)
+    return dict(batch=1, heads=7, kv_heads=1, seq_q=1407, seq_kv=1407, head_dim=128)
 
 
 def mma_shape(quick: bool) -> dict[str, int]:
-    """The accumulation panel's shape: :func:`grid_shape`'s (its wide runs are the denominators)."""
-    return grid_shape(quick)
+    """The accumulation panel's shape: one query head on one KV head, 128 query rows against the
+    reference S2 = 1407 keys, d = 128 (its own wide runs are the denominators). Rows are independent and
+    identically distributed, so 128 of them sample a reference-length row's error; the emulation of a
+    narrow accumulator costs one rounding pass per chunk of 16 products, and the full group is 77 times
+    larger. Quick: the grid panel's shape."""
+    if quick:
+        return grid_shape(quick)
+    return dict(batch=1, heads=1, kv_heads=1, seq_q=128, seq_kv=1407, head_dim=128)
 
 
 def _cells(quick: bool) -> dict[str, Any]:
@@ -227,12 +232,13 @@ def _compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
 
 
 def _setup(quick: bool) -> dict[str, str]:
-    g = grid_shape(quick)
+    g, m = grid_shape(quick), mma_shape(quick)
     cells = "mean 0, 30 x amplitude 20" if quick else "mean 0, 10, 20, 30 x amplitude 0.5, 5, 10, 20"
     return dict(
         data=f"the reference grid: make_qkv uniform and hybrid x {cells}, seed 2024724, fp16 inputs",
         shape=f"batch 1, heads {g['heads']}, kv_heads {g['kv_heads']}, S1 {g['seq_q']}, S2 {g['seq_kv']}, "
-        f"d {g['head_dim']}, block_kv 128 (every panel; panel mma has its own wide runs as denominators)",
+        f"d {g['head_dim']}, block_kv 128 (panels grid and floor); panel mma: heads {m['heads']}, kv_heads "
+        f"{m['kv_heads']}, S1 {m['seq_q']}, S2 {m['seq_kv']}, with its own wide runs as denominators",
         methods="pasa:npu_fp16, pasa:fp16_keymean, pasa:fp16_accurate (PASA presets), fa_fp16 (fa_qk), "
         "fa_hybrid; mma panel without fp16_keymean",
         mma="wide: matmul_acc, one rounding; fp16: fp16 accumulator, round to nearest even, chunk 16; "
