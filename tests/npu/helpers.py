@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pasa_npu import data
 from pasa_npu.metrics import error_summary
 
 #: unit roundoff of fp16 (torch.finfo(torch.float16).eps is 2u).
@@ -38,3 +39,39 @@ def two_term_scores(k0: float, k1: float, s2: int = 8):
     k[0, 0, 0, 0], k[0, 0, 0, 1] = k0, k1
     v = torch.randn((1, 1, s2, d), generator=torch.Generator().manual_seed(0)).half()
     return q, k, v
+
+
+def grid_qkv(s1, s2, group, kv_heads=1, d=32, seed=0, mean=1.0, amp=1.0, dtype=torch.float64, dist="uniform"):
+    """Seeded q, k, v from ``data.make_qkv`` (batch 1, ``group`` query heads per KV head), float64 by
+    default: the exactness tests' inputs."""
+    return data.make_qkv(
+        dist,
+        batch=1,
+        heads=group * kv_heads,
+        kv_heads=kv_heads,
+        seq_q=s1,
+        seq_kv=s2,
+        head_dim=d,
+        mean=mean,
+        amplitude=amp,
+        seed=seed,
+        dtype=dtype,
+    )
+
+
+def seeded_mask(kind, s1, s2, heads, seed=1):
+    """A seeded attention mask: None for ``None``/``"causal"``; ``"bool"`` per head (last key always
+    kept); ``"bool_rows"`` broadcast over heads with every 7th row fully masked; otherwise additive
+    (float64, N(0, 3²))."""
+    if kind in (None, "causal"):
+        return None
+    g = torch.Generator().manual_seed(seed)
+    if kind == "bool":
+        keep = torch.rand((1, heads, s1, s2), generator=g) > 0.4
+        keep[..., -1] = True
+        return keep
+    if kind == "bool_rows":  # broadcast over heads, with fully masked rows
+        keep = torch.rand((s1, s2), generator=g) > 0.4
+        keep[::7] = False
+        return keep
+    return torch.randn((1, 1, s1, s2), generator=g, dtype=torch.float64) * 3  # additive

@@ -11,44 +11,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pasa_npu import PRESETS, data, flash_attention, golden_attention, pasa_attention
+from pasa_npu import PRESETS, flash_attention, golden_attention, pasa_attention
 from pasa_npu.methods import run_method
 
-from .helpers import assert_close_rel
+from .helpers import assert_close_rel, grid_qkv, seeded_mask
 
 RTOL = 1e-12
 F64 = torch.float64
 
 
-def _qkv(s1, s2, group, kv_heads=1, d=32, seed=0, mean=1.0, amp=1.0):
-    return data.make_qkv(
-        "uniform",
-        batch=1,
-        heads=group * kv_heads,
-        kv_heads=kv_heads,
-        seq_q=s1,
-        seq_kv=s2,
-        head_dim=d,
-        mean=mean,
-        amplitude=amp,
-        seed=seed,
-        dtype=F64,
-    )
-
-
-def _mask(kind, s1, s2, heads, seed=1):
-    if kind in (None, "causal"):
-        return None
-    g = torch.Generator().manual_seed(seed)
-    if kind == "bool":
-        keep = torch.rand((1, heads, s1, s2), generator=g) > 0.4
-        keep[..., -1] = True
-        return keep
-    if kind == "bool_rows":  # broadcast over heads, with fully masked rows
-        keep = torch.rand((s1, s2), generator=g) > 0.4
-        keep[::7] = False
-        return keep
-    return torch.randn((1, 1, s1, s2), generator=g, dtype=F64) * 3  # additive
+_qkv = grid_qkv
+_mask = seeded_mask
 
 
 SHAPES = [(1, 1), (1, 1407), (97, 97), (128, 128), (97, 1025), (1025, 97), (1407, 1407), (128, 1025), (2, 3)]

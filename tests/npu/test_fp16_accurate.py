@@ -35,7 +35,7 @@ from pasa_npu.methods import method_names, run_method
 from pasa_npu.yardsticks import attention_ref
 from pasa_theory import policies, predict
 
-from .helpers import U16, assert_close_rel, ulp16
+from .helpers import U16, assert_close_rel, grid_qkv, seeded_mask, ulp16
 
 F64 = torch.float64
 RTOL = 1e-12
@@ -46,35 +46,8 @@ ACC64 = ACC.replace(
 )
 
 
-def _qkv(s1, s2, group, kv_heads=1, d=32, seed=0, mean=1.0, amp=1.0, dtype=F64, dist="uniform"):
-    return data.make_qkv(
-        dist,
-        batch=1,
-        heads=group * kv_heads,
-        kv_heads=kv_heads,
-        seq_q=s1,
-        seq_kv=s2,
-        head_dim=d,
-        mean=mean,
-        amplitude=amp,
-        seed=seed,
-        dtype=dtype,
-    )
-
-
-def _mask(kind, s1, s2, heads, seed=1):
-    if kind in (None, "causal"):
-        return None
-    g = torch.Generator().manual_seed(seed)
-    if kind == "bool":
-        keep = torch.rand((1, heads, s1, s2), generator=g) > 0.4
-        keep[..., -1] = True
-        return keep
-    if kind == "bool_rows":  # broadcast over heads, with fully masked rows
-        keep = torch.rand((s1, s2), generator=g) > 0.4
-        keep[::7] = False
-        return keep
-    return torch.randn((1, 1, s1, s2), generator=g, dtype=F64) * 3  # additive
+_qkv = grid_qkv
+_mask = seeded_mask
 
 
 # -- the preset and its entry points ---------------------------------------------------------------------
