@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-rigorous",
         action="store_true",
         help="with --predict: skip the rigorous and probabilistic bounds (pasa_theory.rigorous.certify, "
-        "about 100-150 kernel runs' worth of work per row); the a-priori bound and the estimate remain",
+        "about 100-850 kernel runs' worth of work for all rows); the a-priori bound and the estimate remain",
     )
     g.add_argument(
         "--repeat",

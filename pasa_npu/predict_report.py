@@ -26,7 +26,7 @@ by :func:`pasa_npu.harness.write_records` and summarised by :func:`summary` and 
 ``pasa-verify --predict`` measures and predicts 64 evenly spaced query rows per head by default
 (:func:`sample_rows`; ``--predict-rows 0`` for all), which costs seconds instead of minutes at the
 reference shape and says so in its output; ``--no-rigorous`` skips the rigorous and probabilistic
-bounds (about 100–150 kernel runs' worth of work per row).
+bounds (about 100–850 kernel runs' worth of work for all rows, docs/bounds.md §14).
 
 Rigorous bounds more than 100x above the measured maximum are listed with the part of the bound that
 dominates; the former first-order evaluation (``pred_first_order``, not a bound) keeps its

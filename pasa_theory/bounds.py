@@ -371,7 +371,7 @@ def predict(
             the number of such rows evaluated by Monte Carlo (the others are scaled, see predict_many).
         confidence: probability in (0, 1) of the probabilistic bound (default 0.99, δ = 0.01).
         rigorous: compute the rigorous and probabilistic bounds (:func:`pasa_theory.rigorous.certify`,
-            about 100–150 kernel runs' worth of float64 work per row; False leaves them None with
+            about 100–850 kernel runs' worth of float64 work for all rows, docs/bounds.md §14; False leaves them None with
             ``bound_status`` "not computed: rigorous=False"). The a-priori bound, the hull cap and the
             estimate are always computed. Sample query rows first to make it cheap (rows are
             independent without a mask).
