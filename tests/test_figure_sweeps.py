@@ -55,7 +55,12 @@ def _spec(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:
 
 # -- the committed specs are the figures' set-ups ------------------------------------------------------------
 def test_every_sweep_figure_has_a_committed_spec_per_mode():
-    assert set(figures.SWEEP_FIGURES) == {"method_comparison", "beta_sweep", "overflow_frontier"}
+    assert set(figures.SWEEP_FIGURES) == {
+        "method_comparison",
+        "beta_sweep",
+        "overflow_frontier",
+        "predicted_vs_measured",
+    }
     for name in figures.SWEEP_FIGURES:
         assert figures.FIGURES[name].sweep
         for quick in (True, False):
@@ -298,6 +303,10 @@ def test_overflow_frontier_search_of_one_cell_matches_the_committed_csv(tmp_path
     _rows_equal(_as_text(res), want)  # the measured search and the predicted row
 
 
+#: Columns holding wall-clock times (they differ run to run; everything else is reproduced exactly).
+TIMED_COLUMNS = {"seconds", "bound_cost", "a_priori_cost", "estimate_cost"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(figures.SWEEP_FIGURES))
 def test_full_sweep_route_reproduces_the_committed_csv_byte_for_byte(name, tmp_path):
@@ -305,8 +314,61 @@ def test_full_sweep_route_reproduces_the_committed_csv_byte_for_byte(name, tmp_p
         name, out=tmp_path / "out", data=figures.SweepOptions(tmp_path / "data", executor="processes")
     )
     assert res.quick is False
-    got = (tmp_path / "out" / f"{name}.csv").read_bytes()
-    assert got == (ROOT / "figures" / f"{name}.csv").read_bytes()
+    if not TIMED_COLUMNS & set(res.columns):
+        got = (tmp_path / "out" / f"{name}.csv").read_bytes()
+        assert got == (ROOT / "figures" / f"{name}.csv").read_bytes()
+        return
+    keep = [c for c in res.columns if c not in TIMED_COLUMNS]
+    got_rows = [{c: r[c] for c in keep} for r in _committed_from(tmp_path / "out" / f"{name}.csv")]
+    _rows_equal(got_rows, [{c: r[c] for c in keep} for r in _committed(name)])
+
+
+def _committed_from(path: Path) -> list[dict]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(line for line in fh if not line.startswith("#")))
+
+
+def test_predicted_vs_measured_quick_spec_is_the_grid_corners():
+    pts, custom = figures.figure_points("predicted_vs_measured", True)
+    assert custom is None
+    want = [
+        (d, m, a, meth)
+        for d in ("uniform", "hybrid")
+        for m in (0.0, 30.0)
+        for a in (0.5, 20.0)
+        for meth in ("pasa", "pasa:script", "fa_q", "fa_hybrid")
+    ]
+    assert [(p["dist"], p["mean"], p["amplitude"], p["method"]) for p in pts] == want
+    for p in pts:
+        assert (p["seq_q"], p["seq_kv"], p["head_dim"], p["heads"], p["seed"], p["predict"]) == (
+            8,
+            256,
+            128,
+            1,
+            2024724,
+            True,
+        )
+    full, _ = figures.figure_points("predicted_vs_measured", False)
+    assert len(full) == 576 and full[0]["seq_q"] == 16
+
+
+def test_predicted_vs_measured_from_a_one_point_spec_matches_the_committed_row(tmp_path, one_thread):
+    # the full spec reduced to one point: the sweep route gives the committed row (timings aside)
+    head, _, _ = figures.spec_path("predicted_vs_measured", False).read_text().partition("[grid]")
+    spec = (
+        head
+        + '[grid]\ndist = ["hybrid"]\nmean = [30.0]\namplitude = [20.0]\nseq_kv = [256]\nmethod = ["fa_q"]\n'
+    )
+    res = figures.predicted_vs_measured(data=figures.SweepOptions(spec=_spec(tmp_path, spec)))
+    assert res.setup["data"].endswith("the points of spec.toml (pasa-sweep, predict = true)")
+    keep = [c for c in res.columns if c not in TIMED_COLUMNS]
+    want = [
+        {c: r[c] for c in keep}
+        for r in _committed("predicted_vs_measured")
+        if (r["dist"], r["mean"], r["amplitude"], r["seq_kv"], r["method"])
+        == ("hybrid", "30", "20", "256", "fa_q")
+    ]
+    _rows_equal([{c: r[c] for c in keep} for r in _as_text(res)], want)
 
 
 # -- resuming, options, errors ---------------------------------------------------------------------------------

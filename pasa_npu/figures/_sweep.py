@@ -3,7 +3,8 @@ resumable Parquet dataset (:mod:`pasa_npu.sweep`) and read back as rows.
 
 A sweep-backed figure (:data:`SWEEP_FIGURES`) has a spec per mode in ``examples/figures/``
 (``<name>.toml`` for the committed figure, ``quick/<name>.toml`` for the quick mode; the method
-comparison's full spec is ``examples/reference_grid.toml``). Its compute step expands the spec (or
+comparison's full spec is ``examples/reference_grid.toml``, the predicted-vs-measured one
+``examples/predicted_vs_measured.toml``). Its compute step expands the spec (or
 the spec given by the caller), runs the points not yet in ``data/<name>/`` with the chosen executor
 (serial by default; joblib processes or Dask, as ``pasa-sweep``), reads the rows of exactly those
 points back and turns them into the figure's table. Without ``data`` the points go to a temporary
@@ -46,6 +47,10 @@ SWEEP_FIGURES: dict[str, tuple[Path, Path]] = {
     "overflow_frontier": (
         SPECS_DIR / "overflow_frontier.toml",
         SPECS_DIR / "quick" / "overflow_frontier.toml",
+    ),
+    "predicted_vs_measured": (
+        SPECS_DIR.parent / "predicted_vs_measured.toml",
+        SPECS_DIR / "quick" / "predicted_vs_measured.toml",
     ),
 }
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from ..predict_report import predict_case
 from ._common import METHOD_DOC, spread
 from ._io import FigureResult, Row, run_figure
 from ._style import GREY, OKABE_ITO, edge_colour, legend_below, method_style, new_figure
+from ._sweep import SWEEP_DOC, SweepOptions, figure_points, open_runner, sweep_options
 
 __all__ = [
     "PREDICT_METHODS",
@@ -189,6 +189,31 @@ class PredictedVsMeasuredSummary:
     products: dict[str, ProductStats] = field(default_factory=dict)
 
 
+def _row_of(rec: dict[str, Any]) -> Row:
+    """One sweep result row as the figure's row (the columns of :data:`PVM_COLUMNS`, NaN and nulls as
+    empty cells)."""
+    row: Row = {}
+    for c in PVM_COLUMNS:
+        x = rec.get(c)
+        if c == "theorem":
+            x = _theorem(rec.get("bound_status"))
+        elif isinstance(x, float) and math.isnan(x):
+            x = None
+        elif c in ("first_nonfinite_stage", "pred_overflow_stage", "bound_dominant") and x is None:
+            x = ""
+        elif hasattr(x, "item"):
+            x = x.item()
+        row[c] = x
+    return row
+
+
+def _sorted(rows: list[Row]) -> list[Row]:
+    order = {m: i for i, m in enumerate(PREDICT_METHODS)}
+    return sorted(
+        rows, key=lambda r: (r["dist"], r["mean"], r["amplitude"], r["seq_kv"], order.get(r["method"], 99))
+    )
+
+
 def rows_from_sweep(out: str | Path) -> list[Row]:
     """The figure's rows from a sweep dataset (``pasa-sweep examples/predicted_vs_measured.toml
     --out DIR``, :func:`pasa_npu.sweep.load`): one per point, the columns of :data:`PVM_COLUMNS`, NaN and
@@ -197,44 +222,23 @@ def rows_from_sweep(out: str | Path) -> list[Row]:
     bad = df[df["status"] != "ok"]
     if len(bad):
         raise RuntimeError(f"{len(bad)} failed sweep points under {out}: {bad['error'].iloc[0]}")
-    order = {m: i for i, m in enumerate(PREDICT_METHODS)}
-    rows: list[Row] = []
-    for rec in df.to_dict("records"):
-        row: Row = {}
-        for c in PVM_COLUMNS:
-            x = rec.get(c)
-            if c == "theorem":
-                x = _theorem(rec.get("bound_status"))
-            elif isinstance(x, float) and math.isnan(x):
-                x = None
-            elif c in ("first_nonfinite_stage", "pred_overflow_stage", "bound_dominant") and x is None:
-                x = ""
-            elif hasattr(x, "item"):
-                x = x.item()
-            row[c] = x
-        rows.append(row)
-    rows.sort(key=lambda r: (r["dist"], r["mean"], r["amplitude"], r["seq_kv"], order.get(r["method"], 99)))
-    return rows
+    return _sorted([_row_of(rec) for rec in df.to_dict("records")])
 
 
-def _pvm_points(quick: bool) -> list[dict]:
-    pts = sweep.load_spec(PVM_SPEC).points()
-    if quick:
-        keep = dict(mean=(0.0, 30.0), amplitude=(0.5, 20.0), seq_kv=(256,))
-        pts = [p for p in pts if all(p[k_] in v_ for k_, v_ in keep.items())]
-        pts = [dict(p, seq_q=8) for p in pts if p["method"] in ("pasa", "pasa:script", "fa_q", "fa_hybrid")]
-    return pts
+def _pvm_compute(quick: bool, options: SweepOptions) -> tuple[list[Row], dict[str, str]]:
+    """The figure's rows from its sweep (the committed spec of the mode, or ``options.spec``)."""
+    pts, custom = figure_points("predicted_vs_measured", quick, options.spec)
+    with open_runner("predicted_vs_measured", options) as run:
+        recs = run(pts)
+    return _sorted([_row_of(r) for r in recs]), _pvm_setup(pts, quick, custom)
 
 
-def _pvm_compute(quick: bool) -> tuple[list[Row], dict[str, str]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        sweep.run(_pvm_points(quick), tmp, executor="serial", progress=False)
-        rows = rows_from_sweep(tmp)
-    return rows, _pvm_setup(quick)
-
-
-def _pvm_setup(quick: bool) -> dict[str, str]:
-    pts = _pvm_points(quick)
+def _pvm_setup(pts: list[dict], quick: bool, custom: str | None = None) -> dict[str, str]:
+    spec = custom or (
+        "examples/figures/quick/predicted_vs_measured.toml"
+        if quick
+        else "examples/predicted_vs_measured.toml"
+    )
 
     def vals(key: str) -> str:
         return ", ".join(
@@ -243,7 +247,7 @@ def _pvm_setup(quick: bool) -> dict[str, str]:
 
     return dict(
         data=f"make_qkv, seed 2024724, dist {vals('dist')} x mean {vals('mean')} x amplitude {vals('amplitude')}; "
-        "fp16 inputs; the points of examples/predicted_vs_measured.toml (pasa-sweep, predict = true)",
+        f"fp16 inputs; the points of {spec} (pasa-sweep, predict = true)",
         shape=f"batch 1, heads 1, kv_heads 1, S1 {vals('seq_q')} (a row sample: rows are i.i.d. without a mask), "
         f"S2 {vals('seq_kv')}, d 128, block_kv 128",
         methods=vals("method"),
@@ -488,7 +492,11 @@ def _pvm_draw(rows: list[Row], summary: PredictedVsMeasuredSummary) -> Any:
 
 
 def predicted_vs_measured(
-    *, quick: bool | None = None, out: str | Path | None = None, from_csv: str | Path | None = None
+    *,
+    quick: bool | None = None,
+    out: str | Path | None = None,
+    from_csv: str | Path | None = None,
+    data: str | Path | SweepOptions | None = None,
 ) -> FigureResult[PredictedVsMeasuredSummary]:
     """The four error products of :func:`pasa_theory.predict` against the harness, input by input
     (measured on x): (a) the rigorous a-posteriori bound (Theorem 1, a theorem), (b) the probabilistic
@@ -503,10 +511,11 @@ def predicted_vs_measured(
     means {0, 30} × amplitudes {0.5, 20}, S2 = 256, S1 = 8, four methods). Overflows are compared
     separately: predicted inf/NaN against measured inf/NaN.
     """
+    options = sweep_options(data, from_csv)
     return run_figure(
         "predicted_vs_measured",
         columns=PVM_COLUMNS,
-        compute=_pvm_compute,
+        compute=lambda q: _pvm_compute(q, options),
         summarize=_pvm_summarize,
         draw=_pvm_draw,
         quick=quick,
@@ -795,3 +804,6 @@ def error_vs_length(
 for _f in (predicted_vs_measured, error_budget, error_vs_length):
     _f.__doc__ = (_f.__doc__ or "") + METHOD_DOC
 del _f
+
+
+predicted_vs_measured.__doc__ = (predicted_vs_measured.__doc__ or "") + SWEEP_DOC
