@@ -60,7 +60,7 @@ import numpy.typing as npt
 
 from . import _enclosure, policies
 from .formats import get_format, quantum_array
-from .schema import check_block, check_bnsd, check_scale
+from .schema import DTYPE_FORMATS, check_block, check_bnsd, check_scale, format_name
 
 __all__ = [
     "Certificate",
@@ -113,8 +113,16 @@ class _Fmt:
         return 2.0**self.emin
 
     def rnd(self, x: _Real) -> _F64:
-        """Round to nearest even (float64 → format → float64); monotone, overflow gives ±inf."""
+        """Round to nearest even (float64 → format → float64); monotone, overflow gives ±inf.
+
+        A format without a NumPy dtype (bf16) is rounded as torch converts a float64 to it: to fp32
+        first, then to ``p`` bits (:func:`_round_bits`). That double rounding is monotone and equals
+        the single rounding on every fp32 value and on every exact result of +, −, ×, ÷ of two
+        numbers of the format (24 ≥ 2·8 + 2), which is all an enclosure needs (docs/bounds.md §13.1)."""
         with np.errstate(over="ignore"):
+            if self.np_dtype is None:
+                x32 = np.asarray(x, dtype=np.float64).astype(np.float32).astype(np.float64)
+                return _round_bits(x32, self.p, self.emin, self.maxf)
             return np.asarray(x, dtype=np.float64).astype(self.np_dtype).astype(np.float64)
 
     def hulp(self, mag: _Real) -> _F64:
@@ -144,6 +152,18 @@ class _Fmt:
         return np.where(exact, 0.0, self.hulp(d))
 
 
+def _round_bits(x: _F64, p: int, emin: int, maxf: float) -> _F64:
+    """Round float64 ``x`` to nearest, ties to even, with ``p`` significand bits, subnormals below
+    2^emin and overflow to ±inf past ``maxf`` (exact in float64: a scaling by a power of two, np.rint)."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        _, e = np.frexp(x)
+        q = np.ldexp(1.0, np.maximum(e - p, emin - p + 1))
+        r = np.rint(x / q) * q
+        r = np.where(np.abs(r) > maxf, np.copysign(np.inf, x), r)
+        return np.where(np.isfinite(x), r, x)
+
+
 def _fmt(name: str, np_dtype: Any) -> _Fmt:
     """The constants of ``name`` read from :func:`pasa_theory.formats.get_format` (one definition)."""
     f = get_format(name)
@@ -154,6 +174,7 @@ _FORMATS = {
     "fp16": _fmt("fp16", np.float16),
     "fp32": _fmt("fp32", np.float32),
     "fp64": _fmt("fp64", np.float64),
+    "bf16": _fmt("bf16", None),  # no NumPy dtype: rounded by _round_bits
 }
 
 
@@ -240,14 +261,17 @@ def _pad(x: _F64, n: int, rule: str) -> _F64:
     return np.concatenate((x, extra), axis=2)
 
 
+#: Formats of the matrix unit's operands and output and of the vector unit that the bound handles
+#: (docs/bounds.md §13.1); the accumulator (matrix unit and ``reduce="acc"``) is fp32.
+_CERT_FORMATS = ("fp16", "bf16", "fp32")
+
+
 def _check_policy(pol: policies.Policy) -> None:
     why = []
-    if pol.matmul_in.name != "fp16" or pol.matmul_acc.name != "fp32":
-        why.append("matrix unit fp16 in / fp32 accumulate")
-    if pol.matmul_out.name not in ("fp16", "fp32") or pol.vector.name not in ("fp16", "fp32"):
-        why.append("matmul_out and vector in fp16 or fp32")
-    if pol.reduce != "acc":
-        why.append("reduce='acc'")
+    if pol.matmul_in.name not in _CERT_FORMATS or pol.matmul_acc.name != "fp32":
+        why.append("matrix unit fp16, bf16 or fp32 in / fp32 accumulate")
+    if pol.matmul_out.name not in _CERT_FORMATS or pol.vector.name not in _CERT_FORMATS:
+        why.append("matmul_out and vector in fp16, bf16 or fp32")
     if pol.smooth_k or pol.modelled_as is not None:
         why.append("one of the package's own kernels without K smoothing")
     if policies.unmodelled_steps(pol):
@@ -261,7 +285,7 @@ def _check_policy(pol: policies.Policy) -> None:
             why.append("c stored in the vector format")
     if why:
         raise ValueError(
-            f"certify supports {SUPPORTED_METHODS} at npu_fp16-like precisions; policy {pol.name!r} "
+            f"certify supports {SUPPORTED_METHODS} at the precisions of docs/bounds.md §9 (Scope); policy {pol.name!r} "
             f"(shift={pol.shift}) needs: " + "; ".join(why)
         )
 
@@ -316,6 +340,7 @@ def certify(
     rows: Any = None,
     shifted_keys: Any = None,
     confidence: float = 0.99,
+    out_format: Any = None,
 ) -> Certificate:
     """Rigorous a-posteriori bound on max|O_computed − O_exact| for the harness method ``method``.
 
@@ -333,11 +358,16 @@ def certify(
     entry of K̃ sums n terms of size |β·τ·k̄|/n·n that cancel); with it the bound is conditional on
     that observed setup product (everything after it is still enclosed).
 
+    ``out_format``: the format the output is cast to at the end (the kernel returns ``q.dtype``): a
+    format name or dtype; ``None`` means ``q``'s dtype when it is fp16, bf16 or fp32 (a tensor or a
+    NumPy array), else fp16.
+
     A theorem under the hypotheses H1–H3 of ``docs/bounds.md`` §1 (proof §2–§9 and §14), not an
     estimate: per element the smaller of Theorem 1 (§9) and the enclosure of the run (Theorem 4, §14).
     """
     pol = policies.resolve(method, precision)
     _check_policy(pol)
+    out_name = _out_format(q, out_format)
     block_kv = check_block(block_kv)
     if not isinstance(is_causal, bool):
         raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
@@ -374,7 +404,7 @@ def certify(
         if kt_obs.shape != (B, Hkv, L, D):
             raise ValueError(f"shifted_keys must have shape {(B, Hkv, L, D)}, got {kt_obs.shape}")
         _check_representable("shifted_keys", kt_obs, mi)
-    eng = _Engine(pol, tau, n, S1, S2, D, beta, is_causal)
+    eng = _Engine(pol, tau, n, S1, S2, D, beta, is_causal, out_name)
     eng.lam_p = lam_p
     G = H // Hkv
     row_prob = np.zeros((B, H, sel.size))
@@ -415,6 +445,31 @@ def certify(
     )
 
 
+def _row_sum_rel(pol: policies.Policy, n: int) -> float:
+    """Relative error bound of the block row sum ℓ_j of n non-negative terms (step d): fp32 accumulation
+    in any order, then one rounding to the vector format (``reduce="acc"``, Lemma 7), or the vector
+    unit's pairwise tree of depth ⌈log₂ n⌉, γ_⌈log₂ n⌉ in the vector format (``"pairwise"``,
+    Lemma 13.2; Higham, Accuracy and Stability, §4.2). A sum of two non-negative numbers is exact
+    when it is subnormal, so the relative form holds there too."""
+    u = _FORMATS[pol.vector.name].u
+    if pol.reduce == "pairwise":
+        return gamma(max(1, (n - 1).bit_length()), u)
+    uv = u if pol.vector.name != "fp32" else 0.0
+    return gamma(n, 2.0**-24) * (1 + uv) + uv
+
+
+def _out_format(q: Any, out_format: Any) -> str:
+    """The output format of :func:`certify` (see its ``out_format``)."""
+    if out_format is not None:
+        name = format_name(out_format, "out_format")
+    else:
+        name = DTYPE_FORMATS.get(str(getattr(q, "dtype", "")).removeprefix("torch."), "fp16")
+        name = name if name in _CERT_FORMATS else "fp16"
+    if name not in _FORMATS:
+        raise ValueError(f"out_format must be one of {list(_FORMATS)}, got {out_format!r}")
+    return name
+
+
 class _Engine:
     """The per-(batch, KV head) evaluation of the bound: steps a–h of ``docs/bounds.md``."""
 
@@ -431,6 +486,7 @@ class _Engine:
         D: int,
         beta: float | None,
         is_causal: bool,
+        out_format: str = "fp16",
     ) -> None:
         self.pol = pol
         self.tau = tau
@@ -443,7 +499,7 @@ class _Engine:
         self.mo = _FORMATS[pol.matmul_out.name]
         self.vd = _FORMATS[pol.vector.name]
         self.f32 = _FORMATS["fp32"]
-        self.out = _FORMATS["fp16"]  # the result is cast to the input dtype (fp16)
+        self.out = _FORMATS[out_format]  # the result is cast to the input dtype
         self.c: float | None = None
         if pol.shift:
             consts = policies.shift_constants(pol, n, beta, tau)
@@ -587,21 +643,37 @@ class _Engine:
             mj_hi = np.where(anyvis, np.max(np.where(bvis, bhi, -np.inf), axis=1), -np.inf)
             mj_lo_all[:, j], mj_hi_all[:, j] = mj_lo, mj_hi
             if pol.shift:
-                # step b: fp32 block mean of the (unmasked) tile, Lemma 4
-                amag = np.maximum(np.abs(blo), np.abs(bhi)).mean(axis=1)
-                em = gamma(n + 1, f32.u) * amag + _WIDEN * amag
-                mlo = blo.mean(axis=1) - em
-                mhi = bhi.mean(axis=1) + em
+                first = j == 0
+                if pol.reduce == "pairwise":
+                    # Lemma 13.2: μ_j is the exact mean of the tile; A = fl(fl(tree(s̃))/n) and
+                    # e = fl(tree(fl(s̃ − A))/n) enclosed over the kernel's tree, err_e ≥ |e − (μ_j − A)|
+                    amag = np.maximum(np.abs(blo), np.abs(bhi)).mean(axis=1)
+                    mlo = blo.mean(axis=1) - _WIDEN * amag
+                    mhi = bhi.mean(axis=1) + _WIDEN * amag
+                    if first:
+                        t_lo, t_hi = _enclosure.block_mean_enclosure(self, blo, bhi)
+                        a_lo, a_hi = vd.rnd(t_lo), vd.rnd(t_hi)
+                    e_lo, e_hi = _enclosure.deviation_enclosure(self, blo, bhi, mlo, mhi, a_lo, a_hi)
+                    xmag = np.maximum(np.abs(blo - a_hi[:, None]), np.abs(bhi - a_lo[:, None]))
+                    xr = vd.hulp(xmag)  # the n roundings fl(s̃ − A)
+                    tree = _enclosure.pairwise_error(xmag + xr, vd)
+                    emag0 = np.maximum(np.abs(e_lo), np.abs(e_hi))
+                    err_e = (xr.sum(axis=1) + tree) / n + vd.hulp(emag0) + _WIDEN * (xmag.sum(axis=1) / n)
+                else:
+                    # step b: fp32 block mean of the (unmasked) tile, Lemma 4
+                    amag = np.maximum(np.abs(blo), np.abs(bhi)).mean(axis=1)
+                    em = gamma(n + 1, f32.u) * amag + _WIDEN * amag
+                    mlo = blo.mean(axis=1) - em
+                    mhi = bhi.mean(axis=1) + em
+                    if first:
+                        a_lo, a_hi = vd.rnd(mlo), vd.rnd(mhi)
+                    # e = fl_vd(fl32(mean32 − A))
+                    dlo, dhi = mlo - a_hi, mhi - a_lo
+                    dmag = np.maximum(np.abs(dlo), np.abs(dhi))
+                    e_lo, e_hi = vd.rnd(f32.rnd(dlo)), vd.rnd(f32.rnd(dhi))
+                    err_e = f32.hulp(dmag) + (vd.hulp(dmag * (1 + f32.u)) if vd.name != "fp32" else 0.0)
                 G_lo_off[:, j] = c * mlo
                 G_hi_off[:, j] = c * mhi
-                first = j == 0
-                if first:
-                    a_lo, a_hi = vd.rnd(mlo), vd.rnd(mhi)
-                # e = fl_vd(fl32(mean32 − A))
-                dlo, dhi = mlo - a_hi, mhi - a_lo
-                dmag = np.maximum(np.abs(dlo), np.abs(dhi))
-                e_lo, e_hi = vd.rnd(f32.rnd(dlo)), vd.rnd(f32.rnd(dhi))
-                err_e = f32.hulp(dmag) + (vd.hulp(dmag * (1 + f32.u)) if vd.name != "fp32" else 0.0)
                 emag = np.maximum(np.abs(e_lo), np.abs(e_hi))
                 d0_lo, d0_hi = vd.rnd(e_lo * c), vd.rnd(e_hi * c)
                 errD0 = c * err_e + vd.hulp(emag * c)
@@ -830,10 +902,11 @@ class _Engine:
         eta = vd.eta
         pow2 = pol.accum == "pow2"
         big = 2.0 * S2 if pow2 else 1.0  # 2^t ≤ 2·S2 (Lemma 7)
-        gr = 1.0 / (1.0 - (3 * T + 8) * u - 2.0**-20)  # growth of partial sums
+        g_den = 1.0 - (3 * T + 8) * u - 2.0**-20
+        gr = 1.0 / g_den if g_den > 0 else math.inf  # growth of partial sums (Lemma 7)
         PU = np.cumsum(Uj, axis=1) * gr
         PUV = np.cumsum(UVj, axis=1) * gr
-        lj_rel = gamma(n, u32) * (1 + (u if vd.name != "fp32" else 0.0)) + (u if vd.name != "fp32" else 0.0)
+        lj_rel = _row_sum_rel(pol, n)
         mo_round = 0.0 if mo.name == "fp32" else mo.u
         to_vd = 0.0 if (vd.name == mo.name or vd.name == "fp32") else vd.u
         pv_rel = gamma(n, u32) * (1 + mo_round) * (1 + to_vd) + mo_round + to_vd
@@ -884,7 +957,7 @@ class _Engine:
         EO = np.where(np.isnan(EO), np.inf, EO)
         # §12: the same roundings as a martingale (Azuma): Σ δ_k X_k with |δ_k X_k| ≤ M_k, mean zero
         # given the past → |Σ| ≤ λ·sqrt(Σ M_k²) w.p. ≥ 1 − 2e^{−λ²/2}; fp32 sums and η parts stay worst-case.
-        ul = u if vd.name != "fp32" else 0.0
+        ul = u if vd.name != "fp32" and pol.reduce != "pairwise" else 0.0
         ml2 = (
             (ul * Uj) ** 2
             + (stay * u * (1 + lj_rel) * Uj) ** 2
@@ -892,7 +965,10 @@ class _Engine:
             + (addf * u * PU) ** 2
         ).sum(axis=1)
         l_det = (
-            gamma(n, u32) * (1 + ul) * Uj + stay * eta + 2 * (eta * big if pow2 else 0.0) + ntk * eta * big
+            (lj_rel if pol.reduce == "pairwise" else gamma(n, u32) * (1 + ul)) * Uj
+            + stay * eta
+            + 2 * (eta * big if pow2 else 0.0)
+            + ntk * eta * big
         ).sum(axis=1)
         pv_r = mo_round + to_vd + (self.mi.u if p_cast else 0.0)
         mo2 = (
@@ -1100,26 +1176,32 @@ def a_priori(
         kappa = c * (a - b * n) - b * n  # recovery residual (Lemma 11.3)
         Pq = d * Qm * Km
         sysm = abs(a - tau) * Pq + abs(kappa) * Pq
-        errE = (u32 + u) * 2 * St * (1 + u32)
-        errD = c * St * (2 * u32 + 12 * u) * (1 + u) ** 2 + c * errE
-        Phi = 4 * c * St * (1 + u)
-        tau_k = u * (Phi + 6 * c * St) * (1 + u) ** 2
-        eps_k = u * (4 * St + 4 * Phi) * (1 + u) ** 2
-        lam = (
-            sysm
-            + (1 + c) * es
-            + c * gamma(n + 1, u32) * St
-            + errD
-            + (u * 2 * St + rho)
-            + T * (eps_k + rho + tau_k)
-        )
+        if pol.reduce == "pairwise":
+            # Lemma 13.2: A = fl(fl(tree(s̃))/n), |A| ≤ Sa; e = fl(tree(fl(s̃ − A))/n) against the exact
+            # mean: n roundings of s̃ − A, the tree (γ of depth ⌈log₂ n⌉), the division
+            gt = gamma(max(1, (n - 1).bit_length()), u)
+            Sa = St * (1 + gt) * (1 + u) ** 2
+            Xm = (St + Sa) * (1 + u)
+            errE = u * Xm + gt * Xm * (1 + u) + u * Xm * (1 + gt) * (1 + u) + 3 * vd.eta
+            mean_err = 0.0  # μ_j is the exact mean of the tile
+            tree_max = n * max(St, Xm) * (1 + gt)  # the largest node of either tree
+        else:
+            Sa = St
+            errE = (u32 + u) * 2 * St * (1 + u32)
+            mean_err = c * gamma(n + 1, u32) * St  # the fp32 mean against the exact mean
+            tree_max = 0.0
+        errD = c * Sa * (2 * u32 + 12 * u) * (1 + u) ** 2 + c * errE
+        Phi = 4 * c * Sa * (1 + u)
+        tau_k = u * (Phi + 6 * c * Sa) * (1 + u) ** 2
+        eps_k = u * (4 * Sa + 4 * Phi) * (1 + u) ** 2
+        lam = sysm + (1 + c) * es + mean_err + errD + (u * 2 * St + rho) + T * (eps_k + rho + tau_k)
         Smax = St
         acc_max = St  # the rounded score product itself
-        vec_max = (4 * St + 4 * Phi) * (1 + u) ** 2  # largest vector-unit operand (f)
+        vec_max = max((4 * Sa + 4 * Phi) * (1 + u) ** 2, tree_max)  # largest vector-unit operand (f)
         terms.update(
             systematic=sysm,
             scores=(1 + c) * es,
-            offsets=errD + c * gamma(n + 1, u32) * St,
+            offsets=errD + mean_err,
             exp=u * 2 * St + rho,
             recurrence=T * (eps_k + rho + tau_k),
         )
@@ -1146,7 +1228,7 @@ def a_priori(
     with np.errstate(over="ignore"):
         BA = (math.exp(lam) * math.expm1(lam) * (1 + Z) + Z) * Vs if lam < 700 else math.inf
     # accumulators (Lemma 7 with every partial sum bounded by the total, Lemma 11.4)
-    lj_rel = gamma(n, u32) * (1 + (u if vd.name != "fp32" else 0.0)) + (u if vd.name != "fp32" else 0.0)
+    lj_rel = _row_sum_rel(pol, n)
     to_vd = 0.0 if (vd.name == mo.name or vd.name == "fp32") else vd.u
     pv_rel = gamma(n, u32) * (1 + um) * (1 + to_vd) + um + to_vd + (mi.u if vd.name != mi.name else 0.0)
     big = 2.0 * S2 if pol.accum == "pow2" else 1.0
@@ -1161,9 +1243,8 @@ def a_priori(
     fb = (Vs * (1 + Z) + eps_O * Va + Va * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf  # Lemma 9
     main = min(BA + BC, fb)
     ymax = Va + main
-    Bend = float(vd.hulp(ymax)) + (
-        float(_FORMATS["fp16"].hulp(ymax * (1 + vd.u))) if vd.name != "fp16" else 0.0
-    )
+    out = mi  # the kernel returns the inputs' dtype; the inputs are in matmul_in
+    Bend = float(vd.hulp(ymax)) + (float(out.hulp(ymax * (1 + vd.u))) if vd.name != out.name else 0.0)
     bound = (main + Bend) * _SAFETY
     if overflow:
         bound = math.inf
