@@ -332,7 +332,7 @@ def enclose_run(eng: Any, slo: _F64, shi: _F64, vis: _B, vp: _F64, center: _F64)
     enclosure is the hull of the cases.
     """
     pol, vd = eng.pol, eng.vd
-    if not pol.shift:
+    if not pol.shift or pol.recovery == "key_mean":  # no reference A to split (key_mean: Lemma 13.3)
         return _cases(eng, slo, shi, vis, vp, center, None, None)
     n = eng.n
     mu_lo, mu_hi = block_mean_enclosure(eng, slo[:, :n], shi[:, :n])
@@ -427,6 +427,8 @@ def _run(
     R = slo.shape[0]
     Dv = vp.shape[1]
     pow2 = pol.accum == "pow2"
+    # recovery="key_mean": the enclosure of the block offsets δ_j is passed as T columns after the tile
+    key_offs = (slo[:, T * n :], shi[:, T * n :]) if pol.shift and pol.recovery == "key_mean" else None
     # accumulator rounding: ideal (unbounded exponent) in the unscaled frame for pow2 (Lemma 14.2)
     p_vd = vd.p
 
@@ -471,7 +473,10 @@ def _run(
         # step d: block maximum over the visible columns (rounding is monotone)
         mj_lo = np.where(anyvis, np.max(np.where(bvis, blo, -np.inf), axis=1), -np.inf)
         mj_hi = np.where(anyvis, np.max(np.where(bvis, bhi, -np.inf), axis=1), -np.inf)
-        if pol.shift:
+        if key_offs is not None:  # δ_j from the extra score column (Lemma 13.3)
+            dj_lo, dj_hi = key_offs[0][:, j], key_offs[1][:, j]
+            bad |= ~(np.isfinite(dj_lo) & np.isfinite(dj_hi))
+        elif pol.shift:
             # step b: fp32 mean of the whole (unmasked) tile, an fp32 number (H1, Lemma 14.3)
             mu_lo, mu_hi = block_mean_enclosure(eng, blo, bhi)
             if j == 0 and mu0 is not None:

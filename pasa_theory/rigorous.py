@@ -277,8 +277,9 @@ def _check_policy(pol: policies.Policy) -> None:
     if policies.unmodelled_steps(pol):
         why.append("none of the steps " + ", ".join(policies.unmodelled_steps(pol)))
     if pol.shift:
-        if pol.offset != "lazy" or pol.recovery != "pseudo_average" or pol.pseudo_average != "centered":
-            why.append("reference='lazy', recovery='pseudo_average', pseudo_average='centered'")
+        centered = pol.recovery == "key_mean" or pol.pseudo_average == "centered"
+        if pol.offset != "lazy" or not centered:
+            why.append("offset='lazy', recovery='key_mean' or pseudo_average='centered'")
         if pol.placement != "m":
             why.append("the softmax scale folded into M")
         if pol.coef_dtype.name != pol.vector.name:
@@ -322,6 +323,26 @@ def _score_tile(qm: _F64, klo: _F64, khi: _F64) -> tuple[_F64, _F64]:
     return dot - spread - e, dot + spread + e
 
 
+def _key_offsets(eng: _Engine, qg: _F64, kp: _F64) -> tuple[_F64, _F64]:
+    """Enclosure (R × T) of the block offsets of ``recovery="key_mean"`` (Lemma 13.3): k̄_j the fp32
+    mean of block j of the padded keys (any order, :func:`_enclosure.mean_enclosure`), Δk_j =
+    fl_in(fl32(fl32(k̄_j − k̄_0)·fl32(−off·n))) (Δk_0 = 0 exactly), δ_j = fl_vd(fl_out(acc32(q·Δk_j)))
+    (Lemma 3 (ii)); the same steps as ``pasa_npu.kernel._tiled_attention``."""
+    n, T, f32, mi = eng.n, eng.T, eng.f32, eng.mi
+    D = kp.shape[1]
+    tile = kp.reshape(T, n, D).transpose(0, 2, 1).reshape(T * D, n)
+    kb_lo, kb_hi = _enclosure.mean_enclosure(tile, tile, mi, f32, _WIDEN)
+    kb_lo, kb_hi = kb_lo.reshape(T, D), kb_hi.reshape(T, D)
+    d_lo, d_hi = _enclosure.add(kb_lo, kb_hi, -kb_hi[:1], -kb_lo[:1])
+    d_lo, d_hi = f32.rnd(d_lo), f32.rnd(d_hi)
+    d_lo[0] = d_hi[0] = 0.0  # k̄_0 − k̄_0 of one fp32 value
+    s32 = float(f32.rnd(-eng.off * n))
+    t_lo, t_hi = _enclosure.mul(d_lo, d_hi, s32, s32)
+    dk_lo, dk_hi = mi.rnd(f32.rnd(t_lo)), mi.rnd(f32.rnd(t_hi))
+    lo, hi = _score_tile(qg, dk_lo, dk_hi)
+    return eng.vd.rnd(eng.mo.rnd(lo)), eng.vd.rnd(eng.mo.rnd(hi))
+
+
 # ---------------------------------------------------------------------------------------------------
 # the certificate
 
@@ -339,6 +360,7 @@ def certify(
     is_causal: bool = False,
     rows: Any = None,
     shifted_keys: Any = None,
+    attn_mask: Any = None,
     confidence: float = 0.99,
     out_format: Any = None,
 ) -> Certificate:
@@ -358,6 +380,10 @@ def certify(
     entry of K̃ sums n terms of size |β·τ·k̄|/n·n that cancel); with it the bound is conditional on
     that observed setup product (everything after it is still enclosed).
 
+    ``attn_mask``: a boolean mask (True = attend) broadcastable to (B, H, S1, S2), as the kernel takes
+    it (step c: the masked scores become −∞ after the block means); not together with ``is_causal``.
+    Additive float masks are not covered yet (``ValueError``).
+
     ``out_format``: the format the output is cast to at the end (the kernel returns ``q.dtype``): a
     format name or dtype; ``None`` means ``q``'s dtype when it is fp16, bf16 or fp32 (a tensor or a
     NumPy array), else fp16.
@@ -373,6 +399,7 @@ def certify(
         raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
     qa, ka, va = _as_array("q", q), _as_array("k", k), _as_array("v", v)
     B, H, _, S1, S2, D, _ = check_bnsd(qa.shape, ka.shape, va.shape)
+    keep = _bool_mask(attn_mask, is_causal, (B, H, S1, S2))
     Hkv = ka.shape[1]
     mi = _FORMATS[pol.matmul_in.name]
     for name, a in (("q", qa), ("k", ka), ("v", va)):
@@ -419,6 +446,9 @@ def certify(
             vp = _pad(va[b : b + 1, hk : hk + 1], n, pol.kv_tail)[0, 0]
             qg = qa[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, D)
             ridx = np.tile(sel, G)
+            eng.keep = (
+                None if keep is None else keep[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, S2)
+            )
             res = eng.run(qg, ka[b, hk], kp, vp, ridx, None if kt_obs is None else kt_obs[b, hk])
             row_bound[b, hk * G : (hk + 1) * G] = res["bound"].reshape(G, sel.size)
             row_cap[b, hk * G : (hk + 1) * G] = res["cap"].reshape(G, sel.size)
@@ -456,6 +486,33 @@ def _row_sum_rel(pol: policies.Policy, n: int) -> float:
         return gamma(max(1, (n - 1).bit_length()), u)
     uv = u if pol.vector.name != "fp32" else 0.0
     return gamma(n, 2.0**-24) * (1 + uv) + uv
+
+
+def _bool_mask(
+    attn_mask: Any, is_causal: bool, target: tuple[int, int, int, int]
+) -> npt.NDArray[np.bool_] | None:
+    """``attn_mask`` as a boolean (B, H, S1, S2) array (the kernel's rule, ``pasa_npu._checks.check_mask``):
+    None, or bool broadcastable to ``target``; additive float masks raise ``ValueError`` (not covered)."""
+    if attn_mask is None:
+        return None
+    if is_causal:
+        raise ValueError("attn_mask and is_causal=True cannot both be given (as in torch SDPA)")
+    if hasattr(attn_mask, "detach"):  # a torch tensor, without importing torch
+        attn_mask = attn_mask.detach().cpu().numpy()
+    m = np.asarray(attn_mask)
+    if m.dtype != np.bool_:
+        if np.issubdtype(m.dtype, np.floating):
+            raise ValueError(
+                "attn_mask: additive float masks are not covered by the bound yet (docs/bounds.md §13); "
+                "pass a boolean mask (True = attend)"
+            )
+        raise TypeError(f"attn_mask must be a boolean array (True = attend), got dtype {m.dtype}")
+    if m.ndim > 4:
+        raise ValueError(f"attn_mask must be broadcastable to (B, H, S1, S2) = {target}, got shape {m.shape}")
+    shape = (1,) * (4 - m.ndim) + m.shape
+    if any(a not in (1, t) for a, t in zip(shape, target, strict=True)):
+        raise ValueError(f"attn_mask must be broadcastable to (B, H, S1, S2) = {target}, got shape {m.shape}")
+    return np.broadcast_to(m.reshape(shape), target)
 
 
 def _out_format(q: Any, out_format: Any) -> str:
@@ -514,6 +571,10 @@ class _Engine:
         self.exp_rel = EXP32_REL
         #: §14: also enclose the run element-wise and keep the smaller bound per element
         self.use_enclosure = True
+        #: the boolean ``attn_mask`` of the current row group (R × S2), True = attend; None: no mask
+        self.keep: npt.NDArray[np.bool_] | None = None
+        #: ``recovery="key_mean"``: enclosure (R × T) of the block offsets δ_j of the current row group
+        self.key_offs: tuple[_F64, _F64] | None = None
 
     # -- step a: scores ------------------------------------------------------------------------
     def scores(self, qg: _F64, kp: _F64, kt_obs: _F64 | None) -> tuple[_F64, _F64]:
@@ -542,6 +603,8 @@ class _Engine:
         vis = np.broadcast_to(cols < self.S2, (ridx.size, self.L)).copy()
         if self.causal:
             vis &= cols[None, :] <= ridx[:, None] + (self.S2 - self.S1)
+        if self.keep is not None:  # a boolean attn_mask (Lemma 13.4): its rows for this row group
+            vis[:, : self.S2] &= self.keep
         return vis
 
     # -- the whole row group -------------------------------------------------------------------
@@ -557,6 +620,7 @@ class _Engine:
         pol, tau = self.pol, self.tau
         R = qg.shape[0]
         slo, shi = self.scores(qg, kp, kt_obs)
+        self.key_offs = _key_offsets(self, qg, kp) if pol.shift and pol.recovery == "key_mean" else None
         vis = self.visible(ridx)
         # exact scores s' (float64) and their error σ (Lemma 8)
         s64 = tau * (qg @ kp.T)
@@ -586,6 +650,9 @@ class _Engine:
         vp: _F64,
         nonempty: npt.NDArray[np.bool_],
     ) -> None:
+        if self.key_offs is not None:  # the offsets travel as T more columns of the tile (Lemma 13.3)
+            slo = np.concatenate([slo, self.key_offs[0]], axis=1)
+            shi = np.concatenate([shi, self.key_offs[1]], axis=1)
         r_lo, r_hi, bad = _enclosure.enclose_run(self, slo, shi, vis, vp, res["o64"])
         o64, eps_o = res["o64"], res["eps_o"]
         with np.errstate(invalid="ignore"):
@@ -642,7 +709,12 @@ class _Engine:
             mj_lo = np.where(anyvis, np.max(np.where(bvis, blo, -np.inf), axis=1), -np.inf)
             mj_hi = np.where(anyvis, np.max(np.where(bvis, bhi, -np.inf), axis=1), -np.inf)
             mj_lo_all[:, j], mj_hi_all[:, j] = mj_lo, mj_hi
-            if pol.shift:
+            if pol.shift and self.key_offs is not None:
+                # Lemma 13.3: δ_j = fl(q·Δk_j) from one more score column, no reference, no re-centring
+                dj_lo, dj_hi = self.key_offs[0][:, j], self.key_offs[1][:, j]
+                G_lo_off[:, j], G_hi_off[:, j] = dj_lo, dj_hi
+                overflow |= ~(np.isfinite(dj_lo) & np.isfinite(dj_hi))
+            elif pol.shift:
                 first = j == 0
                 if pol.reduce == "pairwise":
                     # Lemma 13.2: μ_j is the exact mean of the tile; A = fl(fl(tree(s̃))/n) and
@@ -1176,35 +1248,57 @@ def a_priori(
         kappa = c * (a - b * n) - b * n  # recovery residual (Lemma 11.3)
         Pq = d * Qm * Km
         sysm = abs(a - tau) * Pq + abs(kappa) * Pq
-        if pol.reduce == "pairwise":
-            # Lemma 13.2: A = fl(fl(tree(s̃))/n), |A| ≤ Sa; e = fl(tree(fl(s̃ − A))/n) against the exact
-            # mean: n roundings of s̃ − A, the tree (γ of depth ⌈log₂ n⌉), the division
-            gt = gamma(max(1, (n - 1).bit_length()), u)
-            Sa = St * (1 + gt) * (1 + u) ** 2
-            Xm = (St + Sa) * (1 + u)
-            errE = u * Xm + gt * Xm * (1 + u) + u * Xm * (1 + gt) * (1 + u) + 3 * vd.eta
-            mean_err = 0.0  # μ_j is the exact mean of the tile
-            tree_max = n * max(St, Xm) * (1 + gt)  # the largest node of either tree
+        if pol.recovery == "key_mean":
+            # Lemma 13.3: s̃*_r + δ*_j = a·q·k_r − b·n·q·k̄_0 (common to all blocks); δ_j = fl(q·Δk_j),
+            # Δk_j = fl_in(fl32(fl32(k̄_j − k̄_0)·fl32(b·n))), k̄ the fp32 block means of the keys
+            g1 = gamma(n + 1, u32)
+            Dk = 2 * Km * (1 + g1) * b * n * (1 + u32) ** 3 * (1 + mi.u) + mi.eta  # |Δk|
+            eDk = b * n * 2 * Km * ((1 + g1) * (1 + u32) ** 3 - 1) + mi.u * Dk + mi.eta
+            So = d * Qm * Dk * (1 + g32d) * (1 + um)  # |δ_j|
+            eoff = d * Qm * eDk + g32d * d * Qm * Dk + um * So + mo.eta
+            sysm = abs(a - tau) * Pq
+            eps_k = u * (4 * St + 4 * So) * (1 + u) ** 2
+            lam = sysm + es + eoff + (u * 2 * St + rho) + T * (eps_k + rho)
+            Smax = St
+            acc_max = max(St, So)
+            vec_max = (4 * St + 4 * So) * (1 + u) ** 2
+            terms.update(
+                systematic=sysm,
+                scores=es,
+                offsets=eoff,
+                exp=u * 2 * St + rho,
+                recurrence=T * (eps_k + rho),
+            )
         else:
-            Sa = St
-            errE = (u32 + u) * 2 * St * (1 + u32)
-            mean_err = c * gamma(n + 1, u32) * St  # the fp32 mean against the exact mean
-            tree_max = 0.0
-        errD = c * Sa * (2 * u32 + 12 * u) * (1 + u) ** 2 + c * errE
-        Phi = 4 * c * Sa * (1 + u)
-        tau_k = u * (Phi + 6 * c * Sa) * (1 + u) ** 2
-        eps_k = u * (4 * Sa + 4 * Phi) * (1 + u) ** 2
-        lam = sysm + (1 + c) * es + mean_err + errD + (u * 2 * St + rho) + T * (eps_k + rho + tau_k)
-        Smax = St
-        acc_max = St  # the rounded score product itself
-        vec_max = max((4 * Sa + 4 * Phi) * (1 + u) ** 2, tree_max)  # largest vector-unit operand (f)
-        terms.update(
-            systematic=sysm,
-            scores=(1 + c) * es,
-            offsets=errD + mean_err,
-            exp=u * 2 * St + rho,
-            recurrence=T * (eps_k + rho + tau_k),
-        )
+            if pol.reduce == "pairwise":
+                # Lemma 13.2: A = fl(fl(tree(s̃))/n), |A| ≤ Sa; e = fl(tree(fl(s̃ − A))/n) against the exact
+                # mean: n roundings of s̃ − A, the tree (γ of depth ⌈log₂ n⌉), the division
+                gt = gamma(max(1, (n - 1).bit_length()), u)
+                Sa = St * (1 + gt) * (1 + u) ** 2
+                Xm = (St + Sa) * (1 + u)
+                errE = u * Xm + gt * Xm * (1 + u) + u * Xm * (1 + gt) * (1 + u) + 3 * vd.eta
+                mean_err = 0.0  # μ_j is the exact mean of the tile
+                tree_max = n * max(St, Xm) * (1 + gt)  # the largest node of either tree
+            else:
+                Sa = St
+                errE = (u32 + u) * 2 * St * (1 + u32)
+                mean_err = c * gamma(n + 1, u32) * St  # the fp32 mean against the exact mean
+                tree_max = 0.0
+            errD = c * Sa * (2 * u32 + 12 * u) * (1 + u) ** 2 + c * errE
+            Phi = 4 * c * Sa * (1 + u)
+            tau_k = u * (Phi + 6 * c * Sa) * (1 + u) ** 2
+            eps_k = u * (4 * Sa + 4 * Phi) * (1 + u) ** 2
+            lam = sysm + (1 + c) * es + mean_err + errD + (u * 2 * St + rho) + T * (eps_k + rho + tau_k)
+            Smax = St
+            acc_max = St  # the rounded score product itself
+            vec_max = max((4 * Sa + 4 * Phi) * (1 + u) ** 2, tree_max)  # largest vector-unit operand (f)
+            terms.update(
+                systematic=sysm,
+                scores=(1 + c) * es,
+                offsets=errD + mean_err,
+                exp=u * 2 * St + rho,
+                recurrence=T * (eps_k + rho + tau_k),
+            )
     else:
         tv = float(vd.rnd(tau))
         if pol.placement == "q":
@@ -1265,7 +1359,12 @@ def sympy_checks() -> dict[str, bool]:
       exact factors γ_j Π_{k>j} α_k equals e^{G_j − H_final} (exact exponentials);
     * ``recovery`` (Lemma 11.3): s̃*_r + c·mean(s̃*) = a·q·k_r + (c(a − b n) − b n)·mean(q·k) for the
       rounded M̂ = a I − b J, and the residual vanishes at c = b n / (a − b n);
-    * ``quotient`` (Lemma 7): (S_O + E_O)/(S_ℓ + E_ℓ) − S_O/S_ℓ = (E_O − (S_O/S_ℓ)·E_ℓ)/(S_ℓ + E_ℓ).
+    * ``quotient`` (Lemma 7): (S_O + E_O)/(S_ℓ + E_ℓ) − S_O/S_ℓ = (E_O − (S_O/S_ℓ)·E_ℓ)/(S_ℓ + E_ℓ);
+    * ``key_mean_recovery`` (Lemma 13.3): with K̃ = M̂ᵀK (M̂ = aI − bJ) and δ_j = b·n·q·(k̄_j − k̄_0),
+      s̃*_r + δ_j = a·q·k_r − b·n·q·k̄_0 for every block j: the offset that remains is common to all
+      blocks and cancels in the softmax;
+    * ``pairwise_deviation`` (Lemma 13.2): e − (μ − A) = (e − t/n) + (t − Σx̂)/n + (Σx̂ − Σ(s − A))/n
+      for e = fl(t/n), t the tree sum of x̂_r = fl(s_r − A) and μ the exact mean of s.
     """
     import sympy as sp
 
@@ -1324,4 +1423,22 @@ def sympy_checks() -> dict[str, bool]:
     out["recovery"] = bool(ok and sp.simplify(resid) == 0)
     SO, SL, EO, EL = sp.symbols("S_O S_l E_O E_l", real=True)
     out["quotient"] = sp.simplify((SO + EO) / (SL + EL) - SO / SL - (EO - SO / SL * EL) / (SL + EL)) == 0
+    # Lemma 13.3: two blocks of nn keys (one key coordinate; the dot product is linear in it)
+    qs = sp.symbols("q", real=True)
+    k0 = sp.symbols(f"k0_0:{nn}", real=True)
+    k1 = sp.symbols(f"k1_0:{nn}", real=True)
+    kbar0, kbar1 = sum(k0) / nn, sum(k1) / nn
+    ok = True
+    for blk, kbar in ((k0, kbar0), (k1, kbar1)):
+        for r in range(nn):
+            st_r = qs * (a_ * blk[r] - b_ * sum(blk))
+            delta = b_ * nn * qs * (kbar - kbar0)
+            ok &= sp.simplify(st_r + delta - (a_ * qs * blk[r] - b_ * nn * qs * kbar0)) == 0
+    out["key_mean_recovery"] = bool(ok)
+    ee, tt, AA = sp.symbols("e t A", real=True)
+    xh = sp.symbols(f"xh0:{nn}", real=True)
+    ss = sp.symbols(f"s0:{nn}", real=True)
+    mu = sum(ss) / nn
+    rhs = (ee - tt / nn) + (tt - sum(xh)) / nn + (sum(xh) - sum(si - AA for si in ss)) / nn
+    out["pairwise_deviation"] = sp.simplify(ee - (mu - AA) - rhs) == 0
     return out
