@@ -41,11 +41,14 @@ How it is made rigorous (``docs/bounds.md`` §1):
   stay known and the bound is close to the kernel's own error; per output element the smaller of the
   two bounds is returned (``dominant`` starts with ``enclosure`` where Theorem 4 is the smaller).
 
-Supported arrangements (others raise ``ValueError``): matrix unit fp16 in / fp32 accumulate /
-fp16 or fp32 out; vector unit fp16 or fp32; row reductions ``reduce="acc"``; with the shift:
-``reference="lazy"``, ``recovery="pseudo_average"``, ``pseudo_average="centered"``, τ folded into M
-(``npu_fp16`` PASA); without it: flash attention with τ on the scores or on Q (``fa_qk``, ``fa_q``,
-``fa_naive``, ``fa_hybrid``). Masks: the bottom-right causal mask and the padded tail.
+Supported arrangements (others raise ``ValueError``; docs/bounds.md §9 Scope and §13): matrix unit
+fp16, bf16 or fp32 in / fp32 accumulate / fp16, bf16 or fp32 out; vector unit fp16, bf16 or fp32;
+row reductions ``reduce="acc"`` or ``"pairwise"`` (the vector unit's tree, §13.2); with the shift:
+``offset="lazy"``, τ folded into M, and either ``recovery="pseudo_average"`` with
+``pseudo_average="centered"`` or ``recovery="key_mean"`` (§13.3) — the presets ``npu_fp16``,
+``hybrid``, ``bf16``, ``fp32``, ``fp16_strict``, ``fp16_keymean``; without it: flash attention with
+τ on the scores or on Q (``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``) at those precisions.
+Masks: the bottom-right causal mask, the padded tail and a boolean ``attn_mask`` (§13.4).
 """
 
 from __future__ import annotations
@@ -83,8 +86,21 @@ _Real = float | npt.NDArray[np.float64]
 #: H2: relative error bound of the fp32 exponential before its result is rounded to the vector format.
 EXP32_REL = 2.0**-22
 
-#: Methods whose arrangement :func:`certify` handles at the ``npu_fp16`` precision.
-SUPPORTED_METHODS = ("pasa", "pasa:npu_fp16", "fa_qk", "fa_q", "fa_naive", "fa_hybrid")
+#: Methods whose arrangement :func:`certify` handles (``pasa`` and ``fa_*`` at the precisions of
+#: docs/bounds.md §9 Scope: npu_fp16, hybrid, bf16, fp32, fp16_strict, fp16_keymean).
+SUPPORTED_METHODS = (
+    "pasa",
+    "pasa:npu_fp16",
+    "pasa:hybrid",
+    "pasa:bf16",
+    "pasa:fp32",
+    "pasa:fp16_strict",
+    "pasa:fp16_keymean",
+    "fa_qk",
+    "fa_q",
+    "fa_naive",
+    "fa_hybrid",
+)
 
 _SAFETY = 1.0 + 2.0**-30  # §9: float64 evaluation of a sum of non-negative terms
 _WIDEN = 2.0**-38  # §9: float64 error of an enclosure endpoint, relative to its magnitude
@@ -386,14 +402,15 @@ def certify(
 
     ``out_format``: the format the output is cast to at the end (the kernel returns ``q.dtype``): a
     format name or dtype; ``None`` means ``q``'s dtype when it is fp16, bf16 or fp32 (a tensor or a
-    NumPy array), else fp16.
+    NumPy array), else (float64 arrays) the matrix unit's input format, the dtype the inputs are
+    representable in (fp16 for every fp16 precision, as before this argument existed).
 
     A theorem under the hypotheses H1–H3 of ``docs/bounds.md`` §1 (proof §2–§9 and §14), not an
     estimate: per element the smaller of Theorem 1 (§9) and the enclosure of the run (Theorem 4, §14).
     """
     pol = policies.resolve(method, precision)
     _check_policy(pol)
-    out_name = _out_format(q, out_format)
+    out_name = _out_format(q, out_format, pol.matmul_in.name)
     block_kv = check_block(block_kv)
     if not isinstance(is_causal, bool):
         raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
@@ -515,13 +532,14 @@ def _bool_mask(
     return np.broadcast_to(m.reshape(shape), target)
 
 
-def _out_format(q: Any, out_format: Any) -> str:
+def _out_format(q: Any, out_format: Any, default: str) -> str:
     """The output format of :func:`certify` (see its ``out_format``)."""
+    name: str
     if out_format is not None:
         name = format_name(out_format, "out_format")
     else:
-        name = DTYPE_FORMATS.get(str(getattr(q, "dtype", "")).removeprefix("torch."), "fp16")
-        name = name if name in _CERT_FORMATS else "fp16"
+        found: str | None = DTYPE_FORMATS.get(str(getattr(q, "dtype", "")).removeprefix("torch."))
+        name = found if found in _CERT_FORMATS and found is not None else default
     if name not in _FORMATS:
         raise ValueError(f"out_format must be one of {list(_FORMATS)}, got {out_format!r}")
     return name
