@@ -335,7 +335,8 @@ def enclose_run(eng: Any, slo: _F64, shi: _F64, vis: _B, vp: _F64, center: _F64)
     if not pol.shift or pol.recovery == "key_mean":  # no reference A to split (key_mean: Lemma 13.3)
         return _cases(eng, slo, shi, vis, vp, center, None, None)
     n = eng.n
-    mu_lo, mu_hi = block_mean_enclosure(eng, slo[:, :n], shi[:, :n])
+    m0 = eng.T * n if getattr(eng, "mean_tile", None) is not None else 0  # the means' tile (Lemma 13.4)
+    mu_lo, mu_hi = block_mean_enclosure(eng, slo[:, m0 : m0 + n], shi[:, m0 : m0 + n])
     a_lo, a_hi = vd.rnd(mu_lo), vd.rnd(mu_hi)
     if np.array_equal(a_lo, a_hi):
         return _cases(eng, slo, shi, vis, vp, center, None, None)
@@ -427,8 +428,13 @@ def _run(
     R = slo.shape[0]
     Dv = vp.shape[1]
     pow2 = pol.accum == "pow2"
-    # recovery="key_mean": the enclosure of the block offsets δ_j is passed as T columns after the tile
-    key_offs = (slo[:, T * n :], shi[:, T * n :]) if pol.shift and pol.recovery == "key_mean" else None
+    # an additive mask: the tile of the block means (before the mask) follows as T·n more columns;
+    # recovery="key_mean": the enclosure of the block offsets δ_j follows as T more columns
+    L = T * n
+    extra = L if getattr(eng, "mean_tile", None) is not None else 0
+    key_offs = (
+        (slo[:, L + extra :], shi[:, L + extra :]) if pol.shift and pol.recovery == "key_mean" else None
+    )
     # accumulator rounding: ideal (unbounded exponent) in the unscaled frame for pow2 (Lemma 14.2)
     p_vd = vd.p
 
@@ -478,7 +484,12 @@ def _run(
             bad |= ~(np.isfinite(dj_lo) & np.isfinite(dj_hi))
         elif pol.shift:
             # step b: fp32 mean of the whole (unmasked) tile, an fp32 number (H1, Lemma 14.3)
-            mu_lo, mu_hi = block_mean_enclosure(eng, blo, bhi)
+            tlo, thi = (
+                (slo[:, L + j * n : L + (j + 1) * n], shi[:, L + j * n : L + (j + 1) * n])
+                if extra
+                else (blo, bhi)
+            )
+            mu_lo, mu_hi = block_mean_enclosure(eng, tlo, thi)
             if j == 0 and mu0 is not None:
                 mu_lo, mu_hi = np.maximum(mu_lo, mu0[0]), np.minimum(mu_hi, mu0[1])
             if j == 0:
@@ -486,7 +497,7 @@ def _run(
                 if a0 is not None:
                     a_lo, a_hi = np.where(np.isnan(a0), a_lo, a0), np.where(np.isnan(a0), a_hi, a0)
             # e = fl_vd(fl32(μ − A)) (pairwise: fl(tree(fl(s̃ − A))/n)), δ = fl(e·c)
-            e_lo, e_hi = deviation_enclosure(eng, blo, bhi, mu_lo, mu_hi, a_lo, a_hi)
+            e_lo, e_hi = deviation_enclosure(eng, tlo, thi, mu_lo, mu_hi, a_lo, a_hi)
             d_lo, d_hi = mul(e_lo, e_hi, c, c)
             dj_lo, dj_hi = vd.rnd(d_lo), vd.rnd(d_hi)
             if j == 0:

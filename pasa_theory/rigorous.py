@@ -48,7 +48,7 @@ row reductions ``reduce="acc"`` or ``"pairwise"`` (the vector unit's tree, §13.
 ``pseudo_average="centered"`` or ``recovery="key_mean"`` (§13.3) — the presets ``npu_fp16``,
 ``hybrid``, ``bf16``, ``fp32``, ``fp16_strict``, ``fp16_keymean``; without it: flash attention with
 τ on the scores or on Q (``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``) at those precisions.
-Masks: the bottom-right causal mask, the padded tail and a boolean ``attn_mask`` (§13.4).
+Masks: the bottom-right causal mask, the padded tail and a boolean or additive ``attn_mask`` (§13.4).
 """
 
 from __future__ import annotations
@@ -396,9 +396,10 @@ def certify(
     entry of K̃ sums n terms of size |β·τ·k̄|/n·n that cancel); with it the bound is conditional on
     that observed setup product (everything after it is still enclosed).
 
-    ``attn_mask``: a boolean mask (True = attend) broadcastable to (B, H, S1, S2), as the kernel takes
-    it (step c: the masked scores become −∞ after the block means); not together with ``is_causal``.
-    Additive float masks are not covered yet (``ValueError``).
+    ``attn_mask``: as the kernel takes it, broadcastable to (B, H, S1, S2), not together with
+    ``is_causal``: boolean (True = attend; step c sets the masked scores to −∞ after the block means) or
+    additive float (finite or −∞, rounded to the vector format and added after the block means;
+    docs/bounds.md §13.4).
 
     ``out_format``: the format the output is cast to at the end (the kernel returns ``q.dtype``): a
     format name or dtype; ``None`` means ``q``'s dtype when it is fp16, bf16 or fp32 (a tensor or a
@@ -416,7 +417,7 @@ def certify(
         raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
     qa, ka, va = _as_array("q", q), _as_array("k", k), _as_array("v", v)
     B, H, _, S1, S2, D, _ = check_bnsd(qa.shape, ka.shape, va.shape)
-    keep = _bool_mask(attn_mask, is_causal, (B, H, S1, S2))
+    keep, bias = _mask_arrays(attn_mask, is_causal, (B, H, S1, S2))
     Hkv = ka.shape[1]
     mi = _FORMATS[pol.matmul_in.name]
     for name, a in (("q", qa), ("k", ka), ("v", va)):
@@ -466,6 +467,9 @@ def certify(
             eng.keep = (
                 None if keep is None else keep[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, S2)
             )
+            if bias is not None:
+                b64 = bias[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, S2)
+                eng.bias = (b64, eng.vd.rnd(eng.f32.rnd(b64)))  # torch rounds a float64 through fp32
             res = eng.run(qg, ka[b, hk], kp, vp, ridx, None if kt_obs is None else kt_obs[b, hk])
             row_bound[b, hk * G : (hk + 1) * G] = res["bound"].reshape(G, sel.size)
             row_cap[b, hk * G : (hk + 1) * G] = res["cap"].reshape(G, sel.size)
@@ -505,31 +509,37 @@ def _row_sum_rel(pol: policies.Policy, n: int) -> float:
     return gamma(n, 2.0**-24) * (1 + uv) + uv
 
 
-def _bool_mask(
+def _mask_arrays(
     attn_mask: Any, is_causal: bool, target: tuple[int, int, int, int]
-) -> npt.NDArray[np.bool_] | None:
-    """``attn_mask`` as a boolean (B, H, S1, S2) array (the kernel's rule, ``pasa_npu._checks.check_mask``):
-    None, or bool broadcastable to ``target``; additive float masks raise ``ValueError`` (not covered)."""
+) -> tuple[npt.NDArray[np.bool_] | None, _F64 | None]:
+    """``attn_mask`` as (keep, bias) arrays of shape ``target`` = (B, H, S1, S2), the kernel's rule
+    (``pasa_npu._checks.check_mask``): None; a boolean mask (True = attend): (mask, None); an additive
+    float mask: (mask > −∞, mask with −∞ set to 0), its entries finite or −∞."""
     if attn_mask is None:
-        return None
+        return None, None
     if is_causal:
         raise ValueError("attn_mask and is_causal=True cannot both be given (as in torch SDPA)")
     if hasattr(attn_mask, "detach"):  # a torch tensor, without importing torch
-        attn_mask = attn_mask.detach().cpu().numpy()
+        attn_mask = attn_mask.detach().cpu()
+        attn_mask = (
+            attn_mask.numpy() if str(attn_mask.dtype) != "torch.bfloat16" else attn_mask.float().numpy()
+        )
     m = np.asarray(attn_mask)
-    if m.dtype != np.bool_:
-        if np.issubdtype(m.dtype, np.floating):
-            raise ValueError(
-                "attn_mask: additive float masks are not covered by the bound yet (docs/bounds.md §13); "
-                "pass a boolean mask (True = attend)"
-            )
-        raise TypeError(f"attn_mask must be a boolean array (True = attend), got dtype {m.dtype}")
+    if m.dtype != np.bool_ and not np.issubdtype(m.dtype, np.floating):
+        raise TypeError(f"attn_mask must be bool (True = attend) or floating (additive), got dtype {m.dtype}")
     if m.ndim > 4:
         raise ValueError(f"attn_mask must be broadcastable to (B, H, S1, S2) = {target}, got shape {m.shape}")
     shape = (1,) * (4 - m.ndim) + m.shape
     if any(a not in (1, t) for a, t in zip(shape, target, strict=True)):
         raise ValueError(f"attn_mask must be broadcastable to (B, H, S1, S2) = {target}, got shape {m.shape}")
-    return np.broadcast_to(m.reshape(shape), target)
+    m = np.broadcast_to(m.reshape(shape), target)
+    if m.dtype == np.bool_:
+        return m, None
+    m = m.astype(np.float64)
+    if not np.all(np.isfinite(m) | (m == -np.inf)):
+        raise ValueError("attn_mask: an additive mask must hold finite values or -inf")
+    keep = m > -np.inf
+    return keep, np.where(keep, m, 0.0)
 
 
 def _out_format(q: Any, out_format: Any, default: str) -> str:
@@ -591,6 +601,10 @@ class _Engine:
         self.use_enclosure = True
         #: the boolean ``attn_mask`` of the current row group (R × S2), True = attend; None: no mask
         self.keep: npt.NDArray[np.bool_] | None = None
+        #: an additive ``attn_mask`` of the current row group: (as given, rounded to the vector format)
+        self.bias: tuple[_F64, _F64] | None = None
+        #: with an additive mask, the enclosure of the score tile before it (the block means' tile)
+        self.mean_tile: tuple[_F64, _F64] | None = None
         #: ``recovery="key_mean"``: enclosure (R × T) of the block offsets δ_j of the current row group
         self.key_offs: tuple[_F64, _F64] | None = None
 
@@ -643,6 +657,18 @@ class _Engine:
         # exact scores s' (float64) and their error σ (Lemma 8)
         s64 = tau * (qg @ kp.T)
         sig = (gamma(self.D + 2, 2.0**-53) * tau) * (np.abs(qg) @ np.abs(kp).T)
+        self.mean_tile = None
+        if self.bias is not None:  # step c, additive mask (Lemma 13.4): s̃ ← fl(s̃ + fl(mask))
+            self.mean_tile = (slo, shi)
+            b_vd = np.zeros_like(slo)
+            b_vd[:, : self.S2] = self.bias[1]
+            t_lo, _ = _enclosure.add(slo, slo, b_vd, b_vd)
+            _, t_hi = _enclosure.add(shi, shi, b_vd, b_vd)
+            slo, shi = self.vd.rnd(t_lo), self.vd.rnd(t_hi)
+            b64 = np.zeros_like(s64)
+            b64[:, : self.S2] = self.bias[0]
+            s64 = s64 + b64
+            sig = sig + 2.0**-52 * (np.abs(s64) + np.abs(b64))
         nonempty = cast("npt.NDArray[np.bool_]", vis.any(axis=1))
         overflow = np.zeros(R, dtype=bool)
         overflow |= ~np.all(np.isfinite(slo) | ~vis, axis=1) | ~np.all(np.isfinite(shi) | ~vis, axis=1)
@@ -668,6 +694,9 @@ class _Engine:
         vp: _F64,
         nonempty: npt.NDArray[np.bool_],
     ) -> None:
+        if self.mean_tile is not None:  # the tile of the block means travels as L more columns (Lemma 13.4)
+            slo = np.concatenate([slo, self.mean_tile[0]], axis=1)
+            shi = np.concatenate([shi, self.mean_tile[1]], axis=1)
         if self.key_offs is not None:  # the offsets travel as T more columns of the tile (Lemma 13.3)
             slo = np.concatenate([slo, self.key_offs[0]], axis=1)
             shi = np.concatenate([shi, self.key_offs[1]], axis=1)
@@ -727,6 +756,9 @@ class _Engine:
             mj_lo = np.where(anyvis, np.max(np.where(bvis, blo, -np.inf), axis=1), -np.inf)
             mj_hi = np.where(anyvis, np.max(np.where(bvis, bhi, -np.inf), axis=1), -np.inf)
             mj_lo_all[:, j], mj_hi_all[:, j] = mj_lo, mj_hi
+            # the tile of the block means: before the additive mask (Lemma 13.4)
+            mt = self.mean_tile
+            tlo, thi = (mt[0][:, cs], mt[1][:, cs]) if mt is not None else (blo, bhi)
             if pol.shift and self.key_offs is not None:
                 # Lemma 13.3: δ_j = fl(q·Δk_j) from one more score column, no reference, no re-centring
                 dj_lo, dj_hi = self.key_offs[0][:, j], self.key_offs[1][:, j]
@@ -737,24 +769,24 @@ class _Engine:
                 if pol.reduce == "pairwise":
                     # Lemma 13.2: μ_j is the exact mean of the tile; A = fl(fl(tree(s̃))/n) and
                     # e = fl(tree(fl(s̃ − A))/n) enclosed over the kernel's tree, err_e ≥ |e − (μ_j − A)|
-                    amag = np.maximum(np.abs(blo), np.abs(bhi)).mean(axis=1)
-                    mlo = blo.mean(axis=1) - _WIDEN * amag
-                    mhi = bhi.mean(axis=1) + _WIDEN * amag
+                    amag = np.maximum(np.abs(tlo), np.abs(thi)).mean(axis=1)
+                    mlo = tlo.mean(axis=1) - _WIDEN * amag
+                    mhi = thi.mean(axis=1) + _WIDEN * amag
                     if first:
-                        t_lo, t_hi = _enclosure.block_mean_enclosure(self, blo, bhi)
+                        t_lo, t_hi = _enclosure.block_mean_enclosure(self, tlo, thi)
                         a_lo, a_hi = vd.rnd(t_lo), vd.rnd(t_hi)
-                    e_lo, e_hi = _enclosure.deviation_enclosure(self, blo, bhi, mlo, mhi, a_lo, a_hi)
-                    xmag = np.maximum(np.abs(blo - a_hi[:, None]), np.abs(bhi - a_lo[:, None]))
+                    e_lo, e_hi = _enclosure.deviation_enclosure(self, tlo, thi, mlo, mhi, a_lo, a_hi)
+                    xmag = np.maximum(np.abs(tlo - a_hi[:, None]), np.abs(thi - a_lo[:, None]))
                     xr = vd.hulp(xmag)  # the n roundings fl(s̃ − A)
                     tree = _enclosure.pairwise_error(xmag + xr, vd)
                     emag0 = np.maximum(np.abs(e_lo), np.abs(e_hi))
                     err_e = (xr.sum(axis=1) + tree) / n + vd.hulp(emag0) + _WIDEN * (xmag.sum(axis=1) / n)
                 else:
                     # step b: fp32 block mean of the (unmasked) tile, Lemma 4
-                    amag = np.maximum(np.abs(blo), np.abs(bhi)).mean(axis=1)
+                    amag = np.maximum(np.abs(tlo), np.abs(thi)).mean(axis=1)
                     em = gamma(n + 1, f32.u) * amag + _WIDEN * amag
-                    mlo = blo.mean(axis=1) - em
-                    mhi = bhi.mean(axis=1) + em
+                    mlo = tlo.mean(axis=1) - em
+                    mhi = thi.mean(axis=1) + em
                     if first:
                         a_lo, a_hi = vd.rnd(mlo), vd.rnd(mhi)
                     # e = fl_vd(fl32(mean32 − A))
