@@ -465,3 +465,39 @@ def test_random_fuzz_of_shapes_and_distributions(preset):
             observed=(method == "pasa" and i % 4 == 0),
             what=f"fuzz {i}: d={d} n={n} S1={s1} S2={s2} causal={causal} mask={mask is not None}",
         )
+
+
+def _prob_violations(n_draws: int, seed: int) -> tuple[int, int]:
+    """Proposition 3 at δ = 0.01 at the presets: element-wise violations over seeded random draws."""
+    rng = np.random.default_rng(seed)
+    viol = total = 0
+    for i in range(n_draws):
+        preset = PRESETS[i % len(PRESETS)]
+        s2 = int(rng.integers(40, 300))
+        mean, amp = float(rng.choice([0.0, 3.0, 10.0])), float(rng.choice([0.5, 2.0, 5.0]))
+        g = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
+        q = (torch.rand((1, 1, 1, 32), generator=g) - 0.5) * 2 * amp + mean
+        k = (torch.rand((1, 1, s2, 32), generator=g) - 0.5) * 2 * amp + mean
+        v = torch.randn((1, 1, s2, 32), generator=g) + float(rng.choice([0.0, 20.0]))
+        q, k, v = _inputs(preset, q, k, v)
+        out = run_method("pasa", q, k, v, precision=preset, block_kv=32).double()
+        err = (out - golden_attention(q, k, v)).abs().numpy()[0, 0, 0]
+        cert = rigorous.certify("pasa", q, k, v, precision=preset, block_kv=32, confidence=0.99)
+        if np.isfinite(cert.prob_abs_bound):
+            viol += int((err > cert.row_prob_bound[0, 0, 0]).sum())
+            total += err.size
+    return viol, total
+
+
+def test_probabilistic_bound_violation_rate_quick():
+    """Proposition 3 (δ = 0.01) at the presets over 25 seeded draws (1 000: the slow test below)."""
+    viol, total = _prob_violations(25, seed=77)
+    print(f"probabilistic bound at the presets: {viol} violations in {total} elements")
+    assert total >= 25 * 32 * 0.9 and viol <= 0.01 * total
+
+
+@pytest.mark.slow
+def test_probabilistic_bound_violation_rate():
+    viol, total = _prob_violations(1000, seed=78)
+    print(f"probabilistic bound at the presets: {viol} violations in {total} elements")
+    assert total >= 1000 * 32 * 0.9 and viol <= 0.01 * total
