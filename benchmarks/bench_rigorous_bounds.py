@@ -11,6 +11,11 @@ S1 = S2 = 1407, d = 128, seed 2024724, every ``--row-step``-th query row),
   run: the kernel on all rows; certify on the subsampled rows, scaled to all rows (its cost is
   linear in the number of rows); a_priori (a closed formula).
 
+A method ``NAME+observed_kt`` certifies PASA with the shifted keys the run used; ``pasa:<preset>``
+runs a preset (docs/bounds.md §13.5). The grid's fp16 inputs are given in the preset's matmul_in
+dtype: rounded to bf16 for ``bf16`` (the kernel would do so itself; the golden and the bound are for
+the rounded inputs), as fp32 tensors for ``fp32`` (so that the output, in the inputs' dtype, is fp32).
+
 Usage: python benchmarks/bench_rigorous_bounds.py [--row-step 50] [--methods pasa fa_qk ...] [--csv PATH]
 """
 
@@ -27,7 +32,7 @@ from pasa_npu.golden import golden_attention
 from pasa_npu.harness import grid_cells
 from pasa_npu.kernel import shifted_keys
 from pasa_npu.methods import run_method
-from pasa_theory import rigorous
+from pasa_theory import policies, rigorous
 
 
 def main() -> None:
@@ -42,15 +47,19 @@ def main() -> None:
     shape = dict(batch=1, heads=7, kv_heads=1, seq_q=1407, seq_kv=1407, head_dim=128)
     rows = np.arange(0, shape["seq_q"], args.row_step)
     recs = []
-    for cell, q, k, v in grid_cells(shape=shape, progress=False):
-        gold = golden_attention(q, k, v).numpy()
-        stats = rigorous.stats_of(q, k, v)
+    for cell, q16, k16, v16 in grid_cells(shape=shape, progress=False):
         for name in args.methods:
             method = name.split("+")[0]
+            preset = method.split(":")[1] if ":" in method else "npu_fp16"
+            mi = policies.resolve(method).matmul_in.name
+            dt = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(mi, torch.float16)
+            q, k, v = q16.to(dt), k16.to(dt), v16.to(dt)
+            gold = golden_attention(q, k, v).numpy()
+            stats = rigorous.stats_of(q, k, v)
             t0 = time.perf_counter()
             out = run_method(method, q, k, v).double().numpy()
             t_kernel = time.perf_counter() - t0
-            kt = shifted_keys(k) if name.endswith("observed_kt") else None
+            kt = shifted_keys(k, precision=preset) if name.endswith("observed_kt") else None
             t0 = time.perf_counter()
             cert = rigorous.certify(method, q, k, v, rows=rows, shifted_keys=kt)
             t_cert = (time.perf_counter() - t0) * shape["seq_q"] / rows.size

@@ -190,6 +190,72 @@ def mean_enclosure(blo: _F64, bhi: _F64, vd: Any, f32: Any, widen: float) -> tup
     return f32.rnd(lo / n - dr), f32.rnd(hi / n + dr)
 
 
+def pairwise_sum(lo: _F64, hi: _F64, fmt: Any) -> tuple[_F64, _F64]:
+    """Enclosure of the vector unit's pairwise row sum (``reduce="pairwise"``, ``pasa_npu.kernel._row_sum``)
+    over the last axis for terms in [lo, hi]: the row is padded with zeros to a power of two and halved,
+    x[:h] + x[h:], each sum rounded to ``fmt``. Addition and rounding are monotone, so the same tree on
+    the lower and the upper endpoints (each float64 sum enclosed outward) encloses the result (Lemma 13.2)."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    m = lo.shape[-1]
+    width = 1 << (m - 1).bit_length()
+    if width != m:
+        pad = [(0, 0)] * (lo.ndim - 1) + [(0, width - m)]
+        lo, hi = np.pad(lo, pad), np.pad(hi, pad)
+    while lo.shape[-1] > 1:
+        h = lo.shape[-1] // 2
+        s_lo, _ = add(lo[..., :h], lo[..., :h], lo[..., h:], lo[..., h:])
+        _, s_hi = add(hi[..., :h], hi[..., :h], hi[..., h:], hi[..., h:])
+        lo, hi = fmt.rnd(s_lo), fmt.rnd(s_hi)
+    return lo[..., 0], hi[..., 0]
+
+
+def pairwise_error(mag: _F64, fmt: Any) -> _F64:
+    """≥ |pairwise_sum(x) − Σx| for every x with |x_r| ≤ mag_r (last axis): a running error bound over
+    the same tree, each node's rounding at most half an ulp at its largest magnitude (Lemma 13.2)."""
+    mag = np.asarray(mag, dtype=np.float64)
+    m = mag.shape[-1]
+    width = 1 << (m - 1).bit_length()
+    if width != m:
+        mag = np.pad(mag, [(0, 0)] * (mag.ndim - 1) + [(0, width - m)])
+    err = np.zeros_like(mag)
+    while mag.shape[-1] > 1:
+        h = mag.shape[-1] // 2
+        node = (mag[..., :h] + mag[..., h:] + err[..., :h] + err[..., h:]) * (1 + 2.0**-50)
+        err = err[..., :h] + err[..., h:] + _hulp_bound(node, fmt)
+        mag = mag[..., :h] + mag[..., h:]
+    return np.asarray(err[..., 0] * (1 + 2.0**-50), dtype=np.float64)
+
+
+def block_mean_enclosure(eng: Any, blo: _F64, bhi: _F64) -> tuple[_F64, _F64]:
+    """Enclosure of the block mean μ_j whose rounding to the vector format is the first reference A
+    (step b): the fp32 mean (``reduce="acc"``, :func:`mean_enclosure`), or fl(tree(s̃))/n before its
+    rounding for ``reduce="pairwise"`` (the tree in the vector format, :func:`pairwise_sum`)."""
+    if eng.pol.reduce != "pairwise":
+        return mean_enclosure(blo, bhi, eng.vd, eng.f32, 2.0**-38)
+    n = blo.shape[1]
+    t_lo, t_hi = pairwise_sum(blo, bhi, eng.vd)
+    with np.errstate(invalid="ignore"):
+        return np.nextafter(t_lo / n, -np.inf), np.nextafter(t_hi / n, np.inf)
+
+
+def deviation_enclosure(
+    eng: Any, blo: _F64, bhi: _F64, mu_lo: _F64, mu_hi: _F64, a_lo: _F64, a_hi: _F64
+) -> tuple[_F64, _F64]:
+    """Enclosure of e_j = the block's deviation from the reference A as the kernel rounds it
+    (``pseudo_average="centered"``): fl_vd(fl32(μ_j − A)) for ``reduce="acc"``; for ``"pairwise"``
+    fl_vd(tree(fl_vd(s̃ − A))/n) (``pasa_npu.kernel._BlockMeans.centered``)."""
+    vd = eng.vd
+    if eng.pol.reduce != "pairwise":
+        dlo, dhi = add(mu_lo, mu_hi, -a_hi, -a_lo)
+        return vd.rnd(eng.f32.rnd(dlo)), vd.rnd(eng.f32.rnd(dhi))
+    n = blo.shape[1]
+    x_lo, _ = add(blo, blo, -a_hi[:, None], -a_hi[:, None])
+    _, x_hi = add(bhi, bhi, -a_lo[:, None], -a_lo[:, None])
+    t_lo, t_hi = pairwise_sum(vd.rnd(x_lo), vd.rnd(x_hi), vd)
+    with np.errstate(invalid="ignore"):
+        return vd.rnd(np.nextafter(t_lo / n, -np.inf)), vd.rnd(np.nextafter(t_hi / n, np.inf))
+
+
 def _rounded(
     r_lo: _F64, r_hi: _F64, t_lo: _F64, t_hi: _F64, fmt: Any, extra: Any
 ) -> tuple[_F64, _F64, tuple[_F64, _F64]]:
@@ -221,6 +287,16 @@ def _hulp_bound(mag: _F64, fmt: Any) -> _F64:
     with np.errstate(over="ignore"):
         h = np.where(np.isfinite(mag), np.ldexp(1.0, e - fmt.p - 1), np.inf)
     return np.maximum(h, fmt.eta)
+
+
+def next_up(a: _F64, fmt: Any) -> _F64:
+    """The least number of ``fmt`` above each ``a`` of ``fmt`` (+inf past the largest finite): a plus
+    the spacing at a (a ≥ 0), or at the magnitudes just below |a| (a < 0)."""
+    a = np.asarray(a, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        below = np.where(a < 0, np.nextafter(a, 0.0), a)
+        r = a + fmt.spacing_min(below, below)
+        return np.where(np.isfinite(a) & (r > fmt.maxf), np.inf, r)
 
 
 def grid_of(lo: _F64, hi: _F64, fmt: Any, axis: int = -1) -> _F64:
@@ -256,16 +332,15 @@ def enclose_run(eng: Any, slo: _F64, shi: _F64, vis: _B, vp: _F64, center: _F64)
     enclosure is the hull of the cases.
     """
     pol, vd = eng.pol, eng.vd
-    if not pol.shift:
+    if not pol.shift or pol.recovery == "key_mean":  # no reference A to split (key_mean: Lemma 13.3)
         return _cases(eng, slo, shi, vis, vp, center, None, None)
     n = eng.n
-    mu_lo, mu_hi = mean_enclosure(slo[:, :n], shi[:, :n], vd, eng.f32, 2.0**-38)
+    m0 = eng.T * n if getattr(eng, "mean_tile", None) is not None else 0  # the means' tile (Lemma 13.4)
+    mu_lo, mu_hi = block_mean_enclosure(eng, slo[:, m0 : m0 + n], shi[:, m0 : m0 + n])
     a_lo, a_hi = vd.rnd(mu_lo), vd.rnd(mu_hi)
     if np.array_equal(a_lo, a_hi):
         return _cases(eng, slo, shi, vis, vp, center, None, None)
-    with np.errstate(over="ignore"):
-        up = np.nextafter(a_lo.astype(vd.np_dtype), vd.np_dtype(np.inf)).astype(np.float64)
-        dn = np.nextafter(a_hi.astype(vd.np_dtype), vd.np_dtype(-np.inf)).astype(np.float64)
+    up, dn = next_up(a_lo, vd), -next_up(-a_hi, vd)
     two = (up == a_hi) & np.isfinite(up)  # exactly two candidates: split; more: no split (hull)
     nan = np.full_like(a_lo, np.nan)
     out_lo = np.full((slo.shape[0], vp.shape[1]), np.inf)
@@ -353,6 +428,13 @@ def _run(
     R = slo.shape[0]
     Dv = vp.shape[1]
     pow2 = pol.accum == "pow2"
+    # an additive mask: the tile of the block means (before the mask) follows as T·n more columns;
+    # recovery="key_mean": the enclosure of the block offsets δ_j follows as T more columns
+    L = T * n
+    extra = L if getattr(eng, "mean_tile", None) is not None else 0
+    key_offs = (
+        (slo[:, L + extra :], shi[:, L + extra :]) if pol.shift and pol.recovery == "key_mean" else None
+    )
     # accumulator rounding: ideal (unbounded exponent) in the unscaled frame for pow2 (Lemma 14.2)
     p_vd = vd.p
 
@@ -397,18 +479,25 @@ def _run(
         # step d: block maximum over the visible columns (rounding is monotone)
         mj_lo = np.where(anyvis, np.max(np.where(bvis, blo, -np.inf), axis=1), -np.inf)
         mj_hi = np.where(anyvis, np.max(np.where(bvis, bhi, -np.inf), axis=1), -np.inf)
-        if pol.shift:
+        if key_offs is not None:  # δ_j from the extra score column (Lemma 13.3)
+            dj_lo, dj_hi = key_offs[0][:, j], key_offs[1][:, j]
+            bad |= ~(np.isfinite(dj_lo) & np.isfinite(dj_hi))
+        elif pol.shift:
             # step b: fp32 mean of the whole (unmasked) tile, an fp32 number (H1, Lemma 14.3)
-            mu_lo, mu_hi = mean_enclosure(blo, bhi, vd, f32, widen)
+            tlo, thi = (
+                (slo[:, L + j * n : L + (j + 1) * n], shi[:, L + j * n : L + (j + 1) * n])
+                if extra
+                else (blo, bhi)
+            )
+            mu_lo, mu_hi = block_mean_enclosure(eng, tlo, thi)
             if j == 0 and mu0 is not None:
                 mu_lo, mu_hi = np.maximum(mu_lo, mu0[0]), np.minimum(mu_hi, mu0[1])
             if j == 0:
                 a_lo, a_hi = vd.rnd(mu_lo), vd.rnd(mu_hi)
                 if a0 is not None:
                     a_lo, a_hi = np.where(np.isnan(a0), a_lo, a0), np.where(np.isnan(a0), a_hi, a0)
-            # e = fl_vd(fl32(μ − A)), δ = fl(e·c)
-            dlo, dhi = add(mu_lo, mu_hi, -a_hi, -a_lo)
-            e_lo, e_hi = vd.rnd(f32.rnd(dlo)), vd.rnd(f32.rnd(dhi))
+            # e = fl_vd(fl32(μ − A)) (pairwise: fl(tree(fl(s̃ − A))/n)), δ = fl(e·c)
+            e_lo, e_hi = deviation_enclosure(eng, tlo, thi, mu_lo, mu_hi, a_lo, a_hi)
             d_lo, d_hi = mul(e_lo, e_hi, c, c)
             dj_lo, dj_hi = vd.rnd(d_lo), vd.rnd(d_hi)
             if j == 0:
@@ -455,7 +544,8 @@ def _run(
             fj = force[:, j]
             dead |= act & (((fj == 1) & stay) | ((fj == 0) & take))
             ftake, fstay = amb & (fj == 1), amb & (fj == 0)
-            x_lo = np.where(ftake, np.maximum(x_lo, 2.0**-24), x_lo)  # x̂ > 0 is at least the least fp16
+            # x̂ > 0 is at least the least positive number of the vector format (2·η)
+            x_lo = np.where(ftake, np.maximum(x_lo, 2.0 * vd.eta), x_lo)
             x_hi = np.where(fstay, np.minimum(x_hi, 0.0), x_hi)
             take, stay, amb = take | ftake, stay | fstay, amb & ~(ftake | fstay)
         first = np.where(amb & (first < 0), j, first)  # an undecided block left: the hull of both outcomes
@@ -477,9 +567,15 @@ def _run(
         y_hi = np.where(bvis, y_hi, -np.inf)
         p_lo, p_hi = exp_enclosure(y_lo, y_hi, vd, rel)
         # ℓ_j = fl_vd(sum32 p)
-        gp = grid_of(np.where(bvis, p_lo, 1.0), np.where(bvis, p_hi, 1.0), vd)
-        lj_lo, lj_hi = sum_enclosure(p_lo.sum(axis=1), p_hi.sum(axis=1), p_hi.sum(axis=1), n, u32, widen, gp)
-        lj_acc_lo = lj_lo
+        if pol.reduce == "pairwise":  # a tree in the vector format, every node rounded (Lemma 13.2)
+            lj_lo, lj_hi = pairwise_sum(p_lo, p_hi, vd)
+            lj_acc_lo = p_lo.sum(axis=1) - pairwise_error(p_hi, vd)
+        else:
+            gp = grid_of(np.where(bvis, p_lo, 1.0), np.where(bvis, p_hi, 1.0), vd)
+            lj_lo, lj_hi = sum_enclosure(
+                p_lo.sum(axis=1), p_hi.sum(axis=1), p_hi.sum(axis=1), n, u32, widen, gp
+            )
+            lj_acc_lo = lj_lo
         # the maximising column contributes E(0) = 1 and the sum of non-negative terms is monotone: ℓ_j ≥ 1
         lj_lo, lj_hi = vd.rnd(np.maximum(lj_lo, np.where(anyvis, 1.0, 0.0))), vd.rnd(lj_hi)
         # P·V_j: P in the matmul format, fp32 accumulate, rounded to matmul_out then to vd

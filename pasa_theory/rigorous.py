@@ -41,11 +41,14 @@ How it is made rigorous (``docs/bounds.md`` §1):
   stay known and the bound is close to the kernel's own error; per output element the smaller of the
   two bounds is returned (``dominant`` starts with ``enclosure`` where Theorem 4 is the smaller).
 
-Supported arrangements (others raise ``ValueError``): matrix unit fp16 in / fp32 accumulate /
-fp16 or fp32 out; vector unit fp16 or fp32; row reductions ``reduce="acc"``; with the shift:
-``reference="lazy"``, ``recovery="pseudo_average"``, ``pseudo_average="centered"``, τ folded into M
-(``npu_fp16`` PASA); without it: flash attention with τ on the scores or on Q (``fa_qk``, ``fa_q``,
-``fa_naive``, ``fa_hybrid``). Masks: the bottom-right causal mask and the padded tail.
+Supported arrangements (others raise ``ValueError``; docs/bounds.md §9 Scope and §13): matrix unit
+fp16, bf16 or fp32 in / fp32 accumulate / fp16, bf16 or fp32 out; vector unit fp16, bf16 or fp32;
+row reductions ``reduce="acc"`` or ``"pairwise"`` (the vector unit's tree, §13.2); with the shift:
+``offset="lazy"``, τ folded into M, and either ``recovery="pseudo_average"`` with
+``pseudo_average="centered"`` or ``recovery="key_mean"`` (§13.3) — the presets ``npu_fp16``,
+``hybrid``, ``bf16``, ``fp32``, ``fp16_strict``, ``fp16_keymean``; without it: flash attention with
+τ on the scores or on Q (``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``) at those precisions.
+Masks: the bottom-right causal mask, the padded tail and a boolean or additive ``attn_mask`` (§13.4).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ import numpy.typing as npt
 
 from . import _enclosure, policies
 from .formats import get_format, quantum_array
-from .schema import check_block, check_bnsd, check_scale
+from .schema import DTYPE_FORMATS, check_block, check_bnsd, check_scale, format_name
 
 __all__ = [
     "Certificate",
@@ -83,8 +86,21 @@ _Real = float | npt.NDArray[np.float64]
 #: H2: relative error bound of the fp32 exponential before its result is rounded to the vector format.
 EXP32_REL = 2.0**-22
 
-#: Methods whose arrangement :func:`certify` handles at the ``npu_fp16`` precision.
-SUPPORTED_METHODS = ("pasa", "pasa:npu_fp16", "fa_qk", "fa_q", "fa_naive", "fa_hybrid")
+#: Methods whose arrangement :func:`certify` handles (``pasa`` and ``fa_*`` at the precisions of
+#: docs/bounds.md §9 Scope: npu_fp16, hybrid, bf16, fp32, fp16_strict, fp16_keymean).
+SUPPORTED_METHODS = (
+    "pasa",
+    "pasa:npu_fp16",
+    "pasa:hybrid",
+    "pasa:bf16",
+    "pasa:fp32",
+    "pasa:fp16_strict",
+    "pasa:fp16_keymean",
+    "fa_qk",
+    "fa_q",
+    "fa_naive",
+    "fa_hybrid",
+)
 
 _SAFETY = 1.0 + 2.0**-30  # §9: float64 evaluation of a sum of non-negative terms
 _WIDEN = 2.0**-38  # §9: float64 error of an enclosure endpoint, relative to its magnitude
@@ -113,8 +129,16 @@ class _Fmt:
         return 2.0**self.emin
 
     def rnd(self, x: _Real) -> _F64:
-        """Round to nearest even (float64 → format → float64); monotone, overflow gives ±inf."""
+        """Round to nearest even (float64 → format → float64); monotone, overflow gives ±inf.
+
+        A format without a NumPy dtype (bf16) is rounded as torch converts a float64 to it: to fp32
+        first, then to ``p`` bits (:func:`_round_bits`). That double rounding is monotone and equals
+        the single rounding on every fp32 value and on every exact result of +, −, ×, ÷ of two
+        numbers of the format (24 ≥ 2·8 + 2), which is all an enclosure needs (docs/bounds.md §13.1)."""
         with np.errstate(over="ignore"):
+            if self.np_dtype is None:
+                x32 = np.asarray(x, dtype=np.float64).astype(np.float32).astype(np.float64)
+                return _round_bits(x32, self.p, self.emin, self.maxf)
             return np.asarray(x, dtype=np.float64).astype(self.np_dtype).astype(np.float64)
 
     def hulp(self, mag: _Real) -> _F64:
@@ -144,6 +168,18 @@ class _Fmt:
         return np.where(exact, 0.0, self.hulp(d))
 
 
+def _round_bits(x: _F64, p: int, emin: int, maxf: float) -> _F64:
+    """Round float64 ``x`` to nearest, ties to even, with ``p`` significand bits, subnormals below
+    2^emin and overflow to ±inf past ``maxf`` (exact in float64: a scaling by a power of two, np.rint)."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        _, e = np.frexp(x)
+        q = np.ldexp(1.0, np.maximum(e - p, emin - p + 1))
+        r = np.rint(x / q) * q
+        r = np.where(np.abs(r) > maxf, np.copysign(np.inf, x), r)
+        return np.where(np.isfinite(x), r, x)
+
+
 def _fmt(name: str, np_dtype: Any) -> _Fmt:
     """The constants of ``name`` read from :func:`pasa_theory.formats.get_format` (one definition)."""
     f = get_format(name)
@@ -154,6 +190,7 @@ _FORMATS = {
     "fp16": _fmt("fp16", np.float16),
     "fp32": _fmt("fp32", np.float32),
     "fp64": _fmt("fp64", np.float64),
+    "bf16": _fmt("bf16", None),  # no NumPy dtype: rounded by _round_bits
 }
 
 
@@ -240,28 +277,32 @@ def _pad(x: _F64, n: int, rule: str) -> _F64:
     return np.concatenate((x, extra), axis=2)
 
 
+#: Formats of the matrix unit's operands and output and of the vector unit that the bound handles
+#: (docs/bounds.md §13.1); the accumulator (matrix unit and ``reduce="acc"``) is fp32.
+_CERT_FORMATS = ("fp16", "bf16", "fp32")
+
+
 def _check_policy(pol: policies.Policy) -> None:
     why = []
-    if pol.matmul_in.name != "fp16" or pol.matmul_acc.name != "fp32":
-        why.append("matrix unit fp16 in / fp32 accumulate")
-    if pol.matmul_out.name not in ("fp16", "fp32") or pol.vector.name not in ("fp16", "fp32"):
-        why.append("matmul_out and vector in fp16 or fp32")
-    if pol.reduce != "acc":
-        why.append("reduce='acc'")
+    if pol.matmul_in.name not in _CERT_FORMATS or pol.matmul_acc.name != "fp32":
+        why.append("matrix unit fp16, bf16 or fp32 in / fp32 accumulate")
+    if pol.matmul_out.name not in _CERT_FORMATS or pol.vector.name not in _CERT_FORMATS:
+        why.append("matmul_out and vector in fp16, bf16 or fp32")
     if pol.smooth_k or pol.modelled_as is not None:
         why.append("one of the package's own kernels without K smoothing")
     if policies.unmodelled_steps(pol):
         why.append("none of the steps " + ", ".join(policies.unmodelled_steps(pol)))
     if pol.shift:
-        if pol.offset != "lazy" or pol.recovery != "pseudo_average" or pol.pseudo_average != "centered":
-            why.append("reference='lazy', recovery='pseudo_average', pseudo_average='centered'")
+        centered = pol.recovery == "key_mean" or pol.pseudo_average == "centered"
+        if pol.offset != "lazy" or not centered:
+            why.append("offset='lazy', recovery='key_mean' or pseudo_average='centered'")
         if pol.placement != "m":
             why.append("the softmax scale folded into M")
         if pol.coef_dtype.name != pol.vector.name:
             why.append("c stored in the vector format")
     if why:
         raise ValueError(
-            f"certify supports {SUPPORTED_METHODS} at npu_fp16-like precisions; policy {pol.name!r} "
+            f"certify supports {SUPPORTED_METHODS} at the precisions of docs/bounds.md §9 (Scope); policy {pol.name!r} "
             f"(shift={pol.shift}) needs: " + "; ".join(why)
         )
 
@@ -298,6 +339,26 @@ def _score_tile(qm: _F64, klo: _F64, khi: _F64) -> tuple[_F64, _F64]:
     return dot - spread - e, dot + spread + e
 
 
+def _key_offsets(eng: _Engine, qg: _F64, kp: _F64) -> tuple[_F64, _F64]:
+    """Enclosure (R × T) of the block offsets of ``recovery="key_mean"`` (Lemma 13.3): k̄_j the fp32
+    mean of block j of the padded keys (any order, :func:`_enclosure.mean_enclosure`), Δk_j =
+    fl_in(fl32(fl32(k̄_j − k̄_0)·fl32(−off·n))) (Δk_0 = 0 exactly), δ_j = fl_vd(fl_out(acc32(q·Δk_j)))
+    (Lemma 3 (ii)); the same steps as ``pasa_npu.kernel._tiled_attention``."""
+    n, T, f32, mi = eng.n, eng.T, eng.f32, eng.mi
+    D = kp.shape[1]
+    tile = kp.reshape(T, n, D).transpose(0, 2, 1).reshape(T * D, n)
+    kb_lo, kb_hi = _enclosure.mean_enclosure(tile, tile, mi, f32, _WIDEN)
+    kb_lo, kb_hi = kb_lo.reshape(T, D), kb_hi.reshape(T, D)
+    d_lo, d_hi = _enclosure.add(kb_lo, kb_hi, -kb_hi[:1], -kb_lo[:1])
+    d_lo, d_hi = f32.rnd(d_lo), f32.rnd(d_hi)
+    d_lo[0] = d_hi[0] = 0.0  # k̄_0 − k̄_0 of one fp32 value
+    s32 = float(f32.rnd(-eng.off * n))
+    t_lo, t_hi = _enclosure.mul(d_lo, d_hi, s32, s32)
+    dk_lo, dk_hi = mi.rnd(f32.rnd(t_lo)), mi.rnd(f32.rnd(t_hi))
+    lo, hi = _score_tile(qg, dk_lo, dk_hi)
+    return eng.vd.rnd(eng.mo.rnd(lo)), eng.vd.rnd(eng.mo.rnd(hi))
+
+
 # ---------------------------------------------------------------------------------------------------
 # the certificate
 
@@ -315,7 +376,9 @@ def certify(
     is_causal: bool = False,
     rows: Any = None,
     shifted_keys: Any = None,
+    attn_mask: Any = None,
     confidence: float = 0.99,
+    out_format: Any = None,
 ) -> Certificate:
     """Rigorous a-posteriori bound on max|O_computed − O_exact| for the harness method ``method``.
 
@@ -333,16 +396,28 @@ def certify(
     entry of K̃ sums n terms of size |β·τ·k̄|/n·n that cancel); with it the bound is conditional on
     that observed setup product (everything after it is still enclosed).
 
+    ``attn_mask``: as the kernel takes it, broadcastable to (B, H, S1, S2), not together with
+    ``is_causal``: boolean (True = attend; step c sets the masked scores to −∞ after the block means) or
+    additive float (finite or −∞, rounded to the vector format and added after the block means;
+    docs/bounds.md §13.4).
+
+    ``out_format``: the format the output is cast to at the end (the kernel returns ``q.dtype``): a
+    format name or dtype; ``None`` means ``q``'s dtype when it is fp16, bf16 or fp32 (a tensor or a
+    NumPy array), else (float64 arrays) the matrix unit's input format, the dtype the inputs are
+    representable in (fp16 for every fp16 precision, as before this argument existed).
+
     A theorem under the hypotheses H1–H3 of ``docs/bounds.md`` §1 (proof §2–§9 and §14), not an
     estimate: per element the smaller of Theorem 1 (§9) and the enclosure of the run (Theorem 4, §14).
     """
     pol = policies.resolve(method, precision)
     _check_policy(pol)
+    out_name = _out_format(q, out_format, pol.matmul_in.name)
     block_kv = check_block(block_kv)
     if not isinstance(is_causal, bool):
         raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
     qa, ka, va = _as_array("q", q), _as_array("k", k), _as_array("v", v)
     B, H, _, S1, S2, D, _ = check_bnsd(qa.shape, ka.shape, va.shape)
+    keep, bias = _mask_arrays(attn_mask, is_causal, (B, H, S1, S2))
     Hkv = ka.shape[1]
     mi = _FORMATS[pol.matmul_in.name]
     for name, a in (("q", qa), ("k", ka), ("v", va)):
@@ -374,7 +449,7 @@ def certify(
         if kt_obs.shape != (B, Hkv, L, D):
             raise ValueError(f"shifted_keys must have shape {(B, Hkv, L, D)}, got {kt_obs.shape}")
         _check_representable("shifted_keys", kt_obs, mi)
-    eng = _Engine(pol, tau, n, S1, S2, D, beta, is_causal)
+    eng = _Engine(pol, tau, n, S1, S2, D, beta, is_causal, out_name)
     eng.lam_p = lam_p
     G = H // Hkv
     row_prob = np.zeros((B, H, sel.size))
@@ -389,6 +464,12 @@ def certify(
             vp = _pad(va[b : b + 1, hk : hk + 1], n, pol.kv_tail)[0, 0]
             qg = qa[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, D)
             ridx = np.tile(sel, G)
+            eng.keep = (
+                None if keep is None else keep[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, S2)
+            )
+            if bias is not None:
+                b64 = bias[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, S2)
+                eng.bias = (b64, eng.vd.rnd(eng.f32.rnd(b64)))  # torch rounds a float64 through fp32
             res = eng.run(qg, ka[b, hk], kp, vp, ridx, None if kt_obs is None else kt_obs[b, hk])
             row_bound[b, hk * G : (hk + 1) * G] = res["bound"].reshape(G, sel.size)
             row_cap[b, hk * G : (hk + 1) * G] = res["cap"].reshape(G, sel.size)
@@ -415,6 +496,65 @@ def certify(
     )
 
 
+def _row_sum_rel(pol: policies.Policy, n: int) -> float:
+    """Relative error bound of the block row sum ℓ_j of n non-negative terms (step d): fp32 accumulation
+    in any order, then one rounding to the vector format (``reduce="acc"``, Lemma 7), or the vector
+    unit's pairwise tree of depth ⌈log₂ n⌉, γ_⌈log₂ n⌉ in the vector format (``"pairwise"``,
+    Lemma 13.2; Higham, Accuracy and Stability, §4.2). A sum of two non-negative numbers is exact
+    when it is subnormal, so the relative form holds there too."""
+    u = _FORMATS[pol.vector.name].u
+    if pol.reduce == "pairwise":
+        return gamma(max(1, (n - 1).bit_length()), u)
+    uv = u if pol.vector.name != "fp32" else 0.0
+    return gamma(n, 2.0**-24) * (1 + uv) + uv
+
+
+def _mask_arrays(
+    attn_mask: Any, is_causal: bool, target: tuple[int, int, int, int]
+) -> tuple[npt.NDArray[np.bool_] | None, _F64 | None]:
+    """``attn_mask`` as (keep, bias) arrays of shape ``target`` = (B, H, S1, S2), the kernel's rule
+    (``pasa_npu._checks.check_mask``): None; a boolean mask (True = attend): (mask, None); an additive
+    float mask: (mask > −∞, mask with −∞ set to 0), its entries finite or −∞."""
+    if attn_mask is None:
+        return None, None
+    if is_causal:
+        raise ValueError("attn_mask and is_causal=True cannot both be given (as in torch SDPA)")
+    if hasattr(attn_mask, "detach"):  # a torch tensor, without importing torch
+        attn_mask = attn_mask.detach().cpu()
+        attn_mask = (
+            attn_mask.numpy() if str(attn_mask.dtype) != "torch.bfloat16" else attn_mask.float().numpy()
+        )
+    m = np.asarray(attn_mask)
+    if m.dtype != np.bool_ and not np.issubdtype(m.dtype, np.floating):
+        raise TypeError(f"attn_mask must be bool (True = attend) or floating (additive), got dtype {m.dtype}")
+    if m.ndim > 4:
+        raise ValueError(f"attn_mask must be broadcastable to (B, H, S1, S2) = {target}, got shape {m.shape}")
+    shape = (1,) * (4 - m.ndim) + m.shape
+    if any(a not in (1, t) for a, t in zip(shape, target, strict=True)):
+        raise ValueError(f"attn_mask must be broadcastable to (B, H, S1, S2) = {target}, got shape {m.shape}")
+    m = np.broadcast_to(m.reshape(shape), target)
+    if m.dtype == np.bool_:
+        return m, None
+    m = m.astype(np.float64)
+    if not np.all(np.isfinite(m) | (m == -np.inf)):
+        raise ValueError("attn_mask: an additive mask must hold finite values or -inf")
+    keep = m > -np.inf
+    return keep, np.where(keep, m, 0.0)
+
+
+def _out_format(q: Any, out_format: Any, default: str) -> str:
+    """The output format of :func:`certify` (see its ``out_format``)."""
+    name: str
+    if out_format is not None:
+        name = format_name(out_format, "out_format")
+    else:
+        found: str | None = DTYPE_FORMATS.get(str(getattr(q, "dtype", "")).removeprefix("torch."))
+        name = found if found in _CERT_FORMATS and found is not None else default
+    if name not in _FORMATS:
+        raise ValueError(f"out_format must be one of {list(_FORMATS)}, got {out_format!r}")
+    return name
+
+
 class _Engine:
     """The per-(batch, KV head) evaluation of the bound: steps a–h of ``docs/bounds.md``."""
 
@@ -431,6 +571,7 @@ class _Engine:
         D: int,
         beta: float | None,
         is_causal: bool,
+        out_format: str = "fp16",
     ) -> None:
         self.pol = pol
         self.tau = tau
@@ -443,7 +584,7 @@ class _Engine:
         self.mo = _FORMATS[pol.matmul_out.name]
         self.vd = _FORMATS[pol.vector.name]
         self.f32 = _FORMATS["fp32"]
-        self.out = _FORMATS["fp16"]  # the result is cast to the input dtype (fp16)
+        self.out = _FORMATS[out_format]  # the result is cast to the input dtype
         self.c: float | None = None
         if pol.shift:
             consts = policies.shift_constants(pol, n, beta, tau)
@@ -458,6 +599,14 @@ class _Engine:
         self.exp_rel = EXP32_REL
         #: §14: also enclose the run element-wise and keep the smaller bound per element
         self.use_enclosure = True
+        #: the boolean ``attn_mask`` of the current row group (R × S2), True = attend; None: no mask
+        self.keep: npt.NDArray[np.bool_] | None = None
+        #: an additive ``attn_mask`` of the current row group: (as given, rounded to the vector format)
+        self.bias: tuple[_F64, _F64] | None = None
+        #: with an additive mask, the enclosure of the score tile before it (the block means' tile)
+        self.mean_tile: tuple[_F64, _F64] | None = None
+        #: ``recovery="key_mean"``: enclosure (R × T) of the block offsets δ_j of the current row group
+        self.key_offs: tuple[_F64, _F64] | None = None
 
     # -- step a: scores ------------------------------------------------------------------------
     def scores(self, qg: _F64, kp: _F64, kt_obs: _F64 | None) -> tuple[_F64, _F64]:
@@ -486,6 +635,8 @@ class _Engine:
         vis = np.broadcast_to(cols < self.S2, (ridx.size, self.L)).copy()
         if self.causal:
             vis &= cols[None, :] <= ridx[:, None] + (self.S2 - self.S1)
+        if self.keep is not None:  # a boolean attn_mask (Lemma 13.4): its rows for this row group
+            vis[:, : self.S2] &= self.keep
         return vis
 
     # -- the whole row group -------------------------------------------------------------------
@@ -501,10 +652,23 @@ class _Engine:
         pol, tau = self.pol, self.tau
         R = qg.shape[0]
         slo, shi = self.scores(qg, kp, kt_obs)
+        self.key_offs = _key_offsets(self, qg, kp) if pol.shift and pol.recovery == "key_mean" else None
         vis = self.visible(ridx)
         # exact scores s' (float64) and their error σ (Lemma 8)
         s64 = tau * (qg @ kp.T)
         sig = (gamma(self.D + 2, 2.0**-53) * tau) * (np.abs(qg) @ np.abs(kp).T)
+        self.mean_tile = None
+        if self.bias is not None:  # step c, additive mask (Lemma 13.4): s̃ ← fl(s̃ + fl(mask))
+            self.mean_tile = (slo, shi)
+            b_vd = np.zeros_like(slo)
+            b_vd[:, : self.S2] = self.bias[1]
+            t_lo, _ = _enclosure.add(slo, slo, b_vd, b_vd)
+            _, t_hi = _enclosure.add(shi, shi, b_vd, b_vd)
+            slo, shi = self.vd.rnd(t_lo), self.vd.rnd(t_hi)
+            b64 = np.zeros_like(s64)
+            b64[:, : self.S2] = self.bias[0]
+            s64 = s64 + b64
+            sig = sig + 2.0**-52 * (np.abs(s64) + np.abs(b64))
         nonempty = cast("npt.NDArray[np.bool_]", vis.any(axis=1))
         overflow = np.zeros(R, dtype=bool)
         overflow |= ~np.all(np.isfinite(slo) | ~vis, axis=1) | ~np.all(np.isfinite(shi) | ~vis, axis=1)
@@ -530,6 +694,12 @@ class _Engine:
         vp: _F64,
         nonempty: npt.NDArray[np.bool_],
     ) -> None:
+        if self.mean_tile is not None:  # the tile of the block means travels as L more columns (Lemma 13.4)
+            slo = np.concatenate([slo, self.mean_tile[0]], axis=1)
+            shi = np.concatenate([shi, self.mean_tile[1]], axis=1)
+        if self.key_offs is not None:  # the offsets travel as T more columns of the tile (Lemma 13.3)
+            slo = np.concatenate([slo, self.key_offs[0]], axis=1)
+            shi = np.concatenate([shi, self.key_offs[1]], axis=1)
         r_lo, r_hi, bad = _enclosure.enclose_run(self, slo, shi, vis, vp, res["o64"])
         o64, eps_o = res["o64"], res["eps_o"]
         with np.errstate(invalid="ignore"):
@@ -586,22 +756,46 @@ class _Engine:
             mj_lo = np.where(anyvis, np.max(np.where(bvis, blo, -np.inf), axis=1), -np.inf)
             mj_hi = np.where(anyvis, np.max(np.where(bvis, bhi, -np.inf), axis=1), -np.inf)
             mj_lo_all[:, j], mj_hi_all[:, j] = mj_lo, mj_hi
-            if pol.shift:
-                # step b: fp32 block mean of the (unmasked) tile, Lemma 4
-                amag = np.maximum(np.abs(blo), np.abs(bhi)).mean(axis=1)
-                em = gamma(n + 1, f32.u) * amag + _WIDEN * amag
-                mlo = blo.mean(axis=1) - em
-                mhi = bhi.mean(axis=1) + em
+            # the tile of the block means: before the additive mask (Lemma 13.4)
+            mt = self.mean_tile
+            tlo, thi = (mt[0][:, cs], mt[1][:, cs]) if mt is not None else (blo, bhi)
+            if pol.shift and self.key_offs is not None:
+                # Lemma 13.3: δ_j = fl(q·Δk_j) from one more score column, no reference, no re-centring
+                dj_lo, dj_hi = self.key_offs[0][:, j], self.key_offs[1][:, j]
+                G_lo_off[:, j], G_hi_off[:, j] = dj_lo, dj_hi
+                overflow |= ~(np.isfinite(dj_lo) & np.isfinite(dj_hi))
+            elif pol.shift:
+                first = j == 0
+                if pol.reduce == "pairwise":
+                    # Lemma 13.2: μ_j is the exact mean of the tile; A = fl(fl(tree(s̃))/n) and
+                    # e = fl(tree(fl(s̃ − A))/n) enclosed over the kernel's tree, err_e ≥ |e − (μ_j − A)|
+                    amag = np.maximum(np.abs(tlo), np.abs(thi)).mean(axis=1)
+                    mlo = tlo.mean(axis=1) - _WIDEN * amag
+                    mhi = thi.mean(axis=1) + _WIDEN * amag
+                    if first:
+                        t_lo, t_hi = _enclosure.block_mean_enclosure(self, tlo, thi)
+                        a_lo, a_hi = vd.rnd(t_lo), vd.rnd(t_hi)
+                    e_lo, e_hi = _enclosure.deviation_enclosure(self, tlo, thi, mlo, mhi, a_lo, a_hi)
+                    xmag = np.maximum(np.abs(tlo - a_hi[:, None]), np.abs(thi - a_lo[:, None]))
+                    xr = vd.hulp(xmag)  # the n roundings fl(s̃ − A)
+                    tree = _enclosure.pairwise_error(xmag + xr, vd)
+                    emag0 = np.maximum(np.abs(e_lo), np.abs(e_hi))
+                    err_e = (xr.sum(axis=1) + tree) / n + vd.hulp(emag0) + _WIDEN * (xmag.sum(axis=1) / n)
+                else:
+                    # step b: fp32 block mean of the (unmasked) tile, Lemma 4
+                    amag = np.maximum(np.abs(tlo), np.abs(thi)).mean(axis=1)
+                    em = gamma(n + 1, f32.u) * amag + _WIDEN * amag
+                    mlo = tlo.mean(axis=1) - em
+                    mhi = thi.mean(axis=1) + em
+                    if first:
+                        a_lo, a_hi = vd.rnd(mlo), vd.rnd(mhi)
+                    # e = fl_vd(fl32(mean32 − A))
+                    dlo, dhi = mlo - a_hi, mhi - a_lo
+                    dmag = np.maximum(np.abs(dlo), np.abs(dhi))
+                    e_lo, e_hi = vd.rnd(f32.rnd(dlo)), vd.rnd(f32.rnd(dhi))
+                    err_e = f32.hulp(dmag) + (vd.hulp(dmag * (1 + f32.u)) if vd.name != "fp32" else 0.0)
                 G_lo_off[:, j] = c * mlo
                 G_hi_off[:, j] = c * mhi
-                first = j == 0
-                if first:
-                    a_lo, a_hi = vd.rnd(mlo), vd.rnd(mhi)
-                # e = fl_vd(fl32(mean32 − A))
-                dlo, dhi = mlo - a_hi, mhi - a_lo
-                dmag = np.maximum(np.abs(dlo), np.abs(dhi))
-                e_lo, e_hi = vd.rnd(f32.rnd(dlo)), vd.rnd(f32.rnd(dhi))
-                err_e = f32.hulp(dmag) + (vd.hulp(dmag * (1 + f32.u)) if vd.name != "fp32" else 0.0)
                 emag = np.maximum(np.abs(e_lo), np.abs(e_hi))
                 d0_lo, d0_hi = vd.rnd(e_lo * c), vd.rnd(e_hi * c)
                 errD0 = c * err_e + vd.hulp(emag * c)
@@ -830,10 +1024,11 @@ class _Engine:
         eta = vd.eta
         pow2 = pol.accum == "pow2"
         big = 2.0 * S2 if pow2 else 1.0  # 2^t ≤ 2·S2 (Lemma 7)
-        gr = 1.0 / (1.0 - (3 * T + 8) * u - 2.0**-20)  # growth of partial sums
+        g_den = 1.0 - (3 * T + 8) * u - 2.0**-20
+        gr = 1.0 / g_den if g_den > 0 else math.inf  # growth of partial sums (Lemma 7)
         PU = np.cumsum(Uj, axis=1) * gr
         PUV = np.cumsum(UVj, axis=1) * gr
-        lj_rel = gamma(n, u32) * (1 + (u if vd.name != "fp32" else 0.0)) + (u if vd.name != "fp32" else 0.0)
+        lj_rel = _row_sum_rel(pol, n)
         mo_round = 0.0 if mo.name == "fp32" else mo.u
         to_vd = 0.0 if (vd.name == mo.name or vd.name == "fp32") else vd.u
         pv_rel = gamma(n, u32) * (1 + mo_round) * (1 + to_vd) + mo_round + to_vd
@@ -884,7 +1079,7 @@ class _Engine:
         EO = np.where(np.isnan(EO), np.inf, EO)
         # §12: the same roundings as a martingale (Azuma): Σ δ_k X_k with |δ_k X_k| ≤ M_k, mean zero
         # given the past → |Σ| ≤ λ·sqrt(Σ M_k²) w.p. ≥ 1 − 2e^{−λ²/2}; fp32 sums and η parts stay worst-case.
-        ul = u if vd.name != "fp32" else 0.0
+        ul = u if vd.name != "fp32" and pol.reduce != "pairwise" else 0.0
         ml2 = (
             (ul * Uj) ** 2
             + (stay * u * (1 + lj_rel) * Uj) ** 2
@@ -892,7 +1087,10 @@ class _Engine:
             + (addf * u * PU) ** 2
         ).sum(axis=1)
         l_det = (
-            gamma(n, u32) * (1 + ul) * Uj + stay * eta + 2 * (eta * big if pow2 else 0.0) + ntk * eta * big
+            (lj_rel if pol.reduce == "pairwise" else gamma(n, u32) * (1 + ul)) * Uj
+            + stay * eta
+            + 2 * (eta * big if pow2 else 0.0)
+            + ntk * eta * big
         ).sum(axis=1)
         pv_r = mo_round + to_vd + (self.mi.u if p_cast else 0.0)
         mo2 = (
@@ -1100,29 +1298,57 @@ def a_priori(
         kappa = c * (a - b * n) - b * n  # recovery residual (Lemma 11.3)
         Pq = d * Qm * Km
         sysm = abs(a - tau) * Pq + abs(kappa) * Pq
-        errE = (u32 + u) * 2 * St * (1 + u32)
-        errD = c * St * (2 * u32 + 12 * u) * (1 + u) ** 2 + c * errE
-        Phi = 4 * c * St * (1 + u)
-        tau_k = u * (Phi + 6 * c * St) * (1 + u) ** 2
-        eps_k = u * (4 * St + 4 * Phi) * (1 + u) ** 2
-        lam = (
-            sysm
-            + (1 + c) * es
-            + c * gamma(n + 1, u32) * St
-            + errD
-            + (u * 2 * St + rho)
-            + T * (eps_k + rho + tau_k)
-        )
-        Smax = St
-        acc_max = St  # the rounded score product itself
-        vec_max = (4 * St + 4 * Phi) * (1 + u) ** 2  # largest vector-unit operand (f)
-        terms.update(
-            systematic=sysm,
-            scores=(1 + c) * es,
-            offsets=errD + c * gamma(n + 1, u32) * St,
-            exp=u * 2 * St + rho,
-            recurrence=T * (eps_k + rho + tau_k),
-        )
+        if pol.recovery == "key_mean":
+            # Lemma 13.3: s̃*_r + δ*_j = a·q·k_r − b·n·q·k̄_0 (common to all blocks); δ_j = fl(q·Δk_j),
+            # Δk_j = fl_in(fl32(fl32(k̄_j − k̄_0)·fl32(b·n))), k̄ the fp32 block means of the keys
+            g1 = gamma(n + 1, u32)
+            Dk = 2 * Km * (1 + g1) * b * n * (1 + u32) ** 3 * (1 + mi.u) + mi.eta  # |Δk|
+            eDk = b * n * 2 * Km * ((1 + g1) * (1 + u32) ** 3 - 1) + mi.u * Dk + mi.eta
+            So = d * Qm * Dk * (1 + g32d) * (1 + um)  # |δ_j|
+            eoff = d * Qm * eDk + g32d * d * Qm * Dk + um * So + mo.eta
+            sysm = abs(a - tau) * Pq
+            eps_k = u * (4 * St + 4 * So) * (1 + u) ** 2
+            lam = sysm + es + eoff + (u * 2 * St + rho) + T * (eps_k + rho)
+            Smax = St
+            acc_max = max(St, So)
+            vec_max = (4 * St + 4 * So) * (1 + u) ** 2
+            terms.update(
+                systematic=sysm,
+                scores=es,
+                offsets=eoff,
+                exp=u * 2 * St + rho,
+                recurrence=T * (eps_k + rho),
+            )
+        else:
+            if pol.reduce == "pairwise":
+                # Lemma 13.2: A = fl(fl(tree(s̃))/n), |A| ≤ Sa; e = fl(tree(fl(s̃ − A))/n) against the exact
+                # mean: n roundings of s̃ − A, the tree (γ of depth ⌈log₂ n⌉), the division
+                gt = gamma(max(1, (n - 1).bit_length()), u)
+                Sa = St * (1 + gt) * (1 + u) ** 2
+                Xm = (St + Sa) * (1 + u)
+                errE = u * Xm + gt * Xm * (1 + u) + u * Xm * (1 + gt) * (1 + u) + 3 * vd.eta
+                mean_err = 0.0  # μ_j is the exact mean of the tile
+                tree_max = n * max(St, Xm) * (1 + gt)  # the largest node of either tree
+            else:
+                Sa = St
+                errE = (u32 + u) * 2 * St * (1 + u32)
+                mean_err = c * gamma(n + 1, u32) * St  # the fp32 mean against the exact mean
+                tree_max = 0.0
+            errD = c * Sa * (2 * u32 + 12 * u) * (1 + u) ** 2 + c * errE
+            Phi = 4 * c * Sa * (1 + u)
+            tau_k = u * (Phi + 6 * c * Sa) * (1 + u) ** 2
+            eps_k = u * (4 * Sa + 4 * Phi) * (1 + u) ** 2
+            lam = sysm + (1 + c) * es + mean_err + errD + (u * 2 * St + rho) + T * (eps_k + rho + tau_k)
+            Smax = St
+            acc_max = St  # the rounded score product itself
+            vec_max = max((4 * Sa + 4 * Phi) * (1 + u) ** 2, tree_max)  # largest vector-unit operand (f)
+            terms.update(
+                systematic=sysm,
+                scores=(1 + c) * es,
+                offsets=errD + mean_err,
+                exp=u * 2 * St + rho,
+                recurrence=T * (eps_k + rho + tau_k),
+            )
     else:
         tv = float(vd.rnd(tau))
         if pol.placement == "q":
@@ -1146,7 +1372,7 @@ def a_priori(
     with np.errstate(over="ignore"):
         BA = (math.exp(lam) * math.expm1(lam) * (1 + Z) + Z) * Vs if lam < 700 else math.inf
     # accumulators (Lemma 7 with every partial sum bounded by the total, Lemma 11.4)
-    lj_rel = gamma(n, u32) * (1 + (u if vd.name != "fp32" else 0.0)) + (u if vd.name != "fp32" else 0.0)
+    lj_rel = _row_sum_rel(pol, n)
     to_vd = 0.0 if (vd.name == mo.name or vd.name == "fp32") else vd.u
     pv_rel = gamma(n, u32) * (1 + um) * (1 + to_vd) + um + to_vd + (mi.u if vd.name != mi.name else 0.0)
     big = 2.0 * S2 if pol.accum == "pow2" else 1.0
@@ -1161,9 +1387,8 @@ def a_priori(
     fb = (Vs * (1 + Z) + eps_O * Va + Va * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf  # Lemma 9
     main = min(BA + BC, fb)
     ymax = Va + main
-    Bend = float(vd.hulp(ymax)) + (
-        float(_FORMATS["fp16"].hulp(ymax * (1 + vd.u))) if vd.name != "fp16" else 0.0
-    )
+    out = mi  # the kernel returns the inputs' dtype; the inputs are in matmul_in
+    Bend = float(vd.hulp(ymax)) + (float(out.hulp(ymax * (1 + vd.u))) if vd.name != out.name else 0.0)
     bound = (main + Bend) * _SAFETY
     if overflow:
         bound = math.inf
@@ -1184,7 +1409,12 @@ def sympy_checks() -> dict[str, bool]:
       exact factors γ_j Π_{k>j} α_k equals e^{G_j − H_final} (exact exponentials);
     * ``recovery`` (Lemma 11.3): s̃*_r + c·mean(s̃*) = a·q·k_r + (c(a − b n) − b n)·mean(q·k) for the
       rounded M̂ = a I − b J, and the residual vanishes at c = b n / (a − b n);
-    * ``quotient`` (Lemma 7): (S_O + E_O)/(S_ℓ + E_ℓ) − S_O/S_ℓ = (E_O − (S_O/S_ℓ)·E_ℓ)/(S_ℓ + E_ℓ).
+    * ``quotient`` (Lemma 7): (S_O + E_O)/(S_ℓ + E_ℓ) − S_O/S_ℓ = (E_O − (S_O/S_ℓ)·E_ℓ)/(S_ℓ + E_ℓ);
+    * ``key_mean_recovery`` (Lemma 13.3): with K̃ = M̂ᵀK (M̂ = aI − bJ) and δ_j = b·n·q·(k̄_j − k̄_0),
+      s̃*_r + δ_j = a·q·k_r − b·n·q·k̄_0 for every block j: the offset that remains is common to all
+      blocks and cancels in the softmax;
+    * ``pairwise_deviation`` (Lemma 13.2): e − (μ − A) = (e − t/n) + (t − Σx̂)/n + (Σx̂ − Σ(s − A))/n
+      for e = fl(t/n), t the tree sum of x̂_r = fl(s_r − A) and μ the exact mean of s.
     """
     import sympy as sp
 
@@ -1243,4 +1473,22 @@ def sympy_checks() -> dict[str, bool]:
     out["recovery"] = bool(ok and sp.simplify(resid) == 0)
     SO, SL, EO, EL = sp.symbols("S_O S_l E_O E_l", real=True)
     out["quotient"] = sp.simplify((SO + EO) / (SL + EL) - SO / SL - (EO - SO / SL * EL) / (SL + EL)) == 0
+    # Lemma 13.3: two blocks of nn keys (one key coordinate; the dot product is linear in it)
+    qs = sp.symbols("q", real=True)
+    k0 = sp.symbols(f"k0_0:{nn}", real=True)
+    k1 = sp.symbols(f"k1_0:{nn}", real=True)
+    kbar0, kbar1 = sum(k0) / nn, sum(k1) / nn
+    ok = True
+    for blk, kbar in ((k0, kbar0), (k1, kbar1)):
+        for r in range(nn):
+            st_r = qs * (a_ * blk[r] - b_ * sum(blk))
+            delta = b_ * nn * qs * (kbar - kbar0)
+            ok &= sp.simplify(st_r + delta - (a_ * qs * blk[r] - b_ * nn * qs * kbar0)) == 0
+    out["key_mean_recovery"] = bool(ok)
+    ee, tt, AA = sp.symbols("e t A", real=True)
+    xh = sp.symbols(f"xh0:{nn}", real=True)
+    ss = sp.symbols(f"s0:{nn}", real=True)
+    mu = sum(ss) / nn
+    rhs = (ee - tt / nn) + (tt - sum(xh)) / nn + (sum(xh) - sum(si - AA for si in ss)) / nn
+    out["pairwise_deviation"] = sp.simplify(ee - (mu - AA) - rhs) == 0
     return out

@@ -477,13 +477,24 @@ def test_predict_wires_the_theorems_in_and_says_what_it_computed():
     assert cheap.rmse_estimate == p.rmse_estimate and cheap.hull_cap == p.hull_cap
 
 
-@pytest.mark.parametrize("method", ["pasa:script", "pasa:fp16_keymean", "smooth_k", "sdpa", "pasa:bf16"])
+@pytest.mark.parametrize("method", ["pasa:script", "pasa:fp64", "smooth_k", "sdpa", "pasa:bf16"])
 def test_methods_outside_the_theorems_get_none_and_a_reason(method):
+    # pasa:bf16 is covered (docs/bounds.md §13.1), but these fp16 inputs are not representable in bf16
     q, k, v = _small(seed=6)
     p = pt.predict(method, q, k, v)
     assert p.max_abs_bound is None and p.prob_abs_bound is None and p.a_priori_bound is None
     assert p.bound_status.startswith("not computed:") and len(p.bound_status) > 20, p.bound_status
     assert math.isfinite(p.first_order_estimate) and math.isfinite(p.rmse_estimate)
+
+
+@pytest.mark.parametrize("method", ["pasa:fp16_keymean", "pasa:fp16_strict", "pasa:hybrid"])
+def test_presets_inside_the_theorems_get_bounds(method):
+    """docs/bounds.md §13: the presets the theorems now cover get all three bounds from predict."""
+    q, k, v = _small(seed=6)
+    p = pt.predict(method, q, k, v)
+    assert p.bound_status.startswith("theorem 1"), p.bound_status
+    assert p.max_abs_bound is not None and p.a_priori_bound is not None and p.prob_abs_bound is not None
+    assert 0 < p.max_abs_bound < math.inf and p.prob_abs_bound <= p.max_abs_bound
 
 
 def test_inputs_not_representable_in_fp16_get_no_bound():

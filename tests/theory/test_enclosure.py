@@ -31,6 +31,30 @@ def f32(x):
         return np.asarray(x, dtype=np.float64).astype(np.float32).astype(np.float64)
 
 
+def bf16(x):
+    """Round to bf16 by the bit pattern (round to nearest even on the upper 16 bits of the fp32), after
+    rounding to fp32 as torch does: written independently of pasa_theory's rounding."""
+    with np.errstate(over="ignore"):
+        u = np.asarray(x, dtype=np.float64).astype(np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    return r.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+_RND = {"fp16": f16, "bf16": bf16, "fp32": f32}
+
+
+def tree(x, rnd):
+    """The vector unit's pairwise sum over the last axis (reduce="pairwise"): zero-padded to a power of
+    two, x[:h] + x[h:] rounded by ``rnd`` at every level."""
+    m = x.shape[-1]
+    w = 1 << (m - 1).bit_length()
+    x = np.concatenate([x, np.zeros((*x.shape[:-1], w - m))], axis=-1)
+    while x.shape[-1] > 1:
+        h = x.shape[-1] // 2
+        x = rnd(x[..., :h] + x[..., h:])
+    return x[..., 0]
+
+
 class Emulator:
     """One run of the kernel with random (H1–H2-admissible) choices drawn from ``rng``."""
 
@@ -64,8 +88,8 @@ class Emulator:
         """q (R, d), k (S2, d), v (S2, dv) with fp16 values; rows are the last R query positions of
         S1 = R (bottom-right causal mask)."""
         pol = policies.resolve(method) if ":" in method else policies.resolve(method, "npu_fp16")
-        vd = f32 if pol.vector.name == "fp32" else f16
-        mo = f32 if pol.matmul_out.name == "fp32" else f16
+        vd, mo, mi = _RND[pol.vector.name], _RND[pol.matmul_out.name], _RND[pol.matmul_in.name]
+        pairwise = pol.reduce == "pairwise"
         R, D = q.shape
         S2 = k.shape[0]
         tau = 1 / math.sqrt(D)
@@ -82,18 +106,22 @@ class Emulator:
         c = None
         if pol.shift:
             cs = policies.shift_constants(pol, n, None, tau)
-            diag, off, c = float(f16(cs.diag)), float(f16(cs.off)), float(vd(cs.c))
+            diag, off, c = float(mi(cs.diag)), float(mi(cs.off)), float(vd(cs.c))
             M = np.full((n, n), off)
             np.fill_diagonal(M, diag)
             kb = kp.reshape(T, n, D)
             terms = M.T[None, :, :, None] * kb[:, None, :, :]  # (T, r, r', d)
-            kt = f16(self.sum32(np.moveaxis(terms, 2, -1))).reshape(L, D)
-            s = mo(self.sum32(q[:, None, :] * kt[None, :, :]))
+            kt = mi(self.sum32(np.moveaxis(terms, 2, -1))).reshape(L, D)
+            s = mo(self.sum32(f32(q[:, None, :] * kt[None, :, :])))
+            if pol.recovery == "key_mean":  # δ_j = q·Δk_j, Δk_j = fl(fl32(k̄_j − k̄_0)·fl32(−off·n))
+                kbar = f32(self.sum32(np.moveaxis(kb, 1, -1)) / n)  # (T, d)
+                dk = mi(f32(f32(kbar - kbar[:1]) * float(f32(-cs.off * n))))
+                offs = vd(mo(self.sum32(f32(q[:, None, :] * dk[None, :, :]))))  # (R, T)
         else:
             qm = q
             if pol.scale == "q":
-                qm = f16(vd(q * float(vd(tau))))
-            s = mo(self.sum32(qm[:, None, :] * kp[None, :, :]))
+                qm = mi(vd(q * float(vd(tau))))
+            s = mo(self.sum32(f32(qm[:, None, :] * kp[None, :, :])))
             s = vd(s)
             if pol.scale == "scores":
                 s = vd(s * float(vd(tau)))
@@ -110,11 +138,22 @@ class Emulator:
             x = vd(mj - m) if True else None
             with np.errstate(invalid="ignore"):
                 x = vd(mj - m)
-            if pol.shift:
-                mu = f32(self.sum32(sj) / n)
-                if a is None:
-                    a = vd(mu)
-                e = vd(f32(mu - a))
+            if pol.shift and pol.recovery == "key_mean":
+                dj = offs[:, j]
+                if phi is None:
+                    phi = np.zeros(R)
+                with np.errstate(invalid="ignore"):
+                    x = vd(x + vd(dj - phi))
+            elif pol.shift:
+                if pairwise:  # A = fl(tree(s)/n), e = fl(tree(fl(s − A))/n)
+                    if a is None:
+                        a = vd(tree(sj, vd) / n)
+                    e = vd(tree(vd(sj - a[:, None]), vd) / n)
+                else:
+                    mu = f32(self.sum32(sj) / n)
+                    if a is None:
+                        a = vd(mu)
+                    e = vd(f32(mu - a))
                 dj = vd(e * c)
                 if phi is None:
                     phi = np.zeros(R)
@@ -135,8 +174,8 @@ class Emulator:
             with np.errstate(invalid="ignore"):
                 y = np.where(vj, vd(sj - ref[:, None]), -np.inf)
             p = self.exp(y, vd)
-            lj = vd(self.sum32(p))
-            pm = f16(p)  # P as a matrix-unit operand
+            lj = tree(p, vd) if pairwise else vd(self.sum32(p))
+            pm = mi(p)  # P as a matrix-unit operand
             pv = vd(mo(self.sum32(pm[:, None, :] * vp[j * n : (j + 1) * n].T[None, :, :])))
             l_in = vd(vd(gamma * lj) * down)
             ell = vd(vd(alpha * ell) + l_in)
@@ -153,7 +192,7 @@ class Emulator:
                 phi = np.where(take, dj, phi)
         with np.errstate(invalid="ignore", divide="ignore"):
             out = vd(O / ell[:, None])
-        return f16(np.where(ell[:, None] == 0, 0.0, out))
+        return mi(np.where(ell[:, None] == 0, 0.0, out))  # cast to the inputs' format
 
 
 def golden(q, k, v, causal=False):
@@ -201,6 +240,13 @@ def _case(rng, kind, R, S2, D, Dv):
         ("fa_hybrid", "biased", 120, 32, 32, True),
         ("pasa:hybrid", "wide", 100, 16, 32, False),
         ("pasa:hybrid", "biased", 160, 32, 32, True),
+        ("pasa:bf16", "biased", 160, 32, 32, False),
+        ("pasa:bf16", "wide", 100, 16, 32, True),
+        ("pasa:fp32", "wide", 100, 16, 32, False),
+        ("pasa:fp16_strict", "biased", 160, 32, 32, False),
+        ("pasa:fp16_strict", "one_small", 96, 32, 32, True),
+        ("pasa:fp16_keymean", "biased", 160, 32, 32, False),
+        ("pasa:fp16_keymean", "wide", 100, 16, 32, True),
     ],
 )
 def test_bound_holds_for_random_summation_orders_and_exponentials(
@@ -222,6 +268,8 @@ def test_bound_holds_for_random_summation_orders_and_exponentials(
     rng = np.random.default_rng(zlib.crc32(f"{method} {kind} {S2}".encode()))
     R, Dv = 6, 8
     q, k, v = _case(rng, kind, R, S2, D, Dv)
+    mi = _RND[policies.resolve(method).matmul_in.name] if ":" in method else f16
+    q, k, v = mi(q), mi(k), mi(v)  # the inputs in the matrix unit's format (bf16: rounded)
     gold = golden(q, k, v, causal)
     cert = rigorous.certify(method, q[None, None], k[None, None], v[None, None], block_kv=n, is_causal=causal)
     bound = cert.row_bound[0, 0]
