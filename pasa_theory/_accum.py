@@ -145,14 +145,14 @@ def gamma_acc(d: int, acc: Accumulator) -> tuple[float, float]:
     Γ = (1 + γ_k^{32})(1 + β)^m − 1,  H = ((1 + β)^m − 1)/β · (η + (1 + ε)·η_32),  β = u_32 + ε(1 + u_32),
 
     m = ⌈d/k⌉ roundings of relative size ε (u to nearest, 2u toward zero) and absolute size η. Evaluated
-    upward: every operation below is on non-negative numbers and the result is widened by 2^−40."""
+    upward: (1 + β)^m − 1 through expm1/log1p (no cancellation), the result widened by 2^−30."""
     m = acc.steps(d)
     beta = U32 + acc.eps * (1.0 + U32)
-    grow = (1.0 + beta) ** m
+    grow1 = math.expm1(m * math.log1p(beta))  # (1 + β)^m − 1 without cancellation
     g = _gamma(min(acc.chunk, max(int(d), 1)), U32)
-    rel = (1.0 + g) * grow - 1.0
-    absolute = (grow - 1.0) / beta * (acc.eta + (1.0 + acc.eps) * ETA32)
-    return rel * (1 + 2.0**-40), absolute * (1 + 2.0**-40)
+    rel = grow1 + g * (1.0 + grow1)
+    absolute = grow1 / beta * (acc.eta + (1.0 + acc.eps) * ETA32)
+    return rel * (1 + 2.0**-30), absolute * (1 + 2.0**-30)
 
 
 def prob_gamma_acc(d: int, acc: Accumulator, lam: float) -> tuple[float, float, float]:
@@ -167,8 +167,9 @@ def prob_gamma_acc(d: int, acc: Accumulator, lam: float) -> tuple[float, float, 
         return rel, 0.0, absolute
     m = acc.steps(d)
     g = _gamma(min(acc.chunk, max(int(d), 1)), U32)
-    det = ((1.0 + g) * (1.0 + U32) ** m - 1.0) * (1 + 2.0**-40)
-    rand = acc.eps * math.sqrt(m) * (1.0 + rel) * (1 + 2.0**-40)
+    grow1 = math.expm1(m * math.log1p(U32))
+    det = (grow1 + g * (1.0 + grow1)) * (1 + 2.0**-30)
+    rand = acc.eps * math.sqrt(m) * (1.0 + rel) * (1 + 2.0**-30)
     del lam  # the caller multiplies Γ_rand by its λ (one λ for all martingale increments)
     return det, rand, absolute
 
