@@ -45,7 +45,9 @@ Supported arrangements (others raise ``ValueError``): matrix unit fp16 in / fp32
 fp16 or fp32 out; vector unit fp16 or fp32; row reductions ``reduce="acc"``; with the shift:
 ``reference="lazy"``, ``recovery="pseudo_average"``, ``pseudo_average="centered"``, τ folded into M
 (``npu_fp16`` PASA); without it: flash attention with τ on the scores or on Q (``fa_qk``, ``fa_q``,
-``fa_naive``, ``fa_hybrid``). Masks: the bottom-right causal mask and the padded tail.
+``fa_naive``, ``fa_hybrid``). Masks: the bottom-right causal mask and the padded tail. The matrix unit
+may also accumulate narrowly (``mma_acc`` "fp16"/"fp22", ``mma_round`` nearest/zero): H1 is then replaced
+for its products by the chunked model of ``docs/bounds.md`` §15 (Theorem 5, :mod:`pasa_theory._accum`).
 """
 
 from __future__ import annotations
