@@ -1321,19 +1321,22 @@ def non_consistent(
     pv_v = np.where(pv_abs | ~live_b[:, :, None], 0.0, np.minimum(pv_v, delta**2))
     # a narrow accumulator (docs/beyond.md §5.3): chunk roundings of P·V_j in the block frame, their
     # variance with the tile's rounding and their mean as a deterministic numerator error
-    p_stored = (pw * fblk[:, cx.block_of]).reshape(R, T, n).transpose(1, 0, 2)
+    # the kernel's P = e^{x − m_j} ≤ 1: the weights in the frame of their own block maximum
+    pmax = pw.reshape(R, T, n).max(axis=2)
+    facc = np.where(pmax > 0, 1.0 / np.where(pmax > 0, pmax, 1.0), 0.0)
+    p_stored = (pw * facc[:, cx.block_of]).reshape(R, T, n).transpose(1, 0, 2)
     nar = _acc_moments(cx, p_stored, V.reshape(T, n, dv), "accumulator")
     g_pv, h_pv = (gamma(n, Fa), 0.0) if nar is None else nar[3]
     acc_bias: Arr | None = None
     if nar is not None:
-        fbs = np.where(fblk > 0, fblk, np.inf)[:, :, None]
+        fbs = np.where(facc > 0, facc, np.inf)[:, :, None]
         pv_v = pv_v + np.where(live_b[:, :, None], nar[2].transpose(1, 0, 2) / fbs**2, 0.0)
         acc_bias = np.where(live_b[:, :, None], nar[1].transpose(1, 0, 2) / fbs, 0.0).sum(axis=1)
     pv_b = np.where(
         live_b[:, :, None],
         np.minimum(pv_b, np.abs(delta))
         + g_pv * Wb[:, :, None] * vabs_max
-        + h_pv / np.where(fblk > 0, fblk, np.inf)[:, :, None],
+        + h_pv / np.where(facc > 0, facc, np.inf)[:, :, None],
         0.0,
     )
     add("pv.round", pv_v.sum(axis=1), pv_b.sum(axis=1))
@@ -1397,7 +1400,10 @@ def non_consistent(
     den_b_o = np.abs(o_cons) * dbnd.sum(axis=1)[:, None]
     add("row_sum", den_var_o, den_b_o)
     add("accumulator", ns_var, ns_b)
-    return NonConsistent(nc, det, step, frun, pvf, am_, acc_bias)
+    # with a narrow accumulator the systematic logits can move whole blocks (the biases above): the tile
+    # the kernel stores is then judged in the frame of its own block maximum (P ≤ 1), as the kernel's
+    tile_stored = pvf if nar is None else Y * facc[:, :, None]
+    return NonConsistent(nc, det, step, frun, tile_stored, am_, acc_bias)
 
 
 def _normal_tail(z: Arr) -> Arr:
