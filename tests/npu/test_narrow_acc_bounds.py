@@ -172,3 +172,13 @@ def test_estimate_against_the_accumulation_panel() -> None:
     )
     assert 0.8 <= float(np.median(r)) <= 1.25
     assert within >= 0.9
+
+
+@pytest.mark.parametrize("chunk", [1, 8, 32])
+def test_rigorous_bound_holds_for_other_chunk_lengths(chunk: int) -> None:
+    """k = 8 (A100-like), 1 (a rounding after every product) and 32 (one longer than d = 40 allows twice)."""
+    for acc, mode in (("fp16", "nearest"), ("fp22", "zero")):
+        prec = PRESETS["npu_fp16"].replace(mma_acc=acc, mma_round=mode, mma_chunk=chunk)
+        q, k, v = _inputs(6, 150, 40, 2.0, 4.0, seed=chunk)
+        for method in ("pasa", "fa_hybrid", "fa_qk"):
+            _check(method, prec, q, k, v)
