@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _accum
+
 _F64 = npt.NDArray[np.float64]
 _B = npt.NDArray[np.bool_]
 
@@ -588,8 +590,12 @@ def _run(
         ex_lo = q_lo @ vjp + q_hi @ vjn  # the exact Σ q·v over the box of q (float64, ± widen below)
         ex_hi = q_hi @ vjp + q_lo @ vjn
         qv_mag = q_hi @ vja
-        pv_lo, pv_hi = sum_enclosure(ex_lo, ex_hi, qv_mag, n, u32, widen)
-        acc_rad = ex_lo - pv_lo  # γ_n·Σ|q v| + the float64 margin
+        if eng.acc is None:
+            pv_lo, pv_hi = sum_enclosure(ex_lo, ex_hi, qv_mag, n, u32, widen)
+            acc_rad = ex_lo - pv_lo  # γ_n·Σ|q v| + the float64 margin
+        else:  # a narrow accumulator (docs/bounds.md §15.1): chunk by chunk, its error bound for the run's q
+            enc = _accum.matmul_enclosure(q_lo, q_hi, vp[cs], vp[cs], eng.acc)
+            pv_lo, pv_hi, acc_rad = enc.lo, enc.hi, enc.err + widen * qv_mag
         pv_lo, pv_hi = vd.rnd(mo.rnd(pv_lo)), vd.rnd(mo.rnd(pv_hi))
         bad |= ~(np.all(np.isfinite(pv_lo) & np.isfinite(pv_hi), axis=1) & np.isfinite(lj_hi))
         # Pc = pv − c₀·ℓ_j = Σ q(v − c₀) + c₀·Σ(q − p) + r_pv − c₀·r_ℓ (Lemma 14.4)

@@ -41,6 +41,7 @@ from typing import NamedTuple, TypeAlias, TypedDict
 import numpy as np
 import numpy.typing as npt
 
+from . import _accum
 from .formats import FloatFormat, get_format, quantum_array, round_array
 from .policies import Policy, ShiftConstants
 from .schema import STAGES
@@ -354,6 +355,27 @@ def _threshold(F: FloatFormat) -> float:
     return F.overflow_threshold_float
 
 
+def _acc_moments(
+    cx: Chunk, a: Arr, b: Arr, stage: str
+) -> tuple[_accum.Accumulator, Arr, Arr, tuple[float, float]] | None:
+    """A narrow accumulator's error on the product a·b (docs/beyond.md §5.3): None for ``mma_acc="wide"``,
+    else (accumulator, mean, variance, (Γ, H) of Lemma 15.2) in the product's units; flags ``stage`` when
+    a partial sum reaches the accumulator's overflow threshold (to nearest) or saturates (toward zero).
+    The last rounding's variance is left out when the matmul output format has the accumulator's grid
+    (the caller's rounding to ``matmul_out`` stands for it)."""
+    acc = _accum.accumulator_of(cx.pol)
+    if acc is None:
+        return None
+    Fo = cx.pol.matmul_out
+    mean, var, peak = _accum.matmul_moments(
+        a, b, acc, final_on_grid=(Fo.p, Fo.emin) == (acc.fmt.p, acc.fmt.emin)
+    )
+    limit = acc.fmt.overflow_threshold_float if acc.mode == "nearest" else acc.maxf
+    if np.max(peak, initial=0.0) >= limit:
+        cx.overflow[stage] = True
+    return acc, mean, var, _accum.gamma_acc(a.shape[-1], acc)
+
+
 @dataclass
 class Chunk:
     """What every stage reads (the policy, the exact chunk and its blocking, the formats) and the two
@@ -504,7 +526,12 @@ def score_tile_flash(cx: Chunk) -> ScoreTile:
         if narrower(Fv, Fo):
             terms.key("scores.round", tau_v**2 * rvar(raw, Fv), tau_v * rbound(raw, Fv))
         terms.key("scores.scale", *rvb(sv, Fv), grid=GridRounding(sv, Fv, 1.0))
-        terms.key("scores.acc", 0.0, gamma(cx.d, Fa) * tau_v * np.outer(cx.q_norm, kpn))
+        nar = _acc_moments(cx, ex.q, bl.kpad.T, "scores")
+        if nar is None:
+            terms.key("scores.acc", 0.0, gamma(cx.d, Fa) * tau_v * np.outer(cx.q_norm, kpn))
+        else:  # a narrow accumulator (docs/beyond.md §5.3): random part, and its bias on the logits
+            _, bias, var, (g_a, h_a) = nar
+            terms.key("scores.acc", tau_v**2 * var, tau_v * (g_a * (np.abs(ex.q) @ np.abs(bl.kpad).T) + h_a))
         if np.nanmax(np.abs(raw), initial=0.0) >= _threshold(Fo) or (
             narrower(Fv, Fo) and np.nanmax(np.abs(raw), initial=0.0) >= _threshold(Fv)
         ):
@@ -512,6 +539,8 @@ def score_tile_flash(cx: Chunk) -> ScoreTile:
         elif np.nanmax(np.abs(sv), initial=0.0) >= _threshold(Fv):
             ovf["exp"] = True
         logits = rho * bl.s if not pol.smooth_k else rho * tau * raw
+        if nar is not None:
+            logits = logits + tau_v * nar[1]
     else:  # "q": Q pre-scaled on the vector unit, then an operand
         qs, vq, bq = _prescaled_queries(cx)
         kbar = ex.k.mean(axis=0, keepdims=True)
@@ -521,19 +550,24 @@ def score_tile_flash(cx: Chunk) -> ScoreTile:
         terms.key("scores.round", *rvb(sv, Fo), grid=GridRounding(sv, Fo, 1.0))
         if narrower(Fv, Fo):
             terms.key("scores.round", rvar(sv, Fv), rbound(sv, Fv))
-        terms.key("scores.acc", 0.0, gamma(cx.d, Fa) * np.outer(np.sqrt((qs**2).sum(axis=1)), cx.k_norm))
         qq = round_array(round_array(qs, Fv), pol.matmul_in)
+        nar = _acc_moments(cx, np.where(np.isfinite(qq), qq, 0.0), bl.kpad.T, "scores")
+        if nar is None:
+            terms.key("scores.acc", 0.0, gamma(cx.d, Fa) * np.outer(np.sqrt((qs**2).sum(axis=1)), cx.k_norm))
+        else:
+            terms.key("scores.acc", nar[2], nar[3][0] * (np.abs(qs) @ np.abs(bl.kpad).T) + nar[3][1])
         if not np.all(np.isfinite(qq)) or np.max(np.abs(qq @ ex.k.T), initial=0.0) >= _threshold(Fo):
             ovf["scores"] = True
-        logits = rho * bl.s
+        logits = rho * bl.s if nar is None else rho * bl.s + nar[1]
     block_max = np.where(bl.vis, sv, -np.inf).reshape(cx.R, cx.T, cx.n).max(axis=2)
     return ScoreTile(vector_scores=sv, logits=logits, block_max=block_max)
 
 
-def _shifted_keys(cx: Chunk, consts: ShiftConstants) -> tuple[Arr, Arr, Arr, Arr, Arr]:
+def _shifted_keys(cx: Chunk, consts: ShiftConstants) -> tuple[Arr, Arr, Arr, Arr, Arr, Arr | None]:
     """Setup: K̃ = M_r·K on the matrix unit (M_r = aI − bJ, accumulated over the n keys of a block,
     rounded to the output and operand formats, E1). Returns K̃ (exact), its rounding variance and bound,
-    the block means k̄_j and |K| per block."""
+    the block means k̄_j, |K| per block and the mean error of a narrow accumulator (None when wide;
+    docs/beyond.md §5.3)."""
     pol, bl = cx.pol, cx.bl
     Fm, Fa, Fo = pol.matmul_in, pol.matmul_acc, pol.matmul_out
     n, T, d = cx.n, cx.T, cx.d
@@ -546,8 +580,24 @@ def _shifted_keys(cx: Chunk, consts: ShiftConstants) -> tuple[Arr, Arr, Arr, Arr
         vk = vk + rvar(kt, Fm)
         bk = bk + rbound(kt, Fm)
     absk = np.abs(bl.kpad).reshape(T, n, d)
-    bk = bk + gamma(n, Fa) * (abs(consts.diag) * np.abs(bl.kpad) + abs(consts.off) * absk.sum(axis=1)[blk])
-    return kt, vk, bk, kb, absk
+    mag = abs(consts.diag) * np.abs(bl.kpad) + abs(consts.off) * absk.sum(axis=1)[blk]
+    m_hat = np.full((n, n), consts.off)
+    np.fill_diagonal(m_hat, consts.diag)
+    acc = _accum.accumulator_of(pol)
+    if acc is None:
+        return kt, vk, bk + gamma(n, Fa) * mag, kb, absk, None
+    # a narrow accumulator (docs/beyond.md §5.3): the same chunk sum off·Σ_chunk K is added to the
+    # accumulator of every key of the block, so keys in one binade round alike and the errors are
+    # correlated across the block (the recovery's c·mean_j amplifies them). K̃ depends on K only: it is
+    # evaluated exactly (the enclosure of Theorem 5 on pinned operands, then the casts to matmul_out and
+    # the operand format), and its whole error is systematic.
+    enc = _accum.matmul_enclosure(m_hat.T, m_hat.T, bl.kpad.reshape(T, n, d), bl.kpad.reshape(T, n, d), acc)
+    if np.any(enc.overflow):
+        cx.overflow["scores"] = True
+    run = round_array(round_array(0.5 * (enc.lo + enc.hi), Fo), Fm).reshape(T * n, d)
+    bias = np.where(np.isfinite(run), run - kt, 0.0)
+    g_a, h_a = _accum.gamma_acc(n, acc)
+    return kt, np.zeros_like(vk), np.abs(bias) + g_a * mag + h_a, kb, absk, bias
 
 
 def score_tile_shifted(cx: Chunk, consts: ShiftConstants) -> ScoreTile:
@@ -566,7 +616,7 @@ def score_tile_shifted(cx: Chunk, consts: ShiftConstants) -> ScoreTile:
     mu_hat = bl.mu  # block means of τq·k over the padded block
     mu_col = mu_hat[:, cx.block_of]
     f = cx.tau_v if place == "scores" else 1.0  # factor from the matmul output to score units
-    kt, vk, bk, kb, absk = _shifted_keys(cx, consts)
+    kt, vk, bk, kb, absk, kt_bias = _shifted_keys(cx, consts)
     if place == "q":
         qs, vq, bq = _prescaled_queries(cx)
         terms.key("scores.input", vq @ (kt**2).T, bq @ np.abs(kt).T)
@@ -584,7 +634,12 @@ def score_tile_shifted(cx: Chunk, consts: ShiftConstants) -> ScoreTile:
     if place == "scores":
         terms.key("scores.scale", *rvb(st, Fv), grid=GridRounding(st, Fv, 1.0))
     ktn = np.sqrt((kt**2).sum(axis=1))
-    terms.key("scores.acc", 0.0, gamma(cx.d, Fa) * f * np.outer(np.sqrt((qq**2).sum(axis=1)), ktn))
+    nar = _acc_moments(cx, qq, kt.T, "scores")
+    if nar is None:
+        terms.key("scores.acc", 0.0, gamma(cx.d, Fa) * f * np.outer(np.sqrt((qq**2).sum(axis=1)), ktn))
+    else:  # a narrow accumulator (docs/beyond.md §5.3)
+        g_a, h_a = nar[3]
+        terms.key("scores.acc", f**2 * nar[2], f * (g_a * (np.abs(qq) @ np.abs(kt).T) + h_a))
     # overflow of K̃ and of the score tile (operands as the kernel rounds them)
     kt_r = round_array(round_array(kt, Fo), pol.matmul_in)
     if not np.all(np.isfinite(kt_r)):
@@ -601,6 +656,11 @@ def score_tile_shifted(cx: Chunk, consts: ShiftConstants) -> ScoreTile:
         logits = rho * (a * s - bn * mu_hat[:, :1]) / sigma
     else:
         logits = rho * (a * s + (c * (a - bn) - bn) * mu_col) / sigma
+    if nar is not None:  # the accumulators' biases on S̃ (K̃ through q), recovered with c·mean_j (E6)
+        e = f * nar[1] + (0.0 if kt_bias is None else f * (qq @ kt_bias.T))
+        if pol.recovery == "pseudo_average":
+            e = e + c * e.reshape(R, T, n).mean(axis=2)[:, cx.block_of]
+        logits = logits + e
     return ScoreTile(
         vector_scores=st,
         logits=logits,
@@ -1191,6 +1251,8 @@ class NonConsistent:
     running_frame: Arr  # (R, T) e^{lse − M_t}: the normalised running sums times this are the stored ones
     tile_stored: Arr  # (R, T, dv) P·V_j as stored (block frame)
     dropped: AbsorptionMasks  # what the exact weights drop, and the sizes that decide it
+    #: (R, dv) the mean numerator error of a narrow P·V accumulator (docs/beyond.md §5.3), in ``absorption``
+    acc_bias: Arr | None = None
 
 
 def non_consistent(
@@ -1257,10 +1319,29 @@ def non_consistent(
         pv_v = pv_v + rvar(pvf, Fv) / fb1**2
         pv_b = pv_b + rbound(pvf, Fv) / np.where(fblk > 0, fblk, np.inf)[:, :, None]
     pv_v = np.where(pv_abs | ~live_b[:, :, None], 0.0, np.minimum(pv_v, delta**2))
+    # a narrow accumulator (docs/beyond.md §5.3): chunk roundings of P·V_j in the block frame, their
+    # variance with the tile's rounding and their mean as a deterministic numerator error
+    # the kernel's P = e^{x − m_j} ≤ 1: the weights in the frame of their own block maximum
+    pmax = pw.reshape(R, T, n).max(axis=2)
+    facc = np.where(pmax > 0, 1.0 / np.where(pmax > 0, pmax, 1.0), 0.0)
+    p_stored = (pw * facc[:, cx.block_of]).reshape(R, T, n).transpose(1, 0, 2)
+    nar = _acc_moments(cx, p_stored, V.reshape(T, n, dv), "accumulator")
+    g_pv, h_pv = (gamma(n, Fa), 0.0) if nar is None else nar[3]
+    acc_bias: Arr | None = None
+    if nar is not None:
+        fbs = np.where(facc > 0, facc, np.inf)[:, :, None]
+        pv_v = pv_v + np.where(live_b[:, :, None], nar[2].transpose(1, 0, 2) / fbs**2, 0.0)
+        acc_bias = np.where(live_b[:, :, None], nar[1].transpose(1, 0, 2) / fbs, 0.0).sum(axis=1)
     pv_b = np.where(
-        live_b[:, :, None], np.minimum(pv_b, np.abs(delta)) + gamma(n, Fa) * Wb[:, :, None] * vabs_max, 0.0
+        live_b[:, :, None],
+        np.minimum(pv_b, np.abs(delta))
+        + g_pv * Wb[:, :, None] * vabs_max
+        + h_pv / np.where(facc > 0, facc, np.inf)[:, :, None],
+        0.0,
     )
     add("pv.round", pv_v.sum(axis=1), pv_b.sum(axis=1))
+    if acc_bias is not None:
+        det = det + acc_bias
     # Step products and sums of the online recurrence (t >= 1), in the running frame. In the lazy/flash
     # bookkeeping one factor is exactly 1; a sum of two stored values drops the smaller addend when it is
     # below half a quantum of the larger (deterministic, in ℓ and in each column of O), and otherwise is
@@ -1319,7 +1400,10 @@ def non_consistent(
     den_b_o = np.abs(o_cons) * dbnd.sum(axis=1)[:, None]
     add("row_sum", den_var_o, den_b_o)
     add("accumulator", ns_var, ns_b)
-    return NonConsistent(nc, det, step, frun, pvf, am_)
+    # with a narrow accumulator the systematic logits can move whole blocks (the biases above): the tile
+    # the kernel stores is then judged in the frame of its own block maximum (P ≤ 1), as the kernel's
+    tile_stored = pvf if nar is None else Y * facc[:, :, None]
+    return NonConsistent(nc, det, step, frun, tile_stored, am_, acc_bias)
 
 
 def _normal_tail(z: Arr) -> Arr:
@@ -1558,6 +1642,7 @@ def mean_square(
             nc_var=out.pre_rounding_var[rows],
             last_format=out.last_format,
             p_cast_flush=expo.cast.flushed if expo.cast is not None else None,
+            acc_bias=None if nc.acc_bias is None else nc.acc_bias[rows],
         )
         ms_mc = _shadow_simulation(cx, consts, tile, w.keep, rows, shadow)
         ms_rows = ms.copy()
@@ -1843,6 +1928,7 @@ class ShadowInputs:
     nc_var: Arr  # (Rm, dv) variance of the non-consistent roundings before the final one
     last_format: FloatFormat  # the format of the final rounding
     p_cast_flush: Mask | None  # (R, L) weights flushed by the P cast (all rows), or None
+    acc_bias: Arr | None = None  # (Rm, dv) mean numerator error of a narrow P·V accumulator
 
 
 def _shadow_simulation(
@@ -1941,6 +2027,8 @@ def _shadow_simulation(
         if nm is not None:
             o1 = np.where(nm, pw, 0.0) @ V
         o2 = o1 + det + nc_sd * rng.standard_normal((Rm, dv))
+        if sh.acc_bias is not None:
+            o2 = o2 + sh.acc_bias
         fin = round_array(o2, sh.last_format)
         out += (fin - target) ** 2
     return out / opts.mc_samples

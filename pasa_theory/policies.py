@@ -257,14 +257,31 @@ def arranged_fields(
 
 def unmodelled_steps(pol: Policy) -> list[str]:
     """The steps of ``pol`` that the rounding-error model does not describe yet (docs/precision.md §6):
-    the reference-in-the-accumulator fields away from their defaults, ``scale="acc"`` and a narrow
-    matrix-unit accumulator (``mma_acc`` other than "wide")."""
+    the reference-in-the-accumulator fields away from their defaults, ``scale="acc"``, and a narrow
+    matrix-unit accumulator (``mma_acc`` other than "wide") together with any of those or outside the
+    arrangements its model covers (docs/beyond.md §5: fp16/bf16 operands, fp32 chunk sums, no key-mean
+    offsets, no K smoothing)."""
     out = [f"{k}={getattr(pol, k)!r}" for k, v in PLAIN_ATTENTION.items() if getattr(pol, k) != v]
     if pol.scale == "acc":
         out.append("scale='acc'")
-    if pol.mma_acc != "wide":  # the matrix unit's narrow accumulators (docs/beyond.md §1)
+    if pol.mma_acc != "wide" and (out or not _narrow_modelled(pol)):
+        # the matrix unit's narrow accumulators (docs/beyond.md §1, §5): modelled for fp16/bf16 operands
+        # with an fp32 chunk sum, without the reference-in-the-accumulator steps, key-mean offsets or
+        # K smoothing
         out.append(f"mma_acc={pol.mma_acc!r}")
     return out
+
+
+def _narrow_modelled(pol: Policy) -> bool:
+    """Whether the narrow-accumulator model (docs/beyond.md §5) covers ``pol``'s products: operands whose
+    products are exact in the fp32 chunk sum, and only the score, K̃ and P·V products."""
+    return (
+        pol.matmul_in.name in ("fp16", "bf16")
+        and pol.matmul_acc.name == "fp32"
+        and pol.recovery != "key_mean"
+        and not pol.smooth_k
+        and pol.modelled_as is None
+    )
 
 
 def require_modelled(pol: Policy) -> Policy:

@@ -49,6 +49,9 @@ row reductions ``reduce="acc"`` or ``"pairwise"`` (the vector unit's tree, §13.
 ``hybrid``, ``bf16``, ``fp32``, ``fp16_strict``, ``fp16_keymean``; without it: flash attention with
 τ on the scores or on Q (``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``) at those precisions.
 Masks: the bottom-right causal mask, the padded tail and a boolean or additive ``attn_mask`` (§13.4).
+The matrix unit may also accumulate narrowly (``mma_acc`` "fp16"/"fp22", ``mma_round`` nearest/zero):
+H1 is then replaced for its products by the chunked model of ``docs/bounds.md`` §15 (Theorem 5,
+:mod:`pasa_theory._accum`).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from . import _enclosure, policies
+from . import _accum, _enclosure, policies
 from .formats import get_format, quantum_array
 from .schema import DTYPE_FORMATS, check_block, check_bnsd, check_scale, format_name
 
@@ -323,6 +326,29 @@ def _shifted_keys(kp: _F64, n: int, diag: float, off: float, mi: _Fmt, mo: _Fmt)
     lo = mi.rnd(mo.rnd(centre - rad)).reshape(L, D)
     hi = mi.rnd(mo.rnd(centre + rad)).reshape(L, D)
     return lo, hi
+
+
+def _shifted_keys_narrow(
+    kp: _F64, n: int, diag: float, off: float, mi: _Fmt, mo: _Fmt, acc: _accum.Accumulator
+) -> tuple[_F64, _F64]:
+    """Lemma 3 with a narrow accumulator (docs/bounds.md §15.1): K̃_j = M̂ᵀ·K_j enclosed chunk by chunk
+    (:func:`pasa_theory._accum.matmul_enclosure`), then rounded to matmul_out and the operand format;
+    a partial sum that may overflow or saturate gives ±inf (overflow)."""
+    L, D = kp.shape
+    m_hat = np.full((n, n), off)
+    np.fill_diagonal(m_hat, diag)
+    kb = kp.reshape(L // n, n, D)
+    enc = _accum.matmul_enclosure(m_hat.T, m_hat.T, kb, kb, acc)
+    lo, hi = mi.rnd(mo.rnd(enc.lo)).reshape(L, D), mi.rnd(mo.rnd(enc.hi)).reshape(L, D)
+    return lo, hi
+
+
+def _score_tile_narrow(qm: _F64, klo: _F64, khi: _F64, acc: _accum.Accumulator) -> tuple[_F64, _F64]:
+    """Lemma 3 with a narrow accumulator (docs/bounds.md §15.1, Theorem 5): the accumulator of Q·K̃ᵀ,
+    chunks of k along d, each rounding at the largest partial sum the enclosure allows; ±inf where a
+    partial sum may overflow (to nearest) or saturate (toward zero): the run's overflow."""
+    enc = _accum.matmul_enclosure(qm, qm, klo.T, khi.T, acc)
+    return enc.lo, enc.hi
 
 
 def _score_tile(qm: _F64, klo: _F64, khi: _F64) -> tuple[_F64, _F64]:
@@ -597,6 +623,8 @@ class _Engine:
         self.rho_exp = -math.log1p(-EXP32_REL) - math.log1p(-vd.u)
         self.eta_exp = vd.eta + _FORMATS["fp32"].eta  # absolute part (underflow) of one exp result
         self.exp_rel = EXP32_REL
+        #: the matrix unit's narrow accumulator (docs/bounds.md §15), None for mma_acc="wide"
+        self.acc = _accum.accumulator_of(pol)
         #: §14: also enclose the run element-wise and keep the smaller bound per element
         self.use_enclosure = True
         #: the boolean ``attn_mask`` of the current row group (R × S2), True = attend; None: no mask
@@ -614,6 +642,9 @@ class _Engine:
         if pol.shift and kt_obs is not None:
             klo = khi = kt_obs
             qm = qg
+        elif pol.shift and self.acc is not None:
+            klo, khi = _shifted_keys_narrow(kp, self.n, self.diag, self.off, mi, mo, self.acc)
+            qm = qg
         elif pol.shift:
             klo, khi = _shifted_keys(kp, self.n, self.diag, self.off, mi, mo)
             qm = qg
@@ -623,7 +654,10 @@ class _Engine:
             if pol.placement == "q":
                 tv = float(vd.rnd(self.tau))
                 qm = mi.rnd(vd.rnd(qg * tv))
-        lo, hi = _score_tile(qm, klo, khi)
+        if self.acc is not None:
+            lo, hi = _score_tile_narrow(qm, klo, khi, self.acc)
+        else:
+            lo, hi = _score_tile(qm, klo, khi)
         lo, hi = vd.rnd(mo.rnd(lo)), vd.rnd(mo.rnd(hi))
         if not pol.shift and pol.placement == "scores":
             tv = float(vd.rnd(self.tau))
@@ -1031,7 +1065,9 @@ class _Engine:
         lj_rel = _row_sum_rel(pol, n)
         mo_round = 0.0 if mo.name == "fp32" else mo.u
         to_vd = 0.0 if (vd.name == mo.name or vd.name == "fp32") else vd.u
-        pv_rel = gamma(n, u32) * (1 + mo_round) * (1 + to_vd) + mo_round + to_vd
+        # the P·V accumulator: γ_n^{32} (wide) or Γ_acc, H_acc of a narrow one (Lemma 15.2)
+        g_pv, h_pv = (gamma(n, u32), 0.0) if self.acc is None else _accum.gamma_acc(n, self.acc)
+        pv_rel = g_pv * (1 + mo_round) * (1 + to_vd) + mo_round + to_vd
         p_cast = vd.name != self.mi.name  # P rounded to fp16 before P·V
         if p_cast:
             pv_rel += self.mi.u
@@ -1053,7 +1089,10 @@ class _Engine:
             + (eta * big if pow2 else 0.0)
         ).sum(axis=1)
         eta_mo = 0.0 if mo.name == "fp32" else mo.eta
-        pv_abs = eta_mo + (eta if to_vd else 0.0)
+        pv_abs = eta_mo + (eta if to_vd else 0.0) + h_pv
+        if self.acc is not None:  # a P·V partial sum (≤ n·max|v| in the block frame) may overflow
+            if not (n * float(np.abs(vp).max(initial=0.0)) * (1 + g_pv) + h_pv < self.acc.maxf):
+                overflow = overflow | nonempty
         pv_abs_v: _Real
         if p_cast:
             pv_abs_v = self.mi.eta * np.stack(
@@ -1093,14 +1132,20 @@ class _Engine:
             + ntk * eta * big
         ).sum(axis=1)
         pv_r = mo_round + to_vd + (self.mi.u if p_cast else 0.0)
+        # §15.4: a narrow accumulator's roundings to nearest are martingale increments too; toward zero
+        # they are biased and stay worst-case
+        g_det, g_rand = g_pv, 0.0
+        if self.acc is not None:
+            g_det, g_rand, _ = _accum.prob_gamma_acc(n, self.acc, self.lam_p)
         mo2 = (
             (pv_r * UVj) ** 2
+            + (g_rand * UVj) ** 2
             + (stay[:, :, None] * u * (1 + pv_rel) * UVj) ** 2
             + (ntk[:, :, None] * u * PUVprev) ** 2
             + (addf[:, :, None] * u * PUV) ** 2
         ).sum(axis=1)
         o_det = (
-            gamma(n, u32) * (1 + pv_r) * UVj
+            g_det * (1 + pv_r) * UVj
             + pv_abs
             + pv_abs_v
             + stay[:, :, None] * eta
@@ -1284,6 +1329,15 @@ def a_priori(
     um = 0.0 if mo.name == "fp32" else mo.u
     g32d = gamma(d, u32)
     Qm, Km = stats.q_max, stats.k_max
+    # a narrow accumulator (docs/bounds.md §15.2): Γ_acc in place of γ^{32}, plus its absolute part H
+    # (raw units of the product), and every partial sum below its largest finite value
+    acc = _accum.accumulator_of(pol)
+    h_d = h_n = 0.0
+    g32n = gamma(n, u32)
+    if acc is not None:
+        g32d, h_d = _accum.gamma_acc(d, acc)
+        g32n, h_n = _accum.gamma_acc(n, acc)
+    acc_peak = 0.0  # the largest partial sum of an accumulator (checked against acc.maxf)
     rho = -math.log1p(-EXP32_REL) - math.log1p(-u)
     terms: dict[str, float] = {}
     if pol.shift:
@@ -1291,10 +1345,13 @@ def a_priori(
         diag, off, c = float(mi.rnd(consts.diag)), float(mi.rnd(consts.off)), float(consts.c)
         a, b = diag - off, -off
         Kt = (abs(a) + abs(b) * n) * Km  # |M̂ᵀk| (Lemma 11.2)
-        EK = gamma(n, u32) * (abs(diag) + abs(off) * (n - 1)) * Km * (1 + mi.u) + mi.u * Kt + mi.eta
+        EK = g32n * (abs(diag) + abs(off) * (n - 1)) * Km * (1 + mi.u) + h_n + mi.u * Kt + mi.eta
         Ktm = Kt + EK
-        St = d * Qm * Ktm * (1 + g32d) * (1 + um)  # |s̃| ≤ St
-        es = d * Qm * EK + g32d * d * Qm * Ktm + um * St + mo.eta  # |s̃ − q·M̂ᵀk|
+        St = d * Qm * Ktm * (1 + g32d) * (1 + um) + h_d * (1 + um)  # |s̃| ≤ St
+        es = d * Qm * EK + g32d * d * Qm * Ktm + h_d + um * St + mo.eta  # |s̃ − q·M̂ᵀk|
+        acc_peak = max(
+            (abs(diag) + abs(off) * (n - 1)) * Km * (1 + g32n) + h_n, d * Qm * Ktm * (1 + g32d) + h_d
+        )
         kappa = c * (a - b * n) - b * n  # recovery residual (Lemma 11.3)
         Pq = d * Qm * Km
         sysm = abs(a - tau) * Pq + abs(kappa) * Pq
@@ -1354,19 +1411,25 @@ def a_priori(
         if pol.placement == "q":
             Qs = Qm * tv * (1 + u) * (1 + mi.u)
             eq = (abs(tv - tau) + u * tv + mi.u * tv * (1 + u)) * Qm + mi.eta
-            Smax = d * Qs * Km * (1 + g32d) * (1 + um) * (1 + u)
+            Smax = d * Qs * Km * (1 + g32d) * (1 + um) * (1 + u) + h_d * (1 + um) * (1 + u)
             acc_max = Smax
-            es = d * Km * eq + g32d * d * Qs * Km + um * Smax + mo.eta
+            es = d * Km * eq + g32d * d * Qs * Km + h_d + um * Smax + mo.eta
+            acc_peak = d * Qs * Km * (1 + g32d) + h_d
         else:
             Pq = d * Qm * Km
-            Smax = tv * Pq * (1 + g32d) * (1 + um) * (1 + u)
-            acc_max = Pq * (1 + g32d) * (1 + um)  # QKᵀ is rounded before τ
+            Smax = tv * Pq * (1 + g32d) * (1 + um) * (1 + u) + tv * h_d * (1 + um) * (1 + u)
+            acc_max = Pq * (1 + g32d) * (1 + um) + h_d * (1 + um)  # QKᵀ is rounded before τ
             es = tv * (g32d * Pq + um * Pq * (1 + g32d)) * (1 + u) + u * Smax + abs(tv - tau) * Pq + vd.eta
+            es += tv * h_d * (1 + um) * (1 + u)
+            acc_peak = Pq * (1 + g32d) + h_d
         lam = es + (u * 2 * Smax + rho) + T * (u * 2 * Smax + rho)
         terms.update(scores=es, exp=u * 2 * Smax + rho, recurrence=T * (u * 2 * Smax + rho))
         vec_max = 2 * Smax * (1 + u)
     # overflow: the rounded score product, the scores and every vector-unit operand of steps d–g
     overflow = not (acc_max < mo.maxf and Smax < vd.maxf and vec_max < vd.maxf)
+    if acc is not None:  # the narrow accumulators' partial sums: scores (and K̃), and P·V (≤ n·max|v|)
+        pv_peak = n * stats.v_abs * (1 + g32n) + h_n
+        overflow = overflow or not (acc_peak < acc.maxf and pv_peak < acc.maxf)
     Vs, Va = stats.v_spread, stats.v_abs
     Z = (T + 2) * S2 * (vd.eta + _FORMATS["fp32"].eta) * 1.001
     with np.errstate(over="ignore"):
@@ -1374,11 +1437,11 @@ def a_priori(
     # accumulators (Lemma 7 with every partial sum bounded by the total, Lemma 11.4)
     lj_rel = _row_sum_rel(pol, n)
     to_vd = 0.0 if (vd.name == mo.name or vd.name == "fp32") else vd.u
-    pv_rel = gamma(n, u32) * (1 + um) * (1 + to_vd) + um + to_vd + (mi.u if vd.name != mi.name else 0.0)
+    pv_rel = g32n * (1 + um) * (1 + to_vd) + um + to_vd + (mi.u if vd.name != mi.name else 0.0)
     big = 2.0 * S2 if pol.accum == "pow2" else 1.0
     eta_all = (
         (4 * T + 4) * vd.eta * big
-        + T * (vd.eta + (0.0 if mo.name == "fp32" else mo.eta))
+        + T * (vd.eta + (0.0 if mo.name == "fp32" else mo.eta) + h_n)
         + (mi.eta * n * T if vd.name != mi.name else 0.0)
     )
     eps_l = (1 + lj_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all

@@ -28,6 +28,7 @@ PACKAGES = ("pasa_theory", "pasa_npu")
 THEORY_LAYERS = (
     ("pasa_theory.schema",),
     ("pasa_theory.formats",),
+    ("pasa_theory._accum",),
     ("pasa_theory.cost", "pasa_theory.floor"),
     ("pasa_theory._real",),
     ("pasa_theory.shifting",),
