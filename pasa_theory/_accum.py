@@ -155,13 +155,14 @@ def gamma_acc(d: int, acc: Accumulator) -> tuple[float, float]:
     return rel * (1 + 2.0**-30), absolute * (1 + 2.0**-30)
 
 
-def prob_gamma_acc(d: int, acc: Accumulator, lam: float) -> tuple[float, float, float]:
+def prob_gamma_acc(d: int, acc: Accumulator) -> tuple[float, float, float]:
     """The probabilistic companion of :func:`gamma_acc` (docs/bounds.md §15.4): (Γ_det, Γ_rand, H) with
     |acc_m − Σx| ≤ Γ_det·S + λ·Γ_rand·S + H with probability ≥ 1 − 2e^{−λ²/2} when the m roundings to
     nearest are mean-zero given the past (the model of docs/bounds.md §12), S = |C| + Σ|x|.
 
     Γ_rand = ε·√m·(1 + Γ) bounds the square root of Σ_c (ε|ŷ_c|)²/S²; Γ_det keeps the fp32 parts
-    worst-case. Toward zero the roundings are biased (mean −sign·q/2): Γ_rand = 0 and Γ_det = Γ."""
+    worst-case. Toward zero the roundings are biased (mean −sign·q/2): Γ_rand = 0 and Γ_det = Γ. The
+    caller multiplies Γ_rand by its λ (one λ for all the martingale's increments)."""
     rel, absolute = gamma_acc(d, acc)
     if acc.mode != "nearest":
         return rel, 0.0, absolute
@@ -170,7 +171,6 @@ def prob_gamma_acc(d: int, acc: Accumulator, lam: float) -> tuple[float, float, 
     grow1 = math.expm1(m * math.log1p(U32))
     det = (grow1 + g * (1.0 + grow1)) * (1 + 2.0**-30)
     rand = acc.eps * math.sqrt(m) * (1.0 + rel) * (1 + 2.0**-30)
-    del lam  # the caller multiplies Γ_rand by its λ (one λ for all martingale increments)
     return det, rand, absolute
 
 

@@ -1538,6 +1538,11 @@ def accumulator_overflow(cx: Chunk, w: Weights, nc: NonConsistent) -> None:
     pol, ovf, Fv, Fo, out_fmt = cx.pol, cx.overflow, cx.pol.vector, cx.pol.matmul_out, cx.opts.out_format
     R, T = cx.R, cx.T
     pvf, frun, Lcum, Ncum = nc.tile_stored, nc.running_frame, w.Lcum, w.Ncum
+    if nc.acc_bias is not None:
+        # a narrow accumulator's biases can move whole blocks (docs/beyond.md §5.3): the running frame of
+        # the weights themselves (the kernel's running maximum follows them), not the exact one
+        run = np.maximum.accumulate(w.p.reshape(R, T, cx.n).max(axis=2), axis=1)
+        frun = np.where(run > 0, 1.0 / np.where(run > 0, run, 1.0), 0.0)
     if np.max(np.abs(pvf), initial=0.0) >= _threshold(Fo) or (
         narrower(Fv, Fo) and np.max(np.abs(pvf), initial=0.0) >= _threshold(Fv)
     ):

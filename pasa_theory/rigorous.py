@@ -1136,7 +1136,7 @@ class _Engine:
         # they are biased and stay worst-case
         g_det, g_rand = g_pv, 0.0
         if self.acc is not None:
-            g_det, g_rand, _ = _accum.prob_gamma_acc(n, self.acc, self.lam_p)
+            g_det, g_rand, _ = _accum.prob_gamma_acc(n, self.acc)
         mo2 = (
             (pv_r * UVj) ** 2
             + (g_rand * UVj) ** 2
