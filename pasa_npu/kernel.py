@@ -53,12 +53,14 @@ import math
 
 import torch
 
-from . import _checks
+from . import _checks, _fused
 from ._setup import ShiftConstants, shift_constants
 from .metrics import Census, active_census
 from .precision import Precision, get_precision, round_accumulator
 
-__all__ = ["pasa_attention", "flash_attention", "shift_parameters", "shifted_keys"]
+__all__ = ["pasa_attention", "flash_attention", "shift_parameters", "shifted_keys", "fused_backend"]
+
+fused_backend = _fused.fused_backend
 
 #: Upper bound on the number of score-tile elements handled at once. Small enough for the tile and
 #: its temporaries to stay near the CPU caches (a few MB), large enough to keep Python overhead low;
@@ -390,6 +392,63 @@ class _Online:
         if self.prec.accum == "pow2" and bool((self.l >= self.renorm_at).any()):
             self._renormalise()
 
+    def fusable(self, means: _BlockMeans | _KeyOffsets | None) -> bool:
+        """Whether :meth:`fused_step` models this chunk's bookkeeping: ``offset="lazy"``, key offsets
+        or no shift, with an fp16 coefficient c and block means already reduced."""
+        if isinstance(means, _KeyOffsets):
+            return self.c is not None and self.c.dtype == torch.float16
+        if self.c is None:
+            return True
+        return (
+            self.prec.offset == "lazy"
+            and self.c.dtype == torch.float16
+            and means is not None
+            and means.tile is None
+        )
+
+    def fused_step(
+        self,
+        fused: _fused.Backend,
+        means: _BlockMeans | _KeyOffsets | None,
+        jj: int,
+        mj: torch.Tensor,
+        lj: torch.Tensor,
+        pv: torch.Tensor,
+    ) -> bool:
+        """:meth:`update` for block ``jj`` of a tile in one call of the fused backend (where
+        :meth:`fusable`): ``mj``, ``lj`` the tile's (B, Hkv, rows, nb, 1) statistics, ``pv`` its
+        product (B, Hkv, nb, rows, dv) in the accumulator. False if a result would be NaN or an
+        accumulator not finite: nothing is changed then, and the torch passes must take the block."""
+        if isinstance(means, _KeyOffsets):
+            mode, stat, first = 3, means.offsets, self.phi is None
+        elif self.c is not None:
+            assert means is not None
+            mode = 1 if self.prec.pseudo_average == "centered" else 2
+            stat, first = means.mean, self.a is None
+        else:
+            mode, stat, first = 0, None, False
+        a = self.a if self.a is not None or mode not in (1, 2) else torch.empty_like(self.m)
+        phi = self.phi if self.phi is not None or mode == 0 else torch.zeros_like(self.m)
+        rc = fused.step(
+            mode,
+            first,
+            self.masked,
+            jj,
+            (mj, lj, stat, pv),
+            (self.c, self.recenter, self.renorm_at),
+            (self.m, self.l, a, phi),
+            self.down,
+            self.o,
+            self._o_in,
+        )
+        if rc < 0:
+            return False
+        self.a, self.phi = (a if mode in (1, 2) else self.a), (phi if mode != 0 else self.phi)
+        self.o, self._o_in = self._o_in, self.o  # the new O was written into the spare buffer
+        if self.prec.accum == "pow2" and rc == 1:
+            self._renormalise()
+        return True
+
     def _deviation(self, means: _BlockMeans, jj: int, ref: torch.Tensor) -> torch.Tensor:
         """e_j = μ_j − ref in the vector dtype: rounded once from the accumulator (``centered``) or
         as the difference of the rounded mean μ̃_j (``rounded``)."""
@@ -529,6 +588,14 @@ class _BlockMeans:
             self.mean = _row_mean(s, prec)
             if prec.pseudo_average == "centered":
                 self.tile = s.clone()
+
+    @classmethod
+    def from_mean(cls, mean: torch.Tensor, prec: Precision) -> _BlockMeans:
+        """The block means of a tile already reduced (``reduce="acc"``: (B, Hkv, rows, nb, 1) in
+        ``reduce_dtype``), as the fused backend returns them."""
+        self = cls.__new__(cls)
+        self.prec, self.tile, self.mean = prec, None, mean
+        return self
 
     def rounded(self, j: int) -> torch.Tensor:
         return self.mean[:, :, :, j].to(self.prec.vector)
@@ -671,6 +738,7 @@ def _tiled_attention(
 
     renorm_at = _renorm_threshold(vc, prec, n) if prec.accum == "pow2" else math.inf
     bufs = _Buffers(dev)
+    fz = _fused.get_backend() if _fused.applies(prec, dev, cen) else None
     for i0 in range(0, S1, block_q):
         r = min(block_q, S1 - i0)
         rows = G * r
@@ -691,55 +759,81 @@ def _tiled_attention(
             )
             if tau_acc is not None:  # scale="acc": τ applied at the conversion of the accumulator
                 s_acc.mul_(tau_acc)
-            s = bufs.get("s_out", s_acc.shape, prec.matmul_out).copy_(s_acc)
-            if vd != prec.matmul_out:
-                s = s.to(vd)
-            s = s.view(B, Hkv, rows, nb, n)
-            wide = None
-            if (
-                shift
-                and tau_v is None
-                and vd == prec.matmul_out
-                and prec.reduce == "acc"
-                and prec.reduce_dtype == acc
-            ):
-                # the rounded tile back in the accumulator buffer: the block means read it without a
-                # fresh conversion, and its row max is the rounded max (rounding is monotonic)
-                wide = s_acc.copy_(s.view(s_acc.shape)).view(B, Hkv, rows, nb, n)
-            if cen is not None:
-                cen.record("scores", s)
-            if tau_v is not None:
-                s.mul_(tau_v)
-            if dk_acc is not None:  # b (key_mean)
-                offs_acc = _mma(qi, dk_acc[:, :, j0:j1].transpose(-1, -2), prec)
-                if tau_acc is not None:
-                    offs_acc = offs_acc * tau_acc
-                offs = offs_acc.to(prec.matmul_out).to(vd)
-                means = _KeyOffsets(offs if tau_v is None else offs * tau_v)
-            else:
-                means = _BlockMeans(s, prec, wide) if shift else None  # b
-            if masked or c1 > S2:
-                s = _apply_masks(s, i0, r, c0, c1, sh, is_causal, mask, vd)  # c
-                mj = s.amax(dim=-1, keepdim=True)  # d
-            else:
-                # rounding is monotonic, so the max of the rounded tile is the rounded max of the
-                # accumulator tile (and the wide max is the faster pass)
-                mj = s_acc.view(B, Hkv, rows, nb, n).amax(dim=-1, keepdim=True).to(prec.matmul_out).to(vd)
-                if tau_v is not None:
-                    mj = mj * tau_v
-            ref = torch.where(torch.isneginf(mj), torch.zeros_like(mj), mj) if masked else mj
-            p = torch.exp_(torch.sub(s, ref, out=s) if s.is_contiguous() else s - ref)
-            lj = _row_sum(p, prec)
-            if cen is not None:
-                cen.record("exp", p)
-                cen.record("row_sum", lj)
             p_acc = bufs.get("p_acc", (B, Hkv, nb, rows, n), acc)
-            p_acc.copy_((p if vd == mi else p.to(mi)).transpose(2, 3))
+            chained = None
+            if fz is not None and mask is None:
+                # steps a–d in one pass per row, padded tail and causal mask included (bit-identical
+                # to the passes below)
+                tau_s = tau if tau_v is not None else None
+                stat = (B, Hkv, rows, nb, 1)
+                outs = (bufs.get("mj", stat, vd), bufs.get("lj", stat, vd), bufs.get("mean", stat, acc))
+                tail = S2 - (c1 - n) if c1 > S2 else None
+                # key c0 + c is visible to query i iff c0 + c <= i + S2 - S1 (_checks.causal_keep)
+                causal = (i0 - c0, r, S2 - S1) if is_causal else None
+                want_mean = shift and dk_acc is None
+                chained = fz.chain(
+                    s_acc, (B, Hkv, rows, nb, n), tau_s, want_mean, masked, p_acc, outs, tail, causal
+                )
+            if chained is not None:
+                mj, lj, mean = chained
+                if dk_acc is not None:  # b (key_mean)
+                    means = _key_offsets(qi, dk_acc[:, :, j0:j1], prec, tau_acc, tau_v)
+                else:
+                    means = _BlockMeans.from_mean(mean, prec) if shift else None  # b
+            else:
+                s = bufs.get("s_out", s_acc.shape, prec.matmul_out).copy_(s_acc)
+                if vd != prec.matmul_out:
+                    s = s.to(vd)
+                s = s.view(B, Hkv, rows, nb, n)
+                wide = None
+                if (
+                    shift
+                    and tau_v is None
+                    and vd == prec.matmul_out
+                    and prec.reduce == "acc"
+                    and prec.reduce_dtype == acc
+                ):
+                    # the rounded tile back in the accumulator buffer: the block means read it without a
+                    # fresh conversion, and its row max is the rounded max (rounding is monotonic)
+                    wide = s_acc.copy_(s.view(s_acc.shape)).view(B, Hkv, rows, nb, n)
+                if cen is not None:
+                    cen.record("scores", s)
+                if tau_v is not None:
+                    s.mul_(tau_v)
+                if dk_acc is not None:  # b (key_mean)
+                    means = _key_offsets(qi, dk_acc[:, :, j0:j1], prec, tau_acc, tau_v)
+                else:
+                    means = _BlockMeans(s, prec, wide) if shift else None  # b
+                if masked or c1 > S2:
+                    s = _apply_masks(s, i0, r, c0, c1, sh, is_causal, mask, vd)  # c
+                    mj = s.amax(dim=-1, keepdim=True)  # d
+                else:
+                    # rounding is monotonic, so the max of the rounded tile is the rounded max of the
+                    # accumulator tile (and the wide max is the faster pass)
+                    mj = s_acc.view(B, Hkv, rows, nb, n).amax(dim=-1, keepdim=True).to(prec.matmul_out).to(vd)
+                    if tau_v is not None:
+                        mj = mj * tau_v
+                ref = torch.where(torch.isneginf(mj), torch.zeros_like(mj), mj) if masked else mj
+                p = torch.exp_(torch.sub(s, ref, out=s) if s.is_contiguous() else s - ref)
+                lj = _row_sum(p, prec)
+                if cen is not None:
+                    cen.record("exp", p)
+                    cen.record("row_sum", lj)
+                p_acc.copy_((p if vd == mi else p.to(mi)).transpose(2, 3))
             pv = _mma(p_acc, v_acc[:, :, j0:j1], prec, out=bufs.get("pv_acc", (B, Hkv, nb, rows, Dv), acc))
+            done = 0
+            if fz is not None and state.fusable(means):
+                # e–h: the bookkeeping, P·V rounded and folded into O, one pass per block
+                while done < nb and state.fused_step(fz, means, done, mj, lj, pv):
+                    done += 1
+                if done < nb:  # a NaN or an overflow: the torch passes from here on (NaN payloads)
+                    fz = None
+            if done == nb:
+                continue
             pv = bufs.get("pv_out", pv.shape, prec.matmul_out).copy_(pv)
             if vd != prec.matmul_out:
                 pv = pv.to(vd)  # P·V_j
-            for jj in range(nb):
+            for jj in range(done, nb):
                 state.update(j0 + jj, means, jj, mj[:, :, :, jj], lj[:, :, :, jj], pv[:, :, jj])
         o = state.result()
         if vbar is not None:  # v_center: add v̄ back (vector unit); rows that saw no key stay 0
@@ -748,6 +842,21 @@ def _tiled_attention(
     if cen is not None:
         cen.record("output", out)
     return out
+
+
+def _key_offsets(
+    qi: torch.Tensor,
+    dk: torch.Tensor,
+    prec: Precision,
+    tau_acc: torch.Tensor | None,
+    tau_v: torch.Tensor | None,
+) -> _KeyOffsets:
+    """Step b for ``recovery="key_mean"``: the offsets q·Δk_j of a tile's blocks (one score column each)."""
+    offs_acc = _mma(qi, dk.transpose(-1, -2), prec)
+    if tau_acc is not None:
+        offs_acc = offs_acc * tau_acc
+    offs = offs_acc.to(prec.matmul_out).to(prec.vector)
+    return _KeyOffsets(offs if tau_v is None else offs * tau_v)
 
 
 def _apply_masks(
