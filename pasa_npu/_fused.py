@@ -33,6 +33,7 @@ import contextlib
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -599,18 +600,19 @@ class Backend:
         """Block ``jj`` of a tile folded into the running state of every row (``pasa_step`` in the
         source). ``mode``: 0 no shift, 1/2 pseudo-average offsets (``"centered"``/``"rounded"``), 3 key
         offsets. ``tile``: (m_j, ℓ_j, block means or offsets, P·V in the accumulator (B, Hkv, nb,
-        rows, dv)); ``consts``: (c, recenter_at, renorm_at); ``state``: (m, ℓ, A, φ) fp16 (B, Hkv,
+        rows, dv), or without B); ``consts``: (c, recenter_at, renorm_at); ``state``: (m, ℓ, A, φ) fp16 (B, Hkv,
         rows, 1), updated in place (A, φ unused for mode 0); O is read from ``o_in`` and written to
         ``o_out``. Returns 1 if some ℓ reached renorm_at, 0, or −1 if a result is NaN or ℓ or O is not
         finite: then nothing is written and the caller's torch passes take the block."""
         mj, lj, stat, pv = tile
         c, recenter, renorm_at = consts
         m, lsum, a, phi = state
-        B, Hkv, nb, rows, dv = pv.shape
+        *lead, nb, rows, dv = pv.shape
+        outer = math.prod(lead)
         ts = (mj, lj, stat, pv, m, lsum, a, phi, down, o_in, o_out)
         if not all(t is None or t.is_contiguous() for t in ts):
             return -1
-        R = B * Hkv * rows
+        R = outer * rows
         if self._work is None or self._work.numel() < 6 * R:
             self._work = torch.empty(6 * R, dtype=torch.float32)
 
@@ -618,7 +620,7 @@ class Backend:
             return None if t is None else t.data_ptr()
 
         return self.lib.pasa_step(
-            B * Hkv,
+            outer,
             rows,
             nb,
             jj,

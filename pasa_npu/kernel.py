@@ -392,63 +392,6 @@ class _Online:
         if self.prec.accum == "pow2" and bool((self.l >= self.renorm_at).any()):
             self._renormalise()
 
-    def fusable(self, means: _BlockMeans | _KeyOffsets | None) -> bool:
-        """Whether :meth:`fused_step` models this chunk's bookkeeping: ``offset="lazy"``, key offsets
-        or no shift, with an fp16 coefficient c and block means already reduced."""
-        if isinstance(means, _KeyOffsets):
-            return self.c is not None and self.c.dtype == torch.float16
-        if self.c is None:
-            return True
-        return (
-            self.prec.offset == "lazy"
-            and self.c.dtype == torch.float16
-            and means is not None
-            and means.tile is None
-        )
-
-    def fused_step(
-        self,
-        fused: _fused.Backend,
-        means: _BlockMeans | _KeyOffsets | None,
-        jj: int,
-        mj: torch.Tensor,
-        lj: torch.Tensor,
-        pv: torch.Tensor,
-    ) -> bool:
-        """:meth:`update` for block ``jj`` of a tile in one call of the fused backend (where
-        :meth:`fusable`): ``mj``, ``lj`` the tile's (B, Hkv, rows, nb, 1) statistics, ``pv`` its
-        product (B, Hkv, nb, rows, dv) in the accumulator. False if a result would be NaN or an
-        accumulator not finite: nothing is changed then, and the torch passes must take the block."""
-        if isinstance(means, _KeyOffsets):
-            mode, stat, first = 3, means.offsets, self.phi is None
-        elif self.c is not None:
-            assert means is not None
-            mode = 1 if self.prec.pseudo_average == "centered" else 2
-            stat, first = means.mean, self.a is None
-        else:
-            mode, stat, first = 0, None, False
-        a = self.a if self.a is not None or mode not in (1, 2) else torch.empty_like(self.m)
-        phi = self.phi if self.phi is not None or mode == 0 else torch.zeros_like(self.m)
-        rc = fused.step(
-            mode,
-            first,
-            self.masked,
-            jj,
-            (mj, lj, stat, pv),
-            (self.c, self.recenter, self.renorm_at),
-            (self.m, self.l, a, phi),
-            self.down,
-            self.o,
-            self._o_in,
-        )
-        if rc < 0:
-            return False
-        self.a, self.phi = (a if mode in (1, 2) else self.a), (phi if mode != 0 else self.phi)
-        self.o, self._o_in = self._o_in, self.o  # the new O was written into the spare buffer
-        if self.prec.accum == "pow2" and rc == 1:
-            self._renormalise()
-        return True
-
     def _deviation(self, means: _BlockMeans, jj: int, ref: torch.Tensor) -> torch.Tensor:
         """e_j = μ_j − ref in the vector dtype: rounded once from the accumulator (``centered``) or
         as the difference of the rounded mean μ̃_j (``rounded``)."""
@@ -738,7 +681,12 @@ def _tiled_attention(
 
     renorm_at = _renorm_threshold(vc, prec, n) if prec.accum == "pow2" else math.inf
     bufs = _Buffers(dev)
-    fz = _fused.get_backend() if _fused.applies(prec, dev, cen) else None
+    fused = None
+    fz = _fused.get_backend() if _fused.applies(prec, dev, cen) and mask is None else None
+    c_ok = c is None or c.dtype == torch.float16
+    if fz is not None and c_ok and not (shift and prec.offset == "running" and dk_acc is None):
+        mode = 3 if dk_acc is not None else ((1 if prec.pseudo_average == "centered" else 2) if shift else 0)
+        fused = _FusedTiles(fz, prec, mode, n, kt_acc, v_acc, dk_acc, tau_v, tau_acc, masked)
     for i0 in range(0, S1, block_q):
         r = min(block_q, S1 - i0)
         rows = G * r
@@ -750,6 +698,12 @@ def _tiled_attention(
             j1 = min(T, j0 + nb_max)
             nb = j1 - j0
             c0, c1 = j0 * n, j1 * n
+            if fused is not None:
+                causal = (i0 - c0, r, S2 - S1) if is_causal else None  # _checks.causal_keep
+                tail = S2 - (c1 - n) if c1 > S2 else None
+                if fused.tile(state, qi, j0, j1, causal, tail, bufs):
+                    continue
+                fused = None  # a NaN or an overflow: the torch passes from here on (NaN payloads)
             # a: S̃ = Q·K̃ᵀ on the matrix unit, rounded once to matmul_out (then to the vector dtype)
             s_acc = _mma(
                 qi,
@@ -759,81 +713,51 @@ def _tiled_attention(
             )
             if tau_acc is not None:  # scale="acc": τ applied at the conversion of the accumulator
                 s_acc.mul_(tau_acc)
-            p_acc = bufs.get("p_acc", (B, Hkv, nb, rows, n), acc)
-            chained = None
-            if fz is not None and mask is None:
-                # steps a–d in one pass per row, padded tail and causal mask included (bit-identical
-                # to the passes below)
-                tau_s = tau if tau_v is not None else None
-                stat = (B, Hkv, rows, nb, 1)
-                outs = (bufs.get("mj", stat, vd), bufs.get("lj", stat, vd), bufs.get("mean", stat, acc))
-                tail = S2 - (c1 - n) if c1 > S2 else None
-                # key c0 + c is visible to query i iff c0 + c <= i + S2 - S1 (_checks.causal_keep)
-                causal = (i0 - c0, r, S2 - S1) if is_causal else None
-                want_mean = shift and dk_acc is None
-                chained = fz.chain(
-                    s_acc, (B, Hkv, rows, nb, n), tau_s, want_mean, masked, p_acc, outs, tail, causal
-                )
-            if chained is not None:
-                mj, lj, mean = chained
-                if dk_acc is not None:  # b (key_mean)
-                    means = _key_offsets(qi, dk_acc[:, :, j0:j1], prec, tau_acc, tau_v)
-                else:
-                    means = _BlockMeans.from_mean(mean, prec) if shift else None  # b
+            s = bufs.get("s_out", s_acc.shape, prec.matmul_out).copy_(s_acc)
+            if vd != prec.matmul_out:
+                s = s.to(vd)
+            s = s.view(B, Hkv, rows, nb, n)
+            wide = None
+            if (
+                shift
+                and tau_v is None
+                and vd == prec.matmul_out
+                and prec.reduce == "acc"
+                and prec.reduce_dtype == acc
+            ):
+                # the rounded tile back in the accumulator buffer: the block means read it without a
+                # fresh conversion, and its row max is the rounded max (rounding is monotonic)
+                wide = s_acc.copy_(s.view(s_acc.shape)).view(B, Hkv, rows, nb, n)
+            if cen is not None:
+                cen.record("scores", s)
+            if tau_v is not None:
+                s.mul_(tau_v)
+            if dk_acc is not None:  # b (key_mean)
+                means = _key_offsets(qi, dk_acc[:, :, j0:j1], prec, tau_acc, tau_v)
             else:
-                s = bufs.get("s_out", s_acc.shape, prec.matmul_out).copy_(s_acc)
-                if vd != prec.matmul_out:
-                    s = s.to(vd)
-                s = s.view(B, Hkv, rows, nb, n)
-                wide = None
-                if (
-                    shift
-                    and tau_v is None
-                    and vd == prec.matmul_out
-                    and prec.reduce == "acc"
-                    and prec.reduce_dtype == acc
-                ):
-                    # the rounded tile back in the accumulator buffer: the block means read it without a
-                    # fresh conversion, and its row max is the rounded max (rounding is monotonic)
-                    wide = s_acc.copy_(s.view(s_acc.shape)).view(B, Hkv, rows, nb, n)
-                if cen is not None:
-                    cen.record("scores", s)
+                means = _BlockMeans(s, prec, wide) if shift else None  # b
+            if masked or c1 > S2:
+                s = _apply_masks(s, i0, r, c0, c1, sh, is_causal, mask, vd)  # c
+                mj = s.amax(dim=-1, keepdim=True)  # d
+            else:
+                # rounding is monotonic, so the max of the rounded tile is the rounded max of the
+                # accumulator tile (and the wide max is the faster pass)
+                mj = s_acc.view(B, Hkv, rows, nb, n).amax(dim=-1, keepdim=True).to(prec.matmul_out).to(vd)
                 if tau_v is not None:
-                    s.mul_(tau_v)
-                if dk_acc is not None:  # b (key_mean)
-                    means = _key_offsets(qi, dk_acc[:, :, j0:j1], prec, tau_acc, tau_v)
-                else:
-                    means = _BlockMeans(s, prec, wide) if shift else None  # b
-                if masked or c1 > S2:
-                    s = _apply_masks(s, i0, r, c0, c1, sh, is_causal, mask, vd)  # c
-                    mj = s.amax(dim=-1, keepdim=True)  # d
-                else:
-                    # rounding is monotonic, so the max of the rounded tile is the rounded max of the
-                    # accumulator tile (and the wide max is the faster pass)
-                    mj = s_acc.view(B, Hkv, rows, nb, n).amax(dim=-1, keepdim=True).to(prec.matmul_out).to(vd)
-                    if tau_v is not None:
-                        mj = mj * tau_v
-                ref = torch.where(torch.isneginf(mj), torch.zeros_like(mj), mj) if masked else mj
-                p = torch.exp_(torch.sub(s, ref, out=s) if s.is_contiguous() else s - ref)
-                lj = _row_sum(p, prec)
-                if cen is not None:
-                    cen.record("exp", p)
-                    cen.record("row_sum", lj)
-                p_acc.copy_((p if vd == mi else p.to(mi)).transpose(2, 3))
+                    mj = mj * tau_v
+            ref = torch.where(torch.isneginf(mj), torch.zeros_like(mj), mj) if masked else mj
+            p = torch.exp_(torch.sub(s, ref, out=s) if s.is_contiguous() else s - ref)
+            lj = _row_sum(p, prec)
+            if cen is not None:
+                cen.record("exp", p)
+                cen.record("row_sum", lj)
+            p_acc = bufs.get("p_acc", (B, Hkv, nb, rows, n), acc)
+            p_acc.copy_((p if vd == mi else p.to(mi)).transpose(2, 3))
             pv = _mma(p_acc, v_acc[:, :, j0:j1], prec, out=bufs.get("pv_acc", (B, Hkv, nb, rows, Dv), acc))
-            done = 0
-            if fz is not None and state.fusable(means):
-                # e–h: the bookkeeping, P·V rounded and folded into O, one pass per block
-                while done < nb and state.fused_step(fz, means, done, mj, lj, pv):
-                    done += 1
-                if done < nb:  # a NaN or an overflow: the torch passes from here on (NaN payloads)
-                    fz = None
-            if done == nb:
-                continue
             pv = bufs.get("pv_out", pv.shape, prec.matmul_out).copy_(pv)
             if vd != prec.matmul_out:
                 pv = pv.to(vd)  # P·V_j
-            for jj in range(done, nb):
+            for jj in range(nb):
                 state.update(j0 + jj, means, jj, mj[:, :, :, jj], lj[:, :, :, jj], pv[:, :, jj])
         o = state.result()
         if vbar is not None:  # v_center: add v̄ back (vector unit); rows that saw no key stay 0
@@ -842,6 +766,121 @@ def _tiled_attention(
     if cen is not None:
         cen.record("output", out)
     return out
+
+
+class _FusedTiles:
+    """Steps a–h of whole tiles on the fused CPU backend (:mod:`pasa_npu._fused`), bit-identical to
+    the torch passes of :func:`_tiled_attention`.
+
+    Per tile: for each group of (batch, KV head) pairs (one pair at a time when the tile holds one KV
+    block, so that a group's scores, P and P·V stay in the core's L2 cache; the products of a group are
+    the same bits as those of the batched product), S̃ = Q·K̃ᵀ (torch), the score chain (rounding,
+    block means, masks, maxima, exp, row sums, P), P·V (torch), and the bookkeeping with the update of
+    O. After every KV block of all groups, the pow2 accumulators are renormalised if any ℓ reached the
+    threshold, as in :meth:`_Online.update`. Where a tile's scores or a block's results are not finite
+    (overflow, NaN) the state is restored and False returned: the caller's torch passes take the tile
+    (torch propagates NaN payloads differently in its vector and scalar loops).
+    """
+
+    def __init__(self, fz, prec, mode, n, kt, v, dk, tau_v, tau_acc, masked) -> None:
+        self.fz, self.prec, self.mode, self.n = fz, prec, mode, n
+        B, Hkv, L, D = kt.shape
+        self.bh = B * Hkv
+        self.kt = kt.reshape(self.bh, L, D)
+        self.v = v.reshape(self.bh, *v.shape[2:])  # (BH, T, n, Dv)
+        self.dk = None if dk is None else dk.reshape(self.bh, *dk.shape[2:])
+        self.tau_v, self.tau_acc, self.masked = tau_v, tau_acc, masked
+        self.tau_s = None if tau_v is None else float(tau_v)
+
+    def tile(self, state: _Online, qi: torch.Tensor, j0: int, j1: int, causal, tail, bufs: _Buffers) -> bool:
+        prec, fz, n, bh, acc = self.prec, self.fz, self.n, self.bh, self.prec.matmul_acc
+        nb, rows, D = j1 - j0, qi.shape[2], qi.shape[3]
+        Dv = self.v.shape[-1]
+        q3 = qi.reshape(bh, rows, D)
+        mode = self.mode
+        # groups of (batch, KV head) pairs: one pair when a tile is one KV block (L2-sized pieces)
+        step = 1 if nb == 1 else bh
+        saved = self._save(state)
+        if mode in (1, 2) and state.a is None:
+            state.a = torch.empty_like(state.m)
+        if mode != 0 and state.phi is None:
+            state.phi = torch.zeros_like(state.m)
+        first = (saved[2] is None) if mode in (1, 2) else (saved[3] is None)
+        consts = (state.c, state.recenter, state.renorm_at)
+        outs = []
+        for g0 in range(0, bh, step):
+            g1 = min(bh, g0 + step)
+            gs = g1 - g0
+            s_acc = _mma(
+                q3[g0:g1],
+                self.kt[g0:g1, j0 * n : j1 * n].transpose(-1, -2),
+                prec,
+                out=bufs.get("f_s", (gs, rows, nb * n), acc),
+            )
+            if self.tau_acc is not None:
+                s_acc.mul_(self.tau_acc)
+            p_acc = bufs.get("f_p", (gs, nb, rows, n), acc)
+            stat5 = (1, gs, rows, nb, 1)
+            o3 = (
+                bufs.get("f_mj", stat5, prec.vector),
+                bufs.get("f_lj", stat5, prec.vector),
+                bufs.get("f_mean", stat5, acc),
+            )
+            chained = fz.chain(
+                s_acc, (1, gs, rows, nb, n), self.tau_s, mode in (1, 2), self.masked, p_acc, o3, tail, causal
+            )
+            if chained is None:
+                return self._restore(state, saved)
+            mj, lj, mean = chained
+            if mode == 3:
+                assert self.dk is not None
+                stat = _key_offsets(q3[g0:g1], self.dk[g0:g1, j0:j1], prec, self.tau_acc, self.tau_v).offsets
+            else:
+                stat = mean
+            pv = _mma(p_acc, self.v[g0:g1, j0:j1], prec, out=bufs.get("f_pv", (gs, nb, rows, Dv), acc))
+            if nb == 1:
+                outs.append((g0, g1, mj, lj, stat, pv))
+                rc = self._step(state, 0, first, (mj, lj, stat, pv), consts, g0, g1)
+                if rc < 0:
+                    return self._restore(state, saved)
+                outs[-1] = rc
+                continue
+            for jj in range(nb):  # one group: the blocks of the tile in order
+                rc = self._step(state, jj, first and jj == 0, (mj, lj, stat, pv), consts, 0, bh)
+                if rc < 0:
+                    return self._restore(state, saved)
+                state.o, state._o_in = state._o_in, state.o
+                if prec.accum == "pow2" and rc == 1:
+                    state._renormalise()
+                saved = self._save(state)  # blocks done stay done
+                first = False
+            return True
+        state.o, state._o_in = state._o_in, state.o
+        if prec.accum == "pow2" and any(rc == 1 for rc in outs):
+            state._renormalise()
+        return True
+
+    def _step(self, state, jj, first, tile, consts, g0, g1) -> int:
+        bh = self.bh
+        rows = state.m.numel() // bh
+        m3, l3 = state.m.view(bh, rows), state.l.view(bh, rows)  # current tensors (renormalising replaces ℓ)
+        a3 = None if state.a is None else state.a.view(bh, rows)
+        p3 = None if state.phi is None else state.phi.view(bh, rows)
+        down = None if state.down is None else state.down.view(bh, rows)[g0:g1]
+        o_in = state.o.view(bh, rows, -1)[g0:g1]
+        o_out = state._o_in.view(bh, rows, -1)[g0:g1]
+        sl = (m3[g0:g1], l3[g0:g1], None if a3 is None else a3[g0:g1], None if p3 is None else p3[g0:g1])
+        return self.fz.step(self.mode, first, self.masked, jj, tile, consts, sl, down, o_in, o_out)
+
+    @staticmethod
+    def _save(state: _Online) -> tuple:
+        """Copies of the per-row statistics the step writes in place (O is written to a spare buffer)."""
+        return tuple(None if t is None else t.clone() for t in (state.m, state.l, state.a, state.phi))
+
+    @staticmethod
+    def _restore(state: _Online, saved) -> bool:
+        state.m, state.l, state.a, state.phi = saved
+        return False
 
 
 def _key_offsets(
