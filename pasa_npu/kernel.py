@@ -800,32 +800,34 @@ class _FusedTiles:
         mode = self.mode
         # groups of (batch, KV head) pairs: one pair when a tile is one KV block (L2-sized pieces)
         step = 1 if nb == 1 else bh
-        saved = self._save(state)
+        saved = self._save(state, whole=nb > 1)
         if mode in (1, 2) and state.a is None:
             state.a = torch.empty_like(state.m)
         if mode != 0 and state.phi is None:
             state.phi = torch.zeros_like(state.m)
         first = (saved[2] is None) if mode in (1, 2) else (saved[3] is None)
         consts = (state.c, state.recenter, state.renorm_at)
-        outs = []
+        gs = step
+        s_buf = bufs.get("f_s", (gs, rows, nb * n), acc)
+        p_acc = bufs.get("f_p", (gs, nb, rows, n), acc)
+        pv_buf = bufs.get("f_pv", (gs, nb, rows, Dv), acc)
+        stat5 = (1, gs, rows, nb, 1)
+        o3 = (
+            bufs.get("f_mj", stat5, prec.vector),
+            bufs.get("f_lj", stat5, prec.vector),
+            bufs.get("f_mean", stat5, acc),
+        )
+        wide = prec.mma_acc == "wide"
+        big = False
         for g0 in range(0, bh, step):
-            g1 = min(bh, g0 + step)
-            gs = g1 - g0
-            s_acc = _mma(
-                q3[g0:g1],
-                self.kt[g0:g1, j0 * n : j1 * n].transpose(-1, -2),
-                prec,
-                out=bufs.get("f_s", (gs, rows, nb * n), acc),
-            )
+            g1 = g0 + gs
+            kt = self.kt[g0:g1, j0 * n : j1 * n].transpose(-1, -2)
+            if wide:  # _mma for a wide accumulator: the product itself
+                s_acc = torch.matmul(q3[g0:g1], kt, out=s_buf)
+            else:
+                s_acc = _mma(q3[g0:g1], kt, prec, out=s_buf)
             if self.tau_acc is not None:
                 s_acc.mul_(self.tau_acc)
-            p_acc = bufs.get("f_p", (gs, nb, rows, n), acc)
-            stat5 = (1, gs, rows, nb, 1)
-            o3 = (
-                bufs.get("f_mj", stat5, prec.vector),
-                bufs.get("f_lj", stat5, prec.vector),
-                bufs.get("f_mean", stat5, acc),
-            )
             chained = fz.chain(
                 s_acc, (1, gs, rows, nb, n), self.tau_s, mode in (1, 2), self.masked, p_acc, o3, tail, causal
             )
@@ -837,26 +839,25 @@ class _FusedTiles:
                 stat = _key_offsets(q3[g0:g1], self.dk[g0:g1, j0:j1], prec, self.tau_acc, self.tau_v).offsets
             else:
                 stat = mean
-            pv = _mma(p_acc, self.v[g0:g1, j0:j1], prec, out=bufs.get("f_pv", (gs, nb, rows, Dv), acc))
+            vb = self.v[g0:g1, j0:j1]
+            pv = torch.matmul(p_acc, vb, out=pv_buf) if wide else _mma(p_acc, vb, prec, out=pv_buf)
             if nb == 1:
-                outs.append((g0, g1, mj, lj, stat, pv))
                 rc = self._step(state, 0, first, (mj, lj, stat, pv), consts, g0, g1)
                 if rc < 0:
                     return self._restore(state, saved)
-                outs[-1] = rc
+                big = big or rc == 1
                 continue
             for jj in range(nb):  # one group: the blocks of the tile in order
                 rc = self._step(state, jj, first and jj == 0, (mj, lj, stat, pv), consts, 0, bh)
-                if rc < 0:
+                if rc < 0:  # back to the state before the tile: torch redoes all its blocks
                     return self._restore(state, saved)
                 state.o, state._o_in = state._o_in, state.o
                 if prec.accum == "pow2" and rc == 1:
                     state._renormalise()
-                saved = self._save(state)  # blocks done stay done
                 first = False
             return True
         state.o, state._o_in = state._o_in, state.o
-        if prec.accum == "pow2" and any(rc == 1 for rc in outs):
+        if prec.accum == "pow2" and big:
             state._renormalise()
         return True
 
@@ -873,13 +874,18 @@ class _FusedTiles:
         return self.fz.step(self.mode, first, self.masked, jj, tile, consts, sl, down, o_in, o_out)
 
     @staticmethod
-    def _save(state: _Online) -> tuple:
-        """Copies of the per-row statistics the step writes in place (O is written to a spare buffer)."""
-        return tuple(None if t is None else t.clone() for t in (state.m, state.l, state.a, state.phi))
+    def _save(state: _Online, whole: bool) -> tuple:
+        """Copies of what a tile may change before it is known to be finite: the per-row statistics
+        the step writes in place, and with ``whole`` (several blocks per tile, O swapped and
+        renormalised between them) O, t and 2^−t too."""
+        rows = tuple(None if t is None else t.clone() for t in (state.m, state.l, state.a, state.phi))
+        return (*rows, state.o.clone() if whole else None, state.t, state.down)
 
     @staticmethod
     def _restore(state: _Online, saved) -> bool:
-        state.m, state.l, state.a, state.phi = saved
+        state.m, state.l, state.a, state.phi, o, state.t, state.down = saved
+        if o is not None:
+            state.o = o
         return False
 
 

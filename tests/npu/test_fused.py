@@ -248,6 +248,36 @@ def test_overflow_and_nan_match_the_eager_passes(monkeypatch):
 
 
 @needs_backend
+@pytest.mark.parametrize("seq_q", [1, 600], ids=["decode-many-blocks-per-tile", "one-block-per-tile"])
+def test_overflow_in_a_later_block_hands_the_whole_tile_back(seq_q, monkeypatch):
+    """V large in the third KV block only: P·V overflows fp16 there (O = inf, later NaN) after the
+    earlier blocks of the same tile were folded in; the state before the tile is restored and torch
+    redoes the tile, so no block counts twice and the bytes (inf/NaN included) are eager's."""
+    q, k, _ = data.make_qkv(
+        "uniform",
+        mean=1.0,
+        amplitude=1.0,
+        batch=1,
+        heads=4,
+        kv_heads=1,
+        seq_q=seq_q,
+        seq_kv=700,
+        head_dim=64,
+        seed=3,
+    )
+    v = torch.ones(1, 1, 700, 64, dtype=torch.float16)
+    v[:, :, 256:384] = 60000.0
+    restores = []
+    orig = kernel._FusedTiles._restore
+    monkeypatch.setattr(
+        kernel._FusedTiles, "_restore", staticmethod(lambda st, sv: restores.append(1) or orig(st, sv))
+    )
+    out = _same(lambda: pasa_attention(q, k, v), "overflow in block 3")
+    assert restores, "the fused tile did not hand back"
+    assert not bool(torch.isfinite(out).all())
+
+
+@needs_backend
 def test_ties_and_subnormals(monkeypatch):
     """Scores on fp16 rounding ties (q·k = even k0 + 1, odd integers in [2049, 4096) where fp16's
     spacing is 2: the fp32 accumulator holds the midpoint exactly), and exponentials in fp16's
