@@ -517,6 +517,28 @@ def _bits16(t: torch.Tensor) -> int:
     return _bits16_of(float(t))
 
 
+def _probed(lib: ctypes.CDLL, path: Path) -> tuple[int, int]:
+    """:func:`_probe`, its result kept next to the library for this torch build and CPU capability
+    (the probe sums about 20 million numbers: seconds, once per machine and torch instead of once per
+    process)."""
+    key = f"{torch.__version__} {torch.backends.cpu.get_cpu_capability()} {torch.__file__}"
+    memo = path.with_suffix(".probe")
+    try:
+        stored_key, lanes, pairing = memo.read_text().rsplit(" ", 2)
+        if stored_key == key:
+            return int(lanes), int(pairing)
+    except (OSError, ValueError):
+        pass
+    lanes, pairing = _probe(lib)
+    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(f"{key} {lanes} {pairing}")
+        os.replace(tmp, memo)
+    except OSError:
+        pass
+    return lanes, pairing
+
+
 class Backend:
     """The loaded library with the lane width and pairing of torch's sums and the exp table."""
 
@@ -655,7 +677,7 @@ def _init() -> None:
     try:
         path = _build()
         lib = _load(path)
-        lanes, pairing = _probe(lib)
+        lanes, pairing = _probed(lib, path)
         reason = f"{lanes}-lane sums, {path.name}"
         _state.update(backend=Backend(lib, lanes, pairing, path), reason=reason)
     except Exception as exc:  # any failure: the eager passes run, and say why
