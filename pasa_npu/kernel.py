@@ -538,14 +538,6 @@ class _BlockMeans:
             if prec.pseudo_average == "centered":
                 self.tile = s.clone()
 
-    @classmethod
-    def from_mean(cls, mean: torch.Tensor, prec: Precision) -> _BlockMeans:
-        """The block means of a tile already reduced (``reduce="acc"``: (B, Hkv, rows, nb, 1) in
-        ``reduce_dtype``), as the fused backend returns them."""
-        self = cls.__new__(cls)
-        self.prec, self.tile, self.mean = prec, None, mean
-        return self
-
     def rounded(self, j: int) -> torch.Tensor:
         return self.mean[:, :, :, j].to(self.prec.vector)
 
