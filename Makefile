@@ -34,6 +34,7 @@ test-slow: $(STAMP)
 BENCH_MAX_SEQ ?= 32768
 bench: $(STAMP)
 	$(PY) benchmarks/bench_kernel.py
+	$(PY) benchmarks/bench_stages.py
 	$(PY) benchmarks/bench_fusion.py
 	$(PY) benchmarks/bench_sweep.py --max-seq $(BENCH_MAX_SEQ)
 	$(PY) benchmarks/bench_speed_memory.py --skip-long

@@ -29,9 +29,20 @@ def ratio_run(q, k, v, repeats: int, methods=("pasa",), cpu: dict | None = None)
     def sdpa():
         torch.nn.functional.scaled_dot_product_attention(q32, k32, v32, enable_gqa=True)
 
+    def method(name):
+        if name.endswith("@eager"):  # the same method with the fused CPU backend switched off
+            from pasa_npu import _fused
+
+            def run():
+                with _fused.disabled():
+                    run_method(name[: -len("@eager")], q, k, v)
+
+            return run
+        return lambda: run_method(name, q, k, v)
+
     fns = {"sdpa_fp32": sdpa}
     for m in methods:
-        fns[m] = (lambda name: lambda: run_method(name, q, k, v))(m)
+        fns[m] = method(m)
     for fn in fns.values():  # warm-up
         fn()
     times = {name: [] for name in fns}
@@ -56,7 +67,11 @@ def main(argv=None) -> int:
     p.add_argument("--heads", type=int, default=28)
     p.add_argument("--kv-heads", type=int, default=4)
     p.add_argument("--seq", type=int, default=1407)
-    p.add_argument("--methods", default="pasa", help="comma-separated harness methods to time against SDPA")
+    p.add_argument(
+        "--methods",
+        default="pasa,pasa@eager",
+        help="comma-separated harness methods to time against SDPA; NAME@eager: with the fused backend off",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from pasa_npu import data
@@ -73,10 +88,13 @@ def main(argv=None) -> int:
         seq_kv=args.seq,
         head_dim=128,
     )
+    from pasa_npu.kernel import fused_backend
+
     print(
         f"kernel vs SDPA fp32: 1x{args.heads}/{args.kv_heads}x{args.seq}x128, fp16 inputs, torch {torch.__version__}, "
         f"{args.threads} thread(s), best of {args.repeats}, interleaved"
     )
+    print(f"  vector passes: {fused_backend()}")
     ratios = {m: [] for m in methods}
     cpu_ratios = {m: [] for m in methods}
     for r in range(args.rounds):

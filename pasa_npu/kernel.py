@@ -39,6 +39,12 @@ are never repeated), and a tile of up to ``_TILE_ELEMENTS`` scores (a run of KV 
 of query rows) is one product and one pass of each vector operation; only the O(T) online
 recurrence on per-row statistics is a Python loop. Memory stays O(S·d) whatever the sequence length.
 
+On the CPU, for fp16 presets with ``reduce="acc"`` and no ``attn_mask``, the vector passes of each
+tile run in the fused backend of :mod:`pasa_npu._fused` (the score chain, and the bookkeeping with the
+update of ℓ and O, one pass per row each; bit-identical to the torch passes below, which remain the
+fallback and the definition; :func:`fused_backend` says which one runs; docs/benchmarks.md, "The
+fused CPU backend").
+
 Rows are independent: the result of a query row does not depend on which chunk it is computed in,
 up to one caveat of the emulation: torch's fp32 matrix product on the CPU may choose its summation
 order by the number of rows in the product, so a ragged last chunk can round a few fp32 scores
@@ -53,12 +59,14 @@ import math
 
 import torch
 
-from . import _checks
+from . import _checks, _fused
 from ._setup import ShiftConstants, shift_constants
 from .metrics import Census, active_census
 from .precision import Precision, get_precision, round_accumulator
 
-__all__ = ["pasa_attention", "flash_attention", "shift_parameters", "shifted_keys"]
+__all__ = ["pasa_attention", "flash_attention", "shift_parameters", "shifted_keys", "fused_backend"]
+
+fused_backend = _fused.fused_backend
 
 #: Upper bound on the number of score-tile elements handled at once. Small enough for the tile and
 #: its temporaries to stay near the CPU caches (a few MB), large enough to keep Python overhead low;
@@ -671,6 +679,12 @@ def _tiled_attention(
 
     renorm_at = _renorm_threshold(vc, prec, n) if prec.accum == "pow2" else math.inf
     bufs = _Buffers(dev)
+    fused = None
+    fz = _fused.get_backend() if _fused.applies(prec, dev, cen) and mask is None else None
+    c_ok = c is None or c.dtype == torch.float16
+    if fz is not None and c_ok and not (shift and prec.offset == "running" and dk_acc is None):
+        mode = 3 if dk_acc is not None else ((1 if prec.pseudo_average == "centered" else 2) if shift else 0)
+        fused = _FusedTiles(fz, prec, mode, n, kt_acc, v_acc, dk_acc, tau_v, tau_acc, masked)
     for i0 in range(0, S1, block_q):
         r = min(block_q, S1 - i0)
         rows = G * r
@@ -682,6 +696,12 @@ def _tiled_attention(
             j1 = min(T, j0 + nb_max)
             nb = j1 - j0
             c0, c1 = j0 * n, j1 * n
+            if fused is not None:
+                causal = (i0 - c0, r, S2 - S1) if is_causal else None  # _checks.causal_keep
+                tail = S2 - (c1 - n) if c1 > S2 else None
+                if fused.tile(state, qi, j0, j1, causal, tail, bufs):
+                    continue
+                fused = None  # a NaN or an overflow: the torch passes from here on (NaN payloads)
             # a: S̃ = Q·K̃ᵀ on the matrix unit, rounded once to matmul_out (then to the vector dtype)
             s_acc = _mma(
                 qi,
@@ -711,11 +731,7 @@ def _tiled_attention(
             if tau_v is not None:
                 s.mul_(tau_v)
             if dk_acc is not None:  # b (key_mean)
-                offs_acc = _mma(qi, dk_acc[:, :, j0:j1].transpose(-1, -2), prec)
-                if tau_acc is not None:
-                    offs_acc = offs_acc * tau_acc
-                offs = offs_acc.to(prec.matmul_out).to(vd)
-                means = _KeyOffsets(offs if tau_v is None else offs * tau_v)
+                means = _key_offsets(qi, dk_acc[:, :, j0:j1], prec, tau_acc, tau_v)
             else:
                 means = _BlockMeans(s, prec, wide) if shift else None  # b
             if masked or c1 > S2:
@@ -748,6 +764,142 @@ def _tiled_attention(
     if cen is not None:
         cen.record("output", out)
     return out
+
+
+class _FusedTiles:
+    """Steps a–h of whole tiles on the fused CPU backend (:mod:`pasa_npu._fused`), bit-identical to
+    the torch passes of :func:`_tiled_attention`.
+
+    Per tile: for each group of (batch, KV head) pairs (one pair at a time when the tile holds one KV
+    block, so that a group's scores, P and P·V stay in the core's L2 cache; the products of a group are
+    the same bits as those of the batched product), S̃ = Q·K̃ᵀ (torch), the score chain (rounding,
+    block means, masks, maxima, exp, row sums, P), P·V (torch), and the bookkeeping with the update of
+    O. After every KV block of all groups, the pow2 accumulators are renormalised if any ℓ reached the
+    threshold, as in :meth:`_Online.update`. Where a tile's scores or a block's results are not finite
+    (overflow, NaN) the state is restored and False returned: the caller's torch passes take the tile
+    (torch propagates NaN payloads differently in its vector and scalar loops).
+    """
+
+    def __init__(self, fz, prec, mode, n, kt, v, dk, tau_v, tau_acc, masked) -> None:
+        self.fz, self.prec, self.mode, self.n = fz, prec, mode, n
+        B, Hkv, L, D = kt.shape
+        self.bh = B * Hkv
+        self.kt = kt.reshape(self.bh, L, D)
+        self.v = v.reshape(self.bh, *v.shape[2:])  # (BH, T, n, Dv)
+        self.dk = None if dk is None else dk.reshape(self.bh, *dk.shape[2:])
+        self.tau_v, self.tau_acc, self.masked = tau_v, tau_acc, masked
+        self.tau_s = None if tau_v is None else float(tau_v)
+
+    def tile(self, state: _Online, qi: torch.Tensor, j0: int, j1: int, causal, tail, bufs: _Buffers) -> bool:
+        prec, fz, n, bh, acc = self.prec, self.fz, self.n, self.bh, self.prec.matmul_acc
+        nb, rows, D = j1 - j0, qi.shape[2], qi.shape[3]
+        Dv = self.v.shape[-1]
+        q3 = qi.reshape(bh, rows, D)
+        mode = self.mode
+        # groups of (batch, KV head) pairs: one pair when a tile is one KV block (L2-sized pieces)
+        step = 1 if nb == 1 else bh
+        saved = self._save(state, whole=nb > 1)
+        if mode in (1, 2) and state.a is None:
+            state.a = torch.empty_like(state.m)
+        if mode != 0 and state.phi is None:
+            state.phi = torch.zeros_like(state.m)
+        first = (saved[2] is None) if mode in (1, 2) else (saved[3] is None)
+        consts = (state.c, state.recenter, state.renorm_at)
+        gs = step
+        s_buf = bufs.get("f_s", (gs, rows, nb * n), acc)
+        p_acc = bufs.get("f_p", (gs, nb, rows, n), acc)
+        pv_buf = bufs.get("f_pv", (gs, nb, rows, Dv), acc)
+        stat5 = (1, gs, rows, nb, 1)
+        o3 = (
+            bufs.get("f_mj", stat5, prec.vector),
+            bufs.get("f_lj", stat5, prec.vector),
+            bufs.get("f_mean", stat5, acc),
+        )
+        wide = prec.mma_acc == "wide"
+        big = False
+        for g0 in range(0, bh, step):
+            g1 = g0 + gs
+            kt = self.kt[g0:g1, j0 * n : j1 * n].transpose(-1, -2)
+            if wide:  # _mma for a wide accumulator: the product itself
+                s_acc = torch.matmul(q3[g0:g1], kt, out=s_buf)
+            else:
+                s_acc = _mma(q3[g0:g1], kt, prec, out=s_buf)
+            if self.tau_acc is not None:
+                s_acc.mul_(self.tau_acc)
+            chained = fz.chain(
+                s_acc, (1, gs, rows, nb, n), self.tau_s, mode in (1, 2), self.masked, p_acc, o3, tail, causal
+            )
+            if chained is None:
+                return self._restore(state, saved)
+            mj, lj, mean = chained
+            if mode == 3:
+                assert self.dk is not None
+                stat = _key_offsets(q3[g0:g1], self.dk[g0:g1, j0:j1], prec, self.tau_acc, self.tau_v).offsets
+            else:
+                stat = mean
+            vb = self.v[g0:g1, j0:j1]
+            pv = torch.matmul(p_acc, vb, out=pv_buf) if wide else _mma(p_acc, vb, prec, out=pv_buf)
+            if nb == 1:
+                rc = self._step(state, 0, first, (mj, lj, stat, pv), consts, g0, g1)
+                if rc < 0:
+                    return self._restore(state, saved)
+                big = big or rc == 1
+                continue
+            for jj in range(nb):  # one group: the blocks of the tile in order
+                rc = self._step(state, jj, first and jj == 0, (mj, lj, stat, pv), consts, 0, bh)
+                if rc < 0:  # back to the state before the tile: torch redoes all its blocks
+                    return self._restore(state, saved)
+                state.o, state._o_in = state._o_in, state.o
+                if prec.accum == "pow2" and rc == 1:
+                    state._renormalise()
+                first = False
+            return True
+        state.o, state._o_in = state._o_in, state.o
+        if prec.accum == "pow2" and big:
+            state._renormalise()
+        return True
+
+    def _step(self, state, jj, first, tile, consts, g0, g1) -> int:
+        bh = self.bh
+        rows = state.m.numel() // bh
+        m3, l3 = state.m.view(bh, rows), state.l.view(bh, rows)  # current tensors (renormalising replaces ℓ)
+        a3 = None if state.a is None else state.a.view(bh, rows)
+        p3 = None if state.phi is None else state.phi.view(bh, rows)
+        down = None if state.down is None else state.down.view(bh, rows)[g0:g1]
+        o_in = state.o.view(bh, rows, -1)[g0:g1]
+        o_out = state._o_in.view(bh, rows, -1)[g0:g1]
+        sl = (m3[g0:g1], l3[g0:g1], None if a3 is None else a3[g0:g1], None if p3 is None else p3[g0:g1])
+        return self.fz.step(self.mode, first, self.masked, jj, tile, consts, sl, down, o_in, o_out)
+
+    @staticmethod
+    def _save(state: _Online, whole: bool) -> tuple:
+        """Copies of what a tile may change before it is known to be finite: the per-row statistics
+        the step writes in place, and with ``whole`` (several blocks per tile, O swapped and
+        renormalised between them) O, t and 2^−t too."""
+        rows = tuple(None if t is None else t.clone() for t in (state.m, state.l, state.a, state.phi))
+        return (*rows, state.o.clone() if whole else None, state.t, state.down)
+
+    @staticmethod
+    def _restore(state: _Online, saved) -> bool:
+        state.m, state.l, state.a, state.phi, o, state.t, state.down = saved
+        if o is not None:
+            state.o = o
+        return False
+
+
+def _key_offsets(
+    qi: torch.Tensor,
+    dk: torch.Tensor,
+    prec: Precision,
+    tau_acc: torch.Tensor | None,
+    tau_v: torch.Tensor | None,
+) -> _KeyOffsets:
+    """Step b for ``recovery="key_mean"``: the offsets q·Δk_j of a tile's blocks (one score column each)."""
+    offs_acc = _mma(qi, dk.transpose(-1, -2), prec)
+    if tau_acc is not None:
+        offs_acc = offs_acc * tau_acc
+    offs = offs_acc.to(prec.matmul_out).to(prec.vector)
+    return _KeyOffsets(offs if tau_v is None else offs * tau_v)
 
 
 def _apply_masks(

@@ -1,0 +1,734 @@
+"""A fused CPU backend for the two heaviest vector-unit passes of :func:`pasa_npu.kernel._tiled_attention`.
+
+The emulated kernel rounds its score tile with a chain of separate torch passes (round the fp32
+accumulator to fp16, widen, row mean, row max, subtract, exp, row sum, widen P for the second product)
+and updates O with four more (round P·V, γ·PV, ·2^−t, α·O + ·). This module does each chain in one pass
+per row, in a small C++ library compiled once with the system C++ compiler (``$CXX`` or ``g++``) and
+cached under ``$PASA_NPU_CACHE`` (default ``~/.cache/pasa_npu``), loaded with :mod:`ctypes`.
+
+It is an *emulation of the same roundings*, and bit-identical to the torch passes it replaces, by
+construction and by test:
+
+* every fp16 operation is computed in fp32 and rounded once to fp16 (round to nearest, ties to even:
+  the hardware conversion torch's vectorised copies use), with the same operand order as the torch op,
+  and with floating-point contraction (FMA) switched off;
+* the exponential is a table of torch's own fp16 ``exp`` of each of the 65,536 fp16 bit patterns,
+  built at load time by calling ``torch.exp``: the fp16 result of eager's exp for any fp16 input;
+* the fp32 row mean and the fp16 row sum reproduce the summation order of torch's CPU reduction
+  (``cascade_sum`` in ATen's SumKernel.cpp: vector lanes of the CPU capability's width, four
+  interleaved partial vectors, the tail first, then the lanes in order); the lane width comes from
+  ``torch.backends.cpu.get_cpu_capability()`` and the pairing of fp16 lanes is detected by a probe;
+* a self-check at load time compares the fused chain with the torch passes on random tiles of
+  several shapes; any difference disables the backend.
+
+The backend is used only where it applies (fp16 vector unit and matrix-unit output, fp32 accumulator,
+``reduce="acc"``, CPU tensors, no census, tiles without a mask); everywhere else, and wherever it
+cannot be built (no compiler, a build error, ``PASA_FUSED=0``), the kernel runs its eager torch
+passes. :func:`fused_backend` says which one runs and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+__all__ = ["fused_backend", "disabled"]
+
+_SOURCE = r"""
+// Fused vector-unit passes of pasa_npu's tiled attention (see pasa_npu/_fused.py). x86-64 with AVX2
+// and F16C; every fp16 result is a round-to-nearest-even conversion of an fp32 result (vcvtps2ph),
+// no FMA contraction (-ffp-contract=off), sums in the order of torch's CPU cascade_sum.
+#include <immintrin.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#define RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
+static inline float h2f(uint16_t b) { return _cvtsh_ss(b); }
+static inline uint16_t f2h(float x) { return _cvtss_sh(x, RNE); }
+static inline float r16(float x) { return h2f(f2h(x)); }  // fp32 -> fp16 -> fp32
+static inline __m256 r16v(__m256 x) { return _mm256_cvtph_ps(_mm256_cvtps_ph(x, RNE)); }
+
+static inline int64_t ceil_log2(int64_t x) {
+  if (x <= 2) return 1;
+  return 64 - __builtin_clzll((uint64_t)(x - 1));
+}
+
+// a vector of L float lanes (L = 1: a scalar)
+template <int L> struct V {
+  __m256 v[L / 8];
+  static inline V zero() { V r; for (int i = 0; i < L / 8; ++i) r.v[i] = _mm256_setzero_ps(); return r; }
+  inline void add(const V& o) { for (int i = 0; i < L / 8; ++i) v[i] = _mm256_add_ps(v[i], o.v[i]); }
+  inline void lanes(float* out) const { for (int i = 0; i < L / 8; ++i) _mm256_storeu_ps(out + 8 * i, v[i]); }
+};
+template <> struct V<1> {
+  float v;
+  static inline V zero() { V r; r.v = 0.0f; return r; }
+  inline void add(const V& o) { v = v + o.v; }
+  inline void lanes(float* out) const { out[0] = v; }
+};
+
+// ATen's multi_row_sum (nrows = 4): items(i, k) = load(i * 4 + k), i < size, in a cascade of 4 levels.
+template <int L, class Load>
+static inline void multi_row_sum(const Load& load, int64_t size, V<L> out[4]) {
+  const int64_t level_power = std::max<int64_t>(4, ceil_log2(size) / 4);
+  const int64_t level_step = (int64_t)1 << level_power;
+  const int64_t level_mask = level_step - 1;
+  V<L> acc[4][4];
+  for (int j = 0; j < 4; ++j) for (int k = 0; k < 4; ++k) acc[j][k] = V<L>::zero();
+  int64_t i = 0;
+  for (; i + level_step <= size;) {
+    for (int64_t j = 0; j < level_step; ++j, ++i)
+      for (int k = 0; k < 4; ++k) acc[0][k].add(load(i * 4 + k));
+    for (int j = 1; j < 4; ++j) {
+      for (int k = 0; k < 4; ++k) { acc[j][k].add(acc[j - 1][k]); acc[j - 1][k] = V<L>::zero(); }
+      if ((i & (level_mask << (j * level_power))) != 0) break;
+    }
+  }
+  for (; i < size; ++i)
+    for (int k = 0; k < 4; ++k) acc[0][k].add(load(i * 4 + k));
+  for (int j = 1; j < 4; ++j)
+    for (int k = 0; k < 4; ++k) acc[0][k].add(acc[j][k]);
+  for (int k = 0; k < 4; ++k) out[k] = acc[0][k];
+}
+
+// ATen's row_sum (ilp_factor 4)
+template <int L, class Load>
+static inline V<L> row_sum(const Load& load, int64_t n_items) {
+  const int64_t size_ilp = n_items / 4;
+  V<L> part[4];
+  multi_row_sum<L>(load, size_ilp, part);
+  for (int64_t i = size_ilp * 4; i < n_items; ++i) part[0].add(load(i));
+  for (int k = 1; k < 4; ++k) part[0].add(part[k]);
+  return part[0];
+}
+
+template <int L> static inline V<L> loadv(const float* p) {
+  V<L> r; for (int i = 0; i < L / 8; ++i) r.v[i] = _mm256_loadu_ps(p + 8 * i); return r;
+}
+
+template <int L> static inline float finish(const V<L>& acc, float fin) {
+  float lanes[L];
+  acc.lanes(lanes);
+  for (int i = 0; i < L; ++i) fin = fin + lanes[i];
+  return 0.0f + fin;  // the output, zero-filled, accumulates the row's sum
+}
+
+// torch's x.sum(-1) of n contiguous fp32 values (cascade_sum, inner reduction, L lanes)
+template <int L> static inline float sum_f32(const float* x, int64_t n) {
+  if (n < L) {
+    auto load = [x](int64_t i) { V<1> r; r.v = x[i]; return r; };
+    return 0.0f + row_sum<1>(load, n).v;
+  }
+  const int64_t vs = n / L;
+  auto load = [x](int64_t m) { return loadv<L>(x + m * L); };
+  V<L> acc = row_sum<L>(load, vs);
+  float fin = 0.0f;
+  for (int64_t k = vs * L; k < n; ++k) fin = fin + x[k];
+  return finish<L>(acc, fin);
+}
+
+// torch's x.sum(-1) of n contiguous fp16 values (given widened to fp32 in x), accumulated in fp32:
+// a vector of 2L halves is reduced to L float lanes, pairing 1: h[i] + h[L + i]; pairing 0:
+// (0 + h[2i]) + h[2i + 1]
+template <int L> static inline float sum_f16(const float* x, int64_t n, int pairing) {
+  if (n < 2 * L) {
+    auto load = [x](int64_t i) { V<1> r; r.v = x[i]; return r; };
+    return 0.0f + row_sum<1>(load, n).v;
+  }
+  const int64_t vs = n / (2 * L);
+  V<L> acc;
+  if (pairing == 1) {
+    auto load = [x](int64_t m) {
+      V<L> a = loadv<L>(x + m * 2 * L), b = loadv<L>(x + m * 2 * L + L);
+      a.add(b);
+      return a;
+    };
+    acc = row_sum<L>(load, vs);
+  } else {
+    auto load = [x](int64_t m) {
+      float t[L];
+      const float* p = x + m * 2 * L;
+      for (int i = 0; i < L; ++i) t[i] = (0.0f + p[2 * i]) + p[2 * i + 1];
+      return loadv<L>(t);
+    };
+    acc = row_sum<L>(load, vs);
+  }
+  float fin = 0.0f;
+  for (int64_t k = vs * 2 * L; k < n; ++k) fin = fin + x[k];
+  return finish<L>(acc, fin);
+}
+
+template <int L>
+static int chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n, float tau, int want_mean,
+                 int masked, const float* lut, float* mean_out, uint16_t* mj_out, uint16_t* lj_out,
+                 float* p_out, int pairing, int64_t tail, int causal, int64_t q0, int64_t qr, int64_t see) {
+  std::vector<float> wbuf(n + 8);
+  float* w = wbuf.data();
+  const float t16 = r16(tau);
+  const __m256 vt = _mm256_set1_ps(t16);
+  const int64_t n8 = n / 8 * 8;
+  const __m256 vinf = _mm256_set1_ps(INFINITY);
+  const __m256 vabs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < nb; ++j) {
+        const int64_t seg = (o * rows + r) * nb + j;
+        const float* src = s + seg * n;
+        float* dst = p_out + ((o * nb + j) * rows + r) * n;
+        // a: round the accumulator to fp16 (and scale on the vector unit)
+        __m256 vnan = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i < n8; i += 8) {
+          __m256 x = r16v(_mm256_loadu_ps(src + i));
+          if (tau != 0.0f) x = r16v(_mm256_mul_ps(x, vt));
+          _mm256_storeu_ps(w + i, x);
+          vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(_mm256_and_ps(x, vabs), vinf, _CMP_NLT_UQ));
+        }
+        bool nan = _mm256_movemask_ps(vnan) != 0;  // a rounded score is inf or NaN
+        for (; i < n; ++i) {
+          float x = r16(src[i]);
+          if (tau != 0.0f) x = r16(x * t16);
+          w[i] = x;
+          nan |= !std::isfinite(x);
+        }
+        if (nan) return 2;  // overflow or NaN: the caller's torch passes take the tile
+        // b: block row mean of the rounded tile, before any mask (fp32 sum, then / n)
+        if (want_mean) mean_out[seg] = sum_f32<L>(w, n) / (float)n;
+        // c: the padded tail of the last block and the causal mask are -inf on a suffix of the row
+        int64_t valid = j == nb - 1 ? tail : n;
+        if (causal) {
+          const int64_t qi = q0 + r % qr, c0 = j * n;  // query index; first key of the block in the tile
+          valid = std::min(valid, std::max<int64_t>(0, std::min<int64_t>(n, qi + see - c0 + 1)));
+        }
+        for (int64_t k = valid; k < n; ++k) w[k] = -INFINITY;
+        // d: the row maximum
+        __m256 vmax = _mm256_set1_ps(-INFINITY);
+        for (i = 0; i < n8; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(w + i));
+        float m;
+        {
+          float t[8];
+          _mm256_storeu_ps(t, vmax);
+          m = t[0];
+          for (int k = 1; k < 8; ++k) m = t[k] > m ? t[k] : m;
+        }
+        for (; i < n; ++i) m = w[i] > m ? w[i] : m;
+        mj_out[seg] = f2h(m);
+        // d: P = fl(exp(fl(S - m))) from the table of torch's fp16 exp, row sum in fp16
+        const float ref = (masked && m == -INFINITY) ? 0.0f : m;
+        const __m256 vr = _mm256_set1_ps(ref);
+        for (i = 0; i < n8; i += 8) {
+          const __m128i h = _mm256_cvtps_ph(_mm256_sub_ps(_mm256_loadu_ps(w + i), vr), RNE);
+          _mm256_storeu_ps(dst + i, _mm256_i32gather_ps(lut, _mm256_cvtepu16_epi32(h), 4));
+        }
+        for (; i < n; ++i) dst[i] = lut[f2h(w[i] - ref)];
+        lj_out[seg] = f2h(sum_f16<L>(dst, n, pairing));
+      }
+  return 0;
+}
+
+extern "C" {
+
+int pasa_fused_version() { return 2; }
+
+// tail: valid columns of the tile's last block; causal: key c0 + k of a block is seen by query
+// q0 + (row % qr) iff c0 + k <= query + see (see = S2 - S1; c0 relative to the tile, q0 shifted to match)
+int pasa_chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n, float tau, int want_mean,
+               int masked, const float* lut, float* mean_out, uint16_t* mj_out, uint16_t* lj_out,
+               float* p_out, int lanes, int pairing, int64_t tail, int causal, int64_t q0, int64_t qr,
+               int64_t see) {
+  if (lanes == 16)
+    return chain<16>(s, O, rows, nb, n, tau, want_mean, masked, lut, mean_out, mj_out, lj_out, p_out, pairing,
+                     tail, causal, q0, qr, see);
+  if (lanes == 8)
+    return chain<8>(s, O, rows, nb, n, tau, want_mean, masked, lut, mean_out, mj_out, lj_out, p_out, pairing,
+                    tail, causal, q0, qr, see);
+  return 1;
+}
+
+// One KV block jj folded into the running state of every row (the "lazy" bookkeeping of
+// pasa_npu.kernel._Online._switch and update, same roundings, same operand order):
+// mode 0: no shift (flash attention); 1/2: pseudo-average offsets, e = fl(mean - A) ("centered") or
+// fl(fl(mean) - A) ("rounded"); 3: key-mean offsets dj given. mj, lj, mean, offs: [R, nb] (column jj);
+// pv: [O, nb, rows, dv] fp32 with R = O * rows; m, l, a, phi, down: [R] fp16 (down may be null);
+// o_in, o_out: [R, dv] fp16 (the old and the new O). Nothing is written unless every result is free
+// of NaN and every l and O finite (then -1 is returned: torch itself propagates NaN payloads
+// differently in its vector and scalar loops, so that case is left to the caller's torch passes).
+// Returns 1 if some row's l reached renorm_at (the caller renormalises), else 0.
+int pasa_step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int mode, int first, int masked,
+              const uint16_t* mj, const uint16_t* lj, const float* mean, const uint16_t* offs, uint16_t c16,
+              uint16_t recenter16, const float* lut, uint16_t* m, uint16_t* l, uint16_t* a, uint16_t* phi,
+              const uint16_t* down, const uint16_t* o_in, uint16_t* o_out, const float* pv, float renorm_at,
+              float* work) {
+  const float c = h2f(c16), rc = h2f(recenter16);
+  const int64_t R = O * rows;
+  float* al = work;          // alpha
+  float* ga = work + R;      // gamma
+  float* nm = work + 2 * R;  // new m, l, a, phi
+  float* nl = work + 3 * R;
+  float* na = work + 4 * R;
+  float* np = work + 5 * R;
+  int big = 0;
+  bool bad = false;
+  for (int64_t row = 0; row < R; ++row) {
+    const int64_t at = row * nb + jj;
+    const float mjv = h2f(mj[at]);
+    float x = r16(mjv - h2f(m[row]));
+    float dj = 0.0f, av = 0.0f, ph = 0.0f;
+    if (mode == 1 || mode == 2) {
+      av = first ? r16(mean[at]) : h2f(a[row]);
+      const float e = mode == 1 ? r16(mean[at] - av) : r16(r16(mean[at]) - av);
+      dj = r16(e * c);
+      ph = first ? 0.0f : h2f(phi[row]);
+      if (!first && std::fabs(dj) > rc) {  // re-centre A on this block's mean
+        const float an = r16(av + e);
+        const float delta = r16(an - av);
+        dj = r16(r16(e - delta) * c);
+        ph = r16(ph - r16(delta * c));
+        av = an;
+      }
+      x = r16(x + r16(dj - ph));
+    } else if (mode == 3) {
+      dj = h2f(offs[at]);
+      ph = first ? 0.0f : h2f(phi[row]);
+      x = r16(x + r16(dj - ph));
+    }
+    if (masked && x != x) x = -INFINITY;  // both -inf: nothing seen yet, nothing new
+    const bool take = x > 0.0f;
+    const float nx = -x;
+    const float alpha = lut[f2h(nx > 0.0f ? 0.0f : nx)];  // clamp(max=0)
+    const float gamma = lut[f2h(x > 0.0f ? 0.0f : x)];
+    float lin = r16(gamma * h2f(lj[at]));
+    if (down) lin = r16(lin * h2f(down[row]));
+    const float lv = r16(r16(alpha * h2f(l[row])) + lin);
+    if (take && mode != 0) ph = dj;
+    bad |= (x != x) || (dj != dj) || (av != av) || (ph != ph) || !std::isfinite(alpha) || !std::isfinite(gamma) ||
+           !std::isfinite(lv);
+    al[row] = alpha;
+    ga[row] = gamma;
+    nm[row] = take ? mjv : h2f(m[row]);
+    nl[row] = lv;
+    na[row] = av;
+    np[row] = ph;
+    big |= lv >= renorm_at;
+  }
+  if (bad) return -1;
+  const int64_t d8 = dv / 8 * 8;
+  __m256 vbad = _mm256_setzero_ps();
+  const __m256 vinf = _mm256_set1_ps(INFINITY);
+  const __m256 vabs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  for (int64_t b = 0; b < O; ++b)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row = b * rows + r;
+      const float* src = pv + ((b * nb + jj) * rows + r) * dv;
+      const uint16_t* oi = o_in + row * dv;
+      uint16_t* oo = o_out + row * dv;
+      const float alpha = al[row], gamma = ga[row], d = down ? h2f(down[row]) : 1.0f;
+      const __m256 va = _mm256_set1_ps(alpha), vg = _mm256_set1_ps(gamma), vd = _mm256_set1_ps(d);
+      int64_t i = 0;
+      for (; i < d8; i += 8) {
+        __m256 t = r16v(_mm256_mul_ps(vg, r16v(_mm256_loadu_ps(src + i))));
+        if (down) t = r16v(_mm256_mul_ps(t, vd));
+        __m256 xo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(oi + i)));
+        xo = r16v(_mm256_mul_ps(xo, va));
+        const __m128i h = _mm256_cvtps_ph(_mm256_add_ps(xo, t), RNE);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(oo + i), h);
+        vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(_mm256_and_ps(_mm256_cvtph_ps(h), vabs), vinf, _CMP_NLT_UQ));
+      }
+      for (; i < dv; ++i) {
+        float t = r16(gamma * r16(src[i]));
+        if (down) t = r16(t * d);
+        const float v = r16(r16(h2f(oi[i]) * alpha) + t);
+        oo[i] = f2h(v);
+        bad |= !std::isfinite(v);
+      }
+    }
+  if (bad || _mm256_movemask_ps(vbad) != 0) return -1;
+  for (int64_t row = 0; row < R; ++row) {
+    m[row] = f2h(nm[row]);
+    l[row] = f2h(nl[row]);
+    if (mode != 0) phi[row] = f2h(np[row]);
+    if (mode == 1 || mode == 2) a[row] = f2h(na[row]);
+  }
+  return big;
+}
+
+// row sums of a contiguous (rows, n) tensor, as torch's x.sum(-1) adds them (for the probe)
+void pasa_sum_f32_rows(const float* x, int64_t rows, int64_t n, int lanes, float* out) {
+  for (int64_t r = 0; r < rows; ++r) out[r] = lanes == 16 ? sum_f32<16>(x + r * n, n) : sum_f32<8>(x + r * n, n);
+}
+
+// the same for fp16 values (bit patterns), rounded to fp16
+void pasa_sum_f16_rows(const uint16_t* x, int64_t rows, int64_t n, int lanes, int pairing, uint16_t* out) {
+  std::vector<float> w(n);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < n; ++i) w[i] = h2f(x[r * n + i]);
+    out[r] = f2h(lanes == 16 ? sum_f16<16>(w.data(), n, pairing) : sum_f16<8>(w.data(), n, pairing));
+  }
+}
+
+}  // extern "C"
+"""
+
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC", "-std=c++17"]
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("PASA_NPU_CACHE")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pasa_npu"
+
+
+def _compiler() -> str | None:
+    cxx = os.environ.get("CXX") or "g++"
+    return shutil.which(cxx)
+
+
+def _build() -> Path:
+    """Compile the library (once; cached by a hash of source, flags, compiler and machine)."""
+    cxx = _compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler (set CXX or install g++)")
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
+    key = hashlib.sha256(
+        "\0".join([_SOURCE, " ".join(_FLAGS), version, platform.machine(), _cpu_id()]).encode()
+    ).hexdigest()[:16]
+    cache = _cache_dir()
+    lib = cache / f"libpasa_fused-{key}.so"
+    if lib.exists():
+        return lib
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        src = Path(tmp) / "pasa_fused.cpp"
+        src.write_text(_SOURCE)
+        out = Path(tmp) / lib.name
+        proc = subprocess.run(
+            [cxx, *_FLAGS, str(src), "-o", str(out)], capture_output=True, text=True, timeout=300
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cxx} failed: {proc.stderr.strip()[-500:]}")
+        os.replace(out, lib)  # atomic: concurrent builders leave one complete file
+    return lib
+
+
+def _cpu_id() -> str:
+    """The CPU model and flags (-march=native code runs only where it was built)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
+
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    lib.pasa_fused_version.restype = ctypes.c_int
+    lib.pasa_chain.restype = ctypes.c_int
+    lib.pasa_chain.argtypes = [_P, _I, _I, _I, _I, ctypes.c_float, ctypes.c_int, ctypes.c_int, _P, _P, _P, _P]
+    lib.pasa_chain.argtypes += [_P, ctypes.c_int, ctypes.c_int, _I, ctypes.c_int, _I, _I, _I]
+    lib.pasa_step.restype = ctypes.c_int
+    lib.pasa_step.argtypes = [_I, _I, _I, _I, _I, ctypes.c_int, ctypes.c_int, ctypes.c_int, _P, _P, _P, _P]
+    lib.pasa_step.argtypes += [ctypes.c_uint16, ctypes.c_uint16, _P, _P, _P, _P, _P, _P, _P, _P, _P]
+    lib.pasa_step.argtypes += [ctypes.c_float, _P]
+    lib.pasa_sum_f32_rows.restype = None
+    lib.pasa_sum_f32_rows.argtypes = [_P, _I, _I, ctypes.c_int, _P]
+    lib.pasa_sum_f16_rows.restype = None
+    lib.pasa_sum_f16_rows.argtypes = [_P, _I, _I, ctypes.c_int, ctypes.c_int, _P]
+    return lib
+
+
+def _exp_table() -> torch.Tensor:
+    """torch's fp16 exp of every fp16 bit pattern, widened to fp32 (exactly), indexed by the pattern."""
+    pats = torch.arange(1 << 16, dtype=torch.int32)
+    x = torch.where(pats >= 1 << 15, pats - (1 << 16), pats).to(torch.int16).view(torch.float16)
+    return torch.exp(x).float().contiguous()
+
+
+_PROBE_LENGTHS = (1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 100, 128, 200, 256, 1024, 4100)
+
+
+def _probe(lib: ctypes.CDLL) -> tuple[int, int]:
+    """The lane width and fp16 lane pairing under which the library's row sums equal torch's (fp32
+    and fp16) on seeded rows of many lengths with entries spread over fp16's whole exponent range
+    (so that the order of the additions shows in the result); raises unless exactly one does."""
+    g = torch.Generator().manual_seed(20261130)
+    cases = []
+    for n in _PROBE_LENGTHS:
+        rows = max(64, (1 << 20) // n)
+        e = torch.randint(-24, 15, (rows, n), generator=g).float()
+        x = (torch.rand(rows, n, generator=g) + 1) * torch.exp2(e) * torch.randn(rows, n, generator=g).sign()
+        h = x.to(torch.float16)
+        cases.append((x, x.sum(-1), h, h.sum(-1)))
+    found = []
+    for lanes in (16, 8):
+        for pairing in (0, 1):
+            ok = True
+            for x, want32, h, want16 in cases:
+                rows, n = x.shape
+                got32 = torch.empty(rows, dtype=torch.float32)
+                lib.pasa_sum_f32_rows(x.data_ptr(), rows, n, lanes, got32.data_ptr())
+                got16 = torch.empty(rows, dtype=torch.float16)
+                lib.pasa_sum_f16_rows(h.data_ptr(), rows, n, lanes, pairing, got16.data_ptr())
+                same32 = torch.equal(got32.view(torch.int32), want32.view(torch.int32))
+                if not (same32 and torch.equal(got16.view(torch.int16), want16.view(torch.int16))):
+                    ok = False
+                    break
+            if ok:
+                found.append((lanes, pairing))
+    if len(found) != 1:
+        raise RuntimeError(f"torch's row-sum order not identified (lanes, pairing matching: {found})")
+    return found[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _bits16_of(value: float) -> int:
+    return int(torch.tensor(value, dtype=torch.float16).view(torch.int16).item()) & 0xFFFF
+
+
+def _bits16(t: torch.Tensor) -> int:
+    """The fp16 bit pattern of a 0-dim fp16 tensor (memoised by value: constants of a call)."""
+    return _bits16_of(float(t))
+
+
+def _probed(lib: ctypes.CDLL, path: Path) -> tuple[int, int]:
+    """:func:`_probe`, its result kept next to the library for this torch build and CPU capability
+    (the probe sums about 20 million numbers: seconds, once per machine and torch instead of once per
+    process)."""
+    key = f"{torch.__version__} {torch.backends.cpu.get_cpu_capability()} {torch.__file__}"
+    memo = path.with_suffix(".probe")
+    try:
+        stored_key, lanes, pairing = memo.read_text().rsplit(" ", 2)
+        if stored_key == key:
+            return int(lanes), int(pairing)
+    except (OSError, ValueError):
+        pass
+    lanes, pairing = _probe(lib)
+    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(f"{key} {lanes} {pairing}")
+        os.replace(tmp, memo)
+    except OSError:
+        pass
+    return lanes, pairing
+
+
+class Backend:
+    """The loaded library with the lane width and pairing of torch's sums and the exp table."""
+
+    def __init__(self, lib: ctypes.CDLL, lanes: int, pairing: int, path: Path) -> None:
+        self.lib, self.lanes, self.pairing, self.path = lib, lanes, pairing, path
+        self.lut = _exp_table()
+        self._work: torch.Tensor | None = None
+
+    def chain(
+        self,
+        s_acc: torch.Tensor,
+        shape: tuple[int, int, int, int, int],
+        tau: float | None,
+        want_mean: bool,
+        masked: bool,
+        p_acc: torch.Tensor,
+        out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        tail: int | None = None,
+        causal: tuple[int, int, int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """Steps a–d of one unmasked tile: from the fp32 accumulator tile ``s_acc`` (B, Hkv, rows,
+        nb·n; left unchanged) to the row maxima m_j and row sums ℓ_j (fp16, (B, Hkv, rows, nb, 1)), the
+        block row means (fp32, the same shape; if ``want_mean``) and P in ``p_acc`` (fp32, (B, Hkv,
+        nb, rows, n)); ``tau``: the softmax scale applied to the rounded scores (``scale="scores"``).
+        None if a rounded score is ±inf or NaN (the caller's torch passes then take the tile).
+        ``out``: (m_j, ℓ_j, means) tensors to write into (contiguous, of those shapes and dtypes).
+        Masks (−inf, after the means): ``tail`` valid columns of the tile's last block (padded keys);
+        ``causal`` = (q0, r, see): row ρ is query q0 + ρ mod r, which sees the tile's column c iff
+        c <= query + see."""
+        B, Hkv, rows, nb, n = shape
+        if not (s_acc.is_contiguous() and p_acc.is_contiguous()):
+            return None
+        stat = (B, Hkv, rows, nb, 1)
+        if out is None:
+            out = (
+                torch.empty(stat, dtype=torch.float16),
+                torch.empty(stat, dtype=torch.float16),
+                torch.empty(stat, dtype=torch.float32),
+            )
+        mj, lj, mean_buf = out
+        mean = mean_buf if want_mean else None
+        rc = self.lib.pasa_chain(
+            s_acc.data_ptr(),
+            B * Hkv,
+            rows,
+            nb,
+            n,
+            0.0 if tau is None else tau,
+            int(want_mean),
+            int(masked),
+            self.lut.data_ptr(),
+            None if mean is None else mean.data_ptr(),
+            mj.data_ptr(),
+            lj.data_ptr(),
+            p_acc.data_ptr(),
+            self.lanes,
+            self.pairing,
+            n if tail is None else tail,
+            int(causal is not None),
+            *(causal if causal is not None else (0, 1, 0)),
+        )
+        if rc == 2:
+            return None
+        if rc != 0:
+            raise RuntimeError(f"pasa_chain failed ({rc})")
+        return mj, lj, mean
+
+    def step(
+        self,
+        mode: int,
+        first: bool,
+        masked: bool,
+        jj: int,
+        tile: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor],
+        consts: tuple[torch.Tensor | None, torch.Tensor, float],
+        state: tuple[torch.Tensor, ...],
+        down: torch.Tensor | None,
+        o_in: torch.Tensor,
+        o_out: torch.Tensor,
+    ) -> int:
+        """Block ``jj`` of a tile folded into the running state of every row (``pasa_step`` in the
+        source). ``mode``: 0 no shift, 1/2 pseudo-average offsets (``"centered"``/``"rounded"``), 3 key
+        offsets. ``tile``: (m_j, ℓ_j, block means or offsets, P·V in the accumulator (B, Hkv, nb,
+        rows, dv), or without B); ``consts``: (c, recenter_at, renorm_at); ``state``: (m, ℓ, A, φ) fp16 (B, Hkv,
+        rows, 1), updated in place (A, φ unused for mode 0); O is read from ``o_in`` and written to
+        ``o_out``. Returns 1 if some ℓ reached renorm_at, 0, or −1 if a result is NaN or ℓ or O is not
+        finite: then nothing is written and the caller's torch passes take the block."""
+        mj, lj, stat, pv = tile
+        c, recenter, renorm_at = consts
+        m, lsum, a, phi = state
+        *lead, nb, rows, dv = pv.shape
+        outer = math.prod(lead)
+        ts = (mj, lj, stat, pv, m, lsum, a, phi, down, o_in, o_out)
+        if not all(t is None or t.is_contiguous() for t in ts):
+            return -1
+        R = outer * rows
+        if self._work is None or self._work.numel() < 6 * R:
+            self._work = torch.empty(6 * R, dtype=torch.float32)
+
+        def ptr(t: torch.Tensor | None) -> int | None:
+            return None if t is None else t.data_ptr()
+
+        return self.lib.pasa_step(
+            outer,
+            rows,
+            nb,
+            jj,
+            dv,
+            mode,
+            int(first),
+            int(masked),
+            mj.data_ptr(),
+            lj.data_ptr(),
+            ptr(stat) if mode in (1, 2) else None,
+            ptr(stat) if mode == 3 else None,
+            0 if c is None else _bits16(c),
+            _bits16(recenter),
+            self.lut.data_ptr(),
+            m.data_ptr(),
+            lsum.data_ptr(),
+            ptr(a),
+            ptr(phi),
+            ptr(down),
+            o_in.data_ptr(),
+            o_out.data_ptr(),
+            pv.data_ptr(),
+            renorm_at,
+            self._work.data_ptr(),
+        )
+
+
+def _init() -> None:
+    if os.environ.get("PASA_FUSED", "1").strip().lower() in ("0", "false", "no", "off"):
+        _state.update(backend=None, reason="disabled by PASA_FUSED=0")
+        return
+    try:
+        path = _build()
+        lib = _load(path)
+        lanes, pairing = _probed(lib, path)
+        reason = f"{lanes}-lane sums, {path.name}"
+        _state.update(backend=Backend(lib, lanes, pairing, path), reason=reason)
+    except Exception as exc:  # any failure: the eager passes run, and say why
+        _state.update(backend=None, reason=f"{type(exc).__name__}: {exc}")
+
+
+def applies(prec, device: torch.device, census) -> bool:
+    """Whether the fused passes model this call's roundings: fp16 operands, matrix-unit output and
+    vector unit, an fp32 accumulator, ``reduce="acc"``, a CPU device, no census (it records the
+    intermediate tiles the fused passes never form)."""
+    f16 = torch.float16
+    return (
+        device.type == "cpu"
+        and census is None
+        and prec.vector == f16
+        and prec.matmul_out == f16
+        and prec.matmul_in == f16
+        and prec.matmul_acc == torch.float32
+        and prec.reduce == "acc"
+    )
+
+
+def get_backend() -> Backend | None:
+    """The loaded fused backend, or None (built and probed on first use)."""
+    if "backend" not in _state:
+        with _lock:
+            if "backend" not in _state:
+                _init()
+    return _state["backend"]
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Run the eager torch passes inside the block (for comparisons; not thread-safe)."""
+    get_backend()
+    saved = dict(_state)
+    _state.update(backend=None, reason="disabled for this block")
+    try:
+        yield
+    finally:
+        _state.clear()
+        _state.update(saved)
+
+
+def fused_backend() -> str:
+    """Which backend runs the tile's vector passes where the fused one applies: ``"fused-cpp (…)"`` or
+    ``"eager (reason)"``. Builds the library on first call (a few seconds, then cached)."""
+    b = get_backend()
+    return f"fused-cpp ({_state['reason']})" if b is not None else f"eager ({_state['reason']})"
+
+
+if __name__ == "__main__":  # python -m pasa_npu._fused: build, probe and say which backend runs
+    print(fused_backend())
+    sys.exit(0)
