@@ -58,7 +58,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from . import _enclosure, policies
+from . import _enclosure, _refbound, policies
 from .formats import get_format, quantum_array
 from .schema import check_block, check_bnsd, check_scale
 
@@ -337,7 +337,11 @@ def certify(
     estimate: per element the smaller of Theorem 1 (§9) and the enclosure of the run (Theorem 4, §14).
     """
     pol = policies.resolve(method, precision)
-    _check_policy(pol)
+    hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 5 (docs/bounds.md §15)
+    if hi_lo:
+        _refbound.check_policy(pol)
+    else:
+        _check_policy(pol)
     block_kv = check_block(block_kv)
     if not isinstance(is_causal, bool):
         raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
@@ -365,6 +369,14 @@ def certify(
     ):
         raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
     lam_p = math.sqrt(2.0 * math.log(6.0 / (1.0 - confidence)))
+    if hi_lo:
+        if shifted_keys is not None:
+            raise ValueError(
+                "shifted_keys applies to PASA's shifting matrix, which score_ref='hi_lo' does not use"
+            )
+        return _certify_ref(
+            method, pol, qa, ka, va, tau=tau, n=n, sel=sel, is_causal=is_causal, confidence=confidence
+        )
     kt_obs = None
     if shifted_keys is not None:
         if not pol.shift:
@@ -411,6 +423,106 @@ def certify(
         overflow=overflow,
         prob_abs_bound=float(row_prob.max()),
         row_prob_bound=row_prob,
+        confidence=float(confidence),
+    )
+
+
+def _golden(s64: _F64, sig: _F64, vis: npt.NDArray[np.bool_], vp: _F64, S2: int) -> tuple[_F64, _F64]:
+    """The float64 golden o' (R, Dv) and its error bound ε_o (Lemma 8) from the float64 scaled scores
+    s64 (R, L), their error σ and the visible columns."""
+    Dv = vp.shape[1]
+    M = np.max(np.where(vis, s64, -np.inf), axis=1, keepdims=True)
+    M = np.where(np.isfinite(M), M, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        a64 = 4 * 2.0**-53 * (np.abs(s64) + np.abs(M))
+        wmid = np.where(vis, np.exp(s64 - M), 0.0)
+    sw = wmid.sum(axis=1, keepdims=True)
+    sw = np.where(sw > 0, sw, 1.0)
+    o64 = (wmid @ vp) / sw
+    lam64 = np.max(np.where(vis, sig + a64, 0.0), axis=1, initial=0.0) + _EXP64
+    vabs = np.abs(vp).max() if vp.size else 0.0
+    eps_o = (np.expm1(2 * lam64) * 1.01)[:, None] * (vabs + np.abs(o64)) + 2.1 * gamma(
+        S2 + 2, 2.0**-53
+    ) * vabs
+    return o64, eps_o * np.ones((1, Dv))
+
+
+def _visible(ridx: npt.NDArray[np.int64], L: int, S1: int, S2: int, causal: bool) -> npt.NDArray[np.bool_]:
+    """Visible columns (R, L): unpadded, and not in the future under the bottom-right causal mask."""
+    cols = np.arange(L)
+    vis = np.broadcast_to(cols < S2, (ridx.size, L)).copy()
+    if causal:
+        vis &= cols[None, :] <= ridx[:, None] + (S2 - S1)
+    return vis
+
+
+def _certify_ref(
+    method: str,
+    pol: policies.Policy,
+    qa: _F64,
+    ka: _F64,
+    va: _F64,
+    *,
+    tau: float,
+    n: int,
+    sel: npt.NDArray[np.int64],
+    is_causal: bool,
+    confidence: float,
+) -> Certificate:
+    """Theorem 5 (docs/bounds.md §15): the reference in the accumulator (``score_ref="hi_lo"``)."""
+    B, H, S1, _ = qa.shape
+    Hkv, S2 = ka.shape[1], ka.shape[2]
+    G = H // Hkv
+    e_hi = _refbound.e_hi_upper(qa, ka)
+    row_bound = np.zeros((B, H, sel.size))
+    row_cap = np.zeros((B, H, sel.size))
+    terms_max: dict[str, float] = {}
+    worst = (-1.0, "")
+    overflow = False
+    L = -(-S2 // n) * n
+    for b in range(B):
+        for hk in range(Hkv):
+            kp = _pad(ka[b : b + 1, hk : hk + 1], n, pol.kv_tail)[0, 0]
+            vp = _pad(va[b : b + 1, hk : hk + 1], n, pol.kv_tail)[0, 0]
+            qg = qa[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, -1)
+            vis = _visible(np.tile(sel, G), L, S1, S2, is_causal)
+            cands, complete = _refbound.vbar_candidates(va[b, hk], pol.v_center)
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                res = _refbound.run_group(
+                    pol,
+                    tau,
+                    n,
+                    qg,
+                    kp,
+                    vp,
+                    vis,
+                    cands,
+                    complete,
+                    e_hi,
+                    lambda s64, sig, vis_, vp_: _golden(s64, sig, vis_, vp_, S2),
+                    S2,
+                )
+            row_bound[b, hk * G : (hk + 1) * G] = res["bound"].reshape(G, sel.size)
+            row_cap[b, hk * G : (hk + 1) * G] = res["cap"].reshape(G, sel.size)
+            overflow |= bool(res["overflow"])
+            for key, val in res["terms"].items():
+                terms_max[key] = max(terms_max.get(key, 0.0), val)
+            if res["worst"][0] > worst[0]:
+                worst = res["worst"]
+    return Certificate(
+        method=method,
+        precision=pol.name,
+        max_abs_bound=float(row_bound.max(initial=0.0)),
+        hull_cap=float(row_cap.max(initial=0.0)),
+        rows=sel,
+        row_bound=row_bound,
+        row_hull_cap=row_cap,
+        terms=terms_max,
+        dominant=worst[1],
+        overflow=overflow,
+        # docs/bounds.md §15.6: the probabilistic bound of this path is the rigorous one
+        prob_abs_bound=float(row_bound.max(initial=0.0)),
+        row_prob_bound=row_bound.copy(),
         confidence=float(confidence),
     )
 
@@ -764,16 +876,7 @@ class _Engine:
         # absolute parts (computed frame, Lemma 6): η per underflowing factor
         a_r = np.where(vis, (uf_p.astype(float) + chain_uf[:, blk]) * self.eta_exp * 1.001, 0.0)
         Z = a_r.sum(axis=1)
-        # float64 golden o' and its error ε_o (Lemma 8)
-        sw = wmid.sum(axis=1, keepdims=True)
-        sw = np.where(sw > 0, sw, 1.0)
-        o64 = (wmid @ vp) / sw
-        lam64 = np.max(np.where(vis, sig + a64, 0.0), axis=1) + _EXP64
-        vabs = np.abs(vp).max() if vp.size else 0.0
-        eps_o = (np.expm1(2 * lam64) * 1.01)[:, None] * (np.abs(vp).max() + np.abs(o64)) + 2.1 * gamma(
-            S2 + 2, 2.0**-53
-        ) * vabs
-        eps_o = eps_o * np.ones((1, Dv))
+        o64, eps_o = _golden(s64, sig, vis, vp, S2)
         # Lemma 6 (ratio lemma) per row and column, rows in chunks to bound memory
         SWlo = Wlo.sum(axis=1)
         cprime = ((Wlo + Whi).sum(axis=1) / 2) / np.where(wmid.sum(axis=1) > 0, wmid.sum(axis=1), 1.0)
