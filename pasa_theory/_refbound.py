@@ -181,6 +181,27 @@ class Consts:
             + h16(self.t16 * (mag + h1) * (1 + 2.0**-40))
         )
 
+    def moves_err(self, jsum: Any, count: Any) -> _F64:
+        """Σ_k (error of x_k) over ``count`` moves whose jumps |R_new − R_old| sum to ≤ ``jsum``
+        (Lemma 15.3 (iii)): :meth:`convert_err` and :meth:`dR_err` are below affine functions of the
+        magnitude (half an ulp ≤ u·M + η, Lemma 1), so the sum is bounded by the total jump, which
+        telescopes to R_final − R^{(j)}."""
+        J = np.asarray(jsum, dtype=np.float64)
+        c = np.asarray(count, dtype=np.float64)
+        P = 3.0 * (U32 * (J + 2.0 * c * self.Lmax) + c * (ETA32 + 1e-300))  # Σ dR_err
+        m = J + P
+        if self.place == "acc":
+            lin = abs(self.t32 - self.tau) + U32 * self.t32 + U16 * self.t32 * (1 + U32) ** 2
+            out = self.tmax * P + lin * m + c * (ETA32 + ETA16)
+        else:
+            out = (
+                self.tmax * (P + U16 * m + c * ETA16)
+                + abs(self.t16 - self.tau) * m
+                + U16 * self.t16 * (1 + 2.0**-40) * (m * (1 + U16) + c * ETA16)
+                + c * ETA16
+            )
+        return np.asarray(out * (1 + 2.0**-40))
+
     def dR_err(self, jump: Any) -> _F64:
         """fp32 error of the move's R_old − R_new, evaluated as (h_o − h_n)·2^e_hi + (l_o − l_n)·2^e_lo
         (three fp32 roundings, each at most half an ulp at |jump| + 2·|L|max)."""
@@ -371,6 +392,14 @@ def run_group(
     later = np.where(mp, eps_x + C.rho, 0.0)
     rev = np.cumsum(later[:, ::-1], axis=1)[:, ::-1]
     chain = np.concatenate([rev[:, 1:], np.zeros((R, 1))], axis=1)
+    # or by the telescoped total jump after block j: Σ_{k>j} |jump_k| ≤ R_final − R^{(j)} + 2·#moves·δ_place
+    cnt_rev = np.cumsum(mp[:, ::-1], axis=1)[:, ::-1].astype(float)
+    cnt = np.concatenate([cnt_rev[:, 1:], np.zeros((R, 1))], axis=1)
+    with np.errstate(invalid="ignore"):
+        jtot = np.maximum(RH[:, -1:] - RL, 0.0) + 2.0 * cnt * C.place_err
+    jtot = np.where(np.isfinite(jtot), jtot, np.inf)
+    chain_t = np.where(cnt > 0, C.moves_err(jtot, cnt) + cnt * C.rho, 0.0)
+    chain = np.minimum(chain, np.where(np.isnan(chain_t), np.inf, chain_t))
     # α may underflow (absolute part, Lemma 15.3): x < log(tiny16) possible
     uf_alpha = mp & (-xmag < math.log(2.0**-14) + 1.0)
     ufa = uf_alpha.astype(float)
@@ -611,3 +640,106 @@ def run_group(
         total=total,
         moves_possible=mp.sum(axis=1),
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Theorem 6: the a-priori bound
+
+
+def a_priori_ref(
+    pol: Any,
+    *,
+    tau: float,
+    n: int,
+    d: int,
+    S2: int,
+    q_max: float,
+    k_max: float,
+    v_abs: float,
+    v_spread: float,
+) -> tuple[float, float, dict[str, float], bool]:
+    """Theorem 6 (docs/bounds.md §15.7): (bound, Λ, terms, overflow_possible) for every input with
+    max|q| ≤ q_max, max|k| ≤ k_max, max|v| ≤ v_abs, column spread of V ≤ v_spread, head dim d, S2 keys,
+    block n. Lemmas 15.1–15.5 with every per-column quantity replaced by its worst case over the class:
+    |S| ≤ d·q_max·k_max, a move possible at every block after the first, every partial sum at the total."""
+    T = -(-S2 // n)
+    Sabs = d * q_max * k_max
+    eacc = float(acc_error(Sabs, d, pol))
+    theta_s = (float(rnd16(pol.ref_move_at)) + 1.0) / (float(np.float32(tau)) * (1 - U32))
+    Rmax = 2.0 * (Sabs + eacc + theta_s) + 2.0
+    bound_e = Sabs * (1 + 2.0**-16)
+    e_hi = max(0, math.ceil(math.log2(bound_e)) - 15) if bound_e > 0 else 0
+    C = Consts(pol, tau, Rmax, e_hi)
+    dR = eacc + C.xi_glob + C.place_err
+    Delta = max(C.theta_up + C.xi_glob + eacc, dR) + T * max(0.0, C.place_err - C.theta_lo)
+    terms: dict[str, float] = {}
+    # Lemma 15.2 at the worst live column (t > −20 possible): |S_r − R| ≤ dist
+    dist_all = 2 * Sabs + Delta
+    up = float(C.convert_err(dist_all, eacc + C.xi(dist_all + eacc), upward=True))
+    dist = min(dist_all, (-_DEEP + up) / tau + Delta + dR)
+    pre_t = eacc + float(C.xi(dist + eacc))
+    eps_t = float(C.convert_err(dist, pre_t))
+    jump = 2 * Sabs + dR + Delta
+    eps_x = float(C.convert_err(jump, C.dR_err(jump))) if T > 1 else 0.0
+    xmag = C.tmax * (jump + float(C.dR_err(jump))) * (1 + 2.0**-20) + eps_x
+    if pol.ref_move == "rebase" and T > 1:
+        d_old = min(dist + jump, dist_all)  # |S_r − R_old| for a column of a block that moves R
+        eps_o = float(C.convert_err(d_old, eacc + C.xi(d_old + eacc)))
+        t_new = C.tmax * (dist + pre_t) * (1 + 2.0**-20) + eps_t
+        eps_t = max(eps_t, eps_o + eps_x + float(hulp(t_new + eps_o + eps_x, "fp16")))
+    # Lemma 15.3 (iii): the moves' errors through the telescoped total jump (≤ R_final − R_first)
+    moves = min((T - 1) * eps_x, float(C.moves_err(2 * Sabs + 2 * dR + 2 * (T - 1) * C.place_err, T - 1)))
+    lam = eps_t + C.rho + moves + (T - 1) * C.rho
+    overflow = (T > 1 and xmag >= MAX16 * (1 - U16)) or not math.isfinite(lam)
+    Pmax = math.exp(min(C.tmax * Delta + eps_t, 700.0)) * (1 + 2.0**-22) * (1 + U16) * 1.001
+    Z = S2 * (1 + Pmax * (T - 1)) * (ETA16 + ETA32) * 1.001
+    Klo = math.exp(-C.tmax * dR * (1 + 2.0**-20))
+    centred = pol.v_center != "none"
+    # v̄ lies in the column's hull up to its roundings (fp32 mean, grid or fp16): |v − v̄| ≤ spread + 3 hulp
+    vdev = min(2 * v_abs, v_spread + 3 * float(hulp(v_abs, "fp16")) + 2.0**-20 * v_abs)
+    vc_max = (vdev if centred else v_abs) * (1 + U16)
+    rho = float(hulp(2 * v_abs, "fp16")) if centred else 0.0
+    if pol.accum == "pow2":
+        overflow |= 2 * vc_max * (1 + 2.0**-8) >= MAX16
+    else:
+        overflow |= S2 * Pmax * max(1.0, vc_max) * (1 + 2.0**-8) >= MAX16
+    with np.errstate(over="ignore"):
+        eL = math.exp(min(lam, 700.0))
+        den = 1.0 / eL - Z / Klo
+    if den <= 0 or overflow:
+        return math.inf, lam, dict(weights=math.inf), bool(overflow)
+    deep = S2 * math.exp(_DEEP + C.tmax * dR)
+    BA = (math.expm1(lam) + deep + Z / Klo) * v_spread / den
+    Ut = (eL + Z / Klo) / den
+    UVt = Ut * vc_max
+    Fm = T - 1
+    Fp = T if pol.pv_accum == "vector" else 1
+    F = Fm + Fp
+    g = 1.0 / (1.0 - (4 * (F + T) + 8) * U16 - 2.0**-20)
+    seg = n * T + T if pol.pv_accum == "matrix" else n + 1
+    u_inc = U32 + U16 * (1 + U32)
+    eta_k = ETA16 * (1.0 / (Klo * den) + 2.0 * Ut * g)
+    EO = (gamma(seg, U32) + u_inc) * UVt * g + (Fm + F) * U16 * UVt * g + 3 * F * eta_k
+    if pol.row_sum == "vector":
+        lj = gamma(n, U32) * (1 + U16) + U16
+        El = lj * Ut * g + T * (U16 * Ut * g + 3 * eta_k) + Fm * (U16 * Ut * g + eta_k)
+        EO += T * eta_k
+    else:
+        El = (gamma(seg, U32) + u_inc) * Ut * g + (Fm + F) * U16 * Ut * g + 3 * F * eta_k
+    ocur = (vdev if centred else v_abs) + BA + rho  # |O_W(v − v̄)| ≤ |o − v̄| + B_A + ρ
+    BC = (EO + ocur * El) / (1 - El) if El < 1 else math.inf
+    Y = ocur + BC
+    Bend = float(hulp(Y, "fp16")) + (
+        float(hulp(Y + v_abs + float(hulp(Y, "fp16")), "fp16")) if centred else 0.0
+    )
+    bound = (BA + rho + BC + Bend) * (1.0 + 2.0**-30)
+    terms.update(
+        score_accumulation=C.tmax * eacc,
+        conversion=eps_t - C.tmax * eacc,
+        moves=moves + (T - 1) * C.rho,
+        weights=BA,
+        centring=rho,
+        accumulators=BC,
+        output_rounding=Bend,
+    )
+    return float(bound), float(lam), terms, bool(overflow)

@@ -1177,13 +1177,30 @@ def a_priori(
     at all (e.g. ``overflow_possible``) and how the error scales with d, n, S2, β, c and u.
     """
     pol = policies.resolve(method, precision)
-    _check_policy(pol)
+    hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 6 (docs/bounds.md §15.7)
+    if hi_lo:
+        _refbound.check_policy(pol)
+    else:
+        _check_policy(pol)
     if not isinstance(stats, InputStats):
         raise TypeError(f"stats must be an InputStats (see stats_of), got {type(stats).__name__}")
     d, S2 = stats.head_dim, stats.seq_kv
     n = S2 if pol.untiled else check_block(block_kv)
     T = -(-S2 // n)
     tau = check_scale(scale, d)
+    if hi_lo:
+        b, lam_r, terms_r, ovf = _refbound.a_priori_ref(
+            pol,
+            tau=tau,
+            n=n,
+            d=d,
+            S2=S2,
+            q_max=stats.q_max,
+            k_max=stats.k_max,
+            v_abs=stats.v_abs,
+            v_spread=stats.v_spread,
+        )
+        return APrioriBound(method, pol.name, b, lam_r, terms_r, ovf)
     vd, mo, mi = _FORMATS[pol.vector.name], _FORMATS[pol.matmul_out.name], _FORMATS[pol.matmul_in.name]
     u, u32 = vd.u, 2.0**-24
     um = 0.0 if mo.name == "fp32" else mo.u
