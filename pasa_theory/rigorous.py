@@ -1304,7 +1304,11 @@ def sympy_checks() -> dict[str, bool]:
       exact factors γ_j Π_{k>j} α_k equals e^{G_j − H_final} (exact exponentials);
     * ``recovery`` (Lemma 11.3): s̃*_r + c·mean(s̃*) = a·q·k_r + (c(a − b n) − b n)·mean(q·k) for the
       rounded M̂ = a I − b J, and the residual vanishes at c = b n / (a − b n);
-    * ``quotient`` (Lemma 7): (S_O + E_O)/(S_ℓ + E_ℓ) − S_O/S_ℓ = (E_O − (S_O/S_ℓ)·E_ℓ)/(S_ℓ + E_ℓ).
+    * ``quotient`` (Lemma 7): (S_O + E_O)/(S_ℓ + E_ℓ) − S_O/S_ℓ = (E_O − (S_O/S_ℓ)·E_ℓ)/(S_ℓ + E_ℓ);
+    * ``reference_telescoping`` (Lemma 15.3): for T = 4 blocks, every move pattern and any reference
+      values, e^{τ(S_r − R^{(j)})}·Π_{later moves k} e^{τ(R^{(k−1)} − R^{(k)})} = e^{τ(S_r − R_final)};
+    * ``normalisation`` (Lemma 15.3): κ/(κΣŴ − Z) = 1/(ΣŴ − Z/κ), the step that replaces ΣW ≥ 1 of
+      Lemma 6 by a lower bound on the common factor κ.
     """
     import sympy as sp
 
@@ -1361,6 +1365,33 @@ def sympy_checks() -> dict[str, bool]:
     )
     resid = (c_ * (a_ - b_ * nn) - b_ * nn).subs(c_, b_ * nn / (a_ - b_ * nn))
     out["recovery"] = bool(ok and sp.simplify(resid) == 0)
+    # §15 (Lemma 15.3): the reference in the accumulator. Column r of block j is exponentiated against
+    # R^{(j)}; every later move multiplies by e^{τ(R_old − R_new)}; whatever the move pattern and the
+    # values of the references, the product is e^{τ(S_r − R_final)}: one factor common to every column.
+    tau_s = sp.symbols("tau", positive=True)
+    Rs = sp.symbols("R0:4", real=True)
+    Sr = sp.symbols("S_r", real=True)
+    ok = True
+    for moves in itertools.product([False, True], repeat=3):
+        refs = [Rs[0]]
+        for j in range(1, 4):
+            refs.append(Rs[j] if moves[j - 1] else refs[-1])
+        for j in range(4):
+            w = sp.exp(tau_s * (Sr - refs[j]))
+            for kk in range(j + 1, 4):
+                if moves[kk - 1]:
+                    w *= sp.exp(tau_s * (refs[kk - 1] - refs[kk]))
+            ok &= sp.simplify(w - sp.exp(tau_s * (Sr - refs[3]))) == 0
+    out["reference_telescoping"] = bool(ok)
+    # Lemma 15.3: the normalisation with a common factor κ and absolute parts a_r (Σ W ≥ κΣŴ − Σ|a|)
+    kap, Zs = sp.symbols("kappa Z", positive=True)
+    Wh = sp.symbols("What0:3", positive=True)
+    ar = sp.symbols("a0:3", real=True)
+    sumW = kap * sum(Wh) + sum(ar)
+    out["normalisation"] = bool(
+        sp.simplify(kap / (kap * sum(Wh) - Zs) - 1 / (sum(Wh) - Zs / kap)) == 0
+        and sp.simplify(sumW - kap * sum(Wh) - sum(ar)) == 0
+    )
     SO, SL, EO, EL = sp.symbols("S_O S_l E_O E_l", real=True)
     out["quotient"] = sp.simplify((SO + EO) / (SL + EL) - SO / SL - (EO - SO / SL * EL) / (SL + EL)) == 0
     return out
