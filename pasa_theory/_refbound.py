@@ -72,7 +72,8 @@ def check_policy(pol: Any) -> None:
         why.append("a finite ref_move_at >= 0")
     if why:
         raise ValueError(
-            f"the bounds of docs/bounds.md §15 cover {COVERED}; policy {pol.name!r} needs: " + "; ".join(why)
+            f"certify supports the reference in the accumulator (docs/bounds.md §15) for {COVERED}; "
+            f"policy {pol.name!r} needs: " + "; ".join(why)
         )
 
 

@@ -45,7 +45,10 @@ Supported arrangements (others raise ``ValueError``): matrix unit fp16 in / fp32
 fp16 or fp32 out; vector unit fp16 or fp32; row reductions ``reduce="acc"``; with the shift:
 ``reference="lazy"``, ``recovery="pseudo_average"``, ``pseudo_average="centered"``, τ folded into M
 (``npu_fp16`` PASA); without it: flash attention with τ on the scores or on Q (``fa_qk``, ``fa_q``,
-``fa_naive``, ``fa_hybrid``). Masks: the bottom-right causal mask and the padded tail.
+``fa_naive``, ``fa_hybrid``); the reference in the accumulator (``score_ref="hi_lo"``, the
+``fp16_accurate`` preset and its policy variants, wide accumulator) by :mod:`pasa_theory._refbound`
+(Theorems 5 and 6 of ``docs/bounds.md`` §15, branch-independent: the exact output does not depend on
+the reference's trajectory). Masks: the bottom-right causal mask and the padded tail.
 """
 
 from __future__ import annotations
