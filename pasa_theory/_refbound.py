@@ -568,7 +568,7 @@ def run_group(
         El = gseg * PU[:, -1] + u_inc * PU[:, -1] + (Fm * U16 * PU + F * (U16 * PU + 3 * eta_k)).sum(axis=1)
     else:
         lj = gamma(n, U32) * (1 + U16) + U16
-        El = (act * (lj * Uj + U16 * PU + 3 * eta_k)).sum(axis=1) + (Fm * (U16 * PU + eta_k)).sum(axis=1)
+        El = (act * (lj * Uj + U16 * PU + 3 * eta_k)).sum(axis=1) + (Fm * U16 * PU + F * eta_k).sum(axis=1)
     El = np.where(np.isnan(El), np.inf, El)
     EO = np.where(np.isnan(EO), np.inf, EO)
     # |O_W(v − v̄)| ≤ |o − v̄| + ρ + B_A (the computed weights' average of v − v̄)
@@ -723,7 +723,7 @@ def a_priori_ref(
     EO = (gamma(seg, U32) + u_inc) * UVt * g + (Fm + F) * U16 * UVt * g + 3 * F * eta_k
     if pol.row_sum == "vector":
         lj = gamma(n, U32) * (1 + U16) + U16
-        El = lj * Ut * g + T * (U16 * Ut * g + 3 * eta_k) + Fm * (U16 * Ut * g + eta_k)
+        El = lj * Ut * g + T * (U16 * Ut * g + 3 * eta_k) + Fm * U16 * Ut * g + F * eta_k
         EO += T * eta_k
     else:
         El = (gamma(seg, U32) + u_inc) * Ut * g + (Fm + F) * U16 * Ut * g + 3 * F * eta_k
