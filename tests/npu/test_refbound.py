@@ -311,3 +311,48 @@ def test_theorem5_tightness_on_the_reference_grid():
         f"{np.median(cost):.0f}x"
     )
     assert min(below) == 1.0
+
+
+def test_predict_theorem_products_for_the_reference_path():
+    """The theorem products of ``predict`` (``pasa_theory.bounds._theorems``) for ``fp16_accurate``: the
+    rigorous and probabilistic bounds are ``certify``'s, the a-priori one ``a_priori``'s, status theorem 5."""
+    from pasa_theory import bounds, policies
+
+    q, k, v = (x.to(torch.float16) for x in grid_qkv(8, 256, 2, d=64, seed=1, mean=0, amp=5))
+    qa, ka, va = (x.double().numpy() for x in (q, k, v))
+    pol = policies.resolve("pasa:fp16_accurate")
+    thm = bounds._theorems(
+        "pasa:fp16_accurate",
+        pol,
+        (qa, ka, va),
+        (qa, ka, va),
+        precision="npu_fp16",
+        beta=None,
+        block_kv=128,
+        scale=None,
+        is_causal=False,
+        confidence=0.99,
+        rigorous=True,
+        shifted_keys=None,
+    )
+    cert = rigorous.certify("pasa:fp16_accurate", q, k, v)
+    ap = rigorous.a_priori("pasa:fp16_accurate", rigorous.stats_of(q, k, v))
+    assert thm.status.startswith("theorem 5")
+    assert thm.bound == cert.max_abs_bound and thm.prob == cert.prob_abs_bound and thm.a_priori == ap.bound
+    # a narrow accumulator is outside the theorems: reported as not computed, with the reason
+    narrow = policies.resolve("pasa", ACC.replace(mma_acc="fp22", mma_round="zero"))
+    none = bounds._theorems(
+        "pasa",
+        narrow,
+        (qa, ka, va),
+        (qa, ka, va),
+        precision=ACC.replace(mma_acc="fp22", mma_round="zero"),
+        beta=None,
+        block_kv=128,
+        scale=None,
+        is_causal=False,
+        confidence=0.99,
+        rigorous=True,
+        shifted_keys=None,
+    )
+    assert none.bound is None and "mma_acc" in none.status
