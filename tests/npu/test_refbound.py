@@ -365,7 +365,8 @@ def test_theorem5_holds_for_any_accumulation_error_allowed_by_h1(monkeypatch, se
     """H1 allows any fp32 summation order; torch's CPU matmul is one. Here every matrix-unit product of
     the kernel (scores and P·[V, 1]) is moved, element by element, by ±0.95·γ_m·Σ|a||b| (random sign,
     seeded) before it is used — an accumulation error at the edge of what the theorem assumes, which
-    flips rounding ties, move decisions and the placement of R. The bound must still hold."""
+    flips rounding ties, move decisions and the placement of R — and every exponential errs by
+    ±0.95·EXP32_REL (the edge of H2). The bound must still hold."""
     from pasa_npu import kernel
 
     gen = torch.Generator().manual_seed(seed)
@@ -379,13 +380,31 @@ def test_theorem5_holds_for_any_accumulation_error_allowed_by_h1(monkeypatch, se
         r = (r.double() + sign * 0.95 * g * torch.matmul(a.abs().double(), b.abs().double())).to(r.dtype)
         return r if init is None else init + r
 
+    class _Torch:
+        """torch, with an exponential at the edge of H2: E(x) = e^x·(1 ± 0.95·EXP32_REL) before the
+        rounding to the tensor's format (random sign, seeded), E(0) = 1, E(x) ≤ 1 for x ≤ 0."""
+
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        @staticmethod
+        def exp(x):
+            y = torch.exp(x.double())
+            sign = torch.where(torch.rand(x.shape, generator=gen) < 0.5, -1.0, 1.0).double()
+            y = y * (1 + sign * 0.95 * rigorous.EXP32_REL)
+            y = torch.where(x == 0, torch.ones_like(y), y)
+            y = torch.where(x <= 0, torch.clamp(y, max=1.0), y)
+            return y.to(x.dtype)
+
     dist, mean, amp = cell
     q, k, v = grid_qkv(16, 384, 2, d=64, seed=13, mean=mean, amp=amp, dist=dist)
     q16, k16, v16 = (x.to(torch.float16) for x in (q, k, v))
     prec = VARIANTS[variant]
     monkeypatch.setattr(kernel, "_mma", edge)
+    monkeypatch.setattr(kernel, "torch", _Torch())
     out = pasa_npu.pasa_attention(q16, k16, v16, precision=prec)
     monkeypatch.setattr(kernel, "_mma", orig)
+    monkeypatch.setattr(kernel, "torch", torch)
     assert torch.isfinite(out).all()
     err = (out.double() - golden_attention(q16, k16, v16)).abs().amax(dim=-1).numpy()
     cert = rigorous.certify("pasa", q16, k16, v16, precision=prec)
