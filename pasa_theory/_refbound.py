@@ -1,16 +1,16 @@
-"""Rigorous bounds for the reference in the accumulator (``score_ref="hi_lo"``, docs/bounds.md §15).
+"""Rigorous bounds for the reference in the accumulator (``score_ref="hi_lo"``, docs/bounds.md §16).
 
 The ``fp16_accurate`` arrangement (docs/precision.md §6, ``pasa_npu.kernel._ref_attention``) subtracts a
 per-row reference R = 2^e_hi·h + 2^e_lo·l inside the matrix unit's fp32 accumulator, converts
 t = τ·(S − R) to fp16, moves R when a block maximum passes θ (``ref_move_at``), flushes the pending
 P·[V − v̄, 1] accumulator into the fp16 O and ℓ at a move, and adds the centre v̄ back at the end.
 
-The theorem (Theorem 5 of docs/bounds.md §15) rests on one fact: for **any** reference trajectory — any
+The theorem (Theorem 6 of docs/bounds.md §16) rests on one fact: for **any** reference trajectory — any
 pair (h, l), any sequence of move decisions — attention in real arithmetic is exact, because R enters
 each weight as e^{τ(S_r − R^{(j)})}·Π_{later moves} e^{τ(R^{(k−1)} − R^{(k)})} = e^{τ(S_r − R_final)}
 (telescoping, ``sympy_checks()["reference_telescoping"]`` in :mod:`pasa_theory.rigorous`), a common
 factor that cancels in O/ℓ. So the bound never follows the data-dependent branches: it uses only
-branch-independent facts about every trajectory the kernel can take (Lemma 15.1: R^{(j)} stays within
+branch-independent facts about every trajectory the kernel can take (Lemma 16.1: R^{(j)} stays within
 [M_j − Δ, M_j + δ_R] of the running maximum M_j of the exact scores; a move at block k is possible only
 where the block maximum comes near M_{k−1}; there is at most one flush per such block), and bounds every
 rounding at the largest magnitude its operand can take in any of them.
@@ -72,7 +72,7 @@ def check_policy(pol: Any) -> None:
         why.append("a finite ref_move_at >= 0")
     if why:
         raise ValueError(
-            f"certify supports the reference in the accumulator (docs/bounds.md §15) for {COVERED}; "
+            f"certify supports the reference in the accumulator (docs/bounds.md §16) for {COVERED}; "
             f"policy {pol.name!r} needs: " + "; ".join(why)
         )
 
@@ -102,21 +102,21 @@ def acc_error(absdot: Any, m: int, pol: Any) -> _F64:
     """The matrix unit's accumulation error: a bound on |acc(Σ x_i) − Σ x_i| for m exact products x_i
     with Σ|x_i| ≤ ``absdot``, in any summation order (H1: γ^{32}_m·Σ|x|, Higham Lemma 3.1).
 
-    The one place where the accumulator's format enters the bounds of §15: a narrow accumulator
+    The one place where the accumulator's format enters the bounds of §16: a narrow accumulator
     (``mma_acc`` fp16/fp22, rounding after every chunk of ``mma_chunk`` products) needs its own rule
     here (and a range check); it is refused by :func:`check_policy` until then."""
     if pol.mma_acc != "wide":
-        raise ValueError(f"acc_error: mma_acc={pol.mma_acc!r} is not modelled (docs/bounds.md §15)")
+        raise ValueError(f"acc_error: mma_acc={pol.mma_acc!r} is not modelled (docs/bounds.md §16)")
     g = gamma(m, U32)
     return np.asarray(absdot, dtype=np.float64) * (g * (1.0 + 2.0**-40))
 
 
 # ---------------------------------------------------------------------------------------------------
-# constants of one call (Lemma 15.1)
+# constants of one call (Lemma 16.1)
 
 
 class Consts:
-    """The per-call constants of Lemma 15.1 for a row group: τ as the kernel holds it, θ, and the
+    """The per-call constants of Lemma 16.1 for a row group: τ as the kernel holds it, θ, and the
     placement slack of the reference (every quantity in accumulator units, i.e. units of S)."""
 
     def __init__(self, pol: Any, tau: float, Rmax: float, e_hi_max: int) -> None:
@@ -129,7 +129,7 @@ class Consts:
         self.tmax = max(tau, self.tc)
         self.theta = float(rnd16(pol.ref_move_at))
         e_lo_max = e_hi_max - 11
-        # Lemma 15.1 (iii): |L| and the placement error δ_place of a pair (h, l)
+        # Lemma 16.1 (iii): |L| and the placement error δ_place of a pair (h, l)
         lres = U16 * Rmax + 2.0**e_hi_max * (ETA16 + 2.0**-149)
         lres = lres * (1 + 2.0**-20)
         self.Lmax = float(lres + hulp(lres, "fp32") + U16 * lres * 1.01 + 2.0**e_lo_max * ETA16)
@@ -150,13 +150,13 @@ class Consts:
         self.rho = -math.log1p(-(2.0**-22)) - math.log1p(-U16)  # H2 and one fp16 rounding
 
     def xi(self, amag: Any) -> _F64:
-        """|fl32(fl32(s − H) − L) − (s − R)| for |s − R| ≤ amag (Lemma 15.2: two fp32 roundings)."""
+        """|fl32(fl32(s − H) − L) − (s − R)| for |s − R| ≤ amag (Lemma 16.2: two fp32 roundings)."""
         a = np.asarray(amag, dtype=np.float64)
         return np.asarray(hulp(a + self.Lmax, "fp32") + hulp(a + hulp(a + self.Lmax, "fp32"), "fp32"))
 
     def convert_err(self, amag: Any, pre: Any, upward: bool = False) -> _F64:
         """Error of the conversion t = conv(a) against τ·y, where |a − y| ≤ ``pre`` and |y| ≤ ``amag``
-        (Lemma 15.2): ``scale="acc"``: fl16(fl32(τ32·a)); ``"scores"``: fl16(fl16(a)·τ16).
+        (Lemma 16.2): ``scale="acc"``: fl16(fl32(τ32·a)); ``"scores"``: fl16(fl16(a)·τ16).
 
         ``upward``: a bound on t − τ·y only (each fp16 rounding raises a value by at most 16, half the
         largest fp16 spacing; a rounding that overflows goes to −inf for a negative value, i.e. down)."""
@@ -184,7 +184,7 @@ class Consts:
 
     def moves_err(self, jsum: Any, count: Any) -> _F64:
         """Σ_k (error of x_k) over ``count`` moves whose jumps |R_new − R_old| sum to ≤ ``jsum``
-        (Lemma 15.3 (iii)): :meth:`convert_err` and :meth:`dR_err` are below affine functions of the
+        (Lemma 16.3 (iii)): :meth:`convert_err` and :meth:`dR_err` are below affine functions of the
         magnitude (half an ulp ≤ u·M + η, Lemma 1), so the sum is bounded by the total jump, which
         telescopes to R_final − R^{(j)}."""
         J = np.asarray(jsum, dtype=np.float64)
@@ -284,7 +284,7 @@ def centring_terms(vp: _F64, cands: _F64, complete: bool) -> tuple[_F64, _F64, _
 
 
 # ---------------------------------------------------------------------------------------------------
-# Theorem 5: one row group
+# Theorem 6: one row group
 
 
 def _flush_schedule(pol: Any, mp: _B, j0: npt.NDArray[np.int64], T: int) -> tuple[_F64, _F64]:
@@ -318,7 +318,7 @@ def run_group(
     golden: Any,
     S2: int,
 ) -> dict[str, Any]:
-    """Theorem 5 for the rows ``qg`` (R, D) of one KV head: per row and output column, a bound on
+    """Theorem 6 for the rows ``qg`` (R, D) of one KV head: per row and output column, a bound on
     |out − O_exact|. ``kp``, ``vp``: keys and values padded to T·n rows; ``vis`` (R, L) the visible
     columns; ``cands`` the v̄ candidates; ``golden(s64, sig, vis, vp) -> (o64, eps_o)`` the float64
     reference of Lemma 8. Returns the same keys as :meth:`pasa_theory.rigorous._Engine.run`."""
@@ -345,15 +345,15 @@ def run_group(
     Sabs = float(np.max(np.where(vis, np.abs(S) + sig, 0.0), initial=0.0))
     eacc_row = np.max(np.where(vis, eacc, 0.0), axis=1, initial=0.0)
     eacc_max = float(eacc_row.max(initial=0.0))
-    # Lemma 15.1: the band of the reference around the running maximum (first pass with a generous Rmax)
+    # Lemma 16.1: the band of the reference around the running maximum (first pass with a generous Rmax)
     theta_s = (float(rnd16(pol.ref_move_at)) + 1.0) / (float(np.float32(tau)) * (1 - U32))
     Rmax = 2.0 * (Sabs + eacc_max + theta_s) + 2.0
     C = Consts(pol, tau, Rmax, e_hi_max)
     dR = eacc_row + C.xi_glob + C.place_err  # δ_R: |R_new − (block max of S)| at a move, per row
     Delta = np.maximum(C.theta_up + C.xi_glob + eacc_row, dR) + T * max(0.0, C.place_err - C.theta_lo)
     if not float(np.max(Sabs + Delta, initial=0.0)) <= Rmax:  # the first pass was not generous enough
-        raise AssertionError("Lemma 15.1: Rmax bootstrap failed")
-    # Lemma 15.1 (iv): the reference as an interval per block, decisions followed where they are decided
+        raise AssertionError("Lemma 16.1: Rmax bootstrap failed")
+    # Lemma 16.1 (iv): the reference as an interval per block, decisions followed where they are decided
     xi_a = eacc_row + C.xi_glob  # |a_r − (S_r − R)| ≤ xi_a for every column of the row
     RL = np.full((R, T), ninf)  # R^{(j)}: the reference block j's exponentials are taken against
     RH = np.full((R, T), ninf)
@@ -373,7 +373,7 @@ def run_group(
             nh = np.where(poss, np.maximum(rh, mv_hi), rh)
             nl = np.where(first, Blo[:, j] - dR, nl)
             nh = np.where(first, Bhi[:, j] + dR, nh)
-            # the band of Lemma 15.1 (ii): M_j − Δ ≤ R^{(j)} ≤ M_j + δ_R
+            # the band of Lemma 16.1 (ii): M_j − Δ ≤ R^{(j)} ≤ M_j + δ_R
             rl = np.where(started | first, np.maximum(nl, Mlo[:, j] - Delta), nl)
             rh = np.where(started | first, np.minimum(nh, Mhi[:, j] + dR), nh)
             RL[:, j], RH[:, j] = rl, rh
@@ -388,7 +388,7 @@ def run_group(
     pre_x = C.dR_err(jump)
     eps_x = np.where(mp, C.convert_err(jump, pre_x), 0.0)
     xmag = np.where(mp, C.tmax * (jump + pre_x) * (1 + 2.0**-20) + eps_x, 0.0)
-    overflow = np.any(xmag >= MAX16 * (1 - U16), axis=1)  # x may round to −inf: outside Theorem 5
+    overflow = np.any(xmag >= MAX16 * (1 - U16), axis=1)  # x may round to −inf: outside Theorem 6
     # chain of later moves for a column of block j: Σ_{k>j, possible} (ε_x,k + ρ)
     later = np.where(mp, eps_x + C.rho, 0.0)
     rev = np.cumsum(later[:, ::-1], axis=1)[:, ::-1]
@@ -401,12 +401,12 @@ def run_group(
     jtot = np.where(np.isfinite(jtot), jtot, np.inf)
     chain_t = np.where(cnt > 0, C.moves_err(jtot, cnt) + cnt * C.rho, 0.0)
     chain = np.minimum(chain, np.where(np.isnan(chain_t), np.inf, chain_t))
-    # α may underflow (absolute part, Lemma 15.3): x < log(tiny16) possible
+    # α may underflow (absolute part, Lemma 16.3): x < log(tiny16) possible
     uf_alpha = mp & (-xmag < math.log(2.0**-14) + 1.0)
     ufa = uf_alpha.astype(float)
     ufa_rev = np.cumsum(ufa[:, ::-1], axis=1)[:, ::-1]
     ufa_after = np.concatenate([ufa_rev[:, 1:], np.zeros((R, 1))], axis=1)
-    # step a′: the tile against R^{(j)} (Lemma 15.2), per column
+    # step a′: the tile against R^{(j)} (Lemma 16.2), per column
     RLj, RHj = RL[:, blk], RH[:, blk]
     with np.errstate(invalid="ignore"):
         dist = np.where(vis, np.maximum(Shi - RLj, RHj - Slo), 0.0)  # ≥ |S_r − R^{(j)}|
@@ -436,7 +436,7 @@ def run_group(
     live = vis & ~deep
     tmag = np.where(live, C.tmax * (dist + pre_t) * (1 + 2.0**-20) + eps_t, 0.0)
     overflow |= np.any(tmag >= MAX16 * (1 - U16), axis=1)
-    E = np.where(live, eps_t + C.rho + chain[:, blk], 0.0)  # |log W_r − τ(S_r − R_final)| (Lemma 15.3)
+    E = np.where(live, eps_t + C.rho + chain[:, blk], 0.0)  # |log W_r − τ(S_r − R_final)| (Lemma 16.3)
     with np.errstate(invalid="ignore"):
         t_hi = np.where(live, C.tmax * np.maximum(Shi - RLj, 0.0) + eps_t, 0.0)  # t ≤ t_hi
     Pmax = math.exp(float(np.max(t_hi, initial=0.0)))
@@ -444,7 +444,7 @@ def run_group(
     uf_p = live & (-(C.tmax * dist) - eps_t < math.log(2.0**-14) + 1.0)  # p may be subnormal
     a_r = np.where(live, (uf_p * 1.0 + Pmax * ufa_after[:, blk]) * (ETA16 + ETA32) * 1.001, 0.0)
     Z = a_r.sum(axis=1)
-    # Lemma 15.3: Ŵ_r = e^{τ(S_r − M)} e^{±E_r}, M the float64 row maximum, κ = e^{τ(M − R_final)}
+    # Lemma 16.3: Ŵ_r = e^{τ(S_r − M)} e^{±E_r}, M the float64 row maximum, κ = e^{τ(M − R_final)}
     M = np.max(np.where(vis, S, ninf), axis=1, keepdims=True)
     M = np.where(np.isfinite(M), M, 0.0)
     sigt = tau * sig
@@ -465,7 +465,7 @@ def run_group(
     with np.errstate(divide="ignore", invalid="ignore"):
         denom = SWlo - Z / Klo
         frac = np.where(denom > 0, 1.0 / np.where(denom > 0, denom, 1.0), np.inf) * (1 + 2.0**-40)
-    # golden (Lemma 8) and the ratio lemma (Lemma 6 with the generalised normalisation of Lemma 15.3)
+    # golden (Lemma 8) and the ratio lemma (Lemma 6 with the generalised normalisation of Lemma 16.3)
     o64, eps_o = golden(s64, sigt, vis, vp)
     cprime = ((Wlo + Whi).sum(axis=1) / 2) / np.where(wmid.sum(axis=1) > 0, wmid.sum(axis=1), 1.0)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -487,7 +487,7 @@ def run_group(
             ba = frac[r0:r1, None] * (num + absn / Klo[r0:r1, None])
         BA[r0:r1] = np.where(np.isnan(ba), np.inf, ba)
     cap = capd.max(axis=1) if Dv else np.zeros(R)
-    # Lemma 15.4: the accumulators, per block mass U_j ≥ Σ_{r∈j} W_r/ΣW (and with |v − v̄|)
+    # Lemma 16.4: the accumulators, per block mass U_j ≥ Σ_{r∈j} W_r/ΣW (and with |v − v̄|)
     with np.errstate(invalid="ignore", over="ignore"):
         Uj = frac[:, None] * (
             np.add.reduceat(Whi, np.arange(0, L, n), axis=1)
@@ -511,7 +511,7 @@ def run_group(
     PU = np.cumsum(Uj, axis=1) * g[:, None]
     PUV = np.cumsum(UVj, axis=1) * g[:, None, None]
     inv_sw = frac / Klo  # ≥ 1/ΣW
-    eta_k = ETA16 * (inv_sw[:, None] + 2.0 * PU)  # one rounding's absolute part (Lemma 15.4 (iv))
+    eta_k = ETA16 * (inv_sw[:, None] + 2.0 * PU)  # one rounding's absolute part (Lemma 16.4 (iv))
     seg = n * T + T if pol.pv_accum == "matrix" else n + 1
     gseg = gamma(seg, U32)
     u_inc = U32 + U16 * (1 + U32)  # fl16(fl32(pend·α·2^−E′)): one fp32 and one fp16 rounding
@@ -585,7 +585,7 @@ def run_group(
     Bend = h_y + (hulp(Y + h_y + vbar_abs[None, :], "fp16") if centred else 0.0)
     total = (BA + Brho + BC + Bend + eps_o) * (1.0 + 2.0**-30)
     total = np.where(np.isnan(total), np.inf, total)
-    # Lemma 15.5: the last roundings are monotone, so out ∈ [fl(fl(o′ − v̄ − B) + v̄), fl(fl(o′ − v̄ + B) + v̄)]
+    # Lemma 16.5: the last roundings are monotone, so out ∈ [fl(fl(o′ − v̄ − B) + v̄), fl(fl(o′ − v̄ + B) + v̄)]
     # for each candidate v̄ (B the error of Ô/ℓ̂ before them); the smaller of two valid bounds is valid
     if complete:
         B1 = BA + Brho + BC + eps_o
@@ -644,7 +644,7 @@ def run_group(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Theorem 6: the a-priori bound
+# Theorem 7: the a-priori bound
 
 
 def a_priori_ref(
@@ -659,9 +659,9 @@ def a_priori_ref(
     v_abs: float,
     v_spread: float,
 ) -> tuple[float, float, dict[str, float], bool]:
-    """Theorem 6 (docs/bounds.md §15.7): (bound, Λ, terms, overflow_possible) for every input with
+    """Theorem 7 (docs/bounds.md §16.7): (bound, Λ, terms, overflow_possible) for every input with
     max|q| ≤ q_max, max|k| ≤ k_max, max|v| ≤ v_abs, column spread of V ≤ v_spread, head dim d, S2 keys,
-    block n. Lemmas 15.1–15.5 with every per-column quantity replaced by its worst case over the class:
+    block n. Lemmas 16.1–16.5 with every per-column quantity replaced by its worst case over the class:
     |S| ≤ d·q_max·k_max, a move possible at every block after the first, every partial sum at the total."""
     T = -(-S2 // n)
     Sabs = d * q_max * k_max
@@ -674,7 +674,7 @@ def a_priori_ref(
     dR = eacc + C.xi_glob + C.place_err
     Delta = max(C.theta_up + C.xi_glob + eacc, dR) + T * max(0.0, C.place_err - C.theta_lo)
     terms: dict[str, float] = {}
-    # Lemma 15.2 at the worst live column (t > −20 possible): |S_r − R| ≤ dist
+    # Lemma 16.2 at the worst live column (t > −20 possible): |S_r − R| ≤ dist
     dist_all = 2 * Sabs + Delta
     up = float(C.convert_err(dist_all, eacc + C.xi(dist_all + eacc), upward=True))
     dist = min(dist_all, (-_DEEP + up) / tau + Delta + dR)
@@ -688,7 +688,7 @@ def a_priori_ref(
         eps_o = float(C.convert_err(d_old, eacc + C.xi(d_old + eacc)))
         t_new = C.tmax * (dist + pre_t) * (1 + 2.0**-20) + eps_t
         eps_t = max(eps_t, eps_o + eps_x + float(hulp(t_new + eps_o + eps_x, "fp16")))
-    # Lemma 15.3 (iii): the moves' errors through the telescoped total jump (≤ R_final − R_first)
+    # Lemma 16.3 (iii): the moves' errors through the telescoped total jump (≤ R_final − R_first)
     moves = min((T - 1) * eps_x, float(C.moves_err(2 * Sabs + 2 * dR + 2 * (T - 1) * C.place_err, T - 1)))
     lam = eps_t + C.rho + moves + (T - 1) * C.rho
     overflow = (T > 1 and xmag >= MAX16 * (1 - U16)) or not math.isfinite(lam)

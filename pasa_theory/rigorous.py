@@ -47,7 +47,7 @@ fp16 or fp32 out; vector unit fp16 or fp32; row reductions ``reduce="acc"``; wit
 (``npu_fp16`` PASA); without it: flash attention with τ on the scores or on Q (``fa_qk``, ``fa_q``,
 ``fa_naive``, ``fa_hybrid``); the reference in the accumulator (``score_ref="hi_lo"``, the
 ``fp16_accurate`` preset and its policy variants, wide accumulator) by :mod:`pasa_theory._refbound`
-(Theorems 5 and 6 of ``docs/bounds.md`` §15, branch-independent: the exact output does not depend on
+(Theorems 6 and 7 of ``docs/bounds.md`` §16, branch-independent: the exact output does not depend on
 the reference's trajectory). Masks: the bottom-right causal mask and the padded tail.
 """
 
@@ -340,7 +340,7 @@ def certify(
     estimate: per element the smaller of Theorem 1 (§9) and the enclosure of the run (Theorem 4, §14).
     """
     pol = policies.resolve(method, precision)
-    hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 5 (docs/bounds.md §15)
+    hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 6 (docs/bounds.md §16)
     if hi_lo:
         _refbound.check_policy(pol)
     else:
@@ -472,7 +472,7 @@ def _certify_ref(
     is_causal: bool,
     confidence: float,
 ) -> Certificate:
-    """Theorem 5 (docs/bounds.md §15): the reference in the accumulator (``score_ref="hi_lo"``)."""
+    """Theorem 6 (docs/bounds.md §16): the reference in the accumulator (``score_ref="hi_lo"``)."""
     B, H, S1, _ = qa.shape
     Hkv, S2 = ka.shape[1], ka.shape[2]
     G = H // Hkv
@@ -523,7 +523,7 @@ def _certify_ref(
         terms=terms_max,
         dominant=worst[1],
         overflow=overflow,
-        # docs/bounds.md §15.6: the probabilistic bound of this path is the rigorous one
+        # docs/bounds.md §16.6: the probabilistic bound of this path is the rigorous one
         prob_abs_bound=float(row_bound.max(initial=0.0)),
         row_prob_bound=row_bound.copy(),
         confidence=float(confidence),
@@ -1180,7 +1180,7 @@ def a_priori(
     at all (e.g. ``overflow_possible``) and how the error scales with d, n, S2, β, c and u.
     """
     pol = policies.resolve(method, precision)
-    hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 6 (docs/bounds.md §15.7)
+    hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 7 (docs/bounds.md §16.7)
     if hi_lo:
         _refbound.check_policy(pol)
     else:
@@ -1308,9 +1308,9 @@ def sympy_checks() -> dict[str, bool]:
     * ``recovery`` (Lemma 11.3): s̃*_r + c·mean(s̃*) = a·q·k_r + (c(a − b n) − b n)·mean(q·k) for the
       rounded M̂ = a I − b J, and the residual vanishes at c = b n / (a − b n);
     * ``quotient`` (Lemma 7): (S_O + E_O)/(S_ℓ + E_ℓ) − S_O/S_ℓ = (E_O − (S_O/S_ℓ)·E_ℓ)/(S_ℓ + E_ℓ);
-    * ``reference_telescoping`` (Lemma 15.3): for T = 4 blocks, every move pattern and any reference
+    * ``reference_telescoping`` (Lemma 16.3): for T = 4 blocks, every move pattern and any reference
       values, e^{τ(S_r − R^{(j)})}·Π_{later moves k} e^{τ(R^{(k−1)} − R^{(k)})} = e^{τ(S_r − R_final)};
-    * ``normalisation`` (Lemma 15.3): κ/(κΣŴ − Z) = 1/(ΣŴ − Z/κ), the step that replaces ΣW ≥ 1 of
+    * ``normalisation`` (Lemma 16.3): κ/(κΣŴ − Z) = 1/(ΣŴ − Z/κ), the step that replaces ΣW ≥ 1 of
       Lemma 6 by a lower bound on the common factor κ.
     """
     import sympy as sp
@@ -1368,7 +1368,7 @@ def sympy_checks() -> dict[str, bool]:
     )
     resid = (c_ * (a_ - b_ * nn) - b_ * nn).subs(c_, b_ * nn / (a_ - b_ * nn))
     out["recovery"] = bool(ok and sp.simplify(resid) == 0)
-    # §15 (Lemma 15.3): the reference in the accumulator. Column r of block j is exponentiated against
+    # §16 (Lemma 16.3): the reference in the accumulator. Column r of block j is exponentiated against
     # R^{(j)}; every later move multiplies by e^{τ(R_old − R_new)}; whatever the move pattern and the
     # values of the references, the product is e^{τ(S_r − R_final)}: one factor common to every column.
     tau_s = sp.symbols("tau", positive=True)
@@ -1386,7 +1386,7 @@ def sympy_checks() -> dict[str, bool]:
                     w *= sp.exp(tau_s * (refs[kk - 1] - refs[kk]))
             ok &= sp.simplify(w - sp.exp(tau_s * (Sr - refs[3]))) == 0
     out["reference_telescoping"] = bool(ok)
-    # Lemma 15.3: the normalisation with a common factor κ and absolute parts a_r (Σ W ≥ κΣŴ − Σ|a|)
+    # Lemma 16.3: the normalisation with a common factor κ and absolute parts a_r (Σ W ≥ κΣŴ − Σ|a|)
     kap, Zs = sp.symbols("kappa Z", positive=True)
     Wh = sp.symbols("What0:3", positive=True)
     ar = sp.symbols("a0:3", real=True)

@@ -1,9 +1,9 @@
-"""The rigorous bounds of the reference in the accumulator (``fp16_accurate``, docs/bounds.md §15) against
-the kernel: Theorem 5 (``certify``) and Theorem 6 (``a_priori``) must hold for every output row of
+"""The rigorous bounds of the reference in the accumulator (``fp16_accurate``, docs/bounds.md §16) against
+the kernel: Theorem 6 (``certify``) and Theorem 7 (``a_priori``) must hold for every output row of
 ``pasa_npu.pasa_attention(..., precision=<score_ref="hi_lo" policy>)`` against the float64 golden, on
 grid cells, every policy variant, move decisions at the threshold, rounding ties of the pair (h, l),
 near-overflow scores, causal/ragged/GQA/decode shapes and biased V. The tightness table of the grid is
-``-m slow`` (docs/bounds.md §15.8)."""
+``-m slow`` (docs/bounds.md §16.8)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _assert_holds(err, cert, what=""):
     if bad.any():
         i = np.unravel_index(np.argmax(np.where(bad, err - cert.row_bound, -np.inf)), err.shape)
         pytest.fail(
-            f"{what}: Theorem 5 violated on {int(bad.sum())} of {err.size} rows; worst row {i}: measured "
+            f"{what}: Theorem 6 violated on {int(bad.sum())} of {err.size} rows; worst row {i}: measured "
             f"{err[i]:.6e} > bound {cert.row_bound[i]:.6e} (max measured {err.max():.3e}, mean {err.mean():.3e})"
         )
     assert not cert.overflow and math.isfinite(cert.max_abs_bound), cert
@@ -196,7 +196,7 @@ def test_theorem5_counts_the_conversion_rounding(monkeypatch):
     assert 1.8e-3 < err.max() < 2.0e-3, err  # tanh(0.00194), computed independently above
     _assert_holds(err, cert, "aligned conversion roundings")
     assert cert.max_abs_bound < 2.0 * err.max()  # measured 1.3x
-    # the test can fail: without the conversion's rounding (Lemma 15.2) the "bound" is below the error
+    # the test can fail: without the conversion's rounding (Lemma 16.2) the "bound" is below the error
     orig = _refbound.Consts.convert_err
 
     def no_fp16(self, amag, pre, upward=False):
@@ -280,8 +280,8 @@ def test_theorem6_adversarial_inputs_at_the_limits():
 
 @pytest.mark.slow
 def test_theorem5_tightness_on_the_reference_grid():
-    """docs/bounds.md §15.8: the 32 cells at the accumulation panel's shape (1 head, 128 query rows,
-    S2 = 1407, d = 128): Theorem 5 holds on every row; the table of hit rate, fraction below the hull
+    """docs/bounds.md §16.8: the 32 cells at the accumulation panel's shape (1 head, 128 query rows,
+    S2 = 1407, d = 128): Theorem 6 holds on every row; the table of hit rate, fraction below the hull
     cap and bound/measured is printed (the numbers of the docs)."""
     from pasa_npu.figures.beyond import mma_shape
     from pasa_npu.harness import grid_cells
@@ -319,7 +319,7 @@ def test_theorem5_tightness_on_the_reference_grid():
 
 def test_predict_theorem_products_for_the_reference_path():
     """The theorem products of ``predict`` (``pasa_theory.bounds._theorems``) for ``fp16_accurate``: the
-    rigorous and probabilistic bounds are ``certify``'s, the a-priori one ``a_priori``'s, status theorem 5."""
+    rigorous and probabilistic bounds are ``certify``'s, the a-priori one ``a_priori``'s, status theorem 6."""
     from pasa_theory import bounds, policies
 
     q, k, v = (x.to(torch.float16) for x in grid_qkv(8, 256, 2, d=64, seed=1, mean=0, amp=5))
@@ -341,7 +341,7 @@ def test_predict_theorem_products_for_the_reference_path():
     )
     cert = rigorous.certify("pasa:fp16_accurate", q, k, v)
     ap = rigorous.a_priori("pasa:fp16_accurate", rigorous.stats_of(q, k, v))
-    assert thm.status.startswith("theorem 5")
+    assert thm.status.startswith("theorem 6")
     assert thm.bound == cert.max_abs_bound and thm.prob == cert.prob_abs_bound and thm.a_priori == ap.bound
     # a narrow accumulator is outside the theorems: reported as not computed, with the reason
     narrow = policies.resolve("pasa", ACC.replace(mma_acc="fp22", mma_round="zero"))
