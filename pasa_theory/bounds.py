@@ -772,6 +772,8 @@ def _theorems(
         "conditional on the observed K̃" if shifted_keys is not None else "K̃ enclosed for any summation order"
     )
     status = "theorem 1 (" + (how if pol.shift else "flash attention") + ")"
+    if pol.score_ref == "hi_lo":  # the reference in the accumulator (docs/bounds.md §16)
+        status = "theorem 6 (reference in the accumulator)"
     return _Theorems(
         math.inf if cert.overflow else cert.max_abs_bound,
         math.inf if cert.overflow else cert.prob_abs_bound,

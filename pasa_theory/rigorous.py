@@ -52,6 +52,9 @@ Masks: the bottom-right causal mask, the padded tail and a boolean or additive `
 The matrix unit may also accumulate narrowly (``mma_acc`` "fp16"/"fp22", ``mma_round`` nearest/zero):
 H1 is then replaced for its products by the chunked model of ``docs/bounds.md`` §15 (Theorem 5,
 :mod:`pasa_theory._accum`).
+The reference in the accumulator (``score_ref="hi_lo"``, the ``fp16_accurate`` preset and its policy
+variants, wide accumulator) is bounded by :mod:`pasa_theory._refbound` (Theorems 6 and 7 of
+``docs/bounds.md`` §16, branch-independent: the exact output does not depend on the reference's trajectory).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from . import _accum, _enclosure, policies
+from . import _accum, _enclosure, _refbound, policies
 from .formats import get_format, quantum_array
 from .schema import DTYPE_FORMATS, check_block, check_bnsd, check_scale, format_name
 
@@ -436,7 +439,11 @@ def certify(
     estimate: per element the smaller of Theorem 1 (§9) and the enclosure of the run (Theorem 4, §14).
     """
     pol = policies.resolve(method, precision)
-    _check_policy(pol)
+    hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 6 (docs/bounds.md §16)
+    if hi_lo:
+        _refbound.check_policy(pol)
+    else:
+        _check_policy(pol)
     out_name = _out_format(q, out_format, pol.matmul_in.name)
     block_kv = check_block(block_kv)
     if not isinstance(is_causal, bool):
@@ -466,6 +473,20 @@ def certify(
     ):
         raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
     lam_p = math.sqrt(2.0 * math.log(6.0 / (1.0 - confidence)))
+    if hi_lo:
+        if shifted_keys is not None:
+            raise ValueError(
+                "shifted_keys applies to PASA's shifting matrix, which score_ref='hi_lo' does not use"
+            )
+        if keep is not None or bias is not None:
+            raise ValueError("attn_mask: not covered for score_ref='hi_lo' (docs/bounds.md §16.9); use is_causal")
+        if out_name != pol.matmul_in.name:
+            raise ValueError(
+                f"out_format: score_ref='hi_lo' is covered with the output in {pol.matmul_in.name} only, got {out_name}"
+            )
+        return _certify_ref(
+            method, pol, qa, ka, va, tau=tau, n=n, sel=sel, is_causal=is_causal, confidence=confidence
+        )
     kt_obs = None
     if shifted_keys is not None:
         if not pol.shift:
@@ -579,6 +600,106 @@ def _out_format(q: Any, out_format: Any, default: str) -> str:
     if name not in _FORMATS:
         raise ValueError(f"out_format must be one of {list(_FORMATS)}, got {out_format!r}")
     return name
+
+
+def _golden(s64: _F64, sig: _F64, vis: npt.NDArray[np.bool_], vp: _F64, S2: int) -> tuple[_F64, _F64]:
+    """The float64 golden o' (R, Dv) and its error bound ε_o (Lemma 8) from the float64 scaled scores
+    s64 (R, L), their error σ and the visible columns."""
+    Dv = vp.shape[1]
+    M = np.max(np.where(vis, s64, -np.inf), axis=1, keepdims=True)
+    M = np.where(np.isfinite(M), M, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        a64 = 4 * 2.0**-53 * (np.abs(s64) + np.abs(M))
+        wmid = np.where(vis, np.exp(s64 - M), 0.0)
+    sw = wmid.sum(axis=1, keepdims=True)
+    sw = np.where(sw > 0, sw, 1.0)
+    o64 = (wmid @ vp) / sw
+    lam64 = np.max(np.where(vis, sig + a64, 0.0), axis=1, initial=0.0) + _EXP64
+    vabs = np.abs(vp).max() if vp.size else 0.0
+    eps_o = (np.expm1(2 * lam64) * 1.01)[:, None] * (vabs + np.abs(o64)) + 2.1 * gamma(
+        S2 + 2, 2.0**-53
+    ) * vabs
+    return o64, eps_o * np.ones((1, Dv))
+
+
+def _visible(ridx: npt.NDArray[np.int64], L: int, S1: int, S2: int, causal: bool) -> npt.NDArray[np.bool_]:
+    """Visible columns (R, L): unpadded, and not in the future under the bottom-right causal mask."""
+    cols = np.arange(L)
+    vis = np.broadcast_to(cols < S2, (ridx.size, L)).copy()
+    if causal:
+        vis &= cols[None, :] <= ridx[:, None] + (S2 - S1)
+    return vis
+
+
+def _certify_ref(
+    method: str,
+    pol: policies.Policy,
+    qa: _F64,
+    ka: _F64,
+    va: _F64,
+    *,
+    tau: float,
+    n: int,
+    sel: npt.NDArray[np.int64],
+    is_causal: bool,
+    confidence: float,
+) -> Certificate:
+    """Theorem 6 (docs/bounds.md §16): the reference in the accumulator (``score_ref="hi_lo"``)."""
+    B, H, S1, _ = qa.shape
+    Hkv, S2 = ka.shape[1], ka.shape[2]
+    G = H // Hkv
+    e_hi = _refbound.e_hi_upper(qa, ka)
+    row_bound = np.zeros((B, H, sel.size))
+    row_cap = np.zeros((B, H, sel.size))
+    terms_max: dict[str, float] = {}
+    worst = (-1.0, "")
+    overflow = False
+    L = -(-S2 // n) * n
+    for b in range(B):
+        for hk in range(Hkv):
+            kp = _pad(ka[b : b + 1, hk : hk + 1], n, pol.kv_tail)[0, 0]
+            vp = _pad(va[b : b + 1, hk : hk + 1], n, pol.kv_tail)[0, 0]
+            qg = qa[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, -1)
+            vis = _visible(np.tile(sel, G), L, S1, S2, is_causal)
+            cands, complete = _refbound.vbar_candidates(va[b, hk], pol.v_center)
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                res = _refbound.run_group(
+                    pol,
+                    tau,
+                    n,
+                    qg,
+                    kp,
+                    vp,
+                    vis,
+                    cands,
+                    complete,
+                    e_hi,
+                    lambda s64, sig, vis_, vp_: _golden(s64, sig, vis_, vp_, S2),
+                    S2,
+                )
+            row_bound[b, hk * G : (hk + 1) * G] = res["bound"].reshape(G, sel.size)
+            row_cap[b, hk * G : (hk + 1) * G] = res["cap"].reshape(G, sel.size)
+            overflow |= bool(res["overflow"])
+            for key, val in res["terms"].items():
+                terms_max[key] = max(terms_max.get(key, 0.0), val)
+            if res["worst"][0] > worst[0]:
+                worst = res["worst"]
+    return Certificate(
+        method=method,
+        precision=pol.name,
+        max_abs_bound=float(row_bound.max(initial=0.0)),
+        hull_cap=float(row_cap.max(initial=0.0)),
+        rows=sel,
+        row_bound=row_bound,
+        row_hull_cap=row_cap,
+        terms=terms_max,
+        dominant=worst[1],
+        overflow=overflow,
+        # docs/bounds.md §16.6: the probabilistic bound of this path is the rigorous one
+        prob_abs_bound=float(row_bound.max(initial=0.0)),
+        row_prob_bound=row_bound.copy(),
+        confidence=float(confidence),
+    )
 
 
 class _Engine:
@@ -992,16 +1113,7 @@ class _Engine:
         # absolute parts (computed frame, Lemma 6): η per underflowing factor
         a_r = np.where(vis, (uf_p.astype(float) + chain_uf[:, blk]) * self.eta_exp * 1.001, 0.0)
         Z = a_r.sum(axis=1)
-        # float64 golden o' and its error ε_o (Lemma 8)
-        sw = wmid.sum(axis=1, keepdims=True)
-        sw = np.where(sw > 0, sw, 1.0)
-        o64 = (wmid @ vp) / sw
-        lam64 = np.max(np.where(vis, sig + a64, 0.0), axis=1) + _EXP64
-        vabs = np.abs(vp).max() if vp.size else 0.0
-        eps_o = (np.expm1(2 * lam64) * 1.01)[:, None] * (np.abs(vp).max() + np.abs(o64)) + 2.1 * gamma(
-            S2 + 2, 2.0**-53
-        ) * vabs
-        eps_o = eps_o * np.ones((1, Dv))
+        o64, eps_o = _golden(s64, sig, vis, vp, S2)
         # Lemma 6 (ratio lemma) per row and column, rows in chunks to bound memory
         SWlo = Wlo.sum(axis=1)
         cprime = ((Wlo + Whi).sum(axis=1) / 2) / np.where(wmid.sum(axis=1) > 0, wmid.sum(axis=1), 1.0)
@@ -1317,13 +1429,30 @@ def a_priori(
     at all (e.g. ``overflow_possible``) and how the error scales with d, n, S2, β, c and u.
     """
     pol = policies.resolve(method, precision)
-    _check_policy(pol)
+    hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 7 (docs/bounds.md §16.7)
+    if hi_lo:
+        _refbound.check_policy(pol)
+    else:
+        _check_policy(pol)
     if not isinstance(stats, InputStats):
         raise TypeError(f"stats must be an InputStats (see stats_of), got {type(stats).__name__}")
     d, S2 = stats.head_dim, stats.seq_kv
     n = S2 if pol.untiled else check_block(block_kv)
     T = -(-S2 // n)
     tau = check_scale(scale, d)
+    if hi_lo:
+        b, lam_r, terms_r, ovf = _refbound.a_priori_ref(
+            pol,
+            tau=tau,
+            n=n,
+            d=d,
+            S2=S2,
+            q_max=stats.q_max,
+            k_max=stats.k_max,
+            v_abs=stats.v_abs,
+            v_spread=stats.v_spread,
+        )
+        return APrioriBound(method, pol.name, b, lam_r, terms_r, ovf)
     vd, mo, mi = _FORMATS[pol.vector.name], _FORMATS[pol.matmul_out.name], _FORMATS[pol.matmul_in.name]
     u, u32 = vd.u, 2.0**-24
     um = 0.0 if mo.name == "fp32" else mo.u
@@ -1478,6 +1607,10 @@ def sympy_checks() -> dict[str, bool]:
       blocks and cancels in the softmax;
     * ``pairwise_deviation`` (Lemma 13.2): e − (μ − A) = (e − t/n) + (t − Σx̂)/n + (Σx̂ − Σ(s − A))/n
       for e = fl(t/n), t the tree sum of x̂_r = fl(s_r − A) and μ the exact mean of s.
+    * ``reference_telescoping`` (Lemma 16.3): for T = 4 blocks, every move pattern and any reference
+      values, e^{τ(S_r − R^{(j)})}·Π_{later moves k} e^{τ(R^{(k−1)} − R^{(k)})} = e^{τ(S_r − R_final)};
+    * ``normalisation`` (Lemma 16.3): κ/(κΣŴ − Z) = 1/(ΣŴ − Z/κ), the step that replaces ΣW ≥ 1 of
+      Lemma 6 by a lower bound on the common factor κ.
     """
     import sympy as sp
 
@@ -1534,6 +1667,33 @@ def sympy_checks() -> dict[str, bool]:
     )
     resid = (c_ * (a_ - b_ * nn) - b_ * nn).subs(c_, b_ * nn / (a_ - b_ * nn))
     out["recovery"] = bool(ok and sp.simplify(resid) == 0)
+    # §16 (Lemma 16.3): the reference in the accumulator. Column r of block j is exponentiated against
+    # R^{(j)}; every later move multiplies by e^{τ(R_old − R_new)}; whatever the move pattern and the
+    # values of the references, the product is e^{τ(S_r − R_final)}: one factor common to every column.
+    tau_s = sp.symbols("tau", positive=True)
+    Rs = sp.symbols("R0:4", real=True)
+    Sr = sp.symbols("S_r", real=True)
+    ok = True
+    for moves in itertools.product([False, True], repeat=3):
+        refs = [Rs[0]]
+        for j in range(1, 4):
+            refs.append(Rs[j] if moves[j - 1] else refs[-1])
+        for j in range(4):
+            w = sp.exp(tau_s * (Sr - refs[j]))
+            for kk in range(j + 1, 4):
+                if moves[kk - 1]:
+                    w *= sp.exp(tau_s * (refs[kk - 1] - refs[kk]))
+            ok &= sp.simplify(w - sp.exp(tau_s * (Sr - refs[3]))) == 0
+    out["reference_telescoping"] = bool(ok)
+    # Lemma 16.3: the normalisation with a common factor κ and absolute parts a_r (Σ W ≥ κΣŴ − Σ|a|)
+    kap, Zs = sp.symbols("kappa Z", positive=True)
+    Wh = sp.symbols("What0:3", positive=True)
+    ar = sp.symbols("a0:3", real=True)
+    sumW = kap * sum(Wh) + sum(ar)
+    out["normalisation"] = bool(
+        sp.simplify(kap / (kap * sum(Wh) - Zs) - 1 / (sum(Wh) - Zs / kap)) == 0
+        and sp.simplify(sumW - kap * sum(Wh) - sum(ar)) == 0
+    )
     SO, SL, EO, EL = sp.symbols("S_O S_l E_O E_l", real=True)
     out["quotient"] = sp.simplify((SO + EO) / (SL + EL) - SO / SL - (EO - SO / SL * EL) / (SL + EL)) == 0
     # Lemma 13.3: two blocks of nn keys (one key coordinate; the dot product is linear in it)
