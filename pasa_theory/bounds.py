@@ -375,7 +375,8 @@ def predict(
             about 100–850 kernel runs' worth of float64 work for all rows, docs/bounds.md §14; False leaves them None with
             ``bound_status`` "not computed: rigorous=False"). The a-priori bound, the hull cap and the
             estimate are always computed. Sample query rows first to make it cheap (rows are
-            independent without a mask).
+            independent without a mask). For ``score_ref="hi_lo"`` (``fp16_accurate``) the estimate is the
+            shadow simulation of docs/error-model.md §10 and ``first_order_estimate`` is NaN.
         shifted_keys: PASA only, the K̃ the run used (``pasa_npu.shifted_keys``): the rigorous bound is
             then conditional on that observed setup product; without it K̃ is enclosed for every
             summation order (docs/bounds.md §3).

@@ -3,6 +3,8 @@
 
 * The rounding primitive of the simulation equals ``pasa_theory.formats.round_array`` (written apart) on
   constructed values: ties, the overflow threshold, subnormals.
+* With the score tile's random phase at 0, one simulation reproduces the kernel's output (the parts
+  rounded on the real grid are the kernel's steps).
 * With no rounding switched on the simulation is exact attention (its ``input`` term is float64 noise),
   and with every format fp64 the estimate is float64 noise; the kernel's error there is too.
 * Predicted ÷ measured RMSE within 1.25× on small cells of the reference grid, for the preset and every
@@ -25,7 +27,8 @@ import torch
 
 from pasa_npu import PRESETS, data, golden_attention, metrics
 from pasa_npu.methods import run_method
-from pasa_theory import predict
+from pasa_theory import _errormodel as em
+from pasa_theory import _refmodel, policies, predict
 from pasa_theory._refmodel import _fl
 from pasa_theory.formats import get_format, round_array
 
@@ -102,6 +105,33 @@ def test_fp64_arrangement_is_estimated_exact():
     scale = float(v.abs().max())
     assert p.rmse_estimate <= 1e-13 * scale and meas <= 1e-13 * scale, (p.rmse_estimate, meas)
     assert not p.overflow and p.first_order_estimate != p.first_order_estimate  # NaN: no first-order here
+
+
+@pytest.mark.parametrize("variant", ["preset", "rebase", "row_sum_vector", "v_center_mean", "scale_scores"])
+def test_without_the_random_phase_the_simulation_is_the_kernel(variant):
+    """The parts of §10.7 that are rounded on the real grid are the kernel's steps: with the score tile's
+    phase at 0 one simulation reproduces the kernel's output (bit for bit here; the fp32 product is numpy's,
+    so another BLAS may differ in a few elements by one quantum)."""
+    q, k, v = grid_qkv(1407, 512, 4, d=128, seed=2024724, mean=0.0, amp=20.0, dtype=torch.float16)
+    q = q[:, :, :16]
+    prec = _prec(variant)
+    out = run_method("pasa", q, k, v, precision=prec).double()[0].reshape(-1, 128).numpy()
+    pol = policies.resolve("pasa", prec)
+    tau = 128**-0.5
+    qa, ka, va = (x.double().numpy() for x in (q, k, v))
+    st = _refmodel.ref_exponents(pol, qa, ka, tau)
+    ex = em.Exact(qa[0].reshape(-1, 128), ka[0, 0], va[0, 0], np.tile(np.arange(16), 4), tau, 16, False)
+    bl = em.make_blocks(ex, 128, pol.kv_tail)
+    qm = _refmodel.queries(pol, ex.q, tau)
+    s32 = (qm.astype(np.float32) @ _fl(bl.kpad, pol.matmul_in).astype(np.float32).T).astype(np.float64)
+    rd = _refmodel._Round(frozenset(_refmodel.REF_TERMS) | {"input"}, np.zeros(ex.q.shape[0]))
+    with np.errstate(all="ignore"):
+        sim = _refmodel._simulate(pol, st, ex, bl, get_format("fp16"), rd, s32, None)
+    diff = np.abs(sim - out)
+    same = float((diff == 0).mean())
+    assert same >= 0.99 and diff.max() <= 2.0**-10 * np.abs(out).max(), (
+        f"{variant}: {same:.2%} identical, max diff {diff.max():.3e} at {np.unravel_index(diff.argmax(), diff.shape)}"
+    )
 
 
 CELLS = [("uniform", 0.0, 20.0), ("uniform", 30.0, 5.0), ("hybrid", 0.0, 10.0), ("hybrid", 20.0, 20.0)]
