@@ -439,7 +439,7 @@ def analyse_ref(pol: Policy, st: RefSetup, ex: Exact, bl: Blocks, opts: Options)
     with every rounding on and a fresh random phase of the score tile per row; the breakdown
     (``terms_var``) is, per term of :data:`REF_TERMS`, the excess of a simulation with only that term's
     roundings on over the ``input`` run (none on: exact attention on the inputs as the kernel sees them),
-    on a quarter of the samples; overflow flags come from the full simulation (a stage is flagged where it
+    on a quarter of the samples (at least one); overflow flags come from the full simulation (a stage is flagged where it
     produces inf/NaN, as the census counts). ``bound`` is NaN: there is no first-order evaluation of this
     path."""
     R, dv = ex.q.shape[0], ex.v.shape[1]

@@ -61,8 +61,8 @@ def _prec(name: str):
     return ACC.replace(**VARIANTS[name]) if VARIANTS[name] else ACC
 
 
-def _pred_meas(q, k, v, prec, causal=False):
-    p = predict("pasa", q, k, v, precision=prec, rigorous=False, is_causal=causal)
+def _pred_meas(q, k, v, prec, causal=False, mc_samples=4):
+    p = predict("pasa", q, k, v, precision=prec, rigorous=False, is_causal=causal, mc_samples=mc_samples)
     out = run_method("pasa", q, k, v, precision=prec, is_causal=causal)
     gold = golden_attention(q, k, v, is_causal=causal)
     return p, metrics.rmse(out, gold), out, gold
@@ -139,7 +139,7 @@ CELLS = [("uniform", 0.0, 20.0), ("uniform", 30.0, 5.0), ("hybrid", 0.0, 10.0), 
 
 @pytest.mark.parametrize("dist,mean,amp", CELLS)
 def test_estimate_matches_the_kernel_on_grid_cells(dist, mean, amp):
-    q, k, v = grid_qkv(1407, 640, 7, d=128, seed=2024724, mean=mean, amp=amp, dtype=torch.float16, dist=dist)
+    q, k, v = grid_qkv(1407, 640, 4, d=128, seed=2024724, mean=mean, amp=amp, dtype=torch.float16, dist=dist)
     q = q[:, :, :16]
     p, meas, out, gold = _pred_meas(q, k, v, ACC)
     assert not p.overflow and p.overflow_stage is None
@@ -147,12 +147,18 @@ def test_estimate_matches_the_kernel_on_grid_cells(dist, mean, amp):
     _check_ratio(p, meas, f"{dist} mean {mean} amplitude {amp}", out, gold)
 
 
-def _variant_case(variant, dist, mean, amp):
+def _variant_case(variant, dist, mean, amp, mc_samples=4):
     q, k, v = grid_qkv(1407, 512, 4, d=128, seed=2024724, mean=mean, amp=amp, dtype=torch.float16, dist=dist)
-    p, meas, out, gold = _pred_meas(q[:, :, :16], k, v, _prec(variant))
+    p, meas, out, gold = _pred_meas(q[:, :, :16], k, v, _prec(variant), mc_samples=mc_samples)
     _check_ratio(p, meas, f"{variant} on {dist} mean {mean} amplitude {amp}", out, gold)
 
 
+@pytest.mark.parametrize("variant", ["rebase", "pv_vector", "row_sum_vector", "v_center_none", "scale_q"])
+def test_estimate_matches_the_kernel_for_variants(variant):
+    _variant_case(variant, "hybrid", 10.0, 5.0)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_estimate_matches_the_kernel_for_every_variant(variant):
     _variant_case(variant, "hybrid", 10.0, 5.0)
@@ -165,10 +171,10 @@ def test_estimate_matches_the_kernel_for_every_variant(variant):
     reason="known miss (docs/error-model.md §10.9): with ref_move='rebase' on wide scores a row's error "
     "comes from the re-based old tile (|t_old| up to hundreds, quantum up to 0.25) of one or two keys "
     "next to the top one, a heavy-tailed outcome; the estimate is its mean over rounding outcomes, a run "
-    "realises one (here 1.62x; 0.29x-1.95x on other seeds and row counts)",
+    "realises one (here 1.62x with the default 8 samples; 0.29x-1.95x on other seeds and row counts)",
 )
 def test_rebase_on_wide_scores_is_heavy_tailed():
-    _variant_case("rebase", "uniform", 0.0, 20.0)
+    _variant_case("rebase", "uniform", 0.0, 20.0, mc_samples=8)
 
 
 @pytest.mark.parametrize("kind", ["causal", "decode", "gqa_ragged"])
@@ -233,7 +239,7 @@ def test_estimate_on_the_reference_grid():
                 q, k, v = grid_qkv(
                     1407, 1407, 7, d=128, seed=2024724, mean=mean, amp=amp, dtype=torch.float16, dist=dist
                 )
-                p, meas, _, _ = _pred_meas(q[:, :, :128], k, v, ACC)
+                p, meas, _, _ = _pred_meas(q[:, :, :128], k, v, ACC, mc_samples=8)
                 ratios.append(p.rmse_estimate / meas)
                 lines.append(f"{dist} {mean} {amp}: {p.rmse_estimate:.3e} / {meas:.3e} = {ratios[-1]:.3f}")
     med, within = _summary(ratios)
@@ -261,7 +267,7 @@ def test_estimate_out_of_sample():
         cases.append(((q, k, v), True))
     ratios = []
     for (q, k, v), causal in cases:
-        p, meas, _, _ = _pred_meas(q, k, v, ACC, causal)
+        p, meas, _, _ = _pred_meas(q, k, v, ACC, causal, mc_samples=8)
         ratios.append(p.rmse_estimate / meas)
     med, within = _summary(ratios)
     assert 0.8 <= med <= 1.25 and within >= 0.9, [f"{r:.3f}" for r in ratios]
