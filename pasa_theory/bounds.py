@@ -119,6 +119,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _errormodel as em
+from . import _refmodel as _ref
 from . import rigorous as _rig
 from .formats import FloatFormat, get_format, round_array, ulp
 from .policies import (
@@ -374,7 +375,8 @@ def predict(
             about 100–850 kernel runs' worth of float64 work for all rows, docs/bounds.md §14; False leaves them None with
             ``bound_status`` "not computed: rigorous=False"). The a-priori bound, the hull cap and the
             estimate are always computed. Sample query rows first to make it cheap (rows are
-            independent without a mask).
+            independent without a mask). For ``score_ref="hi_lo"`` (``fp16_accurate``) the estimate is the
+            shadow simulation of docs/error-model.md §10 and ``first_order_estimate`` is NaN.
         shifted_keys: PASA only, the K̃ the run used (``pasa_npu.shifted_keys``): the rigorous bound is
             then conditional on that observed setup product; without it K̃ is enclosed for every
             summation order (docs/bounds.md §3).
@@ -453,7 +455,7 @@ def predict_many(
         raise TypeError(
             f"shifted_keys must map a method name to its K̃ (predict_many), got {type(shifted_keys).__name__}"
         )
-    pols = [require_modelled(resolve(m, precision)) for m in methods]
+    pols = [_ref.require_estimated(resolve(m, precision)) for m in methods]
     qa, fq = _as_array(q, "q")
     ka, fk = _as_array(k, "k")
     va, fv = _as_array(v, "v")
@@ -475,7 +477,8 @@ def predict_many(
         n = S2 if pol.untiled else n_req
         if pol.shift and n < 2:
             raise ValueError(f"block_kv must be >= 2 for PASA (the shifting matrix is n x n), got {n}")
-        consts = shift_constants(pol, n, beta, tau) if pol.shift else None
+        hi_lo = pol.score_ref == "hi_lo"  # the reference path: no shifting matrix (docs/error-model.md §10)
+        consts = shift_constants(pol, n, beta, tau) if pol.shift and not hi_lo else None
         plans.append((m, pol, n, consts))
 
     # inputs as the kernels see them (rounded to each policy's operand format)
@@ -505,6 +508,12 @@ def predict_many(
             )
             for m, pol, n, consts in plans
         ]
+    # the reference path's augmented-column exponents, fixed once per call on all rows (§10.1)
+    ref_setups = {
+        pi: _ref.ref_exponents(pol, rounded[pol.matmul_in.name][0], rounded[pol.matmul_in.name][1], tau)
+        for pi, (_m, pol, _n, _c) in enumerate(plans)
+        if pol.score_ref == "hi_lo"
+    }
     chunk_rows = max(1, row_elements // max(1, G * S2))
     acc: list[_Acc] = [
         _Acc(
@@ -570,7 +579,10 @@ def predict_many(
                     bl = blocks[key]
                     # overflow of exponentials and divisions by underflowed frames are expected and handled
                     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-                        out = em.analyse(pol, consts, ex, bl, opts)
+                        if pi in ref_setups:  # score_ref="hi_lo": the shadow simulation of §10
+                            out = _ref.analyse_ref(pol, ref_setups[pi], ex, bl, opts)
+                        else:
+                            out = em.analyse(pol, consts, ex, bl, opts)
                     a = acc[pi]
                     a["bound_max"] = max(a["bound_max"], float(np.max(out.bound, initial=0.0)))
                     a["ms_sum"] += float(out.ms.sum())
@@ -648,7 +660,9 @@ def predict_many(
                 row_rmse=np.sqrt(a["row_ms"]),
                 modelled_as=pol.modelled_as,
                 seconds=seconds / len(plans),
-                first_order_estimate=math.inf if over else a["bound_max"],
+                first_order_estimate=math.inf
+                if over
+                else (math.nan if pol.score_ref == "hi_lo" else a["bound_max"]),
                 first_order_dominant=bdom,
                 row_first_order=a["row_bound"],
                 a_priori_bound=thm.a_priori,
