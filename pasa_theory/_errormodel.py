@@ -452,6 +452,9 @@ class ShiftedOperands:
     key_block_means: Arr  # (T, d) k̄_j
     abs_keys: Arr  # (T, n, d) |K| per block
     bn: float  # b·n of M_r = a·I − b·J
+    #: (T, d) variance of the block mean of the K̃ rounding errors, with the keys whose errors coincide
+    #: counted together (:func:`_kt_block_mean_var`, docs/error-model.md §8.4)
+    kt_mean_var: Arr | None = None
 
 
 def _prescaled_queries(cx: Chunk) -> tuple[Arr, Arr, Arr]:
@@ -550,6 +553,32 @@ def _shifted_keys(cx: Chunk, consts: ShiftConstants) -> tuple[Arr, Arr, Arr, Arr
     return kt, vk, bk, kb, absk
 
 
+def _kt_block_mean_var(cx: Chunk, consts: ShiftConstants, kt: Arr, vk: Arr) -> Arr:
+    """Variance (T, d) of mean_j(fl(K̃) − K̃) over the n keys of each block, per column.
+
+    K̃_r = a·K_r + C_j with C_j = −b·Σ_{s∈j} K_s common to the block (M_r = aI − bJ, a = diag − off). Where
+    the key's own part a·K_r lies on the grid of fl(K̃_r) — as when a = τ is a power of two (d = 64 with
+    β·τ/n representable: a = 1/8) and K̃ is not finer than τ·K's grid — the rounding error of K̃_r is the rounding of C_j on
+    that grid: the same for every such key of the block with the same quantum. Those keys' errors are
+    counted as one (variance (n_q·q)²/12 for n_q keys of quantum q; keys of different quanta independent),
+    the others as independent (their share of ``vk``). docs/error-model.md §8.4.
+    """
+    pol, bl = cx.pol, cx.bl
+    T, n, d = cx.T, cx.n, cx.d
+    Fl = pol.matmul_in if narrower(pol.matmul_in, pol.matmul_out) else pol.matmul_out
+    own = consts.a * bl.kpad  # (L, d) the key's own part of K̃ (exact)
+    qk = ulp(np.abs(kt), Fl)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        on = (np.abs(kt) >= float(Fl.min_normal)) & (np.fmod(own, qk) == 0.0)
+    iid = np.where(on, 0.0, vk).reshape(T, n, d).sum(axis=1)
+    common = np.zeros((T, d))
+    qb = np.where(on, qk, 0.0).reshape(T, n, d)
+    for qv in np.unique(qb[qb > 0]):
+        cnt = (qb == qv).sum(axis=1)
+        common += (cnt * qv) ** 2 / 12.0
+    return (iid + common) / float(n * n)
+
+
 def score_tile_shifted(cx: Chunk, consts: ShiftConstants) -> ScoreTile:
     """Setup and steps a–b of PASA: S̃ = Q·K̃ᵀ and its block means μ̃_j (the pseudo-averages).
 
@@ -607,7 +636,7 @@ def score_tile_shifted(cx: Chunk, consts: ShiftConstants) -> ScoreTile:
         block_max=block_max,
         score_terms=("scores.input", "scores.kt", "scores.round", "scores.scale", "scores.acc"),
         pseudo_averages=mu_t,
-        shifted=ShiftedOperands(qq, f, kb, absk, bn),
+        shifted=ShiftedOperands(qq, f, kb, absk, bn, _kt_block_mean_var(cx, consts, kt, vk)),
     )
 
 
@@ -692,9 +721,14 @@ def pseudo_average_recovery(cx: Chunk, consts: ShiftConstants, tile: ScoreTile) 
         if name not in sv_keys:
             continue
         tgt = "recovery.kt" if name == "scores.kt" else "recovery.scores"
-        vsum = sv_keys[name].reshape(R, T, n).sum(axis=2)
         bsum = sb_keys[name].reshape(R, T, n).sum(axis=2)
-        terms.block(tgt, c * c * vsum / n**2, c * bsum / n)
+        so = tile.shifted
+        if name == "scores.kt" and so is not None and so.kt_mean_var is not None:
+            # the K̃ errors of a block are correlated (_kt_block_mean_var): q·mean_j(ΔK̃) directly
+            vmean = so.to_score_units**2 * ((so.q_operand**2) @ so.kt_mean_var.T)
+        else:
+            vmean = sv_keys[name].reshape(R, T, n).sum(axis=2) / n**2
+        terms.block(tgt, c * c * vmean, c * bsum / n)
     absmean = np.abs(st).reshape(R, T, n).mean(axis=2)
     terms.block("recovery.mean", 0.0, c * gamma(n, Fr) * absmean)
     if pol.pseudo_average == "rounded":
@@ -751,6 +785,8 @@ class Trajectory:
     gamma_on: Mask  # (R, T) block t is rescaled by γ_t before it is added
     #: offset="running": variances of the rounded max candidates fl(m_j + δ_j) and fl(m + δ_p)
     candidate_var: tuple[Arr, Arr] | None = None
+    #: offset="running": probability that those additions are exact (:func:`_exact_add_probability`)
+    candidate_exact: tuple[Arr, Arr] | None = None
 
 
 def _takeovers(mhat: Arr) -> tuple[Arr, Mask]:
@@ -760,6 +796,21 @@ def _takeovers(mhat: Arr) -> tuple[Arr, Mask]:
     with np.errstate(invalid="ignore"):
         take[:, 1:] = mhat[:, 1:] > M_run[:, :-1]
     return M_run, take
+
+
+def _exact_add_probability(x: Arr, y: Arr, F: FloatFormat) -> Arr:
+    """Probability that fl(x + y) = x + y for x, y on the grid of ``F`` (docs/error-model.md §8.5).
+
+    The sum is exact iff it is a multiple of its own quantum q = ulp(x + y). Both addends are multiples
+    of their quanta, so the sum is exact for sure where both quanta are >= q (e.g. a large offset added
+    to a smaller maximum), and otherwise, with the low bits of the finer addend taken as random, with
+    probability min(ulp x, ulp y)/q. y = 0 adds nothing.
+    """
+    with np.errstate(invalid="ignore"):
+        q = ulp(np.abs(x + y), F)
+        fine = np.minimum(ulp(np.abs(x), F), ulp(np.abs(y), F))
+        p = np.minimum(1.0, fine / q)
+    return np.where((y == 0) | (x == 0), 1.0, np.where(np.isfinite(p), p, 0.0))
 
 
 def running_offsets(cx: Chunk, consts: ShiftConstants, tile: ScoreTile) -> Trajectory:
@@ -827,7 +878,13 @@ def running_offsets(cx: Chunk, consts: ShiftConstants, tile: ScoreTile) -> Traje
         cand_p = np.zeros((R, T))
         cand_p[:, 1:] = np.where(np.isfinite(ref[:, :-1]), ref[:, :-1] + dp[:, 1:], 0.0)
     _shift_overflow(cx, shift_peak)
-    return Trajectory(M_run, take, alpha_on, gamma_on, (rvar(cand_b, Fv), rvar(cand_p, Fv)))
+    with np.errstate(invalid="ignore"):
+        ex_b = _exact_add_probability(np.where(np.isfinite(mS), mS, 0.0), dj, Fv)
+        ex_p = np.ones((R, T))
+        ex_p[:, 1:] = _exact_add_probability(
+            np.where(np.isfinite(ref[:, :-1]), ref[:, :-1], 0.0), dp[:, 1:], Fv
+        )
+    return Trajectory(M_run, take, alpha_on, gamma_on, (rvar(cand_b, Fv), rvar(cand_p, Fv)), (ex_b, ex_p))
 
 
 def lazy_offsets(
@@ -1283,8 +1340,14 @@ def non_consistent(
         cand_blk, cand_pre = traj.candidate_var
         sx_a = np.sqrt(np.maximum(terms.prefix_var.get("bookkeeping", 0.0) + cand_pre, 1e-300))
         sx_g = np.sqrt(np.maximum(terms.block_var.get("bookkeeping", 0.0) + cand_blk, 1e-300))
-        p1_a = np.where(traj.takes_over, 0.0, erf(uv / (2 * math.sqrt(2.0) * sx_a)))
-        p1_g = np.where(mhat >= M_run, erf(uv / (2 * math.sqrt(2.0) * sx_g)), 0.0)
+        p1_a = erf(uv / (2 * math.sqrt(2.0) * sx_a))
+        p1_g = erf(uv / (2 * math.sqrt(2.0) * sx_g))
+        if traj.candidate_exact is not None:  # an exact candidate leaves no residue at all (§8.5)
+            ex_b, ex_p = traj.candidate_exact
+            p1_a = ex_p + (1.0 - ex_p) * p1_a
+            p1_g = ex_b + (1.0 - ex_b) * p1_g
+        p1_a = np.where(traj.takes_over, 0.0, p1_a)
+        p1_g = np.where(mhat >= M_run, p1_g, 0.0)
     else:
         p1_a = np.zeros((R, T))
         p1_g = np.zeros((R, T))
@@ -1891,7 +1954,14 @@ def _shadow_simulation(
             vo += rem
     bvo = np.zeros((Rm, T))
     bgrids: list[tuple[Arr, FloatFormat, float]] = []
+    c = consts.c if consts is not None else 0.0
     for name, var in terms.block_var.items():
+        if name == "recovery.kt" and "scores.kt" in terms.key_var:
+            # c·mean of the sampled K̃ errors enters through the score errors below; what the correlation
+            # of those errors within a block adds (§8.4) is sampled here as a block-level error
+            iid = c * c * terms.key_var["scores.kt"][rows].reshape(Rm, T, n).sum(axis=2) / n**2
+            bvo += np.maximum(var[rows] - iid, 0.0)
+            continue
         if name in ("recovery.kt", "recovery.scores"):
             continue
         gv = np.zeros((Rm, T))
@@ -1901,7 +1971,6 @@ def _shadow_simulation(
             bgrids.append((xr, F, f))
         bvo += np.maximum(var[rows] - gv, 0.0)
     pvo = sum((v[rows] for v in terms.prefix_var.values()), np.zeros((Rm, T)))
-    c = consts.c if consts is not None else 0.0
     shift_mean = bool(s_err_names) and pol.recovery == "pseudo_average"
     hs, ho = np.sqrt(3 * vs), np.sqrt(3 * vo)
     hb, hp = np.sqrt(3 * bvo), np.sqrt(3 * pvo)
