@@ -556,12 +556,12 @@ def _shifted_keys(cx: Chunk, consts: ShiftConstants) -> tuple[Arr, Arr, Arr, Arr
 def _kt_block_mean_var(cx: Chunk, consts: ShiftConstants, kt: Arr, vk: Arr) -> Arr:
     """Variance (T, d) of mean_j(fl(K̃) − K̃) over the n keys of each block, per column.
 
-    K̃_r = a·K_r + C_j with C_j = −b·Σ_{s∈j} K_s common to the block (M_r = aI − bJ, a = diag − off). Where
-    the key's own part a·K_r lies on the grid of fl(K̃_r) — as when a = τ is a power of two (d = 64 with
-    β·τ/n representable: a = 1/8) and K̃ is not finer than τ·K's grid — the rounding error of K̃_r is the rounding of C_j on
-    that grid: the same for every such key of the block with the same quantum. Those keys' errors are
-    counted as one (variance (n_q·q)²/12 for n_q keys of quantum q; keys of different quanta independent),
-    the others as independent (their share of ``vk``). docs/error-model.md §8.4.
+    K̃_r = a·K_r + C_j with C_j = −b·Σ_{s∈j} K_s common to the block (M_r = aI − bJ, a = diag − off).
+    Where the key's own part a·K_r lies on the grid of fl(K̃_r) (as when a = τ = 1/8 at d = 64, n = 64,
+    and K̃ is not finer than τ·K's grid), the rounding error of K̃_r is the rounding of C_j on that grid:
+    the same for every such key of the block with the same quantum. Those keys' errors are counted as
+    one (variance (n_q·q)²/12 for n_q keys of quantum q; keys of different quanta independent), the
+    others as independent (their share of ``vk``). docs/error-model.md §8.4.
     """
     pol, bl = cx.pol, cx.bl
     T, n, d = cx.T, cx.n, cx.d
@@ -785,7 +785,7 @@ class Trajectory:
     gamma_on: Mask  # (R, T) block t is rescaled by γ_t before it is added
     #: offset="running": variances of the rounded max candidates fl(m_j + δ_j) and fl(m + δ_p)
     candidate_var: tuple[Arr, Arr] | None = None
-    #: offset="running": probability that those additions are exact (:func:`_exact_add_probability`)
+    #: offset="running": probability that those additions are exact (no residue, factor exactly 1)
     candidate_exact: tuple[Arr, Arr] | None = None
 
 
@@ -802,15 +802,48 @@ def _exact_add_probability(x: Arr, y: Arr, F: FloatFormat) -> Arr:
     """Probability that fl(x + y) = x + y for x, y on the grid of ``F`` (docs/error-model.md §8.5).
 
     The sum is exact iff it is a multiple of its own quantum q = ulp(x + y). Both addends are multiples
-    of their quanta, so the sum is exact for sure where both quanta are >= q (e.g. a large offset added
-    to a smaller maximum), and otherwise, with the low bits of the finer addend taken as random, with
-    probability min(ulp x, ulp y)/q. y = 0 adds nothing.
+    of their quanta: exact for sure where both quanta are >= q, otherwise, with the low bits of the
+    finer addend taken as random, with probability min(ulp x, ulp y)/q; y = 0 adds nothing.
     """
     with np.errstate(invalid="ignore"):
         q = ulp(np.abs(x + y), F)
         fine = np.minimum(ulp(np.abs(x), F), ulp(np.abs(y), F))
-        p = np.minimum(1.0, fine / q)
-    return np.where((y == 0) | (x == 0), 1.0, np.where(np.isfinite(p), p, 0.0))
+        p = np.where(np.isfinite(fine / q), np.minimum(1.0, fine / q), 0.0)
+    return np.where((y == 0) | (x == 0), 1.0, p)
+
+
+def _stored_offsets(pol: Policy, mu_t: Arr, c: float) -> tuple[Arr, Arr]:
+    """δ_j = c·(μ_j − A) and δ_p = c·(A_prev − A) as the vector unit forms them (R, T), from the exact
+    block means: the running mean A is kept on the grid, A = fl(fl(fl(μ_t)·r₁) + fl(A·r₂)) with the
+    rounded mean (``pseudo_average="rounded"``) or A = fl(A + fl(fl(μ_t − A)·r₁)) (centred),
+    r₁ = fl(1/(t+1)), r₂ = fl(t/(t+1)) (docs/error-model.md §8.5).
+
+    Both offsets are differences of values on one grid times c: they are exactly 0 where the rounded
+    block mean equals the stored A (δ_j) or where the update of A is below half its quantum and A stays
+    put (δ_p), which happens on most blocks once A is large — and then the max candidate is the
+    maximum itself and its rescaling factor is exactly 1.
+    """
+    F = pol.vector
+    R, T = mu_t.shape
+    rounded = pol.pseudo_average == "rounded"
+    a = round_array(mu_t[:, 0], F)
+    dj = np.zeros((R, T))
+    dp = np.zeros((R, T))
+    for t in range(1, T):
+        r1 = float(round_array(np.array([1.0 / (t + 1)]), F)[0])
+        if rounded:
+            r2 = float(round_array(np.array([t / (t + 1)]), F)[0])
+            mu = round_array(mu_t[:, t], F)
+            new = round_array(round_array(mu * r1, F) + round_array(a * r2, F), F)
+            e = mu - new
+        else:
+            e0 = round_array(mu_t[:, t] - a, F)
+            new = round_array(a + round_array(e0 * r1, F), F)
+            e = e0 - (new - a)
+        dj[:, t] = round_array(e * c, F)
+        dp[:, t] = round_array((a - new) * c, F)
+        a = new
+    return dj, dp
 
 
 def running_offsets(cx: Chunk, consts: ShiftConstants, tile: ScoreTile) -> Trajectory:
@@ -878,11 +911,13 @@ def running_offsets(cx: Chunk, consts: ShiftConstants, tile: ScoreTile) -> Traje
         cand_p = np.zeros((R, T))
         cand_p[:, 1:] = np.where(np.isfinite(ref[:, :-1]), ref[:, :-1] + dp[:, 1:], 0.0)
     _shift_overflow(cx, shift_peak)
+    # exactness of the max candidates, with the offsets as the kernel stores them (§8.5)
+    dj_s, dp_s = _stored_offsets(cx.pol, mu_t, c)
     with np.errstate(invalid="ignore"):
-        ex_b = _exact_add_probability(np.where(np.isfinite(mS), mS, 0.0), dj, Fv)
+        ex_b = _exact_add_probability(np.where(np.isfinite(mS), round_array(mS, Fv), 0.0), dj_s, Fv)
         ex_p = np.ones((R, T))
         ex_p[:, 1:] = _exact_add_probability(
-            np.where(np.isfinite(ref[:, :-1]), ref[:, :-1], 0.0), dp[:, 1:], Fv
+            np.where(np.isfinite(ref[:, :-1]), round_array(ref[:, :-1], Fv), 0.0), dp_s[:, 1:], Fv
         )
     return Trajectory(M_run, take, alpha_on, gamma_on, (rvar(cand_b, Fv), rvar(cand_p, Fv)), (ex_b, ex_p))
 
@@ -1342,7 +1377,7 @@ def non_consistent(
         sx_g = np.sqrt(np.maximum(terms.block_var.get("bookkeeping", 0.0) + cand_blk, 1e-300))
         p1_a = erf(uv / (2 * math.sqrt(2.0) * sx_a))
         p1_g = erf(uv / (2 * math.sqrt(2.0) * sx_g))
-        if traj.candidate_exact is not None:  # an exact candidate leaves no residue at all (§8.5)
+        if traj.candidate_exact is not None:  # an exact max candidate leaves no residue at all (§8.5)
             ex_b, ex_p = traj.candidate_exact
             p1_a = ex_p + (1.0 - ex_p) * p1_a
             p1_g = ex_b + (1.0 - ex_b) * p1_g
@@ -1362,7 +1397,8 @@ def non_consistent(
     )
     ns_b += np.where(am[:, :, None], nb_, 0.0).sum(axis=1)
     lv_, lb_ = rel_of(Wb, fr)
-    dvar += np.where(gm & ~(absl & ~hist_small_l), lv_ * (1 - p1_g), 0.0)
+    # γ·ℓ_t is exact where the block's row sum is stored as exactly 1 (its rest dropped, l_abs)
+    dvar += np.where(gm & ~(absl & ~hist_small_l) & ~l_abs, lv_ * (1 - p1_g), 0.0)
     dbnd += np.where(gm, lb_, 0.0)
     nv_, nb_ = rel_of(Y, fr3)
     ns_var += np.where((gm[:, :, None] & ~(abso & ~hist_small_o)), nv_ * (1 - p1_g)[:, :, None], 0.0).sum(
