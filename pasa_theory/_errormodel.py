@@ -553,30 +553,60 @@ def _shifted_keys(cx: Chunk, consts: ShiftConstants) -> tuple[Arr, Arr, Arr, Arr
     return kt, vk, bk, kb, absk
 
 
-def _kt_block_mean_var(cx: Chunk, consts: ShiftConstants, kt: Arr, vk: Arr) -> Arr:
+#: Fourier terms of the rounding error's autocorrelation kept in :func:`_kt_block_mean_var`
+KT_FOURIER_TERMS = 16
+
+
+def _kt_block_mean_var(pol: Policy, consts: ShiftConstants, kpad: Arr, kt: Arr, vk: Arr, n: int) -> Arr:
     """Variance (T, d) of mean_j(fl(K̃) − K̃) over the n keys of each block, per column.
 
     K̃_r = a·K_r + C_j with C_j = −b·Σ_{s∈j} K_s common to the block (M_r = aI − bJ, a = diag − off).
-    Where the key's own part a·K_r lies on the grid of fl(K̃_r) (as when a = τ = 1/8 at d = 64, n = 64,
-    and K̃ is not finer than τ·K's grid), the rounding error of K̃_r is the rounding of C_j on that grid:
-    the same for every such key of the block with the same quantum. Those keys' errors are counted as
-    one (variance (n_q·q)²/12 for n_q keys of quantum q; keys of different quanta independent), the
-    others as independent (their share of ``vk``). docs/error-model.md §8.4.
+    The rounding error of K̃_r is the sawtooth s_q(C_j + a·K_r) on its grid q: with the phase of C_j
+    uniform, two keys of one quantum q have covariance q²·B₂(t)/2, t = frac((a·K_r − a·K_s)/q), B₂ the
+    Bernoulli polynomial (1/12 for t = 0: where a·K_r lies on the grid, as when a = τ = 1/8 at d = 64,
+    all such keys' errors coincide; zero on average for scattered t: independent errors). Keys of a finer
+    quantum q_f and a coarser one share the fine grid's harmonics: covariance Σ_k (−1)^k q_f²
+    cos(2πk·Δ/q_f)/(2π²k²) (−q_f²/24 on the grid). Summed by the Fourier series of B₂ over
+    :data:`KT_FOURIER_TERMS` harmonics (the diagonal exactly). docs/error-model.md §8.4.
     """
-    pol, bl = cx.pol, cx.bl
-    T, n, d = cx.T, cx.n, cx.d
+    L, d = kpad.shape
+    T = L // n
     Fl = pol.matmul_in if narrower(pol.matmul_in, pol.matmul_out) else pol.matmul_out
-    own = consts.a * bl.kpad  # (L, d) the key's own part of K̃ (exact)
+    own = consts.a * kpad  # (L, d) the key's own part of K̃ (exact)
     qk = ulp(np.abs(kt), Fl)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        on = (np.abs(kt) >= float(Fl.min_normal)) & (np.fmod(own, qk) == 0.0)
-    iid = np.where(on, 0.0, vk).reshape(T, n, d).sum(axis=1)
-    common = np.zeros((T, d))
-    qb = np.where(on, qk, 0.0).reshape(T, n, d)
-    for qv in np.unique(qb[qb > 0]):
-        cnt = (qb == qv).sum(axis=1)
-        common += (cnt * qv) ** 2 / 12.0
-    return (iid + common) / float(n * n)
+    normal = np.abs(kt) >= float(Fl.min_normal)
+    iid = np.where(normal, 0.0, vk).reshape(T, n, d).sum(axis=1)
+    qb = np.where(normal, qk, 0.0).reshape(T, n, d)
+    ph = np.where(normal, own / np.where(normal, qk, 1.0), 0.0).reshape(T, n, d)
+    z1 = np.exp(2j * np.pi * (ph - np.floor(ph)))  # e^{2πi·own/q} per key, on its own quantum
+    quanta = np.unique(qb[qb > 0])  # ascending
+    K = KT_FOURIER_TERMS
+    ks = np.arange(1, K + 1)
+    w = 1.0 / (2.0 * np.pi**2 * ks**2)
+    total = np.zeros((T, d))
+    for i, qf in enumerate(quanta):
+        inf_ = qb == qf
+        nf = inf_.sum(axis=1)
+        zf = np.where(inf_, z1, 0.0)
+        zk = np.ones_like(zf)
+        sk = []
+        for _ in ks:
+            zk = zk * zf
+            sk.append(zk.sum(axis=1))
+        total += qf * qf * nf / 12.0
+        for kk in range(K):
+            total += qf * qf * w[kk] * (np.abs(sk[kk]) ** 2 - nf)
+        for qc in quanta[i + 1 :]:
+            m = int(round(qc / qf))
+            inc = qb == qc
+            zc = np.where(inc, z1, 0.0)
+            zc_m = zc**m  # the coarse keys' phase on the fine grid (q_c = m·q_f)
+            zk = np.ones_like(zc_m)
+            for kk in range(K):
+                zk = zk * zc_m
+                cross = np.real(sk[kk] * np.conj(zk.sum(axis=1)))
+                total += 2.0 * (-1.0) ** (kk + 1) * qf * qf * w[kk] * cross
+    return (iid + np.maximum(total, 0.0)) / float(n * n)
 
 
 def score_tile_shifted(cx: Chunk, consts: ShiftConstants) -> ScoreTile:
@@ -636,7 +666,7 @@ def score_tile_shifted(cx: Chunk, consts: ShiftConstants) -> ScoreTile:
         block_max=block_max,
         score_terms=("scores.input", "scores.kt", "scores.round", "scores.scale", "scores.acc"),
         pseudo_averages=mu_t,
-        shifted=ShiftedOperands(qq, f, kb, absk, bn, _kt_block_mean_var(cx, consts, kt, vk)),
+        shifted=ShiftedOperands(qq, f, kb, absk, bn, _kt_block_mean_var(pol, consts, bl.kpad, kt, vk, n)),
     )
 
 
@@ -798,16 +828,28 @@ def _takeovers(mhat: Arr) -> tuple[Arr, Mask]:
     return M_run, take
 
 
-def _exact_add_probability(x: Arr, y: Arr, F: FloatFormat) -> Arr:
-    """Probability that fl(x + y) = x + y for x, y on the grid of ``F`` (docs/error-model.md §8.5).
+def _trailing_quantum(y: Arr) -> Arr:
+    """The largest power of two that divides y (y ≠ 0 on a binary grid with <= 53 significant bits)."""
+    m, e = np.frexp(np.abs(y))
+    M = np.round(m * 2.0**53).astype(np.int64)
+    low = (M & -M).astype(np.float64)
+    return np.ldexp(low, e - 53)
 
-    The sum is exact iff it is a multiple of its own quantum q = ulp(x + y). Both addends are multiples
-    of their quanta: exact for sure where both quanta are >= q, otherwise, with the low bits of the
-    finer addend taken as random, with probability min(ulp x, ulp y)/q; y = 0 adds nothing.
+
+def _exact_add_probability(x: Arr, y: Arr, F: FloatFormat) -> Arr:
+    """Probability that fl(x + y) = x + y for a stored x and an offset y, both on the grid of ``F``
+    (docs/error-model.md §8.5).
+
+    The sum is exact iff both addends are multiples of its quantum q = ulp(x + y). The offset y is known
+    exactly (:func:`_stored_offsets`): its bits are its own, a multiple of its trailing power of two; the
+    stored maximum x is known to within its score errors, so its bits below ulp(x) are taken as random.
+    Hence exact for sure where ulp(x) and y's trailing quantum are both >= q, otherwise with probability
+    min(ulp x, trailing quantum of y)/q; y = 0 adds nothing.
     """
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         q = ulp(np.abs(x + y), F)
-        fine = np.minimum(ulp(np.abs(x), F), ulp(np.abs(y), F))
+        ty = np.where(y != 0, _trailing_quantum(np.where(y != 0, y, 1.0)), np.inf)
+        fine = np.minimum(ulp(np.abs(x), F), ty)
         p = np.where(np.isfinite(fine / q), np.minimum(1.0, fine / q), 0.0)
     return np.where((y == 0) | (x == 0), 1.0, p)
 
@@ -1366,6 +1408,12 @@ def non_consistent(
         return v_ / (frame * frame), b_ / frame
 
     am = traj.alpha_on & step & ~flushes.alpha
+    if traj.candidate_exact is not None:
+        # running reference: every block rescales a live history by α, also a block whose own weights
+        # all flush (W_j = 0): α·ℓ and α·O are rounded there too (§8.9)
+        hist = np.zeros((R, T), dtype=bool)
+        hist[:, 1:] = w.prevL[:, 1:] > 0
+        am = traj.alpha_on & hist & ~flushes.alpha
     gm = traj.gamma_on & step & ~flushes.gamma
     # running reference: α (and γ of the holding block) round to exactly 1 when the bookkeeping residue
     # is below u/2, and then the product is exact
