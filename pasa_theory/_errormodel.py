@@ -474,6 +474,9 @@ class ShiftedOperands:
     key_block_means: Arr  # (T, d) k̄_j
     abs_keys: Arr  # (T, n, d) |K| per block
     bn: float  # b·n of M_r = a·I − b·J
+    #: (T, d) variance of the block mean of the K̃ rounding errors, with the keys whose errors coincide
+    #: counted together (:func:`_kt_block_mean_var`, docs/error-model.md §8.4)
+    kt_mean_var: Arr | None = None
 
 
 def _prescaled_queries(cx: Chunk) -> tuple[Arr, Arr, Arr]:
@@ -600,6 +603,67 @@ def _shifted_keys(cx: Chunk, consts: ShiftConstants) -> tuple[Arr, Arr, Arr, Arr
     return kt, np.zeros_like(vk), np.abs(bias) + g_a * mag + h_a, kb, absk, bias
 
 
+#: Fourier terms of the rounding error's autocorrelation kept in :func:`_kt_block_mean_var`
+KT_FOURIER_TERMS = 16
+
+
+def _kt_block_mean_var(pol: Policy, consts: ShiftConstants, kpad: Arr, kt: Arr, vk: Arr, n: int) -> Arr:
+    """Variance (T, d) of mean_j(fl(K̃) − K̃) over the n keys of each block, per column.
+
+    K̃_r = a·K_r + C_j with C_j = −b·Σ_{s∈j} K_s common to the block (M_r = aI − bJ, a = diag − off).
+    The rounding error of K̃_r is the sawtooth s_q(C_j + a·K_r) on its grid q: with the phase of C_j
+    uniform, two keys of one quantum q have covariance q²·B₂(t)/2, t = frac((a·K_r − a·K_s)/q), B₂ the
+    Bernoulli polynomial (1/12 for t = 0: where a·K_r lies on the grid, as when a = τ = 1/8 at d = 64,
+    all such keys' errors coincide; zero on average for scattered t: independent errors). Keys of a finer
+    quantum q_f and a coarser one share the fine grid's harmonics: covariance Σ_k (−1)^k q_f²
+    cos(2πk·Δ/q_f)/(2π²k²) (−q_f²/24 on the grid). Summed by the Fourier series of B₂ over
+    :data:`KT_FOURIER_TERMS` harmonics (the diagonal exactly). docs/error-model.md §8.4.
+    """
+    L, d = kpad.shape
+    T = L // n
+    Fl = pol.matmul_in if narrower(pol.matmul_in, pol.matmul_out) else pol.matmul_out
+    own = consts.a * kpad  # (L, d) the key's own part of K̃ (exact)
+    qk = ulp(np.abs(kt), Fl)
+    normal = np.abs(kt) >= float(Fl.min_normal)
+    qb = np.where(normal, qk, 0.0).reshape(T, n, d)
+    # quanta whose keys could matter: n_q·q within 1/16 of the largest (a group below that changes the
+    # block mean's variance by < 1/256 even if its errors coincide); the other keys stay independent
+    quanta = np.unique(qb[qb > 0])  # ascending
+    strength = np.array([float(((qb == qv).sum(axis=1) * qv).max()) for qv in quanta])
+    quanta = quanta[strength >= strength.max(initial=0.0) / 16.0]
+    kept = np.isin(qb, quanta) & (qb > 0)
+    iid = np.where(kept, 0.0, vk.reshape(T, n, d)).sum(axis=1)
+    ph = np.where(kept, own.reshape(T, n, d) / np.where(kept, qb, 1.0), 0.0)
+    z1 = np.exp(2j * np.pi * (ph - np.floor(ph)))  # e^{2πi·own/q} per key, on its own quantum
+    K = KT_FOURIER_TERMS
+    ks = np.arange(1, K + 1)
+    w = 1.0 / (2.0 * np.pi**2 * ks**2)
+    total = np.zeros((T, d))
+    for i, qf in enumerate(quanta):
+        inf_ = qb == qf
+        nf = inf_.sum(axis=1)
+        zf = np.where(inf_, z1, 0.0)
+        zk = np.ones_like(zf)
+        sk = []
+        for _ in ks:
+            zk = zk * zf
+            sk.append(zk.sum(axis=1))
+        total += qf * qf * nf / 12.0
+        for kk in range(K):
+            total += qf * qf * w[kk] * (np.abs(sk[kk]) ** 2 - nf)
+        for qc in quanta[i + 1 :]:
+            m = int(round(qc / qf))
+            inc = qb == qc
+            zc = np.where(inc, z1, 0.0)
+            zc_m = zc**m  # the coarse keys' phase on the fine grid (q_c = m·q_f)
+            zk = np.ones_like(zc_m)
+            for kk in range(K):
+                zk = zk * zc_m
+                cross = np.real(sk[kk] * np.conj(zk.sum(axis=1)))
+                total += 2.0 * (-1.0) ** (kk + 1) * qf * qf * w[kk] * cross
+    return (iid + np.maximum(total, 0.0)) / float(n * n)
+
+
 def score_tile_shifted(cx: Chunk, consts: ShiftConstants) -> ScoreTile:
     """Setup and steps a–b of PASA: S̃ = Q·K̃ᵀ and its block means μ̃_j (the pseudo-averages).
 
@@ -667,7 +731,7 @@ def score_tile_shifted(cx: Chunk, consts: ShiftConstants) -> ScoreTile:
         block_max=block_max,
         score_terms=("scores.input", "scores.kt", "scores.round", "scores.scale", "scores.acc"),
         pseudo_averages=mu_t,
-        shifted=ShiftedOperands(qq, f, kb, absk, bn),
+        shifted=ShiftedOperands(qq, f, kb, absk, bn, _kt_block_mean_var(pol, consts, bl.kpad, kt, vk, n)),
     )
 
 
@@ -752,9 +816,14 @@ def pseudo_average_recovery(cx: Chunk, consts: ShiftConstants, tile: ScoreTile) 
         if name not in sv_keys:
             continue
         tgt = "recovery.kt" if name == "scores.kt" else "recovery.scores"
-        vsum = sv_keys[name].reshape(R, T, n).sum(axis=2)
         bsum = sb_keys[name].reshape(R, T, n).sum(axis=2)
-        terms.block(tgt, c * c * vsum / n**2, c * bsum / n)
+        so = tile.shifted
+        if name == "scores.kt" and so is not None and so.kt_mean_var is not None:
+            # the K̃ errors of a block are correlated (_kt_block_mean_var): q·mean_j(ΔK̃) directly
+            vmean = so.to_score_units**2 * ((so.q_operand**2) @ so.kt_mean_var.T)
+        else:
+            vmean = sv_keys[name].reshape(R, T, n).sum(axis=2) / n**2
+        terms.block(tgt, c * c * vmean, c * bsum / n)
     absmean = np.abs(st).reshape(R, T, n).mean(axis=2)
     terms.block("recovery.mean", 0.0, c * gamma(n, Fr) * absmean)
     if pol.pseudo_average == "rounded":
@@ -811,6 +880,8 @@ class Trajectory:
     gamma_on: Mask  # (R, T) block t is rescaled by γ_t before it is added
     #: offset="running": variances of the rounded max candidates fl(m_j + δ_j) and fl(m + δ_p)
     candidate_var: tuple[Arr, Arr] | None = None
+    #: offset="running": probability that those additions are exact (no residue, factor exactly 1)
+    candidate_exact: tuple[Arr, Arr] | None = None
 
 
 def _takeovers(mhat: Arr) -> tuple[Arr, Mask]:
@@ -820,6 +891,66 @@ def _takeovers(mhat: Arr) -> tuple[Arr, Mask]:
     with np.errstate(invalid="ignore"):
         take[:, 1:] = mhat[:, 1:] > M_run[:, :-1]
     return M_run, take
+
+
+def _trailing_quantum(y: Arr) -> Arr:
+    """The largest power of two that divides y (y ≠ 0 on a binary grid with <= 53 significant bits)."""
+    m, e = np.frexp(np.abs(y))
+    M = np.round(m * 2.0**53).astype(np.int64)
+    low = (M & -M).astype(np.float64)
+    return np.ldexp(low, e - 53)
+
+
+def _exact_add_probability(x: Arr, y: Arr, F: FloatFormat) -> Arr:
+    """Probability that fl(x + y) = x + y for a stored x and an offset y, both on the grid of ``F``
+    (docs/error-model.md §8.5).
+
+    The sum is exact iff both addends are multiples of its quantum q = ulp(x + y). The offset y is known
+    exactly (:func:`_stored_offsets`): its bits are its own, a multiple of its trailing power of two; the
+    stored maximum x is known to within its score errors, so its bits below ulp(x) are taken as random.
+    Hence exact for sure where ulp(x) and y's trailing quantum are both >= q, otherwise with probability
+    min(ulp x, trailing quantum of y)/q; y = 0 adds nothing.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = ulp(np.abs(x + y), F)
+        ty = np.where(y != 0, _trailing_quantum(np.where(y != 0, y, 1.0)), np.inf)
+        fine = np.minimum(ulp(np.abs(x), F), ty)
+        p = np.where(np.isfinite(fine / q), np.minimum(1.0, fine / q), 0.0)
+    return np.where((y == 0) | (x == 0), 1.0, p)
+
+
+def _stored_offsets(pol: Policy, mu_t: Arr, c: float) -> tuple[Arr, Arr]:
+    """δ_j = c·(μ_j − A) and δ_p = c·(A_prev − A) as the vector unit forms them (R, T), from the exact
+    block means: the running mean A is kept on the grid, A = fl(fl(fl(μ_t)·r₁) + fl(A·r₂)) with the
+    rounded mean (``pseudo_average="rounded"``) or A = fl(A + fl(fl(μ_t − A)·r₁)) (centred),
+    r₁ = fl(1/(t+1)), r₂ = fl(t/(t+1)) (docs/error-model.md §8.5).
+
+    Both offsets are differences of values on one grid times c: they are exactly 0 where the rounded
+    block mean equals the stored A (δ_j) or where the update of A is below half its quantum and A stays
+    put (δ_p), which happens on most blocks once A is large — and then the max candidate is the
+    maximum itself and its rescaling factor is exactly 1.
+    """
+    F = pol.vector
+    R, T = mu_t.shape
+    rounded = pol.pseudo_average == "rounded"
+    a = round_array(mu_t[:, 0], F)
+    dj = np.zeros((R, T))
+    dp = np.zeros((R, T))
+    for t in range(1, T):
+        r1 = float(round_array(np.array([1.0 / (t + 1)]), F)[0])
+        if rounded:
+            r2 = float(round_array(np.array([t / (t + 1)]), F)[0])
+            mu = round_array(mu_t[:, t], F)
+            new = round_array(round_array(mu * r1, F) + round_array(a * r2, F), F)
+            e = mu - new
+        else:
+            e0 = round_array(mu_t[:, t] - a, F)
+            new = round_array(a + round_array(e0 * r1, F), F)
+            e = e0 - (new - a)
+        dj[:, t] = round_array(e * c, F)
+        dp[:, t] = round_array((a - new) * c, F)
+        a = new
+    return dj, dp
 
 
 def running_offsets(cx: Chunk, consts: ShiftConstants, tile: ScoreTile) -> Trajectory:
@@ -887,7 +1018,15 @@ def running_offsets(cx: Chunk, consts: ShiftConstants, tile: ScoreTile) -> Traje
         cand_p = np.zeros((R, T))
         cand_p[:, 1:] = np.where(np.isfinite(ref[:, :-1]), ref[:, :-1] + dp[:, 1:], 0.0)
     _shift_overflow(cx, shift_peak)
-    return Trajectory(M_run, take, alpha_on, gamma_on, (rvar(cand_b, Fv), rvar(cand_p, Fv)))
+    # exactness of the max candidates, with the offsets as the kernel stores them (§8.5)
+    dj_s, dp_s = _stored_offsets(cx.pol, mu_t, c)
+    with np.errstate(invalid="ignore"):
+        ex_b = _exact_add_probability(np.where(np.isfinite(mS), round_array(mS, Fv), 0.0), dj_s, Fv)
+        ex_p = np.ones((R, T))
+        ex_p[:, 1:] = _exact_add_probability(
+            np.where(np.isfinite(ref[:, :-1]), round_array(ref[:, :-1], Fv), 0.0), dp_s[:, 1:], Fv
+        )
+    return Trajectory(M_run, take, alpha_on, gamma_on, (rvar(cand_b, Fv), rvar(cand_p, Fv)), (ex_b, ex_p))
 
 
 def lazy_offsets(
@@ -1355,6 +1494,12 @@ def non_consistent(
         return v_ / (frame * frame), b_ / frame
 
     am = traj.alpha_on & step & ~flushes.alpha
+    if traj.candidate_exact is not None:
+        # running reference: every block rescales a live history by α, also a block whose own weights
+        # all flush (W_j = 0): α·ℓ and α·O are rounded there too (§8.9)
+        hist = np.zeros((R, T), dtype=bool)
+        hist[:, 1:] = w.prevL[:, 1:] > 0
+        am = traj.alpha_on & hist & ~flushes.alpha
     gm = traj.gamma_on & step & ~flushes.gamma
     # running reference: α (and γ of the holding block) round to exactly 1 when the bookkeeping residue
     # is below u/2, and then the product is exact
@@ -1364,8 +1509,14 @@ def non_consistent(
         cand_blk, cand_pre = traj.candidate_var
         sx_a = np.sqrt(np.maximum(terms.prefix_var.get("bookkeeping", 0.0) + cand_pre, 1e-300))
         sx_g = np.sqrt(np.maximum(terms.block_var.get("bookkeeping", 0.0) + cand_blk, 1e-300))
-        p1_a = np.where(traj.takes_over, 0.0, erf(uv / (2 * math.sqrt(2.0) * sx_a)))
-        p1_g = np.where(mhat >= M_run, erf(uv / (2 * math.sqrt(2.0) * sx_g)), 0.0)
+        p1_a = erf(uv / (2 * math.sqrt(2.0) * sx_a))
+        p1_g = erf(uv / (2 * math.sqrt(2.0) * sx_g))
+        if traj.candidate_exact is not None:  # an exact max candidate leaves no residue at all (§8.5)
+            ex_b, ex_p = traj.candidate_exact
+            p1_a = ex_p + (1.0 - ex_p) * p1_a
+            p1_g = ex_b + (1.0 - ex_b) * p1_g
+        p1_a = np.where(traj.takes_over, 0.0, p1_a)
+        p1_g = np.where(mhat >= M_run, p1_g, 0.0)
     else:
         p1_a = np.zeros((R, T))
         p1_g = np.zeros((R, T))
@@ -1380,7 +1531,8 @@ def non_consistent(
     )
     ns_b += np.where(am[:, :, None], nb_, 0.0).sum(axis=1)
     lv_, lb_ = rel_of(Wb, fr)
-    dvar += np.where(gm & ~(absl & ~hist_small_l), lv_ * (1 - p1_g), 0.0)
+    # γ·ℓ_t is exact where the block's row sum is stored as exactly 1 (its rest dropped, l_abs)
+    dvar += np.where(gm & ~(absl & ~hist_small_l) & ~l_abs, lv_ * (1 - p1_g), 0.0)
     dbnd += np.where(gm, lb_, 0.0)
     nv_, nb_ = rel_of(Y, fr3)
     ns_var += np.where((gm[:, :, None] & ~(abso & ~hist_small_o)), nv_ * (1 - p1_g)[:, :, None], 0.0).sum(
@@ -1982,7 +2134,14 @@ def _shadow_simulation(
             vo += rem
     bvo = np.zeros((Rm, T))
     bgrids: list[tuple[Arr, FloatFormat, float]] = []
+    c = consts.c if consts is not None else 0.0
     for name, var in terms.block_var.items():
+        if name == "recovery.kt" and "scores.kt" in terms.key_var:
+            # c·mean of the sampled K̃ errors enters through the score errors below; what the correlation
+            # of those errors within a block adds (§8.4) is sampled here as a block-level error
+            iid = c * c * terms.key_var["scores.kt"][rows].reshape(Rm, T, n).sum(axis=2) / n**2
+            bvo += np.maximum(var[rows] - iid, 0.0)
+            continue
         if name in ("recovery.kt", "recovery.scores"):
             continue
         gv = np.zeros((Rm, T))
@@ -1992,7 +2151,6 @@ def _shadow_simulation(
             bgrids.append((xr, F, f))
         bvo += np.maximum(var[rows] - gv, 0.0)
     pvo = sum((v[rows] for v in terms.prefix_var.values()), np.zeros((Rm, T)))
-    c = consts.c if consts is not None else 0.0
     shift_mean = bool(s_err_names) and pol.recovery == "pseudo_average"
     hs, ho = np.sqrt(3 * vs), np.sqrt(3 * vo)
     hb, hp = np.sqrt(3 * bvo), np.sqrt(3 * pvo)

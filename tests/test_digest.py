@@ -18,9 +18,12 @@ from pasa_npu import data, golden_attention
 from pasa_npu.methods import run_method
 
 #: sha256 recorded before the restructuring (commit e4ad218); re-recorded when the RMSE estimate gained
-#: the marginal-absorption term (docs/error-model.md §8.9), a deliberate model change: kernel outputs,
-#: the golden and the β values are unchanged, only predicted RMSEs move.
-EXPECTED = "22d63fc170c6f1261cd4b9c215c7b5b751c33dab6d4e6702df02261f9893b45a"
+#: the marginal-absorption term (docs/error-model.md §8.9), and again when its stages were corrected
+#: (correlated K̃ roundings §8.4, exact offsets and max candidates §8.5, exact γ·ℓ_j and α at every block
+#: §8.9): deliberate model changes; kernel outputs, the golden and the β values are unchanged (pasa_npu
+#: untouched; the previous digest 22d63fc1… is reproduced by the code before these changes), only
+#: predicted RMSEs move.
+EXPECTED = "2f920de1ae349e409b8ca352fe711c1ade9909c85a8e4ab4f99c08af25d706e3"
 
 METHODS = (
     "pasa",

@@ -150,9 +150,11 @@ def qk_overflow_cells():
 
 
 #: Measured on the grid fixture (7 heads x 32 rows, S2 = 1407, pasa, pasa:script, fa_qk, fa_q): median
-#: ratio 0.995, 106/119 = 89.1 % within 1.5x; 12 of the 13 misses are rows in the Monte Carlo regime
-#: (uniform amplitude 10-20 and hybrid mean 20-30), e.g. the script preset at uniform 30/20 estimated
-#: 4.75x, fa_qk at hybrid 20/5 0.49x. The test holds what is achieved; the 90 % target is the xfail below.
+#: ratio 0.995, 107/119 = 89.9 % within 1.5x (96.6 % within 2x; 106/119 before the stage fixes of
+#: docs/error-model.md §8.4, §8.5, §8.9, which moved the script at hybrid 20/20 from 3.19x to 1.22x); 11 of the
+#: 12 misses are rows in the Monte Carlo regime (uniform amplitude 10-20 and hybrid mean 20-30), e.g. the
+#: script preset at uniform 30/20 estimated 4.76x, fa_qk at hybrid 20/5 0.49x; the twelfth is the script at
+#: hybrid 30/20 (1.62x, §8.9). The test holds what is achieved; the 90 % target is the xfail below.
 GRID_WITHIN = 0.85
 
 
@@ -170,8 +172,8 @@ def test_grid_bound_rmse_and_overflow(grid, qk_overflow_cells):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="estimate within 1.5x in 106/119 = 89.1 % of the grid cases (target 90 %); misses in the Monte "
-    "Carlo regime, see GRID_WITHIN",
+    reason="estimate within 1.5x in 107/119 = 89.9 % of the grid cases (target 90 %: 108); misses in the "
+    "Monte Carlo regime, see GRID_WITHIN",
 )
 def test_grid_estimate_meets_the_90_percent_target(grid):
     n, med, frac, misses = estimate_quality(grid)
@@ -375,12 +377,23 @@ def test_other_shapes_and_distributions(shapes):
 #: Out-of-sample cases where the estimate misses its claim (measured on this set; the fix belongs to the
 #: engine, pasa_theory._errormodel). strict: a fix makes the test fail until the entry is removed.
 KNOWN_ESTIMATE_MISSES = {
-    "d=64, n=64": "5/8 within 1.5x: npu_fp16 (dominant term recovery.scores, linear regime) estimated 0.38x "
-    "(uniform 10/5) and 0.64x (hybrid 20/10) of the measured RMSE at n = 64; fa_qk 1.62x (hybrid 20/10, "
-    "Monte Carlo regime)",
-    "resonance": "1/3 within 1.5x: the script preset estimated 8.2x and npu_fp16 1.66x the measured RMSE on "
+    "d=64, n=64": "7/8 within 1.5x (median 1.06): fa_qk at hybrid 20/10 estimated 1.62x (Monte Carlo regime, "
+    "scores.round); npu_fp16 now 0.95x (uniform 10/5) and 0.74x (hybrid 20/10), was 0.38x and 0.64x before the "
+    "K̃ roundings were correlated within a block (docs/error-model.md §8.4)",
+    "resonance": "1/3 within 1.5x: the script preset estimated 8.25x and npu_fp16 1.66x the measured RMSE on "
     "the aligned resonant input (Monte Carlo regime for every row)",
 }
+
+
+def test_npu_fp16_estimate_at_d64_n64(shapes):
+    """At d = 64, n = 64 (a = τ = 1/8) the K̃ roundings of a block coincide and c multiplies their block mean
+    (docs/error-model.md §8.4): npu_fp16 within 1.5x of the measured RMSE on both cells (measured 0.95x at
+    uniform 10/5, 0.74x at hybrid 20/10; with independent K̃ errors 0.38x and 0.64x)."""
+    sub = [r for r in shapes if r.get("case") == "d=64, n=64" and r["method"] == "pasa"]
+    assert len(sub) == 2
+    for r in sub:
+        print(f"{r['dist']} {r['mean']}/{r['amplitude']}: npu_fp16 estimate/measured {r['rmse_ratio']:.2f}")
+        assert 1 / 1.5 <= r["rmse_ratio"] <= 1.5, (r["dist"], r["rmse"], r["pred_rmse"], r["dominant"])
 
 
 @pytest.mark.parametrize(
