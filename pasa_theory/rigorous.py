@@ -479,7 +479,9 @@ def certify(
                 "shifted_keys applies to PASA's shifting matrix, which score_ref='hi_lo' does not use"
             )
         if keep is not None or bias is not None:
-            raise ValueError("attn_mask: not covered for score_ref='hi_lo' (docs/bounds.md §16.9); use is_causal")
+            raise ValueError(
+                "attn_mask: not covered for score_ref='hi_lo' (docs/bounds.md §16.9); use is_causal"
+            )
         if out_name != pol.matmul_in.name:
             raise ValueError(
                 f"out_format: score_ref='hi_lo' is covered with the output in {pol.matmul_in.name} only, got {out_name}"
