@@ -216,7 +216,8 @@ def predict_case(
     if rigorous and observed_kt:
         kts = {}
         for m in methods:
-            if resolve(m, precision).shift:
+            pol = resolve(m, precision)
+            if pol.shift and pol.score_ref == "none":  # score_ref="hi_lo" uses no shifting matrix
                 prec = get_method(m).precision(precision)
                 kts[m] = shifted_keys(k, precision=prec, block_kv=block_kv, scale=scale, beta=beta)
         kw["shifted_keys"] = kts

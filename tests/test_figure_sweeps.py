@@ -349,7 +349,7 @@ def test_predicted_vs_measured_quick_spec_is_the_grid_corners():
             True,
         )
     full, _ = figures.figure_points("predicted_vs_measured", False)
-    assert len(full) == 576 and full[0]["seq_q"] == 16
+    assert len(full) == 640 and full[0]["seq_q"] == 16
 
 
 def test_predicted_vs_measured_from_a_one_point_spec_matches_the_committed_row(tmp_path, one_thread):

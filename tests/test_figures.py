@@ -43,7 +43,14 @@ def test_methods_drawn_together_have_distinct_colours_and_markers():
 
 
 def test_method_colours_come_from_the_colour_blind_safe_palette():
-    allowed = set(figures.OKABE_ITO.values()) | {figures.GREY, figures.DARK_GREY, "#332288", "#882255"}
+    # plus three of P. Tol's colour-blind-safe "muted" hues (indigo, wine, green)
+    allowed = set(figures.OKABE_ITO.values()) | {
+        figures.GREY,
+        figures.DARK_GREY,
+        "#332288",
+        "#882255",
+        "#117733",
+    }
     assert {s.color for s in figures.METHOD_STYLES.values()} <= allowed
     # the eight Okabe–Ito hues (M. Okabe and K. Ito, Color Universal Design, 2008)
     assert sorted(figures.OKABE_ITO.values()) == sorted(
@@ -361,7 +368,7 @@ def test_readme_numbers_of_predicted_vs_measured_follow_from_its_csv():
     from pasa_npu.figures import predicted
 
     setup, _, rows = figures.read_csv(ROOT / "figures" / "predicted_vs_measured.csv")
-    assert len(rows) == 576  # 2 dists x 4 means x 4 amplitudes x 2 S2 x 9 methods
+    assert len(rows) == 640  # 2 dists x 4 means x 4 amplitudes x 2 S2 x 10 methods
     assert "S1 16 (a row sample" in setup["shape"], setup["shape"]
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     table = readme.split("<!-- pvm-table -->\n", 1)[1].split("\n<!-- /pvm-table -->", 1)[0]

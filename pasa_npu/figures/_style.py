@@ -114,6 +114,7 @@ METHOD_STYLES: dict[str, MethodStyle] = {
     "pasa:hybrid": MethodStyle("PASA (fp32 vector unit)", "#882255", "<", ":"),
     "pasa:fp32": MethodStyle("PASA (fp32)", DARK_GREY, ">", ":"),
     "pasa:fp64": MethodStyle("PASA (fp64)", OKABE_ITO["blue"], "o", "-"),
+    "pasa:fp16_accurate": MethodStyle("fp16_accurate (reference in the accumulator)", "#117733", "d", "-"),
     "fa_qk": MethodStyle("FA fp16, QKᵀ then scale", OKABE_ITO["vermillion"], "X", "-"),
     "fa_q": MethodStyle("FA fp16, Q pre-scaled", OKABE_ITO["orange"], "^", "--"),
     "fa_naive": MethodStyle("naive fp16 attention", OKABE_ITO["black"], "+", ":"),

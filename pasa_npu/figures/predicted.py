@@ -60,6 +60,7 @@ PREDICT_METHODS = (
     "pasa:script",
     "pasa:fp16_keymean",
     "pasa:bf16",
+    "pasa:fp16_accurate",
     "fa_qk",
     "fa_q",
     "fa_naive",
@@ -127,6 +128,8 @@ def _theorem(status: Any) -> str:
         return "any-order K̃"
     if s.startswith("theorem 1"):
         return "flash attention"
+    if s.startswith("theorem 6"):
+        return "reference (Thm 6)"
     return "none"
 
 
@@ -252,11 +255,15 @@ def _pvm_setup(pts: list[dict], quick: bool, custom: str | None = None) -> dict[
         f"S2 {vals('seq_kv')}, d 128, block_kv 128",
         methods=vals("method"),
         measured="rmse, max_abs_err against the float64 golden on the sampled rows; inf/NaN and its first stage",
-        pred_bound="rigorous a-posteriori bound, Theorem 1 of docs/bounds.md (a theorem; PASA conditional on the "
-        "K-tilde the run computed); empty where not covered (theorem = none)",
-        pred_prob="probabilistic bound, Proposition 3 of docs/bounds.md, confidence 0.99 (a theorem under its model)",
-        pred_a_priori="a-priori bound, Theorem 2 of docs/bounds.md, for every input with the same maxima (a theorem)",
-        pred_rmse="RMSE estimate: stochastic shadow simulation of pasa_theory.bounds (a model, not a bound)",
+        pred_bound="rigorous a-posteriori bound (a theorem): Theorem 1 with the enclosure of Theorem 4 (docs/bounds.md "
+        "§9, §13, §14; the shifting presets conditional on the K-tilde the run computed), Theorem 6 (§16) for "
+        "pasa:fp16_accurate; empty where not covered (theorem = none)",
+        pred_prob="probabilistic bound, Proposition 3 of docs/bounds.md (§12; §16.6 for pasa:fp16_accurate), "
+        "confidence 0.99 (a theorem under its model)",
+        pred_a_priori="a-priori bound, Theorem 2 of docs/bounds.md (Theorem 7 for pasa:fp16_accurate), for every "
+        "input with the same maxima (a theorem)",
+        pred_rmse="RMSE estimate: stochastic shadow simulation of pasa_theory.bounds (docs/error-model.md §8.11; "
+        "§10 for pasa:fp16_accurate; a model, not a bound)",
         pred_first_order="first-order evaluation along the exact trajectory (the former max_abs_bound; not a bound)",
         hull_cap="max over rows of max_r |v_r - o|: a bound at or above it is vacuous",
         cost="bound_cost, a_priori_cost, estimate_cost: seconds of the product / seconds of the method's kernel "

@@ -305,7 +305,7 @@ def test_predicted_vs_measured_spec_reproduces_the_committed_rows():
             (r["dist"], float(r["mean"]), float(r["amplitude"]), int(r["seq_kv"]), r["method"]): r
             for r in csv.DictReader(ln for ln in fh if not ln.startswith("#"))
         }
-    assert len(pts) == len(committed) == 576
+    assert len(pts) == len(committed) == 640
     assert {(p["dist"], p["mean"], p["amplitude"], p["seq_kv"], p["method"]) for p in pts} == set(committed)
     for key in [("uniform", 0.0, 0.5, 256, "pasa"), ("hybrid", 30.0, 20.0, 256, "fa_qk")]:
         p = next(p for p in pts if (p["dist"], p["mean"], p["amplitude"], p["seq_kv"], p["method"]) == key)
