@@ -24,6 +24,13 @@ composed by :func:`analyse_ref` (§10.7). What is exact and what is random, per 
   as in §8.11): every error is uniform on one quantum, the order of a row's scores is kept;
 * **emulated, not the kernel's order**: the fp32 product Q·Kᵀ is computed by numpy in float32 (its BLAS
   summation order, which need not be torch's: a sample of the same accumulation error);
+* **emulated, narrow accumulators** (``mma_acc`` fp16/fp22, §10.10): the kernel's chunked accumulation
+  itself — Q·Kᵀ in chunks of ``mma_chunk`` along d (each chunk's products summed by numpy in float32),
+  the running sum rounded to the accumulator (``Accumulator.rnd``, nearest or toward zero) after every
+  chunk; the two augmented reference columns added as one more chunk; P·[V − v̄, 1] in chunks of
+  ``mma_chunk`` along each block's keys into the pending accumulator with its previous value as the
+  start (:func:`narrow_matmul`). Overflow of the accumulator to ±inf shows in the flags like any other
+  (saturation toward zero is finite, as in the kernel);
 * **exact on the sampled values**: every other rounding (the fp32 subtractions, R's two columns, x, α,
   P, the pending accumulator, its conversion, O, ℓ, O/ℓ, the v̄ add-back, the output cast) is applied on
   the format's real grid to the values of the sample, and every decision (where R moves, E′) is taken
@@ -33,8 +40,8 @@ composed by :func:`analyse_ref` (§10.7). What is exact and what is random, per 
 So the estimate is an average over rounding outcomes of the score tile, not a reproduction of one run;
 its per-term breakdown is measured by switching the roundings of one term on at a time (the ``none``
 run, exact attention on the rounded inputs, is the ``input`` term). It is an **estimate** (a model), not a
-bound. Not modelled: an additive mask (``predict`` takes none), the narrow matrix-unit accumulators
-(``mma_acc`` other than ``"wide"``) and e_hi from a mask's bias.
+bound. Not modelled: an additive mask (``predict`` takes none), narrow accumulators with operands whose
+products are not exact in fp32 (``matmul_in`` wider than fp16/bf16) and e_hi from a mask's bias.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._accum import Accumulator, accumulator_of
 from ._errormodel import Arr, Blocks, ChunkOut, Exact, Mask, Options, grid_round, narrower, ulp
 from .formats import FloatFormat, get_format, round_array
 from .policies import Policy, require_modelled, unmodelled_steps
@@ -62,6 +70,7 @@ __all__ = [
     "renormalise",
     "output",
     "analyse_ref",
+    "narrow_matmul",
 ]
 
 #: The terms whose roundings the simulation switches on one at a time (names of ``pasa_theory.bounds.TERMS``
@@ -99,13 +108,49 @@ def require_estimated(pol: Policy) -> Policy:
     """``pol`` if the RMSE estimate describes it: the policies of
     :func:`pasa_theory.policies.require_modelled`, and the reference path (``score_ref="hi_lo"``, with
     any ``ref_move``, ``ref_move_at``, ``pv_accum``, ``row_sum``, ``v_center`` and ``scale``) with the wide
-    matrix-unit accumulator; ``ValueError`` naming the steps it does not describe otherwise."""
+    matrix-unit accumulator or a narrow one (``mma_acc`` fp16/fp22, any ``mma_round``, ``mma_chunk``) whose
+    products are exact in the fp32 chunk sum (fp16/bf16 operands, fp32 ``matmul_acc``, docs/error-model.md
+    §10.10); ``ValueError`` naming the steps it does not describe otherwise."""
     if pol.score_ref != "hi_lo":
         return require_modelled(pol)
     steps = [s for s in unmodelled_steps(pol) if s.startswith("mma_acc")]
-    if steps:
+    if steps and not _narrow_exact(pol):
         raise ValueError(f"the error model does not describe policy {pol.name!r} yet: " + ", ".join(steps))
     return pol
+
+
+def _narrow_exact(pol: Policy) -> bool:
+    """Whether the products of ``pol``'s matrix unit are exact in the fp32 chunk sum (what the narrow
+    accumulator's emulation here assumes, as the kernel's ``_mma`` does)."""
+    return pol.matmul_in.name in ("fp16", "bf16") and pol.matmul_acc.name == "fp32" and not pol.smooth_k
+
+
+def _acc_add(rd: _Round, term: str, acc: Arr, part: Arr, nacc: Accumulator | None, f32: FloatFormat) -> Arr:
+    """One more chunk ``part`` (its products already summed in fp32) added to the matrix unit's
+    accumulator ``acc``: fl32(acc + part) for the wide accumulator, rounded once more to the narrow one
+    (``Accumulator.rnd``: nearest → ±inf past the threshold, toward zero → saturating) for ``mma_acc``
+    fp16/fp22, as the kernel's ``_mma_add``; both roundings belong to ``term``."""
+    y = rd(term, acc + part, f32)
+    return nacc.rnd(y) if nacc is not None and term in rd.on else y
+
+
+def narrow_matmul(a: Arr, b: Arr, nacc: Accumulator, init: Arr | None = None) -> Arr:
+    """Emulation of the kernel's ``_mma`` with a narrow accumulator (docs/error-model.md §10.10): the
+    contraction cut into chunks of ``nacc.chunk``, each chunk's products summed by numpy in float32 (its
+    summation order: a sample of the fp32 chunk-sum error, ≤ (k−1)·2^−24 relative), added to the running
+    accumulator in float32 and rounded to the accumulator after every chunk, the first included; ``init``
+    the accumulator's value before (D = A·B + C). Values in float64."""
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    acc = None if init is None else np.asarray(init, dtype=np.float64)
+    k = nacc.chunk
+    with np.errstate(over="ignore", invalid="ignore"):
+        for c0 in range(0, a.shape[-1], k):
+            part = (a32[..., c0 : c0 + k] @ b32[..., c0 : c0 + k, :]).astype(np.float64)
+            y = part if acc is None else (acc + part).astype(np.float32).astype(np.float64)
+            acc = nacc.rnd(y)
+    if acc is None:
+        return np.zeros(a.shape[:-1] + b.shape[-1:])
+    return acc
 
 
 class _Round:
@@ -211,6 +256,13 @@ def score_tile(pol: Policy, st: RefSetup, s: Arr, hi: Arr, lo: Arr, rd: _Round) 
     Q·K_jᵀ as the accumulator holds it; returns (A, t)."""
     f32 = pol.matmul_acc
     fh, fl_ = 2.0**st.e_hi, 2.0**st.e_lo
+    nacc = accumulator_of(pol)
+    if nacc is not None:
+        # narrow accumulator (§10.10): the two columns' products (exact, summed in fp32) as one more chunk,
+        # fl_acc(fl32(S_acc − fl32(2^e_hi·h + 2^e_lo·l))) (the kernel's _RefState._minus_ref)
+        ref = rd("scores.acc", hi * fh + lo * fl_, f32)
+        a = _acc_add(rd, "scores.acc", s, -ref[:, None], nacc, f32)
+        return a, _convert(pol, st, a, rd, True)
     a = rd("scores.acc", rd("scores.acc", s - (hi * fh)[:, None], f32) - (lo * fl_)[:, None], f32)
     return a, _convert(pol, st, a, rd, True)
 
@@ -393,6 +445,7 @@ def _simulate(
         np.zeros((R, width)),
     )
     f32 = pol.matmul_acc
+    nacc = accumulator_of(pol)
     for j in range(T):
         c = slice(j * n, (j + 1) * n)
         s, vis = s32[:, c], bl.vis[:, c]
@@ -416,8 +469,12 @@ def _simulate(
             lj = rd("row_sum", lj * np.exp2(-stt.e), pol.vector)
             stt.lsum = rd("row_sum", stt.lsum + lj, pol.vector)
             renormalise(pol, stt, renorm_at)
-        pv = rd("accumulator", rd("exp.p", p, pol.matmul_in) @ vpad[c], f32)
-        stt.pend = rd("accumulator", stt.pend + pv, f32)
+        pm = rd("exp.p", p, pol.matmul_in)
+        if nacc is not None and "accumulator" in rd.on:  # §10.10: chunks over the block's n keys, into pend
+            stt.pend = narrow_matmul(pm, vpad[c], nacc, init=stt.pend)
+        else:
+            pv = rd("accumulator", pm @ vpad[c], f32)
+            stt.pend = rd("accumulator", stt.pend + pv, f32)
         if pol.pv_accum == "vector":
             flush(pol, stt, np.ones(R, dtype=bool), np.zeros(R), dv, rd)
     flush(pol, stt, np.ones(R, dtype=bool), np.zeros(R), dv, rd)
@@ -448,12 +505,16 @@ def analyse_ref(pol: Policy, st: RefSetup, ex: Exact, bl: Blocks, opts: Options)
     qm = queries(pol, ex.q, ex.tau)
     km = _fl(bl.kpad, pol.matmul_in)
     # the product as the accumulator holds it: float32 (numpy's summation order); exact for the ablations
+    nacc = accumulator_of(pol)
     with np.errstate(over="ignore", invalid="ignore"):
-        s32 = (
-            (qm.astype(np.float32) @ km.astype(np.float32).T).astype(np.float64)
-            if f32.name == "fp32"
-            else qm @ km.T
-        )
+        if nacc is not None:  # the kernel's chunked narrow accumulation (§10.10)
+            s32 = narrow_matmul(qm, km.T, nacc)
+        else:
+            s32 = (
+                (qm.astype(np.float32) @ km.astype(np.float32).T).astype(np.float64)
+                if f32.name == "fp32"
+                else qm @ km.T
+            )
     s64 = qm @ km.T
     all_on = frozenset(REF_TERMS) | {"input"}
     ovf = {s_: False for s_ in STAGES}

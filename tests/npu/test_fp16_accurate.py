@@ -92,11 +92,13 @@ def test_bad_field_values_are_refused_by_name():
 
 
 def test_the_error_model_refuses_what_it_does_not_describe():
-    """The reference path is estimated (tests/npu/test_refmodel.py) except under a narrow matrix-unit
-    accumulator; ``scale="acc"`` on the shifting path is not modelled."""
+    """The reference path is estimated (tests/npu/test_refmodel.py), under a narrow matrix-unit
+    accumulator too when its products are exact in fp32 (tests/npu/test_refnarrow_estimate.py), not with
+    fp32 operands; ``scale="acc"`` on the shifting path is not modelled."""
     q, k, v = _qkv(4, 40, 1, dtype=torch.float16)
+    wide_in = ACC.replace(mma_acc="fp16", matmul_in=torch.float32)
     with pytest.raises(ValueError, match="mma_acc='fp16'"):
-        predict("pasa", q.numpy(), k.numpy(), v.numpy(), precision=ACC.replace(mma_acc="fp16"))
+        predict("pasa", q.numpy(), k.numpy(), v.numpy(), precision=wide_in, rigorous=False)
     with pytest.raises(ValueError, match="scale='acc'"):
         predict("pasa", q.numpy(), k.numpy(), v.numpy(), precision=PRESETS["npu_fp16"].replace(scale="acc"))
 
