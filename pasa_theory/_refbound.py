@@ -17,8 +17,11 @@ rounding at the largest magnitude its operand can take in any of them.
 
 Torch-free (NumPy); called by :func:`pasa_theory.rigorous.certify` and
 :func:`pasa_theory.rigorous.a_priori` when the policy has ``score_ref="hi_lo"``. Hypotheses H1–H3 of
-docs/bounds.md §1. The fp32 accumulation error of the matrix unit is bounded in one place,
-:func:`acc_error`, so that a narrow accumulator (``mma_acc`` fp16/fp22) can be added there.
+docs/bounds.md §1. The accumulation error of the matrix unit is bounded in :func:`acc_error` (fp32, or a
+narrow accumulator ``mma_acc`` fp16/fp22 by Lemma 15.2), the subtraction of the reference in
+:meth:`Consts.xi`; a narrow accumulator's chunked Q·Kᵀ is enclosed per element by Theorem 5
+(:func:`pasa_theory._accum.matmul_enclosure`) and its pending P·[V − v̄, 1] bounded with Γ of Lemma 15.2
+(docs/bounds.md §16.10).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ._accum import Accumulator, accumulator_of, gamma_acc, matmul_enclosure
 from .formats import quantum_array
 
 _F64 = npt.NDArray[np.float64]
@@ -43,7 +47,8 @@ _DEEP = -20.0  # t ≤ −20 ⇒ E(t)(1 + ε_exp) < 2^−25 ⇒ p = fl16(E(t)) =
 
 #: the policy fields this module covers (others raise ValueError in :func:`check_policy`)
 COVERED = (
-    "score_ref='hi_lo' with mma_acc='wide' (matrix unit fp16 in / fp32 accumulate / fp16 out), vector unit "
+    "score_ref='hi_lo' with mma_acc 'wide', 'fp16' or 'fp22' (any mma_round, mma_chunk; matrix unit fp16 in / "
+    "fp32 accumulate / fp16 out), vector unit "
     "fp16, reduce='acc', scale 'acc' or 'scores', any ref_move, ref_move_at, pv_accum, row_sum, v_center, "
     "accum 'pow2' or 'raw', no K smoothing"
 )
@@ -54,8 +59,6 @@ def check_policy(pol: Any) -> None:
     why = []
     if pol.score_ref != "hi_lo":
         why.append("score_ref='hi_lo'")
-    if pol.mma_acc != "wide":
-        why.append(f"mma_acc='wide' (got {pol.mma_acc!r}: narrow accumulators are not modelled yet)")
     if pol.matmul_in.name != "fp16" or pol.matmul_acc.name != "fp32" or pol.matmul_out.name != "fp16":
         why.append("matrix unit fp16 in / fp32 accumulate / fp16 out")
     if pol.vector.name != "fp16":
@@ -102,11 +105,15 @@ def acc_error(absdot: Any, m: int, pol: Any) -> _F64:
     """The matrix unit's accumulation error: a bound on |acc(Σ x_i) − Σ x_i| for m exact products x_i
     with Σ|x_i| ≤ ``absdot``, in any summation order (H1: γ^{32}_m·Σ|x|, Higham Lemma 3.1).
 
-    The one place where the accumulator's format enters the bounds of §16: a narrow accumulator
-    (``mma_acc`` fp16/fp22, rounding after every chunk of ``mma_chunk`` products) needs its own rule
-    here (and a range check); it is refused by :func:`check_policy` until then."""
-    if pol.mma_acc != "wide":
-        raise ValueError(f"acc_error: mma_acc={pol.mma_acc!r} is not modelled (docs/bounds.md §16)")
+    A narrow accumulator (``mma_acc`` fp16/fp22, rounding after every chunk of ``mma_chunk`` products):
+    Γ·Σ|x| + H of Lemma 15.2 (:func:`pasa_theory._accum.gamma_acc`), +inf where a partial sum may pass
+    the accumulator's largest finite value (|partial| ≤ Σ|x|(1 + Γ) + H: overflow or saturation)."""
+    nacc = accumulator_of(pol)
+    if nacc is not None:
+        big, small = gamma_acc(m, nacc)
+        a = np.asarray(absdot, dtype=np.float64)
+        e = a * big + small
+        return np.asarray(np.where(a + e <= nacc.maxf, e, np.inf), dtype=np.float64)
     g = gamma(m, U32)
     return np.asarray(absdot, dtype=np.float64) * (g * (1.0 + 2.0**-40))
 
@@ -146,12 +153,24 @@ class Consts:
         # θ in accumulator units: no move ⇒ max a ≤ θ_up; a move ⇒ max a > θ_lo
         self.theta_up = (self.theta + float(hulp(self.theta, "fp16"))) / (self.t32 * (1 - U32))
         self.theta_lo = self.theta / (self.t32 * (1 + U32))
-        self.xi_glob = 2.0 * float(hulp(2.0 * Rmax + self.Lmax, "fp32"))
+        self.nacc: Accumulator | None = accumulator_of(pol)
+        self.Rmax = Rmax
+        if self.nacc is None:
+            self.xi_glob = 2.0 * float(hulp(2.0 * Rmax + self.Lmax, "fp32"))
+        else:  # inf where |S − R| may pass the narrow accumulator's range (the caller reports overflow)
+            self.xi_glob = float(self.xi(2.0 * Rmax + self.Lmax))
         self.rho = -math.log1p(-(2.0**-22)) - math.log1p(-U16)  # H2 and one fp16 rounding
 
     def xi(self, amag: Any) -> _F64:
-        """|fl32(fl32(s − H) − L) − (s − R)| for |s − R| ≤ amag (Lemma 16.2: two fp32 roundings)."""
+        """|fl32(fl32(s − H) − L) − (s − R)| for |s − R| ≤ amag (Lemma 16.2: two fp32 roundings). Narrow
+        accumulator (the kernel's ``_minus_ref``, §16.10): |fl_acc(fl32(s − fl32(H + L))) − (s − R)| ≤
+        hulp32(R_max + L_max) + hulp32(a′) + err_acc(a′ + hulp32(a′)), a′ = amag + hulp32(R_max + L_max);
+        inf past the accumulator's range."""
         a = np.asarray(amag, dtype=np.float64)
+        if self.nacc is not None:
+            e1 = float(hulp(self.Rmax + self.Lmax, "fp32"))
+            e2 = hulp(a + e1, "fp32")
+            return np.asarray(e1 + e2 + self.nacc.err_bound((a + e1 + e2) * (1 + 2.0**-40)), dtype=np.float64)
         return np.asarray(hulp(a + self.Lmax, "fp32") + hulp(a + hulp(a + self.Lmax, "fp32"), "fp32"))
 
     def convert_err(self, amag: Any, pre: Any, upward: bool = False) -> _F64:
@@ -304,6 +323,60 @@ def _flush_schedule(pol: Any, mp: _B, j0: npt.NDArray[np.int64], T: int) -> tupl
     return np.where(on, Fm, 0.0), np.where(on, Fp, 0.0)
 
 
+def _overflowed(R: int, Dv: int, rows: _B) -> dict[str, Any]:
+    """The result of :func:`run_group` where a narrow accumulator may overflow or saturate (§16.10):
+    bound +inf on ``rows`` (every row where the range is not certified), 0 elsewhere, overflow flagged."""
+    total = np.where(rows[:, None], np.inf, np.zeros((R, Dv)))
+    bound = np.where(rows, np.inf, 0.0)
+    return dict(
+        bound=bound,
+        cap=np.where(rows, np.inf, 0.0),
+        terms=dict(score_accumulation=math.inf if rows.any() else 0.0),
+        worst=(math.inf, "score_accumulation:overflow") if rows.any() else (0.0, ""),
+        overflow=bool(rows.any()),
+        prob=bound,
+        total=total,
+        moves_possible=np.zeros(R, dtype=np.int64),
+    )
+
+
+def _narrow_pend(
+    pol: Any,
+    nacc: Accumulator,
+    n: int,
+    T: int,
+    live: _B,
+    vis: _B,
+    Shi: _F64,
+    RLj: _F64,
+    eps_t: _F64,
+    C: Consts,
+    vcabs: _F64,
+) -> tuple[float, float, _F64]:
+    """The pending accumulator P·[V − v̄, 1] in a narrow accumulator (docs/bounds.md §16.10): the kernel's
+    ``_mma(P, V_j, init=pend)`` rounds after every chunk of k keys of a block, so a segment between two
+    flushes (all T blocks for ``pv_accum="matrix"``, one for ``"vector"``) is one chunked sum of exact
+    products (fp16·fp16) with m = (T or 1)·⌈n/k⌉ roundings: Lemma 15.2 gives (Γ_seg, H_seg) with
+    |pend − Σ P(v − v̄)| ≤ Γ_seg·Σ P|v − v̄| + H_seg. Returns (Γ_seg, H_seg, magnitude bound per row of every
+    partial sum: Σ_r P_r^up·max(|v_r − v̄|, 1)·(1 + Γ_seg) + H_seg, P_r^up = e^{t_r^up} from the tile's
+    upper bound t_r ≤ τ·(S_r − R^{(j)}) + ε_t, deep columns 0)."""
+    blocks = T if pol.pv_accum == "matrix" else 1
+    m = blocks * -(-n // nacc.chunk)
+    big, small = gamma_acc(m * nacc.chunk, nacc)
+    tmin = min(C.tau, C.tc) * (1 - 2.0**-20)
+    with np.errstate(invalid="ignore", over="ignore"):
+        arg = Shi - RLj
+        tb = np.where(arg >= 0, C.tmax * arg, tmin * arg) + eps_t
+        p_up = np.where(
+            live, np.exp(np.minimum(tb, 800.0)) * (1 + 2.0**-22) * (1 + U16) * 1.001 + 2.0**-24, 0.0
+        )
+    p_up = np.where(np.isnan(p_up), np.inf, p_up)
+    col = np.maximum(vcabs.max(axis=1) if vcabs.shape[1] else np.zeros(vcabs.shape[0]), 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mag = (p_up @ col) * (1 + big) * (1 + 2.0**-40) + small
+    return big, small, np.where(np.isnan(mag), np.inf, mag)
+
+
 def run_group(
     pol: Any,
     tau: float,
@@ -332,6 +405,12 @@ def run_group(
     sig = gamma(D + 2, 2.0**-53) * absdot
     absdot_hi = absdot * (1 + gamma(D + 2, 2.0**-53))
     eacc = acc_error(absdot_hi, D, pol)
+    nacc = accumulator_of(pol)
+    if nacc is not None:  # Theorem 5 on the actual operands: the kernel's chunks of Q·Kᵀ, per element
+        qk_enc = matmul_enclosure(qg, qg, kp.T, kp.T, nacc)
+        eacc = np.minimum(eacc, np.where(qk_enc.overflow, np.inf, qk_enc.err))
+        if np.any(vis & ~np.isfinite(eacc)):
+            return _overflowed(R, Dv, np.any(vis & ~np.isfinite(eacc), axis=1))
     Slo, Shi = S - sig, S + sig
     ninf = -np.inf
     with np.errstate(invalid="ignore"):
@@ -349,6 +428,8 @@ def run_group(
     theta_s = (float(rnd16(pol.ref_move_at)) + 1.0) / (float(np.float32(tau)) * (1 - U32))
     Rmax = 2.0 * (Sabs + eacc_max + theta_s) + 2.0
     C = Consts(pol, tau, Rmax, e_hi_max)
+    if not math.isfinite(C.xi_glob):  # narrow accumulator: S − R may pass its range (§16.10)
+        return _overflowed(R, Dv, nonempty)
     dR = eacc_row + C.xi_glob + C.place_err  # δ_R: |R_new − (block max of S)| at a move, per row
     Delta = np.maximum(C.theta_up + C.xi_glob + eacc_row, dR) + T * max(0.0, C.place_err - C.theta_lo)
     if not float(np.max(Sabs + Delta, initial=0.0)) <= Rmax:  # the first pass was not generous enough
@@ -436,6 +517,8 @@ def run_group(
     live = vis & ~deep
     tmag = np.where(live, C.tmax * (dist + pre_t) * (1 + 2.0**-20) + eps_t, 0.0)
     overflow |= np.any(tmag >= MAX16 * (1 - U16), axis=1)
+    if nacc is not None:  # S − R of a live column may pass the narrow accumulator's range
+        overflow |= np.any(live & ~np.isfinite(eps_t), axis=1)
     E = np.where(live, eps_t + C.rho + chain[:, blk], 0.0)  # |log W_r − τ(S_r − R_final)| (Lemma 16.3)
     with np.errstate(invalid="ignore"):
         t_hi = np.where(live, C.tmax * np.maximum(Shi - RLj, 0.0) + eps_t, 0.0)  # t ≤ t_hi
@@ -517,6 +600,13 @@ def run_group(
     u_inc = U32 + U16 * (1 + U32)  # fl16(fl32(pend·α·2^−E′)): one fp32 and one fp16 rounding
     act = cols >= j0[:, None]
     eta_O = (F[:, :, None] * 3 * eta_k[:, :, None]).sum(axis=1)
+    eta_l = np.zeros(R)
+    if nacc is not None:  # §16.10: pend accumulated in chunks over each block's keys (Lemma 15.2)
+        gseg, eta_p, pmag = _narrow_pend(pol, nacc, n, T, live, vis, Shi, RLj, eps_t, C, vcabs)
+        overflow |= pmag > nacc.maxf
+        eta_n = eta_p * (inv_sw / Klo + 2.0 * PU[:, -1])  # its absolute part, in units of the output
+        eta_O = eta_O + eta_n[:, None]
+        eta_l = eta_n
     if pol.row_sum == "vector" and pol.accum == "pow2":  # O·2^−s of a renormalisation: subnormal only
         eta_O = eta_O + (act * eta_k).sum(axis=1)[:, None]
     # (i) crude: every rounding at the absolute mass Σ W|v − v̄| accumulated so far
@@ -566,6 +656,7 @@ def run_group(
     EO = np.where(np.isnan(EO_fine), EO_abs, np.minimum(EO_abs, EO_fine))
     if pol.row_sum == "matrix":
         El = gseg * PU[:, -1] + u_inc * PU[:, -1] + (Fm * U16 * PU + F * (U16 * PU + 3 * eta_k)).sum(axis=1)
+        El = El + eta_l
     else:
         lj = gamma(n, U32) * (1 + U16) + U16
         El = (act * (lj * Uj + U16 * PU + 3 * eta_k)).sum(axis=1) + (Fm * U16 * PU + F * eta_k).sum(axis=1)
@@ -671,6 +762,8 @@ def a_priori_ref(
     bound_e = Sabs * (1 + 2.0**-16)
     e_hi = max(0, math.ceil(math.log2(bound_e)) - 15) if bound_e > 0 else 0
     C = Consts(pol, tau, Rmax, e_hi)
+    if not (math.isfinite(eacc) and math.isfinite(C.xi_glob)):  # a narrow accumulator's range (§16.10)
+        return math.inf, math.inf, dict(score_accumulation=math.inf), True
     dR = eacc + C.xi_glob + C.place_err
     Delta = max(C.theta_up + C.xi_glob + eacc, dR) + T * max(0.0, C.place_err - C.theta_lo)
     terms: dict[str, float] = {}
@@ -704,6 +797,14 @@ def a_priori_ref(
         overflow |= 2 * vc_max * (1 + 2.0**-8) >= MAX16
     else:
         overflow |= S2 * Pmax * max(1.0, vc_max) * (1 + 2.0**-8) >= MAX16
+    seg = n * T + T if pol.pv_accum == "matrix" else n + 1
+    gseg = gamma(seg, U32)
+    h_pend = 0.0
+    if C.nacc is not None:  # §16.10: the pending accumulator's chunks (Lemma 15.2) and its range
+        blocks = T if pol.pv_accum == "matrix" else 1
+        gseg, h_pend = gamma_acc(blocks * -(-n // C.nacc.chunk) * C.nacc.chunk, C.nacc)
+        pmag = min(S2, blocks * n) * Pmax * max(1.0, vc_max) * (1 + gseg) * (1 + 2.0**-8) + h_pend
+        overflow |= pmag > C.nacc.maxf
     with np.errstate(over="ignore"):
         eL = math.exp(min(lam, 700.0))
         den = 1.0 / eL - Z / Klo
@@ -717,16 +818,16 @@ def a_priori_ref(
     Fp = T if pol.pv_accum == "vector" else 1
     F = Fm + Fp
     g = 1.0 / (1.0 - (4 * (F + T) + 8) * U16 - 2.0**-20)
-    seg = n * T + T if pol.pv_accum == "matrix" else n + 1
     u_inc = U32 + U16 * (1 + U32)
     eta_k = ETA16 * (1.0 / (Klo * den) + 2.0 * Ut * g)
-    EO = (gamma(seg, U32) + u_inc) * UVt * g + (Fm + F) * U16 * UVt * g + 3 * F * eta_k
+    eta_n = h_pend * (1.0 / (Klo * den) + 2.0 * Ut * g)  # the narrow pend's absolute part (0 if wide)
+    EO = eta_n + (gseg + u_inc) * UVt * g + (Fm + F) * U16 * UVt * g + 3 * F * eta_k
     if pol.row_sum == "vector":
         lj = gamma(n, U32) * (1 + U16) + U16
         El = lj * Ut * g + T * (U16 * Ut * g + 3 * eta_k) + Fm * U16 * Ut * g + F * eta_k
         EO += T * eta_k
     else:
-        El = (gamma(seg, U32) + u_inc) * Ut * g + (Fm + F) * U16 * Ut * g + 3 * F * eta_k
+        El = eta_n + (gseg + u_inc) * Ut * g + (Fm + F) * U16 * Ut * g + 3 * F * eta_k
     ocur = (vdev if centred else v_abs) + BA + rho  # |O_W(v − v̄)| ≤ |o − v̄| + B_A + ρ
     BC = (EO + ocur * El) / (1 - El) if El < 1 else math.inf
     Y = ocur + BC

@@ -220,8 +220,7 @@ def test_refusals_name_what_is_missing():
     q, k, v = grid_qkv(4, 64, 1, d=32, seed=1, mean=0, amp=1)
     q16, k16, v16 = (x.to(torch.float16) for x in (q, k, v))
     for prec, what in [
-        (ACC.replace(mma_acc="fp16"), "mma_acc"),
-        (ACC.replace(mma_acc="fp22", mma_round="zero"), "mma_acc"),
+        (ACC.replace(mma_acc="fp22", mma_round="zero", vector=torch.float32), "vector unit fp16"),
         (ACC.replace(scale="q"), "scale"),
         (ACC.replace(vector=torch.float32), "vector unit fp16"),
     ]:
