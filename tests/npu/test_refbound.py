@@ -343,22 +343,29 @@ def test_predict_theorem_products_for_the_reference_path():
     assert thm.status.startswith("theorem 6")
     assert thm.bound == cert.max_abs_bound and thm.prob == cert.prob_abs_bound and thm.a_priori == ap.bound
     # a narrow accumulator is outside the theorems: reported as not computed, with the reason
-    narrow = policies.resolve("pasa", ACC.replace(mma_acc="fp22", mma_round="zero"))
-    none = bounds._theorems(
-        "pasa",
-        narrow,
-        (qa, ka, va),
-        (qa, ka, va),
-        precision=ACC.replace(mma_acc="fp22", mma_round="zero"),
-        beta=None,
-        block_kv=128,
-        scale=None,
-        is_causal=False,
-        confidence=0.99,
-        rigorous=True,
-        shifted_keys=None,
-    )
-    assert none.bound is None and "mma_acc" in none.status
+    # a narrow accumulator is covered (§16.10); with an fp32 vector unit it is not
+    for prec, covered in (
+        (ACC.replace(mma_acc="fp22", mma_round="zero"), True),
+        (ACC.replace(mma_acc="fp22", mma_round="zero", vector=torch.float32), False),
+    ):
+        got = bounds._theorems(
+            "pasa",
+            policies.resolve("pasa", prec),
+            (qa, ka, va),
+            (qa, ka, va),
+            precision=prec,
+            beta=None,
+            block_kv=128,
+            scale=None,
+            is_causal=False,
+            confidence=0.99,
+            rigorous=True,
+            shifted_keys=None,
+        )
+        if covered:
+            assert got.bound is not None and got.bound == got.prob and "theorem 6" in got.status, got
+        else:
+            assert got.bound is None and "vector unit fp16" in got.status, got
 
 
 @pytest.mark.parametrize("seed", [0])
