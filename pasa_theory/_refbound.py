@@ -325,7 +325,8 @@ def _flush_schedule(pol: Any, mp: _B, j0: npt.NDArray[np.int64], T: int) -> tupl
 
 def _overflowed(R: int, Dv: int, rows: _B) -> dict[str, Any]:
     """The result of :func:`run_group` where a narrow accumulator may overflow or saturate (§16.10):
-    bound +inf on ``rows`` (every row where the range is not certified), 0 elsewhere, overflow flagged."""
+    bound +inf on ``rows`` (every row that sees a key: the group's constants are not certified), 0 on the
+    rows that see no key (their output is 0, as in :func:`run_group`), overflow flagged."""
     total = np.where(rows[:, None], np.inf, np.zeros((R, Dv)))
     bound = np.where(rows, np.inf, 0.0)
     return dict(
@@ -409,8 +410,8 @@ def run_group(
     if nacc is not None:  # Theorem 5 on the actual operands: the kernel's chunks of Q·Kᵀ, per element
         qk_enc = matmul_enclosure(qg, qg, kp.T, kp.T, nacc)
         eacc = np.minimum(eacc, np.where(qk_enc.overflow, np.inf, qk_enc.err))
-        if np.any(vis & ~np.isfinite(eacc)):
-            return _overflowed(R, Dv, np.any(vis & ~np.isfinite(eacc), axis=1))
+        if np.any(vis & ~np.isfinite(eacc)):  # R_max of Lemma 16.1 is per group: no row is certified
+            return _overflowed(R, Dv, np.asarray(vis.any(axis=1), dtype=bool))
     Slo, Shi = S - sig, S + sig
     ninf = -np.inf
     with np.errstate(invalid="ignore"):
