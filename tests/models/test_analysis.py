@@ -198,12 +198,41 @@ def test_rigorous_bound_holds_on_two_real_layers(smol):
     assert s["all"]["rigorous_cases"] == s["all"]["rigorous_ok"] == 6, s["all"]
 
 
+#: the methods the rigorous bound covers among DEFAULT_METHODS (Theorem 1 and Theorem 6, docs/bounds.md §9)
+_COVERED = ("pasa", "fa_qk", "fa_q", "fa_hybrid", "pasa:fp16_accurate")
+
+
 @pytest.mark.slow
 def test_every_layer_error_is_predicted_on_real_activations(smol):
+    """All 30 layers on the Gettysburg Address (319 tokens), every DEFAULT method, rigorous bound on (the
+    README's and figures/real_models_layer_errors.csv's numbers; ~20 min on one thread)."""
     caps = smol.capture(models.text("gettysburg"))
-    recs = A.layer_errors(caps, ("pasa", "fa_qk", "fa_hybrid"), is_causal=True)
+    recs = A.layer_errors(caps, is_causal=True)
     s = A.prediction_summary(recs)
-    # out of sample: the bound holds and the RMSE estimate is within 3x on every layer
+    whole = [r for r in recs if r["head"] == -1]
+    # the rigorous bound is a theorem: it holds on every covered (layer, method), below the hull cap
+    for m in A.DEFAULT_METHODS:
+        if m in _COVERED:
+            worst = min(
+                (r for r in whole if r["method"] == m), key=lambda r: r["pred_rigorous"] / r["max_abs_err"]
+            )
+            assert s[m]["rigorous_cases"] == s[m]["rigorous_ok"] == s[m]["rigorous_below_cap"] == 30, (
+                m,
+                s[m],
+            )
+            assert worst["pred_rigorous"] >= worst["max_abs_err"], worst
+        else:
+            assert s[m]["rigorous_cases"] == 0, (m, s[m])
+    # out of sample, the RMSE estimate: measured 298/300 within 1.5x (misses sdpa@bf16 layer 0 at 0.53,
+    # fa_q layer 23 at 1.55), 300/300 within 3x, median predicted/measured 1.000
+    assert s["all"]["compared"] == 300 and s["all"]["within_3x"] == 300, s["all"]
+    assert s["all"]["within_1_5x"] >= 298, [
+        (r["layer"], r["method"], r["pred_rmse"] / r["rmse"])
+        for r in whole
+        if not 1 / 1.5 <= r["pred_rmse"] / r["rmse"] <= 1.5
+    ]
+    assert 0.8 <= s["all"]["median_rmse_ratio"] <= 1.25, s["all"]
+    # the first-order evaluation (not a bound) >= measured max: as before on these three
     for m in ("pasa", "fa_qk", "fa_hybrid"):
         assert s[m]["compared"] == 30 and s[m]["bound_ok"] == 30 and s[m]["within_3x"] == 30, (m, s[m])
 
