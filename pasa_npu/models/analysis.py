@@ -21,11 +21,12 @@ from collections.abc import Sequence
 import torch
 
 import pasa_theory.bounds as pb
+from pasa_theory.policies import resolve
 
 from .. import metrics
 from ..golden import golden_attention
-from ..kernel import shift_parameters
-from ..methods import run_method
+from ..kernel import shift_parameters, shifted_keys
+from ..methods import get_method, run_method
 from ..precision import PRESETS
 from ._attention import AttentionHook, parse_method
 from ._base import Model
@@ -49,6 +50,7 @@ DEFAULT_METHODS = (
     "fa_qk",
     "fa_q",
     "fa_hybrid",
+    "pasa:fp16_accurate",
     "smooth_k",
     "sdpa",
     "pasa@bf16",
@@ -77,6 +79,7 @@ def layer_errors(
     is_causal: bool,
     layers: Sequence[int] | None = None,
     predict: bool = True,
+    rigorous: bool = True,
     input_precision: str = "npu_fp16",
     block_kv: int = 128,
 ) -> list[dict]:
@@ -88,6 +91,16 @@ def layer_errors(
     ``stage``. With ``predict``, per (layer, method) the error model's ``pred_rmse`` (estimate) and
     ``pred_bound`` (first-order evaluation of max|err|, not a proven bound) and ``pred_overflow`` on the same rounded tensors, with the
     measured ``rmse`` of the whole layer beside them (records with ``head = -1``).
+
+    With ``predict`` and ``rigorous`` (default) also ``pred_rigorous``: the **rigorous a-posteriori bound**
+    on max|err| (``max_abs_bound`` of :func:`pasa_theory.predict`, :func:`pasa_theory.rigorous.certify`,
+    a theorem, docs/bounds.md §9) on all query rows, ``None`` where the theorems do not cover the method
+    (``pred_rigorous_status``, predict's ``bound_status``, says why), and ``pred_hull_cap`` (max_r|v_r − o|,
+    the trivial bound). For the shifting PASA policies the bound is conditional on the K̃ the run computed
+    (``pasa_npu.shifted_keys``, passed as predict's ``shifted_keys``), as
+    :func:`pasa_npu.predict_report.predict_case` with ``observed_kt=True`` does (same selection of methods,
+    same call; predict_case itself is not used because it re-runs the methods). ``rigorous=False`` skips
+    the bound (about 100–850 kernel runs' worth of float64 work, docs/bounds.md §14).
     """
 
     dt = PRESETS[input_precision].matmul_in
@@ -103,6 +116,14 @@ def layer_errors(
                 name, prec = _split(m)
                 by_prec.setdefault(prec, []).append((m, name))
             for prec, pairs in by_prec.items():
+                kts = {}
+                if rigorous:
+                    for _m, n in pairs:
+                        pol = resolve(n, prec)
+                        if pol.shift and pol.score_ref == "none":  # as predict_case(observed_kt=True)
+                            kts[n] = shifted_keys(
+                                k.cpu(), precision=get_method(n).precision(prec), block_kv=block_kv
+                            )
                 got = pb.predict_many(
                     [n for _, n in pairs],
                     q.cpu(),
@@ -111,7 +132,8 @@ def layer_errors(
                     precision=prec,
                     block_kv=block_kv,
                     is_causal=is_causal,
-                    rigorous=False,
+                    rigorous=rigorous,
+                    shifted_keys=kts or None,
                 )
                 preds.update({m: p for (m, _), p in zip(pairs, got)})
         for m in methods:
@@ -145,6 +167,12 @@ def layer_errors(
                     pred_overflow=p.overflow,
                     pred_dominant=p.dominant,
                 )
+                if rigorous:
+                    whole.update(
+                        pred_rigorous=p.max_abs_bound,
+                        pred_rigorous_status=p.bound_status,
+                        pred_hull_cap=p.hull_cap,
+                    )
             recs.append(whole)
     return recs
 
@@ -153,14 +181,21 @@ def prediction_summary(records: Sequence[dict]) -> dict:
     """Hit rates of the error model on the real tensors, per method and overall (an out-of-sample test:
     the model was built and checked on synthetic inputs). ``bound_ok``: measured max|err| <= bound;
     ``within_3x``: predicted RMSE within a factor 3 of the measured; ``overflow_ok``: predicted overflow
-    equals measured non-finite output. Also the median ratio predicted/measured RMSE."""
+    equals measured non-finite output. Also the median ratio predicted/measured RMSE and ``within_1_5x``
+    (the estimate within a factor 1.5).
+
+    Where the records carry the rigorous bound (``pred_rigorous``, :func:`layer_errors` with
+    ``rigorous=True``): ``rigorous_cases`` (cases the theorems cover, bound not None), ``rigorous_ok``
+    (measured max|err| <= the rigorous bound; a theorem, so anything short of ``rigorous_cases`` is a bug),
+    ``rigorous_below_cap`` (bound < the hull cap max_r|v_r − o|, i.e. not vacuous) and the median, min and
+    max of rigorous bound / measured max|err| (cases with a finite non-zero error)."""
     rows = [r for r in records if r.get("head") == -1 and "pred_rmse" in r]
     out: dict = {}
 
     def summ(rs):
         fin = [r for r in rs if not r["nonfinite"] and not r["pred_overflow"] and r["rmse"] > 0]
         ratios = sorted(r["pred_rmse"] / r["rmse"] for r in fin)
-        return dict(
+        res = dict(
             cases=len(rs),
             compared=len(fin),
             bound_ok=sum(r["max_abs_err"] <= r["pred_bound"] for r in fin),
@@ -169,7 +204,24 @@ def prediction_summary(records: Sequence[dict]) -> dict:
             median_rmse_ratio=statistics.median(ratios) if ratios else math.nan,
             min_rmse_ratio=ratios[0] if ratios else math.nan,
             max_rmse_ratio=ratios[-1] if ratios else math.nan,
+            within_1_5x=sum(1 / 1.5 <= x <= 1.5 for x in ratios),
         )
+        if any("pred_rigorous" in r for r in rs):
+            cov = [r for r in rs if r.get("pred_rigorous") is not None]
+            rb = sorted(
+                r["pred_rigorous"] / r["max_abs_err"]
+                for r in cov
+                if math.isfinite(r["max_abs_err"]) and r["max_abs_err"] > 0
+            )
+            res.update(
+                rigorous_cases=len(cov),
+                rigorous_ok=sum(r["max_abs_err"] <= r["pred_rigorous"] for r in cov),
+                rigorous_below_cap=sum(r["pred_rigorous"] < r.get("pred_hull_cap", math.nan) for r in cov),
+                median_rigorous_ratio=statistics.median(rb) if rb else math.nan,
+                min_rigorous_ratio=rb[0] if rb else math.nan,
+                max_rigorous_ratio=rb[-1] if rb else math.nan,
+            )
+        return res
 
     for m in dict.fromkeys(r["method"] for r in rows):
         out[m] = summ([r for r in rows if r["method"] == m])
