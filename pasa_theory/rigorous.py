@@ -501,12 +501,7 @@ def certify(
     eng = _Engine(pol, tau, n, S1, S2, D, beta, is_causal, out_name)
     eng.lam_p = lam_p
     G = H // Hkv
-    row_prob = np.zeros((B, H, sel.size))
-    row_bound = np.zeros((B, H, sel.size))
-    row_cap = np.zeros((B, H, sel.size))
-    terms_max: dict[str, float] = {}
-    worst = (-1.0, "")
-    overflow = False
+    out = _GroupResults(B, H, sel.size)
     for b in range(B):
         for hk in range(Hkv):
             kp = _pad(ka[b : b + 1, hk : hk + 1], n, pol.kv_tail)[0, 0]
@@ -520,29 +515,52 @@ def certify(
                 b64 = bias[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, S2)
                 eng.bias = (b64, eng.vd.rnd(eng.f32.rnd(b64)))  # torch rounds a float64 through fp32
             res = eng.run(qg, ka[b, hk], kp, vp, ridx, None if kt_obs is None else kt_obs[b, hk])
-            row_bound[b, hk * G : (hk + 1) * G] = res["bound"].reshape(G, sel.size)
-            row_cap[b, hk * G : (hk + 1) * G] = res["cap"].reshape(G, sel.size)
-            row_prob[b, hk * G : (hk + 1) * G] = res["prob"].reshape(G, sel.size)
-            overflow |= bool(res["overflow"])
-            for key, val in res["terms"].items():
-                terms_max[key] = max(terms_max.get(key, 0.0), val)
-            if res["worst"][0] > worst[0]:
-                worst = res["worst"]
-    return Certificate(
-        method=method,
-        precision=pol.name,
-        max_abs_bound=float(row_bound.max()),
-        hull_cap=float(row_cap.max()),
-        rows=sel,
-        row_bound=row_bound,
-        row_hull_cap=row_cap,
-        terms=terms_max,
-        dominant=worst[1],
-        overflow=overflow,
-        prob_abs_bound=float(row_prob.max()),
-        row_prob_bound=row_prob,
-        confidence=float(confidence),
-    )
+            out.add(b, hk, G, res)
+    return out.certificate(method, pol, sel, confidence)
+
+
+class _GroupResults:
+    """The per-(batch, KV head) results of :func:`certify` gathered into the tables of a
+    :class:`Certificate` (one implementation for the shifting and the reference paths)."""
+
+    def __init__(self, B: int, H: int, R: int) -> None:
+        self.bound = np.zeros((B, H, R))
+        self.cap = np.zeros((B, H, R))
+        self.prob = np.zeros((B, H, R))
+        self.terms: dict[str, float] = {}
+        self.worst: tuple[float, str] = (-1.0, "")
+        self.overflow = False
+
+    def add(self, b: int, hk: int, G: int, res: dict[str, Any]) -> None:
+        """The result ``res`` of the row group of batch ``b``, KV head ``hk`` (G query heads)."""
+        heads, R = slice(hk * G, (hk + 1) * G), self.bound.shape[2]
+        self.bound[b, heads] = res["bound"].reshape(G, R)
+        self.cap[b, heads] = res["cap"].reshape(G, R)
+        self.prob[b, heads] = res["prob"].reshape(G, R)
+        self.overflow |= bool(res["overflow"])
+        for key, val in res["terms"].items():
+            self.terms[key] = max(self.terms.get(key, 0.0), val)
+        if res["worst"][0] > self.worst[0]:
+            self.worst = res["worst"]
+
+    def certificate(
+        self, method: str, pol: policies.Policy, sel: npt.NDArray[np.int64], confidence: float
+    ) -> Certificate:
+        return Certificate(
+            method=method,
+            precision=pol.name,
+            max_abs_bound=float(self.bound.max(initial=0.0)),
+            hull_cap=float(self.cap.max(initial=0.0)),
+            rows=sel,
+            row_bound=self.bound,
+            row_hull_cap=self.cap,
+            terms=self.terms,
+            dominant=self.worst[1],
+            overflow=self.overflow,
+            prob_abs_bound=float(self.prob.max(initial=0.0)),
+            row_prob_bound=self.prob,
+            confidence=float(confidence),
+        )
 
 
 def _row_sum_rel(pol: policies.Policy, n: int) -> float:
@@ -651,11 +669,7 @@ def _certify_ref(
     Hkv, S2 = ka.shape[1], ka.shape[2]
     G = H // Hkv
     e_hi = _refbound.e_hi_upper(qa, ka)
-    row_bound = np.zeros((B, H, sel.size))
-    row_cap = np.zeros((B, H, sel.size))
-    terms_max: dict[str, float] = {}
-    worst = (-1.0, "")
-    overflow = False
+    out = _GroupResults(B, H, sel.size)
     L = -(-S2 // n) * n
     for b in range(B):
         for hk in range(Hkv):
@@ -679,29 +693,9 @@ def _certify_ref(
                     lambda s64, sig, vis_, vp_: _golden(s64, sig, vis_, vp_, S2),
                     S2,
                 )
-            row_bound[b, hk * G : (hk + 1) * G] = res["bound"].reshape(G, sel.size)
-            row_cap[b, hk * G : (hk + 1) * G] = res["cap"].reshape(G, sel.size)
-            overflow |= bool(res["overflow"])
-            for key, val in res["terms"].items():
-                terms_max[key] = max(terms_max.get(key, 0.0), val)
-            if res["worst"][0] > worst[0]:
-                worst = res["worst"]
-    return Certificate(
-        method=method,
-        precision=pol.name,
-        max_abs_bound=float(row_bound.max(initial=0.0)),
-        hull_cap=float(row_cap.max(initial=0.0)),
-        rows=sel,
-        row_bound=row_bound,
-        row_hull_cap=row_cap,
-        terms=terms_max,
-        dominant=worst[1],
-        overflow=overflow,
-        # docs/bounds.md §16.6: the probabilistic bound of this path is the rigorous one
-        prob_abs_bound=float(row_bound.max(initial=0.0)),
-        row_prob_bound=row_bound.copy(),
-        confidence=float(confidence),
-    )
+            # docs/bounds.md §16.6: the probabilistic bound of this path is the rigorous one
+            out.add(b, hk, G, dict(res, prob=res["bound"]))
+    return out.certificate(method, pol, sel, confidence)
 
 
 class _Engine:
@@ -788,10 +782,7 @@ class _Engine:
         return lo, hi
 
     def visible(self, ridx: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
-        cols = np.arange(self.L)
-        vis = np.broadcast_to(cols < self.S2, (ridx.size, self.L)).copy()
-        if self.causal:
-            vis &= cols[None, :] <= ridx[:, None] + (self.S2 - self.S1)
+        vis = _visible(ridx, self.L, self.S1, self.S2, self.causal)
         if self.keep is not None:  # a boolean attn_mask (Lemma 13.4): its rows for this row group
             vis[:, : self.S2] &= self.keep
         return vis
