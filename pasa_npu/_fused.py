@@ -179,7 +179,8 @@ template <int L> static inline float sum_f16(const float* x, int64_t n, int pair
 template <int L>
 static int chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n, float tau, int want_mean,
                  int masked, const float* lut, float* mean_out, uint16_t* mj_out, uint16_t* lj_out,
-                 float* p_out, int pairing, int64_t tail, int causal, int64_t q0, int64_t qr, int64_t see) {
+                 float* p_out, int pairing, int64_t tail, int causal, int64_t q0, int64_t qr, int64_t see,
+                 int64_t r_off = 0) {  // r_off: the tile row of row 0 (for the causal mask)
   std::vector<float> wbuf(n + 8);
   float* w = wbuf.data();
   const float t16 = r16(tau);
@@ -215,7 +216,7 @@ static int chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n,
         // c: the padded tail of the last block and the causal mask are -inf on a suffix of the row
         int64_t valid = j == nb - 1 ? tail : n;
         if (causal) {
-          const int64_t qi = q0 + r % qr, c0 = j * n;  // query index; first key of the block in the tile
+          const int64_t qi = q0 + (r + r_off) % qr, c0 = j * n;  // query index; first key of the block in the tile
           valid = std::min(valid, std::max<int64_t>(0, std::min<int64_t>(n, qi + see - c0 + 1)));
         }
         for (int64_t k = valid; k < n; ++k) w[k] = -INFINITY;
@@ -399,21 +400,25 @@ int pasa_step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int m
 }
 
 // the product of gemm_rm alone (for the probe against torch.matmul)
+// (the rows in pieces of `chunk`, as pasa_tile makes them)
 void pasa_gemm(void* f, int bt, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-               int64_t ldb, float* C) {
-  gemm_rm((sgemm_fn)f, bt, M, N, K, A, lda, B, ldb, C);
+               int64_t ldb, float* C, int64_t chunk) {
+  for (int64_t r0 = 0; r0 < M; r0 += chunk)
+    gemm_rm((sgemm_fn)f, bt, std::min(chunk, M - r0), N, K, A + r0 * lda, lda, B, ldb, C + r0 * N);
 }
 
 // One tile of one KV block for every (batch, KV head) group g < G, the loop of pasa_npu.kernel's
 // _FusedTiles.tile with nb = 1 in one call: S = Q_g·K_g^T (sgemm), the score chain, P·V_g (sgemm), the
-// step. dims: G, rows, D, Dv, n, kt_stride, v_stride, tail, causal, q0, qr, see, mode, first, masked,
-// want_mean, lanes, pairing. q: (G, rows, D); kt: the block's first key row of group 0 (groups
-// kt_stride apart, rows D apart); v: the block's (n, Dv) of group 0 (groups v_stride apart). State m,
-// l, a, phi: (G * rows) fp16, o_in/o_out (G * rows, Dv). bufs: S (rows * n), P (rows * n), PV (rows *
-// Dv), mean (rows) fp32; work: 6 * rows floats + 4 * G * rows halves; mj, lj: rows halves. If a score
-// is not finite (2) or a step's result is NaN or not finite (-1), m, l, a, phi are restored to their
-// values before the call (o_in is never written) and that code is returned; else 1 if some l reached
-// renorm_at, 0 if none.
+// step; each group's rows in pieces of `chunk` rows (so that a piece's S, P and P·V stay in the core's
+// L2 cache; rows are independent in every pass, and a product's rows are the bits of the whole
+// product, checked by the probe). dims: G, rows, D, Dv, n, kt_stride, v_stride, tail, causal, q0, qr,
+// see, mode, first, masked, want_mean, lanes, pairing, chunk. q: (G, rows, D); kt: the block's first
+// key row of group 0 (groups kt_stride apart, rows D apart); v: the block's (n, Dv) of group 0 (groups
+// v_stride apart). State m, l, a, phi: (G * rows) fp16, o_in/o_out (G * rows, Dv). bufs: S (chunk *
+// n), P (chunk * n), PV (chunk * Dv), mean (chunk) fp32; work: 6 * chunk floats + 4 * G * rows halves;
+// mj, lj: chunk halves. If a score is not finite (2) or a step's result is NaN or not finite (-1), m,
+// l, a, phi are restored to their values before the call (o_in is never written) and that code is
+// returned; else 1 if some l reached renorm_at, 0 if none.
 int pasa_tile(void* f, const int64_t* dims, float tau, uint16_t c16, uint16_t recenter16, float renorm_at,
               const float* lut, const float* q, const float* kt, const float* v, uint16_t* m, uint16_t* l,
               uint16_t* a, uint16_t* phi, const uint16_t* down, const uint16_t* o_in, uint16_t* o_out,
@@ -422,26 +427,29 @@ int pasa_tile(void* f, const int64_t* dims, float tau, uint16_t c16, uint16_t re
                 v_stride = dims[6], tail = dims[7], causal = dims[8], q0 = dims[9], qr = dims[10], see = dims[11];
   const int mode = (int)dims[12], first = (int)dims[13], masked = (int)dims[14], want_mean = (int)dims[15];
   const int lanes = (int)dims[16], pairing = (int)dims[17];
+  const int64_t chunk = dims[18];
   const int64_t R = G * rows;
-  uint16_t* saved = reinterpret_cast<uint16_t*>(work + 6 * rows);
+  uint16_t* saved = reinterpret_cast<uint16_t*>(work + 6 * chunk);
   uint16_t* st[4] = {m, l, a, phi};
   for (int k = 0; k < 4; ++k)
     if (st[k]) std::memcpy(saved + k * R, st[k], R * sizeof(uint16_t));
   int big = 0, rc = 0;
-  for (int64_t g = 0; g < G && rc >= 0 && rc != 2; ++g) {
-    gemm_rm((sgemm_fn)f, 1, rows, n, D, q + g * rows * D, D, kt + g * kt_stride, D, s_buf);
-    rc = lanes == 16 ? chain<16>(s_buf, 1, rows, 1, n, tau, want_mean, masked, lut, mean, mj, lj, p_buf, pairing,
-                                 tail, (int)causal, q0, qr, see)
-                     : chain<8>(s_buf, 1, rows, 1, n, tau, want_mean, masked, lut, mean, mj, lj, p_buf, pairing,
-                                tail, (int)causal, q0, qr, see);
-    if (rc != 0) break;
-    gemm_rm((sgemm_fn)f, 0, rows, Dv, n, p_buf, n, v + g * v_stride, Dv, pv_buf);
-    const int64_t o = g * rows;
-    rc = step(1, rows, 1, 0, Dv, mode, first, masked, mj, lj, mean, nullptr, c16, recenter16, lut, m + o, l + o,
-              a ? a + o : nullptr, phi ? phi + o : nullptr, down ? down + o : nullptr, o_in + o * Dv,
-              o_out + o * Dv, pv_buf, renorm_at, work);
-    big |= rc == 1;
-  }
+  for (int64_t g = 0; g < G && rc >= 0 && rc != 2; ++g)
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+      const int64_t rr = std::min(chunk, rows - r0), o = g * rows + r0;
+      gemm_rm((sgemm_fn)f, 1, rr, n, D, q + o * D, D, kt + g * kt_stride, D, s_buf);
+      rc = lanes == 16 ? chain<16>(s_buf, 1, rr, 1, n, tau, want_mean, masked, lut, mean, mj, lj, p_buf, pairing,
+                                   tail, (int)causal, q0, qr, see, r0)
+                       : chain<8>(s_buf, 1, rr, 1, n, tau, want_mean, masked, lut, mean, mj, lj, p_buf, pairing,
+                                  tail, (int)causal, q0, qr, see, r0);
+      if (rc != 0) break;
+      gemm_rm((sgemm_fn)f, 0, rr, Dv, n, p_buf, n, v + g * v_stride, Dv, pv_buf);
+      rc = step(1, rr, 1, 0, Dv, mode, first, masked, mj, lj, mean, nullptr, c16, recenter16, lut, m + o, l + o,
+                a ? a + o : nullptr, phi ? phi + o : nullptr, down ? down + o : nullptr, o_in + o * Dv,
+                o_out + o * Dv, pv_buf, renorm_at, work);
+      if (rc < 0) break;
+      big |= rc == 1;
+    }
   if (rc < 0 || rc == 2) {
     for (int k = 0; k < 4; ++k)
       if (st[k]) std::memcpy(st[k], saved + k * R, R * sizeof(uint16_t));
@@ -538,7 +546,7 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.pasa_step.argtypes += [ctypes.c_uint16, ctypes.c_uint16, _P, _P, _P, _P, _P, _P, _P, _P, _P]
     lib.pasa_step.argtypes += [ctypes.c_float, _P]
     lib.pasa_gemm.restype = None
-    lib.pasa_gemm.argtypes = [_P, ctypes.c_int, _I, _I, _I, _P, _I, _P, _I, _P]
+    lib.pasa_gemm.argtypes = [_P, ctypes.c_int, _I, _I, _I, _P, _I, _P, _I, _P, _I]
     lib.pasa_tile.restype = ctypes.c_int
     lib.pasa_tile.argtypes = [_P, _P, ctypes.c_float, ctypes.c_uint16, ctypes.c_uint16, ctypes.c_float]
     lib.pasa_tile.argtypes += [_P] * 18
@@ -642,6 +650,9 @@ def _wide_operands(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
     return (torch.randn(shape, generator=g) * torch.exp2(e)).half().float()
 
 
+CHUNK_ROWS = 1024  # rows of a piece of pasa_tile (bounds its buffers; 896 to 64 rows measured alike, docs)
+
+
 class Backend:
     """The loaded library with the lane width and pairing of torch's sums and the exp table."""
 
@@ -652,35 +663,39 @@ class Backend:
         self.sgemm, self.gemm_reason = _sgemm()
         self._gemm_ok: dict[tuple, bool] = {}
 
-    def gemm_matches(self, rows: int, n: int, d: int, dv: int) -> bool:
+    def gemm_matches(self, rows: int, n: int, d: int, dv: int, chunk: int) -> bool:
         """Whether the library's two products (``pasa_gemm``: S = Q·Kᵀ, rows × n × d, and P·V, rows × dv
-        × n) give the bits of the torch.matmul calls of :class:`pasa_npu.kernel._FusedTiles` on seeded
-        operands of these shapes, under torch's current thread count and fp32 matmul precision; probed
-        once per shape and setting (two products of each kind, microseconds to milliseconds)."""
+        × n, each made in pieces of ``chunk`` rows as ``pasa_tile`` makes them) give the bits of the
+        whole torch.matmul calls of :class:`pasa_npu.kernel._FusedTiles` on seeded operands of these
+        shapes (fp16 values with exponents over 2^±8, so that the order of the sums shows), under
+        torch's current thread count and fp32 matmul precision; probed once per shape and setting
+        (two products of each kind: microseconds to milliseconds)."""
         if self.sgemm is None:
             return False
-        key = (rows, n, d, dv, torch.get_num_threads(), torch.get_float32_matmul_precision())
+        key = (rows, n, d, dv, chunk, torch.get_num_threads(), torch.get_float32_matmul_precision())
         ok = self._gemm_ok.get(key)
         if ok is None:
-            ok = self._gemm_ok[key] = self._gemm_probe(rows, n, d, dv)
+            ok = self._gemm_ok[key] = self._gemm_probe(rows, n, d, dv, chunk)
         return ok
 
-    def _gemm_probe(self, rows: int, n: int, d: int, dv: int) -> bool:
+    def _gemm_probe(self, rows: int, n: int, d: int, dv: int, chunk: int) -> bool:
         g = torch.Generator().manual_seed(20261130 + rows * 7919 + n * 104729 + d * 13 + dv)
         q, kt = _wide_operands((1, rows, d), g), _wide_operands((1, 2 * n, d), g)
         p, v = _wide_operands((1, 1, rows, n), g), _wide_operands((1, 2, n, dv), g)
         want_s = torch.matmul(q, kt[:, n:].transpose(-1, -2), out=torch.empty(1, rows, n))
         want_pv = torch.matmul(p, v[:, 1:], out=torch.empty(1, 1, rows, dv))
         got_s, got_pv = torch.empty(rows, n), torch.empty(rows, dv)
-        self.lib.pasa_gemm(
-            self.sgemm, 1, rows, n, d, q.data_ptr(), d, kt[0, n:].data_ptr(), d, got_s.data_ptr()
-        )
-        self.lib.pasa_gemm(
-            self.sgemm, 0, rows, dv, n, p.data_ptr(), n, v[0, 1].data_ptr(), dv, got_pv.data_ptr()
-        )
+        args = (q.data_ptr(), d, kt[0, n:].data_ptr(), d, got_s.data_ptr(), chunk)
+        self.lib.pasa_gemm(self.sgemm, 1, rows, n, d, *args)
+        args = (p.data_ptr(), n, v[0, 1].data_ptr(), dv, got_pv.data_ptr(), chunk)
+        self.lib.pasa_gemm(self.sgemm, 0, rows, dv, n, *args)
         return torch.equal(got_s.view(torch.int32), want_s[0].view(torch.int32)) and torch.equal(
             got_pv.view(torch.int32), want_pv[0, 0].view(torch.int32)
         )
+
+    def chunk(self, rows: int) -> int:
+        """The rows of a piece of ``pasa_tile`` (``$PASA_FUSED_CHUNK``, default :data:`CHUNK_ROWS`)."""
+        return max(1, min(rows, int(os.environ.get("PASA_FUSED_CHUNK", CHUNK_ROWS))))
 
     def tile(
         self,
@@ -707,7 +722,7 @@ class Backend:
 
         return self.lib.pasa_tile(
             self.sgemm,
-            (ctypes.c_int64 * 18)(*dims),
+            (ctypes.c_int64 * 19)(*dims),
             tau,
             c16,
             rc16,
@@ -863,7 +878,7 @@ def _init() -> None:
         _state.update(direct=False, direct_reason="tile loop in Python: PASA_FUSED_DIRECT=0")
     elif backend.sgemm is None:
         _state.update(direct=False, direct_reason=f"tile loop in Python: {backend.gemm_reason}")
-    elif not backend.gemm_matches(*_REFERENCE_GEMM):
+    elif not backend.gemm_matches(*_REFERENCE_GEMM, backend.chunk(_REFERENCE_GEMM[0])):
         # the load-time probe at the reference shape; every other shape is probed on first use
         _state.update(
             direct=False,

@@ -805,7 +805,7 @@ class _FusedTiles:
         Dv = self.v.shape[-1]
         q3 = qi.reshape(bh, rows, D)
         mode = self.mode
-        if nb == 1 and self.direct and q3.is_contiguous() and fz.gemm_matches(rows, n, D, Dv):
+        if nb == 1 and self.direct and q3.is_contiguous() and fz.gemm_matches(rows, n, D, Dv, fz.chunk(rows)):
             done = self._direct(state, q3, j0, causal, tail, bufs)
             if done is not None:
                 return done
@@ -892,19 +892,20 @@ class _FusedTiles:
         first = new_a if mode in (1, 2) else (state.phi is None or new_phi)
         st = (state.m, state.l, state.a, state.phi, state.down)
         f32, f16 = torch.float32, torch.float16
+        ch = fz.chunk(rows)
         work = (
-            bufs.get("d_s", (rows * n,), f32),
-            bufs.get("d_p", (rows * n,), f32),
-            bufs.get("d_pv", (rows * Dv,), f32),
-            bufs.get("d_mean", (rows,), f32),
-            bufs.get("d_mj", (rows,), f16),
-            bufs.get("d_lj", (rows,), f16),
-            bufs.get("d_work", (6 * rows + 2 * bh * rows,), f32),
+            bufs.get("d_s", (ch * n,), f32),
+            bufs.get("d_p", (ch * n,), f32),
+            bufs.get("d_pv", (ch * Dv,), f32),
+            bufs.get("d_mean", (ch,), f32),
+            bufs.get("d_mj", (ch,), f16),
+            bufs.get("d_lj", (ch,), f16),
+            bufs.get("d_work", (6 * ch + 2 * bh * rows,), f32),
         )
         L, T = self.kt.shape[1], self.v.shape[1]
         dims = [bh, rows, D, Dv, n, L * D, T * n * Dv, n if tail is None else tail, int(causal is not None)]
         dims += [*(causal if causal is not None else (0, 1, 0)), mode, int(first), int(self.masked)]
-        dims += [int(mode in (1, 2)), fz.lanes, fz.pairing]
+        dims += [int(mode in (1, 2)), fz.lanes, fz.pairing, ch]
         c = state.c
         consts = (0.0 if self.tau_s is None else self.tau_s, 0 if c is None else _fused._bits16(c))
         consts += (_fused._bits16(state.recenter), state.renorm_at)
