@@ -65,6 +65,9 @@ static inline float h2f(uint16_t b) { return _cvtsh_ss(b); }
 static inline uint16_t f2h(float x) { return _cvtss_sh(x, RNE); }
 static inline float r16(float x) { return h2f(f2h(x)); }  // fp32 -> fp16 -> fp32
 static inline __m256 r16v(__m256 x) { return _mm256_cvtph_ps(_mm256_cvtps_ph(x, RNE)); }
+#ifdef __AVX512F__
+static inline __m512 r16z(__m512 x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, RNE)); }
+#endif
 
 static inline int64_t ceil_log2(int64_t x) {
   if (x <= 2) return 1;
@@ -333,10 +336,15 @@ static int step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int
     big |= lv >= renorm_at;
   }
   if (bad) return -1;
-  const int64_t d8 = dv / 8 * 8;
   __m256 vbad = _mm256_setzero_ps();
-  const __m256 vinf = _mm256_set1_ps(INFINITY);
+  const __m256 v65520 = _mm256_set1_ps(65520.0f);
   const __m256 vabs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+#ifdef __AVX512F__
+  const __m512 v65520z = _mm512_set1_ps(65520.0f);
+  __mmask16 kbad = 0;
+#else
+  const int kbad = 0;
+#endif
   for (int64_t b = 0; b < O; ++b)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t row = b * rows + r;
@@ -346,14 +354,30 @@ static int step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int
       const float alpha = al[row], gamma = ga[row], d = down ? h2f(down[row]) : 1.0f;
       const __m256 va = _mm256_set1_ps(alpha), vg = _mm256_set1_ps(gamma), vd = _mm256_set1_ps(d);
       int64_t i = 0;
-      for (; i < d8; i += 8) {
+      // the new O is fl16(sum); it is ±inf or NaN iff |sum| >= 65520 (the midpoint of 65504 and 2^16,
+      // which rounds to even: 2^16, i.e. inf) or sum is NaN: the check reads the fp32 sum
+#ifdef __AVX512F__
+      {
+        const __m512 va16 = _mm512_set1_ps(alpha), vg16 = _mm512_set1_ps(gamma), vd16 = _mm512_set1_ps(d);
+        for (; i + 16 <= dv; i += 16) {
+          __m512 t = r16z(_mm512_mul_ps(vg16, r16z(_mm512_loadu_ps(src + i))));
+          if (down) t = r16z(_mm512_mul_ps(t, vd16));
+          __m512 xo = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(oi + i)));
+          xo = r16z(_mm512_mul_ps(xo, va16));
+          const __m512 sum = _mm512_add_ps(xo, t);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(oo + i), _mm512_cvtps_ph(sum, RNE));
+          kbad |= _mm512_cmp_ps_mask(_mm512_abs_ps(sum), v65520z, _CMP_NLT_UQ);
+        }
+      }
+#endif
+      for (; i + 8 <= dv; i += 8) {
         __m256 t = r16v(_mm256_mul_ps(vg, r16v(_mm256_loadu_ps(src + i))));
         if (down) t = r16v(_mm256_mul_ps(t, vd));
         __m256 xo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(oi + i)));
         xo = r16v(_mm256_mul_ps(xo, va));
-        const __m128i h = _mm256_cvtps_ph(_mm256_add_ps(xo, t), RNE);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(oo + i), h);
-        vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(_mm256_and_ps(_mm256_cvtph_ps(h), vabs), vinf, _CMP_NLT_UQ));
+        const __m256 sum = _mm256_add_ps(xo, t);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(oo + i), _mm256_cvtps_ph(sum, RNE));
+        vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(_mm256_and_ps(sum, vabs), v65520, _CMP_NLT_UQ));
       }
       for (; i < dv; ++i) {
         float t = r16(gamma * r16(src[i]));
@@ -363,7 +387,7 @@ static int step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int
         bad |= !std::isfinite(v);
       }
     }
-  if (bad || _mm256_movemask_ps(vbad) != 0) return -1;
+  if (bad || _mm256_movemask_ps(vbad) != 0 || kbad != 0) return -1;
   for (int64_t row = 0; row < R; ++row) {
     m[row] = f2h(nm[row]);
     l[row] = f2h(nl[row]);
