@@ -686,6 +686,7 @@ class Backend:
         self._work: torch.Tensor | None = None
         self.sgemm, self.gemm_reason = _sgemm()
         self._gemm_ok: dict[tuple, bool] = {}
+        self.chunk_rows = int(os.environ.get("PASA_FUSED_CHUNK", CHUNK_ROWS))
 
     def gemm_matches(self, rows: int, n: int, d: int, dv: int, chunk: int) -> bool:
         """Whether the library's two products (``pasa_gemm``: S = Q·Kᵀ, rows × n × d, and P·V, rows × dv
@@ -718,8 +719,9 @@ class Backend:
         )
 
     def chunk(self, rows: int) -> int:
-        """The rows of a piece of ``pasa_tile`` (``$PASA_FUSED_CHUNK``, default :data:`CHUNK_ROWS`)."""
-        return max(1, min(rows, int(os.environ.get("PASA_FUSED_CHUNK", CHUNK_ROWS))))
+        """The rows of a piece of ``pasa_tile``: ``chunk_rows`` (``$PASA_FUSED_CHUNK`` when loaded,
+        default :data:`CHUNK_ROWS`) or fewer."""
+        return max(1, min(rows, self.chunk_rows))
 
     def tile(
         self,
