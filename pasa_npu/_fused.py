@@ -197,14 +197,23 @@ static int chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n,
         const int64_t seg = (o * rows + r) * nb + j;
         const float* src = s + seg * n;
         float* dst = p_out + ((o * nb + j) * rows + r) * n;
-        // a: round the accumulator to fp16 (and scale on the vector unit)
-        __m256 vnan = _mm256_setzero_ps();
+        // c (known before the scores): the padded tail of the last block and the causal mask are -inf
+        // on a suffix of the row, from column `valid` on
+        int64_t valid = j == nb - 1 ? tail : n;
+        if (causal) {
+          const int64_t qi = q0 + (r + r_off) % qr, c0 = j * n;  // query index; first key of the block in the tile
+          valid = std::min(valid, std::max<int64_t>(0, std::min<int64_t>(n, qi + see - c0 + 1)));
+        }
+        // a: round the accumulator to fp16 (and scale on the vector unit); a row without a mask takes its
+        // maximum (d) in the same pass, in the same order as the pass below
+        __m256 vnan = _mm256_setzero_ps(), vmax = _mm256_set1_ps(-INFINITY);
         int64_t i = 0;
         for (; i < n8; i += 8) {
           __m256 x = r16v(_mm256_loadu_ps(src + i));
           if (tau != 0.0f) x = r16v(_mm256_mul_ps(x, vt));
           _mm256_storeu_ps(w + i, x);
           vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(_mm256_and_ps(x, vabs), vinf, _CMP_NLT_UQ));
+          vmax = _mm256_max_ps(vmax, x);
         }
         bool nan = _mm256_movemask_ps(vnan) != 0;  // a rounded score is inf or NaN
         for (; i < n; ++i) {
@@ -216,16 +225,14 @@ static int chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n,
         if (nan) return 2;  // overflow or NaN: the caller's torch passes take the tile
         // b: block row mean of the rounded tile, before any mask (fp32 sum, then / n)
         if (want_mean) mean_out[seg] = sum_f32<L>(w, n) / (float)n;
-        // c: the padded tail of the last block and the causal mask are -inf on a suffix of the row
-        int64_t valid = j == nb - 1 ? tail : n;
-        if (causal) {
-          const int64_t qi = q0 + (r + r_off) % qr, c0 = j * n;  // query index; first key of the block in the tile
-          valid = std::min(valid, std::max<int64_t>(0, std::min<int64_t>(n, qi + see - c0 + 1)));
+        // c: the masks
+        if (valid < n) {
+          for (int64_t k = valid; k < n; ++k) w[k] = -INFINITY;
+          vmax = _mm256_set1_ps(-INFINITY);
+          for (i = 0; i < n8; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(w + i));
         }
-        for (int64_t k = valid; k < n; ++k) w[k] = -INFINITY;
         // d: the row maximum
-        __m256 vmax = _mm256_set1_ps(-INFINITY);
-        for (i = 0; i < n8; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(w + i));
+        i = n8;
         float m;
         {
           float t[8];
