@@ -285,6 +285,61 @@ int pasa_chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n, f
 // of NaN and every l and O finite (then -1 is returned: torch itself propagates NaN payloads
 // differently in its vector and scalar loops, so that case is left to the caller's torch passes).
 // Returns 1 if some row's l reached renorm_at (the caller renormalises), else 0.
+// One row of the new O: fl(fl(O·α) + t), t = fl(fl(γ·fl(PV))·d) (d = 2^-t of the pow2 accumulators), in
+// fp16. A factor that is exactly 1 is left out (A, G, D false): x·1 = x exactly, and in every row α or
+// γ is 1 (whichever belongs to the maximum), d before any renormalisation. Returns whether a result is
+// ±inf or NaN: iff |sum| >= 65520 (the midpoint of 65504 and 2^16 rounds to even: 2^16, inf) or NaN.
+template <bool A, bool G, bool D>
+static inline bool o_row(const float* src, const uint16_t* oi, uint16_t* oo, int64_t dv, float alpha, float gamma,
+                         float d) {
+  int64_t i = 0;
+  bool bad = false;
+#ifdef __AVX512F__
+  {
+    const __m512 va = _mm512_set1_ps(alpha), vg = _mm512_set1_ps(gamma), vd = _mm512_set1_ps(d);
+    const __m512 lim = _mm512_set1_ps(65520.0f);
+    __mmask16 k = 0;
+    for (; i + 16 <= dv; i += 16) {
+      __m512 t = r16z(_mm512_loadu_ps(src + i));
+      if (G) t = r16z(_mm512_mul_ps(vg, t));
+      if (D) t = r16z(_mm512_mul_ps(t, vd));
+      __m512 xo = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(oi + i)));
+      if (A) xo = r16z(_mm512_mul_ps(xo, va));
+      const __m512 sum = _mm512_add_ps(xo, t);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(oo + i), _mm512_cvtps_ph(sum, RNE));
+      k |= _mm512_cmp_ps_mask(_mm512_abs_ps(sum), lim, _CMP_NLT_UQ);
+    }
+    bad = k != 0;
+  }
+#endif
+  const __m256 va = _mm256_set1_ps(alpha), vg = _mm256_set1_ps(gamma), vd = _mm256_set1_ps(d);
+  const __m256 lim = _mm256_set1_ps(65520.0f);
+  const __m256 vabs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  __m256 vbad = _mm256_setzero_ps();
+  for (; i + 8 <= dv; i += 8) {
+    __m256 t = r16v(_mm256_loadu_ps(src + i));
+    if (G) t = r16v(_mm256_mul_ps(vg, t));
+    if (D) t = r16v(_mm256_mul_ps(t, vd));
+    __m256 xo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(oi + i)));
+    if (A) xo = r16v(_mm256_mul_ps(xo, va));
+    const __m256 sum = _mm256_add_ps(xo, t);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(oo + i), _mm256_cvtps_ph(sum, RNE));
+    vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(_mm256_and_ps(sum, vabs), lim, _CMP_NLT_UQ));
+  }
+  bad |= _mm256_movemask_ps(vbad) != 0;
+  for (; i < dv; ++i) {
+    float t = r16(src[i]);
+    if (G) t = r16(gamma * t);
+    if (D) t = r16(t * d);
+    float xo = h2f(oi[i]);
+    if (A) xo = r16(xo * alpha);
+    const float v = r16(xo + t);
+    oo[i] = f2h(v);
+    bad |= !std::isfinite(v);
+  }
+  return bad;
+}
+
 static int step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int mode, int first, int masked,
                 const uint16_t* mj, const uint16_t* lj, const float* mean, const uint16_t* offs, uint16_t c16,
                 uint16_t recenter16, const float* lut, uint16_t* m, uint16_t* l, uint16_t* a, uint16_t* phi,
@@ -343,15 +398,6 @@ static int step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int
     big |= lv >= renorm_at;
   }
   if (bad) return -1;
-  __m256 vbad = _mm256_setzero_ps();
-  const __m256 v65520 = _mm256_set1_ps(65520.0f);
-  const __m256 vabs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-#ifdef __AVX512F__
-  const __m512 v65520z = _mm512_set1_ps(65520.0f);
-  __mmask16 kbad = 0;
-#else
-  const int kbad = 0;
-#endif
   for (int64_t b = 0; b < O; ++b)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t row = b * rows + r;
@@ -359,42 +405,18 @@ static int step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int
       const uint16_t* oi = o_in + row * dv;
       uint16_t* oo = o_out + row * dv;
       const float alpha = al[row], gamma = ga[row], d = down ? h2f(down[row]) : 1.0f;
-      const __m256 va = _mm256_set1_ps(alpha), vg = _mm256_set1_ps(gamma), vd = _mm256_set1_ps(d);
-      int64_t i = 0;
-      // the new O is fl16(sum); it is ±inf or NaN iff |sum| >= 65520 (the midpoint of 65504 and 2^16,
-      // which rounds to even: 2^16, i.e. inf) or sum is NaN: the check reads the fp32 sum
-#ifdef __AVX512F__
-      {
-        const __m512 va16 = _mm512_set1_ps(alpha), vg16 = _mm512_set1_ps(gamma), vd16 = _mm512_set1_ps(d);
-        for (; i + 16 <= dv; i += 16) {
-          __m512 t = r16z(_mm512_mul_ps(vg16, r16z(_mm512_loadu_ps(src + i))));
-          if (down) t = r16z(_mm512_mul_ps(t, vd16));
-          __m512 xo = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(oi + i)));
-          xo = r16z(_mm512_mul_ps(xo, va16));
-          const __m512 sum = _mm512_add_ps(xo, t);
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(oo + i), _mm512_cvtps_ph(sum, RNE));
-          kbad |= _mm512_cmp_ps_mask(_mm512_abs_ps(sum), v65520z, _CMP_NLT_UQ);
-        }
-      }
-#endif
-      for (; i + 8 <= dv; i += 8) {
-        __m256 t = r16v(_mm256_mul_ps(vg, r16v(_mm256_loadu_ps(src + i))));
-        if (down) t = r16v(_mm256_mul_ps(t, vd));
-        __m256 xo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(oi + i)));
-        xo = r16v(_mm256_mul_ps(xo, va));
-        const __m256 sum = _mm256_add_ps(xo, t);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(oo + i), _mm256_cvtps_ph(sum, RNE));
-        vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(_mm256_and_ps(sum, vabs), v65520, _CMP_NLT_UQ));
-      }
-      for (; i < dv; ++i) {
-        float t = r16(gamma * r16(src[i]));
-        if (down) t = r16(t * d);
-        const float v = r16(r16(h2f(oi[i]) * alpha) + t);
-        oo[i] = f2h(v);
-        bad |= !std::isfinite(v);
+      switch ((alpha != 1.0f) * 4 + (gamma != 1.0f) * 2 + (d != 1.0f)) {
+        case 0: bad |= o_row<false, false, false>(src, oi, oo, dv, alpha, gamma, d); break;
+        case 1: bad |= o_row<false, false, true>(src, oi, oo, dv, alpha, gamma, d); break;
+        case 2: bad |= o_row<false, true, false>(src, oi, oo, dv, alpha, gamma, d); break;
+        case 3: bad |= o_row<false, true, true>(src, oi, oo, dv, alpha, gamma, d); break;
+        case 4: bad |= o_row<true, false, false>(src, oi, oo, dv, alpha, gamma, d); break;
+        case 5: bad |= o_row<true, false, true>(src, oi, oo, dv, alpha, gamma, d); break;
+        case 6: bad |= o_row<true, true, false>(src, oi, oo, dv, alpha, gamma, d); break;
+        default: bad |= o_row<true, true, true>(src, oi, oo, dv, alpha, gamma, d); break;
       }
     }
-  if (bad || _mm256_movemask_ps(vbad) != 0 || kbad != 0) return -1;
+  if (bad) return -1;
   for (int64_t row = 0; row < R; ++row) {
     m[row] = f2h(nm[row]);
     l[row] = f2h(nl[row]);
