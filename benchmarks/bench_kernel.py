@@ -30,12 +30,16 @@ def ratio_run(q, k, v, repeats: int, methods=("pasa",), cpu: dict | None = None)
         torch.nn.functional.scaled_dot_product_attention(q32, k32, v32, enable_gqa=True)
 
     def method(name):
-        if name.endswith("@eager"):  # the same method with the fused CPU backend switched off
+        if name.endswith(("@eager", "@loop")):
             from pasa_npu import _fused
 
+            base, how = name.rsplit("@", 1)
+            # @eager: the fused CPU backend switched off; @loop: its Python tile loop (torch.matmul)
+            ctx = _fused.disabled if how == "eager" else _fused.python_loop
+
             def run():
-                with _fused.disabled():
-                    run_method(name[: -len("@eager")], q, k, v)
+                with ctx():
+                    run_method(base, q, k, v)
 
             return run
         return lambda: run_method(name, q, k, v)
@@ -69,8 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--seq", type=int, default=1407)
     p.add_argument(
         "--methods",
-        default="pasa,pasa@eager",
-        help="comma-separated harness methods to time against SDPA; NAME@eager: with the fused backend off",
+        default="pasa,pasa@loop,pasa@eager",
+        help="comma-separated harness methods to time against SDPA; NAME@eager: with the fused backend off; "
+        "NAME@loop: the fused backend's Python tile loop (no one-call tiles)",
     )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -7,8 +7,12 @@ same run (best of ``--repeats``, wall and CPU time of the process) and given as 
 * the stages of the fused kernel's 121 tiles, each replayed on its own with the kernel's shapes (one
   (batch, KV head) group of 896 query rows × one KV block of 128 per call, 4 groups per tile):
   the product S = Q·K̃ᵀ, the fused score chain, the product P·V, the fused step (bookkeeping and O);
+* ``one-call tiles``: the 121 tiles as the kernel runs them by default (``pasa_tile``: the four stages
+  of all 4 groups in one C call, both products by torch's own sgemm), replayed on one tile;
+* ``pasa@loop``: the kernel with the Python tile loop instead (torch.matmul and one C call per stage);
 * ``rest``: ``pasa`` minus the four stages (Python, set-up, the tile loop's own calls, cache misses
-  between stages that the isolated replays do not pay).
+  between stages that the isolated replays do not pay); ``rest (one-call)``: ``pasa`` minus the
+  one-call tiles (set-up and Python outside the tiles).
 
 Usage: python benchmarks/bench_stages.py [--repeats 7]
 """
@@ -45,6 +49,12 @@ def main(argv=None) -> int:
             run_method("pasa", q, k, v)
 
     fns["pasa@eager"] = eager
+
+    def loop():
+        with _fused.python_loop():
+            run_method("pasa", q, k, v)
+
+    fns["pasa@loop"] = loop
     if fz is not None:
         hkv, g, s, d, n = 4, 7, 1407, 128, 128
         rows, t_blocks, tiles = g * 128, -(-s // n), 121
@@ -84,6 +94,39 @@ def main(argv=None) -> int:
                 fz.step(1, i == 0, False, 0, (mj, lj, mean, pv), consts, (m, lsum, a, phi), None, o, o2)
 
         fns.update({"S = Q.K~^T": qk, "score chain": chain, "P.V": pv_product, "step (bookkeeping, O)": step})
+        if _fused.direct():
+            state = (
+                torch.full((hkv * rows,), float("-inf"), dtype=torch.half),
+                torch.zeros(hkv * rows, dtype=torch.half),
+            )
+            state += (
+                torch.empty(hkv * rows, dtype=torch.half),
+                torch.zeros(hkv * rows, dtype=torch.half),
+                None,
+            )
+            ob = (torch.zeros(hkv * rows, d, dtype=torch.half), torch.empty(hkv * rows, d, dtype=torch.half))
+            f32 = torch.float32
+            bufs = (
+                torch.empty(rows * n),
+                torch.empty(rows * n),
+                torch.empty(rows * d),
+                torch.empty(rows, dtype=f32),
+            )
+            bufs += (torch.empty(rows, dtype=torch.half), torch.empty(rows, dtype=torch.half))
+            bufs += (torch.empty(6 * rows + 2 * hkv * rows),)
+            dims = [hkv, rows, d, d, n, t_blocks * n * d, t_blocks * n * d, n, 0, 0, 1, 0, 1, 1, 0, 1]
+            dims += [fz.lanes, fz.pairing, fz.chunk(rows)]
+            tconsts = (0.0, _fused._bits16(consts[0]), _fused._bits16(consts[1]), 16384.0)
+            assert fz.gemm_matches(rows, n, d, d, fz.chunk(rows))
+
+            def one_call():
+                for t in range(tiles):
+                    j = t % t_blocks
+                    kt_ptr = kt.data_ptr() + j * n * d * 4
+                    v_ptr = va.data_ptr() + j * n * d * 4
+                    fz.tile(dims, tconsts, qi, kt_ptr, v_ptr, state, ob, bufs)
+
+            fns["one-call tiles"] = one_call
     for fn in fns.values():
         fn()
     wall = {name: float("inf") for name in fns}
@@ -98,6 +141,9 @@ def main(argv=None) -> int:
         parts = ("S = Q.K~^T", "score chain", "P.V", "step (bookkeeping, O)")
         wall["rest"] = wall["pasa"] - sum(wall[x] for x in parts)
         cpu["rest"] = cpu["pasa"] - sum(cpu[x] for x in parts)
+        if "one-call tiles" in wall:
+            wall["rest (one-call)"] = wall["pasa"] - wall["one-call tiles"]
+            cpu["rest (one-call)"] = cpu["pasa"] - cpu["one-call tiles"]
     print(f"  {'item':24s} {'wall':>8s} {'/ sdpa':>7s} {'CPU':>8s} {'/ sdpa':>7s}")
     for name in wall:
         print(

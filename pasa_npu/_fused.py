@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["fused_backend", "disabled"]
+__all__ = ["fused_backend", "disabled", "python_loop"]
 
 _SOURCE = r"""
 // Fused vector-unit passes of pasa_npu's tiled attention (see pasa_npu/_fused.py). x86-64 with AVX2
@@ -65,6 +65,9 @@ static inline float h2f(uint16_t b) { return _cvtsh_ss(b); }
 static inline uint16_t f2h(float x) { return _cvtss_sh(x, RNE); }
 static inline float r16(float x) { return h2f(f2h(x)); }  // fp32 -> fp16 -> fp32
 static inline __m256 r16v(__m256 x) { return _mm256_cvtph_ps(_mm256_cvtps_ph(x, RNE)); }
+#ifdef __AVX512F__
+static inline __m512 r16z(__m512 x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, RNE)); }
+#endif
 
 static inline int64_t ceil_log2(int64_t x) {
   if (x <= 2) return 1;
@@ -179,7 +182,8 @@ template <int L> static inline float sum_f16(const float* x, int64_t n, int pair
 template <int L>
 static int chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n, float tau, int want_mean,
                  int masked, const float* lut, float* mean_out, uint16_t* mj_out, uint16_t* lj_out,
-                 float* p_out, int pairing, int64_t tail, int causal, int64_t q0, int64_t qr, int64_t see) {
+                 float* p_out, int pairing, int64_t tail, int causal, int64_t q0, int64_t qr, int64_t see,
+                 int64_t r_off = 0) {  // r_off: the tile row of row 0 (for the causal mask)
   std::vector<float> wbuf(n + 8);
   float* w = wbuf.data();
   const float t16 = r16(tau);
@@ -193,14 +197,23 @@ static int chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n,
         const int64_t seg = (o * rows + r) * nb + j;
         const float* src = s + seg * n;
         float* dst = p_out + ((o * nb + j) * rows + r) * n;
-        // a: round the accumulator to fp16 (and scale on the vector unit)
-        __m256 vnan = _mm256_setzero_ps();
+        // c (known before the scores): the padded tail of the last block and the causal mask are -inf
+        // on a suffix of the row, from column `valid` on
+        int64_t valid = j == nb - 1 ? tail : n;
+        if (causal) {
+          const int64_t qi = q0 + (r + r_off) % qr, c0 = j * n;  // query index; first key of the block in the tile
+          valid = std::min(valid, std::max<int64_t>(0, std::min<int64_t>(n, qi + see - c0 + 1)));
+        }
+        // a: round the accumulator to fp16 (and scale on the vector unit); a row without a mask takes its
+        // maximum (d) in the same pass, in the same order as the pass below
+        __m256 vnan = _mm256_setzero_ps(), vmax = _mm256_set1_ps(-INFINITY);
         int64_t i = 0;
         for (; i < n8; i += 8) {
           __m256 x = r16v(_mm256_loadu_ps(src + i));
           if (tau != 0.0f) x = r16v(_mm256_mul_ps(x, vt));
           _mm256_storeu_ps(w + i, x);
           vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(_mm256_and_ps(x, vabs), vinf, _CMP_NLT_UQ));
+          vmax = _mm256_max_ps(vmax, x);
         }
         bool nan = _mm256_movemask_ps(vnan) != 0;  // a rounded score is inf or NaN
         for (; i < n; ++i) {
@@ -212,16 +225,14 @@ static int chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n,
         if (nan) return 2;  // overflow or NaN: the caller's torch passes take the tile
         // b: block row mean of the rounded tile, before any mask (fp32 sum, then / n)
         if (want_mean) mean_out[seg] = sum_f32<L>(w, n) / (float)n;
-        // c: the padded tail of the last block and the causal mask are -inf on a suffix of the row
-        int64_t valid = j == nb - 1 ? tail : n;
-        if (causal) {
-          const int64_t qi = q0 + r % qr, c0 = j * n;  // query index; first key of the block in the tile
-          valid = std::min(valid, std::max<int64_t>(0, std::min<int64_t>(n, qi + see - c0 + 1)));
+        // c: the masks
+        if (valid < n) {
+          for (int64_t k = valid; k < n; ++k) w[k] = -INFINITY;
+          vmax = _mm256_set1_ps(-INFINITY);
+          for (i = 0; i < n8; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(w + i));
         }
-        for (int64_t k = valid; k < n; ++k) w[k] = -INFINITY;
         // d: the row maximum
-        __m256 vmax = _mm256_set1_ps(-INFINITY);
-        for (i = 0; i < n8; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(w + i));
+        i = n8;
         float m;
         {
           float t[8];
@@ -246,7 +257,7 @@ static int chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n,
 
 extern "C" {
 
-int pasa_fused_version() { return 2; }
+int pasa_fused_version() { return 3; }
 
 // tail: valid columns of the tile's last block; causal: key c0 + k of a block is seen by query
 // q0 + (row % qr) iff c0 + k <= query + see (see = S2 - S1; c0 relative to the tile, q0 shifted to match)
@@ -263,6 +274,8 @@ int pasa_chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n, f
   return 1;
 }
 
+}  // extern "C"
+
 // One KV block jj folded into the running state of every row (the "lazy" bookkeeping of
 // pasa_npu.kernel._Online._switch and update, same roundings, same operand order):
 // mode 0: no shift (flash attention); 1/2: pseudo-average offsets, e = fl(mean - A) ("centered") or
@@ -272,11 +285,66 @@ int pasa_chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n, f
 // of NaN and every l and O finite (then -1 is returned: torch itself propagates NaN payloads
 // differently in its vector and scalar loops, so that case is left to the caller's torch passes).
 // Returns 1 if some row's l reached renorm_at (the caller renormalises), else 0.
-int pasa_step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int mode, int first, int masked,
-              const uint16_t* mj, const uint16_t* lj, const float* mean, const uint16_t* offs, uint16_t c16,
-              uint16_t recenter16, const float* lut, uint16_t* m, uint16_t* l, uint16_t* a, uint16_t* phi,
-              const uint16_t* down, const uint16_t* o_in, uint16_t* o_out, const float* pv, float renorm_at,
-              float* work) {
+// One row of the new O: fl(fl(O·α) + t), t = fl(fl(γ·fl(PV))·d) (d = 2^-t of the pow2 accumulators), in
+// fp16. A factor that is exactly 1 is left out (A, G, D false): x·1 = x exactly, and in every row α or
+// γ is 1 (whichever belongs to the maximum), d before any renormalisation. Returns whether a result is
+// ±inf or NaN: iff |sum| >= 65520 (the midpoint of 65504 and 2^16 rounds to even: 2^16, inf) or NaN.
+template <bool A, bool G, bool D>
+static inline bool o_row(const float* src, const uint16_t* oi, uint16_t* oo, int64_t dv, float alpha, float gamma,
+                         float d) {
+  int64_t i = 0;
+  bool bad = false;
+#ifdef __AVX512F__
+  {
+    const __m512 va = _mm512_set1_ps(alpha), vg = _mm512_set1_ps(gamma), vd = _mm512_set1_ps(d);
+    const __m512 lim = _mm512_set1_ps(65520.0f);
+    __mmask16 k = 0;
+    for (; i + 16 <= dv; i += 16) {
+      __m512 t = r16z(_mm512_loadu_ps(src + i));
+      if (G) t = r16z(_mm512_mul_ps(vg, t));
+      if (D) t = r16z(_mm512_mul_ps(t, vd));
+      __m512 xo = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(oi + i)));
+      if (A) xo = r16z(_mm512_mul_ps(xo, va));
+      const __m512 sum = _mm512_add_ps(xo, t);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(oo + i), _mm512_cvtps_ph(sum, RNE));
+      k |= _mm512_cmp_ps_mask(_mm512_abs_ps(sum), lim, _CMP_NLT_UQ);
+    }
+    bad = k != 0;
+  }
+#endif
+  const __m256 va = _mm256_set1_ps(alpha), vg = _mm256_set1_ps(gamma), vd = _mm256_set1_ps(d);
+  const __m256 lim = _mm256_set1_ps(65520.0f);
+  const __m256 vabs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  __m256 vbad = _mm256_setzero_ps();
+  for (; i + 8 <= dv; i += 8) {
+    __m256 t = r16v(_mm256_loadu_ps(src + i));
+    if (G) t = r16v(_mm256_mul_ps(vg, t));
+    if (D) t = r16v(_mm256_mul_ps(t, vd));
+    __m256 xo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(oi + i)));
+    if (A) xo = r16v(_mm256_mul_ps(xo, va));
+    const __m256 sum = _mm256_add_ps(xo, t);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(oo + i), _mm256_cvtps_ph(sum, RNE));
+    vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(_mm256_and_ps(sum, vabs), lim, _CMP_NLT_UQ));
+  }
+  bad |= _mm256_movemask_ps(vbad) != 0;
+  for (; i < dv; ++i) {
+    float t = r16(src[i]);
+    if (G) t = r16(gamma * t);
+    if (D) t = r16(t * d);
+    float xo = h2f(oi[i]);
+    if (A) xo = r16(xo * alpha);
+    const float v = r16(xo + t);
+    oo[i] = f2h(v);
+    bad |= !std::isfinite(v);
+  }
+  return bad;
+}
+
+static int step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int mode, int first, int masked,
+                const uint16_t* mj, const uint16_t* lj, const float* mean, const uint16_t* offs, uint16_t c16,
+                uint16_t recenter16, const float* lut, uint16_t* m, uint16_t* l, uint16_t* a, uint16_t* phi,
+                const uint16_t* down, const uint16_t* o_in, uint16_t* o_out, const float* pv, float renorm_at,
+                float* work) {
   const float c = h2f(c16), rc = h2f(recenter16);
   const int64_t R = O * rows;
   float* al = work;          // alpha
@@ -330,10 +398,6 @@ int pasa_step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int m
     big |= lv >= renorm_at;
   }
   if (bad) return -1;
-  const int64_t d8 = dv / 8 * 8;
-  __m256 vbad = _mm256_setzero_ps();
-  const __m256 vinf = _mm256_set1_ps(INFINITY);
-  const __m256 vabs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   for (int64_t b = 0; b < O; ++b)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t row = b * rows + r;
@@ -341,31 +405,108 @@ int pasa_step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int m
       const uint16_t* oi = o_in + row * dv;
       uint16_t* oo = o_out + row * dv;
       const float alpha = al[row], gamma = ga[row], d = down ? h2f(down[row]) : 1.0f;
-      const __m256 va = _mm256_set1_ps(alpha), vg = _mm256_set1_ps(gamma), vd = _mm256_set1_ps(d);
-      int64_t i = 0;
-      for (; i < d8; i += 8) {
-        __m256 t = r16v(_mm256_mul_ps(vg, r16v(_mm256_loadu_ps(src + i))));
-        if (down) t = r16v(_mm256_mul_ps(t, vd));
-        __m256 xo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(oi + i)));
-        xo = r16v(_mm256_mul_ps(xo, va));
-        const __m128i h = _mm256_cvtps_ph(_mm256_add_ps(xo, t), RNE);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(oo + i), h);
-        vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(_mm256_and_ps(_mm256_cvtph_ps(h), vabs), vinf, _CMP_NLT_UQ));
-      }
-      for (; i < dv; ++i) {
-        float t = r16(gamma * r16(src[i]));
-        if (down) t = r16(t * d);
-        const float v = r16(r16(h2f(oi[i]) * alpha) + t);
-        oo[i] = f2h(v);
-        bad |= !std::isfinite(v);
+      switch ((alpha != 1.0f) * 4 + (gamma != 1.0f) * 2 + (d != 1.0f)) {
+        case 0: bad |= o_row<false, false, false>(src, oi, oo, dv, alpha, gamma, d); break;
+        case 1: bad |= o_row<false, false, true>(src, oi, oo, dv, alpha, gamma, d); break;
+        case 2: bad |= o_row<false, true, false>(src, oi, oo, dv, alpha, gamma, d); break;
+        case 3: bad |= o_row<false, true, true>(src, oi, oo, dv, alpha, gamma, d); break;
+        case 4: bad |= o_row<true, false, false>(src, oi, oo, dv, alpha, gamma, d); break;
+        case 5: bad |= o_row<true, false, true>(src, oi, oo, dv, alpha, gamma, d); break;
+        case 6: bad |= o_row<true, true, false>(src, oi, oo, dv, alpha, gamma, d); break;
+        default: bad |= o_row<true, true, true>(src, oi, oo, dv, alpha, gamma, d); break;
       }
     }
-  if (bad || _mm256_movemask_ps(vbad) != 0) return -1;
+  if (bad) return -1;
   for (int64_t row = 0; row < R; ++row) {
     m[row] = f2h(nm[row]);
     l[row] = f2h(nl[row]);
     if (mode != 0) phi[row] = f2h(np[row]);
     if (mode == 1 || mode == 2) a[row] = f2h(na[row]);
+  }
+  return big;
+}
+
+// the Fortran BLAS sgemm (column-major), as torch's at::native::cpublas::gemm calls it for fp32
+typedef void (*sgemm_fn)(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+                         const int*, const float*, const int*, const float*, float*, const int*);
+
+// row-major C (M x N, leading dimension N) = A (M x K, row-major, lda) · B, where B is (K x N) row-major
+// (ldb) or, with bt, the transpose of a row-major (N x K) matrix: torch.matmul's call for these layouts
+// (the column-major product C^T = op(B)^T · A^T, beta = 0)
+static void gemm_rm(sgemm_fn f, int bt, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                    const float* B, int64_t ldb, float* C) {
+  const char ta = bt ? 'T' : 'N', tb = 'N';
+  const int m = (int)N, n = (int)M, k = (int)K, la = (int)ldb, lb = (int)lda, lc = (int)N;
+  const float one = 1.0f, zero = 0.0f;
+  f(&ta, &tb, &m, &n, &k, &one, B, &la, A, &lb, &zero, C, &lc);
+}
+
+extern "C" {
+
+int pasa_step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int mode, int first, int masked,
+              const uint16_t* mj, const uint16_t* lj, const float* mean, const uint16_t* offs, uint16_t c16,
+              uint16_t recenter16, const float* lut, uint16_t* m, uint16_t* l, uint16_t* a, uint16_t* phi,
+              const uint16_t* down, const uint16_t* o_in, uint16_t* o_out, const float* pv, float renorm_at,
+              float* work) {
+  return step(O, rows, nb, jj, dv, mode, first, masked, mj, lj, mean, offs, c16, recenter16, lut, m, l, a, phi, down,
+              o_in, o_out, pv, renorm_at, work);
+}
+
+// the product of gemm_rm alone (for the probe against torch.matmul)
+// (the rows in pieces of `chunk`, as pasa_tile makes them)
+void pasa_gemm(void* f, int bt, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+               int64_t ldb, float* C, int64_t chunk) {
+  for (int64_t r0 = 0; r0 < M; r0 += chunk)
+    gemm_rm((sgemm_fn)f, bt, std::min(chunk, M - r0), N, K, A + r0 * lda, lda, B, ldb, C + r0 * N);
+}
+
+// One tile of one KV block for every (batch, KV head) group g < G, the loop of pasa_npu.kernel's
+// _FusedTiles.tile with nb = 1 in one call: S = Q_g·K_g^T (sgemm), the score chain, P·V_g (sgemm), the
+// step; each group's rows in pieces of `chunk` rows (so that a piece's S, P and P·V stay in the core's
+// L2 cache; rows are independent in every pass, and a product's rows are the bits of the whole
+// product, checked by the probe). dims: G, rows, D, Dv, n, kt_stride, v_stride, tail, causal, q0, qr,
+// see, mode, first, masked, want_mean, lanes, pairing, chunk. q: (G, rows, D); kt: the block's first
+// key row of group 0 (groups kt_stride apart, rows D apart); v: the block's (n, Dv) of group 0 (groups
+// v_stride apart). State m, l, a, phi: (G * rows) fp16, o_in/o_out (G * rows, Dv). bufs: S (chunk *
+// n), P (chunk * n), PV (chunk * Dv), mean (chunk) fp32; work: 6 * chunk floats + 4 * G * rows halves;
+// mj, lj: chunk halves. If a score is not finite (2) or a step's result is NaN or not finite (-1), m,
+// l, a, phi are restored to their values before the call (o_in is never written) and that code is
+// returned; else 1 if some l reached renorm_at, 0 if none.
+int pasa_tile(void* f, const int64_t* dims, float tau, uint16_t c16, uint16_t recenter16, float renorm_at,
+              const float* lut, const float* q, const float* kt, const float* v, uint16_t* m, uint16_t* l,
+              uint16_t* a, uint16_t* phi, const uint16_t* down, const uint16_t* o_in, uint16_t* o_out,
+              float* s_buf, float* p_buf, float* pv_buf, float* mean, uint16_t* mj, uint16_t* lj, float* work) {
+  const int64_t G = dims[0], rows = dims[1], D = dims[2], Dv = dims[3], n = dims[4], kt_stride = dims[5],
+                v_stride = dims[6], tail = dims[7], causal = dims[8], q0 = dims[9], qr = dims[10], see = dims[11];
+  const int mode = (int)dims[12], first = (int)dims[13], masked = (int)dims[14], want_mean = (int)dims[15];
+  const int lanes = (int)dims[16], pairing = (int)dims[17];
+  const int64_t chunk = dims[18];
+  const int64_t R = G * rows;
+  uint16_t* saved = reinterpret_cast<uint16_t*>(work + 6 * chunk);
+  uint16_t* st[4] = {m, l, a, phi};
+  for (int k = 0; k < 4; ++k)
+    if (st[k]) std::memcpy(saved + k * R, st[k], R * sizeof(uint16_t));
+  int big = 0, rc = 0;
+  for (int64_t g = 0; g < G && rc >= 0 && rc != 2; ++g)
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+      const int64_t rr = std::min(chunk, rows - r0), o = g * rows + r0;
+      gemm_rm((sgemm_fn)f, 1, rr, n, D, q + o * D, D, kt + g * kt_stride, D, s_buf);
+      rc = lanes == 16 ? chain<16>(s_buf, 1, rr, 1, n, tau, want_mean, masked, lut, mean, mj, lj, p_buf, pairing,
+                                   tail, (int)causal, q0, qr, see, r0)
+                       : chain<8>(s_buf, 1, rr, 1, n, tau, want_mean, masked, lut, mean, mj, lj, p_buf, pairing,
+                                  tail, (int)causal, q0, qr, see, r0);
+      if (rc != 0) break;
+      gemm_rm((sgemm_fn)f, 0, rr, Dv, n, p_buf, n, v + g * v_stride, Dv, pv_buf);
+      rc = step(1, rr, 1, 0, Dv, mode, first, masked, mj, lj, mean, nullptr, c16, recenter16, lut, m + o, l + o,
+                a ? a + o : nullptr, phi ? phi + o : nullptr, down ? down + o : nullptr, o_in + o * Dv,
+                o_out + o * Dv, pv_buf, renorm_at, work);
+      if (rc < 0) break;
+      big |= rc == 1;
+    }
+  if (rc < 0 || rc == 2) {
+    for (int k = 0; k < 4; ++k)
+      if (st[k]) std::memcpy(st[k], saved + k * R, R * sizeof(uint16_t));
+    return rc;
   }
   return big;
 }
@@ -457,6 +598,11 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.pasa_step.argtypes = [_I, _I, _I, _I, _I, ctypes.c_int, ctypes.c_int, ctypes.c_int, _P, _P, _P, _P]
     lib.pasa_step.argtypes += [ctypes.c_uint16, ctypes.c_uint16, _P, _P, _P, _P, _P, _P, _P, _P, _P]
     lib.pasa_step.argtypes += [ctypes.c_float, _P]
+    lib.pasa_gemm.restype = None
+    lib.pasa_gemm.argtypes = [_P, ctypes.c_int, _I, _I, _I, _P, _I, _P, _I, _P, _I]
+    lib.pasa_tile.restype = ctypes.c_int
+    lib.pasa_tile.argtypes = [_P, _P, ctypes.c_float, ctypes.c_uint16, ctypes.c_uint16, ctypes.c_float]
+    lib.pasa_tile.argtypes += [_P] * 18
     lib.pasa_sum_f32_rows.restype = None
     lib.pasa_sum_f32_rows.argtypes = [_P, _I, _I, ctypes.c_int, _P]
     lib.pasa_sum_f16_rows.restype = None
@@ -539,6 +685,27 @@ def _probed(lib: ctypes.CDLL, path: Path) -> tuple[int, int]:
     return lanes, pairing
 
 
+def _sgemm() -> tuple[int | None, str]:
+    """The address of the Fortran BLAS ``sgemm_`` in torch's CPU library (the routine torch's fp32
+    CPU matmul ends in, MKL's in the usual builds), or None and why not."""
+    path = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    try:
+        fn = ctypes.CDLL(str(path)).sgemm_  # already loaded by torch: the same copy
+    except (OSError, AttributeError) as exc:
+        return None, f"no sgemm_ in {path.name} ({type(exc).__name__})"
+    return ctypes.cast(fn, ctypes.c_void_p).value, f"sgemm_ of {path.name}"
+
+
+def _wide_operands(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    """fp16 values with exponents spread over 2^-8..2^8 (widened): in a sum of their products the
+    order of the additions shows in the result."""
+    e = torch.randint(-8, 9, shape, generator=g).float()
+    return (torch.randn(shape, generator=g) * torch.exp2(e)).half().float()
+
+
+CHUNK_ROWS = 1024  # rows of a piece of pasa_tile (bounds its buffers; 896 to 64 rows measured alike, docs)
+
+
 class Backend:
     """The loaded library with the lane width and pairing of torch's sums and the exp table."""
 
@@ -546,6 +713,84 @@ class Backend:
         self.lib, self.lanes, self.pairing, self.path = lib, lanes, pairing, path
         self.lut = _exp_table()
         self._work: torch.Tensor | None = None
+        self.sgemm, self.gemm_reason = _sgemm()
+        self._gemm_ok: dict[tuple, bool] = {}
+        self.chunk_rows = int(os.environ.get("PASA_FUSED_CHUNK", CHUNK_ROWS))
+
+    def gemm_matches(self, rows: int, n: int, d: int, dv: int, chunk: int) -> bool:
+        """Whether the library's two products (``pasa_gemm``: S = Q·Kᵀ, rows × n × d, and P·V, rows × dv
+        × n, each made in pieces of ``chunk`` rows as ``pasa_tile`` makes them) give the bits of the
+        whole torch.matmul calls of :class:`pasa_npu.kernel._FusedTiles` on seeded operands of these
+        shapes (fp16 values with exponents over 2^±8, so that the order of the sums shows), under
+        torch's current thread count and fp32 matmul precision; probed once per shape and setting
+        (two products of each kind: microseconds to milliseconds)."""
+        if self.sgemm is None:
+            return False
+        key = (rows, n, d, dv, chunk, torch.get_num_threads(), torch.get_float32_matmul_precision())
+        ok = self._gemm_ok.get(key)
+        if ok is None:
+            ok = self._gemm_ok[key] = self._gemm_probe(rows, n, d, dv, chunk)
+        return ok
+
+    def _gemm_probe(self, rows: int, n: int, d: int, dv: int, chunk: int) -> bool:
+        g = torch.Generator().manual_seed(20261130 + rows * 7919 + n * 104729 + d * 13 + dv)
+        q, kt = _wide_operands((1, rows, d), g), _wide_operands((1, 2 * n, d), g)
+        p, v = _wide_operands((1, 1, rows, n), g), _wide_operands((1, 2, n, dv), g)
+        want_s = torch.matmul(q, kt[:, n:].transpose(-1, -2), out=torch.empty(1, rows, n))
+        want_pv = torch.matmul(p, v[:, 1:], out=torch.empty(1, 1, rows, dv))
+        got_s, got_pv = torch.empty(rows, n), torch.empty(rows, dv)
+        args = (q.data_ptr(), d, kt[0, n:].data_ptr(), d, got_s.data_ptr(), chunk)
+        self.lib.pasa_gemm(self.sgemm, 1, rows, n, d, *args)
+        args = (p.data_ptr(), n, v[0, 1].data_ptr(), dv, got_pv.data_ptr(), chunk)
+        self.lib.pasa_gemm(self.sgemm, 0, rows, dv, n, *args)
+        return torch.equal(got_s.view(torch.int32), want_s[0].view(torch.int32)) and torch.equal(
+            got_pv.view(torch.int32), want_pv[0, 0].view(torch.int32)
+        )
+
+    def chunk(self, rows: int) -> int:
+        """The rows of a piece of ``pasa_tile``: ``chunk_rows`` (``$PASA_FUSED_CHUNK`` when loaded,
+        default :data:`CHUNK_ROWS`) or fewer."""
+        return max(1, min(rows, self.chunk_rows))
+
+    def tile(
+        self,
+        dims: list[int],
+        consts: tuple[float, int, int, float],
+        q: torch.Tensor,
+        kt_ptr: int,
+        v_ptr: int,
+        state: tuple[torch.Tensor | None, ...],
+        o: tuple[torch.Tensor, torch.Tensor],
+        bufs: tuple[torch.Tensor, ...],
+    ) -> int:
+        """One KV block of a tile for all its (batch, KV head) groups in one call (``pasa_tile`` in the
+        source: both products by torch's sgemm, the score chain and the step per group). ``dims``: the
+        18 integers ``pasa_tile`` documents; ``consts``: (τ or 0, c and recenter_at as fp16 bits,
+        renorm_at); ``state``: (m, ℓ, A, φ, 2^−t) fp16 (contiguous; A, φ, 2^−t may be None), m, ℓ, A, φ
+        updated in place; O read from ``o[0]``, written to ``o[1]``; ``bufs``: S, P, P·V, means (fp32),
+        m_j, ℓ_j (fp16), work (fp32). Returns 1 if some ℓ reached renorm_at, 0, or 2 (a score not finite)
+        or −1 (a result NaN or not finite): then m, ℓ, A, φ are as before the call."""
+        tau, c16, rc16, renorm_at = consts
+
+        def ptr(t: torch.Tensor | None) -> int | None:
+            return None if t is None else t.data_ptr()
+
+        return self.lib.pasa_tile(
+            self.sgemm,
+            (ctypes.c_int64 * 19)(*dims),
+            tau,
+            c16,
+            rc16,
+            renorm_at,
+            self.lut.data_ptr(),
+            q.data_ptr(),
+            kt_ptr,
+            v_ptr,
+            *(ptr(t) for t in state),
+            o[0].data_ptr(),
+            o[1].data_ptr(),
+            *(t.data_ptr() for t in bufs),
+        )
 
     def chain(
         self,
@@ -679,9 +924,32 @@ def _init() -> None:
         lib = _load(path)
         lanes, pairing = _probed(lib, path)
         reason = f"{lanes}-lane sums, {path.name}"
-        _state.update(backend=Backend(lib, lanes, pairing, path), reason=reason)
+        backend = Backend(lib, lanes, pairing, path)
+        _state.update(backend=backend, reason=reason)
     except Exception as exc:  # any failure: the eager passes run, and say why
-        _state.update(backend=None, reason=f"{type(exc).__name__}: {exc}")
+        _state.update(backend=None, reason=f"{type(exc).__name__}: {exc}", direct=False)
+        return
+    if os.environ.get("PASA_FUSED_DIRECT", "1").strip().lower() in ("0", "false", "no", "off"):
+        _state.update(direct=False, direct_reason="tile loop in Python: PASA_FUSED_DIRECT=0")
+    elif backend.sgemm is None:
+        _state.update(direct=False, direct_reason=f"tile loop in Python: {backend.gemm_reason}")
+    elif not backend.gemm_matches(*_REFERENCE_GEMM, backend.chunk(_REFERENCE_GEMM[0])):
+        # the load-time probe at the reference shape; every other shape is probed on first use
+        _state.update(
+            direct=False,
+            direct_reason=f"tile loop in Python: {backend.gemm_reason} differs from torch.matmul",
+        )
+    else:
+        _state.update(direct=True, direct_reason=f"tile loop in C, products by {backend.gemm_reason}")
+
+
+_REFERENCE_GEMM = (896, 128, 128, 128)  # rows = 7 query heads x 128 queries, block_kv, head_dim, v_dim
+
+
+def direct() -> bool:
+    """Whether tiles of one KV block run in one C call (``pasa_tile``: both products by torch's own
+    sgemm, bit-identical to torch.matmul by a probe per shape) rather than the Python tile loop."""
+    return get_backend() is not None and bool(_state.get("direct"))
 
 
 def applies(prec, device: torch.device, census) -> bool:
@@ -722,11 +990,29 @@ def disabled() -> Iterator[None]:
         _state.update(saved)
 
 
+@contextlib.contextmanager
+def python_loop() -> Iterator[None]:
+    """Run the fused passes from the Python tile loop inside the block (torch.matmul, one C call per
+    pass; for comparisons; not thread-safe)."""
+    get_backend()
+    saved = dict(_state)
+    _state.update(direct=False, direct_reason="tile loop in Python: switched off for this block")
+    try:
+        yield
+    finally:
+        _state.clear()
+        _state.update(saved)
+
+
 def fused_backend() -> str:
     """Which backend runs the tile's vector passes where the fused one applies: ``"fused-cpp (…)"`` or
-    ``"eager (reason)"``. Builds the library on first call (a few seconds, then cached)."""
+    ``"eager (reason)"``; for the fused one also whether a tile's KV block runs in one C call with
+    torch's sgemm (``"tile loop in C"``) or from the Python loop, and why. Builds the library on first
+    call (a few seconds, then cached)."""
     b = get_backend()
-    return f"fused-cpp ({_state['reason']})" if b is not None else f"eager ({_state['reason']})"
+    if b is None:
+        return f"eager ({_state['reason']})"
+    return f"fused-cpp ({_state['reason']}; {_state['direct_reason']})"
 
 
 if __name__ == "__main__":  # python -m pasa_npu._fused: build, probe and say which backend runs

@@ -688,7 +688,8 @@ def _tiled_attention(
     for i0 in range(0, S1, block_q):
         r = min(block_q, S1 - i0)
         rows = G * r
-        qi = q5[:, :, :, i0 : i0 + r].reshape(B, Hkv, rows, D).to(acc)
+        qi = torch.empty((B, Hkv, rows, D), dtype=acc, device=dev)  # the block's rows, widened in one copy
+        qi.view(B, Hkv, G, r, D).copy_(q5[:, :, :, i0 : i0 + r])
         state = _Online((B, Hkv, rows), Dv, prec, c, masked, cen, dev, renorm_at)
         per_block = B * Hkv * rows * n
         nb_max = max(1, _TILE_ELEMENTS // per_block)
@@ -789,6 +790,17 @@ class _FusedTiles:
         self.dk = None if dk is None else dk.reshape(self.bh, *dk.shape[2:])
         self.tau_v, self.tau_acc, self.masked = tau_v, tau_acc, masked
         self.tau_s = None if tau_v is None else float(tau_v)
+        # one C call per tile of one KV block (both products by torch's sgemm; _fused.direct)
+        self._chunks: dict[int, int | None] = {}  # rows -> piece of pasa_tile, None: products differ
+        self._consts: tuple | None = None
+        self.direct = (
+            _fused.direct()
+            and mode in (0, 1, 2)
+            and tau_acc is None
+            and prec.mma_acc == "wide"
+            and self.kt.is_contiguous()
+            and self.v.is_contiguous()
+        )
 
     def tile(self, state: _Online, qi: torch.Tensor, j0: int, j1: int, causal, tail, bufs: _Buffers) -> bool:
         prec, fz, n, bh, acc = self.prec, self.fz, self.n, self.bh, self.prec.matmul_acc
@@ -796,6 +808,15 @@ class _FusedTiles:
         Dv = self.v.shape[-1]
         q3 = qi.reshape(bh, rows, D)
         mode = self.mode
+        if nb == 1 and self.direct and q3.is_contiguous():
+            if rows not in self._chunks:
+                ch = fz.chunk(rows)
+                self._chunks[rows] = ch if fz.gemm_matches(rows, n, D, Dv, ch) else None
+            ch = self._chunks[rows]
+            if ch is not None:
+                done = self._direct(state, q3, j0, causal, tail, bufs, ch)
+                if done is not None:
+                    return done
         # groups of (batch, KV head) pairs: one pair when a tile is one KV block (L2-sized pieces)
         step = 1 if nb == 1 else bh
         saved = self._save(state, whole=nb > 1)
@@ -856,6 +877,60 @@ class _FusedTiles:
             return True
         state.o, state._o_in = state._o_in, state.o
         if prec.accum == "pow2" and big:
+            state._renormalise()
+        return True
+
+    def _direct(
+        self, state: _Online, q3: torch.Tensor, j0: int, causal, tail, bufs: _Buffers, ch: int
+    ) -> bool | None:
+        """:meth:`tile` for a tile of one KV block in one C call (``_fused.Backend.tile``): the same
+        passes in the same order, with the products by the sgemm torch.matmul calls. None where the
+        state is not contiguous (the Python loop then takes the tile)."""
+        fz, n, bh, mode = self.fz, self.n, self.bh, self.mode
+        rows, D = q3.shape[1], q3.shape[2]
+        Dv = self.v.shape[-1]
+        if not all(
+            t is None or t.is_contiguous() for t in (state.m, state.l, state.a, state.phi, state.down)
+        ):
+            return None  # the Python tile loop
+        new_a = mode in (1, 2) and state.a is None
+        new_phi = mode != 0 and state.phi is None
+        if new_a:
+            state.a = torch.empty_like(state.m)
+        if new_phi:
+            state.phi = torch.zeros_like(state.m)
+        first = new_a if mode in (1, 2) else (state.phi is None or new_phi)
+        st = (state.m, state.l, state.a, state.phi, state.down)
+        f32, f16 = torch.float32, torch.float16
+        work = (
+            bufs.get("d_s", (ch * n,), f32),
+            bufs.get("d_p", (ch * n,), f32),
+            bufs.get("d_pv", (ch * Dv,), f32),
+            bufs.get("d_mean", (ch,), f32),
+            bufs.get("d_mj", (ch,), f16),
+            bufs.get("d_lj", (ch,), f16),
+            bufs.get("d_work", (6 * ch + 2 * bh * rows,), f32),
+        )
+        L, T = self.kt.shape[1], self.v.shape[1]
+        dims = [bh, rows, D, Dv, n, L * D, T * n * Dv, n if tail is None else tail, int(causal is not None)]
+        dims += [*(causal if causal is not None else (0, 1, 0)), mode, int(first), int(self.masked)]
+        dims += [int(mode in (1, 2)), fz.lanes, fz.pairing, ch]
+        consts = self._consts
+        if consts is None:  # the same for every tile of the call
+            c = state.c
+            consts = (0.0 if self.tau_s is None else self.tau_s, 0 if c is None else _fused._bits16(c))
+            consts = self._consts = (*consts, _fused._bits16(state.recenter), state.renorm_at)
+        kt_ptr = self.kt.data_ptr() + j0 * n * D * self.kt.element_size()
+        v_ptr = self.v.data_ptr() + j0 * n * Dv * self.v.element_size()
+        rc = fz.tile(dims, consts, q3, kt_ptr, v_ptr, st, (state.o, state._o_in), work)
+        if rc < 0 or rc == 2:  # m, ℓ, A, φ are as before: the torch passes take the tile
+            if new_a:
+                state.a = None
+            if new_phi:
+                state.phi = None
+            return False
+        state.o, state._o_in = state._o_in, state.o
+        if self.prec.accum == "pow2" and rc == 1:
             state._renormalise()
         return True
 

@@ -32,8 +32,8 @@ class _Counter:
     """Counts the fused calls (chain tiles, step blocks) made inside a ``with`` block."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.chain = self.step = 0
-        chain, step = _fused.Backend.chain, _fused.Backend.step
+        self.chain = self.step = self.tile = 0
+        chain, step, tile = _fused.Backend.chain, _fused.Backend.step, _fused.Backend.tile
 
         def count_chain(be, *a, **k):
             r = chain(be, *a, **k)
@@ -45,7 +45,15 @@ class _Counter:
             self.step += r >= 0
             return r
 
+        def count_tile(be, *a, **k):  # one C call: the chain and the step of every group of a tile
+            r = tile(be, *a, **k)
+            self.tile += r in (0, 1)
+            self.chain += r in (0, 1)
+            self.step += r in (0, 1)
+            return r
+
         monkeypatch.setattr(_fused.Backend, "chain", count_chain)
+        monkeypatch.setattr(_fused.Backend, "tile", count_tile)
         monkeypatch.setattr(_fused.Backend, "step", count_step)
 
 
