@@ -2,22 +2,27 @@
 
 The kernel forms each score as an fp32 (``matmul_acc``) dot product of values on the operand grid, whose
 products are exact in the accumulator, and rounds it once to ``matmul_out`` (then to the vector format,
-then, with ``scale="scores"``, multiplies by τ_v on the vector unit). The fp32 summation order is not
-known, but it moves the accumulated value by at most γ_d(u_acc)·Σ|q_i k_i| from the exact dot product
-(a rigorous bound for every order, with or without fused multiply-adds). So the stored tile element is
-one of the (monotone) roundings of the two ends of that interval: where both ends round to the same
-value, the element is *determined by the inputs* and is emulated exactly; where they differ (the
-interval straddles a rounding boundary of ``matmul_out``) it is one of two candidates, and the shadow
-simulation draws one at random per sample, the upper one with the share of the interval that lies above
-the boundary. For PASA the same argument applies to K̃ = M̂ᵀ·K_j (an fp32 sum of n exact products,
-rounded to ``matmul_out`` and to the operand format): each element of K̃ is determined or one of two
-candidates, drawn per sample (one draw per key and column, shared by every query row, as in the kernel).
+then, with ``scale="scores"``, multiplies by τ_v on the vector unit; with ``scale="q"`` the Q operand is
+fl(fl(Q·τ_v)) first). The fp32 summation order is not known, but it moves the accumulated value by at most
+γ_d(u_acc)·Σ|q_i k_i| from the exact dot product (a rigorous bound for every order, with or without fused
+multiply-adds). So:
+
+* **exact emulation** where the two ends of that interval give the same stored value (the element is
+  *determined by the inputs*): the stored value is the rounding chain applied to the exact dot product;
+* **random, model** for the other, *order-ambiguous* elements: the stored value is the rounding chain
+  applied to the exact value plus a Gaussian accumulation error, truncated to the any-order bound, of
+  standard deviation sqrt(Σ_i spacing(P_i)²/12) over the partial sums P_i in index order (each addition
+  rounds to the accumulator's grid with a uniform error). Drawn per sample of the shadow simulation.
+
+For PASA the same applies to K̃ = M̂ᵀ·K_j (an fp32 sum of n exact products, rounded to ``matmul_out`` and
+to the operand format): each element of K̃ is determined or drawn per sample (one draw per key and
+column, shared by every query row, as in the kernel), and the tile is then formed from the drawn K̃.
 
 The exact dot products are computed in float64 from values on the operand grid: the products are exact
 (two fp16/bf16 significands fit in 53 bits) and the float64 summation's own error, at most
-γ_d(2^−53)·Σ|q_i k_i|, is added to the interval, so "determined" is a theorem, not a model.
-Only used for ``mma_acc="wide"`` and without ``smooth_k``; other policies keep the random-phase model of
-docs/error-model.md §8.11.
+γ_{d+2}(2^−53)·Σ|q_i k_i|, is added to the interval, so "determined" is a theorem, not a model.
+Only used for ``mma_acc="wide"``, without ``smooth_k`` and without the hi/lo reference; other policies
+keep the random-phase model of docs/error-model.md §8.11.
 """
 
 from __future__ import annotations
