@@ -41,7 +41,7 @@ from typing import NamedTuple, TypeAlias, TypedDict
 import numpy as np
 import numpy.typing as npt
 
-from . import _accum
+from . import _accum, _scoreemu
 from .formats import FloatFormat, get_format, quantum_array, round_array
 from .policies import Policy, ShiftConstants
 from .schema import STAGES
@@ -272,6 +272,9 @@ class ChunkOut:
     nonlinear_rows: int
     mc_rows: int
     max_log_std: float
+    #: the shadow simulation's emulated score tile (docs/error-model.md §8.12): elements emulated and
+    #: order-ambiguous ("tile", "tile_straddles", "kt", "kt_straddles"); empty where not emulated
+    emulation: dict[str, int] = field(default_factory=dict)
 
 
 class GridRounding(NamedTuple):
@@ -396,6 +399,8 @@ class Chunk:
     k_norm: Arr
     terms: ConsistentTerms
     overflow: dict[str, bool]
+    #: what the shadow simulation emulated (:class:`ChunkOut` ``emulation``)
+    emulation: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, pol: Policy, ex: Exact, bl: Blocks, opts: Options) -> Chunk:
@@ -1860,7 +1865,7 @@ def analyse(pol: Policy, consts: ShiftConstants | None, ex: Exact, bl: Blocks, o
     accumulator_overflow(cx, w, nc)
     bound, sys_err = total_bound(cx, w, cons, nc, out, brk)
     ms, n_nl, mc_rows, max_log_std = mean_square(cx, consts, tile, expo, w, cons, nc, out, sys_err)
-    return ChunkOut(bound, ms, brk.var, brk.bound, cx.overflow, n_nl, mc_rows, max_log_std)
+    return ChunkOut(bound, ms, brk.var, brk.bound, cx.overflow, n_nl, mc_rows, max_log_std, cx.emulation)
 
 
 def _rounded_ms(o: Arr, s: Arr, q: Arr, ref: Arr, F: FloatFormat) -> Arr:
@@ -2092,16 +2097,25 @@ def _shadow_simulation(
     cx: Chunk, consts: ShiftConstants | None, tile: ScoreTile, keep: Mask, rows: IntArr, sh: ShadowInputs
 ) -> Arr:
     """Mean square error over random rounding outcomes, without linearisation, for the nonlinear rows
-    ``rows`` (docs/error-model.md §8.11): a *stochastic shadow simulation*, not an emulation of the kernel.
+    ``rows`` (docs/error-model.md §8.11, §8.12): a *stochastic shadow simulation* whose score tile is
+    emulated; the rest is not an emulation of the kernel.
 
     Per sample (``mc_samples`` of them, seeded):
 
-    * random, on the real grid: the one-rounding-of-many-values terms (the score tile fl(S̃) or fl(S),
-      its scaling, the rounded pseudo-averages) are quantised on the format's actual grid, shifted by a
-      random phase per row (:func:`grid_round`): each error uniform on one quantum, order kept;
-    * random, model: every other consistent term (K̃, Q·τ, exp argument, exp, bookkeeping, rescaling
-      factors) is an independent uniform error with the model's variance (E8); the recovery adds c times
-      the block mean of the sampled score errors (E6);
+    * emulated, where the policy allows it (:func:`pasa_theory._scoreemu.applies`: wide accumulator, no
+      smoothed keys): the score tile the vector unit holds — Q·τ_v for scale="q", K̃ for PASA, the fp32
+      dot products, their rounding to ``matmul_out`` and the vector format, the scaling by τ_v — is
+      computed from the inputs (:class:`pasa_theory._scoreemu.ScoreEmulator`, §8.12): exact wherever
+      every fp32 summation order gives the same rounded value, a random one of the two candidates (per
+      sample) only for the order-ambiguous elements; it replaces every ``scores.*`` term and the
+      correlated K̃ part of ``recovery.kt`` (both are in the emulated tile);
+    * random, on the real grid: the one-rounding-of-many-values terms that are not emulated (the rounded
+      pseudo-averages; the score tile where the policy is not emulated) are quantised on the format's
+      actual grid, shifted by a random phase per row (:func:`grid_round`): each error uniform on one
+      quantum, order kept;
+    * random, model: every other consistent term (exp argument, exp, bookkeeping, rescaling factors,
+      and K̃ and Q·τ where not emulated) is an independent uniform error with the model's variance (E8);
+      the recovery adds c times the block mean of the sampled (or emulated) score errors (E6);
     * exact: the softmax of the perturbed logits (E7, no linearisation) and the tiles and sums it gives;
     * decided on the sampled weights: which contributions are absorbed (:func:`_absorption`);
     * random, Gaussian: the remaining non-consistent errors (tile, row-sum and step roundings), with the
@@ -2121,7 +2135,20 @@ def _shadow_simulation(
     vs = np.zeros((Rm, L))
     vo = np.zeros((Rm, L))
     grids: list[tuple[Arr, FloatFormat, float, bool]] = []
+    emu = None
+    if _scoreemu.applies(pol):
+        emu = _scoreemu.ScoreEmulator(
+            pol, consts, cx.ex.q[rows], cx.bl.kpad, n, cx.ex.tau, cx.tau_v, tile.vector_scores[rows]
+        )
+        cx.emulation = dict(
+            tile=Rm * L,
+            tile_straddles=emu.tile_straddles,
+            kt=0 if emu.kt is None else int(emu.kt.rn.size),
+            kt_straddles=emu.kt_straddles,
+        )
     for name, var in terms.key_var.items():
+        if emu is not None and name.startswith("scores."):
+            continue  # in the emulated tile (§8.12)
         gv = np.zeros((Rm, L))
         for x, F, f in terms.key_grids.get(name, []):
             xr = np.broadcast_to(x, (terms.R, L))[rows]
@@ -2136,6 +2163,8 @@ def _shadow_simulation(
     bgrids: list[tuple[Arr, FloatFormat, float]] = []
     c = consts.c if consts is not None else 0.0
     for name, var in terms.block_var.items():
+        if emu is not None and name == "recovery.kt":
+            continue  # the emulated K̃ carries its correlations within a block exactly (§8.12)
         if name == "recovery.kt" and "scores.kt" in terms.key_var:
             # c·mean of the sampled K̃ errors enters through the score errors below; what the correlation
             # of those errors within a block adds (§8.4) is sampled here as a block-level error
@@ -2170,6 +2199,11 @@ def _shadow_simulation(
                 es = es + e
             else:
                 eo = eo + e
+        if emu is not None:
+            if s_err_names:
+                es = es + emu.sample(rng)
+            else:
+                eo = eo + emu.sample(rng)
         zeta = hb * rng.uniform(-1, 1, (Rm, T))
         if shift_mean:
             zeta = zeta + c * es.reshape(Rm, T, n).mean(axis=2)
