@@ -67,7 +67,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from . import _accum, _enclosure, _refbound, policies
+from . import _accum, _enclosure, _refbound, _running, policies
 from .formats import get_format, quantum_array
 from .schema import DTYPE_FORMATS, check_block, check_bnsd, check_scale, format_name
 
@@ -102,6 +102,7 @@ SUPPORTED_METHODS = (
     "pasa:fp32",
     "pasa:fp16_strict",
     "pasa:fp16_keymean",
+    "pasa:script",
     "fa_qk",
     "fa_q",
     "fa_naive",
@@ -300,8 +301,20 @@ def _check_policy(pol: policies.Policy) -> None:
         why.append("none of the steps " + ", ".join(policies.unmodelled_steps(pol)))
     if pol.shift:
         centered = pol.recovery == "key_mean" or pol.pseudo_average == "centered"
-        if pol.offset != "lazy" or not centered:
-            why.append("offset='lazy', recovery='key_mean' or pseudo_average='centered'")
+        # offset="running" (the script's bookkeeping, docs/bounds.md §17): rounded pseudo-averages, raw
+        # accumulators, the wide matrix-unit accumulator
+        running = (
+            pol.offset == "running"
+            and pol.recovery == "pseudo_average"
+            and pol.pseudo_average == "rounded"
+            and pol.accum == "raw"
+            and pol.mma_acc == "wide"
+        )
+        if not ((pol.offset == "lazy" and centered) or running):
+            why.append(
+                "offset='lazy' with recovery='key_mean' or pseudo_average='centered', or offset='running' "
+                "with pseudo_average='rounded', accum='raw' and mma_acc='wide' (the script)"
+            )
         if pol.placement != "m":
             why.append("the softmax scale folded into M")
         if pol.coef_dtype.name != pol.vector.name:
@@ -824,6 +837,14 @@ class _Engine:
             overflow |= ~np.all(np.isfinite(slo), axis=1) | ~np.all(np.isfinite(shi), axis=1)
 
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            if (
+                pol.shift and pol.offset == "running"
+            ):  # the script's bookkeeping: Theorem 8 (docs/bounds.md §17)
+                res = _running.result_without_theorem1(self, s64, sig, vis, vp, nonempty, overflow)
+                self._tighten(res, slo, shi, vis, vp, nonempty)
+                # a row without an enclosure (it may overflow) keeps +∞: inf/NaN cannot be excluded there
+                res["overflow"] = bool(res["overflow"]) or bool(np.any(np.isinf(res["bound"])))
+                return res
             rec = self.recurrence(slo, shi, vis)
             overflow |= rec["overflow"]
             # NaN produced by inf − inf in a bound is mapped to inf (never to a finite value) below
@@ -1427,6 +1448,11 @@ def a_priori(
         _refbound.check_policy(pol)
     else:
         _check_policy(pol)
+    if pol.shift and pol.offset == "running":
+        raise ValueError(
+            f"a_priori does not cover policy {pol.name!r}: offset='running' (the script's bookkeeping) has the "
+            "a-posteriori Theorem 8 only (docs/bounds.md §17)"
+        )
     if not isinstance(stats, InputStats):
         raise TypeError(f"stats must be an InputStats (see stats_of), got {type(stats).__name__}")
     d, S2 = stats.head_dim, stats.seq_kv

@@ -1,0 +1,190 @@
+"""The reference script's bookkeeping (``offset="running"``, the ``script`` preset), enclosed element-wise:
+Theorem 8 of ``docs/bounds.md`` §17.
+
+The script keeps its running statistics relative to c·A, A the running mean of the rounded block
+pseudo-averages, moved at *every* block (``pasa_npu.kernel._Online._running``):
+
+    μ̃_j = fl(μ_j)                               (the fp32 block mean rounded to the vector format)
+    A_j  = fl(fl(μ̃_j·r₁) + fl(A_{j−1}·r₂)),     r₁ = fl(1/(j+1)), r₂ = fl(j/(j+1))   (A_0 = μ̃_0)
+    δ_j  = fl(fl(μ̃_j − A_j)·c),  δ_p = fl(fl(A_{j−1} − A_j)·c)                      (δ_p = 0 at j = 0)
+    m′   = max(fl(m_j + δ_j), fl(m + δ_p))
+    α    = fl(E(fl(fl(m − m′) + δ_p))),  γ = fl(E(fl(fl(m_j − m′) + δ_j)))
+
+and then the same step h as every other arrangement (ℓ ← fl(fl(α·ℓ) + fl(γ·ℓ_j)), O likewise, raw
+accumulators). There is no data-dependent branch: the maximum is monotone in both candidates, so
+the enclosure of m′ is the maximum of theirs (Lemma 17.1), and every other operation is a rounded
++, −, × or exponential of enclosed operands (monotone, docs/bounds.md §2). α and γ may exceed 1 (the
+rounding of m + δ_p and m_j + δ_j can put m′ below either candidate's exact value): no step below
+assumes otherwise.
+
+:class:`RunningOffsets` is called once per KV block by :func:`pasa_theory._enclosure._run` in place
+of the lazy arrangement's steps b, e–g; it returns the enclosures of α and γ (the rest of that
+function, steps d and h and the centred accumulator of Lemma 14.4, is shared). Torch-free.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+_F64 = npt.NDArray[np.float64]
+_B = npt.NDArray[np.bool_]
+
+
+def running_weights(j: int, vd: Any, f32: Any) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Enclosures of the two weights of the running mean at block j, r₁ = fl(1/(j+1)) and
+    r₂ = fl(j/(j+1)), as the kernel makes them (``torch.tensor(python_float, dtype=vd)``). torch may
+    convert the float64 to the vector format directly or through fp32 (docs/bounds.md §13.1); the two
+    differ only where fl₃₂(y) is a midpoint of the format, so each weight is enclosed by the hull of
+    both roundings (usually one value)."""
+    out = []
+    for y in (1.0 / (j + 1), j / (j + 1)):
+        a = np.asarray(y, dtype=np.float64)
+        c1 = float(vd.rnd(a))
+        c2 = float(vd.rnd(f32.rnd(a)))
+        out.append((min(c1, c2), max(c1, c2)))
+    return out[0], out[1]
+
+
+class RunningOffsets:
+    """State of the script's bookkeeping for one row group of the enclosure: A and the stored m.
+
+    ``a0`` pins the first reference where not NaN (a case of the split of Lemma 14.1 on fl(μ₀),
+    :func:`pasa_theory._enclosure.enclose_run`); ``mu0`` restricts the first block mean to that case.
+    """
+
+    def __init__(self, eng: Any, R: int, a0: _F64 | None, mu0: tuple[_F64, _F64] | None) -> None:
+        self.eng = eng
+        self.a0 = a0
+        self.mu0 = mu0
+        self.a_lo = np.zeros(R)
+        self.a_hi = np.zeros(R)
+        self.m_lo = np.full(R, -np.inf)  # the stored m (in the frame of c·A); −∞ until a key was seen
+        self.m_hi = np.full(R, -np.inf)
+        self.bad = np.zeros(R, dtype=bool)
+
+    def candidate(self, m_lo: _F64, m_hi: _F64, d_lo: _F64, d_hi: _F64) -> tuple[_F64, _F64]:
+        """Enclosure of a candidate of the running maximum, fl(m + δ), in the vector format."""
+        from . import _enclosure as en
+
+        vd = self.eng.vd
+        x_lo, x_hi = en.add(m_lo, m_hi, d_lo, d_hi)
+        return vd.rnd(x_lo), vd.rnd(x_hi)
+
+    def exponent(
+        self, a_lo: _F64, a_hi: _F64, b_lo: _F64, b_hi: _F64, d_lo: _F64, d_hi: _F64
+    ) -> tuple[_F64, _F64]:
+        """Enclosure of fl(fl(a − b) + d) in the vector format (the argument of α or γ), each rounding
+        monotone (docs/bounds.md §2)."""
+        from . import _enclosure as en
+
+        vd = self.eng.vd
+        x_lo, x_hi = en.add(a_lo, a_hi, -b_hi, -b_lo)
+        x_lo, x_hi = en.add(vd.rnd(x_lo), vd.rnd(x_hi), d_lo, d_hi)
+        return vd.rnd(x_lo), vd.rnd(x_hi)
+
+    def block(self, j: int, tlo: _F64, thi: _F64, mj_lo: _F64, mj_hi: _F64) -> tuple[_F64, _F64, _F64, _F64]:
+        """Steps b, e–g of block j: [tlo, thi] the tile whose block mean is taken (before any mask),
+        [mj_lo, mj_hi] the block maximum over the visible columns (−∞ where none). Returns the
+        enclosures (α_lo, α_hi, γ_lo, γ_hi) of the factors of step h, and updates A and m."""
+        from . import _enclosure as en  # the shared outward float64 primitives (imports this module lazily)
+
+        eng = self.eng
+        vd, f32, c = eng.vd, eng.f32, float(eng.c)
+        mu_lo, mu_hi = en.block_mean_enclosure(eng, tlo, thi)
+        if j == 0 and self.mu0 is not None:
+            mu_lo, mu_hi = np.maximum(mu_lo, self.mu0[0]), np.minimum(mu_hi, self.mu0[1])
+        mt_lo, mt_hi = vd.rnd(mu_lo), vd.rnd(mu_hi)  # μ̃_j (pseudo_average="rounded")
+        if j == 0:
+            if self.a0 is not None:
+                pin = ~np.isnan(self.a0)
+                mt_lo, mt_hi = np.where(pin, self.a0, mt_lo), np.where(pin, self.a0, mt_hi)
+            # A_0 = fl(fl(μ̃·1) + fl(μ̃·0)) = μ̃ and δ_0 = fl(fl(μ̃ − μ̃)·c) = 0, δ_p = 0: the same value twice
+            # (an interval subtraction would lose that correlation)
+            a_lo, a_hi = mt_lo, mt_hi
+            dj_lo = dj_hi = dp_lo = dp_hi = np.zeros_like(mt_lo)
+        else:
+            (r1_lo, r1_hi), (r2_lo, r2_hi) = running_weights(j, vd, f32)
+            t1_lo, t1_hi = en.mul(mt_lo, mt_hi, r1_lo, r1_hi)
+            t2_lo, t2_hi = en.mul(self.a_lo, self.a_hi, r2_lo, r2_hi)
+            s_lo, s_hi = en.add(vd.rnd(t1_lo), vd.rnd(t1_hi), vd.rnd(t2_lo), vd.rnd(t2_hi))
+            a_lo, a_hi = vd.rnd(s_lo), vd.rnd(s_hi)
+            # δ_j = fl(fl(μ̃_j − A_j)·c), δ_p = fl(fl(A_{j−1} − A_j)·c)
+            e_lo, e_hi = en.add(mt_lo, mt_hi, -a_hi, -a_lo)
+            e_lo, e_hi = en.mul(vd.rnd(e_lo), vd.rnd(e_hi), c, c)
+            dj_lo, dj_hi = vd.rnd(e_lo), vd.rnd(e_hi)
+            e_lo, e_hi = en.add(self.a_lo, self.a_hi, -a_hi, -a_lo)
+            e_lo, e_hi = en.mul(vd.rnd(e_lo), vd.rnd(e_hi), c, c)
+            dp_lo, dp_hi = vd.rnd(e_lo), vd.rnd(e_hi)
+        self.a_lo, self.a_hi = a_lo, a_hi
+        self.bad |= ~(np.isfinite(a_lo) & np.isfinite(a_hi) & np.isfinite(dj_lo) & np.isfinite(dj_hi))
+        self.bad |= ~(np.isfinite(dp_lo) & np.isfinite(dp_hi))
+        with np.errstate(invalid="ignore"):
+            # the two candidates of the maximum, fl(m_j + δ_j) and fl(m + δ_p) (−∞ stays −∞)
+            cj_lo, cj_hi = self.candidate(mj_lo, mj_hi, dj_lo, dj_hi)
+            cm_lo, cm_hi = self.candidate(self.m_lo, self.m_hi, dp_lo, dp_hi)
+            cj_lo, cj_hi = (
+                np.where(mj_lo == -np.inf, -np.inf, cj_lo),
+                np.where(mj_hi == -np.inf, -np.inf, cj_hi),
+            )
+            cm_lo = np.where(self.m_lo == -np.inf, -np.inf, cm_lo)
+            cm_hi = np.where(self.m_hi == -np.inf, -np.inf, cm_hi)
+            # Lemma 17.1: max is monotone in both arguments
+            n_lo, n_hi = np.maximum(cj_lo, cm_lo), np.maximum(cj_hi, cm_hi)
+            # a row that saw no key yet has m′ = −∞ and the kernel subtracts 0 instead (masked rows)
+            none = n_hi == -np.inf
+            ref_lo, ref_hi = np.where(none, 0.0, n_lo), np.where(none, 0.0, n_hi)
+            # x_α = fl(fl(m − m′) + δ_p), x_γ = fl(fl(m_j − m′) + δ_j); −∞ − finite = −∞
+            xa_lo, xa_hi = self.exponent(self.m_lo, self.m_hi, ref_lo, ref_hi, dp_lo, dp_hi)
+            xg_lo, xg_hi = self.exponent(mj_lo, mj_hi, ref_lo, ref_hi, dj_lo, dj_hi)
+        xa_lo, xa_hi = (
+            np.where(self.m_lo == -np.inf, -np.inf, xa_lo),
+            np.where(self.m_hi == -np.inf, -np.inf, xa_hi),
+        )
+        xg_lo, xg_hi = np.where(mj_lo == -np.inf, -np.inf, xg_lo), np.where(mj_hi == -np.inf, -np.inf, xg_hi)
+        if j == 0:  # the first block: m′ = fl(m_0 + 0) = m_0 and x_γ = fl(fl(m_0 − m_0) + 0) = 0 exactly
+            xg_lo, xg_hi = np.where(mj_hi > -np.inf, 0.0, xg_lo), np.where(mj_hi > -np.inf, 0.0, xg_hi)
+        self.bad |= np.isnan(xa_lo) | np.isnan(xa_hi) | np.isnan(xg_lo) | np.isnan(xg_hi)
+        self.bad |= (xa_hi == np.inf) | (xg_hi == np.inf) | np.isnan(n_lo) | np.isnan(n_hi)
+        self.bad |= (n_hi == np.inf) | ((n_lo == -np.inf) & (n_hi > -np.inf))
+        xa_lo, xa_hi = np.nan_to_num(xa_lo, nan=0.0), np.nan_to_num(xa_hi, nan=0.0)
+        xg_lo, xg_hi = np.nan_to_num(xg_lo, nan=0.0), np.nan_to_num(xg_hi, nan=0.0)
+        al_lo, al_hi = en.exp_enclosure(xa_lo, xa_hi, vd, eng.exp_rel)
+        ga_lo, ga_hi = en.exp_enclosure(xg_lo, xg_hi, vd, eng.exp_rel)
+        self.m_lo, self.m_hi = n_lo, n_hi
+        return al_lo, al_hi, ga_lo, ga_hi
+
+
+def result_without_theorem1(
+    eng: Any, s64: _F64, sig: _F64, vis: _B, vp: _F64, nonempty: _B, overflow: _B
+) -> dict[str, Any]:
+    """The per-row-group result of ``_Engine.run`` before the enclosure for ``offset="running"``: the
+    float64 golden and its error (Lemma 8), the hull cap, and a bound of +∞ on every row that sees a
+    key (Theorem 1's telescoping, Lemma 5, is for the lazy bookkeeping; Theorem 8 is the enclosure,
+    which ``_Engine._tighten`` then applies). A row whose enclosure is not available stays at +∞."""
+    from .rigorous import _golden
+
+    R, Dv = s64.shape[0], vp.shape[1]
+    o64, eps_o = _golden(s64, sig, vis, vp, eng.S2)
+    with np.errstate(invalid="ignore"):
+        dv = np.where(vis[:, :, None], np.abs(vp[None, :, :] - o64[:, None, :]), 0.0)
+    cap = np.where(nonempty, dv.max(axis=(1, 2)) if Dv else 0.0, 0.0)
+    total = np.where(nonempty[:, None], np.inf, 0.0) * np.ones((R, Dv))
+    return dict(
+        bound=total.max(axis=1, initial=0.0),
+        cap=cap,
+        terms={"no_enclosure": math_inf_if(np.any(nonempty))},
+        worst=(np.inf if np.any(nonempty) else 0.0, "no_enclosure" if np.any(nonempty) else ""),
+        overflow=bool(np.any(overflow)),
+        prob=total.max(axis=1, initial=0.0),
+        total=total,
+        totp=total.copy(),
+        o64=o64,
+        eps_o=eps_o,
+    )
+
+
+def math_inf_if(flag: Any) -> float:
+    return float("inf") if bool(flag) else 0.0
