@@ -544,9 +544,12 @@ def _run(
         take = (~started & anyvis) | (act & (x_lo > 0))
         stay = act & (x_hi <= 0)
         amb = act & ~(take | stay)  # x̂ may be on either side of 0
-        if running is not None:  # no take-over branch: α and γ below, m tracked by ``running``
-            amb = np.zeros_like(amb)
-        if force is not None:  # a case of the split (Lemma 14.1): the decision of this block is given
+        mt = slice(L + j * n, L + (j + 1) * n) if extra else cs  # the block means' tile (Lemma 13.4)
+        if running is not None:  # no take-over branch; the split is on μ̃_j instead (Lemma 17.2)
+            amb = running.undecided(j, slo[:, mt], shi[:, mt], force)
+        if (
+            force is not None and running is None
+        ):  # a case of the split (Lemma 14.1): the decision of this block is given
             fj = force[:, j]
             dead |= act & (((fj == 1) & stay) | ((fj == 0) & take))
             ftake, fstay = amb & (fj == 1), amb & (fj == 0)
@@ -562,8 +565,7 @@ def _run(
         ga_lo, ga_hi = exp_enclosure(x_lo, x_hi, vd, rel)
         ga_lo, ga_hi = np.where(stay | amb, ga_lo, 1.0), np.where(stay, ga_hi, 1.0)
         if running is not None:
-            mt = slice(L + j * n, L + (j + 1) * n) if extra else cs  # the block means' tile (Lemma 13.4)
-            al_lo, al_hi, ga_lo, ga_hi = running.block(j, slo[:, mt], shi[:, mt], mj_lo, mj_hi)
+            al_lo, al_hi, ga_lo, ga_hi = running.block(j, slo[:, mt], shi[:, mt], mj_lo, mj_hi, force)
         # step d: p = fl(E(fl(s̃ − m_j))), ≤ 0 argument; masked columns 0
         with np.errstate(invalid="ignore"):
             y_lo, y_hi = add(blo, bhi, -mj_hi[:, None], -mj_lo[:, None])

@@ -85,7 +85,40 @@ class RunningOffsets:
         x_lo, x_hi = en.add(vd.rnd(x_lo), vd.rnd(x_hi), d_lo, d_hi)
         return vd.rnd(x_lo), vd.rnd(x_hi)
 
-    def block(self, j: int, tlo: _F64, thi: _F64, mj_lo: _F64, mj_hi: _F64) -> tuple[_F64, _F64, _F64, _F64]:
+    def _pseudo_average(self, j: int, tlo: _F64, thi: _F64) -> tuple[_F64, _F64]:
+        """Enclosure of μ̃_j = fl(μ_j), μ_j the fp32 block mean (restricted by ``mu0`` at j = 0)."""
+        from . import _enclosure as en
+
+        mu_lo, mu_hi = en.block_mean_enclosure(self.eng, tlo, thi)
+        if j == 0 and self.mu0 is not None:
+            mu_lo, mu_hi = np.maximum(mu_lo, self.mu0[0]), np.minimum(mu_hi, self.mu0[1])
+        return self.eng.vd.rnd(mu_lo), self.eng.vd.rnd(mu_hi)
+
+    def undecided(self, j: int, tlo: _F64, thi: _F64, force: npt.NDArray[np.int8] | None) -> _B:
+        """Rows whose μ̃_j can take exactly two values and is not given by ``force`` (Lemma 17.2): the
+        case split of :func:`pasa_theory._enclosure._cases` then encloses the run once with each value,
+        which keeps A, the offsets and m consistent (their hull would carry c·ulp(μ̃) into every later
+        exponent). j = 0 is split by :func:`pasa_theory._enclosure.enclose_run` already."""
+        from . import _enclosure as en
+
+        if j == 0:
+            return np.zeros(tlo.shape[0], dtype=bool)
+        mt_lo, mt_hi = self._pseudo_average(j, tlo, thi)
+        up = en.next_up(mt_lo, self.eng.vd)
+        two = (mt_lo < mt_hi) & (up == mt_hi) & np.isfinite(up)
+        if force is not None:
+            two &= force[:, j] < 0
+        return np.asarray(two, dtype=bool)
+
+    def block(
+        self,
+        j: int,
+        tlo: _F64,
+        thi: _F64,
+        mj_lo: _F64,
+        mj_hi: _F64,
+        force: npt.NDArray[np.int8] | None = None,
+    ) -> tuple[_F64, _F64, _F64, _F64]:
         """Steps b, e–g of block j: [tlo, thi] the tile whose block mean is taken (before any mask),
         [mj_lo, mj_hi] the block maximum over the visible columns (−∞ where none). Returns the
         enclosures (α_lo, α_hi, γ_lo, γ_hi) of the factors of step h, and updates A and m."""
@@ -93,10 +126,10 @@ class RunningOffsets:
 
         eng = self.eng
         vd, f32, c = eng.vd, eng.f32, float(eng.c)
-        mu_lo, mu_hi = en.block_mean_enclosure(eng, tlo, thi)
-        if j == 0 and self.mu0 is not None:
-            mu_lo, mu_hi = np.maximum(mu_lo, self.mu0[0]), np.minimum(mu_hi, self.mu0[1])
-        mt_lo, mt_hi = vd.rnd(mu_lo), vd.rnd(mu_hi)  # μ̃_j (pseudo_average="rounded")
+        mt_lo, mt_hi = self._pseudo_average(j, tlo, thi)  # μ̃_j (pseudo_average="rounded")
+        if force is not None and j > 0:  # a case of the split (Lemma 17.2): μ̃_j is the lower or upper value
+            fj = force[:, j]
+            mt_lo, mt_hi = np.where(fj == 1, mt_hi, mt_lo), np.where(fj == 0, mt_lo, mt_hi)
         if j == 0:
             if self.a0 is not None:
                 pin = ~np.isnan(self.a0)
