@@ -63,6 +63,8 @@ class RunningOffsets:
         self.a_hi = np.zeros(R)
         self.m_lo = np.full(R, -np.inf)  # the stored m (in the frame of c·A); −∞ until a key was seen
         self.m_hi = np.full(R, -np.inf)
+        self.h_lo = np.full(R, -np.inf)  # H = m + c·A, the stored maximum in the absolute frame (Lemma 17.3)
+        self.h_hi = np.full(R, -np.inf)
         self.bad = np.zeros(R, dtype=bool)
 
     def candidate(self, m_lo: _F64, m_hi: _F64, d_lo: _F64, d_hi: _F64) -> tuple[_F64, _F64]:
@@ -110,6 +112,10 @@ class RunningOffsets:
             two &= force[:, j] < 0
         return np.asarray(two, dtype=bool)
 
+    def _frame(self, j: int, *pairs: _Pair) -> tuple[_F64, _F64, _F64, _F64]:
+        """Lemma 17.3 (:func:`_frame_step`)."""
+        return _frame_step(self, j, *pairs)
+
     def block(
         self,
         j: int,
@@ -151,6 +157,7 @@ class RunningOffsets:
             e_lo, e_hi = en.add(self.a_lo, self.a_hi, -a_hi, -a_lo)
             e_lo, e_hi = en.mul(vd.rnd(e_lo), vd.rnd(e_hi), c, c)
             dp_lo, dp_hi = vd.rnd(e_lo), vd.rnd(e_hi)
+        a_prev = (self.a_lo, self.a_hi)
         self.a_lo, self.a_hi = a_lo, a_hi
         self.bad |= ~(np.isfinite(a_lo) & np.isfinite(a_hi) & np.isfinite(dj_lo) & np.isfinite(dj_hi))
         self.bad |= ~(np.isfinite(dp_lo) & np.isfinite(dp_hi))
@@ -179,6 +186,11 @@ class RunningOffsets:
         xg_lo, xg_hi = np.where(mj_lo == -np.inf, -np.inf, xg_lo), np.where(mj_hi == -np.inf, -np.inf, xg_hi)
         if j == 0:  # the first block: m′ = fl(m_0 + 0) = m_0 and x_γ = fl(fl(m_0 − m_0) + 0) = 0 exactly
             xg_lo, xg_hi = np.where(mj_hi > -np.inf, 0.0, xg_lo), np.where(mj_hi > -np.inf, 0.0, xg_hi)
+        with np.errstate(invalid="ignore", over="ignore"):
+            xa_lo, xa_hi, xg_lo, xg_hi = self._frame(
+                j, (mt_lo, mt_hi), a_prev, (a_lo, a_hi), (mj_lo, mj_hi), (dj_lo, dj_hi), (dp_lo, dp_hi),
+                (cj_lo, cj_hi), (cm_lo, cm_hi), (n_lo, n_hi), (xa_lo, xa_hi), (xg_lo, xg_hi),
+            )  # fmt: skip
         self.bad |= np.isnan(xa_lo) | np.isnan(xa_hi) | np.isnan(xg_lo) | np.isnan(xg_hi)
         self.bad |= (xa_hi == np.inf) | (xg_hi == np.inf) | np.isnan(n_lo) | np.isnan(n_hi)
         self.bad |= (n_hi == np.inf) | ((n_lo == -np.inf) & (n_hi > -np.inf))
@@ -188,6 +200,102 @@ class RunningOffsets:
         ga_lo, ga_hi = en.exp_enclosure(xg_lo, xg_hi, vd, eng.exp_rel)
         self.m_lo, self.m_hi = n_lo, n_hi
         return al_lo, al_hi, ga_lo, ga_hi
+
+
+_Pair = tuple[_F64, _F64]
+
+
+def _mag(x: _Pair, vd: Any) -> _F64:
+    """An upper bound of |y| for every exact y whose rounding lies in [lo, hi] (|y| ≤ |fl(y)|(1 + u) + η)."""
+    m = np.maximum(np.abs(x[0]), np.abs(x[1]))
+    return np.asarray(m * (1 + 2 * vd.u) + vd.eta, dtype=np.float64)
+
+
+def _frame_step(
+    self: RunningOffsets,
+    j: int,
+    mt: _Pair,
+    a_prev: _Pair,
+    a: _Pair,
+    mj: _Pair,
+    dj: _Pair,
+    dp: _Pair,
+    cj: _Pair,
+    cm: _Pair,
+    mn: _Pair,
+    xa: _Pair,
+    xg: _Pair,
+) -> tuple[_F64, _F64, _F64, _F64]:
+    """Lemma 17.3: the exponents of α and γ in the frame H = m + c·A, intersected with their direct
+    enclosures (both contain the kernel's value, so their intersection does); updates H.
+
+    With P = m_j + c·μ̃_j and the residuals e₁ = δ_j − c(μ̃_j − A_j), e₂ = δ_p − c(A_{j−1} − A_j),
+    r_j, r_m of the two candidates and r₃…r₆ of the exponents' roundings (each bounded by Lemmas 1–2 at
+    the largest magnitude its operand can take, from the direct enclosures):
+    x_γ = −max(r_j, H_{j−1} + e₂ + r_m − P − e₁) + r₃ + r₄,  x_α = −max(r_m, P + e₁ + r_j − H_{j−1} − e₂) + r₅ + r₆,
+    H_j = max(P + e₁ + r_j, H_{j−1} + e₂ + r_m). A does not appear: its ambiguity (times c) cancels, as in
+    the kernel (``sympy_checks()["running_frame"]``)."""
+    from . import _enclosure as en
+
+    vd, c = self.eng.vd, float(self.eng.c)
+    big = 2.0**-50  # float64 sums of a few non-negative error terms, and the outward margin below
+
+    def lower(x: _F64, e: _F64) -> _F64:  # a float64 ≤ x − e (e ≥ 0)
+        return en.add(x, x, -e, -e)[0]
+
+    def upper(x: _F64, e: _F64) -> _F64:
+        return en.add(x, x, e, e)[1]
+
+    t_lo, t_hi = en.mul(mt[0], mt[1], c, c)
+    vis = np.isfinite(mj[0]) & np.isfinite(mj[1])
+    p_lo, p_hi = en.add(np.where(vis, mj[0], 0.0), np.where(vis, mj[1], 0.0), t_lo, t_hi)
+    started = np.isfinite(self.h_lo) & np.isfinite(self.h_hi)
+    if j == 0:  # H_0 = m_0 + c·A_0 = P (m′ = m_0, A_0 = μ̃_0)
+        self.h_lo, self.h_hi = np.where(vis, p_lo, -np.inf), np.where(vis, p_hi, -np.inf)
+        return xa[0], xa[1], xg[0], xg[1]
+    h = vd.hulp
+    e1 = c * vd.sub_err(mt[0], mt[1], a[0], a[1]) + h(_mag(dj, vd))
+    e2 = c * vd.sub_err(a_prev[0], a_prev[1], a[0], a[1]) + h(_mag(dp, vd))
+    rj, rm = h(_mag(cj, vd)), h(_mag(cm, vd))
+    ref = (np.where(np.isfinite(mn[0]), mn[0], 0.0), np.where(np.isfinite(mn[1]), mn[1], 0.0))
+    r34 = vd.sub_err(np.where(vis, mj[0], 0.0), np.where(vis, mj[1], 0.0), *ref) + h(_mag(xg, vd))
+    mo = (np.where(started, self.m_lo, 0.0), np.where(started, self.m_hi, 0.0))
+    r56 = vd.sub_err(*mo, *ref) + h(_mag(xa, vd))
+    hp_lo, hp_hi = np.where(started, self.h_lo, 0.0), np.where(started, self.h_hi, 0.0)
+    d_lo, d_hi = en.add(hp_lo, hp_hi, -p_hi, -p_lo)  # H_{j−1} − P
+    err = (e1 + e2) * (1 + big)
+    # x_γ (a visible block): X = H_{j−1} − P + e₂ + r_m − e₁ (−∞ for a row that saw no key before)
+    x_lo = np.where(started, lower(d_lo, (err + rm) * (1 + big)), -np.inf)
+    x_hi = np.where(started, upper(d_hi, (err + rm) * (1 + big)), -np.inf)
+    r = r34 * (1 + big)
+    g_lo = lower(-np.maximum(rj, x_hi), r)
+    g_hi = upper(-np.maximum(-rj, x_lo), r)
+    # x_α (a row that saw a key): Y = P − H_{j−1} + e₁ + r_j − e₂ (−∞ for a block without a visible key)
+    y_lo = np.where(vis, lower(-d_hi, (err + rj) * (1 + big)), -np.inf)
+    y_hi = np.where(vis, upper(-d_lo, (err + rj) * (1 + big)), -np.inf)
+    r = r56 * (1 + big)
+    f_lo = lower(-np.maximum(rm, y_hi), r)
+    f_hi = upper(-np.maximum(-rm, y_lo), r)
+    # intersect with the direct enclosures where the frame applies
+    use_g = vis & np.isfinite(g_lo) & np.isfinite(g_hi)
+    use_a = started & np.isfinite(f_lo) & np.isfinite(f_hi)
+    xg_lo, xg_hi = np.where(use_g, np.fmax(xg[0], g_lo), xg[0]), np.where(use_g, np.fmin(xg[1], g_hi), xg[1])
+    xa_lo, xa_hi = np.where(use_a, np.fmax(xa[0], f_lo), xa[0]), np.where(use_a, np.fmin(xa[1], f_hi), xa[1])
+    # H_j = max(P + e₁ + r_j, H_{j−1} + e₂ + r_m), intersected with m′ + c·A_j
+    c1_lo = np.where(vis, lower(p_lo, (e1 + rj) * (1 + big)), -np.inf)
+    c1_hi = np.where(vis, upper(p_hi, (e1 + rj) * (1 + big)), -np.inf)
+    c2_lo = np.where(started, lower(hp_lo, (e2 + rm) * (1 + big)), -np.inf)
+    c2_hi = np.where(started, upper(hp_hi, (e2 + rm) * (1 + big)), -np.inf)
+    hn_lo, hn_hi = np.maximum(c1_lo, c2_lo), np.maximum(c1_hi, c2_hi)
+    fin = np.isfinite(mn[0]) & np.isfinite(mn[1])
+    ca_lo, ca_hi = en.mul(a[0], a[1], c, c)
+    q_lo, q_hi = en.add(ref[0], ref[1], ca_lo, ca_hi)
+    hn_lo = np.where(fin, np.fmax(hn_lo, q_lo), hn_lo)
+    hn_hi = np.where(fin, np.fmin(hn_hi, q_hi), hn_hi)
+    bad = (xg_lo > xg_hi) | (xa_lo > xa_hi) | (hn_lo > hn_hi)  # cannot happen for a run: a bug guard
+    self.bad |= bad
+    self.h_lo, self.h_hi = np.where(fin, hn_lo, -np.inf), np.where(fin, hn_hi, -np.inf)
+    return xa_lo, xa_hi, xg_lo, xg_hi
 
 
 def result_without_theorem1(
@@ -221,3 +329,32 @@ def result_without_theorem1(
 
 def math_inf_if(flag: Any) -> float:
     return float("inf") if bool(flag) else 0.0
+
+
+def sympy_checks() -> dict[str, bool]:
+    """The algebra of Lemma 17.3, checked symbolically (each entry True).
+
+    ``running_frame``: with δ_j = c(μ̃ − A) + e₁, δ_p = c(A′ − A) + e₂ (A′ = A_{j−1}), H′ = m + c·A′,
+    P = m_j + c·μ̃ and the candidates C_j = m_j + δ_j + r_j, C_m = m + δ_p + r_m: C_m − C_j = X − r_j and
+    C_j − C_m = Y − r_m with X = H′ + e₂ + r_m − P − e₁, Y = P + e₁ + r_j − H′ − e₂ (so m′ = C_j exactly
+    when r_j ≥ X, and m′ = C_m when r_m ≥ Y); in either case (m_j − m′) + δ_j = −max(r_j, X),
+    (m − m′) + δ_p = −max(r_m, Y) and m′ + c·A = max(P + e₁ + r_j, H′ + e₂ + r_m); A appears nowhere.
+    """
+    import sympy as sp
+
+    m, mj, mu, a_p, a, c, e1, e2, rj, rm = sp.symbols("m m_j mu A_p A c e1 e2 r_j r_m", real=True)
+    dj = c * (mu - a) + e1
+    dp = c * (a_p - a) + e2
+    hp = m + c * a_p
+    p = mj + c * mu
+    cj = mj + dj + rj
+    cm = m + dp + rm
+    x = hp + e2 + rm - p - e1
+    y = p + e1 + rj - hp - e2
+    ok = sp.simplify(cm - cj - (x - rj)) == 0 and sp.simplify(cj - cm - (y - rm)) == 0
+    for mp, xg, xa, hn in ((cj, -rj, -y, p + e1 + rj), (cm, -x, -rm, hp + e2 + rm)):
+        ok = ok and sp.simplify((mj - mp) + dj - xg) == 0
+        ok = ok and sp.simplify((m - mp) + dp - xa) == 0
+        ok = ok and sp.simplify(mp + c * a - hn) == 0
+        ok = ok and not any(s in (sp.simplify(xg).free_symbols | sp.simplify(xa).free_symbols) for s in (a,))
+    return {"running_frame": bool(ok)}

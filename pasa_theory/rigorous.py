@@ -1628,6 +1628,8 @@ def sympy_checks() -> dict[str, bool]:
       for e = fl(t/n), t the tree sum of x̂_r = fl(s_r − A) and μ the exact mean of s.
     * ``reference_telescoping`` (Lemma 16.3): for T = 4 blocks, every move pattern and any reference
       values, e^{τ(S_r − R^{(j)})}·Π_{later moves k} e^{τ(R^{(k−1)} − R^{(k)})} = e^{τ(S_r − R_final)};
+    * ``running_frame`` (Lemma 17.3): the script's exponents and stored maximum in the frame H = m + c·A
+      (:func:`pasa_theory._running.sympy_checks`);
     * ``normalisation`` (Lemma 16.3): κ/(κΣŴ − Z) = 1/(ΣŴ − Z/κ), the step that replaces ΣW ≥ 1 of
       Lemma 6 by a lower bound on the common factor κ.
     """
@@ -1733,4 +1735,5 @@ def sympy_checks() -> dict[str, bool]:
     mu = sum(ss) / nn
     rhs = (ee - tt / nn) + (tt - sum(xh)) / nn + (sum(xh) - sum(si - AA for si in ss)) / nn
     out["pairwise_deviation"] = sp.simplify(ee - (mu - AA) - rhs) == 0
+    out.update(_running.sympy_checks())  # Lemma 17.3 (docs/bounds.md §17)
     return out

@@ -198,3 +198,9 @@ def test_predict_reports_theorem8():
     assert pred.bound_status.startswith("theorem 8"), pred.bound_status
     assert pred.max_abs_bound is not None and np.isfinite(pred.max_abs_bound)
     assert pred.a_priori_bound is None
+
+
+def test_frame_lemma_algebra():
+    """Lemma 17.3's identities (the exponents and H in the frame H = m + c·A, free of A) hold symbolically."""
+    assert _running.sympy_checks() == {"running_frame": True}
+    assert rigorous.sympy_checks()["running_frame"]
