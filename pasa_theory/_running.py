@@ -331,6 +331,25 @@ def math_inf_if(flag: Any) -> float:
     return float("inf") if bool(flag) else 0.0
 
 
+def smoothed_keys(k: _F64, vd: Any, f32: Any, n: int, kv_tail: str) -> tuple[_F64, _F64]:
+    """Lemma 17.4: enclosure of the keys the ``smooth_k`` method gives the kernel, K′ = fl(K − k̄) with
+    k̄ = fl(mean over the sequence of K) (``pasa_npu.methods._smooth_k``: torch's mean of a vector-format
+    tensor sums in fp32, in an order H1 leaves open, divides once in fp32 and rounds to the vector
+    format — checked against torch in tests/npu/test_rigorous_script.py), padded to a multiple of n by
+    the policy's tail rule. ``k`` is one KV head, (S2, d); returns (lo, hi), each (⌈S2/n⌉·n, d)."""
+    from . import _enclosure as en
+    from .rigorous import _pad
+
+    kt = np.ascontiguousarray(k.T)  # (d, S2): the mean of each column is a row mean
+    m_lo, m_hi = en.mean_enclosure(kt, kt, vd, f32, 2.0**-38)
+    kb_lo, kb_hi = vd.rnd(m_lo), vd.rnd(m_hi)
+    # k − k̄ of two numbers of the format is exact in float64; rounding is monotone
+    lo, hi = vd.rnd(k - kb_hi[None, :]), vd.rnd(k - kb_lo[None, :])
+    lo = _pad(lo[None, None], n, kv_tail)[0, 0]
+    hi = _pad(hi[None, None], n, kv_tail)[0, 0]
+    return lo, hi
+
+
 def sympy_checks() -> dict[str, bool]:
     """The algebra of Lemma 17.3, checked symbolically (each entry True).
 

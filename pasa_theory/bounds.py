@@ -745,7 +745,10 @@ def _theorems(
     def none(why: str, t_a: float = 0.0) -> _Theorems:
         return _Theorems(None, None, None, None, None, f"not computed: {why}", 0.0, t_a)
 
-    if method.split(":")[0] not in ("pasa", "fa_qk", "fa_q", "fa_naive", "fa_hybrid") or pol.modelled_as:
+    if (
+        method.split(":")[0] not in ("pasa", "fa_qk", "fa_q", "fa_naive", "fa_hybrid", "smooth_k")
+        or pol.modelled_as
+    ):
         return none(f"{method} is outside the theorems' scope (docs/bounds.md §13)")
     if not all(np.array_equal(g, r) for g, r in zip(given, rounded)):
         return none(

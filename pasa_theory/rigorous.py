@@ -107,6 +107,7 @@ SUPPORTED_METHODS = (
     "fa_q",
     "fa_naive",
     "fa_hybrid",
+    "smooth_k",
 )
 
 _SAFETY = 1.0 + 2.0**-30  # §9: float64 evaluation of a sum of non-negative terms
@@ -295,8 +296,8 @@ def _check_policy(pol: policies.Policy) -> None:
         why.append("matrix unit fp16, bf16 or fp32 in / fp32 accumulate")
     if pol.matmul_out.name not in _CERT_FORMATS or pol.vector.name not in _CERT_FORMATS:
         why.append("matmul_out and vector in fp16, bf16 or fp32")
-    if pol.smooth_k or pol.modelled_as is not None:
-        why.append("one of the package's own kernels without K smoothing")
+    if pol.modelled_as is not None:
+        why.append("one of the package's own kernels")
     if policies.unmodelled_steps(pol):
         why.append("none of the steps " + ", ".join(policies.unmodelled_steps(pol)))
     if pol.shift:
@@ -527,6 +528,8 @@ def certify(
             if bias is not None:
                 b64 = bias[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, S2)
                 eng.bias = (b64, eng.vd.rnd(eng.f32.rnd(b64)))  # torch rounds a float64 through fp32
+            if pol.smooth_k:  # the kernel's keys are fl(K − fl(mean K)); the golden stays on K (Lemma 17.4)
+                eng.k_tile = _running.smoothed_keys(ka[b, hk], eng.vd, eng.f32, n, pol.kv_tail)
             res = eng.run(qg, ka[b, hk], kp, vp, ridx, None if kt_obs is None else kt_obs[b, hk])
             out.add(b, hk, G, res)
     return out.certificate(method, pol, sel, confidence)
@@ -765,6 +768,8 @@ class _Engine:
         self.mean_tile: tuple[_F64, _F64] | None = None
         #: ``recovery="key_mean"``: enclosure (R × T) of the block offsets δ_j of the current row group
         self.key_offs: tuple[_F64, _F64] | None = None
+        #: ``smooth_k``: enclosure of the padded smoothed keys of the current KV head (Lemma 17.4)
+        self.k_tile: tuple[_F64, _F64] | None = None
 
     # -- step a: scores ------------------------------------------------------------------------
     def scores(self, qg: _F64, kp: _F64, kt_obs: _F64 | None) -> tuple[_F64, _F64]:
@@ -779,7 +784,8 @@ class _Engine:
             klo, khi = _shifted_keys(kp, self.n, self.diag, self.off, mi, mo)
             qm = qg
         else:
-            klo = khi = kp
+            # smooth_k: the enclosure of the smoothed keys fl(K − fl(mean K)) (Lemma 17.4), else K itself
+            klo, khi = self.k_tile if self.k_tile is not None else (kp, kp)
             qm = qg
             if pol.placement == "q":
                 tv = float(vd.rnd(self.tau))
@@ -1448,6 +1454,11 @@ def a_priori(
         _refbound.check_policy(pol)
     else:
         _check_policy(pol)
+    if pol.smooth_k:
+        raise ValueError(
+            f"a_priori does not cover policy {pol.name!r}: smooth_k (K minus its rounded mean) has the "
+            "a-posteriori bound only (docs/bounds.md §17)"
+        )
     if pol.shift and pol.offset == "running":
         raise ValueError(
             f"a_priori does not cover policy {pol.name!r}: offset='running' (the script's bookkeeping) has the "
