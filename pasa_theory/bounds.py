@@ -801,6 +801,8 @@ def _theorems(
     status = "theorem 1 (" + (how if pol.shift else "flash attention") + ")"
     if pol.score_ref == "hi_lo":  # the reference in the accumulator (docs/bounds.md §16)
         status = "theorem 6 (reference in the accumulator)"
+    if pol.smooth_k:  # the smoothed keys enclosed (docs/bounds.md §17, Lemma 17.4)
+        status = "theorem 1 (flash attention on the smoothed keys, Lemma 17.4)"
     if pol.shift and pol.offset == "running":  # the script's bookkeeping (docs/bounds.md §17)
         status = "theorem 8 (the script's running offsets, " + how + ")"
     return _Theorems(
