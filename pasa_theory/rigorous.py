@@ -1393,7 +1393,9 @@ class InputStats:
     """What the a-priori theorem needs to know about the inputs (all upper bounds).
 
     ``q_max`` ≥ max|q|, ``k_max`` ≥ max|k|, ``v_abs`` ≥ max|v|, ``v_spread`` ≥ max over columns of
-    (max_r v_r − min_r v_r) (which bounds max_r |v_r − o|), ``head_dim`` d, ``seq_kv`` S2.
+    (max_r v_r − min_r v_r) (which bounds max_r |v_r − o|), ``head_dim`` d, ``seq_kv`` S2; ``mask_max`` ≥
+    the largest |B| over the finite entries of an additive ``attn_mask`` B (0: none, or a boolean mask;
+    docs/bounds.md §17.5).
     """
 
     q_max: float
@@ -1402,12 +1404,16 @@ class InputStats:
     v_spread: float
     head_dim: int
     seq_kv: int
+    mask_max: float = 0.0
 
 
-def stats_of(q: Any, k: Any, v: Any) -> InputStats:
-    """The :class:`InputStats` of concrete inputs (for tests and tables)."""
+def stats_of(q: Any, k: Any, v: Any, attn_mask: Any = None) -> InputStats:
+    """The :class:`InputStats` of concrete inputs (for tests and tables); ``attn_mask`` as the kernel takes
+    it (an additive one sets ``mask_max``)."""
     qa, ka, va = _as_array("q", q), _as_array("k", k), _as_array("v", v)
     spread = float(np.max(va.max(axis=2) - va.min(axis=2))) if va.size else 0.0
+    B, H, _, S1, S2, _, _ = check_bnsd(qa.shape, ka.shape, va.shape)
+    _, bias = _mask_arrays(attn_mask, False, (B, H, S1, S2))
     return InputStats(
         float(np.abs(qa).max()),
         float(np.abs(ka).max()),
@@ -1415,6 +1421,7 @@ def stats_of(q: Any, k: Any, v: Any) -> InputStats:
         spread,
         int(qa.shape[3]),
         int(ka.shape[2]),
+        0.0 if bias is None else float(np.abs(bias).max(initial=0.0)),
     )
 
 
@@ -1471,6 +1478,10 @@ def a_priori(
     T = -(-S2 // n)
     tau = check_scale(scale, d)
     if hi_lo:
+        if stats.mask_max:
+            raise ValueError(
+                "a_priori does not cover an additive attn_mask for score_ref='hi_lo' (docs/bounds.md §16.9)"
+            )
         b, lam_r, terms_r, ovf = _refbound.a_priori_ref(
             pol,
             tau=tau,
@@ -1499,6 +1510,18 @@ def a_priori(
     acc_peak = 0.0  # the largest partial sum of an accumulator (checked against acc.maxf)
     rho = -math.log1p(-EXP32_REL) - math.log1p(-u)
     terms: dict[str, float] = {}
+    # an additive mask (docs/bounds.md §17.5): fl(B) = fl_vd(fl32(B)) errs by eB, |fl(B)| ≤ Bp, and the
+    # exponent tile fl(s̃ + fl(B)) is rounded once more at |s̃| + Bp (``mask_sum`` below, per branch)
+    Bm = float(stats.mask_max)
+    if not (math.isfinite(Bm) and Bm >= 0):
+        raise ValueError(f"stats.mask_max must be finite and >= 0, got {stats.mask_max!r}")
+    f32 = _FORMATS["fp32"]
+    eB = float(f32.hulp(Bm) + vd.hulp(Bm * (1 + u32))) if Bm else 0.0
+    Bp = Bm + eB
+
+    def mask_sum(S: float) -> float:  # the rounding of s̃ + fl(B) for |s̃| ≤ S
+        return (u * (S + Bp) * (1 + u) + vd.eta) if Bm else 0.0
+
     if pol.shift:
         consts = policies.shift_constants(pol, n, beta, tau)
         diag, off, c = float(mi.rnd(consts.diag)), float(mi.rnd(consts.off)), float(consts.c)
@@ -1523,16 +1546,18 @@ def a_priori(
             So = d * Qm * Dk * (1 + g32d) * (1 + um)  # |δ_j|
             eoff = d * Qm * eDk + g32d * d * Qm * Dk + um * So + mo.eta
             sysm = abs(a - tau) * Pq
-            eps_k = u * (4 * St + 4 * So) * (1 + u) ** 2
-            lam = sysm + es + eoff + (u * 2 * St + rho) + T * (eps_k + rho)
-            Smax = St
+            Sm = St + Bp + mask_sum(St)  # the exponent tile (maxima, s̃ − m_j) with the mask
+            es += eB + mask_sum(St)
+            eps_k = u * (4 * Sm + 4 * So) * (1 + u) ** 2
+            lam = sysm + es + eoff + (u * 2 * Sm + rho) + T * (eps_k + rho)
+            Smax = Sm
             acc_max = max(St, So)
-            vec_max = (4 * St + 4 * So) * (1 + u) ** 2
+            vec_max = (4 * Sm + 4 * So) * (1 + u) ** 2
             terms.update(
                 systematic=sysm,
                 scores=es,
                 offsets=eoff,
-                exp=u * 2 * St + rho,
+                exp=u * 2 * Sm + rho,
                 recurrence=T * (eps_k + rho),
             )
         else:
@@ -1553,16 +1578,27 @@ def a_priori(
             errD = c * Sa * (2 * u32 + 12 * u) * (1 + u) ** 2 + c * errE
             Phi = 4 * c * Sa * (1 + u)
             tau_k = u * (Phi + 6 * c * Sa) * (1 + u) ** 2
-            eps_k = u * (4 * Sa + 4 * Phi) * (1 + u) ** 2
-            lam = sysm + (1 + c) * es + mean_err + errD + (u * 2 * St + rho) + T * (eps_k + rho + tau_k)
-            Smax = St
+            # with an additive mask the maxima and s̃ − m_j are those of the masked tile (the offsets are not)
+            Bx = Bp + mask_sum(St)
+            eps_k = u * (4 * Sa + 4 * Bx + 4 * Phi) * (1 + u) ** 2
+            em = eB + mask_sum(St)  # the mask's own roundings enter every weight's exponent once
+            lam = (
+                sysm
+                + (1 + c) * es
+                + em
+                + mean_err
+                + errD
+                + (u * 2 * (St + Bx) + rho)
+                + T * (eps_k + rho + tau_k)
+            )
+            Smax = St + Bx
             acc_max = St  # the rounded score product itself
-            vec_max = max((4 * Sa + 4 * Phi) * (1 + u) ** 2, tree_max)  # largest vector-unit operand (f)
+            vec_max = max((4 * Sa + 4 * Bx + 4 * Phi) * (1 + u) ** 2, tree_max)  # largest vector operand (f)
             terms.update(
                 systematic=sysm,
-                scores=(1 + c) * es,
+                scores=(1 + c) * es + em,
                 offsets=errD + mean_err,
-                exp=u * 2 * St + rho,
+                exp=u * 2 * (St + Bx) + rho,
                 recurrence=T * (eps_k + rho + tau_k),
             )
     else:
@@ -1581,6 +1617,9 @@ def a_priori(
             es = tv * (g32d * Pq + um * Pq * (1 + g32d)) * (1 + u) + u * Smax + abs(tv - tau) * Pq + vd.eta
             es += tv * h_d * (1 + um) * (1 + u)
             acc_peak = Pq * (1 + g32d) + h_d
+        if Bm:  # the masked tile: the mask's roundings in every exponent, the maxima up to |s̃| + |fl(B)|
+            es += eB + mask_sum(Smax)
+            Smax = Smax + Bp + mask_sum(Smax)
         lam = es + (u * 2 * Smax + rho) + T * (u * 2 * Smax + rho)
         terms.update(scores=es, exp=u * 2 * Smax + rho, recurrence=T * (u * 2 * Smax + rho))
         vec_max = 2 * Smax * (1 + u)
