@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _accum
+from . import _accum, _running
 
 _F64 = npt.NDArray[np.float64]
 _B = npt.NDArray[np.bool_]
@@ -430,6 +430,8 @@ def _run(
     R = slo.shape[0]
     Dv = vp.shape[1]
     pow2 = pol.accum == "pow2"
+    # offset="running" (the script): its own steps b, e–g, no take-over branch (docs/bounds.md §17)
+    running = _running.RunningOffsets(eng, R, a0, mu0) if pol.shift and pol.offset == "running" else None
     # an additive mask: the tile of the block means (before the mask) follows as T·n more columns;
     # recovery="key_mean": the enclosure of the block offsets δ_j follows as T more columns
     L = T * n
@@ -484,7 +486,7 @@ def _run(
         if key_offs is not None:  # δ_j from the extra score column (Lemma 13.3)
             dj_lo, dj_hi = key_offs[0][:, j], key_offs[1][:, j]
             bad |= ~(np.isfinite(dj_lo) & np.isfinite(dj_hi))
-        elif pol.shift:
+        elif pol.shift and running is None:
             # step b: fp32 mean of the whole (unmasked) tile, an fp32 number (H1, Lemma 14.3)
             tlo, thi = (
                 (slo[:, L + j * n : L + (j + 1) * n], shi[:, L + j * n : L + (j + 1) * n])
@@ -532,7 +534,7 @@ def _run(
         with np.errstate(invalid="ignore"):
             x_lo, x_hi = add(mj_lo, mj_hi, -m_hi, -m_lo)
             x_lo, x_hi = vd.rnd(x_lo), vd.rnd(x_hi)
-            if pol.shift:
+            if pol.shift and running is None:
                 f_lo, f_hi = add(dj_lo, dj_hi, -phi_hi, -phi_lo)
                 f_lo, f_hi = vd.rnd(f_lo), vd.rnd(f_hi)
                 x_lo, x_hi = add(x_lo, x_hi, f_lo, f_hi)
@@ -542,7 +544,12 @@ def _run(
         take = (~started & anyvis) | (act & (x_lo > 0))
         stay = act & (x_hi <= 0)
         amb = act & ~(take | stay)  # x̂ may be on either side of 0
-        if force is not None:  # a case of the split (Lemma 14.1): the decision of this block is given
+        mt = slice(L + j * n, L + (j + 1) * n) if extra else cs  # the block means' tile (Lemma 13.4)
+        if running is not None:  # no take-over branch; the split is on μ̃_j instead (Lemma 17.2)
+            amb = running.undecided(j, slo[:, mt], shi[:, mt], force)
+        if (
+            force is not None and running is None
+        ):  # a case of the split (Lemma 14.1): the decision of this block is given
             fj = force[:, j]
             dead |= act & (((fj == 1) & stay) | ((fj == 0) & take))
             ftake, fstay = amb & (fj == 1), amb & (fj == 0)
@@ -557,6 +564,8 @@ def _run(
         al_hi = np.where(act & take, al_hi, np.where(take, 0.0, 1.0))
         ga_lo, ga_hi = exp_enclosure(x_lo, x_hi, vd, rel)
         ga_lo, ga_hi = np.where(stay | amb, ga_lo, 1.0), np.where(stay, ga_hi, 1.0)
+        if running is not None:
+            al_lo, al_hi, ga_lo, ga_hi = running.block(j, slo[:, mt], shi[:, mt], mj_lo, mj_hi, force)
         # step d: p = fl(E(fl(s̃ − m_j))), ≤ 0 argument; masked columns 0
         with np.errstate(invalid="ignore"):
             y_lo, y_hi = add(blo, bhi, -mj_hi[:, None], -mj_lo[:, None])
@@ -660,7 +669,8 @@ def _run(
         nd_lo, nd_hi = add(t_lo, t_hi, -u_hi, -u_lo)
         # ℓ ≥ 1 once a block was seen: a take-over adds fl(ℓ_j) ≥ 1, a stay adds to the stored ℓ ≥ 1
         # (roundings are monotone and the terms non-negative; a renormalisation scales unscaled ℓ by 1)
-        nl_lo = np.maximum(nl_lo, 1.0)
+        if running is None:  # (the script's γ may be below 1: no such floor there)
+            nl_lo = np.maximum(nl_lo, 1.0)
         l_lo, l_hi = np.where(upd, nl_lo, l_lo), np.where(upd, nl_hi, l_hi)
         o_lo, o_hi = np.where(upd[:, None], no_lo, o_lo), np.where(upd[:, None], no_hi, o_hi)
         dd_lo, dd_hi = np.where(upd[:, None], nd_lo, dd_lo), np.where(upd[:, None], nd_hi, dd_hi)
@@ -680,8 +690,10 @@ def _run(
             bad |= ~((big < vd.maxf) & (l_hi < vd.maxf))
         # the row's frame: m and φ follow a take-over
         m_lo, m_hi = _pick(take, amb, mj_lo, mj_hi, m_lo, m_hi)
-        if pol.shift:
+        if pol.shift and running is None:
             phi_lo, phi_hi = _pick(take, amb, dj_lo, dj_hi, phi_lo, phi_hi)
+    if running is not None:
+        bad |= running.bad
     # end: out = fl_out(fl_vd(O/ℓ)); rows that saw no key give 0
     seen = l_lo > 0
     q_lo, q_hi = div_pos(o_lo, o_hi, np.where(seen, l_lo, 1.0)[:, None], np.where(seen, l_hi, 1.0)[:, None])

@@ -745,7 +745,10 @@ def _theorems(
     def none(why: str, t_a: float = 0.0) -> _Theorems:
         return _Theorems(None, None, None, None, None, f"not computed: {why}", 0.0, t_a)
 
-    if method.split(":")[0] not in ("pasa", "fa_qk", "fa_q", "fa_naive", "fa_hybrid") or pol.modelled_as:
+    if (
+        method.split(":")[0] not in ("pasa", "fa_qk", "fa_q", "fa_naive", "fa_hybrid", "smooth_k")
+        or pol.modelled_as
+    ):
         return none(f"{method} is outside the theorems' scope (docs/bounds.md §13)")
     if not all(np.array_equal(g, r) for g, r in zip(given, rounded)):
         return none(
@@ -759,13 +762,23 @@ def _theorems(
             method, _rig.stats_of(q, k, v), precision=precision, beta=beta, block_kv=block_kv, scale=scale
         )
     except ValueError as e:  # the policy outside Theorem 2's arrangements (the message names the fields)
-        if "certify supports" not in str(e):
+        if "a_priori does not cover" in str(e):  # certify covers it (the script: docs/bounds.md §17)
+            apri = None
+        elif "certify supports" not in str(e):
             raise
-        return none(str(e), time.perf_counter() - t0)
+        else:
+            return none(str(e), time.perf_counter() - t0)
     t_a = time.perf_counter() - t0
     if not rigorous:
         return _Theorems(
-            None, None, apri.bound, None, None, "not computed: rigorous=False (a-priori only)", 0.0, t_a
+            None,
+            None,
+            None if apri is None else apri.bound,
+            None,
+            None,
+            "not computed: rigorous=False (a-priori only)",
+            0.0,
+            t_a,
         )
     t0 = time.perf_counter()
     cert = _rig.certify(
@@ -788,10 +801,14 @@ def _theorems(
     status = "theorem 1 (" + (how if pol.shift else "flash attention") + ")"
     if pol.score_ref == "hi_lo":  # the reference in the accumulator (docs/bounds.md §16)
         status = "theorem 6 (reference in the accumulator)"
+    if pol.smooth_k:  # the smoothed keys enclosed (docs/bounds.md §17, Lemma 17.4)
+        status = "theorem 1 (flash attention on the smoothed keys, Lemma 17.4)"
+    if pol.shift and pol.offset == "running":  # the script's bookkeeping (docs/bounds.md §17)
+        status = "theorem 8 (the script's running offsets, " + how + ")"
     return _Theorems(
         math.inf if cert.overflow else cert.max_abs_bound,
         math.inf if cert.overflow else cert.prob_abs_bound,
-        apri.bound,
+        None if apri is None else apri.bound,
         cert.dominant or None,
         cert.row_bound,
         status,

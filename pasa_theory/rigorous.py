@@ -67,7 +67,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from . import _accum, _enclosure, _refbound, policies
+from . import _accum, _enclosure, _refbound, _running, policies
 from .formats import get_format, quantum_array
 from .schema import DTYPE_FORMATS, check_block, check_bnsd, check_scale, format_name
 
@@ -102,10 +102,12 @@ SUPPORTED_METHODS = (
     "pasa:fp32",
     "pasa:fp16_strict",
     "pasa:fp16_keymean",
+    "pasa:script",
     "fa_qk",
     "fa_q",
     "fa_naive",
     "fa_hybrid",
+    "smooth_k",
 )
 
 _SAFETY = 1.0 + 2.0**-30  # §9: float64 evaluation of a sum of non-negative terms
@@ -294,14 +296,26 @@ def _check_policy(pol: policies.Policy) -> None:
         why.append("matrix unit fp16, bf16 or fp32 in / fp32 accumulate")
     if pol.matmul_out.name not in _CERT_FORMATS or pol.vector.name not in _CERT_FORMATS:
         why.append("matmul_out and vector in fp16, bf16 or fp32")
-    if pol.smooth_k or pol.modelled_as is not None:
-        why.append("one of the package's own kernels without K smoothing")
+    if pol.modelled_as is not None:
+        why.append("one of the package's own kernels")
     if policies.unmodelled_steps(pol):
         why.append("none of the steps " + ", ".join(policies.unmodelled_steps(pol)))
     if pol.shift:
         centered = pol.recovery == "key_mean" or pol.pseudo_average == "centered"
-        if pol.offset != "lazy" or not centered:
-            why.append("offset='lazy', recovery='key_mean' or pseudo_average='centered'")
+        # offset="running" (the script's bookkeeping, docs/bounds.md §17): rounded pseudo-averages, raw
+        # accumulators, the wide matrix-unit accumulator
+        running = (
+            pol.offset == "running"
+            and pol.recovery == "pseudo_average"
+            and pol.pseudo_average == "rounded"
+            and pol.accum == "raw"
+            and pol.mma_acc == "wide"
+        )
+        if not ((pol.offset == "lazy" and centered) or running):
+            why.append(
+                "offset='lazy' with recovery='key_mean' or pseudo_average='centered', or offset='running' "
+                "with pseudo_average='rounded', accum='raw' and mma_acc='wide' (the script)"
+            )
         if pol.placement != "m":
             why.append("the softmax scale folded into M")
         if pol.coef_dtype.name != pol.vector.name:
@@ -514,6 +528,8 @@ def certify(
             if bias is not None:
                 b64 = bias[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, S2)
                 eng.bias = (b64, eng.vd.rnd(eng.f32.rnd(b64)))  # torch rounds a float64 through fp32
+            if pol.smooth_k:  # the kernel's keys are fl(K − fl(mean K)); the golden stays on K (Lemma 17.4)
+                eng.k_tile = _running.smoothed_keys(ka[b, hk], eng.vd, eng.f32, n, pol.kv_tail)
             res = eng.run(qg, ka[b, hk], kp, vp, ridx, None if kt_obs is None else kt_obs[b, hk])
             out.add(b, hk, G, res)
     return out.certificate(method, pol, sel, confidence)
@@ -752,6 +768,8 @@ class _Engine:
         self.mean_tile: tuple[_F64, _F64] | None = None
         #: ``recovery="key_mean"``: enclosure (R × T) of the block offsets δ_j of the current row group
         self.key_offs: tuple[_F64, _F64] | None = None
+        #: ``smooth_k``: enclosure of the padded smoothed keys of the current KV head (Lemma 17.4)
+        self.k_tile: tuple[_F64, _F64] | None = None
 
     # -- step a: scores ------------------------------------------------------------------------
     def scores(self, qg: _F64, kp: _F64, kt_obs: _F64 | None) -> tuple[_F64, _F64]:
@@ -766,7 +784,8 @@ class _Engine:
             klo, khi = _shifted_keys(kp, self.n, self.diag, self.off, mi, mo)
             qm = qg
         else:
-            klo = khi = kp
+            # smooth_k: the enclosure of the smoothed keys fl(K − fl(mean K)) (Lemma 17.4), else K itself
+            klo, khi = self.k_tile if self.k_tile is not None else (kp, kp)
             qm = qg
             if pol.placement == "q":
                 tv = float(vd.rnd(self.tau))
@@ -824,6 +843,14 @@ class _Engine:
             overflow |= ~np.all(np.isfinite(slo), axis=1) | ~np.all(np.isfinite(shi), axis=1)
 
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            if (
+                pol.shift and pol.offset == "running"
+            ):  # the script's bookkeeping: Theorem 8 (docs/bounds.md §17)
+                res = _running.result_without_theorem1(self, s64, sig, vis, vp, nonempty, overflow)
+                self._tighten(res, slo, shi, vis, vp, nonempty)
+                # a row without an enclosure (it may overflow) keeps +∞: inf/NaN cannot be excluded there
+                res["overflow"] = bool(res["overflow"]) or bool(np.any(np.isinf(res["bound"])))
+                return res
             rec = self.recurrence(slo, shi, vis)
             overflow |= rec["overflow"]
             # NaN produced by inf − inf in a bound is mapped to inf (never to a finite value) below
@@ -1366,7 +1393,9 @@ class InputStats:
     """What the a-priori theorem needs to know about the inputs (all upper bounds).
 
     ``q_max`` ≥ max|q|, ``k_max`` ≥ max|k|, ``v_abs`` ≥ max|v|, ``v_spread`` ≥ max over columns of
-    (max_r v_r − min_r v_r) (which bounds max_r |v_r − o|), ``head_dim`` d, ``seq_kv`` S2.
+    (max_r v_r − min_r v_r) (which bounds max_r |v_r − o|), ``head_dim`` d, ``seq_kv`` S2; ``mask_max`` ≥
+    the largest |B| over the finite entries of an additive ``attn_mask`` B (0: none, or a boolean mask;
+    docs/bounds.md §17.5).
     """
 
     q_max: float
@@ -1375,12 +1404,16 @@ class InputStats:
     v_spread: float
     head_dim: int
     seq_kv: int
+    mask_max: float = 0.0
 
 
-def stats_of(q: Any, k: Any, v: Any) -> InputStats:
-    """The :class:`InputStats` of concrete inputs (for tests and tables)."""
+def stats_of(q: Any, k: Any, v: Any, attn_mask: Any = None) -> InputStats:
+    """The :class:`InputStats` of concrete inputs (for tests and tables); ``attn_mask`` as the kernel takes
+    it (an additive one sets ``mask_max``)."""
     qa, ka, va = _as_array("q", q), _as_array("k", k), _as_array("v", v)
     spread = float(np.max(va.max(axis=2) - va.min(axis=2))) if va.size else 0.0
+    B, H, _, S1, S2, _, _ = check_bnsd(qa.shape, ka.shape, va.shape)
+    _, bias = _mask_arrays(attn_mask, False, (B, H, S1, S2))
     return InputStats(
         float(np.abs(qa).max()),
         float(np.abs(ka).max()),
@@ -1388,6 +1421,7 @@ def stats_of(q: Any, k: Any, v: Any) -> InputStats:
         spread,
         int(qa.shape[3]),
         int(ka.shape[2]),
+        0.0 if bias is None else float(np.abs(bias).max(initial=0.0)),
     )
 
 
@@ -1427,6 +1461,16 @@ def a_priori(
         _refbound.check_policy(pol)
     else:
         _check_policy(pol)
+    if pol.smooth_k:
+        raise ValueError(
+            f"a_priori does not cover policy {pol.name!r}: smooth_k (K minus its rounded mean) has the "
+            "a-posteriori bound only (docs/bounds.md §17)"
+        )
+    if pol.shift and pol.offset == "running":
+        raise ValueError(
+            f"a_priori does not cover policy {pol.name!r}: offset='running' (the script's bookkeeping) has the "
+            "a-posteriori Theorem 8 only (docs/bounds.md §17)"
+        )
     if not isinstance(stats, InputStats):
         raise TypeError(f"stats must be an InputStats (see stats_of), got {type(stats).__name__}")
     d, S2 = stats.head_dim, stats.seq_kv
@@ -1434,6 +1478,10 @@ def a_priori(
     T = -(-S2 // n)
     tau = check_scale(scale, d)
     if hi_lo:
+        if stats.mask_max:
+            raise ValueError(
+                "a_priori does not cover an additive attn_mask for score_ref='hi_lo' (docs/bounds.md §16.9)"
+            )
         b, lam_r, terms_r, ovf = _refbound.a_priori_ref(
             pol,
             tau=tau,
@@ -1462,6 +1510,18 @@ def a_priori(
     acc_peak = 0.0  # the largest partial sum of an accumulator (checked against acc.maxf)
     rho = -math.log1p(-EXP32_REL) - math.log1p(-u)
     terms: dict[str, float] = {}
+    # an additive mask (docs/bounds.md §17.5): fl(B) = fl_vd(fl32(B)) errs by eB, |fl(B)| ≤ Bp, and the
+    # exponent tile fl(s̃ + fl(B)) is rounded once more at |s̃| + Bp (``mask_sum`` below, per branch)
+    Bm = float(stats.mask_max)
+    if not (math.isfinite(Bm) and Bm >= 0):
+        raise ValueError(f"stats.mask_max must be finite and >= 0, got {stats.mask_max!r}")
+    f32 = _FORMATS["fp32"]
+    eB = float(f32.hulp(Bm) + vd.hulp(Bm * (1 + u32))) if Bm else 0.0
+    Bp = Bm + eB
+
+    def mask_sum(S: float) -> float:  # the rounding of s̃ + fl(B) for |s̃| ≤ S
+        return (u * (S + Bp) * (1 + u) + vd.eta) if Bm else 0.0
+
     if pol.shift:
         consts = policies.shift_constants(pol, n, beta, tau)
         diag, off, c = float(mi.rnd(consts.diag)), float(mi.rnd(consts.off)), float(consts.c)
@@ -1486,16 +1546,18 @@ def a_priori(
             So = d * Qm * Dk * (1 + g32d) * (1 + um)  # |δ_j|
             eoff = d * Qm * eDk + g32d * d * Qm * Dk + um * So + mo.eta
             sysm = abs(a - tau) * Pq
-            eps_k = u * (4 * St + 4 * So) * (1 + u) ** 2
-            lam = sysm + es + eoff + (u * 2 * St + rho) + T * (eps_k + rho)
-            Smax = St
+            Sm = St + Bp + mask_sum(St)  # the exponent tile (maxima, s̃ − m_j) with the mask
+            es += eB + mask_sum(St)
+            eps_k = u * (4 * Sm + 4 * So) * (1 + u) ** 2
+            lam = sysm + es + eoff + (u * 2 * Sm + rho) + T * (eps_k + rho)
+            Smax = Sm
             acc_max = max(St, So)
-            vec_max = (4 * St + 4 * So) * (1 + u) ** 2
+            vec_max = (4 * Sm + 4 * So) * (1 + u) ** 2
             terms.update(
                 systematic=sysm,
                 scores=es,
                 offsets=eoff,
-                exp=u * 2 * St + rho,
+                exp=u * 2 * Sm + rho,
                 recurrence=T * (eps_k + rho),
             )
         else:
@@ -1516,16 +1578,27 @@ def a_priori(
             errD = c * Sa * (2 * u32 + 12 * u) * (1 + u) ** 2 + c * errE
             Phi = 4 * c * Sa * (1 + u)
             tau_k = u * (Phi + 6 * c * Sa) * (1 + u) ** 2
-            eps_k = u * (4 * Sa + 4 * Phi) * (1 + u) ** 2
-            lam = sysm + (1 + c) * es + mean_err + errD + (u * 2 * St + rho) + T * (eps_k + rho + tau_k)
-            Smax = St
+            # with an additive mask the maxima and s̃ − m_j are those of the masked tile (the offsets are not)
+            Bx = Bp + mask_sum(St)
+            eps_k = u * (4 * Sa + 4 * Bx + 4 * Phi) * (1 + u) ** 2
+            em = eB + mask_sum(St)  # the mask's own roundings enter every weight's exponent once
+            lam = (
+                sysm
+                + (1 + c) * es
+                + em
+                + mean_err
+                + errD
+                + (u * 2 * (St + Bx) + rho)
+                + T * (eps_k + rho + tau_k)
+            )
+            Smax = St + Bx
             acc_max = St  # the rounded score product itself
-            vec_max = max((4 * Sa + 4 * Phi) * (1 + u) ** 2, tree_max)  # largest vector-unit operand (f)
+            vec_max = max((4 * Sa + 4 * Bx + 4 * Phi) * (1 + u) ** 2, tree_max)  # largest vector operand (f)
             terms.update(
                 systematic=sysm,
-                scores=(1 + c) * es,
+                scores=(1 + c) * es + em,
                 offsets=errD + mean_err,
-                exp=u * 2 * St + rho,
+                exp=u * 2 * (St + Bx) + rho,
                 recurrence=T * (eps_k + rho + tau_k),
             )
     else:
@@ -1544,6 +1617,9 @@ def a_priori(
             es = tv * (g32d * Pq + um * Pq * (1 + g32d)) * (1 + u) + u * Smax + abs(tv - tau) * Pq + vd.eta
             es += tv * h_d * (1 + um) * (1 + u)
             acc_peak = Pq * (1 + g32d) + h_d
+        if Bm:  # the masked tile: the mask's roundings in every exponent, the maxima up to |s̃| + |fl(B)|
+            es += eB + mask_sum(Smax)
+            Smax = Smax + Bp + mask_sum(Smax)
         lam = es + (u * 2 * Smax + rho) + T * (u * 2 * Smax + rho)
         terms.update(scores=es, exp=u * 2 * Smax + rho, recurrence=T * (u * 2 * Smax + rho))
         vec_max = 2 * Smax * (1 + u)
@@ -1602,6 +1678,8 @@ def sympy_checks() -> dict[str, bool]:
       for e = fl(t/n), t the tree sum of x̂_r = fl(s_r − A) and μ the exact mean of s.
     * ``reference_telescoping`` (Lemma 16.3): for T = 4 blocks, every move pattern and any reference
       values, e^{τ(S_r − R^{(j)})}·Π_{later moves k} e^{τ(R^{(k−1)} − R^{(k)})} = e^{τ(S_r − R_final)};
+    * ``running_frame`` (Lemma 17.3): the script's exponents and stored maximum in the frame H = m + c·A
+      (:func:`pasa_theory._running.sympy_checks`);
     * ``normalisation`` (Lemma 16.3): κ/(κΣŴ − Z) = 1/(ΣŴ − Z/κ), the step that replaces ΣW ≥ 1 of
       Lemma 6 by a lower bound on the common factor κ.
     """
@@ -1707,4 +1785,5 @@ def sympy_checks() -> dict[str, bool]:
     mu = sum(ss) / nn
     rhs = (ee - tt / nn) + (tt - sum(xh)) / nn + (sum(xh) - sum(si - AA for si in ss)) / nn
     out["pairwise_deviation"] = sp.simplify(ee - (mu - AA) - rhs) == 0
+    out.update(_running.sympy_checks())  # Lemma 17.3 (docs/bounds.md §17)
     return out

@@ -12,8 +12,10 @@ Each product is named for what it is (docs/error-model.md §9):
 * ``hull_cap`` — max_r |v_r − o|, what any convex combination of V guarantees: a bound at or above it
   says nothing.
 
-Methods outside the theorems' scope (``pasa:script``, ``pasa:fp16_keymean``, ``pasa:bf16``,
-``smooth_k``) have the estimate only (their bound columns are empty, ``theorem`` says so).
+``pasa:script`` has the rigorous bound of Theorem 8 (docs/bounds.md §17, the enclosure of its running
+offsets) but no a-priori bound; ``smooth_k`` the rigorous bound of Lemma 17.4 (fa_qk on the smoothed
+keys, enclosed) but no a-priori bound. A method outside every theorem's scope has the estimate only
+(its bound columns are empty, ``theorem`` says so).
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ PVM_SPEC = Path(__file__).resolve().parents[2] / "examples" / "predicted_vs_meas
 def _theorem(status: Any) -> str:
     """Short form of ``bound_status``: which theorem was evaluated and how, or ``none``."""
     s = str(status or "")
+    if s.startswith("theorem 8"):
+        return "script (Thm 8)"
     if "observed" in s:
         return "observed K̃"
     if "any summation order" in s:

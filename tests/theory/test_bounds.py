@@ -477,7 +477,7 @@ def test_predict_wires_the_theorems_in_and_says_what_it_computed():
     assert cheap.rmse_estimate == p.rmse_estimate and cheap.hull_cap == p.hull_cap
 
 
-@pytest.mark.parametrize("method", ["pasa:script", "pasa:fp64", "smooth_k", "sdpa", "pasa:bf16"])
+@pytest.mark.parametrize("method", ["pasa:fp64", "sdpa", "pasa:bf16"])
 def test_methods_outside_the_theorems_get_none_and_a_reason(method):
     # pasa:bf16 is covered (docs/bounds.md §13.1), but these fp16 inputs are not representable in bf16
     q, k, v = _small(seed=6)
@@ -485,6 +485,17 @@ def test_methods_outside_the_theorems_get_none_and_a_reason(method):
     assert p.max_abs_bound is None and p.prob_abs_bound is None and p.a_priori_bound is None
     assert p.bound_status.startswith("not computed:") and len(p.bound_status) > 20, p.bound_status
     assert math.isfinite(p.first_order_estimate) and math.isfinite(p.rmse_estimate)
+
+
+@pytest.mark.parametrize("method,status", [("pasa:script", "theorem 8"), ("smooth_k", "theorem 1")])
+def test_script_and_smooth_k_get_the_rigorous_bound_only(method, status):
+    """docs/bounds.md §17: Theorem 8 (script) and Lemma 17.4 (smooth_k) give the rigorous and probabilistic
+    bounds; the a-priori bound does not cover them (None)."""
+    q, k, v = _small(seed=6)
+    p = pt.predict(method, q, k, v)
+    assert p.bound_status.startswith(status), p.bound_status
+    assert p.max_abs_bound is not None and 0 < p.max_abs_bound < math.inf and p.a_priori_bound is None
+    assert p.prob_abs_bound is not None and p.prob_abs_bound <= p.max_abs_bound
 
 
 @pytest.mark.parametrize("method", ["pasa:fp16_keymean", "pasa:fp16_strict", "pasa:hybrid"])

@@ -97,7 +97,7 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="exactly representable in fp16"):
         rigorous.certify("pasa", q + 0.1, q, q)
     with pytest.raises(ValueError, match="policy"):
-        rigorous.certify("pasa:script", q, q, q)
+        rigorous.certify("pasa:fp64", q, q, q)
     with pytest.raises(ValueError, match="rows must be"):
         rigorous.certify("pasa", q, q, q, rows=[9])
     with pytest.raises(ValueError, match="method must be"):
