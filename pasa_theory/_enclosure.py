@@ -333,6 +333,15 @@ def enclose_run(eng: Any, slo: _F64, shi: _F64, vis: _B, vp: _F64, center: _F64)
     restricted to the values that round to it, and every later offset depends on that one value; the
     enclosure is the hull of the cases.
     """
+    r_lo, r_hi, bad, p_lo, p_hi = _split_reference(eng, slo, shi, vis, vp, center)
+    eng.prob_out = (p_lo, p_hi) if getattr(eng, "prob_lam", None) is not None else None
+    return r_lo, r_hi, bad
+
+
+def _split_reference(
+    eng: Any, slo: _F64, shi: _F64, vis: _B, vp: _F64, center: _F64
+) -> tuple[_F64, _F64, _B, _F64, _F64]:
+    """:func:`enclose_run` with the probabilistic enclosure of §18 (hull of the cases) as well."""
     pol, vd = eng.pol, eng.vd
     if not pol.shift or pol.recovery == "key_mean":  # no reference A to split (key_mean: Lemma 13.3)
         return _cases(eng, slo, shi, vis, vp, center, None, None)
@@ -347,15 +356,17 @@ def enclose_run(eng: Any, slo: _F64, shi: _F64, vis: _B, vp: _F64, center: _F64)
     nan = np.full_like(a_lo, np.nan)
     out_lo = np.full((slo.shape[0], vp.shape[1]), np.inf)
     out_hi = np.full((slo.shape[0], vp.shape[1]), -np.inf)
+    pr_lo, pr_hi = out_lo.copy(), out_hi.copy()
     bad = np.zeros(slo.shape[0], dtype=bool)
     # case A = a_lo: μ₀ ≤ the midpoint above a_lo; case A = a_hi: μ₀ ≥ the midpoint below a_hi
     for a0, m_lo, m_hi in (
         (np.where(two, a_lo, nan), np.full_like(mu_lo, -np.inf), np.where(two, (a_lo + up) / 2, np.inf)),
         (np.where(two, a_hi, nan), np.where(two, (dn + a_hi) / 2, -np.inf), np.full_like(mu_hi, np.inf)),
     ):
-        r_lo, r_hi, b = _cases(eng, slo, shi, vis, vp, center, a0, (m_lo, m_hi))
+        r_lo, r_hi, b, p_lo, p_hi = _cases(eng, slo, shi, vis, vp, center, a0, (m_lo, m_hi))
         out_lo, out_hi, bad = np.minimum(out_lo, r_lo), np.maximum(out_hi, r_hi), bad | b
-    return out_lo, out_hi, bad
+        pr_lo, pr_hi = np.minimum(pr_lo, p_lo), np.maximum(pr_hi, p_hi)
+    return out_lo, out_hi, bad, pr_lo, pr_hi
 
 
 #: Depth of the case split on undecided take-overs (2^depth cases per row at most); deeper undecided
@@ -374,25 +385,26 @@ def _cases(
     mu0: tuple[_F64, _F64] | None,
     force: npt.NDArray[np.int8] | None = None,
     depth: int = 0,
-) -> tuple[_F64, _F64, _B]:
+) -> tuple[_F64, _F64, _B, _F64, _F64]:
     """Lemma 14.1: the first undecided take-over of a row splits it into the two cases (take, stay),
     each enclosed with the decision given, recursively up to :data:`SPLIT_DEPTH`; the row's enclosure
     is the hull of its cases. Every run takes one of the two decisions, so it lies in one case, and a
     case keeps the frame (m, φ) and the accumulators consistent, which the hull of both outcomes
     inside one enclosure does not (the take-over rescales ℓ and O by e^{−x} and moves the frame by x)."""
-    r_lo, r_hi, bad, first = _run(eng, slo, shi, vis, vp, center, a0, mu0, force)
+    r_lo, r_hi, bad, first, p_lo, p_hi = _run(eng, slo, shi, vis, vp, center, a0, mu0, force)
     rows = np.flatnonzero(first >= 0)
     if depth >= SPLIT_DEPTH or rows.size == 0:
-        return r_lo, r_hi, bad
+        return r_lo, r_hi, bad, p_lo, p_hi
     T = eng.T
     base = np.full((slo.shape[0], T), -1, dtype=np.int8) if force is None else force
     sub_lo = np.full((rows.size, vp.shape[1]), np.inf)
     sub_hi = np.full((rows.size, vp.shape[1]), -np.inf)
     sub_bad = np.zeros(rows.size, dtype=bool)
+    sp_lo, sp_hi = sub_lo.copy(), sub_hi.copy()
     for decision in (1, 0):
         f = base[rows].copy()
         f[np.arange(rows.size), first[rows]] = decision
-        c_lo, c_hi, c_bad = _cases(
+        c_lo, c_hi, c_bad, cp_lo, cp_hi = _cases(
             eng,
             slo[rows],
             shi[rows],
@@ -405,8 +417,118 @@ def _cases(
             depth + 1,
         )
         sub_lo, sub_hi, sub_bad = np.minimum(sub_lo, c_lo), np.maximum(sub_hi, c_hi), sub_bad | c_bad
+        sp_lo, sp_hi = np.minimum(sp_lo, cp_lo), np.maximum(sp_hi, cp_hi)
     r_lo[rows], r_hi[rows], bad[rows] = sub_lo, sub_hi, sub_bad
-    return r_lo, r_hi, bad
+    p_lo[rows], p_hi[rows] = sp_lo, sp_hi
+    return r_lo, r_hi, bad, p_lo, p_hi
+
+
+def _prob_step(
+    al_lo: _F64,
+    al_hi: _F64,
+    ga_lo: _F64,
+    ga_hi: _F64,
+    pd_lo: _F64,
+    pd_hi: _F64,
+    pc_lo: _F64,
+    pc_hi: _F64,
+    qq: _F64,
+    c0: _F64,
+    ro: tuple[tuple[_F64, _F64], ...],
+    rl: tuple[tuple[_F64, _F64], ...],
+) -> tuple[_F64, _F64, _F64]:
+    """One block of step h for Proposition 4 (docs/bounds.md §18): D_det ← α·D_det + γ·Pc + (the residuals
+    pinned to one sign, enclosed as in Lemma 14.4), Q ← α_hi²·Q + Σ M_k² over the residuals whose
+    enclosure contains 0 in its interior (M_k = max(|r_lo|, |r_hi|); c₀·M for those of ℓ)."""
+    t_lo, t_hi = mul(al_lo[:, None], al_hi[:, None], pd_lo, pd_hi)
+    u_lo, u_hi = mul(ga_lo[:, None], ga_hi[:, None], pc_lo, pc_hi)
+    t_lo, t_hi = add(t_lo, t_hi, u_lo, u_hi)
+    m2o = np.zeros_like(t_lo)
+    for r_lo, r_hi in ro:  # O's residuals (R × d_v)
+        two = (r_lo < 0) & (r_hi > 0)
+        t_lo, t_hi = add(t_lo, t_hi, np.where(two, 0.0, r_lo), np.where(two, 0.0, r_hi))
+        m2o = m2o + np.where(two, np.maximum(-r_lo, r_hi), 0.0) ** 2
+    m2l = np.zeros_like(al_lo)
+    for r_lo, r_hi in rl:  # ℓ's residuals (R), entering as −c₀·r
+        two = (r_lo < 0) & (r_hi > 0)
+        w_lo, w_hi = mul(c0, c0, np.where(two, 0.0, r_lo)[:, None], np.where(two, 0.0, r_hi)[:, None])
+        t_lo, t_hi = add(t_lo, t_hi, -w_hi, -w_lo)
+        m2l = m2l + np.where(two, np.maximum(-r_lo, r_hi), 0.0) ** 2
+    q = al_hi[:, None] ** 2 * qq + m2o + c0**2 * m2l[:, None]
+    return t_lo, t_hi, q * (1 + 2.0**-40)
+
+
+def sum_sq_bound(amax: _F64, total: _F64, m: int) -> _F64:
+    """≥ Σ_{k=2}^{m} S_k² for m terms with |x| ≤ amax and Σ|x| ≤ total, S_k the sum of the k largest
+    |x| (S_k ≤ min(k·amax, total)): the quadrature form of :func:`tree_error` (Proposition 4)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kk = np.clip(np.floor(np.where(amax > 0, total / np.where(amax > 0, amax, 1.0), m)), 1, m)
+    head = (kk * (kk + 1) * (2 * kk + 1) / 6 - 1) * amax**2
+    return np.asarray((head + (m - kk) * total**2) * (1 + 2.0**-40), dtype=np.float64)
+
+
+def _prob_block(
+    eng: Any,
+    lam: float,
+    smid: _F64,
+    srad: _F64,
+    rpv: tuple[_F64, _F64],
+    acc_rad: _F64,
+    h_pv: _F64,
+    rl: tuple[_F64, _F64],
+    l_rad: _F64,
+    h_l: _F64,
+    c0: _F64,
+    pv_terms: tuple[_F64, _F64, _F64, _F64, _F64],
+    p: tuple[_F64, _F64],
+    q: tuple[_F64 | None, _F64],
+) -> tuple[_F64, _F64, _F64]:
+    """Pc = pv_j − c₀ℓ_j of Lemma 14.4 for Proposition 4 (docs/bounds.md §18): an interval without the
+    modelled roundings of step d, and Σ M² of those (R × d_v). Modelled, where the rigorous residual
+    interval takes both signs: the rounding ρ of the accumulated P·V_j (|ρ| ≤ h_pv) and of ℓ_j
+    (|ρ| ≤ h_l, times c₀); the fp32 accumulations' node roundings (Lemma 14.3's tree, each ≤ u·S_{k+1}
+    (1 + γ_m)) where λ·√Σ M² is below the worst-case radius (wide accumulators and ``reduce="acc"``
+    only); the casts q_r = fl(p_r) of P to the matrix unit's format, each ≤ hulp(p_hi)."""
+    u32, n = eng.f32.u, eng.n
+    g = 1.0 + (n * u32) / (1 - n * u32)
+    q_hi, vjp, vjn, vja, qv_mag = pv_terms
+    rpv_lo, rpv_hi = rpv
+    two = (rpv_lo < 0) & (rpv_hi > 0)
+    det = acc_rad
+    m2 = np.where(two, h_pv, 0.0) ** 2
+    if eng.acc is None:
+        amax = q_hi.max(axis=1)[:, None] * vja.max(axis=0)[None, :]
+        m_acc = u32 * g * np.sqrt(sum_sq_bound(amax, qv_mag, n)) * (1 + 2.0**-30)
+        mod = two & (lam * m_acc < acc_rad)
+        det = np.where(mod, 0.0, acc_rad)
+        m2 = m2 + np.where(mod, m_acc, 0.0) ** 2
+    r_lo, r_hi = np.where(two, -det, rpv_lo), np.where(two, det, rpv_hi)
+    pc_lo, pc_hi = smid - srad + r_lo, smid + srad + r_hi
+    rl_lo, rl_hi = rl
+    two_l = (rl_lo < 0) & (rl_hi > 0)
+    det_l = l_rad
+    m2l = np.where(two_l, h_l, 0.0) ** 2
+    p_lo, p_hi = p
+    if eng.pol.reduce != "pairwise":
+        m_l = u32 * g * np.sqrt(sum_sq_bound(p_hi.max(axis=1), p_hi.sum(axis=1), n)) * (1 + 2.0**-30)
+        mod_l = two_l & (lam * m_l < l_rad)
+        det_l = np.where(mod_l, 0.0, l_rad)
+        m2l = m2l + np.where(mod_l, m_l, 0.0) ** 2
+    t_lo, t_hi = np.where(two_l, -det_l, rl_lo), np.where(two_l, det_l, rl_hi)
+    t_lo, t_hi = mul(c0, c0, t_lo[:, None], t_hi[:, None])
+    pc_lo, pc_hi = add(pc_lo, pc_hi, -t_hi, -t_lo)
+    q_lo = q[0]
+    if q_lo is not None:  # c₀·Σ(q − p): per term, the casts that may take both signs are modelled
+        h = _hulp_bound(p_hi, eng.mi)
+        d_lo, d_hi = np.maximum(q_lo - p_hi, -h), np.minimum(q_hi - p_lo, h)
+        two_q = (d_lo < 0) & (d_hi > 0)
+        dq_lo = np.where(two_q, 0.0, d_lo).sum(axis=1)
+        dq_hi = np.where(two_q, 0.0, d_hi).sum(axis=1)
+        dq_lo, dq_hi = dq_lo - 2.0**-40 * np.abs(dq_lo), dq_hi + 2.0**-40 * np.abs(dq_hi)
+        m2l = m2l + (np.where(two_q, np.maximum(-d_lo, d_hi), 0.0) ** 2).sum(axis=1)
+        t_lo, t_hi = mul(c0, c0, dq_lo[:, None], dq_hi[:, None])
+        pc_lo, pc_hi = add(pc_lo, pc_hi, t_lo, t_hi)
+    return pc_lo, pc_hi, (m2 + c0**2 * m2l[:, None]) * (1 + 2.0**-40)
 
 
 def _run(
@@ -419,9 +541,14 @@ def _run(
     a0: _F64 | None,
     mu0: tuple[_F64, _F64] | None,
     force: npt.NDArray[np.int8] | None = None,
-) -> tuple[_F64, _F64, _B, npt.NDArray[np.int64]]:
+) -> tuple[_F64, _F64, _B, npt.NDArray[np.int64], _F64, _F64]:
     """One enclosed run; ``a0`` pins the reference of the rows where it is not NaN and ``mu0`` restricts
-    the enclosure of the first block mean (a case of :func:`enclose_run`)."""
+    the enclosure of the first block mean (a case of :func:`enclose_run`).
+
+    Also returns the probabilistic enclosure of the output (Proposition 4, docs/bounds.md §18) when
+    ``eng.prob_lam`` is set (else a copy of the rigorous one): D = D_det + S, where S collects the
+    step-h residuals whose enclosure allows both signs, carried as Q ≥ Σ_k (w_k·M_k)², and
+    |S| ≤ λ·√Q under the model of §18."""
     pol, vd, f32, n, T = eng.pol, eng.vd, eng.f32, eng.n, eng.T
     mo, mi = eng.mo, eng.mi
     u32 = f32.u
@@ -470,6 +597,10 @@ def _run(
     o_hi = np.zeros((R, Dv))
     dd_lo = np.zeros((R, Dv))  # D = O − c₀·ℓ (Lemma 14.4)
     dd_hi = np.zeros((R, Dv))
+    lam = getattr(eng, "prob_lam", None)
+    pd_lo = np.zeros((R, Dv))  # §18: D_det, D without the modelled residuals
+    pd_hi = np.zeros((R, Dv))
+    qq = np.zeros((R, Dv))  # §18: Q, the quadrature sum of the modelled residuals' bounds
     c0 = center
     a_lo = a_hi = phi_lo = phi_hi = np.zeros(R)
     bmax = np.ones(R)  # ≥ 2^t (Lemma 14.2)
@@ -638,6 +769,11 @@ def _run(
             dq_lo, dq_hi = dq_lo - 2.0**-40 * np.abs(dq_lo), dq_hi + 2.0**-40 * np.abs(dq_hi)  # float64 sums
             t_lo, t_hi = mul(c0, c0, dq_lo[:, None], dq_hi[:, None])
             pc_lo, pc_hi = add(pc_lo, pc_hi, t_lo, t_hi)
+        if lam is not None:  # §18: Pc with the roundings of step d that may take both signs moved to Q
+            pcp_lo, pcp_hi, m2pc = _prob_block(
+                eng, lam, smid, srad, (rpv_lo, rpv_hi), acc_rad, h_pv, (rl_lo, rl_hi), l_rad, h_l, c0,
+                (q_hi, vpos[cs], vneg[cs], vja, qv_mag), (p_lo, p_hi), (q_lo if cast else None, q_hi),
+            )  # fmt: skip
         # step h: ℓ ← fl(fl(α·ℓ) + fl(fl(γ·ℓ_j)·2^−t)), O likewise (unscaled frame, Lemma 14.2), and
         # D ← α·D + γ·Pc + (r₁ + r₂ + r₃) − c₀·(r₄ + r₅ + r₆), r the residuals of the roundings (Lemma 14.4)
         upd = anyvis
@@ -667,6 +803,13 @@ def _run(
         t_lo, t_hi = add(t_lo, t_hi, ro_lo, ro_hi)
         u_lo, u_hi = mul(c0, c0, rl4_lo[:, None], rl4_hi[:, None])
         nd_lo, nd_hi = add(t_lo, t_hi, -u_hi, -u_lo)
+        if lam is not None:  # §18: the same update with the two-signed residuals moved into Q
+            qn_lo, qn_hi, qn = _prob_step(
+                al_lo, al_hi, ga_lo, ga_hi, pd_lo, pd_hi, pcp_lo, pcp_hi, qq, c0, (r1, r2, r3), (r4, r5, r6)
+            )
+            qn = qn + ga_hi[:, None] ** 2 * m2pc * (1 + 2.0**-40)
+            pd_lo, pd_hi = np.where(upd[:, None], qn_lo, pd_lo), np.where(upd[:, None], qn_hi, pd_hi)
+            qq = np.where(upd[:, None], qn, qq)
         # ℓ ≥ 1 once a block was seen: a take-over adds fl(ℓ_j) ≥ 1, a stay adds to the stored ℓ ≥ 1
         # (roundings are monotone and the terms non-negative; a renormalisation scales unscaled ℓ by 1)
         if running is None:  # (the script's γ may be below 1: no such floor there)
@@ -681,6 +824,7 @@ def _run(
             w = sub_w(o_lo, o_hi, bmax)
             o_lo, o_hi = o_lo - w, o_hi + w
             dd_lo, dd_hi = dd_lo - w, dd_hi + w
+            pd_lo, pd_hi = pd_lo - w, pd_hi + w
             # the stored values (unscaled / 2^t) must stay below the vector format's overflow threshold
             big = np.maximum(np.abs(o_lo), np.abs(o_hi)).max(axis=1) if Dv else np.zeros(R)
             lim = vd.maxf * (1 - vd.u) * bmin
@@ -702,6 +846,16 @@ def _run(
     q_lo, q_hi = np.maximum(q_lo, d_lo), np.minimum(q_hi, d_hi)
     out = eng.out
     r_lo, r_hi = out.rnd(vd.rnd(q_lo)), out.rnd(vd.rnd(q_hi))
+    if lam is not None:  # §18: D ∈ D_det ± λ√Q (the event of Proposition 4), then the same quotient
+        s = lam * np.sqrt(qq) * (1 + 2.0**-40)
+        d_lo, d_hi = div_pos(
+            pd_lo - s, pd_hi + s, np.where(seen, l_lo, 1.0)[:, None], np.where(seen, l_hi, 1.0)[:, None]
+        )
+        d_lo, d_hi = add(c0, c0, d_lo, d_hi)
+        d_lo, d_hi = np.maximum(q_lo, d_lo), np.minimum(q_hi, d_hi)
+        p_lo, p_hi = out.rnd(vd.rnd(d_lo)), out.rnd(vd.rnd(d_hi))
+    else:
+        p_lo, p_hi = r_lo.copy(), r_hi.copy()
     nothing = ~np.isfinite(m_lo)
     bad |= ~seen & ~nothing
     r_lo = np.where(nothing[:, None], 0.0, r_lo)
@@ -709,4 +863,6 @@ def _run(
     bad |= ~np.all(np.isfinite(r_lo) & np.isfinite(r_hi), axis=1)
     r_lo = np.where(dead[:, None], np.inf, r_lo)
     r_hi = np.where(dead[:, None], -np.inf, r_hi)
-    return r_lo, r_hi, bad & ~dead, first
+    p_lo = np.where(nothing[:, None], 0.0, np.where(dead[:, None], np.inf, p_lo))
+    p_hi = np.where(nothing[:, None], 0.0, np.where(dead[:, None], -np.inf, p_hi))
+    return r_lo, r_hi, bad & ~dead, first, p_lo, p_hi

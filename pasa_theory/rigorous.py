@@ -486,7 +486,8 @@ def certify(
         or not (0.0 < confidence < 1.0)
     ):
         raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
-    lam_p = math.sqrt(2.0 * math.log(6.0 / (1.0 - confidence)))
+    # Propositions 3 and 4 together: four Azuma events of probability ≤ 2e^{−λ²/2} each (docs/bounds.md §18)
+    lam_p = math.sqrt(2.0 * math.log(8.0 / (1.0 - confidence)))
     if hi_lo:
         if shifted_keys is not None:
             raise ValueError(
@@ -514,6 +515,7 @@ def certify(
         _check_representable("shifted_keys", kt_obs, mi)
     eng = _Engine(pol, tau, n, S1, S2, D, beta, is_causal, out_name)
     eng.lam_p = lam_p
+    eng.prob_lam = lam_p
     G = H // Hkv
     out = _GroupResults(B, H, sel.size)
     for b in range(B):
@@ -719,6 +721,9 @@ class _Engine:
 
     #: Azuma multiplier of the probabilistic bound (docs/bounds.md §12), set by :func:`certify`.
     lam_p: float
+    #: §18: the same multiplier for the probabilistic enclosure (None: not computed), and its result
+    prob_lam: float | None = None
+    prob_out: tuple[_F64, _F64] | None = None
 
     def __init__(
         self,
@@ -886,6 +891,13 @@ class _Engine:
         better = enc < total
         total = np.where(better, enc, total)
         totp = np.minimum(totp, total)
+        if self.prob_out is not None:  # Proposition 4 (docs/bounds.md §18)
+            p_lo, p_hi = self.prob_out
+            with np.errstate(invalid="ignore"):
+                encp = (np.maximum(p_hi - o64, o64 - p_lo) + eps_o) * _SAFETY
+            encp = np.where(bad[:, None] | np.isnan(encp), np.inf, encp)
+            encp = np.where(nonempty[:, None], encp, 0.0)
+            totp = np.minimum(totp, encp)
         res["bound"] = total.max(axis=1)
         res["prob"] = totp.max(axis=1)
         res["terms"]["enclosure"] = float(np.max(np.where(better, enc, 0.0))) if enc.size else 0.0
