@@ -21,6 +21,16 @@ construction and by test:
 * a self-check at load time compares the fused chain with the torch passes on random tiles of
   several shapes; any difference disables the backend.
 
+Where a tile holds one KV block (the reference shape's tiles), the whole tile runs in one C call,
+``pasa_tile``: for each (batch, KV head) group S = Q·K̃ᵀ, the score chain, P·V and the step, with the
+two fp32 products made by the Fortran BLAS ``sgemm_`` that torch's own CPU matmul ends in (MKL's,
+exported by ``libtorch_cpu.so``, called with the arguments torch passes for these layouts) and the
+state saved and restored in C when a tile is handed back. A probe per shape, thread count and fp32
+matmul precision compares those products with the kernel's torch.matmul calls on seeded operands
+(``Backend.gemm_matches``; at load time at the reference shape); where it differs or ``sgemm_`` is
+missing (or ``PASA_FUSED_DIRECT=0``) the Python tile loop runs the same C passes between torch
+products. :func:`fused_backend` names the path.
+
 The backend is used only where it applies (fp16 vector unit and matrix-unit output, fp32 accumulator,
 ``reduce="acc"``, CPU tensors, no census, tiles without a mask); everywhere else, and wherever it
 cannot be built (no compiler, a build error, ``PASA_FUSED=0``), the kernel runs its eager torch
@@ -245,9 +255,13 @@ static int chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n,
         // d: P = fl(exp(fl(S - m))) from the table of torch's fp16 exp, row sum in fp16
         const float ref = (masked && m == -INFINITY) ? 0.0f : m;
         const __m256 vr = _mm256_set1_ps(ref);
+        // the eight table look-ups by scalar loads (the gather instruction measured slower here)
         for (i = 0; i < n8; i += 8) {
           const __m128i h = _mm256_cvtps_ph(_mm256_sub_ps(_mm256_loadu_ps(w + i), vr), RNE);
-          _mm256_storeu_ps(dst + i, _mm256_i32gather_ps(lut, _mm256_cvtepu16_epi32(h), 4));
+          const uint64_t lo = (uint64_t)_mm_cvtsi128_si64(h), hi = (uint64_t)_mm_extract_epi64(h, 1);
+          const __m128 a = _mm_setr_ps(lut[lo & 0xFFFF], lut[(lo >> 16) & 0xFFFF], lut[(lo >> 32) & 0xFFFF], lut[lo >> 48]);
+          const __m128 b = _mm_setr_ps(lut[hi & 0xFFFF], lut[(hi >> 16) & 0xFFFF], lut[(hi >> 32) & 0xFFFF], lut[hi >> 48]);
+          _mm256_storeu_ps(dst + i, _mm256_set_m128(b, a));
         }
         for (; i < n; ++i) dst[i] = lut[f2h(w[i] - ref)];
         lj_out[seg] = f2h(sum_f16<L>(dst, n, pairing));

@@ -779,6 +779,10 @@ class _FusedTiles:
     threshold, as in :meth:`_Online.update`. Where a tile's scores or a block's results are not finite
     (overflow, NaN) the state is restored and False returned: the caller's torch passes take the tile
     (torch propagates NaN payloads differently in its vector and scalar loops).
+
+    A tile of one KV block runs in one C call where the backend's products match torch.matmul
+    (:meth:`_direct`, ``_fused.direct()``): the same passes in the same order, without Python between
+    the groups.
     """
 
     def __init__(self, fz, prec, mode, n, kt, v, dk, tau_v, tau_acc, masked) -> None:
