@@ -41,9 +41,9 @@ recurrence on per-row statistics is a Python loop. Memory stays O(S·d) whatever
 
 On the CPU, for fp16 presets with ``reduce="acc"`` and no ``attn_mask``, the vector passes of each
 tile run in the fused backend of :mod:`pasa_npu._fused` (the score chain, and the bookkeeping with the
-update of ℓ and O, one pass per row each; bit-identical to the torch passes below, which remain the
-fallback and the definition; :func:`fused_backend` says which one runs; docs/benchmarks.md, "The
-fused CPU backend").
+update of ℓ and O, one pass per row each; a tile of one KV block in one C call with both products by
+torch's own sgemm; bit-identical to the torch passes below, which remain the fallback and the
+definition; :func:`fused_backend` says which one runs; docs/benchmarks.md, "The fused CPU backend").
 
 Rows are independent: the result of a query row does not depend on which chunk it is computed in,
 up to one caveat of the emulation: torch's fp32 matrix product on the CPU may choose its summation
