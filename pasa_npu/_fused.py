@@ -21,6 +21,16 @@ construction and by test:
 * a self-check at load time compares the fused chain with the torch passes on random tiles of
   several shapes; any difference disables the backend.
 
+Where a tile holds one KV block (the reference shape's tiles), the whole tile runs in one C call,
+``pasa_tile``: for each (batch, KV head) group S = Q·K̃ᵀ, the score chain, P·V and the step, with the
+two fp32 products made by the Fortran BLAS ``sgemm_`` that torch's own CPU matmul ends in (MKL's,
+exported by ``libtorch_cpu.so``, called with the arguments torch passes for these layouts) and the
+state saved and restored in C when a tile is handed back. A probe per shape, thread count and fp32
+matmul precision compares those products with the kernel's torch.matmul calls on seeded operands
+(``Backend.gemm_matches``; at load time at the reference shape); where it differs or ``sgemm_`` is
+missing (or ``PASA_FUSED_DIRECT=0``) the Python tile loop runs the same C passes between torch
+products. :func:`fused_backend` names the path.
+
 The backend is used only where it applies (fp16 vector unit and matrix-unit output, fp32 accumulator,
 ``reduce="acc"``, CPU tensors, no census, tiles without a mask); everywhere else, and wherever it
 cannot be built (no compiler, a build error, ``PASA_FUSED=0``), the kernel runs its eager torch
@@ -68,6 +78,15 @@ static inline __m256 r16v(__m256 x) { return _mm256_cvtph_ps(_mm256_cvtps_ph(x, 
 #ifdef __AVX512F__
 static inline __m512 r16z(__m512 x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, RNE)); }
 #endif
+
+// the table entries of eight fp32 values (fp16 values: their bit patterns index the table), by scalar loads
+static inline __m256 lut8(const float* lut, __m256 x) {
+  const __m128i h = _mm256_cvtps_ph(x, RNE);
+  const uint64_t lo = (uint64_t)_mm_cvtsi128_si64(h), hi = (uint64_t)_mm_extract_epi64(h, 1);
+  const __m128 a = _mm_setr_ps(lut[lo & 0xFFFF], lut[(lo >> 16) & 0xFFFF], lut[(lo >> 32) & 0xFFFF], lut[lo >> 48]);
+  const __m128 b = _mm_setr_ps(lut[hi & 0xFFFF], lut[(hi >> 16) & 0xFFFF], lut[(hi >> 32) & 0xFFFF], lut[hi >> 48]);
+  return _mm256_set_m128(b, a);
+}
 
 static inline int64_t ceil_log2(int64_t x) {
   if (x <= 2) return 1;
@@ -245,9 +264,9 @@ static int chain(const float* s, int64_t O, int64_t rows, int64_t nb, int64_t n,
         // d: P = fl(exp(fl(S - m))) from the table of torch's fp16 exp, row sum in fp16
         const float ref = (masked && m == -INFINITY) ? 0.0f : m;
         const __m256 vr = _mm256_set1_ps(ref);
+        // the eight table look-ups by scalar loads (the gather instruction measured slower here)
         for (i = 0; i < n8; i += 8) {
-          const __m128i h = _mm256_cvtps_ph(_mm256_sub_ps(_mm256_loadu_ps(w + i), vr), RNE);
-          _mm256_storeu_ps(dst + i, _mm256_i32gather_ps(lut, _mm256_cvtepu16_epi32(h), 4));
+          _mm256_storeu_ps(dst + i, lut8(lut, _mm256_sub_ps(_mm256_loadu_ps(w + i), vr)));
         }
         for (; i < n; ++i) dst[i] = lut[f2h(w[i] - ref)];
         lj_out[seg] = f2h(sum_f16<L>(dst, n, pairing));
@@ -355,7 +374,77 @@ static int step(int64_t O, int64_t rows, int64_t nb, int64_t jj, int64_t dv, int
   float* np = work + 5 * R;
   int big = 0;
   bool bad = false;
-  for (int64_t row = 0; row < R; ++row) {
+  int64_t row = 0;
+  // eight rows at a time: the scalar loop below, operation for operation, in vector lanes (a branch
+  // becomes a blend of both results)
+  {
+    const __m256 vc = _mm256_set1_ps(c), vrc = _mm256_set1_ps(rc), zero = _mm256_setzero_ps();
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), inf = _mm256_set1_ps(INFINITY);
+    const __m256 sign = _mm256_set1_ps(-0.0f), vren = _mm256_set1_ps(renorm_at);
+    const __m256 vabs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 vbad = zero, vbig = zero;
+    auto h8 = [](const uint16_t* p, int64_t stride) {  // eight fp16 values, stride apart, widened
+      alignas(16) uint16_t t[8];
+      for (int k = 0; k < 8; ++k) t[k] = p[k * stride];
+      return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
+    };
+    auto nonfinite = [&](__m256 v) { return _mm256_cmp_ps(_mm256_and_ps(v, vabs), inf, _CMP_NLT_UQ); };
+    for (; row + 8 <= R; row += 8) {
+      const int64_t at = row * nb + jj;
+      const __m256 mjv = h8(mj + at, nb), mv = h8(m + row, 1);
+      __m256 x = r16v(_mm256_sub_ps(mjv, mv));
+      __m256 dj = zero, av = zero, ph = zero;
+      if (mode == 1 || mode == 2) {
+        alignas(32) float mt[8];
+        for (int k = 0; k < 8; ++k) mt[k] = mean[at + k * nb];
+        const __m256 me = _mm256_load_ps(mt);
+        av = first ? r16v(me) : h8(a + row, 1);
+        const __m256 e = mode == 1 ? r16v(_mm256_sub_ps(me, av)) : r16v(_mm256_sub_ps(r16v(me), av));
+        dj = r16v(_mm256_mul_ps(e, vc));
+        ph = first ? zero : h8(phi + row, 1);
+        if (!first) {
+          const __m256 far = _mm256_cmp_ps(_mm256_and_ps(dj, vabs), vrc, _CMP_GT_OQ);
+          if (_mm256_movemask_ps(far) != 0) {  // re-centre A on this block's mean
+            const __m256 an = r16v(_mm256_add_ps(av, e));
+            const __m256 delta = r16v(_mm256_sub_ps(an, av));
+            const __m256 dj2 = r16v(_mm256_mul_ps(r16v(_mm256_sub_ps(e, delta)), vc));
+            const __m256 ph2 = r16v(_mm256_sub_ps(ph, r16v(_mm256_mul_ps(delta, vc))));
+            dj = _mm256_blendv_ps(dj, dj2, far);
+            ph = _mm256_blendv_ps(ph, ph2, far);
+            av = _mm256_blendv_ps(av, an, far);
+          }
+        }
+        x = r16v(_mm256_add_ps(x, r16v(_mm256_sub_ps(dj, ph))));
+      } else if (mode == 3) {
+        dj = h8(offs + at, nb);
+        ph = first ? zero : h8(phi + row, 1);
+        x = r16v(_mm256_add_ps(x, r16v(_mm256_sub_ps(dj, ph))));
+      }
+      if (masked) x = _mm256_blendv_ps(x, ninf, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+      const __m256 take = _mm256_cmp_ps(x, zero, _CMP_GT_OQ);
+      const __m256 nx = _mm256_xor_ps(x, sign);
+      const __m256 alpha = lut8(lut, _mm256_blendv_ps(nx, zero, _mm256_cmp_ps(nx, zero, _CMP_GT_OQ)));
+      const __m256 gamma = lut8(lut, _mm256_blendv_ps(x, zero, take));
+      __m256 lin = r16v(_mm256_mul_ps(gamma, h8(lj + at, nb)));
+      if (down) lin = r16v(_mm256_mul_ps(lin, h8(down + row, 1)));
+      const __m256 lv = r16v(_mm256_add_ps(r16v(_mm256_mul_ps(alpha, h8(l + row, 1))), lin));
+      if (mode != 0) ph = _mm256_blendv_ps(ph, dj, take);
+      __m256 b = _mm256_or_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q), _mm256_cmp_ps(dj, dj, _CMP_UNORD_Q));
+      b = _mm256_or_ps(b, _mm256_or_ps(_mm256_cmp_ps(av, av, _CMP_UNORD_Q), _mm256_cmp_ps(ph, ph, _CMP_UNORD_Q)));
+      b = _mm256_or_ps(b, _mm256_or_ps(nonfinite(alpha), _mm256_or_ps(nonfinite(gamma), nonfinite(lv))));
+      vbad = _mm256_or_ps(vbad, b);
+      _mm256_storeu_ps(al + row, alpha);
+      _mm256_storeu_ps(ga + row, gamma);
+      _mm256_storeu_ps(nm + row, _mm256_blendv_ps(mv, mjv, take));
+      _mm256_storeu_ps(nl + row, lv);
+      _mm256_storeu_ps(na + row, av);
+      _mm256_storeu_ps(np + row, ph);
+      vbig = _mm256_or_ps(vbig, _mm256_cmp_ps(lv, vren, _CMP_GE_OQ));
+    }
+    bad |= _mm256_movemask_ps(vbad) != 0;
+    big |= _mm256_movemask_ps(vbig) != 0;
+  }
+  for (; row < R; ++row) {
     const int64_t at = row * nb + jj;
     const float mjv = h2f(mj[at]);
     float x = r16(mjv - h2f(m[row]));

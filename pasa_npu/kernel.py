@@ -41,9 +41,9 @@ recurrence on per-row statistics is a Python loop. Memory stays O(S·d) whatever
 
 On the CPU, for fp16 presets with ``reduce="acc"`` and no ``attn_mask``, the vector passes of each
 tile run in the fused backend of :mod:`pasa_npu._fused` (the score chain, and the bookkeeping with the
-update of ℓ and O, one pass per row each; bit-identical to the torch passes below, which remain the
-fallback and the definition; :func:`fused_backend` says which one runs; docs/benchmarks.md, "The
-fused CPU backend").
+update of ℓ and O, one pass per row each; a tile of one KV block in one C call with both products by
+torch's own sgemm; bit-identical to the torch passes below, which remain the fallback and the
+definition; :func:`fused_backend` says which one runs; docs/benchmarks.md, "The fused CPU backend").
 
 Rows are independent: the result of a query row does not depend on which chunk it is computed in,
 up to one caveat of the emulation: torch's fp32 matrix product on the CPU may choose its summation
@@ -779,6 +779,10 @@ class _FusedTiles:
     threshold, as in :meth:`_Online.update`. Where a tile's scores or a block's results are not finite
     (overflow, NaN) the state is restored and False returned: the caller's torch passes take the tile
     (torch propagates NaN payloads differently in its vector and scalar loops).
+
+    A tile of one KV block runs in one C call where the backend's products match torch.matmul
+    (:meth:`_direct`, ``_fused.direct()``): the same passes in the same order, without Python between
+    the groups.
     """
 
     def __init__(self, fz, prec, mode, n, kt, v, dk, tau_v, tau_acc, masked) -> None:
