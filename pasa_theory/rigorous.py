@@ -46,8 +46,12 @@ fp16, bf16 or fp32 in / fp32 accumulate / fp16, bf16 or fp32 out; vector unit fp
 row reductions ``reduce="acc"`` or ``"pairwise"`` (the vector unit's tree, §13.2); with the shift:
 ``offset="lazy"``, τ folded into M, and either ``recovery="pseudo_average"`` with
 ``pseudo_average="centered"`` or ``recovery="key_mean"`` (§13.3) — the presets ``npu_fp16``,
-``hybrid``, ``bf16``, ``fp32``, ``fp16_strict``, ``fp16_keymean``; without it: flash attention with
-τ on the scores or on Q (``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``) at those precisions.
+``hybrid``, ``bf16``, ``fp32``, ``fp16_strict``, ``fp16_keymean``; ``offset="running"`` with rounded
+pseudo-averages and raw accumulators, the ``script`` preset (Theorem 8 of ``docs/bounds.md`` §17, the
+enclosure only: :mod:`pasa_theory._running`); without it: flash attention with τ on the scores or on Q
+(``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``) at those precisions, and ``smooth_k`` (the keys minus
+their rounded mean, enclosed: ``docs/bounds.md`` §17.3). ``a_priori`` covers neither the script nor
+``smooth_k``; it covers additive masks through ``InputStats.mask_max`` (§17.5).
 Masks: the bottom-right causal mask, the padded tail and a boolean or additive ``attn_mask`` (§13.4).
 The matrix unit may also accumulate narrowly (``mma_acc`` "fp16"/"fp22", ``mma_round`` nearest/zero):
 H1 is then replaced for its products by the chunked model of ``docs/bounds.md`` §15 (Theorem 5,

@@ -44,9 +44,9 @@ def _check(q, k, v, *, block_kv=128, is_causal=False, mask=None, what=""):
 def test_torch_fp16_mean_is_inside_the_enclosure():
     """H1 for the mean: torch's fp16 ``mean`` over the sequence lies in fl16 of the any-order fp32 mean
     enclosure (mean_enclosure), and equals fl16 of the exact rational mean on these seeded columns
-    (lengths 1…2999, offsets ±30, scales 10⁻³…300), 12 800 columns."""
+    (lengths 1…2999, offsets ±30, scales 10⁻³…300), 6 400 columns (exact means for 2 per draw)."""
     g = torch.Generator().manual_seed(0)
-    for _ in range(200):
+    for _ in range(100):
         s2 = int(torch.randint(1, 3000, (1,), generator=g))
         scale = float(10 ** torch.empty(1).uniform_(-3, 2.5, generator=g))
         off = float(torch.empty(1).uniform_(-30, 30, generator=g))
@@ -55,11 +55,20 @@ def test_torch_fp16_mean_is_inside_the_enclosure():
         kd = k.double().numpy()
         lo, hi = _enclosure.mean_enclosure(kd.T.copy(), kd.T.copy(), F16, F32, 2.0**-38)
         assert np.all((F16.rnd(lo) <= got) & (got <= F16.rnd(hi)))
-        exact = [float(sum(Fraction(float(x)) for x in col) / s2) for col in kd.T[:4]]
-        assert np.array_equal(got[:4], F16.rnd(np.array(exact)))
+        exact = [float(sum(Fraction(float(x)) for x in col) / s2) for col in kd.T[:2]]
+        assert np.array_equal(got[:2], F16.rnd(np.array(exact)))
 
 
-@pytest.mark.parametrize("mean,amp", [(0.0, 1.0), (0.0, 20.0), (10.0, 2.0), (20.0, 5.0), (30.0, 10.0)])
+@pytest.mark.parametrize(
+    "mean,amp",
+    [
+        (0.0, 1.0),
+        pytest.param(0.0, 20.0, marks=pytest.mark.slow),
+        (10.0, 2.0),
+        pytest.param(20.0, 5.0, marks=pytest.mark.slow),
+        pytest.param(30.0, 10.0, marks=pytest.mark.slow),
+    ],
+)
 def test_holds_on_grid_corners(mean, amp):
     q, k, v = grid_qkv(16, 700, 2, d=128, seed=3, mean=mean, amp=amp, dtype=torch.float16)
     _check(q, k, v, what=f"uniform {mean}±{amp}")
