@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _accum, _running
+from . import _accum
 
 _F64 = npt.NDArray[np.float64]
 _B = npt.NDArray[np.bool_]
@@ -558,7 +558,9 @@ def _run(
     Dv = vp.shape[1]
     pow2 = pol.accum == "pow2"
     # offset="running" (the script): its own steps b, e–g, no take-over branch (docs/bounds.md §17)
-    running = _running.RunningOffsets(eng, R, a0, mu0) if pol.shift and pol.offset == "running" else None
+    # (the class comes from the caller, pasa_theory.rigorous: _running is built on this module)
+    factory = getattr(eng, "running_offsets", None)
+    running = factory(eng, R, a0, mu0) if factory is not None else None
     # an additive mask: the tile of the block means (before the mask) follows as T·n more columns;
     # recovery="key_mean": the enclosure of the block offsets δ_j follows as T more columns
     L = T * n

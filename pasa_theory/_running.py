@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _enclosure as en
+
 _F64 = npt.NDArray[np.float64]
 _B = npt.NDArray[np.bool_]
 
@@ -69,7 +71,6 @@ class RunningOffsets:
 
     def candidate(self, m_lo: _F64, m_hi: _F64, d_lo: _F64, d_hi: _F64) -> tuple[_F64, _F64]:
         """Enclosure of a candidate of the running maximum, fl(m + δ), in the vector format."""
-        from . import _enclosure as en
 
         vd = self.eng.vd
         x_lo, x_hi = en.add(m_lo, m_hi, d_lo, d_hi)
@@ -80,7 +81,6 @@ class RunningOffsets:
     ) -> tuple[_F64, _F64]:
         """Enclosure of fl(fl(a − b) + d) in the vector format (the argument of α or γ), each rounding
         monotone (docs/bounds.md §2)."""
-        from . import _enclosure as en
 
         vd = self.eng.vd
         x_lo, x_hi = en.add(a_lo, a_hi, -b_hi, -b_lo)
@@ -89,7 +89,6 @@ class RunningOffsets:
 
     def _pseudo_average(self, j: int, tlo: _F64, thi: _F64) -> tuple[_F64, _F64]:
         """Enclosure of μ̃_j = fl(μ_j), μ_j the fp32 block mean (restricted by ``mu0`` at j = 0)."""
-        from . import _enclosure as en
 
         mu_lo, mu_hi = en.block_mean_enclosure(self.eng, tlo, thi)
         if j == 0 and self.mu0 is not None:
@@ -101,7 +100,6 @@ class RunningOffsets:
         case split of :func:`pasa_theory._enclosure._cases` then encloses the run once with each value,
         which keeps A, the offsets and m consistent (their hull would carry c·ulp(μ̃) into every later
         exponent). j = 0 is split by :func:`pasa_theory._enclosure.enclose_run` already."""
-        from . import _enclosure as en
 
         if j == 0:
             return np.zeros(tlo.shape[0], dtype=bool)
@@ -128,7 +126,6 @@ class RunningOffsets:
         """Steps b, e–g of block j: [tlo, thi] the tile whose block mean is taken (before any mask),
         [mj_lo, mj_hi] the block maximum over the visible columns (−∞ where none). Returns the
         enclosures (α_lo, α_hi, γ_lo, γ_hi) of the factors of step h, and updates A and m."""
-        from . import _enclosure as en  # the shared outward float64 primitives (imports this module lazily)
 
         eng = self.eng
         vd, f32, c = eng.vd, eng.f32, float(eng.c)
@@ -235,7 +232,6 @@ def _frame_step(
     x_γ = −max(r_j, H_{j−1} + e₂ + r_m − P − e₁) + r₃ + r₄,  x_α = −max(r_m, P + e₁ + r_j − H_{j−1} − e₂) + r₅ + r₆,
     H_j = max(P + e₁ + r_j, H_{j−1} + e₂ + r_m). A does not appear: its ambiguity (times c) cancels, as in
     the kernel (``sympy_checks()["running_frame"]``)."""
-    from . import _enclosure as en
 
     vd, c = self.eng.vd, float(self.eng.c)
     big = 2.0**-50  # float64 sums of a few non-negative error terms, and the outward margin below
@@ -296,58 +292,6 @@ def _frame_step(
     self.bad |= bad
     self.h_lo, self.h_hi = np.where(fin, hn_lo, -np.inf), np.where(fin, hn_hi, -np.inf)
     return xa_lo, xa_hi, xg_lo, xg_hi
-
-
-def result_without_theorem1(
-    eng: Any, s64: _F64, sig: _F64, vis: _B, vp: _F64, nonempty: _B, overflow: _B
-) -> dict[str, Any]:
-    """The per-row-group result of ``_Engine.run`` before the enclosure for ``offset="running"``: the
-    float64 golden and its error (Lemma 8), the hull cap, and a bound of +∞ on every row that sees a
-    key (Theorem 1's telescoping, Lemma 5, is for the lazy bookkeeping; Theorem 8 is the enclosure,
-    which ``_Engine._tighten`` then applies). A row whose enclosure is not available stays at +∞."""
-    from .rigorous import _golden
-
-    R, Dv = s64.shape[0], vp.shape[1]
-    o64, eps_o = _golden(s64, sig, vis, vp, eng.S2)
-    with np.errstate(invalid="ignore"):
-        dv = np.where(vis[:, :, None], np.abs(vp[None, :, :] - o64[:, None, :]), 0.0)
-    cap = np.where(nonempty, dv.max(axis=(1, 2)) if Dv else 0.0, 0.0)
-    total = np.where(nonempty[:, None], np.inf, 0.0) * np.ones((R, Dv))
-    return dict(
-        bound=total.max(axis=1, initial=0.0),
-        cap=cap,
-        terms={"no_enclosure": math_inf_if(np.any(nonempty))},
-        worst=(np.inf if np.any(nonempty) else 0.0, "no_enclosure" if np.any(nonempty) else ""),
-        overflow=bool(np.any(overflow)),
-        prob=total.max(axis=1, initial=0.0),
-        total=total,
-        totp=total.copy(),
-        o64=o64,
-        eps_o=eps_o,
-    )
-
-
-def math_inf_if(flag: Any) -> float:
-    return float("inf") if bool(flag) else 0.0
-
-
-def smoothed_keys(k: _F64, vd: Any, f32: Any, n: int, kv_tail: str) -> tuple[_F64, _F64]:
-    """Lemma 17.4: enclosure of the keys the ``smooth_k`` method gives the kernel, K′ = fl(K − k̄) with
-    k̄ = fl(mean over the sequence of K) (``pasa_npu.methods._smooth_k``: torch's mean of a vector-format
-    tensor sums in fp32, in an order H1 leaves open, divides once in fp32 and rounds to the vector
-    format — checked against torch in tests/npu/test_rigorous_script.py), padded to a multiple of n by
-    the policy's tail rule. ``k`` is one KV head, (S2, d); returns (lo, hi), each (⌈S2/n⌉·n, d)."""
-    from . import _enclosure as en
-    from .rigorous import _pad
-
-    kt = np.ascontiguousarray(k.T)  # (d, S2): the mean of each column is a row mean
-    m_lo, m_hi = en.mean_enclosure(kt, kt, vd, f32, 2.0**-38)
-    kb_lo, kb_hi = vd.rnd(m_lo), vd.rnd(m_hi)
-    # k − k̄ of two numbers of the format is exact in float64; rounding is monotone
-    lo, hi = vd.rnd(k - kb_hi[None, :]), vd.rnd(k - kb_lo[None, :])
-    lo = _pad(lo[None, None], n, kv_tail)[0, 0]
-    hi = _pad(hi[None, None], n, kv_tail)[0, 0]
-    return lo, hi
 
 
 def sympy_checks() -> dict[str, bool]:

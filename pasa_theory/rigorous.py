@@ -90,6 +90,7 @@ __all__ = [
 
 #: A float64 array (every enclosure, bound and weight below is one).
 _F64 = npt.NDArray[np.float64]
+_Bool = npt.NDArray[np.bool_]
 #: A value the format helpers take: a Python float or a float64 array.
 _Real = float | npt.NDArray[np.float64]
 
@@ -535,7 +536,7 @@ def certify(
                 b64 = bias[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, S2)
                 eng.bias = (b64, eng.vd.rnd(eng.f32.rnd(b64)))  # torch rounds a float64 through fp32
             if pol.smooth_k:  # the kernel's keys are fl(K − fl(mean K)); the golden stays on K (Lemma 17.4)
-                eng.k_tile = _running.smoothed_keys(ka[b, hk], eng.vd, eng.f32, n, pol.kv_tail)
+                eng.k_tile = _smoothed_keys(ka[b, hk], eng.vd, eng.f32, n, pol.kv_tail)
             res = eng.run(qg, ka[b, hk], kp, vp, ridx, None if kt_obs is None else kt_obs[b, hk])
             out.add(b, hk, G, res)
     return out.certificate(method, pol, sel, confidence)
@@ -744,6 +745,8 @@ class _Engine:
         self.pol = pol
         self.tau = tau
         self.n = n
+        # offset="running" (the script): its own steps b, e–g in the enclosure (docs/bounds.md §17)
+        self.running_offsets = _running.RunningOffsets if pol.shift and pol.offset == "running" else None
         self.S1, self.S2, self.D = S1, S2, D
         self.T = -(-S2 // n)
         self.L = self.T * n
@@ -855,7 +858,7 @@ class _Engine:
             if (
                 pol.shift and pol.offset == "running"
             ):  # the script's bookkeeping: Theorem 8 (docs/bounds.md §17)
-                res = _running.result_without_theorem1(self, s64, sig, vis, vp, nonempty, overflow)
+                res = _result_without_theorem1(self, s64, sig, vis, vp, nonempty, overflow)
                 self._tighten(res, slo, shi, vis, vp, nonempty)
                 # a row without an enclosure (it may overflow) keeps +∞: inf/NaN cannot be excluded there
                 res["overflow"] = bool(res["overflow"]) or bool(np.any(np.isinf(res["bound"])))
@@ -1671,6 +1674,53 @@ def a_priori(
         bound = math.inf
     terms.update(weights=BA, accumulators=BC, hull_fallback=fb, output_rounding=Bend)
     return APrioriBound(method, pol.name, float(bound), float(lam), terms, overflow)
+
+
+def _result_without_theorem1(
+    eng: Any, s64: _F64, sig: _F64, vis: _Bool, vp: _F64, nonempty: _Bool, overflow: _Bool
+) -> dict[str, Any]:
+    """The per-row-group result of ``_Engine.run`` before the enclosure for ``offset="running"``: the
+    float64 golden and its error (Lemma 8), the hull cap, and a bound of +∞ on every row that sees a
+    key (Theorem 1's telescoping, Lemma 5, is for the lazy bookkeeping; Theorem 8 is the enclosure,
+    which ``_Engine._tighten`` then applies). A row whose enclosure is not available stays at +∞."""
+    R, Dv = s64.shape[0], vp.shape[1]
+    o64, eps_o = _golden(s64, sig, vis, vp, eng.S2)
+    with np.errstate(invalid="ignore"):
+        dv = np.where(vis[:, :, None], np.abs(vp[None, :, :] - o64[:, None, :]), 0.0)
+    cap = np.where(nonempty, dv.max(axis=(1, 2)) if Dv else 0.0, 0.0)
+    total = np.where(nonempty[:, None], np.inf, 0.0) * np.ones((R, Dv))
+    return dict(
+        bound=total.max(axis=1, initial=0.0),
+        cap=cap,
+        terms={"no_enclosure": _inf_if(np.any(nonempty))},
+        worst=(np.inf if np.any(nonempty) else 0.0, "no_enclosure" if np.any(nonempty) else ""),
+        overflow=bool(np.any(overflow)),
+        prob=total.max(axis=1, initial=0.0),
+        total=total,
+        totp=total.copy(),
+        o64=o64,
+        eps_o=eps_o,
+    )
+
+
+def _inf_if(flag: Any) -> float:
+    return float("inf") if bool(flag) else 0.0
+
+
+def _smoothed_keys(k: _F64, vd: Any, f32: Any, n: int, kv_tail: str) -> tuple[_F64, _F64]:
+    """Lemma 17.4: enclosure of the keys the ``smooth_k`` method gives the kernel, K′ = fl(K − k̄) with
+    k̄ = fl(mean over the sequence of K) (``pasa_npu.methods._smooth_k``: torch's mean of a vector-format
+    tensor sums in fp32, in an order H1 leaves open, divides once in fp32 and rounds to the vector
+    format — checked against torch in tests/npu/test_rigorous_script.py), padded to a multiple of n by
+    the policy's tail rule. ``k`` is one KV head, (S2, d); returns (lo, hi), each (⌈S2/n⌉·n, d)."""
+    kt = np.ascontiguousarray(k.T)  # (d, S2): the mean of each column is a row mean
+    m_lo, m_hi = _enclosure.mean_enclosure(kt, kt, vd, f32, 2.0**-38)
+    kb_lo, kb_hi = vd.rnd(m_lo), vd.rnd(m_hi)
+    # k − k̄ of two numbers of the format is exact in float64; rounding is monotone
+    lo, hi = vd.rnd(k - kb_hi[None, :]), vd.rnd(k - kb_lo[None, :])
+    lo = _pad(lo[None, None], n, kv_tail)[0, 0]
+    hi = _pad(hi[None, None], n, kv_tail)[0, 0]
+    return lo, hi
 
 
 def sympy_checks() -> dict[str, bool]:

@@ -19,7 +19,7 @@ import torch
 
 from pasa_npu.golden import golden_attention
 from pasa_npu.methods import run_method
-from pasa_theory import _enclosure, _running, rigorous
+from pasa_theory import _enclosure, rigorous
 from tests.npu.helpers import grid_qkv, seeded_mask
 
 F16, F32 = rigorous._FORMATS["fp16"], rigorous._FORMATS["fp32"]
@@ -113,7 +113,7 @@ def test_ignoring_the_rounding_of_the_mean_fails(monkeypatch):
             0, 0
         ]
 
-    monkeypatch.setattr(_running, "smoothed_keys", naive)
+    monkeypatch.setattr(rigorous, "_smoothed_keys", naive)
     with pytest.raises(AssertionError, match="bound violated"):
         _check(q, k, v, what="naive mean")
 
