@@ -350,7 +350,9 @@ class Breakdown:
 
 
 def _tau_v(pol: Policy, tau: float) -> float:
-    return float(round_array(np.array([tau]), pol.vector)[0])
+    """τ in the vector format as torch stores it: through fp32 first (a Python float or float64 tensor
+    converted to fp16/bf16 is rounded twice; docs/bounds.md §13.1)."""
+    return float(round_array(np.array([np.float32(tau)], dtype=np.float64), pol.vector)[0])
 
 
 def _threshold(F: FloatFormat) -> float:

@@ -207,6 +207,13 @@ _FORMATS = {
 }
 
 
+def _scale_in(vd: _Fmt, tau: float) -> float:
+    """The softmax scale as the kernel stores it in the vector format: torch converts a Python float (or a
+    float64 tensor) to fp16/bf16 through fp32, a double rounding that differs from rounding τ once where
+    fl32(τ) is a midpoint of the format (docs/bounds.md §13.1)."""
+    return float(vd.rnd(float(np.float32(tau))))
+
+
 def gamma(m: int | float, u: float) -> float:
     """γ_m = m·u/(1 − m·u) (Higham, *Accuracy and Stability*, Lemma 3.1); inf when m·u ≥ 1."""
     mu = float(m) * u
@@ -800,7 +807,7 @@ class _Engine:
             klo, khi = self.k_tile if self.k_tile is not None else (kp, kp)
             qm = qg
             if pol.placement == "q":
-                tv = float(vd.rnd(self.tau))
+                tv = _scale_in(vd, self.tau)
                 qm = mi.rnd(vd.rnd(qg * tv))
         if self.acc is not None:
             lo, hi = _score_tile_narrow(qm, klo, khi, self.acc)
@@ -808,7 +815,7 @@ class _Engine:
             lo, hi = _score_tile(qm, klo, khi)
         lo, hi = vd.rnd(mo.rnd(lo)), vd.rnd(mo.rnd(hi))
         if not pol.shift and pol.placement == "scores":
-            tv = float(vd.rnd(self.tau))
+            tv = _scale_in(vd, self.tau)
             lo, hi = vd.rnd(lo * tv), vd.rnd(hi * tv)
         return lo, hi
 
@@ -1621,7 +1628,7 @@ def a_priori(
                 recurrence=T * (eps_k + rho + tau_k),
             )
     else:
-        tv = float(vd.rnd(tau))
+        tv = _scale_in(vd, tau)
         if pol.placement == "q":
             Qs = Qm * tv * (1 + u) * (1 + mi.u)
             eq = (abs(tv - tau) + u * tv + mi.u * tv * (1 + u)) * Qm + mi.eta
