@@ -219,10 +219,14 @@ class ScoreEmulator:
     def block_means(
         self, err: Arr, vector: FloatFormat, reduce: FloatFormat, rng: np.random.Generator
     ) -> Arr:
-        """The rounded pseudo-averages fl_v(mean_j) of the stored tile (exact tile + ``err``), (rows, T):
-        the kernel's block mean is a ``reduce``-format sum of n tile values (exact products of nothing:
-        the values themselves), divided by n, rounded to the vector format — determined where the
-        any-order interval of the sum maps to one value, drawn like the tile elsewhere."""
+        """The rounded pseudo-averages fl_v(mean_j) of the stored tile (exact tile + ``err``), (rows, T),
+        one draw (:meth:`block_means_rounded`)."""
+        return self.block_means_rounded(err, vector, reduce).draw(rng)
+
+    def block_means_rounded(self, err: Arr, vector: FloatFormat, reduce: FloatFormat) -> _Rounded:
+        """fl_v(mean_j) of the stored tile: the kernel sums the n stored values of block j in ``reduce``
+        (an fp32 sum of values that are exact there), divides by n and rounds to the vector format —
+        determined where the any-order interval of the sum maps to one value, drawn elsewhere."""
         R, L = err.shape
         n = self.n
         t = (self.exact + err).reshape(R, L // n, n)
@@ -230,7 +234,7 @@ class ScoreEmulator:
         x = t.sum(axis=2) / n
         rad = _radius(n, u_r, np.abs(t).sum(axis=2) / n)
         sd = _acc_sd(t, u_r, axis=2) / n
-        return _Rounded(x, rad, sd, lambda y: round_array(round_array(y, reduce), vector)).draw(rng)
+        return _Rounded(x, rad, sd, lambda y: round_array(round_array(y, reduce), vector))
 
     def sample(self, rng: np.random.Generator) -> Arr:
         """The tile's error (stored − exact, score units) for one draw; 0 where the tile overflows."""
