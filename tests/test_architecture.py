@@ -35,7 +35,13 @@ THEORY_LAYERS = (
     ("pasa_theory.roots",),
     ("pasa_theory.selection", "pasa_theory.symbols"),
     ("pasa_theory.scheme", "pasa_theory.policies"),
-    ("pasa_theory._errormodel", "pasa_theory._enclosure", "pasa_theory._refbound", "pasa_theory._refmodel"),
+    (
+        "pasa_theory._errormodel",
+        "pasa_theory._scoreemu",
+        "pasa_theory._enclosure",
+        "pasa_theory._refbound",
+        "pasa_theory._refmodel",
+    ),
     ("pasa_theory.bounds", "pasa_theory.rigorous"),
     ("pasa_theory.cli", "pasa_theory.__main__", "pasa_theory"),
 )
