@@ -2164,9 +2164,19 @@ def _shadow_simulation(
     bvo = np.zeros((Rm, T))
     bgrids: list[tuple[Arr, FloatFormat, float]] = []
     c = consts.c if consts is not None else 0.0
+    # the rounded pseudo-average fl_v(mean_j(stored tile)) from the emulated tile (§8.12)
+    emu_mean = (
+        emu is not None
+        and consts is not None
+        and pol.recovery == "pseudo_average"
+        and pol.pseudo_average == "rounded"
+        and pol.reduce == "acc"
+    )
     for name, var in terms.block_var.items():
         if emu is not None and name == "recovery.kt":
             continue  # the emulated K̃ carries its correlations within a block exactly (§8.12)
+        if emu_mean and name == "recovery.mean":
+            continue  # emulated from the drawn tile below
         if name == "recovery.kt" and "scores.kt" in terms.key_var:
             # c·mean of the sampled K̃ errors enters through the score errors below; what the correlation
             # of those errors within a block adds (§8.4) is sampled here as a block-level error
@@ -2201,13 +2211,21 @@ def _shadow_simulation(
                 es = es + e
             else:
                 eo = eo + e
+        e_tile = None
         if emu is not None:
+            e_tile = emu.sample(rng)
             if s_err_names:
-                es = es + emu.sample(rng)
+                es = es + e_tile
             else:
-                eo = eo + emu.sample(rng)
+                eo = eo + e_tile
         zeta = hb * rng.uniform(-1, 1, (Rm, T))
-        if shift_mean:
+        if emu_mean and emu is not None and e_tile is not None:
+            assert tile.pseudo_averages is not None
+            mu_ex = tile.pseudo_averages[rows]
+            zeta = zeta + c * (emu.block_means(e_tile, pol.vector, pol.reduce_format, rng) - mu_ex)
+            # the other (modelled) score errors reach the block through c·mean as before
+            zeta = zeta + c * (es - e_tile).reshape(Rm, T, n).mean(axis=2)
+        elif shift_mean:
             zeta = zeta + c * es.reshape(Rm, T, n).mean(axis=2)
         for xr, F, f in bgrids:
             zeta = zeta + f * (grid_round(xr, F, rng.uniform(0, 1, (Rm, 1))) - xr)

@@ -145,7 +145,7 @@ class ScoreEmulator:
         tau_v: float,
         exact_tile: Arr,
     ) -> None:
-        self.exact = exact_tile
+        self.exact, self.n = exact_tile, n
         Fm, Fo, Fv, Fa = pol.matmul_in, pol.matmul_out, pol.vector, pol.matmul_acc
         self.ua = float(Fa.u)
         self.place = pol.placement
@@ -215,6 +215,26 @@ class ScoreEmulator:
             centre = centre * self.tau_acc
             rad = rad * abs(self.tau_acc) + self.ua * (np.abs(centre) + rad * abs(self.tau_acc))
         return _Rounded(centre, rad, self.sd, self._chain)
+
+    def block_means(
+        self, err: Arr, vector: FloatFormat, reduce: FloatFormat, rng: np.random.Generator
+    ) -> Arr:
+        """The rounded pseudo-averages fl_v(mean_j) of the stored tile (exact tile + ``err``), (rows, T),
+        one draw (:meth:`block_means_rounded`)."""
+        return self.block_means_rounded(err, vector, reduce).draw(rng)
+
+    def block_means_rounded(self, err: Arr, vector: FloatFormat, reduce: FloatFormat) -> _Rounded:
+        """fl_v(mean_j) of the stored tile: the kernel sums the n stored values of block j in ``reduce``
+        (an fp32 sum of values that are exact there), divides by n and rounds to the vector format —
+        determined where the any-order interval of the sum maps to one value, drawn elsewhere."""
+        R, L = err.shape
+        n = self.n
+        t = (self.exact + err).reshape(R, L // n, n)
+        u_r = float(reduce.u)
+        x = t.sum(axis=2) / n
+        rad = _radius(n, u_r, np.abs(t).sum(axis=2) / n)
+        sd = _acc_sd(t, u_r, axis=2) / n
+        return _Rounded(x, rad, sd, lambda y: round_array(round_array(y, reduce), vector))
 
     def sample(self, rng: np.random.Generator) -> Arr:
         """The tile's error (stored − exact, score units) for one draw; 0 where the tile overflows."""

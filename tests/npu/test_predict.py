@@ -150,10 +150,10 @@ def qk_overflow_cells():
 
 
 #: Measured on the grid fixture (7 heads x 32 rows, S2 = 1407, pasa, pasa:script, fa_qk, fa_q): median
-#: ratio 1.000, 115/119 = 96.6 % within 1.5x (99.2 % within 2x) since the shadow simulation emulates the
-#: score tile (docs/error-model.md §8.12; before: 0.995, 107/119 = 89.9 %, 96.6 % within 2x). The four
-#: misses are the script preset: uniform 30/20 estimated 5.7x, hybrid 10/20 0.61x, hybrid 30/0.5 0.56x,
-#: hybrid 30/20 1.62x (its step roundings, §8.9). The grid test below holds the claim (EST_WITHIN).
+#: ratio 1.000, 118/119 = 99.2 % within 1.5x (100 % within 2x) since the shadow simulation emulates the
+#: score tile and the script's rounded pseudo-averages (docs/error-model.md §8.12; before: 0.995,
+#: 107/119 = 89.9 %, 96.6 % within 2x). The miss is the script preset at hybrid 30/20 (1.62x, its step
+#: roundings, §8.9). The grid test below holds the claim (EST_WITHIN).
 #: GRID_WITHIN is the level the slow full-grid test (28 heads, 12 methods, S2 in {1407, 4096}) holds: set
 #: before §8.12 and not re-measured there since.
 GRID_WITHIN = 0.85
@@ -173,7 +173,7 @@ def test_grid_bound_rmse_and_overflow(grid, qk_overflow_cells):
 
 def test_grid_estimate_meets_the_90_percent_target(grid):
     """The estimate's claim on the grid: median ratio in [0.8, 1.25] and >= 90 % within 1.5x (measured
-    1.000 and 96.6 %); a model 2x off in either direction fails both."""
+    1.000 and 99.2 %); a model 2x off in either direction fails both."""
     n, med, frac, misses = estimate_quality(grid)
     assert EST_MEDIAN[0] <= med <= EST_MEDIAN[1] and frac >= EST_WITHIN, (n, med, frac, misses)
 
@@ -374,10 +374,7 @@ def test_other_shapes_and_distributions(shapes):
 
 #: Out-of-sample cases where the estimate misses its claim (measured on this set; the fix belongs to the
 #: engine, pasa_theory._errormodel). strict: a fix makes the test fail until the entry is removed.
-KNOWN_ESTIMATE_MISSES = {
-    "resonance": "2/3 within 1.5x: the script preset estimated 3.75x the measured RMSE on the aligned resonant "
-    "input (8.25x before the score tile was emulated, docs/error-model.md §8.12; npu_fp16 now 1.01x, was 1.66x)",
-}
+KNOWN_ESTIMATE_MISSES: dict[str, str] = {}
 
 
 def test_npu_fp16_estimate_at_d64_n64(shapes):
@@ -409,7 +406,7 @@ def test_estimate_out_of_sample(shapes, case):
 
 def test_estimate_out_of_sample_whole_set(shapes):
     """The estimate's claim over the whole default out-of-sample set (23 compared cases; measured median
-    1.00, 22/23 within 1.5x since docs/error-model.md §8.12, 20/23 before)."""
+    1.00, 23/23 within 1.5x since docs/error-model.md §8.12, 20/23 before)."""
     _check(shapes, "out of sample: the whole set")
 
 

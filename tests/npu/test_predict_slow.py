@@ -160,11 +160,10 @@ def out_of_sample():
     return build_out_of_sample()
 
 
-#: Measured (12 methods): d = 64, n = 64, S2 = 700: median 0.999, 87/96 = 90.6 % within 1.5x since the K̃
-#: roundings are correlated within a block (docs/error-model.md §8.4; before: 0.968, 86.5 %). Worst:
-#: pasa:bf16 and the PASA presets at uniform 25/8 estimated 2.3-2.6x (Monte Carlo regime, recovery.kt).
-#: The other sets met the claim before (normal 100 %, S2 = 3000 96.7 %, S2 = 5000 90.2 %, causal S1 < S2
-#: 98.9 %, causal S1 = S2 98.9 %; not re-measured after the change).
+#: Measured (12 methods) before -> after the emulation of docs/error-model.md §8.12 (score tile, K̃, the
+#: script's rounded pseudo-averages): d = 64, n = 64, S2 = 700: median 0.999 -> 0.999, within 1.5x 90.6 % ->
+#: 96.9 %; normal 100 % -> 100 %; S2 = 3000 96.7 % -> 100 %; S2 = 5000 91.3 % -> 94.6 %; causal S1 < S2
+#: 100 % -> 100 %; causal S1 = S2 98.9 % -> 98.9 % (error-model.md §8.11).
 OOS_KNOWN_MISSES: dict[str, str] = {}
 
 
@@ -180,3 +179,60 @@ OOS_KNOWN_MISSES: dict[str, str] = {}
 def test_estimate_out_of_sample_full(out_of_sample, case):
     """The estimate's claim (median in [0.8, 1.25], >= 90 % within 1.5x) on each out-of-sample set."""
     _check([r for r in out_of_sample if r["case"] == case], f"out of sample: {case}")
+
+
+#: The heavy-tailed out-of-sample set of docs/error-model.md §8.11 (rebuilt here with its seed, the
+#: original's not having been recorded): normal, Laplace, lognormal and Student-t(3) inputs standardised
+#: to unit variance, mean {0, 10, 30} x amplitude {1, 5, 10}, 4 query heads x 32 rows, 2 KV heads,
+#: S2 = 1024, d = 128, torch seed 31, nine methods.
+HEAVY_METHODS = (
+    "pasa",
+    "pasa:script",
+    "pasa:fp16_keymean",
+    "pasa:hybrid",
+    "pasa:bf16",
+    "fa_qk",
+    "fa_q",
+    "fa_naive",
+    "fa_hybrid",
+)
+
+
+def _heavy_cases():
+    import math
+
+    import torch
+
+    g = torch.Generator().manual_seed(31)
+
+    def draw(dist, shape):
+        if dist == "normal":
+            return torch.randn(shape, generator=g)
+        u = torch.rand(shape, generator=g, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
+        if dist == "laplace":
+            return (-torch.sign(u - 0.5) * torch.log1p(-2 * (u - 0.5).abs()) / math.sqrt(2)).float()
+        if dist == "lognormal":
+            x = torch.exp(torch.randn(shape, generator=g))
+            return (x - math.exp(0.5)) / math.sqrt((math.e - 1) * math.e)
+        z = torch.randn(shape, generator=g)  # Student-t(3), scaled to unit variance
+        c = sum(torch.randn(shape, generator=g) ** 2 for _ in range(3))
+        return z / torch.sqrt(c / 3) / math.sqrt(3)
+
+    for dist in ("normal", "laplace", "lognormal", "student_t3"):
+        for mean in (0.0, 10.0, 30.0):
+            for amp in (1.0, 5.0, 10.0):
+
+                def mk(shape, mean=mean, amp=amp, dist=dist):
+                    return (mean + amp * draw(dist, shape)).half()
+
+                q, k, v = mk((1, 4, 32, 128)), mk((1, 2, 1024, 128)), mk((1, 2, 1024, 128))
+                yield dict(case="heavy", dist=dist, mean=mean, amplitude=amp), (q, k, v)
+
+
+def test_estimate_heavy_tailed_inputs():
+    """The estimate's claim (median in [0.8, 1.25], >= 90 % within 1.5x) on the heavy-tailed set: measured
+    median 1.000, 306/311 = 98.4 % within 1.5x since docs/error-model.md §8.12 (87.8 % before)."""
+    recs = []
+    for tag, (q, k, v) in _heavy_cases():
+        recs += predict_case(q, k, v, HEAVY_METHODS, extra=tag, **MODEL)
+    _check(recs, "out of sample: heavy-tailed inputs, d = 128, S2 = 1024")
