@@ -3,12 +3,13 @@
 
 Each product is named for what it is (docs/error-model.md §9):
 
-* ``pred_bound`` — the **rigorous a-posteriori bound** (Theorem 1 of docs/bounds.md §9, a theorem;
-  PASA's conditional on the K̃ the run computed);
-* ``pred_prob`` — the **probabilistic bound** (Proposition 3, §12: holds per element with
+* ``pred_bound`` — the **rigorous a-posteriori bound** (Theorems 1 and 4 of docs/bounds.md §9, §14; 6 for
+  ``fp16_accurate``, §16; 8 for the script, §17; a theorem; PASA's conditional on the K̃ the run computed);
+* ``pred_prob`` — the **probabilistic bound** (Propositions 3 and 4, §12, §18: holds per element with
   probability ≥ 0.99 under its stated model);
 * ``pred_a_priori`` — the **a-priori bound** (Theorem 2, §11: every input with the same maxima);
-* ``pred_rmse`` — the **RMSE estimate**, a stochastic shadow simulation (a model, not a bound);
+* ``pred_rmse`` — the **RMSE estimate**, a stochastic shadow simulation (a model, not a bound; the score
+  tile's rounding is emulated where the inputs determine it, docs/error-model.md §8.12);
 * ``hull_cap`` — max_r |v_r − o|, what any convex combination of V guarantees: a bound at or above it
   says nothing.
 
@@ -111,8 +112,8 @@ PVM_COLUMNS = (
 
 #: The four products as the figure and the README table name them: (key, column, measured column, label).
 PVM_PRODUCTS = (
-    ("bound", "pred_bound", "max_abs_err", "rigorous (Thm 1)"),
-    ("prob", "pred_prob", "max_abs_err", "probabilistic (Prop 3)"),
+    ("bound", "pred_bound", "max_abs_err", "rigorous (Thms 1, 4, 6, 8)"),
+    ("prob", "pred_prob", "max_abs_err", "probabilistic (Props 3, 4)"),
     ("a_priori", "pred_a_priori", "max_abs_err", "a-priori (Thm 2)"),
     ("estimate", "pred_rmse", "rmse", "RMSE estimate"),
 )
@@ -262,12 +263,13 @@ def _pvm_setup(pts: list[dict], quick: bool, custom: str | None = None) -> dict[
         pred_bound="rigorous a-posteriori bound (a theorem): Theorem 1 with the enclosure of Theorem 4 (docs/bounds.md "
         "§9, §13, §14; the shifting presets conditional on the K-tilde the run computed), Theorem 6 (§16) for "
         "pasa:fp16_accurate; empty where not covered (theorem = none)",
-        pred_prob="probabilistic bound, Proposition 3 of docs/bounds.md (§12; §16.6 for pasa:fp16_accurate), "
-        "confidence 0.99 (a theorem under its model)",
+        pred_prob="probabilistic bound, Propositions 3 and 4 of docs/bounds.md (§12, §18; §16.6 for "
+        "pasa:fp16_accurate), confidence 0.99 (a theorem under its model)",
         pred_a_priori="a-priori bound, Theorem 2 of docs/bounds.md (Theorem 7 for pasa:fp16_accurate), for every "
         "input with the same maxima (a theorem)",
-        pred_rmse="RMSE estimate: stochastic shadow simulation of pasa_theory.bounds (docs/error-model.md §8.11; "
-        "§10 for pasa:fp16_accurate; a model, not a bound)",
+        pred_rmse="RMSE estimate: stochastic shadow simulation of pasa_theory.bounds, the score tile's rounding "
+        "emulated where the inputs determine it (docs/error-model.md §8.11-§8.12; §10 for pasa:fp16_accurate; "
+        "a model, not a bound)",
         pred_first_order="first-order evaluation along the exact trajectory (the former max_abs_bound; not a bound)",
         hull_cap="max over rows of max_r |v_r - o|: a bound at or above it is vacuous",
         cost="bound_cost, a_priori_cost, estimate_cost: seconds of the product / seconds of the method's kernel "
@@ -510,10 +512,11 @@ def predicted_vs_measured(
     data: str | Path | SweepOptions | None = None,
 ) -> FigureResult[PredictedVsMeasuredSummary]:
     """The four error products of :func:`pasa_theory.predict` against the harness, input by input
-    (measured on x): (a) the rigorous a-posteriori bound (Theorem 1, a theorem), (b) the probabilistic
-    bound (Proposition 3, confidence 0.99), (c) the a-priori bound (Theorem 2; ∞ drawn at the top
+    (measured on x): (a) the rigorous a-posteriori bound (Theorems 1, 4, 6 and 8, a theorem), (b) the
+    probabilistic bound (Propositions 3 and 4, confidence 0.99), (c) the a-priori bound (Theorem 2; ∞ drawn at the top
     edge) against the measured max|error|, each with the hull cap max|v − o| (grey dashes: a bound
-    above them is vacuous), and (d) the RMSE estimate (a stochastic shadow simulation, a model)
+    above them is vacuous), and (d) the RMSE estimate (a stochastic shadow simulation, a model, with the score tile's rounding emulated
+    where the inputs determine it)
     against the measured RMSE, all measured against the float64 golden, for every method of
     :data:`PREDICT_METHODS` (the bounds where the theorems cover the method). Data: the points of
     ``examples/predicted_vs_measured.toml`` run by :mod:`pasa_npu.sweep` (:func:`rows_from_sweep`):
