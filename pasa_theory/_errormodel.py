@@ -352,7 +352,8 @@ class Breakdown:
 def _tau_v(pol: Policy, tau: float) -> float:
     """τ in the vector format as torch stores it: through fp32 first (a Python float or float64 tensor
     converted to fp16/bf16 is rounded twice; docs/bounds.md §13.1)."""
-    return float(round_array(np.array([np.float32(tau)], dtype=np.float64), pol.vector)[0])
+    x = float(np.float32(tau)) if pol.vector.p <= 24 else tau  # a float64 vector format stores τ itself
+    return float(round_array(np.array([x]), pol.vector)[0])
 
 
 def _threshold(F: FloatFormat) -> float:

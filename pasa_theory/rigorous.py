@@ -211,7 +211,7 @@ def _scale_in(vd: _Fmt, tau: float) -> float:
     """The softmax scale as the kernel stores it in the vector format: torch converts a Python float (or a
     float64 tensor) to fp16/bf16 through fp32, a double rounding that differs from rounding τ once where
     fl32(τ) is a midpoint of the format (docs/bounds.md §13.1)."""
-    return float(vd.rnd(float(np.float32(tau))))
+    return float(vd.rnd(float(np.float32(tau)) if vd.p <= 24 else tau))
 
 
 def gamma(m: int | float, u: float) -> float:
