@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from pasa_npu import data
@@ -75,3 +76,17 @@ def seeded_mask(kind, s1, s2, heads, seed=1):
         keep[::7] = False
         return keep
     return torch.randn((1, 1, s1, s2), generator=g, dtype=torch.float64) * 3  # additive
+
+
+def assert_rows_within_bound(err: np.ndarray, cert, what: str = "") -> None:
+    """Every finite per-row error of a run is at most the certificate's row bound, and every row whose
+    output is inf/NaN has an infinite bound (a theorem: one violation fails); the message gives the
+    number of violating rows, the worst one and the largest error and bound."""
+    finite = np.isfinite(err)
+    bad = finite & (err > cert.row_bound)
+    assert not bad.any(), (
+        f"{what}: bound violated on {int(bad.sum())} rows; worst err {err[bad].max():.3e} vs bound "
+        f"{cert.row_bound[bad][np.argmax(err[bad])]:.3e}; max err {np.nanmax(err):.3e}, "
+        f"max bound {cert.max_abs_bound:.3e}"
+    )
+    assert np.all(np.isinf(cert.row_bound[~finite])), f"{what}: inf/NaN output with a finite bound"
