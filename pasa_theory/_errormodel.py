@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _accum, _scoreemu
-from .formats import FloatFormat, get_format, quantum_array, round_array
+from .formats import FloatFormat, get_format, quantum_array, round_array, torch_scalar
 from .policies import Policy, ShiftConstants
 from .schema import STAGES
 
@@ -352,8 +352,7 @@ class Breakdown:
 def _tau_v(pol: Policy, tau: float) -> float:
     """τ in the vector format as torch stores it: through fp32 first (a Python float or float64 tensor
     converted to fp16/bf16 is rounded twice; docs/bounds.md §13.1)."""
-    x = float(np.float32(tau)) if pol.vector.p <= 24 else tau  # a float64 vector format stores τ itself
-    return float(round_array(np.array([x]), pol.vector)[0])
+    return float(round_array(np.array([torch_scalar(tau, pol.vector.p)]), pol.vector)[0])
 
 
 def _threshold(F: FloatFormat) -> float:

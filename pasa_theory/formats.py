@@ -61,6 +61,7 @@ __all__ = [
     "get_format",
     "round_to_format",
     "round_array",
+    "torch_scalar",
     "is_representable",
     "next_up",
     "next_down",
@@ -630,3 +631,11 @@ def round_array(
     inf_value = np.inf if fmt.infinities else np.nan
     res = np.where(np.isinf(xa), np.copysign(inf_value, xa), res)
     return res
+
+
+def torch_scalar(x: float, p: int) -> float:
+    """A Python float as torch holds it before storing it in a format of ``p`` significand bits: torch
+    converts a float (or a float64 tensor) to fp16/bf16 through fp32, so for p <= 24 the value to round
+    is fl32(x) (a double rounding that differs from one rounding where fl32(x) is a midpoint of the
+    narrow format); a float64 format stores x itself (docs/bounds.md §13.1)."""
+    return float(np.float32(x)) if p <= 24 else float(x)

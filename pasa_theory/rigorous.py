@@ -72,7 +72,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _accum, _enclosure, _refbound, _running, policies
-from .formats import get_format, quantum_array
+from .formats import get_format, quantum_array, torch_scalar
 from .schema import DTYPE_FORMATS, check_block, check_bnsd, check_scale, format_name
 
 __all__ = [
@@ -211,7 +211,7 @@ def _scale_in(vd: _Fmt, tau: float) -> float:
     """The softmax scale as the kernel stores it in the vector format: torch converts a Python float (or a
     float64 tensor) to fp16/bf16 through fp32, a double rounding that differs from rounding τ once where
     fl32(τ) is a midpoint of the format (docs/bounds.md §13.1)."""
-    return float(vd.rnd(float(np.float32(tau)) if vd.p <= 24 else tau))
+    return float(vd.rnd(torch_scalar(tau, vd.p)))
 
 
 def gamma(m: int | float, u: float) -> float:

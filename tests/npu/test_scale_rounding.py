@@ -39,3 +39,14 @@ def test_a_user_scale_on_an_fp16_midpoint_is_rounded_as_torch_does():
             f"{method}: bound violated on {bad.size} of {err.size} rows; worst err {err[bad].max():.4g} vs "
             f"bound {bound[bad[np.argmax(err[bad])]]:.4g} (max err {err.max():.4g}, mean err {err.mean():.4g})"
         )
+
+
+def test_torch_scalar_is_what_torch_stores():
+    from pasa_theory.formats import torch_scalar
+
+    for x in (MIDPOINT_SCALE, 1 / 3, 0.1, 2.0**-20 * 3):
+        for dtype, p in ((torch.float16, 11), (torch.bfloat16, 8)):
+            want = float(torch.tensor(x, dtype=dtype))
+            got = float(torch.tensor(torch_scalar(x, p), dtype=torch.float64).to(torch.float32).to(dtype))
+            assert got == want, (x, dtype, got, want)
+        assert torch_scalar(x, 53) == float(torch.tensor(x, dtype=torch.float64))  # float64 stores x
