@@ -141,6 +141,12 @@ class _Fmt:
     def tiny(self) -> float:
         return 2.0**self.emin
 
+    @property
+    def overflow_at(self) -> float:
+        """The smallest magnitude that rounds to ±inf (to nearest, ties to even): maxf + half its ulp;
+        a value below it rounds to a finite number."""
+        return self.maxf + 2.0 ** (math.floor(math.log2(self.maxf)) - self.p)
+
     def rnd(self, x: _Real) -> _F64:
         """Round to nearest even (float64 → format → float64); monotone, overflow gives ±inf.
 
@@ -1226,6 +1232,15 @@ class _Engine:
         # the P·V accumulator: γ_n^{32} (wide) or Γ_acc, H_acc of a narrow one (Lemma 15.2)
         g_pv, h_pv = (gamma(n, u32), 0.0) if self.acc is None else _accum.gamma_acc(n, self.acc)
         pv_rel = g_pv * (1 + mo_round) * (1 + to_vd) + mo_round + to_vd
+        # Lemma 7.1: the block product P·V_j (P ≤ 1: s̃ − m_j ≤ 0) is rounded to matmul_out (and to the
+        # vector format); where Σ_{r∈j visible}|v_r| widened by its accumulation can reach that format's
+        # overflow threshold, the kernel's product may be ±inf and the row gets +∞ (overflow)
+        pv_big = np.zeros(R)
+        for j in range(T):
+            blk_v = vis[:, j * n : (j + 1) * n].astype(float) @ absv[j * n : (j + 1) * n]
+            pv_big = np.maximum(pv_big, blk_v.max(axis=1, initial=0.0))
+        pv_lim = min(f.overflow_at for f in ([mo, vd] if to_vd else [mo]))
+        overflow = overflow | (nonempty & ~(pv_big * (1 + g_pv) + h_pv < pv_lim))
         p_cast = vd.name != self.mi.name  # P rounded to fp16 before P·V
         if p_cast:
             pv_rel += self.mi.u
@@ -1651,6 +1666,9 @@ def a_priori(
         vec_max = 2 * Smax * (1 + u)
     # overflow: the rounded score product, the scores and every vector-unit operand of steps d–g
     overflow = not (acc_max < mo.maxf and Smax < vd.maxf and vec_max < vd.maxf)
+    # the block product P·V_j (P ≤ 1) rounded to matmul_out and the vector format (Lemma 7.1)
+    pv_lim = min(mo.overflow_at, vd.overflow_at if vd.name != "fp32" else math.inf)
+    overflow = overflow or not (n * stats.v_abs * (1 + g32n) + h_n < pv_lim)
     if acc is not None:  # the narrow accumulators' partial sums: scores (and K̃), and P·V (≤ n·max|v|)
         pv_peak = n * stats.v_abs * (1 + g32n) + h_n
         overflow = overflow or not (acc_peak < acc.maxf and pv_peak < acc.maxf)
