@@ -79,8 +79,8 @@ for m, p in preds.items():
         assert p.max_abs_bound >= measured[m]["max_abs_err"], m  # a theorem: it must hold
     if p.a_priori_bound is not None:
         assert p.a_priori_bound >= measured[m]["max_abs_err"], m
-# the script has the rigorous bound (Theorem 8, docs/bounds.md §17) but no a-priori one: None and a reason
-assert preds["pasa:script"].max_abs_bound is not None and preds["pasa:script"].a_priori_bound is None
+# the script has the rigorous bound (Theorem 8, docs/bounds.md §17) and the a-priori one (Theorem 9, §19.1)
+assert preds["pasa:script"].max_abs_bound is not None and preds["pasa:script"].a_priori_bound is not None
 
 # %% [markdown]
 # For PASA, the torch-free `predict` encloses the shifted keys $\tilde K = \hat M^T K$ for *every*

@@ -24,6 +24,7 @@ function, steps d and h and the centred accumulator of Lemma 14.4, is shared). T
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -294,6 +295,75 @@ def _frame_step(
     return xa_lo, xa_hi, xg_lo, xg_hi
 
 
+def a_priori_terms(
+    *, Sx: float, Smean: float, c: float, T: int, rho: float, vd: Any, f32: Any
+) -> dict[str, float]:
+    """The running bookkeeping's part of the a-priori bound (Lemma 19.1, docs/bounds.md §19.1).
+
+    For every input whose masked score tile satisfies |s̃ + fl(B)| ≤ ``Sx``, whose fp32 block means
+    satisfy |μ_j| ≤ ``Smean`` (the tile mean is (a − b·n)·q·k̄ up to the score error, Lemma 19.1, so
+    this is far below max|s̃|), T blocks, stored c, and an exponential with log-relative error ≤ ``rho``: bounds, over the whole run, of the pseudo-averages
+    |μ̃| ≤ ``S_mu``, the running mean |A| ≤ ``S_A``, the offsets |δ_j| ≤ ``D``, |δ_p| ≤ ``Dp``, the frame
+    |H| ≤ ``H``, the stored maximum |m′| ≤ ``M``, the exponent arguments |x_γ| ≤ ``Xg``, |x_α| ≤ ``Xa``;
+    ``mu_round`` (|μ̃_j − μ_j|), and ``residual``: every weight's exponent is s̃_r + c·μ̃_j − H_T
+    (common to the row) plus at most ``residual`` (the telescoped roundings of steps f–g and the
+    exponentials of α and γ, Lemma 19.1); ``floor``: the largest weight of a row is ≥ e^{−floor}, and
+    no product of the factors α, γ exceeds e^{floor}. Each rounding is bounded by the half ulp of the
+    largest value its operand can take (``vd.hulp``, Lemma 1). Plain floats."""
+
+    def h(x: float) -> float:  # |fl(y) − y| for every |y| ≤ x
+        return float(vd.hulp(x))
+
+    def up(x: float) -> float:  # |fl(y)| for every |y| ≤ x
+        return x + h(x)
+
+    S_mu = up(Smean)  # μ̃ = fl(μ)
+    mu_round = h(Smean)
+    # A_j = fl(fl(μ̃·r₁) + fl(A·r₂)), r₁ + r₂ ≤ (1 + u)(1 + u₃₂) (each weight rounded, maybe through fp32)
+    w = (1 + vd.u) * (1 + f32.u)
+    S_A = S_mu
+    for _ in range(T):
+        S_A = up(up(S_A * w) + 2 * h(S_A))  # ≥ fl(x₁ + x₂) with |x₁| + |x₂| ≤ (|μ̃|r₁ + |A|r₂) + 2 roundings
+    DA, DP = S_mu + S_A, 2 * S_A  # |μ̃ − A|, |A_{j−1} − A_j|
+    D, Dp = up(c * up(DA)), up(c * up(DP))
+    E1 = c * h(DA) + h(c * up(DA))  # δ_j = c(μ̃ − A) + e₁
+    E2 = c * h(DP) + h(c * up(DP))  # δ_p = c(A_{j−1} − A_j) + e₂
+    # H_k = max(P_k + e₁ + r_j, H_{k−1} + e₂ + r_m), |P| ≤ Sx + c·S_mu, and |m′| ≤ |H| + c·S_A; the
+    # candidates' roundings are at most hulp(M + max(D, Dp)) with M the bound on |m′|: a fixed point,
+    # reached from below by iteration (each step is monotone and the map contracts by (T + 1)·u)
+    Dm = max(D, Dp)
+    H0 = Sx + c * S_mu + E1 + T * E2
+    H = H0
+    for _ in range(200):
+        Rc = h((H + c * S_A) + Dm)
+        H_new = H0 + (T + 1) * Rc
+        if H_new <= H:
+            break
+        H = H_new
+    else:  # no fixed point below the format's range: the bookkeeping may overflow
+        H = math.inf
+    M = H + c * S_A
+    Rc = h(M + Dm)
+    R3, R4 = h(Sx + M), h(up(Sx + M) + D)  # fl(m_j − m′), fl(· + δ_j)
+    R5, R6 = h(2 * M), h(up(2 * M) + Dp)  # fl(m − m′), fl(· + δ_p)
+    Xg, Xa = up(up(Sx + M) + D), up(up(2 * M) + Dp)
+    residual = (E1 + R3 + R4 + rho) + T * (E2 + R5 + R6 + rho)
+    floor = residual + E1 + Rc + T * (E2 + Rc)
+    return dict(
+        S_mu=S_mu,
+        S_A=S_A,
+        D=D,
+        Dp=Dp,
+        H=H,
+        M=M,
+        Xg=Xg,
+        Xa=Xa,
+        mu_round=mu_round,
+        residual=residual,
+        floor=floor,
+    )
+
+
 def sympy_checks() -> dict[str, bool]:
     """The algebra of Lemma 17.3, checked symbolically (each entry True).
 
@@ -320,4 +390,17 @@ def sympy_checks() -> dict[str, bool]:
         ok = ok and sp.simplify((m - mp) + dp - xa) == 0
         ok = ok and sp.simplify(mp + c * a - hn) == 0
         ok = ok and not any(s in (sp.simplify(xg).free_symbols | sp.simplify(xa).free_symbols) for s in (a,))
-    return {"running_frame": bool(ok)}
+    # Lemma 19.1: x_γ = P_j − H_j + e₁ + r₃ + r₄ and x_α = H_{j−1} − H_j + e₂ + r₅ + r₆ for any stored
+    # m′ (no case on which candidate won), so a weight of block j carries Σ = P_j − H_T + residuals
+    r3, r4, r5, r6, mp = sp.symbols("r3 r4 r5 r6 m_new", real=True)
+    xg = (mj - mp) + dj + r3 + r4
+    xa = (m - mp) + dp + r5 + r6
+    hn = mp + c * a
+    tel = sp.simplify(xg - (p - hn + e1 + r3 + r4)) == 0 and sp.simplify(xa - (hp - hn + e2 + r5 + r6)) == 0
+    # three blocks: x_γ of block 0 plus x_α of blocks 1 and 2 telescopes to P_0 − H_2 + the residuals
+    Ps = sp.symbols("P0:3", real=True)
+    Hs = sp.symbols("H0:3", real=True)
+    E = sp.symbols("E0:3", real=True)  # e₁ + r₃ + r₄ (block 0), e₂ + r₅ + r₆ (blocks 1, 2)
+    total = (Ps[0] - Hs[0] + E[0]) + (Hs[0] - Hs[1] + E[1]) + (Hs[1] - Hs[2] + E[2])
+    tel = tel and sp.simplify(total - (Ps[0] - Hs[2] + E[0] + E[1] + E[2])) == 0
+    return {"running_frame": bool(ok), "running_telescope": bool(tel)}

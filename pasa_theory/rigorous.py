@@ -1476,6 +1476,9 @@ class APrioriBound:
     exponent_error: float  # Λ: every weight's relative error is within e^{±Λ} (Lemma 11.1)
     terms: dict[str, float] = field(default_factory=dict)
     overflow_possible: bool = False
+    #: intermediate magnitudes of the proof, where it has named ones (Theorem 9: Lemma 19.1's S_A, D, Dp,
+    #: H, M, Xg, Xa, …; docs/bounds.md §19.1), for checking them against a run
+    lemma: dict[str, float] = field(default_factory=dict)
 
 
 def a_priori(
@@ -1490,7 +1493,9 @@ def a_priori(
     """A-priori forward error bound: max|O_computed − O_exact| ≤ ``bound`` for every input (q, k, v)
     with max|q| ≤ q_max, max|k| ≤ k_max, max|v| ≤ v_abs, column spread of V ≤ v_spread, head dim d
     and S2 keys, under hypotheses H1–H3 (docs/bounds.md §1); the stage-by-stage statement and proof are
-    docs/bounds.md §11 (Theorem 2), its algebra checked by :func:`sympy_checks`.
+    docs/bounds.md §11 (Theorem 2), its algebra checked by :func:`sympy_checks`; for the script's running
+    bookkeeping (``offset="running"``) Theorem 9 (§19.1), whose intermediate magnitudes are returned
+    in ``lemma``. The pseudo-averages are bounded as tile means (Lemma 19.0, §19.1).
 
     It bounds the worst case over all such inputs, so it is far above the error of a typical input
     (the a-posteriori :func:`certify` is the tight product); it says when fully fp16 attention is safe
@@ -1507,10 +1512,10 @@ def a_priori(
             f"a_priori does not cover policy {pol.name!r}: smooth_k (K minus its rounded mean) has the "
             "a-posteriori bound only (docs/bounds.md §17)"
         )
-    if pol.shift and pol.offset == "running":
+    if pol.shift and pol.offset == "running" and pol.reduce != "acc":
         raise ValueError(
-            f"a_priori does not cover policy {pol.name!r}: offset='running' (the script's bookkeeping) has the "
-            "a-posteriori Theorem 8 only (docs/bounds.md §17)"
+            f"a_priori does not cover policy {pol.name!r}: offset='running' (the script's bookkeeping) with "
+            f"reduce={pol.reduce!r}; Theorem 9 (docs/bounds.md §19.1) takes the fp32 block mean (reduce='acc')"
         )
     if not isinstance(stats, InputStats):
         raise TypeError(f"stats must be an InputStats (see stats_of), got {type(stats).__name__}")
@@ -1563,6 +1568,9 @@ def a_priori(
     def mask_sum(S: float) -> float:  # the rounding of s̃ + fl(B) for |s̃| ≤ S
         return (u * (S + Bp) * (1 + u) + vd.eta) if Bm else 0.0
 
+    lemma: dict[str, float] = {}
+    floor_scale = 1.0  # the script (Theorem 9): ℓ ≥ e^{−floor} and products of α, γ ≤ e^{floor}
+    raw_peak = 0.0  # the script's raw accumulators: ℓ ≤ raw_peak, |O| ≤ raw_peak·max|v| (before rounding)
     if pol.shift:
         consts = policies.shift_constants(pol, n, beta, tau)
         diag, off, c = float(mi.rnd(consts.diag)), float(mi.rnd(consts.off)), float(consts.c)
@@ -1578,7 +1586,34 @@ def a_priori(
         kappa = c * (a - b * n) - b * n  # recovery residual (Lemma 11.3)
         Pq = d * Qm * Km
         sysm = abs(a - tau) * Pq + abs(kappa) * Pq
-        if pol.recovery == "key_mean":
+        if pol.offset == "running":
+            # Theorem 9 (docs/bounds.md §19.1): the script's bookkeeping; every weight's exponent is
+            # s̃_r + c·μ̃_j − H_T plus the telescoped residuals of Lemma 19.1 (_running.a_priori_terms)
+            Bx = Bp + mask_sum(St)
+            em = eB + mask_sum(St)
+            # the fp32 block mean μ_j of the tile (all n entries, before the mask): the exact tile mean is
+            # (a − b·n)·q·k̄ + (the mean score error), and the fp32 mean errs by γ_{n+1}·St (Lemma 19.1)
+            g1 = gamma(n + 1, u32)
+            Smean = abs(a - b * n) * Pq + es + g1 * St
+            run = _running.a_priori_terms(
+                Sx=St + Bx, Smean=Smean, c=c, T=T, rho=rho, vd=vd, f32=_FORMATS["fp32"]
+            )
+            lemma = dict(run, Smean=Smean)
+            offs = c * (g1 * St + run["mu_round"])  # c·|μ̃_j − mean(s̃)|: the fp32 mean and its rounding
+            lam = sysm + (1 + c) * es + em + offs + (u * 2 * (St + Bx) + rho) + run["residual"]
+            Smax = St + Bx
+            acc_max = St
+            vec_max = max(run["Xg"], run["Xa"], run["M"] + max(run["D"], run["Dp"]), run["H"], 2 * Smax)
+            floor_scale = math.exp(2 * run["floor"]) if run["floor"] < 300 else math.inf
+            raw_peak = float(S2) * math.exp(run["floor"]) if run["floor"] < 700 else math.inf
+            terms.update(
+                systematic=sysm,
+                scores=(1 + c) * es + em,
+                offsets=offs,
+                exp=u * 2 * (St + Bx) + rho,
+                running=run["residual"],
+            )
+        elif pol.recovery == "key_mean":
             # Lemma 13.3: s̃*_r + δ*_j = a·q·k_r − b·n·q·k̄_0 (common to all blocks); δ_j = fl(q·Δk_j),
             # Δk_j = fl_in(fl32(fl32(k̄_j − k̄_0)·fl32(b·n))), k̄ the fp32 block means of the keys
             g1 = gamma(n + 1, u32)
@@ -1611,17 +1646,24 @@ def a_priori(
                 errE = u * Xm + gt * Xm * (1 + u) + u * Xm * (1 + gt) * (1 + u) + 3 * vd.eta
                 mean_err = 0.0  # μ_j is the exact mean of the tile
                 tree_max = n * max(St, Xm) * (1 + gt)  # the largest node of either tree
+                Smx = Sa  # ≥ St: the maxima of step f below
             else:
-                Sa = St
-                errE = (u32 + u) * 2 * St * (1 + u32)
-                mean_err = c * gamma(n + 1, u32) * St  # the fp32 mean against the exact mean
+                # Lemma 19.0 (docs/bounds.md §19.1): the pseudo-averages are tile means, and the exact
+                # tile mean is (a − b·n)·q·k̄ (+ the mean score error), so |μ_j| ≤ Smean, usually far
+                # below max|s̃| = St (the shift removes the mean: |a − b·n| ≈ 1 − β)
+                g1 = gamma(n + 1, u32)
+                Smean = abs(a - b * n) * Pq + es + g1 * St
+                Sa = min(St, Smean * (1 + u) + vd.eta)  # |μ_j| and |A| = |fl(μ_0)|
+                errE = (u32 + u) * 2 * Sa * (1 + u32)
+                mean_err = c * g1 * St  # the fp32 mean against the exact mean
                 tree_max = 0.0
+                Smx = St
             errD = c * Sa * (2 * u32 + 12 * u) * (1 + u) ** 2 + c * errE
             Phi = 4 * c * Sa * (1 + u)
             tau_k = u * (Phi + 6 * c * Sa) * (1 + u) ** 2
             # with an additive mask the maxima and s̃ − m_j are those of the masked tile (the offsets are not)
             Bx = Bp + mask_sum(St)
-            eps_k = u * (4 * Sa + 4 * Bx + 4 * Phi) * (1 + u) ** 2
+            eps_k = u * (4 * Smx + 4 * Bx + 4 * Phi) * (1 + u) ** 2
             em = eB + mask_sum(St)  # the mask's own roundings enter every weight's exponent once
             lam = (
                 sysm
@@ -1634,7 +1676,7 @@ def a_priori(
             )
             Smax = St + Bx
             acc_max = St  # the rounded score product itself
-            vec_max = max((4 * Sa + 4 * Bx + 4 * Phi) * (1 + u) ** 2, tree_max)  # largest vector operand (f)
+            vec_max = max((4 * Smx + 4 * Bx + 4 * Phi) * (1 + u) ** 2, tree_max)  # largest vector operand (f)
             terms.update(
                 systematic=sysm,
                 scores=(1 + c) * es + em,
@@ -1673,7 +1715,7 @@ def a_priori(
         pv_peak = n * stats.v_abs * (1 + g32n) + h_n
         overflow = overflow or not (acc_peak < acc.maxf and pv_peak < acc.maxf)
     Vs, Va = stats.v_spread, stats.v_abs
-    Z = (T + 2) * S2 * (vd.eta + _FORMATS["fp32"].eta) * 1.001
+    Z = (T + 2) * S2 * (vd.eta + _FORMATS["fp32"].eta) * 1.001 * floor_scale
     with np.errstate(over="ignore"):
         BA = (math.exp(lam) * math.expm1(lam) * (1 + Z) + Z) * Vs if lam < 700 else math.inf
     # accumulators (Lemma 7 with every partial sum bounded by the total, Lemma 11.4)
@@ -1686,6 +1728,7 @@ def a_priori(
         + T * (vd.eta + (0.0 if mo.name == "fp32" else mo.eta) + h_n)
         + (mi.eta * n * T if vd.name != mi.name else 0.0)
     )
+    eta_all *= floor_scale
     eps_l = (1 + lj_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all
     eps_O = (1 + pv_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all
     BC = (eps_O * Va + (Va + BA) * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf
@@ -1695,10 +1738,12 @@ def a_priori(
     out = mi  # the kernel returns the inputs' dtype; the inputs are in matmul_in
     Bend = float(vd.hulp(ymax)) + (float(out.hulp(ymax * (1 + vd.u))) if vd.name != out.name else 0.0)
     bound = (main + Bend) * _SAFETY
+    if raw_peak and not (raw_peak * (1 + eps_l) * max(1.0, Va) < vd.maxf):  # raw ℓ, O (Theorem 9)
+        overflow = True
     if overflow:
         bound = math.inf
     terms.update(weights=BA, accumulators=BC, hull_fallback=fb, output_rounding=Bend)
-    return APrioriBound(method, pol.name, float(bound), float(lam), terms, overflow)
+    return APrioriBound(method, pol.name, float(bound), float(lam), terms, overflow, lemma)
 
 
 def _result_without_theorem1(
@@ -1770,7 +1815,8 @@ def sympy_checks() -> dict[str, bool]:
     * ``reference_telescoping`` (Lemma 16.3): for T = 4 blocks, every move pattern and any reference
       values, e^{τ(S_r − R^{(j)})}·Π_{later moves k} e^{τ(R^{(k−1)} − R^{(k)})} = e^{τ(S_r − R_final)};
     * ``running_frame`` (Lemma 17.3): the script's exponents and stored maximum in the frame H = m + c·A
-      (:func:`pasa_theory._running.sympy_checks`);
+      (:func:`pasa_theory._running.sympy_checks`); ``running_telescope`` (Lemma 19.1): the exponent
+      arguments x_γ, x_α in that frame for any stored maximum, and their telescoped sum over blocks;
     * ``normalisation`` (Lemma 16.3): κ/(κΣŴ − Z) = 1/(ΣŴ − Z/κ), the step that replaces ΣW ≥ 1 of
       Lemma 6 by a lower bound on the common factor κ.
     """
@@ -1876,5 +1922,5 @@ def sympy_checks() -> dict[str, bool]:
     mu = sum(ss) / nn
     rhs = (ee - tt / nn) + (tt - sum(xh)) / nn + (sum(xh) - sum(si - AA for si in ss)) / nn
     out["pairwise_deviation"] = sp.simplify(ee - (mu - AA) - rhs) == 0
-    out.update(_running.sympy_checks())  # Lemma 17.3 (docs/bounds.md §17)
+    out.update(_running.sympy_checks())  # Lemmas 17.3 and 19.1 (docs/bounds.md §17, §19.1)
     return out

@@ -7,15 +7,16 @@ Each product is named for what it is (docs/error-model.md §9):
   ``fp16_accurate``, §16; 8 for the script, §17; a theorem; PASA's conditional on the K̃ the run computed);
 * ``pred_prob`` — the **probabilistic bound** (Propositions 3 and 4, §12, §18: holds per element with
   probability ≥ 0.99 under its stated model);
-* ``pred_a_priori`` — the **a-priori bound** (Theorem 2, §11: every input with the same maxima);
+* ``pred_a_priori`` — the **a-priori bound** (Theorems 2, 7 and 9, §11, §16.7, §19.1: every input with the
+  same maxima);
 * ``pred_rmse`` — the **RMSE estimate**, a stochastic shadow simulation (a model, not a bound; the score
   tile's rounding is emulated where the inputs determine it, docs/error-model.md §8.12);
 * ``hull_cap`` — max_r |v_r − o|, what any convex combination of V guarantees: a bound at or above it
   says nothing.
 
 ``pasa:script`` has the rigorous bound of Theorem 8 (docs/bounds.md §17, the enclosure of its running
-offsets) but no a-priori bound; ``smooth_k`` the rigorous bound of Lemma 17.4 (fa_qk on the smoothed
-keys, enclosed) but no a-priori bound. A method outside every theorem's scope has the estimate only
+offsets) and the a-priori bound of Theorem 9 (§19.1); ``smooth_k`` the rigorous bound of Lemma 17.4
+(fa_qk on the smoothed keys, enclosed). A method outside every theorem's scope has the estimate only
 (its bound columns are empty, ``theorem`` says so).
 """
 
@@ -114,7 +115,7 @@ PVM_COLUMNS = (
 PVM_PRODUCTS = (
     ("bound", "pred_bound", "max_abs_err", "rigorous (Thms 1, 4, 6, 8)"),
     ("prob", "pred_prob", "max_abs_err", "probabilistic (Props 3, 4)"),
-    ("a_priori", "pred_a_priori", "max_abs_err", "a-priori (Thm 2)"),
+    ("a_priori", "pred_a_priori", "max_abs_err", "a-priori (Thms 2, 7, 9)"),
     ("estimate", "pred_rmse", "rmse", "RMSE estimate"),
 )
 
@@ -265,8 +266,8 @@ def _pvm_setup(pts: list[dict], quick: bool, custom: str | None = None) -> dict[
         "pasa:fp16_accurate; empty where not covered (theorem = none)",
         pred_prob="probabilistic bound, Propositions 3 and 4 of docs/bounds.md (§12, §18; §16.6 for "
         "pasa:fp16_accurate), confidence 0.99 (a theorem under its model)",
-        pred_a_priori="a-priori bound, Theorem 2 of docs/bounds.md (Theorem 7 for pasa:fp16_accurate), for every "
-        "input with the same maxima (a theorem)",
+        pred_a_priori="a-priori bound, Theorem 2 of docs/bounds.md (Theorem 7 for pasa:fp16_accurate, Theorem 9 "
+        "for pasa:script), for every input with the same maxima (a theorem)",
         pred_rmse="RMSE estimate: stochastic shadow simulation of pasa_theory.bounds, the score tile's rounding "
         "emulated where the inputs determine it (docs/error-model.md §8.11-§8.12; §10 for pasa:fp16_accurate; "
         "a model, not a bound)",
@@ -513,7 +514,7 @@ def predicted_vs_measured(
 ) -> FigureResult[PredictedVsMeasuredSummary]:
     """The four error products of :func:`pasa_theory.predict` against the harness, input by input
     (measured on x): (a) the rigorous a-posteriori bound (Theorems 1, 4, 6 and 8, a theorem), (b) the
-    probabilistic bound (Propositions 3 and 4, confidence 0.99), (c) the a-priori bound (Theorem 2; ∞ drawn at the top
+    probabilistic bound (Propositions 3 and 4, confidence 0.99), (c) the a-priori bound (Theorems 2, 7, 9; ∞ drawn at the top
     edge) against the measured max|error|, each with the hull cap max|v − o| (grey dashes: a bound
     above them is vacuous), and (d) the RMSE estimate (a stochastic shadow simulation, a model, with the score tile's rounding emulated
     where the inputs determine it)

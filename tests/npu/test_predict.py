@@ -556,11 +556,13 @@ def test_bounds_hold_through_the_report_on_grid_corners():
                 )
     _check(recs, "grid corners with the bounds, 1 head, 8 rows", median=(0.5, 2.0), within=0.5)
     for r in recs:
-        if r["method"] == "pasa:script":  # Theorem 8 (docs/bounds.md §17): rigorous, no a-priori bound
+        if (
+            r["method"] == "pasa:script"
+        ):  # Theorem 8 (rigorous, docs/bounds.md §17), Theorem 9 (a-priori, §19.1)
             assert r["bound_status"].startswith("theorem 8"), r["bound_status"]
-            assert r["pred_bound"] is not None and r["pred_a_priori"] is None
+            assert r["pred_bound"] is not None and r["pred_a_priori"] is not None
             if not (r["meas_overflow"] or r["pred_overflow"]):
-                assert r["bound_ok"] and r["prob_ok"], r
+                assert r["bound_ok"] and r["prob_ok"] and r["a_priori_ok"], r
             continue
         assert r["pred_bound"] is not None and r["pred_a_priori"] is not None, r["method"]
         if not (r["meas_overflow"] or r["pred_overflow"]):

@@ -183,31 +183,35 @@ def test_ignoring_the_rounding_of_the_running_maximum_fails(monkeypatch):
 
 
 def test_a_priori_and_other_running_policies_are_refused():
-    """Theorem 8 is a-posteriori only: a_priori refuses the script with a ValueError naming §17; a running
-    policy outside the covered one (pseudo_average='centered') is refused by certify."""
-    st = rigorous.InputStats(1.0, 1.0, 1.0, 2.0, 64, 256)
-    with pytest.raises(ValueError, match="§17"):
-        rigorous.a_priori(METHOD, st, precision="script")
-    q, k, v = _uniform(1, 2, 64, 64, 0.0, 1.0)
+    """a_priori covers the script (Theorem 9, docs/bounds.md §19.1) but not a running policy with a
+    pairwise block mean (ValueError naming §19.1); a running policy outside Theorem 8
+    (pseudo_average='centered') is refused by certify."""
     from pasa_npu.precision import get_precision
 
+    st = rigorous.InputStats(0.05, 0.05, 1.0, 2.0, 64, 256)
+    ap = rigorous.a_priori(METHOD, st, precision="script")
+    assert 0 < ap.bound < 1 and not ap.overflow_possible and ap.terms["running"] > 0, ap
+    with pytest.raises(ValueError, match="§19.1"):
+        rigorous.a_priori("pasa", st, precision=get_precision("script").replace(reduce="pairwise"))
+    q, k, v = _uniform(1, 2, 64, 64, 0.0, 1.0)
     prec = get_precision("script").replace(pseudo_average="centered")
     with pytest.raises(ValueError, match="offset='running'"):
         rigorous.certify("pasa", q, k, v, precision=prec)
 
 
 def test_predict_reports_theorem8():
-    """pasa_theory.predict gives the script a rigorous bound (status 'theorem 8'), no a-priori bound."""
+    """pasa_theory.predict gives the script the rigorous bound (status 'theorem 8') and the a-priori
+    bound of Theorem 9, both above the measured error."""
     import pasa_theory as pt
 
     q, k, v = _uniform(2, 8, 300, 64, 0.0, 1.0)
     pred = pt.predict(METHOD, q, k, v)
     assert pred.bound_status.startswith("theorem 8"), pred.bound_status
     assert pred.max_abs_bound is not None and np.isfinite(pred.max_abs_bound)
-    assert pred.a_priori_bound is None
+    assert pred.a_priori_bound is not None and pred.a_priori_bound >= pred.max_abs_bound
 
 
 def test_frame_lemma_algebra():
     """Lemma 17.3's identities (the exponents and H in the frame H = m + c·A, free of A) hold symbolically."""
-    assert _running.sympy_checks() == {"running_frame": True}
-    assert rigorous.sympy_checks()["running_frame"]
+    assert _running.sympy_checks() == {"running_frame": True, "running_telescope": True}
+    assert rigorous.sympy_checks()["running_frame"] and rigorous.sympy_checks()["running_telescope"]
