@@ -543,7 +543,7 @@ def certify(
                 b64 = bias[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, S2)
                 eng.bias = (b64, eng.vd.rnd(eng.f32.rnd(b64)))  # torch rounds a float64 through fp32
             if pol.smooth_k:  # the kernel's keys are fl(K − fl(mean K)); the golden stays on K (Lemma 17.4)
-                eng.k_tile = _smoothed_keys(ka[b, hk], eng.vd, eng.f32, n, pol.kv_tail)
+                eng.k_tile = _smoothed_keys(ka[b, hk], eng.vd, eng.f32, n, pol.kv_tail, eng.mi)
             res = eng.run(qg, ka[b, hk], kp, vp, ridx, None if kt_obs is None else kt_obs[b, hk])
             out.add(b, hk, G, res)
     return out.certificate(method, pol, sel, confidence)
@@ -1714,17 +1714,22 @@ def _inf_if(flag: Any) -> float:
     return float("inf") if bool(flag) else 0.0
 
 
-def _smoothed_keys(k: _F64, vd: Any, f32: Any, n: int, kv_tail: str) -> tuple[_F64, _F64]:
+def _smoothed_keys(k: _F64, vd: Any, f32: Any, n: int, kv_tail: str, mi: Any = None) -> tuple[_F64, _F64]:
     """Lemma 17.4: enclosure of the keys the ``smooth_k`` method gives the kernel, K′ = fl(K − k̄) with
     k̄ = fl(mean over the sequence of K) (``pasa_npu.methods._smooth_k``: torch's mean of a vector-format
     tensor sums in fp32, in an order H1 leaves open, divides once in fp32 and rounds to the vector
-    format — checked against torch in tests/npu/test_rigorous_script.py), padded to a multiple of n by
-    the policy's tail rule. ``k`` is one KV head, (S2, d); returns (lo, hi), each (⌈S2/n⌉·n, d)."""
+    format — checked against torch in tests/npu/test_rigorous_script.py), then cast to the matrix unit's
+    input format ``mi`` (the kernel's ``k.to(matmul_in)``: a rounding where the vector format is wider,
+    e.g. ``hybrid``, fp32 → fp16), padded to a multiple of n by the policy's tail rule. ``k`` is one KV
+    head, (S2, d); returns (lo, hi), each (⌈S2/n⌉·n, d)."""
+    k = vd.rnd(k)  # the method's k.to(vector): exact where the vector format holds the inputs
     kt = np.ascontiguousarray(k.T)  # (d, S2): the mean of each column is a row mean
     m_lo, m_hi = _enclosure.mean_enclosure(kt, kt, vd, f32, 2.0**-38)
     kb_lo, kb_hi = vd.rnd(m_lo), vd.rnd(m_hi)
     # k − k̄ of two numbers of the format is exact in float64; rounding is monotone
     lo, hi = vd.rnd(k - kb_hi[None, :]), vd.rnd(k - kb_lo[None, :])
+    if mi is not None:
+        lo, hi = mi.rnd(lo), mi.rnd(hi)
     lo = _pad(lo[None, None], n, kv_tail)[0, 0]
     hi = _pad(hi[None, None], n, kv_tail)[0, 0]
     return lo, hi
