@@ -15,7 +15,7 @@ Each product is named for what it is (docs/error-model.md §9):
 
 ``pasa:script`` has the rigorous bound of Theorem 8 (docs/bounds.md §17, the enclosure of its running
 offsets) but no a-priori bound; ``smooth_k`` the rigorous bound of Lemma 17.4 (fa_qk on the smoothed
-keys, enclosed) but no a-priori bound. A method outside every theorem's scope has the estimate only
+keys, enclosed) and the a-priori Theorem 2 with Lemma 19.2 (§19.2). A method outside every theorem's scope has the estimate only
 (its bound columns are empty, ``theorem`` says so).
 """
 

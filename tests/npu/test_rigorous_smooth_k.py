@@ -111,15 +111,17 @@ def test_ignoring_the_rounding_of_the_mean_fails(monkeypatch):
         _check(q, k, v, what="naive mean")
 
 
-def test_a_priori_refuses_and_predict_reports():
-    with pytest.raises(ValueError, match="smooth_k"):
-        rigorous.a_priori("smooth_k", rigorous.InputStats(1.0, 1.0, 1.0, 2.0, 64, 256))
+def test_predict_reports_both_theorems():
+    """predict gives smooth_k the rigorous bound (Lemma 17.4) and, since docs/bounds.md §19.2, the a-priori
+    Theorem 2 of its input statistics (stats_of, with k_dev)."""
     import pasa_theory as pt
 
     q, k, v = grid_qkv(8, 300, 1, d=64, seed=2, mean=1.0, amp=1.0, dtype=torch.float16)
     pred = pt.predict("smooth_k", q, k, v)
     assert pred.bound_status.startswith("theorem"), pred.bound_status
-    assert pred.max_abs_bound is not None and np.isfinite(pred.max_abs_bound) and pred.a_priori_bound is None
+    assert pred.max_abs_bound is not None and np.isfinite(pred.max_abs_bound)
+    apri = rigorous.a_priori("smooth_k", rigorous.stats_of(q, k, v))
+    assert pred.a_priori_bound == apri.bound and np.isfinite(apri.bound)
 
 
 def _hybrid_aligned_case(seed):
