@@ -50,8 +50,9 @@ row reductions ``reduce="acc"`` or ``"pairwise"`` (the vector unit's tree, §13.
 pseudo-averages and raw accumulators, the ``script`` preset (Theorem 8 of ``docs/bounds.md`` §17, the
 enclosure only: :mod:`pasa_theory._running`); without it: flash attention with τ on the scores or on Q
 (``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``) at those precisions, and ``smooth_k`` (the keys minus
-their rounded mean, enclosed: ``docs/bounds.md`` §17.3). ``a_priori`` covers neither the script nor
-``smooth_k``; it covers additive masks through ``InputStats.mask_max`` (§17.5).
+their rounded mean, enclosed: ``docs/bounds.md`` §17.3). ``a_priori`` does not cover the script; it covers
+``smooth_k`` (Lemma 19.2, ``InputStats.k_dev``, §19.2) and additive masks through ``InputStats.mask_max``
+(§17.5).
 Masks: the bottom-right causal mask, the padded tail and a boolean or additive ``attn_mask`` (§13.4).
 The matrix unit may also accumulate narrowly (``mma_acc`` "fp16"/"fp22", ``mma_round`` nearest/zero):
 H1 is then replaced for its products by the chunked model of ``docs/bounds.md`` §15 (Theorem 5,
@@ -1490,6 +1491,13 @@ def a_priori(
     It bounds the worst case over all such inputs, so it is far above the error of a typical input
     (the a-posteriori :func:`certify` is the tight product); it says when fully fp16 attention is safe
     at all (e.g. ``overflow_possible``) and how the error scales with d, n, S2, β, c and u.
+
+    ``smooth_k`` (docs/bounds.md §19.2, Lemma 19.2): fa_qk's theorem on the smoothed keys K″ = K − k̄ + ε,
+    whose magnitude comes from ``stats.k_dev`` (the keys' largest deviation from their exact sequence mean;
+    without it from 2·k_max: smoothing can double a key) plus the mean's error, and whose rounding ε
+    (|ε| ≤ δ: K − k̄ rounded to the vector format, then cast to the matrix unit's) adds τ·d·q_max·δ to
+    every exponent (the term ``smoothed_keys``); the mean k̄ itself shifts a whole score row and cancels.
+    The inputs are numbers of the matrix unit's format, as for every method here.
     """
     pol = policies.resolve(method, precision)
     hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 7 (docs/bounds.md §16.7)

@@ -287,3 +287,11 @@ def test_bad_k_dev_is_a_value_error(bad, method):
     st = rigorous.InputStats(1.0, 1.0, 1.0, 2.0, 64, 256, k_dev=bad)
     with pytest.raises(ValueError, match="k_dev"):
         rigorous.a_priori(method, st)
+
+
+def test_grows_with_every_input_bound():
+    st = rigorous.InputStats(0.5, 30.5, 1.0, 2.0, 64, 512, k_dev=0.6)
+    b0 = rigorous.a_priori("smooth_k", st).bound
+    assert 0 < b0 < math.inf
+    for key, val in dict(q_max=1.0, k_max=61.0, v_abs=2.0, v_spread=4.0, seq_kv=2048, k_dev=1.2).items():
+        assert rigorous.a_priori("smooth_k", dataclasses.replace(st, **{key: val})).bound >= b0, key
