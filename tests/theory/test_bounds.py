@@ -487,14 +487,19 @@ def test_methods_outside_the_theorems_get_none_and_a_reason(method):
     assert math.isfinite(p.first_order_estimate) and math.isfinite(p.rmse_estimate)
 
 
-@pytest.mark.parametrize("method,status", [("pasa:script", "theorem 8"), ("smooth_k", "theorem 1")])
-def test_script_and_smooth_k_get_the_rigorous_bound_only(method, status):
+@pytest.mark.parametrize(
+    "method,status,a_priori", [("pasa:script", "theorem 8", False), ("smooth_k", "theorem 1", True)]
+)
+def test_script_and_smooth_k_get_the_rigorous_bound(method, status, a_priori):
     """docs/bounds.md §17: Theorem 8 (script) and Lemma 17.4 (smooth_k) give the rigorous and probabilistic
-    bounds; the a-priori bound does not cover them (None)."""
+    bounds; the a-priori bound covers smooth_k (§19.2, Lemma 19.2), not the script (None)."""
     q, k, v = _small(seed=6)
     p = pt.predict(method, q, k, v)
     assert p.bound_status.startswith(status), p.bound_status
-    assert p.max_abs_bound is not None and 0 < p.max_abs_bound < math.inf and p.a_priori_bound is None
+    assert p.max_abs_bound is not None and 0 < p.max_abs_bound < math.inf
+    assert (p.a_priori_bound is not None) == a_priori, p.a_priori_bound
+    if a_priori:
+        assert p.a_priori_bound is not None and 0 < p.a_priori_bound < math.inf
     assert p.prob_abs_bound is not None and p.prob_abs_bound <= p.max_abs_bound
 
 
