@@ -1246,6 +1246,9 @@ def predict_a_priori(
             v_spread=lim(stats.mean_v + stats.spread_v) - lim(stats.mean_v - stats.spread_v),
             head_dim=stats.head_dim,
             seq_kv=stats.seq_kv,
+            # smooth_k (docs/bounds.md §19.2): the exact column mean lies in the support, so every key is
+            # within its width of it
+            k_dev=lim(stats.mean_k + stats.spread_k) - lim(stats.mean_k - stats.spread_k),
         )
         apri = _rig.a_priori(method, st, precision=precision, beta=beta, block_kv=block_kv, scale=scale)
         pred = _replace(pred, a_priori_bound=apri.bound)

@@ -50,8 +50,9 @@ row reductions ``reduce="acc"`` or ``"pairwise"`` (the vector unit's tree, §13.
 pseudo-averages and raw accumulators, the ``script`` preset (Theorem 8 of ``docs/bounds.md`` §17, the
 enclosure only: :mod:`pasa_theory._running`); without it: flash attention with τ on the scores or on Q
 (``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``) at those precisions, and ``smooth_k`` (the keys minus
-their rounded mean, enclosed: ``docs/bounds.md`` §17.3). ``a_priori`` covers neither the script nor
-``smooth_k``; it covers additive masks through ``InputStats.mask_max`` (§17.5).
+their rounded mean, enclosed: ``docs/bounds.md`` §17.3). ``a_priori`` does not cover the script; it covers
+``smooth_k`` (Lemma 19.2, ``InputStats.k_dev``, §19.2) and additive masks through ``InputStats.mask_max``
+(§17.5).
 Masks: the bottom-right causal mask, the padded tail and a boolean or additive ``attn_mask`` (§13.4).
 The matrix unit may also accumulate narrowly (``mma_acc`` "fp16"/"fp22", ``mma_round`` nearest/zero):
 H1 is then replaced for its products by the chunked model of ``docs/bounds.md`` §15 (Theorem 5,
@@ -549,7 +550,7 @@ def certify(
                 b64 = bias[b, hk * G : (hk + 1) * G][:, sel].reshape(G * sel.size, S2)
                 eng.bias = (b64, eng.vd.rnd(eng.f32.rnd(b64)))  # torch rounds a float64 through fp32
             if pol.smooth_k:  # the kernel's keys are fl(K − fl(mean K)); the golden stays on K (Lemma 17.4)
-                eng.k_tile = _smoothed_keys(ka[b, hk], eng.vd, eng.f32, n, pol.kv_tail)
+                eng.k_tile = _smoothed_keys(ka[b, hk], eng.vd, eng.f32, n, pol.kv_tail, eng.mi)
             res = eng.run(qg, ka[b, hk], kp, vp, ridx, None if kt_obs is None else kt_obs[b, hk])
             out.add(b, hk, G, res)
     return out.certificate(method, pol, sel, confidence)
@@ -1436,7 +1437,10 @@ class InputStats:
     ``q_max`` ≥ max|q|, ``k_max`` ≥ max|k|, ``v_abs`` ≥ max|v|, ``v_spread`` ≥ max over columns of
     (max_r v_r − min_r v_r) (which bounds max_r |v_r − o|), ``head_dim`` d, ``seq_kv`` S2; ``mask_max`` ≥
     the largest |B| over the finite entries of an additive ``attn_mask`` B (0: none, or a boolean mask;
-    docs/bounds.md §17.5).
+    docs/bounds.md §17.5); ``k_dev`` (optional) ≥ max over heads, key columns and keys of |k_r − k̄*|, k̄*
+    the exact mean of the column over the sequence (what ``smooth_k`` subtracts, before its rounding;
+    the column spread max k − min k is a valid, up to 2× larger, value; None: only k_max is known,
+    docs/bounds.md §19.2).
     """
 
     q_max: float
@@ -1446,6 +1450,7 @@ class InputStats:
     head_dim: int
     seq_kv: int
     mask_max: float = 0.0
+    k_dev: float | None = None
 
 
 def stats_of(q: Any, k: Any, v: Any, attn_mask: Any = None) -> InputStats:
@@ -1455,14 +1460,20 @@ def stats_of(q: Any, k: Any, v: Any, attn_mask: Any = None) -> InputStats:
     spread = float(np.max(va.max(axis=2) - va.min(axis=2))) if va.size else 0.0
     B, H, _, S1, S2, _, _ = check_bnsd(qa.shape, ka.shape, va.shape)
     _, bias = _mask_arrays(attn_mask, False, (B, H, S1, S2))
+    k_max = float(np.abs(ka).max())
+    # k_dev: the deviation from the exact column mean, rounded up (docs/bounds.md §19.2): the float64 mean
+    # errs by at most γ⁶⁴_{S2+1}·max|k|, each |k − mean| by one more rounding
+    m64 = ka.mean(axis=2, keepdims=True)
+    k_dev = (float(np.abs(ka - m64).max()) + gamma(S2 + 2, 2.0**-53) * k_max) * (1 + 2.0**-50)
     return InputStats(
         float(np.abs(qa).max()),
-        float(np.abs(ka).max()),
+        k_max,
         float(np.abs(va).max()),
         spread,
         int(qa.shape[3]),
         int(ka.shape[2]),
         0.0 if bias is None else float(np.abs(bias).max(initial=0.0)),
+        k_dev,
     )
 
 
@@ -1500,6 +1511,13 @@ def a_priori(
     It bounds the worst case over all such inputs, so it is far above the error of a typical input
     (the a-posteriori :func:`certify` is the tight product); it says when fully fp16 attention is safe
     at all (e.g. ``overflow_possible``) and how the error scales with d, n, S2, β, c and u.
+
+    ``smooth_k`` (docs/bounds.md §19.2, Lemma 19.2): fa_qk's theorem on the smoothed keys K″ = K − k̄ + ε,
+    whose magnitude comes from ``stats.k_dev`` (the keys' largest deviation from their exact sequence mean;
+    without it from 2·k_max: smoothing can double a key) plus the mean's error, and whose rounding ε
+    (|ε| ≤ δ: K − k̄ rounded to the vector format, then cast to the matrix unit's) adds τ·d·q_max·δ to
+    every exponent (the term ``smoothed_keys``); the mean k̄ itself shifts a whole score row and cancels.
+    The inputs are numbers of the matrix unit's format, as for every method here.
     """
     pol = policies.resolve(method, precision)
     hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 7 (docs/bounds.md §16.7)
@@ -1507,11 +1525,6 @@ def a_priori(
         _refbound.check_policy(pol)
     else:
         _check_policy(pol)
-    if pol.smooth_k:
-        raise ValueError(
-            f"a_priori does not cover policy {pol.name!r}: smooth_k (K minus its rounded mean) has the "
-            "a-posteriori bound only (docs/bounds.md §17)"
-        )
     if pol.shift and pol.offset == "running" and pol.reduce != "acc":
         raise ValueError(
             f"a_priori does not cover policy {pol.name!r}: offset='running' (the script's bookkeeping) with "
@@ -1519,6 +1532,8 @@ def a_priori(
         )
     if not isinstance(stats, InputStats):
         raise TypeError(f"stats must be an InputStats (see stats_of), got {type(stats).__name__}")
+    if stats.k_dev is not None and not (math.isfinite(stats.k_dev) and stats.k_dev >= 0):
+        raise ValueError(f"stats.k_dev must be None or finite and >= 0, got {stats.k_dev!r}")
     d, S2 = stats.head_dim, stats.seq_kv
     n = S2 if pol.untiled else check_block(block_kv)
     T = -(-S2 // n)
@@ -1545,6 +1560,10 @@ def a_priori(
     um = 0.0 if mo.name == "fp32" else mo.u
     g32d = gamma(d, u32)
     Qm, Km = stats.q_max, stats.k_max
+    e_sk, ovf_sk = 0.0, False
+    if pol.smooth_k:  # Lemma 19.2: fa_qk on K″ = K − k̄ + ε, |K″| ≤ Km, |ε| ≤ δ; τ·q·k̄ is common to a row
+        Km, delta, ovf_sk = _smoothed_key_bounds(pol, stats)
+        e_sk = tau * d * Qm * delta
     # a narrow accumulator (docs/bounds.md §15.2): Γ_acc in place of γ^{32}, plus its absolute part H
     # (raw units of the product), and every partial sum below its largest finite value
     acc = _accum.accumulator_of(pol)
@@ -1703,11 +1722,13 @@ def a_priori(
         if Bm:  # the masked tile: the mask's roundings in every exponent, the maxima up to |s̃| + |fl(B)|
             es += eB + mask_sum(Smax)
             Smax = Smax + Bp + mask_sum(Smax)
-        lam = es + (u * 2 * Smax + rho) + T * (u * 2 * Smax + rho)
+        lam = es + e_sk + (u * 2 * Smax + rho) + T * (u * 2 * Smax + rho)
         terms.update(scores=es, exp=u * 2 * Smax + rho, recurrence=T * (u * 2 * Smax + rho))
+        if pol.smooth_k:
+            terms.update(smoothed_keys=e_sk)
         vec_max = 2 * Smax * (1 + u)
     # overflow: the rounded score product, the scores and every vector-unit operand of steps d–g
-    overflow = not (acc_max < mo.maxf and Smax < vd.maxf and vec_max < vd.maxf)
+    overflow = not (acc_max < mo.maxf and Smax < vd.maxf and vec_max < vd.maxf) or ovf_sk
     # the block product P·V_j (P ≤ 1) rounded to matmul_out and the vector format (Lemma 7.1)
     pv_lim = min(mo.overflow_at, vd.overflow_at if vd.name != "fp32" else math.inf)
     overflow = overflow or not (n * stats.v_abs * (1 + g32n) + h_n < pv_lim)
@@ -1746,6 +1767,38 @@ def a_priori(
     return APrioriBound(method, pol.name, float(bound), float(lam), terms, overflow, lemma)
 
 
+def _holds(a: _Fmt, b: _Fmt) -> bool:
+    """Every number of the binary format ``b`` is a number of ``a`` (a conversion b → a is exact)."""
+    return a.p >= b.p and a.emin <= b.emin and a.maxf >= b.maxf
+
+
+def _smoothed_key_bounds(pol: policies.Policy, stats: InputStats) -> tuple[float, float, bool]:
+    """Lemma 19.2 (docs/bounds.md §19.2), the a-priori constants of ``smooth_k``'s keys: (K_p, δ, overflow)
+    with |K″| ≤ K_p and K″ = K − k̄ + ε, |ε| ≤ δ element-wise, for the operand K″ = fl_in(fl_vd(K₀ − k̄))
+    the kernel multiplies (K₀ = fl_vd(K), k̄ = fl_vd(the fp32 mean of K₀ over the sequence, any order);
+    ``pasa_npu.methods._smooth_k``), and ``overflow`` if the mean's sum, K₀ or K″ can overflow.
+
+    k̄ errs against the exact mean k̄* by at most e_k̄ = γ³²_{S2+1}·k₀ + 2η₃₂ (+ half an ulp of the vector
+    format at k₀ + that, unless the vector unit is fp32), so |K₀ − k̄| ≤ D = min(k_dev + 2e_in, 2k₀) + e_k̄;
+    the subtraction rounds by hulp_vd(D), the cast to the matrix unit's format by hulp_in (unless it holds
+    the vector format). k̄'s error is common to a column: it moves the scores by the row constant τ·q·k̄
+    and enters the magnitude K_p only."""
+    vd, mi, f32 = _FORMATS[pol.vector.name], _FORMATS[pol.matmul_in.name], _FORMATS["fp32"]
+    S2, Km = stats.seq_kv, float(stats.k_max)
+    e_in = 0.0 if _holds(vd, mi) else float(vd.hulp(Km))  # k.to(vector): exact where it holds the inputs
+    k0 = Km + e_in
+    g = gamma(S2 + 1, f32.u)
+    e_mu = g * k0 + 2 * f32.eta  # the fp32 mean (sum in any order, one division or a rounded 1/S2 product)
+    e_kb = e_mu + (0.0 if vd.name == "fp32" else float(vd.hulp(k0 + e_mu)))
+    dev = 2 * k0 if stats.k_dev is None else min(float(stats.k_dev) + 2 * e_in, 2 * k0)
+    D = dev + e_kb  # |K₀ − k̄|
+    r_sub = float(vd.hulp(D))
+    r_cast = 0.0 if _holds(mi, vd) else float(mi.hulp(D + r_sub))
+    Kp = D + r_sub + r_cast
+    overflow = not (S2 * k0 * (1 + g) < f32.maxf and k0 < vd.maxf and Kp < vd.maxf and Kp < mi.maxf)
+    return Kp, e_in + r_sub + r_cast, overflow
+
+
 def _result_without_theorem1(
     eng: Any, s64: _F64, sig: _F64, vis: _Bool, vp: _F64, nonempty: _Bool, overflow: _Bool
 ) -> dict[str, Any]:
@@ -1777,17 +1830,22 @@ def _inf_if(flag: Any) -> float:
     return float("inf") if bool(flag) else 0.0
 
 
-def _smoothed_keys(k: _F64, vd: Any, f32: Any, n: int, kv_tail: str) -> tuple[_F64, _F64]:
+def _smoothed_keys(k: _F64, vd: Any, f32: Any, n: int, kv_tail: str, mi: Any = None) -> tuple[_F64, _F64]:
     """Lemma 17.4: enclosure of the keys the ``smooth_k`` method gives the kernel, K′ = fl(K − k̄) with
     k̄ = fl(mean over the sequence of K) (``pasa_npu.methods._smooth_k``: torch's mean of a vector-format
     tensor sums in fp32, in an order H1 leaves open, divides once in fp32 and rounds to the vector
-    format — checked against torch in tests/npu/test_rigorous_script.py), padded to a multiple of n by
-    the policy's tail rule. ``k`` is one KV head, (S2, d); returns (lo, hi), each (⌈S2/n⌉·n, d)."""
+    format — checked against torch in tests/npu/test_rigorous_script.py), then cast to the matrix unit's
+    input format ``mi`` (the kernel's ``k.to(matmul_in)``: a rounding where the vector format is wider,
+    e.g. ``hybrid``, fp32 → fp16), padded to a multiple of n by the policy's tail rule. ``k`` is one KV
+    head, (S2, d); returns (lo, hi), each (⌈S2/n⌉·n, d)."""
+    k = vd.rnd(k)  # the method's k.to(vector): exact where the vector format holds the inputs
     kt = np.ascontiguousarray(k.T)  # (d, S2): the mean of each column is a row mean
     m_lo, m_hi = _enclosure.mean_enclosure(kt, kt, vd, f32, 2.0**-38)
     kb_lo, kb_hi = vd.rnd(m_lo), vd.rnd(m_hi)
     # k − k̄ of two numbers of the format is exact in float64; rounding is monotone
     lo, hi = vd.rnd(k - kb_hi[None, :]), vd.rnd(k - kb_lo[None, :])
+    if mi is not None:
+        lo, hi = mi.rnd(lo), mi.rnd(hi)
     lo = _pad(lo[None, None], n, kv_tail)[0, 0]
     hi = _pad(hi[None, None], n, kv_tail)[0, 0]
     return lo, hi
@@ -1818,7 +1876,10 @@ def sympy_checks() -> dict[str, bool]:
       (:func:`pasa_theory._running.sympy_checks`); ``running_telescope`` (Lemma 19.1): the exponent
       arguments x_γ, x_α in that frame for any stored maximum, and their telescoped sum over blocks;
     * ``normalisation`` (Lemma 16.3): κ/(κΣŴ − Z) = 1/(ΣŴ − Z/κ), the step that replaces ΣW ≥ 1 of
-      Lemma 6 by a lower bound on the common factor κ.
+      Lemma 6 by a lower bound on the common factor κ;
+    * ``smoothed_keys`` (Lemma 19.2): with K″_r = k_r − k̄ + ε_r, τq·K″_r = τq·k_r + τq·ε_r − τq·k̄, and the
+      softmax average of v over the exponents τq·K″_r equals that over τq·k_r + τq·ε_r (the row constant
+      −τq·k̄ cancels).
     """
     import sympy as sp
 
@@ -1922,5 +1983,25 @@ def sympy_checks() -> dict[str, bool]:
     mu = sum(ss) / nn
     rhs = (ee - tt / nn) + (tt - sum(xh)) / nn + (sum(xh) - sum(si - AA for si in ss)) / nn
     out["pairwise_deviation"] = sp.simplify(ee - (mu - AA) - rhs) == 0
+    # Lemma 19.2 / Theorem 2 for smooth_k: 3 keys of 2 coordinates, K″_r = k_r − k̄ + ε_r
+    tq = sp.symbols("tau", positive=True)
+    qv = sp.symbols("qd0:2", real=True)
+    kb = sp.symbols("kb0:2", real=True)
+    kr = [sp.symbols(f"k{r}_0:2", real=True) for r in range(3)]
+    er = [sp.symbols(f"eps{r}_0:2", real=True) for r in range(3)]
+    vr = sp.symbols("vs0:3", real=True)
+
+    def dot(x: Any, y: Any) -> Any:
+        return sum(xi * yi for xi, yi in zip(x, y, strict=True))
+
+    xs = [tq * dot(qv, [kr[r][i] - kb[i] + er[r][i] for i in range(2)]) for r in range(3)]
+    split = all(
+        sp.expand(xs[r] - (tq * dot(qv, kr[r]) + tq * dot(qv, er[r]) - tq * dot(qv, kb))) == 0
+        for r in range(3)
+    )
+    ys = [tq * dot(qv, kr[r]) + tq * dot(qv, er[r]) for r in range(3)]
+    avg_x = sum(sp.exp(x) * vi for x, vi in zip(xs, vr, strict=True)) / sum(sp.exp(x) for x in xs)
+    avg_y = sum(sp.exp(y) * vi for y, vi in zip(ys, vr, strict=True)) / sum(sp.exp(y) for y in ys)
+    out["smoothed_keys"] = bool(split and sp.simplify(avg_x - avg_y) == 0)
     out.update(_running.sympy_checks())  # Lemmas 17.3 and 19.1 (docs/bounds.md §17, §19.1)
     return out

@@ -16,7 +16,8 @@ Each product is named for what it is (docs/error-model.md §9):
 
 ``pasa:script`` has the rigorous bound of Theorem 8 (docs/bounds.md §17, the enclosure of its running
 offsets) and the a-priori bound of Theorem 9 (§19.1); ``smooth_k`` the rigorous bound of Lemma 17.4
-(fa_qk on the smoothed keys, enclosed). A method outside every theorem's scope has the estimate only
+(fa_qk on the smoothed keys, enclosed) and the a-priori Theorem 2 with Lemma 19.2 (§19.2). A method outside
+every theorem's scope has the estimate only
 (its bound columns are empty, ``theorem`` says so).
 """
 

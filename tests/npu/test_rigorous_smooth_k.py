@@ -100,7 +100,7 @@ def test_ignoring_the_rounding_of_the_mean_fails(monkeypatch):
     q, k, v = grid_qkv(16, 700, 2, d=128, seed=3, mean=20.0, amp=5.0, dtype=torch.float16)
     _check(q, k, v, what="before the mutation")
 
-    def naive(k, vd, f32, n, kv_tail):
+    def naive(k, vd, f32, n, kv_tail, mi=None):
         lo = hi = vd.rnd(k - k.mean(axis=0)[None, :])
         return rigorous._pad(lo[None, None], n, kv_tail)[0, 0], rigorous._pad(hi[None, None], n, kv_tail)[
             0, 0
@@ -111,12 +111,52 @@ def test_ignoring_the_rounding_of_the_mean_fails(monkeypatch):
         _check(q, k, v, what="naive mean")
 
 
-def test_a_priori_refuses_and_predict_reports():
-    with pytest.raises(ValueError, match="smooth_k"):
-        rigorous.a_priori("smooth_k", rigorous.InputStats(1.0, 1.0, 1.0, 2.0, 64, 256))
+def test_predict_reports_both_theorems():
+    """predict gives smooth_k the rigorous bound (Lemma 17.4) and, since docs/bounds.md §19.2, the a-priori
+    Theorem 2 of its input statistics (stats_of, with k_dev)."""
     import pasa_theory as pt
 
     q, k, v = grid_qkv(8, 300, 1, d=64, seed=2, mean=1.0, amp=1.0, dtype=torch.float16)
     pred = pt.predict("smooth_k", q, k, v)
     assert pred.bound_status.startswith("theorem"), pred.bound_status
-    assert pred.max_abs_bound is not None and np.isfinite(pred.max_abs_bound) and pred.a_priori_bound is None
+    assert pred.max_abs_bound is not None and np.isfinite(pred.max_abs_bound)
+    apri = rigorous.a_priori("smooth_k", rigorous.stats_of(q, k, v))
+    assert pred.a_priori_bound == apri.bound and np.isfinite(apri.bound)
+
+
+def _hybrid_aligned_case(seed):
+    """``hybrid`` (fp32 vector unit, fp16 matrix unit): K′ = fl32(K − k̄) is cast to fp16 by the kernel. Keys
+    in {−3…3} over 11 keys give means with long fp32 expansions; each query row r is the sign of key r's
+    fp16-cast residual, so the cast moves score r by up to d·3·2⁻¹²."""
+    g = torch.Generator().manual_seed(seed)
+    s2, d = 11, 64
+    k = torch.randint(-3, 4, (1, 1, s2, d), generator=g).half()
+    kv = k.float()
+    kp = kv - kv.mean(dim=2, keepdim=True)
+    resid = (kp.half().double() - kp.double()).numpy()[0, 0]
+    q = torch.from_numpy(np.sign(resid) * 3).half()[None, None]
+    v = torch.rand(1, 1, s2, d, generator=g).half()
+    return q, k, v
+
+
+def _check_hybrid(q, k, v, what):
+    kw = dict(precision="hybrid", scale=1 / 16)
+    out = run_method("smooth_k", q, k, v, **kw).double()
+    gold = golden_attention(q, k, v, scale=1 / 16)
+    cert = rigorous.certify("smooth_k", q, k, v, **kw)
+    assert_rows_within_bound((out - gold).abs().amax(dim=-1).numpy(), cert, what)
+
+
+@pytest.mark.parametrize("seed", [0, 5, 24])
+def test_hybrid_encloses_the_cast_of_the_smoothed_keys_to_fp16(seed, monkeypatch):
+    """Lemma 17.4 at ``hybrid``: the enclosure includes the kernel's cast of K′ to the matrix unit's fp16.
+    Without that cast (the enclosure of fl32(K − k̄) alone, as before the fix) the bound is violated,
+    by 1.5–2.8× on these inputs."""
+    q, k, v = _hybrid_aligned_case(seed)
+    _check_hybrid(q, k, v, f"hybrid seed {seed}")
+    orig = rigorous._smoothed_keys
+    monkeypatch.setattr(
+        rigorous, "_smoothed_keys", lambda k, vd, f32, n, tail, mi=None: orig(k, vd, f32, n, tail)
+    )
+    with pytest.raises(AssertionError, match="bound violated"):
+        _check_hybrid(q, k, v, "without the cast")
