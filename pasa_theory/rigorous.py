@@ -51,7 +51,9 @@ pseudo-averages and raw accumulators, the ``script`` preset (Theorem 8 of ``docs
 enclosure only: :mod:`pasa_theory._running`); without it: flash attention with τ on the scores or on Q
 (``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``) at those precisions, and ``smooth_k`` (the keys minus
 their rounded mean, enclosed: ``docs/bounds.md`` §17.3). ``a_priori`` covers neither the script nor
-``smooth_k``; it covers additive masks through ``InputStats.mask_max`` (§17.5).
+``smooth_k``; it covers additive masks through ``InputStats.mask_max`` (§17.5), and, unlike ``certify``
+(§17.4), the ``fp64`` arrangements (every unit in float64: ``pasa:fp64`` and the flash baselines at the
+``fp64`` precision) with H1–H2 restated for float64 (γ^{64}, :data:`EXP64_REL`; ``docs/bounds.md`` §19.3).
 Masks: the bottom-right causal mask, the padded tail and a boolean or additive ``attn_mask`` (§13.4).
 The matrix unit may also accumulate narrowly (``mma_acc`` "fp16"/"fp22", ``mma_round`` nearest/zero):
 H1 is then replaced for its products by the chunked model of ``docs/bounds.md`` §15 (Theorem 5,
@@ -66,6 +68,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, cast
 
 import numpy as np
@@ -79,6 +82,7 @@ __all__ = [
     "Certificate",
     "certify",
     "EXP32_REL",
+    "EXP64_REL",
     "gamma",
     "SUPPORTED_METHODS",
     "InputStats",
@@ -96,6 +100,12 @@ _Real = float | npt.NDArray[np.float64]
 
 #: H2: relative error bound of the fp32 exponential before its result is rounded to the vector format.
 EXP32_REL = 2.0**-22
+
+#: H2 for a float64 vector unit (``a_priori`` at the ``fp64`` preset, docs/bounds.md §19.3): relative error
+#: bound of torch's float64 ``exp`` (2 ulps; measured worst 0.519 ulp on 10⁶ seeded arguments against
+#: mpmath, tests/npu/test_a_priori_fp64.py), plus 2⁻¹⁰⁷⁴ absolute for subnormal results. Its result is
+#: the stored value.
+EXP64_REL = 2.0**-51
 
 #: Methods whose arrangement :func:`certify` handles (``pasa`` and ``fa_*`` at the precisions of
 #: docs/bounds.md §9 Scope: npu_fp16, hybrid, bf16, fp32, fp16_strict, fp16_keymean).
@@ -302,12 +312,23 @@ def _pad(x: _F64, n: int, rule: str) -> _F64:
 _CERT_FORMATS = ("fp16", "bf16", "fp32")
 
 
-def _check_policy(pol: policies.Policy) -> None:
+def _float64_units(pol: policies.Policy) -> bool:
+    """Every unit of ``pol`` in float64 (the ``fp64`` preset): the arrangement of docs/bounds.md §19.3,
+    which :func:`a_priori` covers and :func:`certify` does not (§17.4)."""
+    units = (pol.matmul_in, pol.matmul_acc, pol.matmul_out, pol.vector, pol.coef_dtype)
+    return all(f.name == "fp64" for f in units)
+
+
+def _check_policy(pol: policies.Policy, *, float64: bool = False) -> None:
+    """ValueError naming what ``pol`` lacks for the theorems; ``float64=True`` (``a_priori`` only) also
+    accepts every unit in float64 (docs/bounds.md §19.3)."""
     why = []
-    if pol.matmul_in.name not in _CERT_FORMATS or pol.matmul_acc.name != "fp32":
-        why.append("matrix unit fp16, bf16 or fp32 in / fp32 accumulate")
-    if pol.matmul_out.name not in _CERT_FORMATS or pol.vector.name not in _CERT_FORMATS:
-        why.append("matmul_out and vector in fp16, bf16 or fp32")
+    wide = float64 and _float64_units(pol)
+    also = " (or every unit in fp64, a_priori only: docs/bounds.md §19.3)" if float64 else ""
+    if not wide and (pol.matmul_in.name not in _CERT_FORMATS or pol.matmul_acc.name != "fp32"):
+        why.append("matrix unit fp16, bf16 or fp32 in / fp32 accumulate" + also)
+    if not wide and (pol.matmul_out.name not in _CERT_FORMATS or pol.vector.name not in _CERT_FORMATS):
+        why.append("matmul_out and vector in fp16, bf16 or fp32" + also)
     if pol.modelled_as is not None:
         why.append("one of the package's own kernels")
     if policies.unmodelled_steps(pol):
@@ -594,16 +615,18 @@ class _GroupResults:
 
 
 def _row_sum_rel(pol: policies.Policy, n: int) -> float:
-    """Relative error bound of the block row sum ℓ_j of n non-negative terms (step d): fp32 accumulation
-    in any order, then one rounding to the vector format (``reduce="acc"``, Lemma 7), or the vector
+    """Relative error bound of the block row sum ℓ_j of n non-negative terms (step d): accumulation in
+    ``pol.reduce_format`` (fp32; float64 for a float64 vector unit, docs/bounds.md §19.3) in any order,
+    then one rounding to the vector format if it is narrower (``reduce="acc"``, Lemma 7), or the vector
     unit's pairwise tree of depth ⌈log₂ n⌉, γ_⌈log₂ n⌉ in the vector format (``"pairwise"``,
     Lemma 13.2; Higham, Accuracy and Stability, §4.2). A sum of two non-negative numbers is exact
     when it is subnormal, so the relative form holds there too."""
     u = _FORMATS[pol.vector.name].u
     if pol.reduce == "pairwise":
         return gamma(max(1, (n - 1).bit_length()), u)
-    uv = u if pol.vector.name != "fp32" else 0.0
-    return gamma(n, 2.0**-24) * (1 + uv) + uv
+    acc = pol.reduce_format
+    uv = u if pol.vector.name != acc.name else 0.0
+    return gamma(n, 2.0**-acc.p) * (1 + uv) + uv
 
 
 def _mask_arrays(
@@ -1480,13 +1503,19 @@ def a_priori(
     It bounds the worst case over all such inputs, so it is far above the error of a typical input
     (the a-posteriori :func:`certify` is the tight product); it says when fully fp16 attention is safe
     at all (e.g. ``overflow_possible``) and how the error scales with d, n, S2, β, c and u.
+
+    The accumulator (matrix unit, means and row sums) and the exponential are fp32 (H1, H2 with
+    :data:`EXP32_REL`), except where every unit is float64 (``precision="fp64"``: ``pasa``,
+    ``pasa:fp64``, ``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``): then float64 accumulation in any
+    order (γ^{64}) and torch's float64 ``exp`` (:data:`EXP64_REL`), docs/bounds.md §19.3. ``certify``
+    still refuses fp64 (§17.4).
     """
     pol = policies.resolve(method, precision)
     hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 7 (docs/bounds.md §16.7)
     if hi_lo:
         _refbound.check_policy(pol)
     else:
-        _check_policy(pol)
+        _check_policy(pol, float64=True)
     if pol.smooth_k:
         raise ValueError(
             f"a_priori does not cover policy {pol.name!r}: smooth_k (K minus its rounded mean) has the "
@@ -1521,28 +1550,34 @@ def a_priori(
         )
         return APrioriBound(method, pol.name, b, lam_r, terms_r, ovf)
     vd, mo, mi = _FORMATS[pol.vector.name], _FORMATS[pol.matmul_out.name], _FORMATS[pol.matmul_in.name]
-    u, u32 = vd.u, 2.0**-24
-    um = 0.0 if mo.name == "fp32" else mo.u
-    g32d = gamma(d, u32)
+    # the accumulator (matrix unit and reductions) and the exponential's routine: fp32 (H1, H2), or float64
+    # when every unit is (docs/bounds.md §19.3)
+    f_acc = _FORMATS[pol.reduce_format.name]
+    u, u_acc = vd.u, f_acc.u
+    exp_rel = EXP64_REL if f_acc.name == "fp64" else EXP32_REL
+    # float64 evaluation of (1 + x)(1 + y) − 1 below: ≤ 3·2⁻⁵³ absolute, below 2⁻³¹ of the result (inside
+    # _SAFETY) for fp32 accumulators, where it is ≥ γ_4(u) ≥ 2⁻²²; added for float64 ones (§19.3)
+    ev = 2.0**-51 if f_acc.name == "fp64" else 0.0
+    um = 0.0 if mo.name == f_acc.name else mo.u
+    g32d = gamma(d, u_acc)
     Qm, Km = stats.q_max, stats.k_max
     # a narrow accumulator (docs/bounds.md §15.2): Γ_acc in place of γ^{32}, plus its absolute part H
     # (raw units of the product), and every partial sum below its largest finite value
     acc = _accum.accumulator_of(pol)
     h_d = h_n = 0.0
-    g32n = gamma(n, u32)
+    g32n = gamma(n, u_acc)
     if acc is not None:
         g32d, h_d = _accum.gamma_acc(d, acc)
         g32n, h_n = _accum.gamma_acc(n, acc)
     acc_peak = 0.0  # the largest partial sum of an accumulator (checked against acc.maxf)
-    rho = -math.log1p(-EXP32_REL) - math.log1p(-u)
+    rho = -math.log1p(-exp_rel) - math.log1p(-u)
     terms: dict[str, float] = {}
     # an additive mask (docs/bounds.md §17.5): fl(B) = fl_vd(fl32(B)) errs by eB, |fl(B)| ≤ Bp, and the
     # exponent tile fl(s̃ + fl(B)) is rounded once more at |s̃| + Bp (``mask_sum`` below, per branch)
     Bm = float(stats.mask_max)
     if not (math.isfinite(Bm) and Bm >= 0):
         raise ValueError(f"stats.mask_max must be finite and >= 0, got {stats.mask_max!r}")
-    f32 = _FORMATS["fp32"]
-    eB = float(f32.hulp(Bm) + vd.hulp(Bm * (1 + u32))) if Bm else 0.0
+    eB = float(f_acc.hulp(Bm) + vd.hulp(Bm * (1 + u_acc))) if Bm else 0.0
     Bp = Bm + eB
 
     def mask_sum(S: float) -> float:  # the rounding of s̃ + fl(B) for |s̃| ≤ S
@@ -1560,18 +1595,18 @@ def a_priori(
         acc_peak = max(
             (abs(diag) + abs(off) * (n - 1)) * Km * (1 + g32n) + h_n, d * Qm * Ktm * (1 + g32d) + h_d
         )
-        kappa = c * (a - b * n) - b * n  # recovery residual (Lemma 11.3)
+        a_tau, kappa = _recovery_residuals(diag, off, c, tau, n)  # |a − τ|, |κ| (Lemma 11.3)
         Pq = d * Qm * Km
-        sysm = abs(a - tau) * Pq + abs(kappa) * Pq
+        sysm = a_tau * Pq + kappa * Pq
         if pol.recovery == "key_mean":
             # Lemma 13.3: s̃*_r + δ*_j = a·q·k_r − b·n·q·k̄_0 (common to all blocks); δ_j = fl(q·Δk_j),
             # Δk_j = fl_in(fl32(fl32(k̄_j − k̄_0)·fl32(b·n))), k̄ the fp32 block means of the keys
-            g1 = gamma(n + 1, u32)
-            Dk = 2 * Km * (1 + g1) * b * n * (1 + u32) ** 3 * (1 + mi.u) + mi.eta  # |Δk|
-            eDk = b * n * 2 * Km * ((1 + g1) * (1 + u32) ** 3 - 1) + mi.u * Dk + mi.eta
+            g1 = gamma(n + 1, u_acc)
+            Dk = 2 * Km * (1 + g1) * b * n * (1 + u_acc) ** 3 * (1 + mi.u) + mi.eta  # |Δk|
+            eDk = b * n * 2 * Km * ((1 + g1) * (1 + u_acc) ** 3 - 1 + ev) + mi.u * Dk + mi.eta
             So = d * Qm * Dk * (1 + g32d) * (1 + um)  # |δ_j|
             eoff = d * Qm * eDk + g32d * d * Qm * Dk + um * So + mo.eta
-            sysm = abs(a - tau) * Pq
+            sysm = a_tau * Pq
             Sm = St + Bp + mask_sum(St)  # the exponent tile (maxima, s̃ − m_j) with the mask
             es += eB + mask_sum(St)
             eps_k = u * (4 * Sm + 4 * So) * (1 + u) ** 2
@@ -1598,10 +1633,10 @@ def a_priori(
                 tree_max = n * max(St, Xm) * (1 + gt)  # the largest node of either tree
             else:
                 Sa = St
-                errE = (u32 + u) * 2 * St * (1 + u32)
-                mean_err = c * gamma(n + 1, u32) * St  # the fp32 mean against the exact mean
+                errE = (u_acc + u) * 2 * St * (1 + u_acc)
+                mean_err = c * gamma(n + 1, u_acc) * St  # the accumulator's mean against the exact mean
                 tree_max = 0.0
-            errD = c * Sa * (2 * u32 + 12 * u) * (1 + u) ** 2 + c * errE
+            errD = c * Sa * (2 * u_acc + 12 * u) * (1 + u) ** 2 + c * errE
             Phi = 4 * c * Sa * (1 + u)
             tau_k = u * (Phi + 6 * c * Sa) * (1 + u) ** 2
             # with an additive mask the maxima and s̃ − m_j are those of the masked tile (the offsets are not)
@@ -1655,7 +1690,7 @@ def a_priori(
         pv_peak = n * stats.v_abs * (1 + g32n) + h_n
         overflow = overflow or not (acc_peak < acc.maxf and pv_peak < acc.maxf)
     Vs, Va = stats.v_spread, stats.v_abs
-    Z = (T + 2) * S2 * (vd.eta + _FORMATS["fp32"].eta) * 1.001
+    Z = (T + 2) * S2 * (vd.eta + f_acc.eta) * 1.001  # float64 units: η = 2⁻¹⁰⁷⁵ evaluates to 0 (§19.3)
     with np.errstate(over="ignore"):
         BA = (math.exp(lam) * math.expm1(lam) * (1 + Z) + Z) * Vs if lam < 700 else math.inf
     # accumulators (Lemma 7 with every partial sum bounded by the total, Lemma 11.4)
@@ -1665,11 +1700,11 @@ def a_priori(
     big = 2.0 * S2 if pol.accum == "pow2" else 1.0
     eta_all = (
         (4 * T + 4) * vd.eta * big
-        + T * (vd.eta + (0.0 if mo.name == "fp32" else mo.eta) + h_n)
+        + T * (vd.eta + (0.0 if mo.name == f_acc.name else mo.eta) + h_n)
         + (mi.eta * n * T if vd.name != mi.name else 0.0)
     )
-    eps_l = (1 + lj_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all
-    eps_O = (1 + pv_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all
+    eps_l = (1 + lj_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all + ev
+    eps_O = (1 + pv_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all + ev
     BC = (eps_O * Va + (Va + BA) * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf
     fb = (Vs * (1 + Z) + eps_O * Va + Va * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf  # Lemma 9
     main = min(BA + BC, fb)
@@ -1681,6 +1716,19 @@ def a_priori(
         bound = math.inf
     terms.update(weights=BA, accumulators=BC, hull_fallback=fb, output_rounding=Bend)
     return APrioriBound(method, pol.name, float(bound), float(lam), terms, overflow)
+
+
+def _recovery_residuals(diag: float, off: float, c: float, tau: float, n: int) -> tuple[float, float]:
+    """|a − τ| and |κ| = |c(a − bn) − bn| of Lemma 11.3 (a = diag − off, b = −off) in exact rational
+    arithmetic, rounded up to float64. For fp16/bf16/fp32 constants the float64 evaluation is exact; for
+    float64 ones a − τ and κ are differences of nearly equal numbers that float64 would round to 0 or to
+    a multiple of its ulp (docs/bounds.md §19.3)."""
+    A, B = Fraction(diag) - Fraction(off), -Fraction(off)
+    out = []
+    for x in (abs(A - Fraction(tau)), abs(Fraction(c) * (A - B * n) - B * n)):
+        f = float(x)
+        out.append(f if Fraction(f) >= x else math.nextafter(f, math.inf))
+    return out[0], out[1]
 
 
 def _result_without_theorem1(
