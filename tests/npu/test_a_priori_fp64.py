@@ -105,7 +105,7 @@ def _check_exp(n: int, seed: int) -> float:
 
 
 def test_float64_exp_hypothesis_on_a_seeded_sample():
-    """H2-64 on 2·10⁴ seeded arguments plus 3 232 constructed ones (docs/bounds.md §19.3): measured worst
+    """H2-64 on 2·10⁴ seeded arguments plus 3 239 constructed ones (docs/bounds.md §19.3): measured worst
     0.512 ulp, a quarter of EXP64_REL = 2⁻⁵¹ (2 ulps)."""
     worst = _check_exp(20_000, seed=64)
     assert 0.25 < worst <= 0.75, f"worst {worst:.3f} ulp: the recorded measurement (0.512) has moved"
@@ -411,6 +411,22 @@ def test_recovery_residuals_are_exact_where_float64_is_not():
             assert Fraction(g) >= x and g <= math.nextafter(float(x), math.inf), (d, n, g, float(x))
         wrong += (cs.diag - cs.off) - tau == 0.0 and exact[0] > 0
     assert wrong == 4, "float64 evaluation of a − τ was expected to lose the residual in every case"
+
+
+@pytest.mark.parametrize("preset", ["npu_fp16", "hybrid", "bf16", "fp32", "fp16_strict", "fp16_keymean"])
+def test_recovery_residuals_of_the_narrower_presets_were_exact_in_float64(preset):
+    """With fp16/bf16/fp32 constants the former float64 evaluation of |a − τ| and |κ| was exact, so
+    the exact evaluation leaves those presets' bounds unchanged (d = 16…256, n = 16…256 and n = 100)."""
+    pol = policies.resolve("pasa", preset)
+    mi = rigorous._FORMATS[pol.matmul_in.name]
+    for d in (16, 32, 64, 128, 256):
+        for n in (16, 64, 100, 128, 256):
+            tau = 1.0 / math.sqrt(d)
+            cs = policies.shift_constants(pol, n, None, tau)
+            diag, off, c = float(mi.rnd(cs.diag)), float(mi.rnd(cs.off)), float(cs.c)
+            a, b = diag - off, -off
+            got = rigorous._recovery_residuals(diag, off, c, tau, n)
+            assert got == (abs(a - tau), abs(c * (a - b * n) - b * n)), (d, n, got)
 
 
 def test_certify_still_refuses_fp64_and_predict_reports_the_a_priori_bound():
