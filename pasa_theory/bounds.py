@@ -192,10 +192,12 @@ class Prediction:
       :func:`pasa_theory.rigorous.certify`): max|O_computed − O_exact| ≤ it for every element of the
       inputs as given, under the hypotheses H1–H3 of docs/bounds.md §1; ``inf`` where an overflow cannot
       be excluded; ``None`` where it was not computed (``bound_status`` says why: a method/preset outside
-      the theorem's scope, inputs not representable in the matrix unit's format, or ``rigorous=False``);
+      the theorem's scope, among them the ``fp64`` arrangements (docs/bounds.md §17.4), inputs not
+      representable in the matrix unit's format, or ``rigorous=False``);
     * ``a_priori_bound`` — **a-priori forward bound** (Theorem 2, docs/bounds.md §11,
-      :func:`pasa_theory.rigorous.a_priori`) for every input with the same max|q|, max|k|, max|v| and
-      column spread of V; ``None`` with ``bound_status`` where not covered;
+      :func:`pasa_theory.rigorous.a_priori`; for the ``fp64`` arrangements docs/bounds.md §19.3) for every
+      input with the same max|q|, max|k|, max|v| and column spread of V; ``None`` with ``bound_status``
+      where not covered;
     * ``prob_abs_bound`` — **probabilistic bound** (Proposition 3, docs/bounds.md §12): each output
       element's error is below it with probability ≥ ``confidence`` under the stated model; ``None``
       when the rigorous bound was not computed;
@@ -781,19 +783,28 @@ def _theorems(
             t_a,
         )
     t0 = time.perf_counter()
-    cert = _rig.certify(
-        method,
-        q,
-        k,
-        v,
-        precision=precision,
-        beta=beta,
-        block_kv=block_kv,
-        scale=scale,
-        is_causal=is_causal,
-        shifted_keys=shifted_keys,
-        confidence=confidence,
-    )
+    try:
+        cert = _rig.certify(
+            method,
+            q,
+            k,
+            v,
+            precision=precision,
+            beta=beta,
+            block_kv=block_kv,
+            scale=scale,
+            is_causal=is_causal,
+            shifted_keys=shifted_keys,
+            confidence=confidence,
+        )
+    except ValueError as e:  # Theorem 2 covers the arrangement, certify does not (fp64: docs/bounds.md §17.4)
+        if apri is None or "certify supports" not in str(e):
+            raise
+        why = (
+            f"not computed: the rigorous bound does not cover policy {pol.name!r} (docs/bounds.md §17.4); "
+            "the a-priori bound does (docs/bounds.md §19.3)"
+        )
+        return _Theorems(None, None, apri.bound, None, None, why, 0.0, t_a)
     t_b = time.perf_counter() - t0
     how = (
         "conditional on the observed K̃" if shifted_keys is not None else "K̃ enclosed for any summation order"

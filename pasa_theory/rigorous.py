@@ -50,9 +50,11 @@ row reductions ``reduce="acc"`` or ``"pairwise"`` (the vector unit's tree, §13.
 pseudo-averages and raw accumulators, the ``script`` preset (Theorem 8 of ``docs/bounds.md`` §17, the
 enclosure only: :mod:`pasa_theory._running`); without it: flash attention with τ on the scores or on Q
 (``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``) at those precisions, and ``smooth_k`` (the keys minus
-their rounded mean, enclosed: ``docs/bounds.md`` §17.3). ``a_priori`` does not cover the script; it covers
-``smooth_k`` (Lemma 19.2, ``InputStats.k_dev``, §19.2) and additive masks through ``InputStats.mask_max``
-(§17.5).
+their rounded mean, enclosed: ``docs/bounds.md`` §17.3). ``a_priori`` covers the script (Theorem 9,
+§19.1), ``smooth_k`` (Lemma 19.2, ``InputStats.k_dev``, §19.2), additive masks through
+``InputStats.mask_max`` (§17.5), and, unlike ``certify`` (§17.4), the ``fp64`` arrangements (every unit in
+float64: ``pasa:fp64`` and the flash baselines at the ``fp64`` precision) with H1–H2 restated for float64
+(γ^{64}, :data:`EXP64_REL`; ``docs/bounds.md`` §19.3).
 Masks: the bottom-right causal mask, the padded tail and a boolean or additive ``attn_mask`` (§13.4).
 The matrix unit may also accumulate narrowly (``mma_acc`` "fp16"/"fp22", ``mma_round`` nearest/zero):
 H1 is then replaced for its products by the chunked model of ``docs/bounds.md`` §15 (Theorem 5,
@@ -67,6 +69,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, cast
 
 import numpy as np
@@ -80,6 +83,7 @@ __all__ = [
     "Certificate",
     "certify",
     "EXP32_REL",
+    "EXP64_REL",
     "gamma",
     "SUPPORTED_METHODS",
     "InputStats",
@@ -97,6 +101,12 @@ _Real = float | npt.NDArray[np.float64]
 
 #: H2: relative error bound of the fp32 exponential before its result is rounded to the vector format.
 EXP32_REL = 2.0**-22
+
+#: H2 for a float64 vector unit (``a_priori`` at the ``fp64`` preset, docs/bounds.md §19.3): relative error
+#: bound of torch's float64 ``exp`` (2 ulps; measured worst 0.519 ulp on 10⁶ seeded arguments against
+#: mpmath, tests/npu/test_a_priori_fp64.py), plus 2⁻¹⁰⁷⁴ absolute for subnormal results. Its result is
+#: the stored value.
+EXP64_REL = 2.0**-51
 
 #: Methods whose arrangement :func:`certify` handles (``pasa`` and ``fa_*`` at the precisions of
 #: docs/bounds.md §9 Scope: npu_fp16, hybrid, bf16, fp32, fp16_strict, fp16_keymean).
@@ -309,12 +319,23 @@ def _pad(x: _F64, n: int, rule: str) -> _F64:
 _CERT_FORMATS = ("fp16", "bf16", "fp32")
 
 
-def _check_policy(pol: policies.Policy) -> None:
+def _float64_units(pol: policies.Policy) -> bool:
+    """Every unit of ``pol`` in float64 (the ``fp64`` preset): the arrangement of docs/bounds.md §19.3,
+    which :func:`a_priori` covers and :func:`certify` does not (§17.4)."""
+    units = (pol.matmul_in, pol.matmul_acc, pol.matmul_out, pol.vector, pol.coef_dtype)
+    return all(f.name == "fp64" for f in units)
+
+
+def _check_policy(pol: policies.Policy, *, float64: bool = False) -> None:
+    """ValueError naming what ``pol`` lacks for the theorems; ``float64=True`` (``a_priori`` only) also
+    accepts every unit in float64 (docs/bounds.md §19.3)."""
     why = []
-    if pol.matmul_in.name not in _CERT_FORMATS or pol.matmul_acc.name != "fp32":
-        why.append("matrix unit fp16, bf16 or fp32 in / fp32 accumulate")
-    if pol.matmul_out.name not in _CERT_FORMATS or pol.vector.name not in _CERT_FORMATS:
-        why.append("matmul_out and vector in fp16, bf16 or fp32")
+    wide = float64 and _float64_units(pol)
+    also = " (or every unit in fp64, a_priori only: docs/bounds.md §19.3)" if float64 else ""
+    if not wide and (pol.matmul_in.name not in _CERT_FORMATS or pol.matmul_acc.name != "fp32"):
+        why.append("matrix unit fp16, bf16 or fp32 in / fp32 accumulate" + also)
+    if not wide and (pol.matmul_out.name not in _CERT_FORMATS or pol.vector.name not in _CERT_FORMATS):
+        why.append("matmul_out and vector in fp16, bf16 or fp32" + also)
     if pol.modelled_as is not None:
         why.append("one of the package's own kernels")
     if policies.unmodelled_steps(pol):
@@ -601,16 +622,18 @@ class _GroupResults:
 
 
 def _row_sum_rel(pol: policies.Policy, n: int) -> float:
-    """Relative error bound of the block row sum ℓ_j of n non-negative terms (step d): fp32 accumulation
-    in any order, then one rounding to the vector format (``reduce="acc"``, Lemma 7), or the vector
+    """Relative error bound of the block row sum ℓ_j of n non-negative terms (step d): accumulation in
+    ``pol.reduce_format`` (fp32; float64 for a float64 vector unit, docs/bounds.md §19.3) in any order,
+    then one rounding to the vector format if it is narrower (``reduce="acc"``, Lemma 7), or the vector
     unit's pairwise tree of depth ⌈log₂ n⌉, γ_⌈log₂ n⌉ in the vector format (``"pairwise"``,
     Lemma 13.2; Higham, Accuracy and Stability, §4.2). A sum of two non-negative numbers is exact
     when it is subnormal, so the relative form holds there too."""
     u = _FORMATS[pol.vector.name].u
     if pol.reduce == "pairwise":
         return gamma(max(1, (n - 1).bit_length()), u)
-    uv = u if pol.vector.name != "fp32" else 0.0
-    return gamma(n, 2.0**-24) * (1 + uv) + uv
+    acc = pol.reduce_format
+    uv = u if pol.vector.name != acc.name else 0.0
+    return gamma(n, 2.0**-acc.p) * (1 + uv) + uv
 
 
 def _mask_arrays(
@@ -1518,13 +1541,19 @@ def a_priori(
     (|ε| ≤ δ: K − k̄ rounded to the vector format, then cast to the matrix unit's) adds τ·d·q_max·δ to
     every exponent (the term ``smoothed_keys``); the mean k̄ itself shifts a whole score row and cancels.
     The inputs are numbers of the matrix unit's format, as for every method here.
+
+    The accumulator (matrix unit, means and row sums) and the exponential are fp32 (H1, H2 with
+    :data:`EXP32_REL`), except where every unit is float64 (``precision="fp64"``: ``pasa``,
+    ``pasa:fp64``, ``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``): then float64 accumulation in any
+    order (γ^{64}) and torch's float64 ``exp`` (:data:`EXP64_REL`), docs/bounds.md §19.3. ``certify``
+    still refuses fp64 (§17.4).
     """
     pol = policies.resolve(method, precision)
     hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 7 (docs/bounds.md §16.7)
     if hi_lo:
         _refbound.check_policy(pol)
     else:
-        _check_policy(pol)
+        _check_policy(pol, float64=True)
     if pol.shift and pol.offset == "running" and pol.reduce != "acc":
         raise ValueError(
             f"a_priori does not cover policy {pol.name!r}: offset='running' (the script's bookkeeping) with "
@@ -1556,9 +1585,16 @@ def a_priori(
         )
         return APrioriBound(method, pol.name, b, lam_r, terms_r, ovf)
     vd, mo, mi = _FORMATS[pol.vector.name], _FORMATS[pol.matmul_out.name], _FORMATS[pol.matmul_in.name]
-    u, u32 = vd.u, 2.0**-24
-    um = 0.0 if mo.name == "fp32" else mo.u
-    g32d = gamma(d, u32)
+    # the accumulator (matrix unit and reductions) and the exponential's routine: fp32 (H1, H2), or float64
+    # when every unit is (docs/bounds.md §19.3)
+    f_acc = _FORMATS[pol.reduce_format.name]
+    u, u_acc = vd.u, f_acc.u
+    exp_rel = EXP64_REL if f_acc.name == "fp64" else EXP32_REL
+    # float64 evaluation of (1 + x)(1 + y) − 1 below: ≤ 3·2⁻⁵³ absolute, below 2⁻³¹ of the result (inside
+    # _SAFETY) for fp32 accumulators, where it is ≥ γ_4(u) ≥ 2⁻²²; added for float64 ones (§19.3)
+    ev = 2.0**-51 if f_acc.name == "fp64" else 0.0
+    um = 0.0 if mo.name == f_acc.name else mo.u
+    g32d = gamma(d, u_acc)
     Qm, Km = stats.q_max, stats.k_max
     e_sk, ovf_sk = 0.0, False
     if pol.smooth_k:  # Lemma 19.2: fa_qk on K″ = K − k̄ + ε, |K″| ≤ Km, |ε| ≤ δ; τ·q·k̄ is common to a row
@@ -1568,20 +1604,19 @@ def a_priori(
     # (raw units of the product), and every partial sum below its largest finite value
     acc = _accum.accumulator_of(pol)
     h_d = h_n = 0.0
-    g32n = gamma(n, u32)
+    g32n = gamma(n, u_acc)
     if acc is not None:
         g32d, h_d = _accum.gamma_acc(d, acc)
         g32n, h_n = _accum.gamma_acc(n, acc)
     acc_peak = 0.0  # the largest partial sum of an accumulator (checked against acc.maxf)
-    rho = -math.log1p(-EXP32_REL) - math.log1p(-u)
+    rho = -math.log1p(-exp_rel) - math.log1p(-u)
     terms: dict[str, float] = {}
     # an additive mask (docs/bounds.md §17.5): fl(B) = fl_vd(fl32(B)) errs by eB, |fl(B)| ≤ Bp, and the
     # exponent tile fl(s̃ + fl(B)) is rounded once more at |s̃| + Bp (``mask_sum`` below, per branch)
     Bm = float(stats.mask_max)
     if not (math.isfinite(Bm) and Bm >= 0):
         raise ValueError(f"stats.mask_max must be finite and >= 0, got {stats.mask_max!r}")
-    f32 = _FORMATS["fp32"]
-    eB = float(f32.hulp(Bm) + vd.hulp(Bm * (1 + u32))) if Bm else 0.0
+    eB = float(f_acc.hulp(Bm) + vd.hulp(Bm * (1 + u_acc))) if Bm else 0.0
     Bp = Bm + eB
 
     def mask_sum(S: float) -> float:  # the rounding of s̃ + fl(B) for |s̃| ≤ S
@@ -1602,9 +1637,10 @@ def a_priori(
         acc_peak = max(
             (abs(diag) + abs(off) * (n - 1)) * Km * (1 + g32n) + h_n, d * Qm * Ktm * (1 + g32d) + h_d
         )
-        kappa = c * (a - b * n) - b * n  # recovery residual (Lemma 11.3)
+        a_tau, kappa = _recovery_residuals(diag, off, c, tau, n)  # |a − τ|, |κ| (Lemma 11.3)
+        a_bn = _exact_up(abs(Fraction(diag) + (n - 1) * Fraction(off)))  # |a − b·n| (Lemma 19.0)
         Pq = d * Qm * Km
-        sysm = abs(a - tau) * Pq + abs(kappa) * Pq
+        sysm = a_tau * Pq + kappa * Pq
         if pol.offset == "running":
             # Theorem 9 (docs/bounds.md §19.1): the script's bookkeeping; every weight's exponent is
             # s̃_r + c·μ̃_j − H_T plus the telescoped residuals of Lemma 19.1 (_running.a_priori_terms)
@@ -1612,8 +1648,8 @@ def a_priori(
             em = eB + mask_sum(St)
             # the fp32 block mean μ_j of the tile (all n entries, before the mask): the exact tile mean is
             # (a − b·n)·q·k̄ + (the mean score error), and the fp32 mean errs by γ_{n+1}·St (Lemma 19.1)
-            g1 = gamma(n + 1, u32)
-            Smean = abs(a - b * n) * Pq + es + g1 * St
+            g1 = gamma(n + 1, u_acc)
+            Smean = a_bn * Pq + es + g1 * St
             run = _running.a_priori_terms(
                 Sx=St + Bx, Smean=Smean, c=c, T=T, rho=rho, vd=vd, f32=_FORMATS["fp32"]
             )
@@ -1635,12 +1671,12 @@ def a_priori(
         elif pol.recovery == "key_mean":
             # Lemma 13.3: s̃*_r + δ*_j = a·q·k_r − b·n·q·k̄_0 (common to all blocks); δ_j = fl(q·Δk_j),
             # Δk_j = fl_in(fl32(fl32(k̄_j − k̄_0)·fl32(b·n))), k̄ the fp32 block means of the keys
-            g1 = gamma(n + 1, u32)
-            Dk = 2 * Km * (1 + g1) * b * n * (1 + u32) ** 3 * (1 + mi.u) + mi.eta  # |Δk|
-            eDk = b * n * 2 * Km * ((1 + g1) * (1 + u32) ** 3 - 1) + mi.u * Dk + mi.eta
+            g1 = gamma(n + 1, u_acc)
+            Dk = 2 * Km * (1 + g1) * b * n * (1 + u_acc) ** 3 * (1 + mi.u) + mi.eta  # |Δk|
+            eDk = b * n * 2 * Km * ((1 + g1) * (1 + u_acc) ** 3 - 1 + ev) + mi.u * Dk + mi.eta
             So = d * Qm * Dk * (1 + g32d) * (1 + um)  # |δ_j|
             eoff = d * Qm * eDk + g32d * d * Qm * Dk + um * So + mo.eta
-            sysm = abs(a - tau) * Pq
+            sysm = a_tau * Pq
             Sm = St + Bp + mask_sum(St)  # the exponent tile (maxima, s̃ − m_j) with the mask
             es += eB + mask_sum(St)
             eps_k = u * (4 * Sm + 4 * So) * (1 + u) ** 2
@@ -1670,14 +1706,14 @@ def a_priori(
                 # Lemma 19.0 (docs/bounds.md §19.1): the pseudo-averages are tile means, and the exact
                 # tile mean is (a − b·n)·q·k̄ (+ the mean score error), so |μ_j| ≤ Smean, usually far
                 # below max|s̃| = St (the shift removes the mean: |a − b·n| ≈ 1 − β)
-                g1 = gamma(n + 1, u32)
-                Smean = abs(a - b * n) * Pq + es + g1 * St
+                g1 = gamma(n + 1, u_acc)
+                Smean = a_bn * Pq + es + g1 * St
                 Sa = min(St, Smean * (1 + u) + vd.eta)  # |μ_j| and |A| = |fl(μ_0)|
-                errE = (u32 + u) * 2 * Sa * (1 + u32)
-                mean_err = c * g1 * St  # the fp32 mean against the exact mean
+                errE = (u_acc + u) * 2 * Sa * (1 + u_acc)
+                mean_err = c * g1 * St  # the accumulator's mean against the exact mean
                 tree_max = 0.0
                 Smx = St
-            errD = c * Sa * (2 * u32 + 12 * u) * (1 + u) ** 2 + c * errE
+            errD = c * Sa * (2 * u_acc + 12 * u) * (1 + u) ** 2 + c * errE
             Phi = 4 * c * Sa * (1 + u)
             tau_k = u * (Phi + 6 * c * Sa) * (1 + u) ** 2
             # with an additive mask the maxima and s̃ − m_j are those of the masked tile (the offsets are not)
@@ -1736,7 +1772,9 @@ def a_priori(
         pv_peak = n * stats.v_abs * (1 + g32n) + h_n
         overflow = overflow or not (acc_peak < acc.maxf and pv_peak < acc.maxf)
     Vs, Va = stats.v_spread, stats.v_abs
-    Z = (T + 2) * S2 * (vd.eta + _FORMATS["fp32"].eta) * 1.001 * floor_scale
+    Z = (
+        (T + 2) * S2 * (vd.eta + f_acc.eta) * 1.001 * floor_scale
+    )  # float64 units: η = 2⁻¹⁰⁷⁵ evaluates to 0 (§19.3)
     with np.errstate(over="ignore"):
         BA = (math.exp(lam) * math.expm1(lam) * (1 + Z) + Z) * Vs if lam < 700 else math.inf
     # accumulators (Lemma 7 with every partial sum bounded by the total, Lemma 11.4)
@@ -1746,12 +1784,12 @@ def a_priori(
     big = 2.0 * S2 if pol.accum == "pow2" else 1.0
     eta_all = (
         (4 * T + 4) * vd.eta * big
-        + T * (vd.eta + (0.0 if mo.name == "fp32" else mo.eta) + h_n)
+        + T * (vd.eta + (0.0 if mo.name == f_acc.name else mo.eta) + h_n)
         + (mi.eta * n * T if vd.name != mi.name else 0.0)
     )
     eta_all *= floor_scale
-    eps_l = (1 + lj_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all
-    eps_O = (1 + pv_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all
+    eps_l = (1 + lj_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all + ev
+    eps_O = (1 + pv_rel) * (1 + gamma(2 * T + 2, u)) - 1 + eta_all + ev
     BC = (eps_O * Va + (Va + BA) * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf
     fb = (Vs * (1 + Z) + eps_O * Va + Va * eps_l) / (1 - eps_l) if eps_l < 1 else math.inf  # Lemma 9
     main = min(BA + BC, fb)
@@ -1797,6 +1835,25 @@ def _smoothed_key_bounds(pol: policies.Policy, stats: InputStats) -> tuple[float
     Kp = D + r_sub + r_cast
     overflow = not (S2 * k0 * (1 + g) < f32.maxf and k0 < vd.maxf and Kp < vd.maxf and Kp < mi.maxf)
     return Kp, e_in + r_sub + r_cast, overflow
+
+
+def _exact_up(x: Fraction) -> float:
+    """The rational ``x`` rounded up to a float64."""
+    f = float(x)
+    return f if Fraction(f) >= x else math.nextafter(f, math.inf)
+
+
+def _recovery_residuals(diag: float, off: float, c: float, tau: float, n: int) -> tuple[float, float]:
+    """|a − τ| and |κ| = |c(a − bn) − bn| of Lemma 11.3 (a = diag − off, b = −off) in exact rational
+    arithmetic, rounded up to float64. For fp16/bf16/fp32 constants the float64 evaluation is exact; for
+    float64 ones a − τ and κ are differences of nearly equal numbers that float64 would round to 0 or to
+    a multiple of its ulp (docs/bounds.md §19.3)."""
+    A, B = Fraction(diag) - Fraction(off), -Fraction(off)
+    out = []
+    for x in (abs(A - Fraction(tau)), abs(Fraction(c) * (A - B * n) - B * n)):
+        f = float(x)
+        out.append(f if Fraction(f) >= x else math.nextafter(f, math.inf))
+    return out[0], out[1]
 
 
 def _result_without_theorem1(
