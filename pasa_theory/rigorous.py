@@ -1753,6 +1753,7 @@ def a_priori(
             Smax = tv * Pq * (1 + g32d) * (1 + um) * (1 + u) + tv * h_d * (1 + um) * (1 + u)
             acc_max = Pq * (1 + g32d) * (1 + um) + h_d * (1 + um)  # QKᵀ is rounded before τ
             es = tv * (g32d * Pq + um * Pq * (1 + g32d)) * (1 + u) + u * Smax + abs(tv - tau) * Pq + vd.eta
+            es += tv * (0.0 if mo.name == f_acc.name else mo.eta) * (1 + u)  # a subnormal score product
             es += tv * h_d * (1 + um) * (1 + u)
             acc_peak = Pq * (1 + g32d) + h_d
         if Bm:  # the masked tile: the mask's roundings in every exponent, the maxima up to |s̃| + |fl(B)|

@@ -240,13 +240,25 @@ def test_existing_presets_are_unchanged(method, prec, i, bound, lam):
     """The fp16/bf16/fp32 constants of Theorem 2 are bit-identical after the generalisation (and, where
     Lemma 19.0 applies, no larger)."""
     b = rigorous.a_priori(method, PINNED_STATS[i], precision=prec)
-    if (method, prec) in TIGHTENED:
+    if (method, prec) in EPS_ADDED:  # only the subnormal score-product term τ·η₁₆ was added
+        assert lam < b.exponent_error <= lam + 2.0**-24, (
+            method,
+            prec,
+            i,
+            b.exponent_error,
+            lam,
+        )  # τ·η₁₆·(1 + u)
+        assert bound <= b.bound <= bound * (1 + 1e-6), (method, prec, i, b.bound, bound)
+    elif (method, prec) in TIGHTENED:
         assert b.bound <= bound and b.exponent_error < lam, (method, prec, i, b.bound, b.exponent_error)
     else:
         assert (b.bound, b.exponent_error) == (bound, lam), (method, prec, i, b.bound, b.exponent_error)
 
 
 TIGHTENED = {("pasa", p) for p in ("npu_fp16", "hybrid", "bf16", "fp32")}
+#: fa_qk (τ on the scores, an fp16 score product): the absolute error of a subnormal product, τ·η₁₆, was
+#: missing from e_s and was added after these values were taken
+EPS_ADDED = {("fa_qk", "npu_fp16")}
 
 
 # ---------------------------------------------------------------------------------------------------
