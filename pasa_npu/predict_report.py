@@ -8,10 +8,11 @@ against the float64 golden (:func:`pasa_npu.harness.run_case`, with the non-fini
   the K̃ the run computed (``pasa_npu.shifted_keys``; ``observed_kt=False``: K̃ enclosed for every
   summation order);
 * ``pred_prob`` — the **probabilistic bound** (Proposition 3) at ``confidence``;
-* ``pred_a_priori`` — the **a-priori bound** (Theorem 2) for every input with the same maxima; for the
-  ``fp64`` arrangements the only theorem (docs/bounds.md §19.3), and there the measured error is
-  against the float64 golden, whose own error is of the kernel's size, so ``a_priori_ok`` and the ratio
-  are no validation (tests/npu/test_a_priori_fp64.py measures against mpmath instead);
+* ``pred_a_priori`` — the **a-priori bound** (Theorem 2) for every input with the same maxima. For the
+  ``fp64`` arrangements (docs/bounds.md §19.3–§19.4: the rigorous bound is Theorem 2 at each row's
+  maxima) the measured error is against the float64 golden, whose own error is of the kernel's size,
+  so ``bound_ok``, ``a_priori_ok`` and the ratios are no validation there
+  (tests/npu/test_a_priori_fp64.py measures against mpmath instead);
 * ``pred_rmse`` — the **RMSE estimate** (stochastic shadow simulation, a model);
 * ``hull_cap`` — max_r |v_r − o|: a bound at or above it is vacuous.
 

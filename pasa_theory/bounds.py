@@ -816,6 +816,8 @@ def _theorems(
         status = "theorem 1 (flash attention on the smoothed keys, Lemma 17.4)"
     if pol.shift and pol.offset == "running":  # the script's bookkeeping (docs/bounds.md §17)
         status = "theorem 8 (the script's running offsets, " + how + ")"
+    if cert.dominant == "theorem2_at_row_maxima":  # every unit in float64 (docs/bounds.md §19.4)
+        status = "theorem 2 at each row's maxima (fp64, docs/bounds.md §19.4: no enclosure in float64)"
     return _Theorems(
         math.inf if cert.overflow else cert.max_abs_bound,
         math.inf if cert.overflow else cert.prob_abs_bound,

@@ -52,9 +52,10 @@ enclosure only: :mod:`pasa_theory._running`); without it: flash attention with �
 (``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``) at those precisions, and ``smooth_k`` (the keys minus
 their rounded mean, enclosed: ``docs/bounds.md`` §17.3). ``a_priori`` covers the script (Theorem 9,
 §19.1), ``smooth_k`` (Lemma 19.2, ``InputStats.k_dev``, §19.2), additive masks through
-``InputStats.mask_max`` (§17.5), and, unlike ``certify`` (§17.4), the ``fp64`` arrangements (every unit in
-float64: ``pasa:fp64`` and the flash baselines at the ``fp64`` precision) with H1–H2 restated for float64
-(γ^{64}, :data:`EXP64_REL`; ``docs/bounds.md`` §19.3).
+``InputStats.mask_max`` (§17.5), and the ``fp64`` arrangements (every unit in float64: ``pasa:fp64`` and
+the flash baselines at the ``fp64`` precision) with H1–H2 restated for float64 (γ^{64},
+:data:`EXP64_REL`; ``docs/bounds.md`` §19.3); for those ``certify`` has no enclosure (§17.4) and returns
+that theorem at each row's own maxima (§19.4).
 Masks: the bottom-right causal mask, the padded tail and a boolean or additive ``attn_mask`` (§13.4).
 The matrix unit may also accumulate narrowly (``mma_acc`` "fp16"/"fp22", ``mma_round`` nearest/zero):
 H1 is then replaced for its products by the chunked model of ``docs/bounds.md`` §15 (Theorem 5,
@@ -321,7 +322,8 @@ _CERT_FORMATS = ("fp16", "bf16", "fp32")
 
 def _float64_units(pol: policies.Policy) -> bool:
     """Every unit of ``pol`` in float64 (the ``fp64`` preset): the arrangement of docs/bounds.md §19.3,
-    which :func:`a_priori` covers and :func:`certify` does not (§17.4)."""
+    which :func:`a_priori` covers and :func:`certify` bounds by that theorem at each row's maxima
+    (§19.4, no enclosure: §17.4)."""
     units = (pol.matmul_in, pol.matmul_acc, pol.matmul_out, pol.vector, pol.coef_dtype)
     return all(f.name == "fp64" for f in units)
 
@@ -494,10 +496,11 @@ def certify(
     """
     pol = policies.resolve(method, precision)
     hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 6 (docs/bounds.md §16)
+    fp64 = _float64_units(pol)  # every unit in float64: Theorem 2 at each row's maxima (docs/bounds.md §19.4)
     if hi_lo:
         _refbound.check_policy(pol)
     else:
-        _check_policy(pol)
+        _check_policy(pol, float64=fp64)
     out_name = _out_format(q, out_format, pol.matmul_in.name)
     block_kv = check_block(block_kv)
     if not isinstance(is_causal, bool):
@@ -528,6 +531,17 @@ def certify(
         raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
     # Propositions 3 and 4 together: four Azuma events of probability ≤ 2e^{−λ²/2} each (docs/bounds.md §18)
     lam_p = math.sqrt(2.0 * math.log(8.0 / (1.0 - confidence)))
+    if fp64:
+        if shifted_keys is not None:
+            raise ValueError("shifted_keys: not used for the fp64 arrangement (docs/bounds.md §19.4)")
+        if out_name != "fp64":
+            raise ValueError(
+                f"out_format: the fp64 arrangement is covered with a float64 output only, got {out_name}"
+            )
+        return _certify_fp64(
+            method, pol, qa, ka, va, keep, bias, sel, precision=precision, beta=beta, block_kv=n,
+            scale=scale, is_causal=is_causal, confidence=confidence,
+        )  # fmt: skip
     if hi_lo:
         if shifted_keys is not None:
             raise ValueError(
@@ -709,6 +723,84 @@ def _visible(ridx: npt.NDArray[np.int64], L: int, S1: int, S2: int, causal: bool
     if causal:
         vis &= cols[None, :] <= ridx[:, None] + (S2 - S1)
     return vis
+
+
+def _certify_fp64(
+    method: str,
+    pol: policies.Policy,
+    qa: _F64,
+    ka: _F64,
+    va: _F64,
+    keep: Any,
+    bias: Any,
+    sel: npt.NDArray[np.int64],
+    *,
+    precision: Any,
+    beta: float | None,
+    block_kv: int,
+    scale: float | None,
+    is_causal: bool,
+    confidence: float,
+) -> Certificate:
+    """The rigorous bound for the all-float64 arrangement (docs/bounds.md §19.4): Theorem 2 (§19.3) at
+    each certified row's own statistics — max|q| of the row, max|k|, max|v| and the column spread of V of
+    its KV head, the row's largest finite additive-mask entry. A theorem for these inputs (they are in
+    the class Theorem 2 covers); no enclosure of the run, which in float64 would need directed rounding
+    (§17.4), so it is as loose as Theorem 2 (10²–10⁵× the measured error). The hull cap is computed from
+    the float64 attention (not a bound; for reading only). ``prob_abs_bound`` is the same number."""
+    B, H, S1, D = qa.shape
+    Hkv, S2 = ka.shape[1], ka.shape[2]
+    G = H // Hkv
+    R = sel.size
+    row_bound = np.zeros((B, H, R))
+    row_cap = np.zeros((B, H, R))
+    tau = check_scale(scale, D)
+    vis_all = _visible(sel, S2, S1, S2, is_causal)[:, :S2]  # (R, S2) bottom-right causal
+    overflow = False
+    for b in range(B):
+        for hk in range(Hkv):
+            kk, vv = ka[b, hk], va[b, hk]
+            k_max = float(np.abs(kk).max(initial=0.0))
+            v_abs = float(np.abs(vv).max(initial=0.0))
+            v_spread = float(np.max(vv.max(axis=0) - vv.min(axis=0))) if vv.size else 0.0
+            for h in range(hk * G, (hk + 1) * G):
+                qq = qa[b, h][sel]  # (R, D)
+                s = tau * (qq @ kk.T)
+                vis = vis_all.copy()
+                if keep is not None:
+                    vis &= np.broadcast_to(keep, (B, H, S1, S2))[b, h][sel]
+                mask_rows = np.zeros(R)
+                if bias is not None:
+                    bb = np.broadcast_to(bias, (B, H, S1, S2))[b, h][sel]
+                    vis &= np.isfinite(bb)
+                    s = s + np.where(np.isfinite(bb), bb, 0.0)
+                    mask_rows = np.where(np.isfinite(bb), np.abs(bb), 0.0).max(axis=1, initial=0.0)
+                for i in range(R):
+                    st = InputStats(float(np.abs(qq[i]).max(initial=0.0)), k_max, v_abs, v_spread, D, S2,
+                                    float(mask_rows[i]))  # fmt: skip
+                    ap = a_priori(method, st, precision=precision, beta=beta, block_kv=block_kv, scale=scale)
+                    row_bound[b, h, i] = ap.bound
+                    overflow |= ap.overflow_possible
+                    if vis[i].any():  # the float64 attention of the row: the hull cap, for reading only
+                        w = np.exp(s[i, vis[i]] - s[i, vis[i]].max())
+                        o = (w @ vv[vis[i]]) / w.sum()
+                        row_cap[b, h, i] = float(np.abs(vv[vis[i]] - o).max(initial=0.0))
+    bound = float(row_bound.max(initial=0.0))
+    return Certificate(
+        method=method,
+        precision=pol.name,
+        max_abs_bound=bound,
+        hull_cap=float(row_cap.max(initial=0.0)),
+        rows=sel,
+        row_bound=row_bound,
+        row_hull_cap=row_cap,
+        terms={"theorem2_at_row_maxima": bound},
+        dominant="theorem2_at_row_maxima",
+        overflow=overflow,
+        prob_abs_bound=bound,
+        row_prob_bound=row_bound.copy(),
+        confidence=confidence,
+    )
 
 
 def _certify_ref(
@@ -1545,8 +1637,8 @@ def a_priori(
     The accumulator (matrix unit, means and row sums) and the exponential are fp32 (H1, H2 with
     :data:`EXP32_REL`), except where every unit is float64 (``precision="fp64"``: ``pasa``,
     ``pasa:fp64``, ``fa_qk``, ``fa_q``, ``fa_naive``, ``fa_hybrid``): then float64 accumulation in any
-    order (γ^{64}) and torch's float64 ``exp`` (:data:`EXP64_REL`), docs/bounds.md §19.3. ``certify``
-    still refuses fp64 (§17.4).
+    order (γ^{64}) and torch's float64 ``exp`` (:data:`EXP64_REL`), docs/bounds.md §19.3; ``certify``
+    evaluates it at each row's maxima for fp64 (§19.4).
     """
     pol = policies.resolve(method, precision)
     hi_lo = pol.score_ref == "hi_lo"  # the reference in the accumulator: Theorem 7 (docs/bounds.md §16.7)

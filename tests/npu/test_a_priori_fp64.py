@@ -451,17 +451,63 @@ def test_recovery_residuals_of_the_narrower_presets_were_exact_in_float64(preset
             assert got == (abs(a - tau), abs(c * (a - b * n) - b * n)), (d, n, got)
 
 
-def test_certify_still_refuses_fp64_and_predict_reports_the_a_priori_bound():
+@pytest.mark.parametrize(
+    "case", [CASES[0], CASES[1], CASES[2], CASES[4]], ids=["plain", "causal", "decode", "rows_masked"]
+)
+@pytest.mark.parametrize("method", ["pasa:fp64", "fa_qk"])
+def test_certify_fp64_is_theorem2_at_each_rows_maxima(method, case):
+    """docs/bounds.md §19.4: certify's bound for the all-float64 arrangement is Theorem 2 at each row's
+    own statistics. Every row's error against exact (mpmath) attention is within its row bound, each row
+    bound is at most the whole input's a-priori bound, and rows with smaller queries get smaller bounds."""
+    c = dict(case)
+    S1, S2, d, n, seed, heads = c["S1"], c["S2"], c["d"], c["n"], c["seed"], c.get("heads", 1)
+    q, k, v = grid_qkv(S1, S2, heads, d=d, seed=seed, mean=c.get("mean", 0.0), amp=c.get("amp", 1.0),
+                       dtype=torch.float64)  # fmt: skip
+    q = q * torch.linspace(0.25, 1.0, S1, dtype=torch.float64)[None, None, :, None]  # rows of growing |q|
+    causal, m = (
+        c.get("causal", False),
+        (seeded_mask(c["mask"], S1, S2, heads, seed=seed) if "mask" in c else None),
+    )
+    out = run_method(method, q, k, v, precision="fp64", is_causal=causal, attn_mask=m, block_kv=n)
+    cert = rigorous.certify(method, q, k, v, precision="fp64", is_causal=causal, attn_mask=m, block_kv=n)
+    apb = rigorous.a_priori(method, rigorous.stats_of(q, k, v, attn_mask=m), precision="fp64", block_kv=n)
+    vis = np.ones((heads, S1, S2), bool)
+    if causal:
+        vis &= _checks.causal_keep(torch.arange(S1), torch.arange(S2), S1, S2).numpy()[None]
+    bias = None
+    if m is not None:
+        mm = m.expand(1, heads, S1, S2)[0].numpy()
+        if mm.dtype == bool:
+            vis &= mm
+        else:
+            vis &= np.isfinite(mm)
+            bias = mm
+    for h in range(heads):
+        ref = _mp_attention(q[0, h].numpy(), k[0, 0].numpy(), v[0, 0].numpy(), 1.0 / math.sqrt(d), vis[h],
+                            None if bias is None else bias[h])  # fmt: skip
+        o = out[0, h].numpy()
+        for i in range(S1):
+            err = max(float(abs(mpmath.mpf(float(x)) - r)) for x, r in zip(o[i], ref[i]))
+            assert err <= cert.row_bound[0, h, i], (method, case, h, i, err, cert.row_bound[0, h, i])
+    assert cert.max_abs_bound <= apb.bound and cert.prob_abs_bound == cert.max_abs_bound
+    assert cert.dominant == "theorem2_at_row_maxima" and not cert.overflow
+    if S1 > 1:
+        assert cert.row_bound[0, 0, 0] < cert.row_bound[0, 0, -1], cert.row_bound[0, 0]
+
+
+def test_certify_fp64_refusals_and_predict():
     rng = np.random.default_rng(9)
     q, k, v = (rng.uniform(-1.0, 1.0, (1, 1, 8, 16)) for _ in range(3))
+    with pytest.raises(ValueError, match="out_format"):
+        rigorous.certify("fa_qk", q, k, v, precision="fp64", out_format="fp16")
+    with pytest.raises(ValueError, match="shifted_keys"):
+        rigorous.certify("pasa", q, k, v, precision="fp64", shifted_keys=np.zeros((1, 1, 128, 16)))
     for method in ("pasa:fp64", "fa_qk"):
-        with pytest.raises(ValueError, match="certify supports .*fp16, bf16 or fp32"):
-            rigorous.certify(method, q, k, v, precision="fp64")
         p = pt.predict(method, q, k, v, precision="fp64")
         apb = rigorous.a_priori(method, rigorous.stats_of(q, k, v), precision="fp64")
-        assert p.max_abs_bound is None and p.prob_abs_bound is None
         assert p.a_priori_bound == apb.bound and 0 < apb.bound < 1e-9
-        assert p.bound_status.startswith("not computed:") and "§17.4" in p.bound_status, p.bound_status
+        assert p.max_abs_bound is not None and 0 < p.max_abs_bound <= apb.bound, (p.max_abs_bound, apb.bound)
+        assert p.bound_status.startswith("theorem 2 at each row"), p.bound_status
 
 
 def test_float64_mixed_with_narrower_units_is_refused():

@@ -396,12 +396,13 @@ def test_predict_in_fp64_reports_no_overflow(method, precision):
         f"{method}: rmse {p.rmse_estimate!r} ({p.rmse_estimate / u64:.3g} u), first-order {fo!r} "
         f"({fo / u64:.3g} u), expected 0 < rmse <= first-order <= 4096 u"
     )
-    # fp64: the rigorous and probabilistic bounds stay refused (docs/bounds.md §17.4), with the reason and
-    # never the first-order number; the a-priori Theorem 2 covers it (§19.3): ~7·10² u_64 for fa_qk and
-    # ~3·10⁵ u_64 for PASA (its offsets carry c ≈ 63) here
-    assert p.max_abs_bound is None and p.prob_abs_bound is None
-    assert p.bound_status.startswith("not computed:") and "§17.4" in p.bound_status, p.bound_status
+    # fp64: no enclosure in float64 (docs/bounds.md §17.4); the a-priori Theorem 2 covers it (§19.3): ~7·10²
+    # u_64 for fa_qk and ~3·10⁵ u_64 for PASA (its offsets carry c ≈ 63) here, and the rigorous bound is
+    # Theorem 2 at each row's maxima (§19.4), never above it and never the first-order number
     assert p.a_priori_bound is not None and 0 < p.a_priori_bound < 2**20 * u64, p.a_priori_bound
+    assert p.max_abs_bound is not None and 0 < p.max_abs_bound <= p.a_priori_bound, p.max_abs_bound
+    assert p.prob_abs_bound == p.max_abs_bound and p.max_abs_bound != fo
+    assert p.bound_status.startswith("theorem 2 at each row") and "§19.4" in p.bound_status, p.bound_status
     env = pb.overflow_envelope(
         method,
         pb.InputStats(0.0, 1.0, 0.0, 1.0, 0.0, 1.0, head_dim=32, seq_kv=8, seq_q=8, heads=2),
