@@ -779,6 +779,11 @@ def _run(
         # step h: ℓ ← fl(fl(α·ℓ) + fl(fl(γ·ℓ_j)·2^−t)), O likewise (unscaled frame, Lemma 14.2), and
         # D ← α·D + γ·Pc + (r₁ + r₂ + r₃) − c₀·(r₄ + r₅ + r₆), r the residuals of the roundings (Lemma 14.4)
         upd = anyvis
+        if running is not None:
+            # the script moves its reference at every block, so a row that has seen a key is rescaled by
+            # α (≠ 1 in general) and rounded even where this block has no visible key (γ = 0 there):
+            # O ← fl(α·O), ℓ ← fl(α·ℓ) (Lemma 17.1; the lazy bookkeeping leaves them unchanged, α = 1)
+            upd = anyvis | (l_hi > 0)
         t_lo, t_hi = mul(ga_lo, ga_hi, lj_lo, lj_hi)
         li_lo, li_hi, r5 = _rounded(vd.rnd(t_lo), vd.rnd(t_hi), t_lo, t_hi, vd, 0.0)
         li_lo, li_hi, r5 = _scaled(li_lo, li_hi, r5, vd, bmax, pow2)
