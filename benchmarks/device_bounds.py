@@ -19,6 +19,8 @@ Two steps, so that the device machine only runs kernels:
 Usage:
     python benchmarks/device_bounds.py run --device cuda --out DIR [--methods ...]
     python benchmarks/device_bounds.py check DIR
+    python benchmarks/device_bounds.py run-masked --device cuda --out DIR   (then check-masked DIR): causal
+        with GQA, decode, ragged tails, additive and boolean masks
 Prints; asserts nothing (``check`` exits 1 if a bound is violated).
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -190,6 +193,93 @@ def check(src: Path, limit: int | None = None) -> int:
     return 1 if bad else 0
 
 
+#: the second set: causal with GQA, decode, ragged tails, additive and boolean masks (seeded on the CPU,
+#: so that ``check-masked`` rebuilds the same inputs)
+MASKED = [
+    dict(name="causal_gqa", dist="uniform", mean=0.0, amp=5.0, heads=8, kv=2, S1=1024, S2=1024, d=128, causal=True),
+    dict(name="decode", dist="hybrid", mean=10.0, amp=5.0, heads=8, kv=2, S1=1, S2=4096, d=128),
+    dict(name="additive_ragged", dist="uniform", mean=0.0, amp=5.0, heads=4, kv=1, S1=256, S2=1000, d=64,
+         mask="additive"),
+    dict(name="bool_ragged", dist="hybrid", mean=0.0, amp=5.0, heads=4, kv=2, S1=256, S2=777, d=64, mask="bool"),
+    dict(name="causal_long", dist="uniform", mean=10.0, amp=0.5, heads=2, kv=1, S1=512, S2=2048, d=128,
+         causal=True),
+]  # fmt: skip
+
+
+def _masked_case(c: dict):
+    """(q, k, v, attn_mask, is_causal, rows) of one MASKED case, on the CPU."""
+    from pasa_npu import data
+
+    q, k, v = data.make_qkv(
+        c["dist"], batch=1, heads=c["heads"], kv_heads=c["kv"], seq_q=c["S1"], seq_kv=c["S2"], head_dim=c["d"],
+        mean=c["mean"], amplitude=c["amp"], seed=data.REFERENCE_SEED, dtype=torch.float16,
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(11)
+    mask = None
+    if c.get("mask") == "additive":
+        mask = 3.0 * torch.randn(1, c["heads"], c["S1"], c["S2"], generator=g, dtype=torch.float64)
+        mask[torch.rand(mask.shape, generator=g) < 0.1] = -math.inf
+        mask[..., -1] = 0.0  # every row keeps a key
+    elif c.get("mask") == "bool":
+        mask = torch.rand(1, c["heads"], c["S1"], c["S2"], generator=g) < 0.7
+        mask[..., -1] = True
+    rows = np.unique(np.linspace(0, c["S1"] - 1, 8).astype(np.int64))
+    return q, k, v, mask, bool(c.get("causal", False)), rows
+
+
+def run_masked(device: str, out: Path, methods: list[str]) -> None:
+    from pasa_npu.kernel import shifted_keys
+    from pasa_npu.methods import run_method
+
+    dev = torch.device(device)
+    out.mkdir(parents=True, exist_ok=True)
+    outs: dict[str, np.ndarray] = {}
+    kts: dict[str, np.ndarray] = {}
+    for c in MASKED:
+        q, k, v, mask, causal, rows = _masked_case(c)
+        md = None if mask is None else mask.to(dev)
+        for m in methods:
+            od = run_method(m, q.to(dev), k.to(dev), v.to(dev), attn_mask=md, is_causal=causal).cpu()
+            outs[f"{m}|{c['name']}"] = od.numpy()[:, :, rows]
+            if m in PASA_LIKE and m != "pasa:script":
+                kts[f"{m}|{c['name']}"] = shifted_keys(k.to(dev), precision=_preset(m)).cpu().numpy()
+        print(c["name"], flush=True)
+    np.savez_compressed(out / "masked_outputs.npz", **outs)
+    np.savez_compressed(out / "masked_shifted_keys.npz", **kts)
+    (out / "masked_info.json").write_text(json.dumps(dict(torch=torch.__version__, device=str(dev))))
+
+
+def check_masked(src: Path) -> int:
+    from pasa_npu.golden import golden_attention
+    from pasa_theory import rigorous
+
+    torch.set_num_threads(1)
+    outs = np.load(src / "masked_outputs.npz")
+    kts = np.load(src / "masked_shifted_keys.npz")
+    print("device run:", (src / "masked_info.json").read_text())
+    bad = 0
+    print("case             | method             | K̃         | holds | bound     | measured  | hull cap")
+    for c in MASKED:
+        q, k, v, mask, causal, rows = _masked_case(c)
+        gold = golden_attention(q, k, v, attn_mask=mask, is_causal=causal).numpy()[:, :, rows]
+        for key in [x for x in outs.files if x.endswith("|" + c["name"])]:
+            m = key.split("|")[0]
+            err = np.abs(outs[key].astype(np.float64) - gold)
+            variants = [("any-order", None)] + (
+                [("device K̃", torch.from_numpy(kts[key]))] if key in kts.files else []
+            )
+            for label, kt in variants:
+                cert = rigorous.certify(
+                    m, q, k, v, rows=rows, attn_mask=mask, is_causal=causal, shifted_keys=kt
+                )
+                rowerr = np.nan_to_num(err.max(-1), nan=np.inf)
+                holds = bool(np.all(rowerr <= cert.row_bound))
+                bad += not holds
+                print(f"{c['name']:16s} | {m:18s} | {label:10s} | {str(holds):5s} | {cert.max_abs_bound:9.3g} | "
+                      f"{float(np.nanmax(err)):9.3g} | {cert.hull_cap:9.3g}", flush=True)  # fmt: skip
+    return 1 if bad else 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -198,11 +288,21 @@ def main() -> None:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--methods", nargs="+", default=METHODS)
     r.add_argument("--cells", type=int, default=None, help="only the first N grid cells")
+    rm = sub.add_parser("run-masked")
+    rm.add_argument("--device", default="cuda")
+    rm.add_argument("--out", type=Path, required=True)
+    rm.add_argument("--methods", nargs="+", default=METHODS)
+    cm = sub.add_parser("check-masked")
+    cm.add_argument("src", type=Path)
     c = sub.add_parser("check")
     c.add_argument("src", type=Path)
     c.add_argument("--cells", type=int, default=None, help="only the first N grid cells")
     a = ap.parse_args()
-    if a.cmd == "run":
+    if a.cmd == "run-masked":
+        run_masked(a.device, a.out, a.methods)
+    elif a.cmd == "check-masked":
+        sys.exit(check_masked(a.src))
+    elif a.cmd == "run":
         run(a.device, a.out, a.methods, a.cells)
     else:
         sys.exit(check(a.src, a.cells))
