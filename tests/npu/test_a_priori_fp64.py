@@ -291,16 +291,8 @@ def _mp_attention(q, k, v, tau, vis, bias):
         return out
 
 
-def _run_case(
-    method, *, S1, S2, d, n, seed, mean=0.0, amp=1.0, causal=False, mask=None, heads=1, prec="fp64"
-):
-    """(measured max|O − O_exact| against mpmath, the a-priori bound) for one seeded case at ``prec`` (fp64
-    or an all-float64 variant of it)."""
-    q, k, v = grid_qkv(S1, S2, heads, d=d, seed=seed, mean=mean, amp=amp, dtype=torch.float64)
-    m = seeded_mask(mask, S1, S2, heads, seed=seed) if mask else None
-    out = run_method(method, q, k, v, precision=prec, is_causal=causal, attn_mask=m, block_kv=n)
-    assert out.dtype == torch.float64
-    tau = 1.0 / math.sqrt(d)
+def _visibility(S1, S2, heads, causal, m):
+    """(vis (heads, S1, S2), additive bias or None) of the kernel's masking for the mpmath reference."""
     vis = np.ones((heads, S1, S2), bool)
     if causal:
         vis &= _checks.causal_keep(torch.arange(S1), torch.arange(S2), S1, S2).numpy()[None]
@@ -312,6 +304,20 @@ def _run_case(
         else:
             vis &= np.isfinite(mm)
             bias = mm
+    return vis, bias
+
+
+def _run_case(
+    method, *, S1, S2, d, n, seed, mean=0.0, amp=1.0, causal=False, mask=None, heads=1, prec="fp64"
+):
+    """(measured max|O − O_exact| against mpmath, the a-priori bound) for one seeded case at ``prec`` (fp64
+    or an all-float64 variant of it)."""
+    q, k, v = grid_qkv(S1, S2, heads, d=d, seed=seed, mean=mean, amp=amp, dtype=torch.float64)
+    m = seeded_mask(mask, S1, S2, heads, seed=seed) if mask else None
+    out = run_method(method, q, k, v, precision=prec, is_causal=causal, attn_mask=m, block_kv=n)
+    assert out.dtype == torch.float64
+    tau = 1.0 / math.sqrt(d)
+    vis, bias = _visibility(S1, S2, heads, causal, m)
     err = 0.0
     with mpmath.workdps(40):
         for h in range(heads):
@@ -471,17 +477,7 @@ def test_certify_fp64_is_theorem2_at_each_rows_maxima(method, case):
     out = run_method(method, q, k, v, precision="fp64", is_causal=causal, attn_mask=m, block_kv=n)
     cert = rigorous.certify(method, q, k, v, precision="fp64", is_causal=causal, attn_mask=m, block_kv=n)
     apb = rigorous.a_priori(method, rigorous.stats_of(q, k, v, attn_mask=m), precision="fp64", block_kv=n)
-    vis = np.ones((heads, S1, S2), bool)
-    if causal:
-        vis &= _checks.causal_keep(torch.arange(S1), torch.arange(S2), S1, S2).numpy()[None]
-    bias = None
-    if m is not None:
-        mm = m.expand(1, heads, S1, S2)[0].numpy()
-        if mm.dtype == bool:
-            vis &= mm
-        else:
-            vis &= np.isfinite(mm)
-            bias = mm
+    vis, bias = _visibility(S1, S2, heads, causal, m)
     for h in range(heads):
         ref = _mp_attention(q[0, h].numpy(), k[0, 0].numpy(), v[0, 0].numpy(), 1.0 / math.sqrt(d), vis[h],
                             None if bias is None else bias[h])  # fmt: skip
