@@ -33,8 +33,9 @@ from pasa_npu.precision import PRESETS
 from pasa_theory import policies, rigorous, schema
 from tests.npu.helpers import grid_qkv, seeded_mask
 
-#: the methods that run every unit in float64 at ``precision="fp64"`` (smooth_k has no a-priori bound)
-METHODS = ("pasa", "fa_qk", "fa_q", "fa_naive", "fa_hybrid")
+#: the methods that run every unit in float64 at ``precision="fp64"`` (smooth_k: Lemma 19.2 with its fp32
+#: mean error, an over-estimate of the float64 mean's, docs/bounds.md §19.3)
+METHODS = ("pasa", "fa_qk", "fa_q", "fa_naive", "fa_hybrid", "smooth_k")
 U64 = 2.0**-53
 TINY_SUB = 2.0**-1074  # the smallest subnormal: η_vd + η_acc of the float64 units
 
