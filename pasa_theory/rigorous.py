@@ -110,7 +110,8 @@ EXP32_REL = 2.0**-22
 EXP64_REL = 2.0**-51
 
 #: Methods whose arrangement :func:`certify` handles (``pasa`` and ``fa_*`` at the precisions of
-#: docs/bounds.md §9 Scope: npu_fp16, hybrid, bf16, fp32, fp16_strict, fp16_keymean).
+#: docs/bounds.md §9 Scope: npu_fp16, hybrid, bf16, fp32, fp16_strict, fp16_keymean; and every unit in
+#: float64, ``pasa:fp64`` or ``precision="fp64"``, by Theorem 2 at each row's maxima, §19.4).
 SUPPORTED_METHODS = (
     "pasa",
     "pasa:npu_fp16",
@@ -120,6 +121,7 @@ SUPPORTED_METHODS = (
     "pasa:fp16_strict",
     "pasa:fp16_keymean",
     "pasa:script",
+    "pasa:fp64",
     "fa_qk",
     "fa_q",
     "fa_naive",
@@ -333,7 +335,7 @@ def _check_policy(pol: policies.Policy, *, float64: bool = False) -> None:
     accepts every unit in float64 (docs/bounds.md §19.3)."""
     why = []
     wide = float64 and _float64_units(pol)
-    also = " (or every unit in fp64, a_priori only: docs/bounds.md §19.3)" if float64 else ""
+    also = " (or every unit in fp64: docs/bounds.md §19.3–§19.4)" if float64 else ""
     if not wide and (pol.matmul_in.name not in _CERT_FORMATS or pol.matmul_acc.name != "fp32"):
         why.append("matrix unit fp16, bf16 or fp32 in / fp32 accumulate" + also)
     if not wide and (pol.matmul_out.name not in _CERT_FORMATS or pol.vector.name not in _CERT_FORMATS):
@@ -500,7 +502,7 @@ def certify(
     if hi_lo:
         _refbound.check_policy(pol)
     else:
-        _check_policy(pol, float64=fp64)
+        _check_policy(pol, float64=True)
     out_name = _out_format(q, out_format, pol.matmul_in.name)
     block_kv = check_block(block_kv)
     if not isinstance(is_causal, bool):

@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from pasa_theory import rigorous
+from pasa_theory import rigorous, schema
 from pasa_theory.formats import get_format, round_to_format
 
 F16 = rigorous._FORMATS["fp16"]
@@ -96,8 +96,9 @@ def test_bad_input_is_named():
         rigorous.certify("pasa", np.zeros((4, 8)), q, q)
     with pytest.raises(ValueError, match="exactly representable in fp16"):
         rigorous.certify("pasa", q + 0.1, q, q)
-    with pytest.raises(ValueError, match="policy"):
-        rigorous.certify("pasa:fp64", q, q, q)
+    # float64 units mixed with narrower ones: neither the fp32 nor the fp64 case of the theorems
+    with pytest.raises(ValueError, match="policy .*every unit in fp64"):
+        rigorous.certify("pasa", q, q, q, precision=schema.PRESET_SPECS["npu_fp16"].replace(vector="fp64"))
     with pytest.raises(ValueError, match="rows must be"):
         rigorous.certify("pasa", q, q, q, rows=[9])
     with pytest.raises(ValueError, match="method must be"):
