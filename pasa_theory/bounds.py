@@ -783,28 +783,19 @@ def _theorems(
             t_a,
         )
     t0 = time.perf_counter()
-    try:
-        cert = _rig.certify(
-            method,
-            q,
-            k,
-            v,
-            precision=precision,
-            beta=beta,
-            block_kv=block_kv,
-            scale=scale,
-            is_causal=is_causal,
-            shifted_keys=shifted_keys,
-            confidence=confidence,
-        )
-    except ValueError as e:  # Theorem 2 covers the arrangement, certify does not (fp64: docs/bounds.md §17.4)
-        if apri is None or "certify supports" not in str(e):
-            raise
-        why = (
-            f"not computed: the rigorous bound does not cover policy {pol.name!r} (docs/bounds.md §17.4); "
-            "the a-priori bound does (docs/bounds.md §19.3)"
-        )
-        return _Theorems(None, None, apri.bound, None, None, why, 0.0, t_a)
+    cert = _rig.certify(
+        method,
+        q,
+        k,
+        v,
+        precision=precision,
+        beta=beta,
+        block_kv=block_kv,
+        scale=scale,
+        is_causal=is_causal,
+        shifted_keys=shifted_keys,
+        confidence=confidence,
+    )
     t_b = time.perf_counter() - t0
     how = (
         "conditional on the observed K̃" if shifted_keys is not None else "K̃ enclosed for any summation order"

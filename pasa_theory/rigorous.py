@@ -749,7 +749,7 @@ def _certify_fp64(
     its KV head, the row's largest finite additive-mask entry. A theorem for these inputs (they are in
     the class Theorem 2 covers); no enclosure of the run, which in float64 would need directed rounding
     (§17.4), so it is as loose as Theorem 2 (10²–10⁵× the measured error). The hull cap is computed from
-    the float64 attention (not a bound; for reading only). ``prob_abs_bound`` is the same number."""
+    the float64 golden (Lemma 8's o′; for reading only). ``prob_abs_bound`` is the same number."""
     B, H, S1, D = qa.shape
     Hkv, S2 = ka.shape[1], ka.shape[2]
     G = H // Hkv
@@ -777,16 +777,17 @@ def _certify_fp64(
                     vis &= np.isfinite(bb)
                     s = s + np.where(np.isfinite(bb), bb, 0.0)
                     mask_rows = np.where(np.isfinite(bb), np.abs(bb), 0.0).max(axis=1, initial=0.0)
+                # the hull cap from the float64 golden (Lemma 8's o′; for reading only, not a bound)
+                o64, _ = _golden(s, np.zeros_like(s), vis, vv, S2)
+                dv = np.where(vis[:, :, None], np.abs(vv[None, :, :] - o64[:, None, :]), 0.0)
+                row_cap[b, h] = np.where(vis.any(axis=1), dv.max(axis=(1, 2), initial=0.0), 0.0)
                 for i in range(R):
                     st = InputStats(float(np.abs(qq[i]).max(initial=0.0)), k_max, v_abs, v_spread, D, S2,
                                     float(mask_rows[i]))  # fmt: skip
                     ap = a_priori(method, st, precision=precision, beta=beta, block_kv=block_kv, scale=scale)
                     row_bound[b, h, i] = ap.bound
                     overflow |= ap.overflow_possible
-                    if vis[i].any():  # the float64 attention of the row: the hull cap, for reading only
-                        w = np.exp(s[i, vis[i]] - s[i, vis[i]].max())
-                        o = (w @ vv[vis[i]]) / w.sum()
-                        row_cap[b, h, i] = float(np.abs(vv[vis[i]] - o).max(initial=0.0))
+
     bound = float(row_bound.max(initial=0.0))
     return Certificate(
         method=method,
@@ -1735,15 +1736,16 @@ def a_priori(
         a_bn = _exact_up(abs(Fraction(diag) + (n - 1) * Fraction(off)))  # |a − b·n| (Lemma 19.0)
         Pq = d * Qm * Km
         sysm = a_tau * Pq + kappa * Pq
+        # Lemma 19.0 (docs/bounds.md §19.1): the block means are means of the whole tile (all n entries,
+        # before the mask), whose exact value is (a − b·n)·q·k̄; with the score error and the fp32 mean's
+        # γ_{n+1}·St, |μ_j| ≤ Smean, usually far below max|s̃| = St (the shift removes the mean)
+        g1 = gamma(n + 1, u_acc)
+        Smean = a_bn * Pq + es + g1 * St
         if pol.offset == "running":
             # Theorem 9 (docs/bounds.md §19.1): the script's bookkeeping; every weight's exponent is
             # s̃_r + c·μ̃_j − H_T plus the telescoped residuals of Lemma 19.1 (_running.a_priori_terms)
             Bx = Bp + mask_sum(St)
             em = eB + mask_sum(St)
-            # the fp32 block mean μ_j of the tile (all n entries, before the mask): the exact tile mean is
-            # (a − b·n)·q·k̄ + (the mean score error), and the fp32 mean errs by γ_{n+1}·St (Lemma 19.1)
-            g1 = gamma(n + 1, u_acc)
-            Smean = a_bn * Pq + es + g1 * St
             run = _running.a_priori_terms(
                 Sx=St + Bx, Smean=Smean, c=c, T=T, rho=rho, vd=vd, f32=_FORMATS["fp32"]
             )
@@ -1765,7 +1767,6 @@ def a_priori(
         elif pol.recovery == "key_mean":
             # Lemma 13.3: s̃*_r + δ*_j = a·q·k_r − b·n·q·k̄_0 (common to all blocks); δ_j = fl(q·Δk_j),
             # Δk_j = fl_in(fl32(fl32(k̄_j − k̄_0)·fl32(b·n))), k̄ the fp32 block means of the keys
-            g1 = gamma(n + 1, u_acc)
             Dk = 2 * Km * (1 + g1) * b * n * (1 + u_acc) ** 3 * (1 + mi.u) + mi.eta  # |Δk|
             eDk = b * n * 2 * Km * ((1 + g1) * (1 + u_acc) ** 3 - 1 + ev) + mi.u * Dk + mi.eta
             So = d * Qm * Dk * (1 + g32d) * (1 + um)  # |δ_j|
@@ -1797,11 +1798,6 @@ def a_priori(
                 tree_max = n * max(St, Xm) * (1 + gt)  # the largest node of either tree
                 Smx = Sa  # ≥ St: the maxima of step f below
             else:
-                # Lemma 19.0 (docs/bounds.md §19.1): the pseudo-averages are tile means, and the exact
-                # tile mean is (a − b·n)·q·k̄ (+ the mean score error), so |μ_j| ≤ Smean, usually far
-                # below max|s̃| = St (the shift removes the mean: |a − b·n| ≈ 1 − β)
-                g1 = gamma(n + 1, u_acc)
-                Smean = a_bn * Pq + es + g1 * St
                 Sa = min(St, Smean * (1 + u) + vd.eta)  # |μ_j| and |A| = |fl(μ_0)|
                 errE = (u_acc + u) * 2 * Sa * (1 + u_acc)
                 mean_err = c * g1 * St  # the accumulator's mean against the exact mean

@@ -122,3 +122,18 @@ def test_lemma_19_magnitudes_are_attained(monkeypatch, pattern, which):
         assert measured[key] <= bound[key], (key, measured[key], bound[key])
     ratio = measured[which] / bound[which]
     assert ratio >= 0.75, (pattern, which, measured, bound)  # sharp: a lemma 2x too small fails
+
+
+def test_lemma_19_0_on_the_reference_cell():
+    """docs/bounds.md §19.1: with the block means bounded as tile means (Lemma 19.0), Theorem 2's exponent
+    error for `pasa` on the reference cell uniform(0, 0.5) (1407 keys, d = 128) is below 1 (it was 30.7
+    with |μ_j| ≤ max|s̃|); the pseudo-average bound is below 1/30 of max|s̃| there."""
+    from pasa_npu import data
+
+    q, k, v = data.make_qkv(
+        "uniform", batch=1, heads=7, kv_heads=1, seq_q=1407, seq_kv=1407, head_dim=128, mean=0.0,
+        amplitude=0.5, seed=data.REFERENCE_SEED, dtype=torch.float16,
+    )  # fmt: skip
+    ap = rigorous.a_priori("pasa", rigorous.stats_of(q, k, v))
+    assert 0 < ap.exponent_error < 1.0, ap.terms
+    assert ap.terms["offsets"] < 0.1 and ap.terms["recurrence"] < 1.0, ap.terms
