@@ -301,8 +301,9 @@ def a_priori_terms(
     """The running bookkeeping's part of the a-priori bound (Lemma 19.1, docs/bounds.md §19.1).
 
     For every input whose masked score tile satisfies |s̃ + fl(B)| ≤ ``Sx``, whose fp32 block means
-    satisfy |μ_j| ≤ ``Smean`` (the tile mean is (a − b·n)·q·k̄ up to the score error, Lemma 19.1, so
-    this is far below max|s̃|), T blocks, stored c, and an exponential with log-relative error ≤ ``rho``: bounds, over the whole run, of the pseudo-averages
+    satisfy |μ_j| ≤ ``Smean`` (the tile mean is (a − b·n)·q·k̄ up to the score error, Lemma 19.0, so
+    this is far below max|s̃|), T blocks, stored c, and an exponential with log-relative error ≤ ``rho``:
+    bounds, over the whole run, of the pseudo-averages
     |μ̃| ≤ ``S_mu``, the running mean |A| ≤ ``S_A``, the offsets |δ_j| ≤ ``D``, |δ_p| ≤ ``Dp``, the frame
     |H| ≤ ``H``, the stored maximum |m′| ≤ ``M``, the exponent arguments |x_γ| ≤ ``Xg``, |x_α| ≤ ``Xa``;
     ``mu_round`` (|μ̃_j − μ_j|), and ``residual``: every weight's exponent is s̃_r + c·μ̃_j − H_T
